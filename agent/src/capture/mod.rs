@@ -1,0 +1,114 @@
+//! Stage 1, capture: loads the kernel programs, attaches them to their
+//! tracepoints, and hands out the maps the agent reads and writes.
+
+pub mod decode;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use gatescope_common::{MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_TARGETS};
+use tracing::debug;
+
+use crate::error::StartError;
+
+/// (program function, tracepoint category, tracepoint name). Process tracking
+/// comes first so that no worker forked during start-up is missed.
+const PROGRAMS: &[(&str, &str, &str)] = &[
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
+    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
+    ("sock_send_length", "sock", "sock_send_length"),
+    ("sock_recv_length", "sock", "sock_recv_length"),
+];
+
+/// The loaded programs; dropping it detaches them all.
+pub struct Capture {
+    _ebpf: Ebpf,
+    pub programs_attached: usize,
+}
+
+/// The maps the agent works with, taken out of the loaded object.
+pub struct Maps {
+    pub targets: HashMap<MapData, u32, u32>,
+    pub listen_ports: HashMap<MapData, u16, u32>,
+    pub lost: PerCpuArray<MapData, u64>,
+}
+
+impl Capture {
+    /// Loads and attaches everything; returns the programs' owner, the maps
+    /// the pipeline maintains, and the ring buffer it reads.
+    pub fn load(ring_buffer_bytes: u32) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
+        if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
+            return Err(StartError::RingBufferSize(ring_buffer_bytes));
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/gatescope"
+            )))
+            .map_err(|e| StartError::Load(error_chain(&e)))?;
+
+        let mut attached = 0;
+        for &(program, category, name) in PROGRAMS {
+            let attach_err = |reason: String| StartError::Attach {
+                program: program.into(),
+                category: category.into(),
+                name: name.into(),
+                reason,
+            };
+            let tracepoint: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| attach_err("program missing from the object".into()))?
+                .try_into()
+                .map_err(|e| attach_err(error_chain(&e)))?;
+            tracepoint.load().map_err(|e| attach_err(error_chain(&e)))?;
+            tracepoint
+                .attach(category, name)
+                .map_err(|e| attach_err(error_chain(&e)))?;
+            debug!(program, "attached to {category}:{name}");
+            attached += 1;
+        }
+
+        let events = take(&mut ebpf, MAP_EVENTS)?;
+        let maps = Maps {
+            targets: take(&mut ebpf, MAP_TARGETS)?,
+            listen_ports: take(&mut ebpf, MAP_LISTEN_PORTS)?,
+            lost: take(&mut ebpf, MAP_LOST)?,
+        };
+        Ok((
+            Capture {
+                _ebpf: ebpf,
+                programs_attached: attached,
+            },
+            maps,
+            events,
+        ))
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, StartError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| StartError::Load(format!("map {name} missing from the object")))?;
+    T::try_from(map).map_err(|e| StartError::Load(format!("map {name}: {e}")))
+}
+
+/// aya's errors keep the useful part (e.g. the verifier log) in their sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

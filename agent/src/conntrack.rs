@@ -1,0 +1,381 @@
+//! Stage 2, the connection table: follows each tracked TCP socket from open to
+//! close and turns observations into facts the export stage counts.
+//!
+//! "Open" follows nginx's stub_status: a downstream connection is active from
+//! the moment it is established until the gateway closes its side (FIN_WAIT1,
+//! LAST_ACK) or the socket dies (CLOSE); a peer's half-close (CLOSE_WAIT)
+//! leaves it active because the gateway may still be writing. An upstream
+//! connection is open from connect() (SYN_SENT) on, by the same rule.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use gatescope_common::{TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_SYN_SENT};
+
+use crate::capture::decode::{Direction, Endpoints, Observation, Role};
+
+/// What the export stage counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fact {
+    /// accept() returned a connection in a target.
+    Accepted,
+    /// The gateway read from a downstream connection for the first time.
+    Handled,
+    DownstreamBytes {
+        port: u16,
+        dir: Direction,
+        len: u64,
+    },
+    UpstreamOpened {
+        peer: SocketAddr,
+    },
+    UpstreamBytes {
+        peer: SocketAddr,
+        dir: Direction,
+        len: u64,
+    },
+    /// Bytes on a target socket whose open was not seen (open before start,
+    /// or not TCP-tracked), so they are still accounted for.
+    UntrackedBytes {
+        dir: Direction,
+        len: u64,
+    },
+    /// The table was full and a connection could not be tracked.
+    TableFull,
+}
+
+#[derive(Clone, Debug)]
+struct Conn {
+    role: Role,
+    endpoints: Endpoints,
+    open: bool,
+    handled: bool,
+}
+
+/// Gauges derived from the table, maintained incrementally so they always
+/// agree with its content.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub downstream_active: u64,
+    pub upstream_open: HashMap<SocketAddr, u64>,
+    pub tracked_downstream: u64,
+    pub tracked_upstream: u64,
+}
+
+pub struct ConnTable {
+    conns: HashMap<u64, Conn>,
+    gauges: Gauges,
+    capacity: usize,
+}
+
+fn is_open_state(state: u32) -> bool {
+    matches!(state, TCP_SYN_SENT | TCP_ESTABLISHED | TCP_CLOSE_WAIT)
+}
+
+impl ConnTable {
+    pub fn new(capacity: usize) -> Self {
+        ConnTable {
+            conns: HashMap::new(),
+            gauges: Gauges::default(),
+            capacity,
+        }
+    }
+
+    pub fn gauges(&self) -> &Gauges {
+        &self.gauges
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Applies one observation, appending what it means to `facts`.
+    pub fn apply(&mut self, obs: &Observation, facts: &mut Vec<Fact>) {
+        match *obs {
+            Observation::ConnOpen {
+                sk,
+                role,
+                endpoints,
+                ..
+            } => self.open(sk, role, endpoints, facts),
+            Observation::State {
+                sk, new, endpoints, ..
+            } => self.change_state(sk, new, endpoints),
+            Observation::Bytes { sk, dir, len, .. } => self.bytes(sk, dir, len, facts),
+            Observation::Accept { .. } => facts.push(Fact::Accepted),
+            Observation::Fork { .. } | Observation::Exit { .. } => {}
+        }
+    }
+
+    fn open(&mut self, sk: u64, role: Role, endpoints: Endpoints, facts: &mut Vec<Fact>) {
+        // The same address again without a close seen: the kernel reused the
+        // socket memory (or its LRU map forgot it). End the old one first.
+        self.remove(sk);
+        if self.conns.len() >= self.capacity {
+            facts.push(Fact::TableFull);
+            return;
+        }
+        let conn = Conn {
+            role,
+            endpoints,
+            open: false,
+            handled: false,
+        };
+        self.conns.insert(sk, conn);
+        match role {
+            Role::Downstream => self.gauges.tracked_downstream += 1,
+            Role::Upstream => {
+                self.gauges.tracked_upstream += 1;
+                facts.push(Fact::UpstreamOpened {
+                    peer: endpoints.remote,
+                });
+            }
+        }
+        self.set_open(sk, true);
+    }
+
+    fn change_state(&mut self, sk: u64, new: u32, endpoints: Endpoints) {
+        let Some(conn) = self.conns.get_mut(&sk) else {
+            return;
+        };
+        // The local port of an active open is assigned after SYN_SENT.
+        conn.endpoints.local = endpoints.local;
+        if new == TCP_CLOSE {
+            self.remove(sk);
+        } else {
+            self.set_open(sk, is_open_state(new));
+        }
+    }
+
+    fn bytes(&mut self, sk: u64, dir: Direction, len: u64, facts: &mut Vec<Fact>) {
+        let Some(conn) = self.conns.get_mut(&sk) else {
+            if len > 0 {
+                facts.push(Fact::UntrackedBytes { dir, len });
+            }
+            return;
+        };
+        if conn.role == Role::Downstream && dir == Direction::Ingress && !conn.handled {
+            conn.handled = true;
+            facts.push(Fact::Handled);
+        }
+        if len == 0 {
+            return;
+        }
+        facts.push(match conn.role {
+            Role::Downstream => Fact::DownstreamBytes {
+                port: conn.endpoints.local.port(),
+                dir,
+                len,
+            },
+            Role::Upstream => Fact::UpstreamBytes {
+                peer: conn.endpoints.remote,
+                dir,
+                len,
+            },
+        });
+    }
+
+    fn set_open(&mut self, sk: u64, open: bool) {
+        let Some(conn) = self.conns.get_mut(&sk) else {
+            return;
+        };
+        if conn.open == open {
+            return;
+        }
+        conn.open = open;
+        match conn.role {
+            Role::Downstream => adjust(&mut self.gauges.downstream_active, open),
+            Role::Upstream => {
+                let peer = conn.endpoints.remote;
+                let count = self.gauges.upstream_open.entry(peer).or_default();
+                adjust(count, open);
+            }
+        }
+    }
+
+    fn remove(&mut self, sk: u64) {
+        self.set_open(sk, false);
+        if let Some(conn) = self.conns.remove(&sk) {
+            match conn.role {
+                Role::Downstream => self.gauges.tracked_downstream -= 1,
+                Role::Upstream => self.gauges.tracked_upstream -= 1,
+            }
+        }
+    }
+}
+
+fn adjust(value: &mut u64, up: bool) {
+    if up {
+        *value += 1;
+    } else {
+        *value = value.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatescope_common::{TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK};
+
+    use super::*;
+
+    fn ep(local: &str, remote: &str) -> Endpoints {
+        Endpoints {
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+        }
+    }
+    const CLIENT: &str = "127.0.0.1:50000";
+    const GW: &str = "127.0.0.1:8080";
+    const UP: &str = "127.0.0.1:9000";
+
+    fn open(table: &mut ConnTable, sk: u64, role: Role, endpoints: Endpoints) -> Vec<Fact> {
+        let mut facts = vec![];
+        table.apply(
+            &Observation::ConnOpen {
+                sk,
+                role,
+                endpoints,
+                ts_ns: 0,
+            },
+            &mut facts,
+        );
+        facts
+    }
+    fn state(table: &mut ConnTable, sk: u64, new: u32, endpoints: Endpoints) {
+        table.apply(
+            &Observation::State {
+                sk,
+                old: 0,
+                new,
+                endpoints,
+                ts_ns: 0,
+            },
+            &mut vec![],
+        );
+    }
+    fn bytes(table: &mut ConnTable, sk: u64, dir: Direction, len: u64) -> Vec<Fact> {
+        let mut facts = vec![];
+        table.apply(
+            &Observation::Bytes {
+                sk,
+                dir,
+                len,
+                tgid: 1,
+            },
+            &mut facts,
+        );
+        facts
+    }
+
+    #[test]
+    fn downstream_lifecycle_gateway_closes() {
+        let mut t = ConnTable::new(10);
+        let e = ep(GW, CLIENT);
+        assert!(open(&mut t, 1, Role::Downstream, e).is_empty());
+        assert_eq!(t.gauges().downstream_active, 1);
+        assert_eq!(
+            bytes(&mut t, 1, Direction::Ingress, 100),
+            vec![
+                Fact::Handled,
+                Fact::DownstreamBytes {
+                    port: 8080,
+                    dir: Direction::Ingress,
+                    len: 100
+                }
+            ]
+        );
+        // Handled only once.
+        assert_eq!(bytes(&mut t, 1, Direction::Ingress, 5).len(), 1);
+        state(&mut t, 1, TCP_FIN_WAIT1, e);
+        assert_eq!(t.gauges().downstream_active, 0);
+        assert_eq!(
+            t.len(),
+            1,
+            "kept until CLOSE so late bytes are still attributed"
+        );
+        state(&mut t, 1, TCP_FIN_WAIT2, e);
+        state(&mut t, 1, TCP_CLOSE, e);
+        assert_eq!(
+            (
+                t.len(),
+                t.gauges().tracked_downstream,
+                t.gauges().downstream_active
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn peer_half_close_stays_active_until_gateway_closes() {
+        let mut t = ConnTable::new(10);
+        let e = ep(GW, CLIENT);
+        open(&mut t, 1, Role::Downstream, e);
+        state(&mut t, 1, TCP_CLOSE_WAIT, e);
+        assert_eq!(t.gauges().downstream_active, 1);
+        // An EOF read is the gateway handling the connection, with no bytes.
+        assert_eq!(bytes(&mut t, 1, Direction::Ingress, 0), vec![Fact::Handled]);
+        state(&mut t, 1, TCP_LAST_ACK, e);
+        assert_eq!(t.gauges().downstream_active, 0);
+        state(&mut t, 1, TCP_CLOSE, e);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn upstream_counts_per_peer_and_learns_local_port() {
+        let mut t = ConnTable::new(10);
+        let connecting = ep("0.0.0.0:0", UP);
+        let peer: SocketAddr = UP.parse().unwrap();
+        assert_eq!(
+            open(&mut t, 7, Role::Upstream, connecting),
+            vec![Fact::UpstreamOpened { peer }]
+        );
+        open(&mut t, 8, Role::Upstream, connecting);
+        assert_eq!(t.gauges().upstream_open[&peer], 2);
+        state(&mut t, 7, TCP_ESTABLISHED, ep("127.0.0.1:40000", UP));
+        assert_eq!(
+            bytes(&mut t, 7, Direction::Egress, 300),
+            vec![Fact::UpstreamBytes {
+                peer,
+                dir: Direction::Egress,
+                len: 300
+            }]
+        );
+        // Refused connect: SYN_SENT -> CLOSE.
+        state(&mut t, 8, TCP_CLOSE, connecting);
+        assert_eq!(t.gauges().upstream_open[&peer], 1);
+        state(&mut t, 7, TCP_CLOSE, connecting);
+        assert_eq!(t.gauges().upstream_open[&peer], 0);
+        assert_eq!(t.gauges().tracked_upstream, 0);
+    }
+
+    #[test]
+    fn unknown_sockets_and_reuse_and_capacity() {
+        let mut t = ConnTable::new(1);
+        assert_eq!(
+            bytes(&mut t, 99, Direction::Egress, 10),
+            vec![Fact::UntrackedBytes {
+                dir: Direction::Egress,
+                len: 10
+            }]
+        );
+        assert!(bytes(&mut t, 99, Direction::Ingress, 0).is_empty());
+        state(&mut t, 99, TCP_CLOSE, ep(GW, CLIENT)); // ignored
+        open(&mut t, 1, Role::Downstream, ep(GW, CLIENT));
+        // Same address opens again without a close: one connection, not two.
+        open(&mut t, 1, Role::Downstream, ep(GW, "127.0.0.1:50001"));
+        assert_eq!((t.len(), t.gauges().downstream_active), (1, 1));
+        assert_eq!(
+            open(&mut t, 2, Role::Downstream, ep(GW, CLIENT)),
+            vec![Fact::TableFull]
+        );
+        assert_eq!(t.gauges().downstream_active, 1);
+    }
+
+    #[test]
+    fn accept_is_a_fact() {
+        let mut t = ConnTable::new(1);
+        let mut facts = vec![];
+        t.apply(&Observation::Accept { tgid: 1 }, &mut facts);
+        assert_eq!(facts, vec![Fact::Accepted]);
+    }
+}

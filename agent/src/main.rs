@@ -1,0 +1,132 @@
+//! gatescope agent: wiring only. The stages live in their modules:
+//! capture -> conntrack -> metrics, driven by `pipeline`, served by `server`.
+
+mod capture;
+mod cli;
+mod conntrack;
+mod error;
+mod identity;
+mod metrics;
+mod pipeline;
+mod preflight;
+mod server;
+mod target_set;
+mod targets;
+
+use std::{io::ErrorKind, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+};
+use tracing::info;
+
+use crate::{
+    capture::{decode::KINDS, Capture},
+    cli::Args,
+    conntrack::ConnTable,
+    error::StartError,
+    metrics::{Identity, Metrics},
+    pipeline::Pipeline,
+    target_set::TargetSet,
+    targets::Proc,
+};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let proc = Proc::default();
+    if let Some(&pid) = args.pids.iter().find(|&&pid| !proc.is_process(pid)) {
+        return Err(StartError::NoSuchPid(pid).into());
+    }
+    preflight::check_host()?;
+    let listener = bind(&args)?;
+
+    let (capture, maps, events) = Capture::load(args.ring_buffer_bytes)?;
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(identity::default_node_id);
+    let kernel = identity::kernel_release();
+    let id = Identity {
+        node_id: &node_id,
+        version: env!("CARGO_PKG_VERSION"),
+        kernel: &kernel,
+    };
+    let metrics = Metrics::new(args.metrics_compat, &id, &KINDS);
+    metrics
+        .health
+        .programs_attached
+        .set(capture.programs_attached as i64);
+    let registry = metrics.registry();
+
+    let targets = TargetSet::new(proc, args.pids.clone());
+    let table = ConnTable::new(gatescope_common::SOCKS_MAX as usize);
+    let mut pipeline = Pipeline::new(table, metrics, targets, maps);
+    pipeline.start();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, registry, stop_rx.clone()));
+    info!(
+        pids = ?args.pids,
+        listen = %args.listen,
+        programs = capture.programs_attached,
+        "gatescope attached; metrics at http://{}/metrics",
+        args.listen
+    );
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let pipeline = tokio::spawn(pipeline.run(events, stop_rx));
+    tokio::select! {
+        _ = sigterm.recv() => info!("SIGTERM: detaching"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: detaching"),
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    pipeline
+        .await
+        .context("pipeline task")?
+        .context("reading the ring buffer")?;
+    drop(capture);
+    info!("detached; bye");
+    Ok(())
+}
+
+/// Binds before loading anything, so a busy port fails fast and clearly.
+fn bind(args: &Args) -> Result<tokio::net::TcpListener, StartError> {
+    let addr = args.listen;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| match source.kind() {
+        ErrorKind::AddrInUse => StartError::AddrInUse { addr },
+        _ => StartError::Listen { addr, source },
+    })?;
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map_err(|source| StartError::Listen { addr, source })
+}

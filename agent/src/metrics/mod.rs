@@ -1,0 +1,283 @@
+//! Last stage, export: facts from the connection table become Prometheus
+//! families, under gatescope's names or Kong's (`--metrics-compat kong`).
+//! Families without a Kong equivalent keep gatescope's names in both modes.
+
+mod health;
+mod kong;
+mod native;
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use prometheus::{core::Collector, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub use health::Health;
+
+use crate::{
+    capture::decode::Direction,
+    cli::Compat,
+    conntrack::{Fact, Gauges},
+};
+
+/// The downstream families that exist in both naming schemes.
+trait Downstream: Send {
+    fn accepted(&mut self);
+    fn handled(&mut self);
+    fn active(&mut self, value: u64);
+    fn bytes(&mut self, listener: &str, dir: Direction, len: u64);
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: &C) {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique");
+}
+
+pub struct Identity<'a> {
+    pub node_id: &'a str,
+    pub version: &'a str,
+    pub kernel: &'a str,
+}
+
+/// Owned by the pipeline (the only writer); the server renders a clone of
+/// the registry.
+pub struct Metrics {
+    registry: Registry,
+    downstream: Box<dyn Downstream>,
+    upstream_open: IntGaugeVec,
+    upstream_opened: IntCounterVec,
+    upstream_bytes: IntCounterVec,
+    untracked_bytes: IntCounterVec,
+    pub health: Health,
+    /// Listening port -> the listening socket's address, as the label shows it.
+    listeners: HashMap<u16, String>,
+}
+
+impl Metrics {
+    pub fn new(compat: Compat, id: &Identity, event_kinds: &[&str]) -> Self {
+        let registry = Registry::new();
+        let downstream: Box<dyn Downstream> = match compat {
+            Compat::None => Box::new(native::Native::new(&registry)),
+            Compat::Kong => Box::new(kong::Kong::new(&registry, id.node_id, id.version)),
+        };
+        let upstream_open = IntGaugeVec::new(
+            Opts::new(
+                "gatescope_upstream_connections",
+                "Open connections from the gateway to each upstream peer (connecting, established, or half-closed by the peer)",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric");
+        let upstream_opened = IntCounterVec::new(
+            Opts::new(
+                "gatescope_upstream_connections_opened_total",
+                "Connections the gateway started to each upstream peer",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric");
+        let upstream_bytes = IntCounterVec::new(
+            Opts::new(
+                "gatescope_upstream_bytes_total",
+                "TCP payload bytes the gateway received from (ingress) or sent to (egress) each upstream peer",
+            ),
+            &["peer", "direction"],
+        )
+        .expect("valid metric");
+        let untracked_bytes = IntCounterVec::new(
+            Opts::new(
+                "gatescope_untracked_bytes_total",
+                "Bytes the gateway moved on TCP sockets whose connection gatescope did not see open (e.g. open before it started)",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        register(&registry, &upstream_open);
+        register(&registry, &upstream_opened);
+        register(&registry, &upstream_bytes);
+        register(&registry, &untracked_bytes);
+        for dir in [Direction::Ingress, Direction::Egress] {
+            untracked_bytes.with_label_values(&[dir.as_str()]);
+        }
+        let health = Health::new(&registry, id.version, id.kernel, event_kinds);
+        Metrics {
+            registry,
+            downstream,
+            upstream_open,
+            upstream_opened,
+            upstream_bytes,
+            untracked_bytes,
+            health,
+            listeners: HashMap::new(),
+        }
+    }
+
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+
+    pub fn set_listeners(&mut self, sockets: &[SocketAddr]) {
+        self.listeners = sockets.iter().map(|s| (s.port(), s.to_string())).collect();
+        self.health.listen_sockets.set(sockets.len() as i64);
+    }
+
+    pub fn record(&mut self, fact: &Fact) {
+        match *fact {
+            Fact::Accepted => self.downstream.accepted(),
+            Fact::Handled => self.downstream.handled(),
+            Fact::DownstreamBytes { port, dir, len } => {
+                let label = match self.listeners.get(&port) {
+                    Some(label) => label.clone(),
+                    // The listener closed since the connection opened.
+                    None => format!("*:{port}"),
+                };
+                self.downstream.bytes(&label, dir, len);
+            }
+            Fact::UpstreamOpened { peer } => {
+                self.upstream_opened
+                    .with_label_values(&[&peer.to_string()])
+                    .inc();
+            }
+            Fact::UpstreamBytes { peer, dir, len } => {
+                self.upstream_bytes
+                    .with_label_values(&[&peer.to_string(), dir.as_str()])
+                    .inc_by(len);
+            }
+            Fact::UntrackedBytes { dir, len } => {
+                self.untracked_bytes
+                    .with_label_values(&[dir.as_str()])
+                    .inc_by(len);
+            }
+            Fact::TableFull => {
+                self.health
+                    .events_lost
+                    .with_label_values(&["conntrack_full"])
+                    .inc();
+            }
+        }
+    }
+
+    /// Copies the connection table's gauges.
+    pub fn set_gauges(&mut self, gauges: &Gauges) {
+        self.downstream.active(gauges.downstream_active);
+        for (peer, open) in &gauges.upstream_open {
+            self.upstream_open
+                .with_label_values(&[&peer.to_string()])
+                .set(*open as i64);
+        }
+        let tracked = &self.health.connections_tracked;
+        tracked
+            .with_label_values(&["downstream"])
+            .set(gauges.tracked_downstream as i64);
+        tracked
+            .with_label_values(&["upstream"])
+            .set(gauges.tracked_upstream as i64);
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4) of `registry`.
+pub fn render(registry: &Registry) -> String {
+    TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: Identity = Identity {
+        node_id: "node-1",
+        version: "0.1.0",
+        kernel: "6.18.0",
+    };
+
+    fn metrics(compat: Compat) -> Metrics {
+        let mut m = Metrics::new(compat, &ID, &["bytes"]);
+        m.set_listeners(&["127.0.0.1:8080".parse().unwrap()]);
+        let peer = "127.0.0.1:9000".parse().unwrap();
+        for fact in [
+            Fact::Accepted,
+            Fact::Accepted,
+            Fact::Handled,
+            Fact::DownstreamBytes {
+                port: 8080,
+                dir: Direction::Ingress,
+                len: 100,
+            },
+            Fact::DownstreamBytes {
+                port: 8080,
+                dir: Direction::Egress,
+                len: 250,
+            },
+            Fact::UpstreamOpened { peer },
+            Fact::UpstreamBytes {
+                peer,
+                dir: Direction::Egress,
+                len: 120,
+            },
+        ] {
+            m.record(&fact);
+        }
+        let gauges = Gauges {
+            downstream_active: 2,
+            upstream_open: [(peer, 1)].into(),
+            tracked_downstream: 2,
+            tracked_upstream: 1,
+        };
+        m.set_gauges(&gauges);
+        m
+    }
+
+    #[test]
+    fn native_rendering() {
+        let text = render(&metrics(Compat::None).registry());
+        for line in [
+            "gatescope_downstream_connections_accepted_total 2",
+            "gatescope_downstream_connections_handled_total 1",
+            "gatescope_downstream_connections{state=\"active\"} 2",
+            "gatescope_downstream_bytes_total{direction=\"ingress\",listener=\"127.0.0.1:8080\"} 100",
+            "gatescope_downstream_bytes_total{direction=\"egress\",listener=\"127.0.0.1:8080\"} 250",
+            "gatescope_upstream_connections{peer=\"127.0.0.1:9000\"} 1",
+            "gatescope_upstream_connections_opened_total{peer=\"127.0.0.1:9000\"} 1",
+            "gatescope_upstream_bytes_total{direction=\"egress\",peer=\"127.0.0.1:9000\"} 120",
+            "gatescope_events_lost_total{reason=\"ringbuf_full\"} 0",
+            "gatescope_build_info{kernel=\"6.18.0\",version=\"0.1.0\"} 1",
+            "# TYPE gatescope_downstream_bytes_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("kong_"), "{text}");
+    }
+
+    #[test]
+    fn kong_rendering_uses_kong_names_and_labels() {
+        let text = render(&metrics(Compat::Kong).registry());
+        for line in [
+            "# TYPE kong_nginx_connections_total gauge",
+            "# HELP kong_nginx_connections_total Number of connections by subsystem",
+            "kong_nginx_connections_total{node_id=\"node-1\",state=\"accepted\",subsystem=\"http\"} 2",
+            "kong_nginx_connections_total{node_id=\"node-1\",state=\"handled\",subsystem=\"http\"} 1",
+            "kong_nginx_connections_total{node_id=\"node-1\",state=\"active\",subsystem=\"http\"} 2",
+            "# TYPE kong_bandwidth_bytes counter",
+            "kong_bandwidth_bytes{consumer=\"\",direction=\"ingress\",route=\"\",service=\"127.0.0.1:8080\"} 100",
+            "kong_node_info{node_id=\"node-1\",version=\"0.1.0\"} 1",
+            // No Kong equivalent: native name kept.
+            "gatescope_upstream_connections{peer=\"127.0.0.1:9000\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("gatescope_downstream_"), "{text}");
+    }
+
+    #[test]
+    fn unknown_listener_port_is_still_counted() {
+        let mut m = Metrics::new(Compat::None, &ID, &[]);
+        m.record(&Fact::DownstreamBytes {
+            port: 81,
+            dir: Direction::Ingress,
+            len: 7,
+        });
+        let text = render(&m.registry());
+        assert!(text.contains("listener=\"*:81\"} 7"), "{text}");
+    }
+}

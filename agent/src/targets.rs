@@ -1,0 +1,227 @@
+//! What /proc says about the gateway: its process tree and the TCP sockets it
+//! listens on. The kernel keeps the target set current on fork and exit; this
+//! module seeds it at start and reconciles it (missed exits, listen sockets
+//! added by a reload).
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+/// A view of a /proc tree (a different root in tests is possible, but the real
+/// /proc is what tests use).
+#[derive(Clone, Debug)]
+pub struct Proc {
+    root: PathBuf,
+}
+
+impl Default for Proc {
+    fn default() -> Self {
+        Proc {
+            root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+impl Proc {
+    /// True when `pid` is a live process (thread-group leader), not a zombie.
+    pub fn is_process(&self, pid: u32) -> bool {
+        match fs::read_to_string(self.root.join(pid.to_string()).join("status")) {
+            Ok(status) => field(&status, "Tgid:") == Some(pid) && !status.contains("State:\tZ"),
+            Err(_) => false,
+        }
+    }
+
+    /// True when any task (process or thread) with this id exists.
+    pub fn task_exists(&self, tid: u32) -> bool {
+        self.root.join(tid.to_string()).exists()
+    }
+
+    /// Parent pid of every live process.
+    pub fn parents(&self) -> HashMap<u32, u32> {
+        let mut parents = HashMap::new();
+        let Ok(dir) = fs::read_dir(&self.root) else {
+            return parents;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Ok(stat) = fs::read_to_string(entry.path().join("stat")) {
+                if let Some(ppid) = ppid_from_stat(&stat) {
+                    parents.insert(pid, ppid);
+                }
+            }
+        }
+        parents
+    }
+
+    /// `roots` and every live descendant of them.
+    pub fn with_descendants(&self, roots: &[u32]) -> BTreeSet<u32> {
+        let parents = self.parents();
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (&pid, &ppid) in &parents {
+            children.entry(ppid).or_default().push(pid);
+        }
+        let mut out = BTreeSet::new();
+        let mut stack: Vec<u32> = roots.to_vec();
+        while let Some(pid) = stack.pop() {
+            if out.insert(pid) {
+                stack.extend(children.get(&pid).into_iter().flatten());
+            }
+        }
+        out
+    }
+
+    /// TCP sockets in LISTEN state held open by `pid`, from its own network
+    /// namespace's view (/proc/PID/net/tcp{,6}).
+    pub fn listening_sockets(&self, pid: u32) -> Vec<SocketAddr> {
+        let dir = self.root.join(pid.to_string());
+        let inodes = socket_inodes(&dir.join("fd"));
+        if inodes.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for table in ["net/tcp", "net/tcp6"] {
+            if let Ok(text) = fs::read_to_string(dir.join(table)) {
+                out.extend(
+                    parse_listeners(&text)
+                        .into_iter()
+                        .filter(|(_, inode)| inodes.contains(inode))
+                        .map(|(addr, _)| addr),
+                );
+            }
+        }
+        out
+    }
+}
+
+fn field(status: &str, name: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The ppid is the 2nd field after the command, which is in parentheses and
+/// may itself contain spaces or parentheses.
+fn ppid_from_stat(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn socket_inodes(fd_dir: &Path) -> HashSet<u64> {
+    let Ok(dir) = fs::read_dir(fd_dir) else {
+        return HashSet::new();
+    };
+    dir.flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .filter_map(|target| {
+            target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// (address, inode) of every LISTEN row (state 0A) of /proc/net/tcp or tcp6.
+pub fn parse_listeners(table: &str) -> Vec<(SocketAddr, u64)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 || cols[3] != "0A" {
+                return None;
+            }
+            let addr = parse_hex_addr(cols[1])?;
+            let inode = cols[9].parse().ok()?;
+            Some((addr, inode))
+        })
+        .collect()
+}
+
+/// `0100007F:1F90` -> 127.0.0.1:8080. The kernel prints each 32-bit word of
+/// the address in host byte order (x86_64: little endian).
+fn parse_hex_addr(text: &str) -> Option<SocketAddr> {
+    let (addr, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Option<Vec<[u8; 4]>> = (0..addr.len() / 8)
+        .map(|i| {
+            u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16)
+                .ok()
+                .map(u32::to_ne_bytes)
+        })
+        .collect();
+    let bytes: Vec<u8> = words?.concat();
+    let ip = match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        16 => {
+            let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_tcp_listeners() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n\
+   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 12346 1 0 100 0 0 10 0\n";
+        assert_eq!(
+            parse_listeners(v4),
+            vec![("127.0.0.1:8080".parse().unwrap(), 12345)]
+        );
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0\n\
+   1: 00000000000000000000000001000000:0051 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 778 1 0 100 0 0 10 0\n";
+        assert_eq!(
+            parse_listeners(v6),
+            vec![
+                ("[::]:80".parse().unwrap(), 777),
+                ("[::1]:81".parse().unwrap(), 778)
+            ]
+        );
+    }
+
+    #[test]
+    fn ppid_survives_odd_command_names() {
+        assert_eq!(ppid_from_stat("42 (nginx: worker) S 41 42 42 0"), Some(41));
+        assert_eq!(ppid_from_stat("42 (a) b) R 7 1"), Some(7));
+    }
+
+    #[test]
+    fn finds_own_listener_and_children_in_real_proc() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let me = std::process::id();
+        let proc = Proc::default();
+        assert!(proc
+            .listening_sockets(me)
+            .contains(&listener.local_addr().unwrap()));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let tree = proc.with_descendants(&[me]);
+        assert!(tree.contains(&me) && tree.contains(&child.id()), "{tree:?}");
+        assert!(proc.is_process(child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!proc.is_process(child.id()));
+    }
+}

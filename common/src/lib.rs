@@ -1,0 +1,298 @@
+//! Types shared by the kernel programs (`gatescope-ebpf`) and the agent.
+//!
+//! Everything here is `#[repr(C)]` plain integers with explicit padding, so the
+//! byte layout the kernel writes into the ring buffer is exactly the layout the
+//! agent reads. No enums, `Option`s or `bool`s cross the boundary: kinds and
+//! roles are `u32` constants.
+#![no_std]
+
+/// Ring buffer holding every [`Event`] for the agent.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// `HashMap<u32 tgid/tid, u32>`: processes (and their threads) being observed.
+pub const MAP_TARGETS: &str = "TARGETS";
+/// `HashMap<u16 port, u32>`: TCP ports the targets listen on (host byte order).
+pub const MAP_LISTEN_PORTS: &str = "LISTEN_PORTS";
+/// `LruHashMap<u64 sock address, SockInfo>`: TCP sockets owned by targets.
+pub const MAP_SOCKS: &str = "SOCKS";
+/// `PerCpuArray<u64>` indexed by `LOST_*`: every place an event can be lost.
+pub const MAP_LOST: &str = "LOST";
+
+/// Capacity of [`MAP_TARGETS`]: processes plus threads of all targets.
+pub const TARGETS_MAX: u32 = 16_384;
+/// Capacity of [`MAP_LISTEN_PORTS`].
+pub const LISTEN_PORTS_MAX: u32 = 1_024;
+/// Capacity of [`MAP_SOCKS`]; LRU so a flood cannot fill it for good.
+pub const SOCKS_MAX: u32 = 262_144;
+/// Default ring buffer size; the agent may override it at load time.
+pub const EVENTS_DEFAULT_BYTES: u32 = 4 << 20;
+
+/// Reasons an event was lost in the kernel (indices into [`MAP_LOST`]).
+pub const LOST_RINGBUF_FULL: u32 = 0;
+pub const LOST_TARGETS_FULL: u32 = 1;
+pub const LOST_SOCKS_FULL: u32 = 2;
+pub const LOST_REASONS: u32 = 3;
+/// Names of the `LOST_*` reasons, as exported in the `reason` label.
+pub const LOST_REASON_NAMES: [&str; LOST_REASONS as usize] =
+    ["ringbuf_full", "targets_map_full", "sockets_map_full"];
+
+/// A TCP socket of a target changed to ESTABLISHED (passive open on a
+/// listening port: `role` is downstream) or began connecting (active open by a
+/// target: `role` is upstream).
+pub const KIND_CONN_OPEN: u32 = 1;
+/// A tracked socket changed TCP state (`old_state` -> `new_state`).
+pub const KIND_STATE: u32 = 2;
+/// A target moved bytes on a TCP socket (`value` = bytes, `role` = direction).
+pub const KIND_BYTES: u32 = 3;
+/// `accept`/`accept4` returned a new connection in a target (`value` = fd).
+pub const KIND_ACCEPT: u32 = 4;
+/// A target forked (`tgid` = parent, `value` = child pid, may be a thread).
+pub const KIND_FORK: u32 = 5;
+/// The last thread of a target exited (`tgid` = the process that ended).
+pub const KIND_EXIT: u32 = 6;
+
+/// Connection roles.
+pub const ROLE_DOWNSTREAM: u32 = 1;
+pub const ROLE_UPSTREAM: u32 = 2;
+
+/// Byte directions from the gateway's point of view.
+pub const DIR_INGRESS: u32 = 1;
+pub const DIR_EGRESS: u32 = 2;
+
+/// Address families as the kernel numbers them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+
+/// TCP states (include/net/tcp_states.h).
+pub const TCP_ESTABLISHED: u32 = 1;
+pub const TCP_SYN_SENT: u32 = 2;
+pub const TCP_SYN_RECV: u32 = 3;
+pub const TCP_FIN_WAIT1: u32 = 4;
+pub const TCP_FIN_WAIT2: u32 = 5;
+pub const TCP_TIME_WAIT: u32 = 6;
+pub const TCP_CLOSE: u32 = 7;
+pub const TCP_CLOSE_WAIT: u32 = 8;
+pub const TCP_LAST_ACK: u32 = 9;
+pub const TCP_LISTEN: u32 = 10;
+pub const TCP_CLOSING: u32 = 11;
+
+/// A connection's addresses, seen from the gateway's socket: `l*` is the
+/// gateway's end, `r*` the peer. IPv4 addresses sit in the first four bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tuple {
+    pub family: u16,
+    pub lport: u16,
+    pub rport: u16,
+    pub _pad: u16,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+/// One record in the ring buffer. A single fixed layout for every kind keeps
+/// the kernel side simple; fields a kind does not use are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// One of `KIND_*`.
+    pub kind: u32,
+    /// `ROLE_*` for connection events, `DIR_*` for bytes.
+    pub role: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Kernel address of the `struct sock`, used only as an identity.
+    pub sk: u64,
+    /// Kind-specific: byte count, fd, child pid.
+    pub value: i64,
+    pub old_state: u32,
+    pub new_state: u32,
+    pub tuple: Tuple,
+}
+
+/// What the kernel remembers about a tracked socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockInfo {
+    pub role: u32,
+    pub tgid: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integer structs without implicit padding.
+    unsafe impl aya::Pod for super::Tuple {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::SockInfo {}
+}
+
+// The layouts are part of the kernel/agent contract: fail the build, not the
+// run, if a field change introduces implicit padding.
+const _: () = assert!(core::mem::size_of::<Tuple>() == 40);
+const _: () = assert!(core::mem::size_of::<Event>() == 88);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 8);
+
+/// Field offsets in the tracepoint records we read, as
+/// /sys/kernel/tracing/events/<category>/<name>/format gives them on Linux
+/// 6.x. The kernel programs use these constants; the agent compares them with
+/// the running kernel's format files at start and refuses to run on a
+/// mismatch, so a changed layout is an error message, not wrong numbers.
+pub mod tp {
+    /// `sock:inet_sock_set_state` (include/trace/events/sock.h).
+    pub mod inet_sock_set_state {
+        pub const SKADDR: usize = 8;
+        pub const OLDSTATE: usize = 16;
+        pub const NEWSTATE: usize = 20;
+        pub const SPORT: usize = 24;
+        pub const DPORT: usize = 26;
+        pub const FAMILY: usize = 28;
+        pub const PROTOCOL: usize = 30;
+        pub const SADDR: usize = 32;
+        pub const DADDR: usize = 36;
+        pub const SADDR_V6: usize = 40;
+        pub const DADDR_V6: usize = 56;
+    }
+    /// `sock:sock_send_length` and `sock:sock_recv_length` share a layout.
+    pub mod sock_length {
+        pub const SK: usize = 8;
+        pub const FAMILY: usize = 16;
+        pub const PROTOCOL: usize = 18;
+        pub const RET: usize = 20;
+        pub const FLAGS: usize = 24;
+    }
+    /// `sched:sched_process_fork`.
+    pub mod sched_process_fork {
+        pub const CHILD_PID: usize = 20;
+    }
+    /// `sched:sched_process_exit`.
+    pub mod sched_process_exit {
+        pub const GROUP_DEAD: usize = 32;
+    }
+    /// `syscalls:sys_exit_*`.
+    pub mod sys_exit {
+        pub const RET: usize = 16;
+    }
+
+    /// Every (category, event, field, offset, size) the programs depend on.
+    pub const EXPECTED: &[(&str, &str, &str, usize, usize)] = &[
+        (
+            "sock",
+            "inet_sock_set_state",
+            "skaddr",
+            inet_sock_set_state::SKADDR,
+            8,
+        ),
+        (
+            "sock",
+            "inet_sock_set_state",
+            "oldstate",
+            inet_sock_set_state::OLDSTATE,
+            4,
+        ),
+        (
+            "sock",
+            "inet_sock_set_state",
+            "newstate",
+            inet_sock_set_state::NEWSTATE,
+            4,
+        ),
+        (
+            "sock",
+            "inet_sock_set_state",
+            "sport",
+            inet_sock_set_state::SPORT,
+            2,
+        ),
+        (
+            "sock",
+            "inet_sock_set_state",
+            "dport",
+            inet_sock_set_state::DPORT,
+            2,
+        ),
+        (
+            "sock",
+            "inet_sock_set_state",
+            "family",
+            inet_sock_set_state::FAMILY,
+            2,
+        ),
+        (
+            "sock",
+            "inet_sock_set_state",
+            "protocol",
+            inet_sock_set_state::PROTOCOL,
+            2,
+        ),
+        (
+            "sock",
+            "inet_sock_set_state",
+            "saddr",
+            inet_sock_set_state::SADDR,
+            4,
+        ),
+        (
+            "sock",
+            "inet_sock_set_state",
+            "daddr",
+            inet_sock_set_state::DADDR,
+            4,
+        ),
+        (
+            "sock",
+            "inet_sock_set_state",
+            "saddr_v6",
+            inet_sock_set_state::SADDR_V6,
+            16,
+        ),
+        (
+            "sock",
+            "inet_sock_set_state",
+            "daddr_v6",
+            inet_sock_set_state::DADDR_V6,
+            16,
+        ),
+        ("sock", "sock_send_length", "sk", sock_length::SK, 8),
+        ("sock", "sock_send_length", "family", sock_length::FAMILY, 2),
+        (
+            "sock",
+            "sock_send_length",
+            "protocol",
+            sock_length::PROTOCOL,
+            2,
+        ),
+        ("sock", "sock_send_length", "ret", sock_length::RET, 4),
+        ("sock", "sock_send_length", "flags", sock_length::FLAGS, 4),
+        ("sock", "sock_recv_length", "sk", sock_length::SK, 8),
+        ("sock", "sock_recv_length", "family", sock_length::FAMILY, 2),
+        (
+            "sock",
+            "sock_recv_length",
+            "protocol",
+            sock_length::PROTOCOL,
+            2,
+        ),
+        ("sock", "sock_recv_length", "ret", sock_length::RET, 4),
+        ("sock", "sock_recv_length", "flags", sock_length::FLAGS, 4),
+        (
+            "sched",
+            "sched_process_fork",
+            "child_pid",
+            sched_process_fork::CHILD_PID,
+            4,
+        ),
+        (
+            "sched",
+            "sched_process_exit",
+            "group_dead",
+            sched_process_exit::GROUP_DEAD,
+            1,
+        ),
+        ("syscalls", "sys_exit_accept4", "ret", sys_exit::RET, 8),
+        ("syscalls", "sys_exit_accept", "ret", sys_exit::RET, 8),
+    ];
+}
+
+/// `recvmsg` flag: the data stays queued, so peeked bytes are not received.
+pub const MSG_PEEK: i32 = 2;

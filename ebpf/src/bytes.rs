@@ -1,0 +1,59 @@
+//! Payload bytes from sock:sock_send_length / sock:sock_recv_length (Linux >=
+//! 6.3). They fire inside the send/recv syscall in the calling thread, so the
+//! current tgid says whether the gateway moved the bytes.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use gatescope_common::{
+    AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS, IPPROTO_TCP, KIND_BYTES, MSG_PEEK,
+    tp::sock_length as f,
+};
+
+use crate::{
+    emit::{current, new_event, submit},
+    maps::is_target,
+};
+
+#[tracepoint(category = "sock", name = "sock_send_length")]
+pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    let _ = on_length(&ctx, DIR_EGRESS);
+    0
+}
+
+#[tracepoint(category = "sock", name = "sock_recv_length")]
+pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+    let _ = on_length(&ctx, DIR_INGRESS);
+    0
+}
+
+#[inline(always)]
+fn on_length(ctx: &TracePointContext, dir: u32) -> Result<(), i32> {
+    let (tgid, tid) = current();
+    if !is_target(tgid) {
+        return Ok(());
+    }
+    // SAFETY (all reads): offsets checked against the format by the agent.
+    let family = unsafe { ctx.read_at::<u16>(f::FAMILY) }?;
+    let protocol = unsafe { ctx.read_at::<u16>(f::PROTOCOL) }?;
+    if (family != AF_INET && family != AF_INET6) || protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let ret = unsafe { ctx.read_at::<i32>(f::RET) }?;
+    if dir == DIR_INGRESS {
+        // A peek leaves the bytes queued: they are counted when really read.
+        let flags = unsafe { ctx.read_at::<i32>(f::FLAGS) }?;
+        // A read of 0 (EOF) is kept: it shows the gateway handled the socket.
+        if flags & MSG_PEEK != 0 || ret < 0 {
+            return Ok(());
+        }
+    } else if ret <= 0 {
+        return Ok(());
+    }
+    let mut event = new_event(KIND_BYTES);
+    event.role = dir;
+    event.tgid = tgid;
+    event.tid = tid;
+    event.sk = unsafe { ctx.read_at::<u64>(f::SK) }?;
+    event.value = ret as i64;
+    submit(&event);
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! TCP connection lifecycle from sock:inet_sock_set_state (Linux >= 4.16), and
+//! accept counts from the accept syscalls' exits.
+//!
+//! Passive opens (SYN_RECV -> ESTABLISHED) run in softirq with no useful
+//! current task, so they are claimed by local port (LISTEN_PORTS). Active opens
+//! (CLOSE -> SYN_SENT) run in the connecting task, so they are claimed by tgid.
+//! After that the socket is known by address and followed until TCP_CLOSE.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use gatescope_common::{
+    AF_INET, Event, IPPROTO_TCP, KIND_ACCEPT, KIND_CONN_OPEN, KIND_STATE, LOST_SOCKS_FULL,
+    ROLE_DOWNSTREAM, ROLE_UPSTREAM, SockInfo, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV,
+    TCP_SYN_SENT, Tuple, tp::inet_sock_set_state as f, tp::sys_exit,
+};
+
+use crate::{
+    emit::{count_lost, current, new_event, submit},
+    maps::{LISTEN_PORTS, SOCKS, is_target},
+};
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_set_state(&ctx);
+    0
+}
+
+fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
+    // SAFETY (all reads): offsets checked against the format by the agent.
+    let protocol = unsafe { ctx.read_at::<u16>(f::PROTOCOL) }?;
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let sk = unsafe { ctx.read_at::<u64>(f::SKADDR) }?;
+    let old = unsafe { ctx.read_at::<i32>(f::OLDSTATE) }? as u32;
+    let new = unsafe { ctx.read_at::<i32>(f::NEWSTATE) }? as u32;
+
+    // SAFETY: the value is copied out immediately.
+    if let Some(info) = unsafe { SOCKS.get(&sk) }.copied() {
+        let mut event = new_event(KIND_STATE);
+        event.role = info.role;
+        event.tgid = info.tgid;
+        fill(ctx, &mut event, sk, old, new)?;
+        submit(&event);
+        if new == TCP_CLOSE {
+            let _ = SOCKS.remove(&sk);
+        }
+        return Ok(());
+    }
+
+    let (role, tgid) = if old == TCP_CLOSE && new == TCP_SYN_SENT {
+        let (tgid, _) = current();
+        if !is_target(tgid) {
+            return Ok(());
+        }
+        (ROLE_UPSTREAM, tgid)
+    } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
+        let sport = unsafe { ctx.read_at::<u16>(f::SPORT) }?;
+        // SAFETY: existence check only.
+        if unsafe { LISTEN_PORTS.get(&sport) }.is_none() {
+            return Ok(());
+        }
+        (ROLE_DOWNSTREAM, 0)
+    } else {
+        return Ok(());
+    };
+
+    if SOCKS.insert(&sk, &SockInfo { role, tgid }, 0).is_err() {
+        count_lost(LOST_SOCKS_FULL);
+        return Ok(());
+    }
+    let mut event = new_event(KIND_CONN_OPEN);
+    event.role = role;
+    event.tgid = tgid;
+    fill(ctx, &mut event, sk, old, new)?;
+    submit(&event);
+    Ok(())
+}
+
+#[inline(always)]
+fn fill(ctx: &TracePointContext, event: &mut Event, sk: u64, old: u32, new: u32) -> Result<(), i32> {
+    event.sk = sk;
+    event.old_state = old;
+    event.new_state = new;
+    // SAFETY (all reads): offsets checked against the format by the agent.
+    let family = unsafe { ctx.read_at::<u16>(f::FAMILY) }?;
+    let mut tuple = Tuple {
+        family,
+        lport: unsafe { ctx.read_at::<u16>(f::SPORT) }?,
+        rport: unsafe { ctx.read_at::<u16>(f::DPORT) }?,
+        ..Tuple::default()
+    };
+    if family == AF_INET {
+        let l = unsafe { ctx.read_at::<[u8; 4]>(f::SADDR) }?;
+        let r = unsafe { ctx.read_at::<[u8; 4]>(f::DADDR) }?;
+        tuple.laddr[..4].copy_from_slice(&l);
+        tuple.raddr[..4].copy_from_slice(&r);
+    } else {
+        tuple.laddr = unsafe { ctx.read_at::<[u8; 16]>(f::SADDR_V6) }?;
+        tuple.raddr = unsafe { ctx.read_at::<[u8; 16]>(f::DADDR_V6) }?;
+    }
+    event.tuple = tuple;
+    Ok(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    on_accept_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    on_accept_exit(&ctx);
+    0
+}
+
+/// Counts accepted connections as nginx's stub_status does: every accept()
+/// that returned a descriptor.
+#[inline(always)]
+fn on_accept_exit(ctx: &TracePointContext) {
+    let (tgid, tid) = current();
+    if !is_target(tgid) {
+        return;
+    }
+    // SAFETY: offset checked against the format by the agent.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(sys_exit::RET) }) else {
+        return;
+    };
+    if ret < 0 {
+        return;
+    }
+    let mut event = new_event(KIND_ACCEPT);
+    event.tgid = tgid;
+    event.tid = tid;
+    event.value = ret;
+    submit(&event);
+}

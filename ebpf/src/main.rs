@@ -1,0 +1,28 @@
+//! gatescope's kernel programs.
+//!
+//! Everything stands on tracepoints (no kprobes or fentry on our kernels, see
+//! ../shared/KERNEL.md), and on values that need no kernel struct offsets:
+//! tracepoint records and the current task's pid/tgid.
+//!
+//! - `process`: keeps the TARGETS set current across fork and exit.
+//! - `conn`: TCP connection lifecycle of target sockets, and accept counts.
+//! - `bytes`: payload bytes per socket moved by target threads.
+#![no_std]
+#![no_main]
+
+mod bytes;
+mod conn;
+mod emit;
+mod maps;
+mod process;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier proves no panic path is reachable; this is never called.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

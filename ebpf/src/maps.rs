@@ -1,0 +1,38 @@
+//! Every map the programs share with the agent (names in gatescope_common).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use gatescope_common::{
+    EVENTS_DEFAULT_BYTES, LISTEN_PORTS_MAX, LOST_REASONS, SOCKS_MAX, SockInfo, TARGETS_MAX,
+};
+
+/// Events for the agent; the agent may resize it at load time.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_DEFAULT_BYTES, 0);
+
+/// tgid (or tid of a target's thread) -> 1. The first lookup of every
+/// process-context program, so non-targets cost one hash lookup.
+#[map]
+pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_MAX, 0);
+
+/// Local TCP ports the targets listen on, kept current by the agent. Passive
+/// opens complete in softirq context where the owning process is unknown, so
+/// the listening port is what ties a new connection to the gateway.
+#[map]
+pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(LISTEN_PORTS_MAX, 0);
+
+/// Sockets owned by targets, keyed by `struct sock` address.
+#[map]
+pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(SOCKS_MAX, 0);
+
+/// Lost-event counters by reason (`LOST_*`), per CPU so increments need no atomics.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_REASONS, 0);
+
+#[inline(always)]
+pub fn is_target(id: u32) -> bool {
+    // SAFETY: only existence is checked; the value is not read.
+    unsafe { TARGETS.get(&id).is_some() }
+}

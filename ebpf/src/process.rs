@@ -1,0 +1,62 @@
+//! The target set follows the gateway's process tree: every child of a target
+//! becomes a target (an nginx reload forks a new set of workers), and exited
+//! processes leave it.
+
+use aya_ebpf::{
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use gatescope_common::{KIND_EXIT, KIND_FORK, LOST_TARGETS_FULL, tp};
+
+use crate::{
+    emit::{count_lost, current, new_event, submit},
+    maps::{TARGETS, is_target},
+};
+
+/// sched:sched_process_fork runs in the parent. `child_pid` is a thread id
+/// when the parent created a thread; such entries never match a tgid and are
+/// removed again when the thread exits.
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current();
+    if !is_target(tgid) {
+        return 0;
+    }
+    // SAFETY: offset checked against the tracepoint format by the agent.
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(tp::sched_process_fork::CHILD_PID) }) else {
+        return 0;
+    };
+    if TARGETS.insert(&(child as u32), &1, 0).is_err() {
+        count_lost(LOST_TARGETS_FULL);
+        return 0;
+    }
+    let mut event = new_event(KIND_FORK);
+    event.tgid = tgid;
+    event.tid = tid;
+    event.value = child as i64;
+    submit(&event);
+    0
+}
+
+/// sched:sched_process_exit fires per exiting thread; `group_dead` is set for
+/// the last thread of the process, which may not be the leader.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current();
+    if !is_target(tgid) {
+        return 0;
+    }
+    if tid != tgid {
+        let _ = TARGETS.remove(&tid);
+    }
+    // SAFETY: offset checked against the tracepoint format by the agent.
+    let group_dead = unsafe { ctx.read_at::<u8>(tp::sched_process_exit::GROUP_DEAD) }.unwrap_or(0);
+    if group_dead != 0 {
+        let _ = TARGETS.remove(&tgid);
+        let mut event = new_event(KIND_EXIT);
+        event.tgid = tgid;
+        event.tid = tid;
+        submit(&event);
+    }
+    0
+}
