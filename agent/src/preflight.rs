@@ -115,7 +115,7 @@ pub fn verify_tracepoints(tracefs: &Path) -> Result<(), StartError> {
 }
 
 /// Offset and size of `field` in a tracefs `format` file. Lines look like
-/// `field:__u16 sport;	offset:24;	size:2;	signed:0;`.
+/// `field:__u16 sport;<TAB>offset:24;<TAB>size:2;<TAB>signed:0;`.
 pub fn field_layout(format: &str, field: &str) -> Option<(usize, usize)> {
     format.lines().find_map(|line| {
         let mut parts = line.trim().split(';').map(str::trim);

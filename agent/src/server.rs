@@ -50,11 +50,6 @@ async fn respond(
         (&Method::GET, "/metrics") => Response::builder()
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
             .body(Full::new(Bytes::from(render(&registry)))),
-        (&Method::GET, "/") => Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(Full::new(Bytes::from_static(
-                b"gatescope: metrics at /metrics\n",
-            ))),
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
             .body(Full::new(Bytes::from_static(

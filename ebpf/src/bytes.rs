@@ -4,8 +4,8 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{
-    AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS, IPPROTO_TCP, KIND_BYTES, MSG_PEEK,
-    tp::sock_length as f,
+    tp::sock_length as f, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS, IPPROTO_TCP, KIND_BYTES,
+    MSG_PEEK,
 };
 
 use crate::{

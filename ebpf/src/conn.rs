@@ -8,14 +8,14 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{
-    AF_INET, Event, IPPROTO_TCP, KIND_ACCEPT, KIND_CONN_OPEN, KIND_STATE, LOST_SOCKS_FULL,
-    ROLE_DOWNSTREAM, ROLE_UPSTREAM, SockInfo, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV,
-    TCP_SYN_SENT, Tuple, tp::inet_sock_set_state as f, tp::sys_exit,
+    tp::inet_sock_set_state as f, tp::sys_exit, Event, SockInfo, Tuple, AF_INET, IPPROTO_TCP,
+    KIND_ACCEPT, KIND_CONN_OPEN, KIND_STATE, LOST_SOCKS_FULL, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
+    TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::{
     emit::{count_lost, current, new_event, submit},
-    maps::{LISTEN_PORTS, SOCKS, is_target},
+    maps::{is_target, LISTEN_PORTS, SOCKS},
 };
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
@@ -35,14 +35,14 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     let new = unsafe { ctx.read_at::<i32>(f::NEWSTATE) }? as u32;
 
     // SAFETY: the value is copied out immediately.
-    if let Some(info) = unsafe { SOCKS.get(&sk) }.copied() {
+    if let Some(info) = unsafe { SOCKS.get(sk) }.copied() {
         let mut event = new_event(KIND_STATE);
         event.role = info.role;
         event.tgid = info.tgid;
         fill(ctx, &mut event, sk, old, new)?;
         submit(&event);
         if new == TCP_CLOSE {
-            let _ = SOCKS.remove(&sk);
+            let _ = SOCKS.remove(sk);
         }
         return Ok(());
     }
@@ -56,7 +56,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
         let sport = unsafe { ctx.read_at::<u16>(f::SPORT) }?;
         // SAFETY: existence check only.
-        if unsafe { LISTEN_PORTS.get(&sport) }.is_none() {
+        if unsafe { LISTEN_PORTS.get(sport) }.is_none() {
             return Ok(());
         }
         (ROLE_DOWNSTREAM, 0)
@@ -64,7 +64,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     };
 
-    if SOCKS.insert(&sk, &SockInfo { role, tgid }, 0).is_err() {
+    if SOCKS.insert(sk, SockInfo { role, tgid }, 0).is_err() {
         count_lost(LOST_SOCKS_FULL);
         return Ok(());
     }
@@ -77,7 +77,13 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 }
 
 #[inline(always)]
-fn fill(ctx: &TracePointContext, event: &mut Event, sk: u64, old: u32, new: u32) -> Result<(), i32> {
+fn fill(
+    ctx: &TracePointContext,
+    event: &mut Event,
+    sk: u64,
+    old: u32,
+    new: u32,
+) -> Result<(), i32> {
     event.sk = sk;
     event.old_state = old;
     event.new_state = new;

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use gatescope_common::{
-    EVENTS_DEFAULT_BYTES, LISTEN_PORTS_MAX, LOST_REASONS, SOCKS_MAX, SockInfo, TARGETS_MAX,
+    SockInfo, EVENTS_DEFAULT_BYTES, LISTEN_PORTS_MAX, LOST_REASONS, SOCKS_MAX, TARGETS_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -34,5 +34,5 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_REASONS, 
 #[inline(always)]
 pub fn is_target(id: u32) -> bool {
     // SAFETY: only existence is checked; the value is not read.
-    unsafe { TARGETS.get(&id).is_some() }
+    unsafe { TARGETS.get(id).is_some() }
 }

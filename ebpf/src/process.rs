@@ -2,15 +2,12 @@
 //! becomes a target (an nginx reload forks a new set of workers), and exited
 //! processes leave it.
 
-use aya_ebpf::{
-    macros::tracepoint,
-    programs::TracePointContext,
-};
-use gatescope_common::{KIND_EXIT, KIND_FORK, LOST_TARGETS_FULL, tp};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use gatescope_common::{tp, KIND_EXIT, KIND_FORK, LOST_TARGETS_FULL};
 
 use crate::{
     emit::{count_lost, current, new_event, submit},
-    maps::{TARGETS, is_target},
+    maps::{is_target, TARGETS},
 };
 
 /// sched:sched_process_fork runs in the parent. `child_pid` is a thread id
@@ -26,7 +23,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let Ok(child) = (unsafe { ctx.read_at::<i32>(tp::sched_process_fork::CHILD_PID) }) else {
         return 0;
     };
-    if TARGETS.insert(&(child as u32), &1, 0).is_err() {
+    if TARGETS.insert(child as u32, 1, 0).is_err() {
         count_lost(LOST_TARGETS_FULL);
         return 0;
     }
@@ -47,12 +44,12 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if tid != tgid {
-        let _ = TARGETS.remove(&tid);
+        let _ = TARGETS.remove(tid);
     }
     // SAFETY: offset checked against the tracepoint format by the agent.
     let group_dead = unsafe { ctx.read_at::<u8>(tp::sched_process_exit::GROUP_DEAD) }.unwrap_or(0);
     if group_dead != 0 {
-        let _ = TARGETS.remove(&tgid);
+        let _ = TARGETS.remove(tgid);
         let mut event = new_event(KIND_EXIT);
         event.tgid = tgid;
         event.tid = tid;

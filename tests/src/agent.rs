@@ -1,0 +1,401 @@
+//! The real gatescope binary: start, scrape, poll for values, stop.
+
+use crate::prom::{selector, Scrape};
+use crate::upstream::find;
+use crate::util::{self, TempDir};
+use anyhow::{bail, ensure, Context, Result};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time for the asynchronous event pipeline to reach an expected value.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause before the re-scrape that checks a value did not overshoot.
+pub const OVERSHOOT_PAUSE: Duration = Duration::from_millis(300);
+
+/// `$GATESCOPE_BIN`, else `<workspace>/target/release/gatescope` (honouring
+/// `CARGO_TARGET_DIR`). Missing binary is an error, never a skip.
+pub fn gatescope_bin() -> Result<PathBuf> {
+    let (p, from) = match std::env::var_os("GATESCOPE_BIN") {
+        Some(p) => (PathBuf::from(p), "GATESCOPE_BIN"),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                        .parent()
+                        .expect("tests/ has a parent")
+                        .join("target")
+                });
+            (target.join("release/gatescope"), "default path")
+        }
+    };
+    ensure!(
+        p.is_file(),
+        "gatescope binary not found at {} ({from}); build it with \
+         `cargo build --release -p gatescope` or set GATESCOPE_BIN",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// A running agent.
+pub struct Agent {
+    child: Child,
+    addr: String,
+    dir: TempDir,
+}
+
+/// One expected sample value for [`Agent::wait_all`].
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Expect {
+    pub fn new(name: &str, labels: &[(&str, &str)], value: f64) -> Self {
+        Self {
+            name: name.to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        }
+    }
+
+    fn label_refs(&self) -> Vec<(&str, &str)> {
+        self.labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    fn selector(&self) -> String {
+        selector(&self.name, &self.label_refs())
+    }
+
+    /// The current value (absent = 0).
+    fn current(&self, s: &Scrape) -> Result<f64> {
+        s.get_or_zero(&self.name, &self.label_refs())
+    }
+}
+
+impl Agent {
+    /// Start `gatescope --pid P... --listen 127.0.0.1:<free> <extra>` and wait until
+    /// /metrics answers.
+    pub fn start(pids: &[u32], extra: &[&str]) -> Result<Self> {
+        let port = util::free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let mut args: Vec<String> = Vec::new();
+        for p in pids {
+            args.push("--pid".into());
+            args.push(p.to_string());
+        }
+        args.push("--listen".into());
+        args.push(addr.clone());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let dir = TempDir::new("agent")?;
+        let bin = gatescope_bin()?;
+        let child = Command::new(&bin)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.path().join("stdout.log"))?)
+            .stderr(File::create(dir.path().join("stderr.log"))?)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let mut a = Agent { child, addr, dir };
+        a.wait_ready(&args)?;
+        Ok(a)
+    }
+
+    fn wait_ready(&mut self, args: &[String]) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                bail!(
+                    "gatescope {} exited before serving /metrics ({st}); stderr:\n{}",
+                    args.join(" "),
+                    self.stderr()
+                );
+            }
+            let last_err = match http_get(&self.addr, "/metrics") {
+                Ok((200, _)) => return Ok(()),
+                Ok((code, body)) => format!("HTTP {code}: {body}"),
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "gatescope did not answer GET /metrics within {READY_TIMEOUT:?} \
+                     (last: {last_err}); stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Everything the agent wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// GET /metrics as text (must be HTTP 200).
+    pub fn scrape_text(&self) -> Result<String> {
+        let (code, body) = http_get(&self.addr, "/metrics")
+            .with_context(|| format!("scraping; agent stderr:\n{}", self.stderr()))?;
+        ensure!(code == 200, "GET /metrics: HTTP {code}: {body}");
+        Ok(body)
+    }
+
+    pub fn scrape(&self) -> Result<Scrape> {
+        let t = self.scrape_text()?;
+        Scrape::parse(&t).with_context(|| format!("unparsable scrape:\n{t}"))
+    }
+
+    /// Poll until the sample equals `expected` (absent = 0); fail with the last seen
+    /// value and the full scrape on timeout. Then re-scrape after 300 ms to check the
+    /// value did not move past `expected`.
+    pub fn wait_for(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        expected: f64,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.wait_all(&[Expect::new(name, labels, expected)], timeout)
+            .map(|_| ())
+    }
+
+    /// Poll until all expectations hold in the same scrape; then re-scrape after
+    /// 300 ms and require that they all still hold (no overshoot).
+    pub fn wait_all(&self, exp: &[Expect], timeout: Duration) -> Result<Scrape> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.scrape()?;
+            let mut bad = Vec::new();
+            for e in exp {
+                let v = e.current(&s)?;
+                if v != e.value {
+                    bad.push(format!("{} = {v} (want {})", e.selector(), e.value));
+                }
+            }
+            if bad.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "after {timeout:?}:\n  {}\n--- last scrape ---\n{}\n--- agent stderr (tail) ---\n{}",
+                    bad.join("\n  "),
+                    s.text,
+                    tail(&self.stderr(), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(OVERSHOOT_PAUSE);
+        let s = self.scrape()?;
+        let mut bad = Vec::new();
+        for e in exp {
+            let v = e.current(&s)?;
+            if v != e.value {
+                bad.push(format!(
+                    "{} = {v} (reached {}, then moved)",
+                    e.selector(),
+                    e.value
+                ));
+            }
+        }
+        ensure!(
+            bad.is_empty(),
+            "values moved after reaching the expectation:\n  {}\n--- scrape ---\n{}",
+            bad.join("\n  "),
+            s.text
+        );
+        Ok(s)
+    }
+
+    /// SIGTERM; the exit status, or an error if it did not exit within 2 s.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        if let Some(st) = self.child.try_wait()? {
+            bail!(
+                "gatescope had already exited ({st}); stderr:\n{}",
+                self.stderr()
+            );
+        }
+        util::signal(self.pid(), libc::SIGTERM)?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "gatescope did not exit within {STOP_TIMEOUT:?} of SIGTERM; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// [`Agent::stop`] and require exit status 0.
+    pub fn stop_ok(&mut self) -> Result<()> {
+        let st = self.stop()?;
+        ensure!(
+            st.success(),
+            "gatescope exited with {st} after SIGTERM; stderr:\n{}",
+            self.stderr()
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Run gatescope (or `wrapper... gatescope`) with `args` to completion; it must exit
+/// within `timeout`. Returns (status, stderr).
+pub fn run_to_exit(
+    wrapper: &[&str],
+    args: &[String],
+    timeout: Duration,
+) -> Result<(ExitStatus, String)> {
+    run_bin_to_exit(&gatescope_bin()?, wrapper, args, timeout)
+}
+
+/// Like [`run_to_exit`] with an explicit binary path.
+pub fn run_bin_to_exit(
+    bin: &std::path::Path,
+    wrapper: &[&str],
+    args: &[String],
+    timeout: Duration,
+) -> Result<(ExitStatus, String)> {
+    let dir = TempDir::new("agent-run")?;
+    let err_path = dir.path().join("stderr.log");
+    let mut cmd = match wrapper.split_first() {
+        Some((w, rest)) => {
+            let mut c = Command::new(w);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&err_path)?)
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok((st, std::fs::read_to_string(&err_path).unwrap_or_default()));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "gatescope {} did not exit within {timeout:?}; stderr:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A minimal HTTP/1.1 GET (Connection: close); returns (status, body). Handles
+/// Content-Length, chunked and read-to-EOF bodies.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let end = find(&raw, b"\r\n\r\n").context("no response head")? + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let code: u16 = head
+        .split(' ')
+        .nth(1)
+        .context("no status")?
+        .parse()
+        .context("bad status")?;
+    let header = |name: &str| {
+        head.split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let body = &raw[end..];
+    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(body)?
+    } else if let Some(cl) = header("content-length") {
+        let cl: usize = cl.parse().context("bad Content-Length")?;
+        ensure!(body.len() >= cl, "short body: {} < {cl}", body.len());
+        body[..cl].to_vec()
+    } else {
+        body.to_vec()
+    };
+    Ok((code, String::from_utf8(body).context("body not UTF-8")?))
+}
+
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let i = find(b, b"\r\n").context("bad chunk header")?;
+        let size_str = std::str::from_utf8(&b[..i])?;
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("bad chunk size {size_str:?}"))?;
+        b = &b[i + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        ensure!(b.len() >= size + 2, "truncated chunk");
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dechunks() {
+        let b = b"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n";
+        assert_eq!(dechunk(b).unwrap(), b"hello, world");
+    }
+}

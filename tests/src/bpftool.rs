@@ -1,0 +1,116 @@
+//! Loaded BPF programs, from `bpftool prog show`.
+
+use anyhow::{ensure, Context, Result};
+use std::collections::BTreeSet;
+use std::process::Command;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prog {
+    pub id: u32,
+    pub kind: String,
+    pub name: String,
+    /// (comm, pid) of the processes holding the program, if bpftool can tell.
+    pub pids: Vec<(String, u32)>,
+}
+
+/// All programs currently loaded.
+pub fn progs() -> Result<Vec<Prog>> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .context("running bpftool (apt-get install bpftool)")?;
+    ensure!(
+        out.status.success(),
+        "bpftool prog show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(parse(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Ids of the BPF programs `pid` holds through a program or link fd (from
+/// /proc/<pid>/fdinfo, whose `prog_id:` line names the program).
+pub fn prog_ids_held_by(pid: u32) -> Result<BTreeSet<u32>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut ids = BTreeSet::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Ok(text) = std::fs::read_to_string(e?.path()) else {
+            continue;
+        };
+        for l in text.lines() {
+            if let Some(id) = l.strip_prefix("prog_id:") {
+                if let Ok(id) = id.trim().parse() {
+                    ids.insert(id);
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
+fn parse(text: &str) -> Vec<Prog> {
+    let mut progs: Vec<Prog> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with(|c: char| c.is_ascii_digit()) {
+            let Some((id, rest)) = line.split_once(':') else {
+                continue;
+            };
+            let Ok(id) = id.parse() else { continue };
+            let mut f = rest.split_whitespace();
+            let kind = f.next().unwrap_or_default().to_string();
+            let mut name = String::new();
+            while let Some(w) = f.next() {
+                if w == "name" {
+                    name = f.next().unwrap_or_default().to_string();
+                }
+            }
+            progs.push(Prog {
+                id,
+                kind,
+                name,
+                pids: Vec::new(),
+            });
+        } else if let Some(p) = line.trim_start().strip_prefix("pids ") {
+            if let Some(last) = progs.last_mut() {
+                for item in p.split(',') {
+                    let item = item.trim();
+                    if let Some((comm, pid)) =
+                        item.strip_suffix(')').and_then(|i| i.rsplit_once('('))
+                    {
+                        if let Ok(pid) = pid.parse() {
+                            last.pids.push((comm.to_string(), pid));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    progs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_output() {
+        let t = "\
+12: tracepoint  name sys_enter_acc  tag 0123456789abcdef  gpl
+\tloaded_at 2025-01-01T00:00:00+0000  uid 0
+\txlated 256B  jited 160B  memlock 4096B  map_ids 3,4
+\tpids gatescope(4242), other(7)
+13: raw_tracepoint  name fork  tag 0123456789abcdef  gpl
+\tloaded_at 2025-01-01T00:00:00+0000  uid 0
+";
+        let p = parse(t);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].id, 12);
+        assert_eq!(p[0].kind, "tracepoint");
+        assert_eq!(p[0].name, "sys_enter_acc");
+        assert_eq!(
+            p[0].pids,
+            vec![("gatescope".into(), 4242), ("other".into(), 7)]
+        );
+        assert_eq!(p[1].kind, "raw_tracepoint");
+        assert!(p[1].pids.is_empty());
+    }
+}

@@ -1,0 +1,24 @@
+//! Metric names of the contract (/tmp/spec.md, "Metrics").
+
+pub const ACCEPTED: &str = "gatescope_downstream_connections_accepted_total";
+pub const HANDLED: &str = "gatescope_downstream_connections_handled_total";
+pub const DOWN_CONNS: &str = "gatescope_downstream_connections";
+pub const DOWN_BYTES: &str = "gatescope_downstream_bytes_total";
+pub const UP_CONNS: &str = "gatescope_upstream_connections";
+pub const UP_OPENED: &str = "gatescope_upstream_connections_opened_total";
+pub const UP_BYTES: &str = "gatescope_upstream_bytes_total";
+pub const UNTRACKED_BYTES: &str = "gatescope_untracked_bytes_total";
+pub const BUILD_INFO: &str = "gatescope_build_info";
+pub const EVENTS_RECEIVED: &str = "gatescope_events_received_total";
+pub const EVENTS_LOST: &str = "gatescope_events_lost_total";
+pub const CONNS_TRACKED: &str = "gatescope_connections_tracked";
+pub const TARGET_PROCESSES: &str = "gatescope_target_processes";
+pub const LISTEN_SOCKETS: &str = "gatescope_listen_sockets";
+pub const PROGRAMS_ATTACHED: &str = "gatescope_programs_attached";
+
+pub const KONG_CONNS: &str = "kong_nginx_connections_total";
+pub const KONG_BANDWIDTH: &str = "kong_bandwidth_bytes";
+pub const KONG_NODE_INFO: &str = "kong_node_info";
+
+/// The `reason` values of `gatescope_events_lost_total`; all are always present.
+pub const LOST_REASONS: [&str; 3] = ["ringbuf_full", "targets_map_full", "sockets_map_full"];

@@ -1,0 +1,305 @@
+//! A real nginx (master + N workers) as a reverse proxy in front of one upstream.
+
+use crate::util::{self, TempDir};
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const NGINX_BIN: &str = "/usr/sbin/nginx";
+
+/// Access-log format the harness parses: `|`-separated `connection, request_length,
+/// bytes_sent, upstream_bytes_sent, upstream_bytes_received, status` (the upstream
+/// fields may hold ", "/" : " separated lists, never a `|`).
+const LOG_FORMAT: &str = "'$connection|$request_length|$bytes_sent|$upstream_bytes_sent|$upstream_bytes_received|$status'";
+
+pub struct NginxConfig {
+    pub workers: u32,
+    pub listen_port: u16,
+    pub upstream_port: u16,
+}
+
+pub struct Nginx {
+    child: Child,
+    dir: TempDir,
+    workers: u32,
+    listen_port: u16,
+    /// The worker set after start / the last reload.
+    current_workers: Vec<u32>,
+}
+
+/// One access-log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogEntry {
+    pub connection: u64,
+    pub request_length: u64,
+    pub bytes_sent: u64,
+    /// Sum over all upstream attempts of the request ("-" counts as 0).
+    pub upstream_bytes_sent: u64,
+    pub upstream_bytes_received: u64,
+    pub status: u16,
+}
+
+impl Nginx {
+    /// Render the config into a fresh temp dir, start `nginx -c conf -p dir` in the
+    /// foreground and wait until it listens and all workers exist.
+    pub fn start(cfg: &NginxConfig) -> Result<Self> {
+        ensure!(
+            std::path::Path::new(NGINX_BIN).exists(),
+            "{NGINX_BIN} not found (apt-get install nginx)"
+        );
+        let dir = TempDir::new("nginx")?;
+        let d = dir.path().display().to_string();
+        let conf = format!(
+            r#"daemon off;
+master_process on;
+worker_processes {workers};
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    log_format gs {LOG_FORMAT};
+    client_body_temp_path {d}/client_body_temp;
+    proxy_temp_path {d}/proxy_temp;
+    fastcgi_temp_path {d}/fastcgi_temp;
+    uwsgi_temp_path {d}/uwsgi_temp;
+    scgi_temp_path {d}/scgi_temp;
+
+    upstream backend {{
+        server 127.0.0.1:{up};
+        keepalive 16;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        access_log {d}/access.log gs;
+        location / {{
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://backend;
+        }}
+    }}
+}}
+"#,
+            workers = cfg.workers,
+            up = cfg.upstream_port,
+            port = cfg.listen_port,
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let stderr = File::create(dir.path().join("stderr.log"))?;
+        let child = Command::new(NGINX_BIN)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("spawning nginx")?;
+        let mut ng = Nginx {
+            child,
+            dir,
+            workers: cfg.workers,
+            listen_port: cfg.listen_port,
+            current_workers: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = ng.child.try_wait()? {
+                bail!("nginx exited during start-up ({st}):\n{}", ng.diagnostics());
+            }
+            let workers = ng.worker_pids();
+            if util::is_listening_v4_loopback(cfg.listen_port)
+                && workers.len() == cfg.workers as usize
+            {
+                ng.current_workers = workers;
+                return Ok(ng);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "nginx did not listen on 127.0.0.1:{} with {} workers within 10 s:\n{}",
+                    cfg.listen_port,
+                    cfg.workers,
+                    ng.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn master_pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port
+    }
+
+    /// "127.0.0.1:<port>", as the agent labels the listener.
+    pub fn listen_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.listen_port)
+    }
+
+    /// Live (non-zombie) children of the master, sorted.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        util::children_of(self.master_pid())
+    }
+
+    /// Master + live workers.
+    pub fn process_count(&self) -> usize {
+        1 + self.worker_pids().len()
+    }
+
+    /// SIGHUP the master; wait until `workers` new workers exist and every old worker
+    /// has exited (close client connections first: old workers linger while they
+    /// serve requests). Returns the new worker pids.
+    pub fn reload(&mut self) -> Result<Vec<u32>> {
+        let old: BTreeSet<u32> = self.current_workers.iter().copied().collect();
+        util::signal(self.master_pid(), libc::SIGHUP)?;
+        let workers = self.workers as usize;
+        let new = util::poll(Duration::from_secs(15), "nginx reload", || {
+            let now = self.worker_pids();
+            let fresh: Vec<u32> = now.iter().copied().filter(|p| !old.contains(p)).collect();
+            let lingering = old.iter().any(|p| util::is_alive(*p));
+            Ok((fresh.len() == workers && now.len() == workers && !lingering).then_some(fresh))
+        })
+        .with_context(|| {
+            format!(
+                "old workers {:?}, now {:?}\n{}",
+                old,
+                self.worker_pids(),
+                self.diagnostics()
+            )
+        })?;
+        self.current_workers = new.clone();
+        Ok(new)
+    }
+
+    pub fn access_log_path(&self) -> PathBuf {
+        self.dir.path().join("access.log")
+    }
+
+    pub fn access_log(&self) -> Result<Vec<AccessLogEntry>> {
+        let text = std::fs::read_to_string(self.access_log_path()).unwrap_or_default();
+        text.lines().map(parse_access_line).collect()
+    }
+
+    /// Wait until the access log holds at least `n` lines and return them.
+    pub fn wait_access_log(&self, n: usize, timeout: Duration) -> Result<Vec<AccessLogEntry>> {
+        util::poll(timeout, &format!("{n} access-log lines"), || {
+            let l = self.access_log()?;
+            Ok((l.len() >= n).then_some(l))
+        })
+    }
+
+    /// The error log and the captured stderr, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!(
+            "--- nginx stderr ---\n{}\n--- nginx error.log (tail) ---\n{}",
+            read("stderr.log"),
+            tail(&read("error.log"), 40)
+        )
+    }
+
+    /// Graceful stop (SIGQUIT), SIGKILL for everything left after 5 s.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let workers = self.worker_pids();
+        let _ = util::signal(self.master_pid(), libc::SIGQUIT);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for w in self.worker_pids().into_iter().chain(workers) {
+            let _ = util::signal(w, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `$upstream_bytes_*` list one value per attempt ("1, 2" or "1 : 2"); "-" means none.
+fn sum_upstream(field: &str) -> Result<u64> {
+    let mut total = 0;
+    for part in field.split([',', ':']) {
+        let p = part.trim();
+        if p.is_empty() || p == "-" {
+            continue;
+        }
+        total += p
+            .parse::<u64>()
+            .with_context(|| format!("bad number {p:?}"))?;
+    }
+    Ok(total)
+}
+
+fn parse_access_line(line: &str) -> Result<AccessLogEntry> {
+    let f: Vec<&str> = line.split('|').collect();
+    ensure!(f.len() == 6, "bad access-log line {line:?}");
+    let n = |s: &str| -> Result<u64> {
+        s.parse::<u64>()
+            .with_context(|| format!("bad number {s:?} in {line:?}"))
+    };
+    Ok(AccessLogEntry {
+        connection: n(f[0])?,
+        request_length: n(f[1])?,
+        bytes_sent: n(f[2])?,
+        upstream_bytes_sent: sum_upstream(f[3])?,
+        upstream_bytes_received: sum_upstream(f[4])?,
+        status: f[5]
+            .parse()
+            .with_context(|| format!("bad status in {line:?}"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_line() {
+        let e = parse_access_line("7|83|1456|90|1300|200").unwrap();
+        assert_eq!(
+            e,
+            AccessLogEntry {
+                connection: 7,
+                request_length: 83,
+                bytes_sent: 1456,
+                upstream_bytes_sent: 90,
+                upstream_bytes_received: 1300,
+                status: 200
+            }
+        );
+        assert_eq!(sum_upstream("-").unwrap(), 0);
+        assert_eq!(sum_upstream("1, 2 : 3").unwrap(), 6);
+    }
+}

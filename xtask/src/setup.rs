@@ -1,0 +1,341 @@
+//! `cargo xtask setup`: installs what the build, tests and demo need, idempotently.
+//! Each step checks first and prints one line: `setup: <what> ... <result>`.
+
+use std::{
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::util::{self, output, run_logged};
+
+const APT_PACKAGES: &[&str] = &[
+    // bpf-linker links against these
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    // demo, integration tests and debugging
+    "nginx-light",
+    "curl",
+    "prometheus",
+    "wrk",
+    "bpftool",
+    "iproute2",
+    "procps",
+    "util-linux",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_MAJOR: &str = "22";
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DISTRO_NGINX_PID: &str = "/run/nginx.pid";
+
+pub fn setup() -> Result<()> {
+    step("nightly toolchain with rust-src", nightly_rust_src)?;
+    step("debian packages", debian_packages)?;
+    step(
+        &format!("bpf-linker {BPF_LINKER_VERSION} (LLVM {LLVM_MAJOR})"),
+        bpf_linker,
+    )?;
+    step(&format!("tracefs at {TRACEFS}"), tracefs)?;
+    step("distro nginx service", stop_distro_nginx)?;
+    Ok(())
+}
+
+/// Prints `setup: NAME ... `, runs the step (which may print more on the same line while it
+/// works), then its result or `FAILED`.
+fn step(name: &str, f: impl FnOnce() -> Result<String>) -> Result<()> {
+    print!("setup: {name} ... ");
+    let _ = std::io::stdout().flush();
+    match f() {
+        Ok(result) => {
+            println!("{result}");
+            Ok(())
+        }
+        Err(e) => {
+            println!("FAILED");
+            Err(e.context(format!("setup step `{name}` failed")))
+        }
+    }
+}
+
+/// Printed on the step's line before a long wait.
+fn waiting(what: &str) {
+    print!("{what} ");
+    let _ = std::io::stdout().flush();
+}
+
+fn log_path(name: &str) -> PathBuf {
+    util::target_dir()
+        .join("xtask")
+        .join(format!("setup-{name}.log"))
+}
+
+fn elapsed(start: Instant) -> String {
+    format!("{} s", start.elapsed().as_secs())
+}
+
+fn nightly_rust_src() -> Result<String> {
+    if output(Command::new("rustup").arg("--version")).is_none() {
+        bail!("rustup not found on PATH or in ~/.cargo/bin: install it from https://rustup.rs (with the stable and nightly toolchains)");
+    }
+    let start = Instant::now();
+    let result = match output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ])) {
+        None => {
+            waiting(
+                "installing the nightly toolchain (waiting for `rustup toolchain install nightly`)",
+            );
+            run_logged(
+                Command::new("rustup").args([
+                    "toolchain",
+                    "install",
+                    "nightly",
+                    "--profile",
+                    "minimal",
+                    "--component",
+                    "rust-src",
+                ]),
+                &log_path("rustup"),
+            )
+            .context(
+                "rustup could not install nightly: check network access to static.rust-lang.org",
+            )?;
+            format!("ok (installed nightly + rust-src in {})", elapsed(start))
+        }
+        Some(list) if list.lines().any(|l| l.trim() == "rust-src") => {
+            "ok (already installed)".to_string()
+        }
+        Some(_) => {
+            waiting("installing rust-src (waiting for `rustup component add`)");
+            run_logged(
+                Command::new("rustup").args([
+                    "component",
+                    "add",
+                    "rust-src",
+                    "--toolchain",
+                    "nightly",
+                ]),
+                &log_path("rustup"),
+            )
+            .context(
+                "rustup could not add rust-src: check network access to static.rust-lang.org",
+            )?;
+            format!("ok (installed in {})", elapsed(start))
+        }
+    };
+    Ok(format!("{result}; {}", nightly_llvm_note()))
+}
+
+/// bpf-linker is built for LLVM 22; a nightly with another LLVM major emits bitcode it may
+/// not read, so say which LLVM the nightly has.
+fn nightly_llvm_note() -> String {
+    let Some(info) = output(Command::new("rustc").args(["+nightly", "-vV"])) else {
+        return "WARNING: `rustc +nightly -vV` failed".to_string();
+    };
+    let field = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("?")
+            .trim()
+            .to_string()
+    };
+    let (release, llvm) = (field("release:"), field("LLVM version:"));
+    if llvm.split('.').next() == Some(LLVM_MAJOR) {
+        format!("rustc {release}, LLVM {llvm}")
+    } else {
+        format!("rustc {release}, LLVM {llvm}: WARNING, bpf-linker is built for LLVM {LLVM_MAJOR}; eBPF builds may fail with this nightly")
+    }
+}
+
+fn dpkg_installed(package: &str) -> Result<bool> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .context("dpkg-query not found: gatescope's setup needs Debian bookworm (dpkg/apt)")?;
+    Ok(out.status.success()
+        && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
+}
+
+fn missing_packages() -> Result<Vec<&'static str>> {
+    let mut missing = Vec::new();
+    for &package in APT_PACKAGES {
+        if !dpkg_installed(package)? {
+            missing.push(package);
+        }
+    }
+    Ok(missing)
+}
+
+fn apt_get() -> Command {
+    let mut cmd = Command::new("apt-get");
+    // A fresh VM may still be running unattended-upgrades: wait for the dpkg lock.
+    cmd.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-o", "DPkg::Lock::Timeout=600"]);
+    cmd
+}
+
+fn debian_packages() -> Result<String> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        return Ok(format!(
+            "ok (already installed: {} packages)",
+            APT_PACKAGES.len()
+        ));
+    }
+    let list = missing.join(" ");
+    if !util::is_root() {
+        bail!("missing {list}: run as root (apt-get needs root), or install them yourself");
+    }
+    let start = Instant::now();
+    waiting(&format!(
+        "installing {list} (waiting for apt-get update, then apt-get install; logs in {})",
+        util::target_dir().join("xtask").display()
+    ));
+    run_logged(apt_get().arg("update"), &log_path("apt-update"))
+        .context("apt-get update failed: check network access to the Debian mirrors (deb.debian.org) and /etc/apt/sources.list*")?;
+    run_logged(
+        apt_get()
+            .args(["install", "-y"])
+            .args(&missing),
+        &log_path("apt"),
+    )
+    .context("apt-get install failed: check network access to the Debian mirrors; llvm-22-dev comes from bookworm-security, which must be in /etc/apt/sources.list*")?;
+    let still = missing_packages()?;
+    if !still.is_empty() {
+        bail!(
+            "apt-get finished but {} still not installed (see {})",
+            still.join(" "),
+            log_path("apt").display()
+        );
+    }
+    Ok(format!("ok (installed in {})", elapsed(start)))
+}
+
+/// `bpf-linker --version` of the binary PATH finds (PATH already has ~/.cargo/bin).
+fn bpf_linker_version() -> Option<(PathBuf, String)> {
+    let path = util::which("bpf-linker")?;
+    let out = output(Command::new(&path).arg("--version"))?;
+    let version = out.split_whitespace().nth(1)?.to_string();
+    Some((path, version))
+}
+
+fn bpf_linker() -> Result<String> {
+    let found = bpf_linker_version();
+    if let Some((path, version)) = &found {
+        if version == BPF_LINKER_VERSION {
+            return Ok(format!("ok (already installed: {})", path.display()));
+        }
+    }
+    if !Path::new(LLVM_PREFIX).join("bin/llvm-config").exists() {
+        bail!("{LLVM_PREFIX}/bin/llvm-config missing: install llvm-22-dev (run `cargo xtask setup` as root)");
+    }
+    let start = Instant::now();
+    let replacing = found.map_or(String::new(), |(path, version)| {
+        format!("replacing {version} at {}; ", path.display())
+    });
+    waiting(&format!(
+        "installing ({replacing}waiting for `cargo install bpf-linker@{BPF_LINKER_VERSION}`, about 4 minutes; log {})",
+        log_path("bpf-linker").display()
+    ));
+    run_logged(
+        Command::new("cargo")
+            // Outside the workspace so its .cargo/config.toml and toolchain do not apply.
+            .current_dir("/")
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .args([
+                "install",
+                "--force",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{LLVM_MAJOR}"),
+            ]),
+        &log_path("bpf-linker"),
+    )
+    .context("cargo install bpf-linker failed: check network access to crates.io and that llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev are installed")?;
+    match bpf_linker_version() {
+        Some((path, version)) if version == BPF_LINKER_VERSION => Ok(format!(
+            "ok (installed {} in {})",
+            path.display(),
+            elapsed(start)
+        )),
+        other => bail!(
+            "cargo install finished but `bpf-linker --version` reports {other:?}; is {} on PATH?",
+            util::cargo_bin_dir().display()
+        ),
+    }
+}
+
+fn tracefs() -> Result<String> {
+    let events = Path::new(TRACEFS).join("events");
+    if events.exists() {
+        return Ok("ok (already mounted)".to_string());
+    }
+    if !util::is_root() {
+        bail!("tracefs is not mounted: run as root (setup mounts it with `mount -t tracefs nodev {TRACEFS}`)");
+    }
+    let out = Command::new("mount")
+        .args(["-t", "tracefs", "nodev", TRACEFS])
+        .output()
+        .context("could not run `mount`: install util-linux")?;
+    if !out.status.success() || !events.exists() {
+        bail!(
+            "`mount -t tracefs nodev {TRACEFS}` failed ({}): {}; the kernel needs CONFIG_TRACING and we need CAP_SYS_ADMIN",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok("ok (mounted)".to_string())
+}
+
+/// Debian's nginx postinst starts the distro service (port 80, /run/nginx.pid); stop it so it
+/// does not get in the way of the demo's and the tests' own nginx instances.
+fn stop_distro_nginx() -> Result<String> {
+    let Ok(text) = fs::read_to_string(DISTRO_NGINX_PID) else {
+        return Ok("ok (not running)".to_string());
+    };
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        return Ok(format!("ok (not running; unreadable {DISTRO_NGINX_PID})"));
+    };
+    let alive =
+        || fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "nginx");
+    if !alive() {
+        return Ok(format!("ok (not running; stale {DISTRO_NGINX_PID})"));
+    }
+    if !util::is_root() {
+        bail!("the distro's nginx (pid {pid}) is running: run as root so setup can stop it, or stop it yourself");
+    }
+    let how = if Path::new("/run/systemd/system").exists() && util::which("systemctl").is_some() {
+        let _ = output(Command::new("systemctl").args(["stop", "nginx"]));
+        "systemctl stop nginx"
+    } else {
+        let _ = output(Command::new("nginx").args(["-s", "quit"]));
+        "nginx -s quit"
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    if alive() {
+        util::send_signal(pid, libc::SIGTERM);
+        thread::sleep(Duration::from_secs(1));
+    }
+    if alive() {
+        bail!("could not stop the distro's nginx (pid {pid}): stop it yourself (`systemctl stop nginx` or `kill {pid}`)");
+    }
+    Ok(format!(
+        "stopped (the distro's nginx, master pid {pid} from {DISTRO_NGINX_PID}, with `{how}`)"
+    ))
+}
