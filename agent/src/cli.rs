@@ -1,9 +1,9 @@
 //! Command line. Every flag can also be set with a `GATESCOPE_*` variable, as
 //! a DaemonSet would.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Parser, ValueEnum};
+use clap::{builder::BoolishValueParser, ArgAction, Parser, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +31,37 @@ pub struct Args {
     #[arg(long, env = "GATESCOPE_METRICS_COMPAT", value_enum, default_value_t = Compat::None)]
     pub metrics_compat: Compat,
 
+    /// Services and routes (TOML): names exchanges by host, method and path
+    /// prefix, or by upstream address, as Kong's entities do.
+    #[arg(long, env = "GATESCOPE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Distinct path templates kept per service without a configured route;
+    /// more are counted under route "other".
+    #[arg(
+        long,
+        env = "GATESCOPE_MAX_ROUTES_PER_SERVICE",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub max_routes_per_service: usize,
+
+    /// Requests by status code per service and route.
+    #[arg(long, env = "GATESCOPE_STATUS_CODE_METRICS", value_name = "BOOL", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub status_code_metrics: bool,
+
+    /// Request, upstream and gateway-added latency histograms.
+    #[arg(long, env = "GATESCOPE_LATENCY_METRICS", value_name = "BOOL", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub latency_metrics: bool,
+
+    /// HTTP bytes per service and route.
+    #[arg(long, env = "GATESCOPE_BANDWIDTH_METRICS", value_name = "BOOL", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub bandwidth_metrics: bool,
+
+    /// Upstream requests per peer and status code.
+    #[arg(long, env = "GATESCOPE_UPSTREAM_HEALTH_METRICS", value_name = "BOOL", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub upstream_health_metrics: bool,
+
     /// Node identity for Kong's `node_id` label; defaults to /etc/machine-id
     /// written as a UUID, or the host name.
     #[arg(long, env = "GATESCOPE_NODE_ID")]
@@ -40,6 +71,16 @@ pub struct Args {
     /// least one page).
     #[arg(long, env = "GATESCOPE_RING_BUFFER_BYTES", default_value_t = gatescope_common::EVENTS_DEFAULT_BYTES)]
     pub ring_buffer_bytes: u32,
+
+    /// Bytes copied from the start of each send/recv for HTTP parsing (at
+    /// most 4096); bodies beyond it are counted, not copied.
+    #[arg(long, env = "GATESCOPE_CAPTURE_BYTES", default_value_t = gatescope_common::CAPTURE_BYTES_DEFAULT)]
+    pub capture_bytes: u32,
+
+    /// Append one JSON line per finished HTTP exchange to this file (method,
+    /// path without query, status, bytes, timings; never header values).
+    #[arg(long, env = "GATESCOPE_REQUEST_LOG")]
+    pub request_log: Option<std::path::PathBuf>,
 
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, env = "GATESCOPE_LOG", default_value = "info")]
@@ -52,4 +93,35 @@ pub enum Compat {
     None,
     /// Kong Prometheus plugin names and labels.
     Kong,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_groups_default_on_and_take_values() {
+        let a = Args::try_parse_from(["gatescope", "--pid", "1"]).unwrap();
+        assert!(a.status_code_metrics && a.latency_metrics && a.bandwidth_metrics);
+        assert!(a.upstream_health_metrics);
+        assert_eq!(a.max_routes_per_service, 100);
+        assert_eq!(a.config, None);
+        let a = Args::try_parse_from([
+            "gatescope",
+            "--pid=1",
+            "--latency-metrics=false",
+            "--bandwidth-metrics",
+            "no",
+            "--max-routes-per-service=5",
+            "--config=/etc/g.toml",
+        ])
+        .unwrap();
+        assert!(!a.latency_metrics && !a.bandwidth_metrics && a.status_code_metrics);
+        assert_eq!(a.max_routes_per_service, 5);
+        assert_eq!(
+            a.config.as_deref(),
+            Some(std::path::Path::new("/etc/g.toml"))
+        );
+        assert!(Args::try_parse_from(["gatescope", "--pid=1", "--latency-metrics=maybe"]).is_err());
+    }
 }

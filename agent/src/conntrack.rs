@@ -49,6 +49,16 @@ struct Conn {
     endpoints: Endpoints,
     open: bool,
     handled: bool,
+    /// The gateway process that last moved bytes on it (a worker).
+    tgid: u32,
+}
+
+/// What later stages need to know about a tracked connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub role: Role,
+    pub endpoints: Endpoints,
+    pub tgid: u32,
 }
 
 /// Gauges derived from the table, maintained incrementally so they always
@@ -80,6 +90,14 @@ impl ConnTable {
         }
     }
 
+    pub fn info(&self, sk: u64) -> Option<ConnInfo> {
+        self.conns.get(&sk).map(|c| ConnInfo {
+            role: c.role,
+            endpoints: c.endpoints,
+            tgid: c.tgid,
+        })
+    }
+
     pub fn gauges(&self) -> &Gauges {
         &self.gauges
     }
@@ -101,7 +119,9 @@ impl ConnTable {
             Observation::State {
                 sk, new, endpoints, ..
             } => self.change_state(sk, new, endpoints),
-            Observation::Bytes { sk, dir, len, .. } => self.bytes(sk, dir, len, facts),
+            Observation::Data {
+                sk, dir, len, tgid, ..
+            } => self.bytes(sk, dir, len, tgid, facts),
             Observation::Accept { .. } => facts.push(Fact::Accepted),
             Observation::Fork { .. } | Observation::Exit { .. } => {}
         }
@@ -120,6 +140,7 @@ impl ConnTable {
             endpoints,
             open: false,
             handled: false,
+            tgid: 0,
         };
         self.conns.insert(sk, conn);
         match role {
@@ -147,13 +168,14 @@ impl ConnTable {
         }
     }
 
-    fn bytes(&mut self, sk: u64, dir: Direction, len: u64, facts: &mut Vec<Fact>) {
+    fn bytes(&mut self, sk: u64, dir: Direction, len: u64, tgid: u32, facts: &mut Vec<Fact>) {
         let Some(conn) = self.conns.get_mut(&sk) else {
             if len > 0 {
                 facts.push(Fact::UntrackedBytes { dir, len });
             }
             return;
         };
+        conn.tgid = tgid;
         if conn.role == Role::Downstream && dir == Direction::Ingress && !conn.handled {
             conn.handled = true;
             facts.push(Fact::Handled);
@@ -255,15 +277,16 @@ mod tests {
     }
     fn bytes(table: &mut ConnTable, sk: u64, dir: Direction, len: u64) -> Vec<Fact> {
         let mut facts = vec![];
-        table.apply(
-            &Observation::Bytes {
-                sk,
-                dir,
-                len,
-                tgid: 1,
-            },
-            &mut facts,
-        );
+        let obs = Observation::Data {
+            sk,
+            dir,
+            len,
+            tgid: 1,
+            ts_ns: 0,
+            head: b"",
+            tail: b"",
+        };
+        table.apply(&obs, &mut facts);
         facts
     }
 

@@ -47,6 +47,9 @@ pub enum StartError {
     #[error("--ring-buffer-bytes {0} must be a power of two and at least 4096")]
     RingBufferSize(u32),
 
+    #[error("--capture-bytes {0} is larger than the maximum, 4096")]
+    CaptureBytes(u32),
+
     #[error("loading the eBPF programs failed: {0}")]
     Load(String),
 

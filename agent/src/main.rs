@@ -3,13 +3,19 @@
 
 mod capture;
 mod cli;
+mod config;
 mod conntrack;
+mod correlate;
 mod error;
+mod http;
 mod identity;
 mod metrics;
 mod pipeline;
 mod preflight;
+mod requestlog;
+mod routes;
 mod server;
+mod sessions;
 mod target_set;
 mod targets;
 
@@ -26,10 +32,10 @@ use tracing::info;
 use crate::{
     capture::{decode::KINDS, Capture},
     cli::Args,
-    conntrack::ConnTable,
     error::StartError,
-    metrics::{Identity, Metrics},
+    metrics::{Identity, MetricGroups, Metrics},
     pipeline::Pipeline,
+    requestlog::RequestLog,
     target_set::TargetSet,
     targets::Proc,
 };
@@ -65,10 +71,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(&pid) = args.pids.iter().find(|&&pid| !proc.is_process(pid)) {
         return Err(StartError::NoSuchPid(pid).into());
     }
+    // Before anything needs privileges: a bad file fails fast.
+    let config = args
+        .config
+        .as_deref()
+        .map(config::Config::load)
+        .transpose()?;
+    let router = routes::Router::from_config(config, args.max_routes_per_service);
     preflight::check_host()?;
     let listener = bind(&args)?;
 
-    let (capture, maps, events) = Capture::load(args.ring_buffer_bytes)?;
+    let (capture, maps, events) = Capture::load(args.ring_buffer_bytes, args.capture_bytes)?;
     let node_id = args
         .node_id
         .clone()
@@ -79,16 +92,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION"),
         kernel: &kernel,
     };
-    let metrics = Metrics::new(args.metrics_compat, &id, &KINDS);
+    let groups = MetricGroups {
+        status_code: args.status_code_metrics,
+        latency: args.latency_metrics,
+        bandwidth: args.bandwidth_metrics,
+        upstream_health: args.upstream_health_metrics,
+    };
+    let metrics = Metrics::new(args.metrics_compat, &id, &KINDS, groups);
     metrics
         .health
         .programs_attached
         .set(capture.programs_attached as i64);
     let registry = metrics.registry();
 
+    let request_log = match &args.request_log {
+        Some(path) => Some(
+            RequestLog::create(path)
+                .with_context(|| format!("cannot open the request log {}", path.display()))?,
+        ),
+        None => None,
+    };
     let targets = TargetSet::new(proc, args.pids.clone());
-    let table = ConnTable::new(gatescope_common::SOCKS_MAX as usize);
-    let mut pipeline = Pipeline::new(table, metrics, targets, maps);
+    let mut pipeline = Pipeline::new(metrics, router, request_log, targets, maps);
     pipeline.start();
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,10 +1,13 @@
 //! Wires the stages together: ring buffer -> decode -> connection table ->
-//! metrics, plus a once-a-second reconciliation of targets and loss counters.
+//! HTTP sessions -> correlation -> metrics (and the request log), plus a
+//! once-a-second reconciliation of targets and loss counters.
 
-use std::time::Duration;
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use gatescope_common::{LOST_REASONS, LOST_REASON_NAMES};
+use gatescope_common::{
+    LOST_REASONS, LOST_REASON_NAMES, TCP_CLOSE, TCP_CLOSING, TCP_FIN_WAIT1, TCP_LAST_ACK,
+};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::watch,
@@ -13,32 +16,59 @@ use tracing::{debug, warn};
 
 use crate::{
     capture::{
-        decode::{decode, KINDS},
+        decode::{decode, Observation, Role, KINDS},
         Maps,
     },
-    conntrack::{ConnTable, Fact},
+    conntrack::{ConnInfo, ConnTable, Fact},
+    correlate::{Completed, Correlator},
+    http::{HttpEvent, Segment},
     metrics::Metrics,
+    requestlog::RequestLog,
+    routes::Router,
+    sessions::Sessions,
     target_set::TargetSet,
 };
 
+/// How often the ring buffer is drained without a wake-up from the kernel.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+
 pub struct Pipeline {
-    pub table: ConnTable,
-    pub metrics: Metrics,
-    pub targets: TargetSet,
+    table: ConnTable,
+    sessions: Sessions,
+    correlator: Correlator,
+    router: Router,
+    metrics: Metrics,
+    request_log: Option<RequestLog>,
+    targets: TargetSet,
     maps: Maps,
+    /// Listening port -> listening socket, from the last reconciliation.
+    listeners: HashMap<u16, SocketAddr>,
     lost_seen: [u64; LOST_REASONS as usize],
     facts: Vec<Fact>,
+    http_events: Vec<HttpEvent>,
 }
 
 impl Pipeline {
-    pub fn new(table: ConnTable, metrics: Metrics, targets: TargetSet, maps: Maps) -> Self {
+    pub fn new(
+        metrics: Metrics,
+        router: Router,
+        request_log: Option<RequestLog>,
+        targets: TargetSet,
+        maps: Maps,
+    ) -> Self {
         Pipeline {
-            table,
+            table: ConnTable::new(gatescope_common::SOCKS_MAX as usize),
+            sessions: Sessions::default(),
+            correlator: Correlator::default(),
+            router,
             metrics,
+            request_log,
             targets,
             maps,
+            listeners: HashMap::new(),
             lost_seen: [0; LOST_REASONS as usize],
             facts: Vec::with_capacity(1024),
+            http_events: Vec::with_capacity(64),
         }
     }
 
@@ -70,6 +100,10 @@ impl Pipeline {
         let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The kernel wakes us only when a backlog builds (see ebpf/src/emit.rs);
+        // in between, records are collected on this timer.
+        let mut poll = tokio::time::interval(DRAIN_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -77,6 +111,7 @@ impl Pipeline {
                     self.drain(guard.get_inner_mut());
                     guard.clear_ready();
                 }
+                _ = poll.tick() => self.drain(ring.get_mut()),
                 _ = tick.tick() => self.reconcile(),
                 _ = shutdown.changed() => break,
             }
@@ -95,6 +130,7 @@ impl Pipeline {
                     if let Some(i) = KINDS.iter().position(|k| *k == obs.kind()) {
                         per_kind[i] += 1;
                     }
+                    self.http_stage(&obs);
                     self.table.apply(&obs, &mut self.facts);
                 }
                 Err(e) => {
@@ -123,6 +159,100 @@ impl Pipeline {
             self.metrics.record(&fact);
         }
         self.metrics.set_gauges(self.table.gauges());
+        let phases = self.sessions.phases();
+        self.metrics
+            .set_phases(phases.reading, phases.writing, phases.waiting);
+        if let Some(log) = &mut self.request_log {
+            if let Err(e) = log.flush() {
+                warn!("request log: {e}");
+            }
+        }
+    }
+
+    /// Feeds the HTTP sessions; runs before the connection table applies the
+    /// same observation, so a closing connection is still known.
+    fn http_stage(&mut self, obs: &Observation) {
+        match *obs {
+            Observation::ConnOpen { sk, role, .. } => self.sessions.open(sk, role),
+            Observation::Data {
+                sk,
+                dir,
+                len,
+                tgid,
+                ts_ns,
+                head,
+                tail,
+            } => {
+                let Some(mut conn) = self.table.info(sk) else {
+                    return;
+                };
+                conn.tgid = tgid;
+                let seg = Segment {
+                    ts_ns,
+                    len,
+                    head,
+                    tail,
+                };
+                self.sessions.data(sk, dir, &seg, &mut self.http_events);
+                self.finish_http(conn);
+            }
+            // The gateway closed its side (FIN_WAIT1 from ESTABLISHED, LAST_ACK
+            // from CLOSE_WAIT), both sides at once (CLOSING), or a reset.
+            Observation::State {
+                sk,
+                new: TCP_FIN_WAIT1 | TCP_LAST_ACK | TCP_CLOSING | TCP_CLOSE,
+                ts_ns,
+                ..
+            } => {
+                let Some(conn) = self.table.info(sk) else {
+                    return;
+                };
+                self.sessions.close(sk, ts_ns, &mut self.http_events);
+                self.finish_http(conn);
+            }
+            Observation::Exit { tgid } => self.correlator.forget(tgid),
+            _ => {}
+        }
+    }
+
+    /// Correlates and exports what the HTTP stage finished on `conn`.
+    fn finish_http(&mut self, conn: ConnInfo) {
+        for event in std::mem::take(&mut self.http_events) {
+            let exchange = match event {
+                HttpEvent::Exchange(exchange) => exchange,
+                HttpEvent::Anomaly(anomaly) => {
+                    self.metrics.record_anomaly(&anomaly);
+                    continue;
+                }
+            };
+            let done = match conn.role {
+                Role::Upstream => {
+                    let peer = conn.endpoints.remote;
+                    self.correlator.upstream_done(conn.tgid, &exchange, peer);
+                    Completed::Upstream { exchange, peer }
+                }
+                Role::Downstream => {
+                    let upstream = self.correlator.downstream_done(conn.tgid, &exchange);
+                    let port = conn.endpoints.local.port();
+                    let listener = self
+                        .listeners
+                        .get(&port)
+                        .copied()
+                        .unwrap_or(conn.endpoints.local);
+                    Completed::Downstream {
+                        exchange,
+                        listener,
+                        upstream,
+                    }
+                }
+            };
+            self.metrics.record_exchange(&done, &mut self.router);
+            if let Some(log) = &mut self.request_log {
+                if let Err(e) = log.write(&done, conn.endpoints.remote) {
+                    warn!("request log: {e}");
+                }
+            }
+        }
     }
 
     fn reconcile(&mut self) {
@@ -134,6 +264,7 @@ impl Pipeline {
             .target_processes
             .set(summary.processes as i64);
         self.metrics.set_listeners(&summary.listeners);
+        self.listeners = summary.listeners.iter().map(|l| (l.port(), *l)).collect();
         if summary.map_full > 0 {
             warn!(
                 ports = summary.map_full,

@@ -16,6 +16,11 @@ pub const MAP_LISTEN_PORTS: &str = "LISTEN_PORTS";
 pub const MAP_SOCKS: &str = "SOCKS";
 /// `PerCpuArray<u64>` indexed by `LOST_*`: every place an event can be lost.
 pub const MAP_LOST: &str = "LOST";
+/// `HashMap<u32 tid, SyscallArgs>`: buffer arguments of a target thread's
+/// send/recv-family syscall in progress, joined at sock_*_length.
+pub const MAP_ARGS: &str = "ARGS";
+/// Global (`.rodata`) holding the head capture size in bytes.
+pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
 
 /// Capacity of [`MAP_TARGETS`]: processes plus threads of all targets.
 pub const TARGETS_MAX: u32 = 16_384;
@@ -30,10 +35,16 @@ pub const EVENTS_DEFAULT_BYTES: u32 = 4 << 20;
 pub const LOST_RINGBUF_FULL: u32 = 0;
 pub const LOST_TARGETS_FULL: u32 = 1;
 pub const LOST_SOCKS_FULL: u32 = 2;
-pub const LOST_REASONS: u32 = 3;
+/// Payload of a transfer not captured because ARGS was full (bytes still counted).
+pub const LOST_ARGS_FULL: u32 = 3;
+pub const LOST_REASONS: u32 = 4;
 /// Names of the `LOST_*` reasons, as exported in the `reason` label.
-pub const LOST_REASON_NAMES: [&str; LOST_REASONS as usize] =
-    ["ringbuf_full", "targets_map_full", "sockets_map_full"];
+pub const LOST_REASON_NAMES: [&str; LOST_REASONS as usize] = [
+    "ringbuf_full",
+    "targets_map_full",
+    "sockets_map_full",
+    "args_map_full",
+];
 
 /// A TCP socket of a target changed to ESTABLISHED (passive open on a
 /// listening port: `role` is downstream) or began connecting (active open by a
@@ -41,8 +52,9 @@ pub const LOST_REASON_NAMES: [&str; LOST_REASONS as usize] =
 pub const KIND_CONN_OPEN: u32 = 1;
 /// A tracked socket changed TCP state (`old_state` -> `new_state`).
 pub const KIND_STATE: u32 = 2;
-/// A target moved bytes on a TCP socket (`value` = bytes, `role` = direction).
-pub const KIND_BYTES: u32 = 3;
+/// A target moved bytes on a TCP socket: a [`DataEvent`] whose header says
+/// how many, with the head and tail of the transfer when they could be read.
+pub const KIND_DATA: u32 = 3;
 /// `accept`/`accept4` returned a new connection in a target (`value` = fd).
 pub const KIND_ACCEPT: u32 = 4;
 /// A target forked (`tgid` = parent, `value` = child pid, may be a thread).
@@ -111,6 +123,62 @@ pub struct Event {
     pub tuple: Tuple,
 }
 
+/// Largest head capture (`--capture-bytes`); a power of two so that masking
+/// proves the bound to the verifier.
+pub const DATA_HEAD_MAX: usize = 4096;
+/// Tail capture: enough for a chunked body's terminator and a CRLF or two.
+pub const DATA_TAIL_MAX: usize = 64;
+pub const CAPTURE_BYTES_DEFAULT: u32 = 1024;
+/// Capacity of [`MAP_ARGS`]: threads inside a send/recv syscall at once.
+pub const ARGS_MAX: u32 = 16_384;
+
+/// Header of a [`KIND_DATA`] record. The record is the header, then a
+/// [`DATA_TAIL_MAX`]-byte area whose first `tail_len` bytes are the end of the
+/// transfer, then `head_len` bytes from its start. Head and tail never
+/// overlap. (Tail first: both reads then land at offsets the verifier can
+/// bound.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataHeader {
+    pub kind: u32,
+    /// `DIR_*`.
+    pub dir: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub ts_ns: u64,
+    pub sk: u64,
+    /// True length of the transfer (0 = a read that hit end-of-file).
+    pub len: u64,
+    pub head_len: u32,
+    pub tail_len: u32,
+}
+
+/// The kernel's per-CPU scratch for building a data record; only the used
+/// prefix is copied into the ring buffer. Twice the head size so that a
+/// gather from several iovecs at a masked offset is provably in bounds.
+#[repr(C)]
+pub struct DataEvent {
+    pub header: DataHeader,
+    pub data: [u8; DATA_TAIL_MAX + 2 * DATA_HEAD_MAX],
+}
+
+/// How a syscall passed its buffer (`SyscallArgs::kind`).
+pub const ARGS_BUF: u32 = 1;
+pub const ARGS_IOVEC: u32 = 2;
+pub const ARGS_MSGHDR: u32 = 3;
+
+/// A send/recv-family syscall's buffer, saved at `sys_enter_*`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallArgs {
+    pub kind: u32,
+    pub _pad: u32,
+    /// User address of the buffer, the iovec array or the msghdr.
+    pub ptr: u64,
+    /// Buffer length or iovec count (unused for msghdr).
+    pub count: u64,
+}
+
 /// What the kernel remembers about a tracked socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,6 +193,8 @@ mod pod {
     unsafe impl aya::Pod for super::Tuple {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::DataHeader {}
+    unsafe impl aya::Pod for super::SyscallArgs {}
 }
 
 // The layouts are part of the kernel/agent contract: fail the build, not the
@@ -132,6 +202,8 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<Tuple>() == 40);
 const _: () = assert!(core::mem::size_of::<Event>() == 88);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 8);
+const _: () = assert!(core::mem::size_of::<DataHeader>() == 48);
+const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 24);
 
 /// Field offsets in the tracepoint records we read, as
 /// /sys/kernel/tracing/events/<category>/<name>/format gives them on Linux
@@ -172,6 +244,12 @@ pub mod tp {
     /// `syscalls:sys_exit_*`.
     pub mod sys_exit {
         pub const RET: usize = 16;
+    }
+    /// `syscalls:sys_enter_{read,recvfrom,write,sendto,readv,writev,recvmsg,
+    /// sendmsg}`: every argument is 8 bytes wide from offset 16 on.
+    pub mod sys_enter {
+        pub const PTR: usize = 24;
+        pub const COUNT: usize = 32;
     }
 
     /// Every (category, event, field, offset, size) the programs depend on.
@@ -291,6 +369,26 @@ pub mod tp {
         ),
         ("syscalls", "sys_exit_accept4", "ret", sys_exit::RET, 8),
         ("syscalls", "sys_exit_accept", "ret", sys_exit::RET, 8),
+        ("syscalls", "sys_enter_read", "buf", sys_enter::PTR, 8),
+        ("syscalls", "sys_enter_read", "count", sys_enter::COUNT, 8),
+        ("syscalls", "sys_enter_recvfrom", "ubuf", sys_enter::PTR, 8),
+        (
+            "syscalls",
+            "sys_enter_recvfrom",
+            "size",
+            sys_enter::COUNT,
+            8,
+        ),
+        ("syscalls", "sys_enter_write", "buf", sys_enter::PTR, 8),
+        ("syscalls", "sys_enter_write", "count", sys_enter::COUNT, 8),
+        ("syscalls", "sys_enter_sendto", "buff", sys_enter::PTR, 8),
+        ("syscalls", "sys_enter_sendto", "len", sys_enter::COUNT, 8),
+        ("syscalls", "sys_enter_readv", "vec", sys_enter::PTR, 8),
+        ("syscalls", "sys_enter_readv", "vlen", sys_enter::COUNT, 8),
+        ("syscalls", "sys_enter_writev", "vec", sys_enter::PTR, 8),
+        ("syscalls", "sys_enter_writev", "vlen", sys_enter::COUNT, 8),
+        ("syscalls", "sys_enter_recvmsg", "msg", sys_enter::PTR, 8),
+        ("syscalls", "sys_enter_sendmsg", "msg", sys_enter::PTR, 8),
     ];
 }
 

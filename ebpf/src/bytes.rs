@@ -1,17 +1,13 @@
-//! Payload bytes from sock:sock_send_length / sock:sock_recv_length (Linux >=
+//! Bytes (and, through `payload`, their head and tail) from sock:sock_send_length / sock:sock_recv_length (Linux >=
 //! 6.3). They fire inside the send/recv syscall in the calling thread, so the
 //! current tgid says whether the gateway moved the bytes.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{
-    tp::sock_length as f, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS, IPPROTO_TCP, KIND_BYTES,
-    MSG_PEEK,
+    tp::sock_length as f, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS, IPPROTO_TCP, MSG_PEEK,
 };
 
-use crate::{
-    emit::{current, new_event, submit},
-    maps::is_target,
-};
+use crate::{emit::current, maps::is_target, payload::emit_data};
 
 #[tracepoint(category = "sock", name = "sock_send_length")]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
@@ -48,12 +44,7 @@ fn on_length(ctx: &TracePointContext, dir: u32) -> Result<(), i32> {
     } else if ret <= 0 {
         return Ok(());
     }
-    let mut event = new_event(KIND_BYTES);
-    event.role = dir;
-    event.tgid = tgid;
-    event.tid = tid;
-    event.sk = unsafe { ctx.read_at::<u64>(f::SK) }?;
-    event.value = ret as i64;
-    submit(&event);
+    let sk = unsafe { ctx.read_at::<u64>(f::SK) }?;
+    emit_data(dir, tgid, tid, sk, ret as u64);
     Ok(())
 }

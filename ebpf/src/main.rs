@@ -6,7 +6,8 @@
 //!
 //! - `process`: keeps the TARGETS set current across fork and exit.
 //! - `conn`: TCP connection lifecycle of target sockets, and accept counts.
-//! - `bytes`: payload bytes per socket moved by target threads.
+//! - `bytes`: bytes per socket moved by target threads.
+//! - `payload`: the head and tail of those transfers, for HTTP parsing.
 #![no_std]
 #![no_main]
 
@@ -14,6 +15,7 @@ mod bytes;
 mod conn;
 mod emit;
 mod maps;
+mod payload;
 mod process;
 
 #[cfg(not(test))]

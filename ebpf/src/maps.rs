@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use gatescope_common::{
-    SockInfo, EVENTS_DEFAULT_BYTES, LISTEN_PORTS_MAX, LOST_REASONS, SOCKS_MAX, TARGETS_MAX,
+    DataEvent, SockInfo, SyscallArgs, ARGS_MAX, EVENTS_DEFAULT_BYTES, LISTEN_PORTS_MAX,
+    LOST_REASONS, SOCKS_MAX, TARGETS_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -36,3 +37,11 @@ pub fn is_target(id: u32) -> bool {
     // SAFETY: only existence is checked; the value is not read.
     unsafe { TARGETS.get(id).is_some() }
 }
+
+/// tid -> the buffer of its send/recv-family syscall in progress.
+#[map]
+pub static ARGS: HashMap<u32, SyscallArgs> = HashMap::with_max_entries(ARGS_MAX, 0);
+
+/// Per-CPU space to build a data record (too large for the 512-byte stack).
+#[map]
+pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);

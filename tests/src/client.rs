@@ -4,7 +4,7 @@
 use crate::upstream::{body_size_for, find};
 use anyhow::{bail, ensure, Context, Result};
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,4 +181,375 @@ fn parse_head(buf: &[u8]) -> Result<(usize, usize)> {
         .parse()
         .context("bad Content-Length")?;
     Ok((end, cl))
+}
+
+/// One request of a scripted connection ([`Conn`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Req {
+    pub method: String,
+    pub path: String,
+    /// Body bytes (sent with Content-Length when non-zero).
+    pub body: usize,
+    /// Send `Connection: close`.
+    pub close: bool,
+}
+
+impl Req {
+    pub fn get(path: &str) -> Self {
+        Self::new("GET", path, 0)
+    }
+
+    pub fn head(path: &str) -> Self {
+        Self::new("HEAD", path, 0)
+    }
+
+    /// A POST with a `body`-byte body (`Content-Length: 0` when `body` is 0).
+    pub fn post(path: &str, body: usize) -> Self {
+        Self::new("POST", path, body)
+    }
+
+    fn new(method: &str, path: &str, body: usize) -> Self {
+        Self {
+            method: method.to_string(),
+            path: path.to_string(),
+            body,
+            close: false,
+        }
+    }
+
+    /// The same request with `Connection: close`.
+    pub fn close(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    pub fn encode(&self, port: u16) -> Vec<u8> {
+        let mut r = format!(
+            "{} {} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: gatescope-tests\r\n",
+            self.method, self.path
+        );
+        if self.body > 0 || self.method == "POST" {
+            r.push_str(&format!(
+                "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n",
+                self.body
+            ));
+        }
+        if self.close {
+            r.push_str("Connection: close\r\n");
+        }
+        r.push_str("\r\n");
+        let mut r = r.into_bytes();
+        r.extend((0..self.body).map(|i| b'0' + (i % 10) as u8));
+        r
+    }
+}
+
+/// What the client did and saw for one request: the truth nginx's access log is
+/// held against, and the key to match it (client address, order on the connection).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    /// The client's end of the connection.
+    pub client: SocketAddr,
+    /// 1 for the first request on the connection (nginx's `$connection_requests`).
+    pub seq: u64,
+    pub method: String,
+    pub path: String,
+    /// The response's status; [`ABORTED`] when the client closed before it.
+    pub status: u16,
+    /// Request bytes written (head and body).
+    pub written: u64,
+    /// Response bytes read (head and body, all chunks); 0 when aborted.
+    pub read: u64,
+    /// Written in one write together with other requests.
+    pub pipelined: bool,
+    /// The decoded body length (what the framing said, checked against it).
+    pub body_len: u64,
+}
+
+/// nginx's status for a request whose client closed the connection first.
+pub const ABORTED: u16 = 499;
+
+/// A scripted client connection: write one request or several in one write
+/// (pipelining), read responses in order with full HTTP/1.1 framing
+/// (Content-Length, chunked, read-to-EOF; no body for HEAD, 1xx, 204, 304), or
+/// close before a response arrives (abort).
+pub struct Conn {
+    s: TcpStream,
+    port: u16,
+    local: SocketAddr,
+    buf: Vec<u8>,
+    next_seq: u64,
+    /// Sent, not yet answered: (request, bytes written, pipelined).
+    pending: std::collections::VecDeque<(Req, u64, bool)>,
+    done: Vec<Sent>,
+    eof: bool,
+    /// A request with `Connection: close` was sent.
+    close_sent: bool,
+}
+
+impl Conn {
+    pub fn open(port: u16) -> Result<Self> {
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        let local = s.local_addr()?;
+        Ok(Self {
+            s,
+            port,
+            local,
+            buf: Vec::new(),
+            next_seq: 1,
+            pending: Default::default(),
+            done: Vec::new(),
+            eof: false,
+            close_sent: false,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Write all `reqs` with one `write_all` (one syscall for all but huge bodies).
+    pub fn send(&mut self, reqs: &[Req]) -> Result<()> {
+        let mut all = Vec::new();
+        for r in reqs {
+            self.close_sent |= r.close;
+            let e = r.encode(self.port);
+            self.pending
+                .push_back((r.clone(), e.len() as u64, reqs.len() > 1));
+            all.extend_from_slice(&e);
+        }
+        self.s
+            .write_all(&all)
+            .with_context(|| format!("writing {} request(s) from {}", reqs.len(), self.local))
+    }
+
+    /// Read the response to the oldest unanswered request.
+    pub fn recv(&mut self) -> Result<Sent> {
+        let (req, written, pipelined) = self
+            .pending
+            .pop_front()
+            .context("recv without a pending request")?;
+        let (status, read, body_len) = self.read_response(&req.method).with_context(|| {
+            format!("response to {} {} on {}", req.method, req.path, self.local)
+        })?;
+        let sent = Sent {
+            client: self.local,
+            seq: self.next_seq,
+            method: req.method,
+            path: req.path,
+            status,
+            written,
+            read: read as u64,
+            pipelined,
+            body_len: body_len as u64,
+        };
+        self.next_seq += 1;
+        self.done.push(sent.clone());
+        Ok(sent)
+    }
+
+    /// One request, one response.
+    pub fn exchange(&mut self, req: Req) -> Result<Sent> {
+        self.send(std::slice::from_ref(&req))?;
+        self.recv()
+    }
+
+    /// All `reqs` in one write, then all responses.
+    pub fn pipeline(&mut self, reqs: &[Req]) -> Result<Vec<Sent>> {
+        self.send(reqs)?;
+        reqs.iter().map(|_| self.recv()).collect()
+    }
+
+    /// Close now; the unanswered requests are recorded as aborted (499, 0 bytes
+    /// read). No response bytes may have arrived for them.
+    pub fn abort(mut self) -> Result<Vec<Sent>> {
+        ensure!(
+            self.buf.is_empty(),
+            "abort with {} response bytes already read",
+            self.buf.len()
+        );
+        while let Some((req, written, pipelined)) = self.pending.pop_front() {
+            self.done.push(Sent {
+                client: self.local,
+                seq: self.next_seq,
+                method: req.method,
+                path: req.path,
+                status: ABORTED,
+                written,
+                read: 0,
+                pipelined,
+                body_len: 0,
+            });
+            self.next_seq += 1;
+        }
+        let _ = self.s.shutdown(std::net::Shutdown::Both);
+        Ok(self.done)
+    }
+
+    /// Close after every request was answered. If the last request said
+    /// `Connection: close`, the server must close first (EOF, no extra bytes).
+    pub fn close(mut self) -> Result<Vec<Sent>> {
+        ensure!(self.pending.is_empty(), "close with unanswered requests");
+        ensure!(
+            self.buf.is_empty(),
+            "{} unexpected bytes after the last response on {}",
+            self.buf.len(),
+            self.local
+        );
+        if self.close_sent && !self.eof {
+            let mut b = [0u8; 1024];
+            let n = self
+                .s
+                .read(&mut b)
+                .context("waiting for the server's close")?;
+            ensure!(n == 0, "{n} unexpected bytes after the last response");
+        }
+        Ok(self.done)
+    }
+
+    /// Read into `buf`; false on EOF.
+    fn fill(&mut self) -> Result<bool> {
+        ensure!(!self.eof, "connection already at EOF");
+        let mut chunk = [0u8; 65536];
+        let n = self.s.read(&mut chunk)?;
+        if n == 0 {
+            self.eof = true;
+            return Ok(false);
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(true)
+    }
+
+    /// One whole response off the front of `buf`: (status, bytes, decoded body bytes).
+    fn read_response(&mut self, method: &str) -> Result<(u16, usize, usize)> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            ensure!(self.fill()?, "EOF in response head");
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end])
+            .context("response head not UTF-8")?
+            .to_string();
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .context("no status")?
+            .parse()
+            .with_context(|| format!("bad status line in {head:?}"))?;
+        ensure!(
+            status >= 200,
+            "interim response {status}: not expected by these tests"
+        );
+        let header = |name: &str| {
+            head.split("\r\n")
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let chunked =
+            header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let cl: Option<usize> = match header("content-length") {
+            Some(v) => Some(
+                v.parse()
+                    .with_context(|| format!("bad Content-Length {v:?}"))?,
+            ),
+            None => None,
+        };
+        let (total, body) = if method == "HEAD" || status == 204 || status == 304 {
+            (head_end, 0)
+        } else if chunked {
+            loop {
+                if let Some((enc, dec)) = chunked_len(&self.buf[head_end..])? {
+                    break (head_end + enc, dec);
+                }
+                ensure!(self.fill()?, "EOF in chunked body");
+            }
+        } else if let Some(cl) = cl {
+            while self.buf.len() < head_end + cl {
+                ensure!(
+                    self.fill()?,
+                    "EOF in body ({} of {cl})",
+                    self.buf.len() - head_end
+                );
+            }
+            (head_end + cl, cl)
+        } else {
+            while self.fill()? {}
+            (self.buf.len(), self.buf.len() - head_end)
+        };
+        self.buf.drain(..total);
+        Ok((status, total, body))
+    }
+}
+
+/// If `b` starts with a complete chunked body (chunks, last chunk, trailers, blank
+/// line): Some((encoded length, decoded length)); None if more bytes are needed.
+pub fn chunked_len(b: &[u8]) -> Result<Option<(usize, usize)>> {
+    let mut i = 0;
+    let mut decoded = 0;
+    loop {
+        let Some(eol) = find(&b[i..], b"\r\n") else {
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&b[i..i + eol])?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("bad chunk size line {line:?}"))?;
+        i += eol + 2;
+        if size == 0 {
+            // Trailer fields, then an empty line.
+            loop {
+                let Some(eol) = find(&b[i..], b"\r\n") else {
+                    return Ok(None);
+                };
+                i += eol + 2;
+                if eol == 0 {
+                    return Ok(Some((i, decoded)));
+                }
+            }
+        }
+        if b.len() < i + size + 2 {
+            return Ok(None);
+        }
+        ensure!(
+            &b[i + size..i + size + 2] == b"\r\n",
+            "chunk not followed by CRLF"
+        );
+        i += size + 2;
+        decoded += size;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_framing() {
+        let b = b"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\nNEXT";
+        assert_eq!(chunked_len(b).unwrap(), Some((b.len() - 4, 12)));
+        let t = b"1\r\na\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        assert_eq!(chunked_len(t).unwrap(), Some((t.len(), 1)));
+        for cut in 0..b.len() - 4 {
+            assert_eq!(chunked_len(&b[..cut]).unwrap(), None, "cut at {cut}");
+        }
+        assert!(chunked_len(b"zz\r\n").is_err());
+        assert!(chunked_len(b"1\r\nab\r\n").is_err());
+    }
+
+    #[test]
+    fn request_encoding() {
+        let r = Req::post("/p", 3).close().encode(80);
+        let t = String::from_utf8(r).unwrap();
+        assert!(t.starts_with("POST /p HTTP/1.1\r\n"));
+        assert!(t.contains("Content-Length: 3\r\n"));
+        assert!(t.contains("Connection: close\r\n"));
+        assert!(t.ends_with("\r\n\r\n012"));
+        let h = String::from_utf8(Req::head("/h").encode(80)).unwrap();
+        assert!(h.starts_with("HEAD /h HTTP/1.1\r\n") && !h.contains("Content-Length"));
+    }
 }

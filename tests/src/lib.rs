@@ -4,6 +4,7 @@
 //! Run: `cargo test --release -p gatescope-tests -- --test-threads=1` as root.
 //! The agent binary comes from `$GATESCOPE_BIN`, else `target/release/gatescope`.
 
+pub mod access_log;
 pub mod agent;
 pub mod bpftool;
 pub mod client;
@@ -11,8 +12,10 @@ pub mod metrics;
 pub mod nginx;
 pub mod prom;
 pub mod promtool;
+pub mod request_log;
 pub mod upstream;
 pub mod util;
+pub mod workload;
 
 use anyhow::Result;
 
@@ -35,5 +38,34 @@ impl Scene {
 
     pub fn client(&self) -> client::Client {
         client::Client::new(self.nginx.listen_port())
+    }
+}
+
+/// The accuracy tests' scene: the upstream, and nginx with the `acc` access log, a
+/// `/slow/` location with a 500 ms read timeout, a `/down` location proxied to a
+/// closed port and `location = /missing { return 404; }` (see
+/// [`nginx::Nginx::start_accuracy`]).
+pub struct AccuracyScene {
+    pub upstream: upstream::Upstream,
+    pub nginx: nginx::Nginx,
+    /// The closed port behind `/down`.
+    pub down_port: u16,
+}
+
+impl AccuracyScene {
+    pub fn start(workers: u32) -> Result<Self> {
+        let upstream = upstream::Upstream::start()?;
+        let down_port = util::free_port()?;
+        let nginx = nginx::Nginx::start_accuracy(&nginx::AccuracyConfig {
+            workers,
+            listen_port: util::free_port()?,
+            upstream_port: upstream.port(),
+            down_port,
+        })?;
+        Ok(Self {
+            upstream,
+            nginx,
+            down_port,
+        })
     }
 }

@@ -1,5 +1,6 @@
 //! A real nginx (master + N workers) as a reverse proxy in front of one upstream.
 
+use crate::access_log::{parse_acc_log, AccEntry, ACC_LOG_FORMAT};
 use crate::util::{self, TempDir};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeSet;
@@ -19,6 +20,15 @@ pub struct NginxConfig {
     pub workers: u32,
     pub listen_port: u16,
     pub upstream_port: u16,
+}
+
+/// See [`Nginx::start_accuracy`].
+pub struct AccuracyConfig {
+    pub workers: u32,
+    pub listen_port: u16,
+    pub upstream_port: u16,
+    /// A port nothing listens on.
+    pub down_port: u16,
 }
 
 pub struct Nginx {
@@ -93,6 +103,85 @@ http {{
             up = cfg.upstream_port,
             port = cfg.listen_port,
         );
+        Self::launch(dir, &conf, cfg.workers, cfg.listen_port)
+    }
+
+    /// The accuracy tests' nginx: `workers` workers on `listen_port`, the `acc` access
+    /// log (see [`crate::access_log`]) in [`Nginx::acc_log_path`], and
+    /// - `location /`: the upstream on `upstream_port`, HTTP/1.1 keep-alive (16 idle);
+    /// - `location /slow/`: the same with `proxy_read_timeout 500ms` (`/slow/2000` -> 504);
+    /// - `location /down`: a closed port `down_port` (-> 502);
+    /// - `location = /missing`: `return 404` from nginx itself.
+    pub fn start_accuracy(cfg: &AccuracyConfig) -> Result<Self> {
+        ensure!(
+            std::path::Path::new(NGINX_BIN).exists(),
+            "{NGINX_BIN} not found (apt-get install nginx)"
+        );
+        let dir = TempDir::new("nginx-acc")?;
+        let d = dir.path().display().to_string();
+        let conf = format!(
+            r#"daemon off;
+master_process on;
+worker_processes {workers};
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    log_format acc {ACC_LOG_FORMAT};
+    client_body_temp_path {d}/client_body_temp;
+    proxy_temp_path {d}/proxy_temp;
+    fastcgi_temp_path {d}/fastcgi_temp;
+    uwsgi_temp_path {d}/uwsgi_temp;
+    scgi_temp_path {d}/scgi_temp;
+
+    upstream backend {{
+        server 127.0.0.1:{up};
+        keepalive 16;
+    }}
+
+    upstream down {{
+        server 127.0.0.1:{down} max_fails=0;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        access_log {d}/acc.log acc;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+
+        location / {{
+            proxy_pass http://backend;
+        }}
+        location /slow/ {{
+            proxy_read_timeout 500ms;
+            proxy_pass http://backend;
+        }}
+        location /down {{
+            proxy_pass http://down;
+        }}
+        location = /missing {{
+            return 404;
+        }}
+    }}
+}}
+"#,
+            workers = cfg.workers,
+            up = cfg.upstream_port,
+            down = cfg.down_port,
+            port = cfg.listen_port,
+        );
+        Self::launch(dir, &conf, cfg.workers, cfg.listen_port)
+    }
+
+    /// Write `conf` into `dir`, start `nginx -c conf -p dir` in the foreground and
+    /// wait until it listens on `listen_port` and all workers exist.
+    fn launch(dir: TempDir, conf: &str, workers: u32, listen_port: u16) -> Result<Self> {
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let stderr = File::create(dir.path().join("stderr.log"))?;
@@ -111,8 +200,8 @@ http {{
         let mut ng = Nginx {
             child,
             dir,
-            workers: cfg.workers,
-            listen_port: cfg.listen_port,
+            workers,
+            listen_port,
             current_workers: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -120,18 +209,16 @@ http {{
             if let Some(st) = ng.child.try_wait()? {
                 bail!("nginx exited during start-up ({st}):\n{}", ng.diagnostics());
             }
-            let workers = ng.worker_pids();
-            if util::is_listening_v4_loopback(cfg.listen_port)
-                && workers.len() == cfg.workers as usize
-            {
-                ng.current_workers = workers;
+            let pids = ng.worker_pids();
+            if util::is_listening_v4_loopback(listen_port) && pids.len() == workers as usize {
+                ng.current_workers = pids;
                 return Ok(ng);
             }
             if Instant::now() >= deadline {
                 bail!(
                     "nginx did not listen on 127.0.0.1:{} with {} workers within 10 s:\n{}",
-                    cfg.listen_port,
-                    cfg.workers,
+                    listen_port,
+                    workers,
                     ng.diagnostics()
                 );
             }
@@ -189,6 +276,26 @@ http {{
 
     pub fn access_log_path(&self) -> PathBuf {
         self.dir.path().join("access.log")
+    }
+
+    /// The `acc` log of [`Nginx::start_accuracy`].
+    pub fn acc_log_path(&self) -> PathBuf {
+        self.dir.path().join("acc.log")
+    }
+
+    /// The `acc` log's raw text (empty before the first request).
+    pub fn acc_log_text(&self) -> String {
+        std::fs::read_to_string(self.acc_log_path()).unwrap_or_default()
+    }
+
+    /// The `acc` log's complete lines.
+    pub fn acc_log(&self) -> Result<Vec<AccEntry>> {
+        let text = self.acc_log_text();
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        parse_acc_log(complete)
     }
 
     pub fn access_log(&self) -> Result<Vec<AccessLogEntry>> {

@@ -15,6 +15,23 @@ struct Counters {
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     requests: AtomicU64,
+    exchanges: Mutex<Vec<UpstreamExchange>>,
+}
+
+/// One request the upstream read completely, with what it answered: the upstream's
+/// own per-request truth for the gateway's upstream leg.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UpstreamExchange {
+    pub method: String,
+    /// The request target as received (these tests send no query strings).
+    pub path: String,
+    /// 0 when the peer had closed the connection before the answer was due (a
+    /// `/slow/` request the gateway gave up on): nothing was sent.
+    pub status: u16,
+    /// Head plus body, as received.
+    pub request_bytes: u64,
+    /// Head plus body (all chunks), as sent; 0 when nothing was sent.
+    pub response_bytes: u64,
 }
 
 /// A snapshot of the upstream's counters.
@@ -36,9 +53,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Listen on 127.0.0.1:<free port>. Requests for `/size/N` get an N-byte body;
-    /// anything else gets a 404 with a short body. Keep-alive unless the request
-    /// says `Connection: close`.
+    /// Listen on 127.0.0.1:<free port>. Keep-alive unless the request says
+    /// `Connection: close`. Paths:
+    /// - `/size/N`: 200 with an N-byte body (Content-Length);
+    /// - `/chunked/N`: 200 with `Transfer-Encoding: chunked`, N chunks of
+    ///   [`chunk_size`] bytes, each chunk and the terminating `0\r\n\r\n` in its own
+    ///   write, 2 ms apart;
+    /// - `/slow/MS`: sleeps MS milliseconds, then 200 with a 100-byte body, unless
+    ///   the peer closed the connection meanwhile (then nothing is sent);
+    /// - anything else: 404 with a short body.
+    ///
+    /// HEAD gets the same head as GET and no body.
     pub fn start() -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding upstream")?;
         let port = listener.local_addr()?.port();
@@ -94,6 +119,11 @@ impl Upstream {
             requests: c.requests.load(Ordering::SeqCst),
         }
     }
+
+    /// Every request read completely so far, in the order they were answered.
+    pub fn exchanges(&self) -> Vec<UpstreamExchange> {
+        self.counters.exchanges.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Upstream {
@@ -114,6 +144,20 @@ impl Drop for Upstream {
 pub fn body_size_for(path: &str) -> Option<usize> {
     path.strip_prefix("/size/")?.parse().ok()
 }
+
+/// Size of chunk `i` (from 0) of a `/chunked/N` response: 100, 1600, 3100, ...
+/// (from the second chunk on, larger than a 256-byte capture).
+pub fn chunk_size(i: usize) -> usize {
+    100 + 1500 * i
+}
+
+/// The decoded body length of a `/chunked/N` response.
+pub fn chunked_body_len(n: usize) -> usize {
+    (0..n).map(chunk_size).sum()
+}
+
+/// Body bytes of a `/slow/MS` response.
+pub const SLOW_BODY: usize = 100;
 
 /// Serve one connection until the peer closes it (or asks to).
 fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
@@ -137,6 +181,11 @@ fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         let mut lines = head.split("\r\n");
         let request_line = lines.next().unwrap_or_default();
+        let method = request_line
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let path = request_line.split(' ').nth(1).unwrap_or("/").to_string();
         let mut content_length = 0usize;
         let mut close = false;
@@ -162,27 +211,98 @@ fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
             buf.extend_from_slice(&chunk[..n]);
         }
         buf.drain(..head_end + content_length);
-
-        let (status, body) = match body_size_for(&path) {
-            Some(n) => ("200 OK", pattern(n)),
-            None => ("404 Not Found", b"not found\n".to_vec()),
+        let mut ex = UpstreamExchange {
+            method: method.clone(),
+            path: path.clone(),
+            status: 0,
+            request_bytes: (head_end + content_length) as u64,
+            response_bytes: 0,
         };
-        let mut resp = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{}\r\n",
-            body.len(),
-            if close { "Connection: close\r\n" } else { "" }
-        )
-        .into_bytes();
-        resp.extend_from_slice(&body);
-        s.write_all(&resp)?;
-        counters
-            .bytes_sent
-            .fetch_add(resp.len() as u64, Ordering::SeqCst);
+        let head_only = method == "HEAD";
+        let conn_hdr = if close { "Connection: close\r\n" } else { "" };
+
+        if let Some(n) = path
+            .strip_prefix("/chunked/")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            let mut writes = vec![format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                 Transfer-Encoding: chunked\r\n{conn_hdr}\r\n"
+            )
+            .into_bytes()];
+            if !head_only {
+                for i in 0..n {
+                    let mut c = format!("{:x}\r\n", chunk_size(i)).into_bytes();
+                    c.extend_from_slice(&pattern(chunk_size(i)));
+                    c.extend_from_slice(b"\r\n");
+                    writes.push(c);
+                }
+                writes.push(b"0\r\n\r\n".to_vec());
+            }
+            for (i, w) in writes.iter().enumerate() {
+                if i > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                s.write_all(w)?;
+                counters
+                    .bytes_sent
+                    .fetch_add(w.len() as u64, Ordering::SeqCst);
+                ex.response_bytes += w.len() as u64;
+            }
+            ex.status = 200;
+        } else {
+            let (status, body) = if let Some(ms) = path
+                .strip_prefix("/slow/")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                if peer_closed(&s)? {
+                    counters.exchanges.lock().unwrap().push(ex);
+                    return Ok(());
+                }
+                (200, pattern(SLOW_BODY))
+            } else {
+                match body_size_for(&path) {
+                    Some(n) => (200, pattern(n)),
+                    None => (404, b"not found\n".to_vec()),
+                }
+            };
+            let reason = if status == 200 { "OK" } else { "Not Found" };
+            let mut resp = format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{conn_hdr}\r\n",
+                body.len(),
+            )
+            .into_bytes();
+            if !head_only {
+                resp.extend_from_slice(&body);
+            }
+            s.write_all(&resp)?;
+            counters
+                .bytes_sent
+                .fetch_add(resp.len() as u64, Ordering::SeqCst);
+            ex.status = status;
+            ex.response_bytes = resp.len() as u64;
+        }
+        counters.exchanges.lock().unwrap().push(ex);
         counters.requests.fetch_add(1, Ordering::SeqCst);
         if close {
             return Ok(());
         }
     }
+}
+
+/// True if the peer has closed its side (a non-blocking peek sees EOF or an error).
+fn peer_closed(s: &TcpStream) -> Result<bool> {
+    s.set_nonblocking(true)?;
+    let mut b = [0u8; 1];
+    let r = s.peek(&mut b);
+    s.set_nonblocking(false)?;
+    Ok(match r {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    })
 }
 
 fn pattern(n: usize) -> Vec<u8> {

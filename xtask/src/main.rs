@@ -1,15 +1,20 @@
 //! `cargo xtask <setup|build|test|demo|bench>` (alias in .cargo/config.toml).
 
+mod bench;
+mod bench_report;
 mod compile;
 mod demo;
 mod http;
 mod metrics;
+mod procfs;
 mod report;
 mod setup;
+mod stack;
 mod test;
 mod traffic;
 mod upstream;
 mod util;
+mod wrk;
 
 use std::process::ExitCode;
 
@@ -44,8 +49,31 @@ enum Task {
         #[arg(long, value_enum, default_value_t = Compat::None)]
         compat: Compat,
     },
-    /// Load benchmark (not yet: arrives with HTTP parsing, issue 3)
-    Bench,
+    /// setup, build, then wrk against an nginx proxy with and without gatescope attached,
+    /// alternating; prints the overhead against the targets and writes BENCHMARKS.md
+    Bench {
+        /// Pairs of rounds (one baseline, one with gatescope, the order alternating)
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds of load per round
+        #[arg(long, default_value_t = 10)]
+        duration: u32,
+        /// wrk connections
+        #[arg(long, default_value_t = 50)]
+        connections: u32,
+        /// wrk threads
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// Requests/s of one more pair, paced, after the flat-out pairs (0: none)
+        #[arg(long, default_value_t = 20_000)]
+        paced_rate: u32,
+        /// Print the results only; leave BENCHMARKS.md alone
+        #[arg(long)]
+        no_write: bool,
+        /// Measure this gatescope binary instead of building target/release/gatescope
+        #[arg(long, value_name = "PATH")]
+        agent: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,11 +100,37 @@ fn main() -> ExitCode {
                 },
             )
         }),
-        Task::Bench => {
-            eprintln!(
-                "xtask: the benchmark arrives with HTTP parsing (issue 3); nothing to run yet"
-            );
-            return ExitCode::from(2);
+        Task::Bench {
+            rounds,
+            duration,
+            connections,
+            threads,
+            paced_rate,
+            no_write,
+            agent,
+        } => {
+            let given = agent.is_some();
+            let agent = match agent {
+                Some(path) => setup::setup().map(|()| path),
+                None => setup_and_build(),
+            };
+            agent.and_then(|agent| {
+                bench::bench(
+                    &agent,
+                    &bench::BenchArgs {
+                        given_agent: given,
+                        rounds,
+                        load: wrk::Load {
+                            threads,
+                            connections,
+                            seconds: duration,
+                            delay_ms: None,
+                        },
+                        paced_rate,
+                        write: !no_write,
+                    },
+                )
+            })
         }
     };
     match result {

@@ -6,9 +6,11 @@ use std::{
     fmt::Write as _,
     fs,
     io::Write as _,
+    net::{Ipv4Addr, TcpListener},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -119,6 +121,19 @@ pub fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The first line a command prints on stdout or stderr, whatever its exit code (`nginx -v`
+/// writes to stderr; `wrk --version` exits 1); `None` if it cannot start or prints nothing.
+pub fn banner(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stdin(Stdio::null()).output().ok()?;
+    [out.stdout, out.stderr].iter().find_map(|bytes| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string)
+    })
+}
+
 /// Runs a long command with its output in `log` (so a setup step stays one line), printing a
 /// dot every 30 s while it waits. On failure the error carries the log's tail.
 pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
@@ -177,6 +192,69 @@ pub fn send_signal(pid: u32, signal: libc::c_int) {
     unsafe {
         libc::kill(pid as libc::pid_t, signal);
     }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the caller to use).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .context("binding 127.0.0.1:0 to find a free port")?
+        .local_addr()?
+        .port())
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C (and SIGTERM/SIGHUP) only set a flag: the task then stops its children in order.
+pub fn catch_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(
+                signal,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+pub fn check_interrupted() -> Result<()> {
+    if interrupted() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Polls until `ready` (failing if `proc` exits or Ctrl-C arrives); returns how long it took.
+pub fn wait_for(
+    what: &str,
+    proc: &mut Guard,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return Ok(start.elapsed());
+        }
+        if let Some(status) = proc.exited()? {
+            return Err(proc.died(status)).with_context(|| format!("waiting for {what}"));
+        }
+        check_interrupted()?;
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "{what} did not answer within {timeout:?}; last lines of {}:\n{}",
+        proc.log.display(),
+        tail(&proc.log, 30)
+    )
 }
 
 /// A child process that is terminated (SIGTERM, then SIGKILL after 5 s) when dropped.

@@ -4,8 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gatescope_common::{
-    Event, Tuple, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS, KIND_ACCEPT, KIND_BYTES,
-    KIND_CONN_OPEN, KIND_EXIT, KIND_FORK, KIND_STATE, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
+    DataHeader, Event, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX, DIR_EGRESS, DIR_INGRESS,
+    KIND_ACCEPT, KIND_CONN_OPEN, KIND_DATA, KIND_EXIT, KIND_FORK, KIND_STATE, ROLE_DOWNSTREAM,
+    ROLE_UPSTREAM,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,7 +42,7 @@ pub struct Endpoints {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Observation {
+pub enum Observation<'a> {
     ConnOpen {
         sk: u64,
         role: Role,
@@ -55,12 +56,17 @@ pub enum Observation {
         endpoints: Endpoints,
         ts_ns: u64,
     },
-    /// `len == 0` is a read that returned end-of-file.
-    Bytes {
+    /// `len` bytes moved by the gateway; `len == 0` is a read that returned
+    /// end-of-file. `head`/`tail` are the transfer's first and last bytes as
+    /// far as they were captured (borrowed from the ring buffer).
+    Data {
         sk: u64,
         dir: Direction,
         len: u64,
         tgid: u32,
+        ts_ns: u64,
+        head: &'a [u8],
+        tail: &'a [u8],
     },
     Accept {
         tgid: u32,
@@ -74,13 +80,13 @@ pub enum Observation {
     },
 }
 
-impl Observation {
+impl Observation<'_> {
     /// The `kind` label of `gatescope_events_received_total`.
     pub fn kind(&self) -> &'static str {
         match self {
             Observation::ConnOpen { .. } => "conn_open",
             Observation::State { .. } => "state",
-            Observation::Bytes { .. } => "bytes",
+            Observation::Data { .. } => "data",
             Observation::Accept { .. } => "accept",
             Observation::Fork { .. } => "fork",
             Observation::Exit { .. } => "exit",
@@ -96,11 +102,16 @@ pub enum DecodeError {
     Kind(u32),
     #[error("unknown role or direction {0} for kind {1}")]
     Role(u32, u32),
+    #[error("data record lengths are inconsistent")]
+    Lengths,
 }
 
-pub const KINDS: [&str; 6] = ["conn_open", "state", "bytes", "accept", "fork", "exit"];
+pub const KINDS: [&str; 6] = ["conn_open", "state", "data", "accept", "fork", "exit"];
 
-pub fn decode(raw: &[u8]) -> Result<Observation, DecodeError> {
+pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
+    if raw.len() >= 4 && u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]) == KIND_DATA {
+        return decode_data(raw);
+    }
     if raw.len() < size_of::<Event>() {
         return Err(DecodeError::Short(raw.len()));
     }
@@ -125,16 +136,6 @@ pub fn decode(raw: &[u8]) -> Result<Observation, DecodeError> {
             endpoints: endpoints(&e.tuple),
             ts_ns: e.ts_ns,
         },
-        KIND_BYTES => Observation::Bytes {
-            sk: e.sk,
-            dir: match e.role {
-                DIR_INGRESS => Direction::Ingress,
-                DIR_EGRESS => Direction::Egress,
-                other => return Err(DecodeError::Role(other, e.kind)),
-            },
-            len: e.value.max(0) as u64,
-            tgid: e.tgid,
-        },
         KIND_ACCEPT => Observation::Accept { tgid: e.tgid },
         KIND_FORK => Observation::Fork {
             parent: e.tgid,
@@ -142,6 +143,39 @@ pub fn decode(raw: &[u8]) -> Result<Observation, DecodeError> {
         },
         KIND_EXIT => Observation::Exit { tgid: e.tgid },
         other => return Err(DecodeError::Kind(other)),
+    })
+}
+
+/// A [`DataHeader`], the tail area, then the head (see gatescope_common).
+fn decode_data(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
+    const HEADER: usize = size_of::<DataHeader>();
+    if raw.len() < HEADER + DATA_TAIL_MAX {
+        return Err(DecodeError::Short(raw.len()));
+    }
+    // SAFETY: length checked; DataHeader is plain integers.
+    let h: DataHeader = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    let dir = match h.dir {
+        DIR_INGRESS => Direction::Ingress,
+        DIR_EGRESS => Direction::Egress,
+        other => return Err(DecodeError::Role(other, h.kind)),
+    };
+    let tail_len = h.tail_len as usize;
+    let head_len = h.head_len as usize;
+    let body = &raw[HEADER..];
+    if tail_len > DATA_TAIL_MAX
+        || body.len() < DATA_TAIL_MAX + head_len
+        || (head_len + tail_len) as u64 > h.len
+    {
+        return Err(DecodeError::Lengths);
+    }
+    Ok(Observation::Data {
+        sk: h.sk,
+        dir,
+        len: h.len,
+        tgid: h.tgid,
+        ts_ns: h.ts_ns,
+        head: &body[DATA_TAIL_MAX..DATA_TAIL_MAX + head_len],
+        tail: &body[..tail_len],
     })
 }
 
@@ -234,32 +268,95 @@ mod tests {
         };
         assert_eq!(decode(&raw(&e)), Err(DecodeError::Kind(99)));
         let e = Event {
-            kind: KIND_BYTES,
+            kind: KIND_CONN_OPEN,
             role: 7,
             ..Event::default()
         };
-        assert_eq!(decode(&raw(&e)), Err(DecodeError::Role(7, KIND_BYTES)));
+        assert_eq!(decode(&raw(&e)), Err(DecodeError::Role(7, KIND_CONN_OPEN)));
+        // Data records: header alone, bad direction, head longer than sent.
+        let header = DataHeader {
+            kind: KIND_DATA,
+            dir: DIR_EGRESS,
+            len: 10,
+            head_len: 4,
+            ..DataHeader::default()
+        };
+        assert_eq!(
+            decode(&data_record(&header, b"", b"abcd")[..40]),
+            Err(DecodeError::Short(40))
+        );
+        let bad_dir = DataHeader { dir: 9, ..header };
+        assert_eq!(
+            decode(&data_record(&bad_dir, b"", b"abcd")),
+            Err(DecodeError::Role(9, KIND_DATA))
+        );
+        let too_long = DataHeader { len: 3, ..header };
+        assert_eq!(
+            decode(&data_record(&too_long, b"", b"abcd")),
+            Err(DecodeError::Lengths)
+        );
+    }
+
+    fn data_record(header: &DataHeader, tail: &[u8], head: &[u8]) -> Vec<u8> {
+        let header = DataHeader {
+            head_len: head.len() as u32,
+            tail_len: tail.len() as u32,
+            ..*header
+        };
+        // SAFETY: plain integers without padding.
+        let mut out = unsafe {
+            std::slice::from_raw_parts(
+                (&header as *const DataHeader).cast::<u8>(),
+                size_of::<DataHeader>(),
+            )
+        }
+        .to_vec();
+        let mut area = [0u8; DATA_TAIL_MAX];
+        area[..tail.len()].copy_from_slice(tail);
+        out.extend_from_slice(&area);
+        out.extend_from_slice(head);
+        out
     }
 
     #[test]
-    fn decodes_bytes_fork_exit_accept() {
-        let e = Event {
-            kind: KIND_BYTES,
-            role: DIR_EGRESS,
-            sk: 5,
-            value: 1500,
+    fn decodes_data_with_head_and_tail() {
+        let header = DataHeader {
+            kind: KIND_DATA,
+            dir: DIR_INGRESS,
             tgid: 9,
-            ..Event::default()
+            tid: 10,
+            ts_ns: 77,
+            sk: 5,
+            len: 5000,
+            ..DataHeader::default()
         };
+        let raw = data_record(&header, b"0\r\n\r\n", b"HTTP/1.1 200 OK\r\n");
         assert_eq!(
-            decode(&raw(&e)).unwrap(),
-            Observation::Bytes {
+            decode(&raw).unwrap(),
+            Observation::Data {
                 sk: 5,
-                dir: Direction::Egress,
-                len: 1500,
-                tgid: 9
+                dir: Direction::Ingress,
+                len: 5000,
+                tgid: 9,
+                ts_ns: 77,
+                head: b"HTTP/1.1 200 OK\r\n",
+                tail: b"0\r\n\r\n",
             }
         );
+        // A read at end-of-file: no bytes at all.
+        let eof = DataHeader { len: 0, ..header };
+        let raw = data_record(&eof, b"", b"");
+        let Observation::Data {
+            len, head, tail, ..
+        } = decode(&raw).unwrap()
+        else {
+            panic!("not data");
+        };
+        assert_eq!((len, head, tail), (0, &b""[..], &b""[..]));
+    }
+
+    #[test]
+    fn decodes_fork_exit_accept() {
         let e = Event {
             kind: KIND_FORK,
             tgid: 10,

@@ -8,21 +8,57 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use gatescope_common::{MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_TARGETS};
+use gatescope_common::{
+    DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_TARGETS,
+};
 use tracing::debug;
 
 use crate::error::StartError;
 
-/// (program function, tracepoint category, tracepoint name). Process tracking
-/// comes first so that no worker forked during start-up is missed.
-const PROGRAMS: &[(&str, &str, &str)] = &[
-    ("sched_process_fork", "sched", "sched_process_fork"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
-    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
-    ("sock_send_length", "sock", "sock_send_length"),
-    ("sock_recv_length", "sock", "sock_recv_length"),
+/// Each program and the tracepoints it is attached to. Process tracking comes
+/// first so that no worker forked during start-up is missed; buffer saving
+/// before the length tracepoints that read the buffers.
+const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
+    ("sched_process_fork", &[("sched", "sched_process_fork")]),
+    ("sched_process_exit", &[("sched", "sched_process_exit")]),
+    ("inet_sock_set_state", &[("sock", "inet_sock_set_state")]),
+    ("sys_exit_accept4", &[("syscalls", "sys_exit_accept4")]),
+    ("sys_exit_accept", &[("syscalls", "sys_exit_accept")]),
+    (
+        "enter_buf",
+        &[
+            ("syscalls", "sys_enter_read"),
+            ("syscalls", "sys_enter_recvfrom"),
+            ("syscalls", "sys_enter_write"),
+            ("syscalls", "sys_enter_sendto"),
+        ],
+    ),
+    (
+        "enter_iovec",
+        &[
+            ("syscalls", "sys_enter_readv"),
+            ("syscalls", "sys_enter_writev"),
+        ],
+    ),
+    (
+        "enter_msghdr",
+        &[
+            ("syscalls", "sys_enter_recvmsg"),
+            ("syscalls", "sys_enter_sendmsg"),
+        ],
+    ),
+    (
+        "enter_clear",
+        &[
+            ("syscalls", "sys_enter_sendfile64"),
+            ("syscalls", "sys_enter_splice"),
+            ("syscalls", "sys_enter_sendmmsg"),
+            ("syscalls", "sys_enter_recvmmsg"),
+            ("syscalls", "sys_enter_io_uring_enter"),
+        ],
+    ),
+    ("sock_send_length", &[("sock", "sock_send_length")]),
+    ("sock_recv_length", &[("sock", "sock_recv_length")]),
 ];
 
 /// The loaded programs; dropping it detaches them all.
@@ -41,12 +77,19 @@ pub struct Maps {
 impl Capture {
     /// Loads and attaches everything; returns the programs' owner, the maps
     /// the pipeline maintains, and the ring buffer it reads.
-    pub fn load(ring_buffer_bytes: u32) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
+    pub fn load(
+        ring_buffer_bytes: u32,
+        capture_bytes: u32,
+    ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
             return Err(StartError::RingBufferSize(ring_buffer_bytes));
         }
+        if capture_bytes as usize > DATA_HEAD_MAX {
+            return Err(StartError::CaptureBytes(capture_bytes));
+        }
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
+            .override_global(GLOBAL_CAPTURE_BYTES, &capture_bytes, true)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/gatescope"
@@ -54,23 +97,28 @@ impl Capture {
             .map_err(|e| StartError::Load(error_chain(&e)))?;
 
         let mut attached = 0;
-        for &(program, category, name) in PROGRAMS {
-            let attach_err = |reason: String| StartError::Attach {
+        for &(program, tracepoints) in PROGRAMS {
+            let attach_err = |(category, name): (&str, &str), reason: String| StartError::Attach {
                 program: program.into(),
                 category: category.into(),
                 name: name.into(),
                 reason,
             };
+            let first = tracepoints[0];
             let tracepoint: &mut TracePoint = ebpf
                 .program_mut(program)
-                .ok_or_else(|| attach_err("program missing from the object".into()))?
+                .ok_or_else(|| attach_err(first, "program missing from the object".into()))?
                 .try_into()
-                .map_err(|e| attach_err(error_chain(&e)))?;
-            tracepoint.load().map_err(|e| attach_err(error_chain(&e)))?;
+                .map_err(|e| attach_err(first, error_chain(&e)))?;
             tracepoint
-                .attach(category, name)
-                .map_err(|e| attach_err(error_chain(&e)))?;
-            debug!(program, "attached to {category}:{name}");
+                .load()
+                .map_err(|e| attach_err(first, error_chain(&e)))?;
+            for &(category, name) in tracepoints {
+                tracepoint
+                    .attach(category, name)
+                    .map_err(|e| attach_err((category, name), error_chain(&e)))?;
+                debug!(program, "attached to {category}:{name}");
+            }
             attached += 1;
         }
 

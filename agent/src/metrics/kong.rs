@@ -1,23 +1,28 @@
 //! The same facts under the Kong Prometheus plugin's exact names, labels and
 //! help texts (see ../shared/seeds: Kong's `/metrics` example), so existing
 //! Kong dashboards (Grafana 7424) work unchanged. Kong types
-//! `kong_nginx_connections_total` as a gauge and `kong_bandwidth_bytes` as a
-//! counter without `_total`; we keep that, lint warnings included.
+//! `kong_nginx_connections_total` and `kong_nginx_requests_total` as gauges
+//! and `kong_bandwidth_bytes` (metrics/http.rs) as a counter without
+//! `_total`; we keep that, lint warnings included.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::{register, Downstream};
-use crate::capture::decode::Direction;
 
 /// Kong's `subsystem` label: the HTTP subsystem is what we observe.
 const SUBSYSTEM: &str = "http";
 
 pub struct Kong {
-    node_id: String,
-    connections: IntGaugeVec,
-    bandwidth: IntCounterVec,
-    accepted: u64,
-    handled: u64,
+    accepted: IntGauge,
+    handled: IntGauge,
+    /// `state="total"`: requests, as stub_status counts them.
+    total: IntGauge,
+    active: IntGauge,
+    reading: IntGauge,
+    writing: IntGauge,
+    waiting: IntGauge,
+    /// `kong_nginx_requests_total`, the same number as `total`.
+    requests: IntGauge,
 }
 
 impl Kong {
@@ -30,12 +35,9 @@ impl Kong {
             &["node_id", "subsystem", "state"],
         )
         .expect("valid metric");
-        let bandwidth = IntCounterVec::new(
-            Opts::new(
-                "kong_bandwidth_bytes",
-                "Total bandwidth (ingress/egress) throughput in bytes",
-            ),
-            &["service", "route", "direction", "consumer"],
+        let requests = IntGaugeVec::new(
+            Opts::new("kong_nginx_requests_total", "Total number of requests"),
+            &["node_id", "subsystem"],
         )
         .expect("valid metric");
         let node_info = IntGaugeVec::new(
@@ -44,46 +46,40 @@ impl Kong {
         )
         .expect("valid metric");
         register(registry, &connections);
-        register(registry, &bandwidth);
+        register(registry, &requests);
         register(registry, &node_info);
         node_info.with_label_values(&[node_id, version]).set(1);
-        let mut kong = Kong {
-            node_id: node_id.to_owned(),
-            connections,
-            bandwidth,
-            accepted: 0,
-            handled: 0,
-        };
-        for state in ["accepted", "handled", "active"] {
-            kong.set(state, 0);
+        let state = |s: &str| connections.with_label_values(&[node_id, SUBSYSTEM, s]);
+        Kong {
+            accepted: state("accepted"),
+            handled: state("handled"),
+            total: state("total"),
+            active: state("active"),
+            reading: state("reading"),
+            writing: state("writing"),
+            waiting: state("waiting"),
+            requests: requests.with_label_values(&[node_id, SUBSYSTEM]),
         }
-        kong
-    }
-
-    fn set(&mut self, state: &str, value: u64) {
-        self.connections
-            .with_label_values(&[&self.node_id, SUBSYSTEM, state])
-            .set(value as i64);
     }
 }
 
 impl Downstream for Kong {
     fn accepted(&mut self) {
-        self.accepted += 1;
-        self.set("accepted", self.accepted);
+        self.accepted.inc();
     }
     fn handled(&mut self) {
-        self.handled += 1;
-        self.set("handled", self.handled);
+        self.handled.inc();
     }
     fn active(&mut self, value: u64) {
-        self.set("active", value);
+        self.active.set(value as i64);
     }
-    /// Without HTTP routing, the service is the listening socket and the
-    /// route is empty; consumers are a Kong concept we cannot see.
-    fn bytes(&mut self, listener: &str, dir: Direction, len: u64) {
-        self.bandwidth
-            .with_label_values(&[listener, "", dir.as_str(), ""])
-            .inc_by(len);
+    fn phases(&mut self, reading: u64, writing: u64, waiting: u64) {
+        self.reading.set(reading as i64);
+        self.writing.set(writing as i64);
+        self.waiting.set(waiting as i64);
+    }
+    fn request(&mut self) {
+        self.total.inc();
+        self.requests.inc();
     }
 }

@@ -1,8 +1,10 @@
-//! Last stage, export: facts from the connection table become Prometheus
-//! families, under gatescope's names or Kong's (`--metrics-compat kong`).
-//! Families without a Kong equivalent keep gatescope's names in both modes.
+//! Last stage, export: facts from the connection table and finished HTTP
+//! exchanges become Prometheus families, under gatescope's names or Kong's
+//! (`--metrics-compat kong`). Families without a Kong equivalent keep
+//! gatescope's names in both modes.
 
 mod health;
+mod http;
 mod kong;
 mod native;
 
@@ -11,19 +13,27 @@ use std::{collections::HashMap, net::SocketAddr};
 use prometheus::{core::Collector, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use health::Health;
+pub use http::MetricGroups;
 
+use self::http::HttpMetrics;
 use crate::{
     capture::decode::Direction,
     cli::Compat,
     conntrack::{Fact, Gauges},
+    correlate::Completed,
+    http::Anomaly,
+    routes::{Role, RouteInput, Router},
 };
 
-/// The downstream families that exist in both naming schemes.
+/// The downstream connection families that exist in both naming schemes.
 trait Downstream: Send {
     fn accepted(&mut self);
     fn handled(&mut self);
     fn active(&mut self, value: u64);
-    fn bytes(&mut self, listener: &str, dir: Direction, len: u64);
+    /// stub_status's reading / writing / waiting connections.
+    fn phases(&mut self, reading: u64, writing: u64, waiting: u64);
+    /// One more client request (stub_status's requests).
+    fn request(&mut self);
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: &C) {
@@ -43,6 +53,9 @@ pub struct Identity<'a> {
 pub struct Metrics {
     registry: Registry,
     downstream: Box<dyn Downstream>,
+    /// Per listening socket, in both modes (Kong's bandwidth is per route).
+    downstream_bytes: IntCounterVec,
+    http: HttpMetrics,
     upstream_open: IntGaugeVec,
     upstream_opened: IntCounterVec,
     upstream_bytes: IntCounterVec,
@@ -53,12 +66,22 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(compat: Compat, id: &Identity, event_kinds: &[&str]) -> Self {
+    pub fn new(compat: Compat, id: &Identity, event_kinds: &[&str], groups: MetricGroups) -> Self {
         let registry = Registry::new();
         let downstream: Box<dyn Downstream> = match compat {
             Compat::None => Box::new(native::Native::new(&registry)),
             Compat::Kong => Box::new(kong::Kong::new(&registry, id.node_id, id.version)),
         };
+        let http = HttpMetrics::new(&registry, compat == Compat::Kong, groups);
+        let downstream_bytes = IntCounterVec::new(
+            Opts::new(
+                "gatescope_downstream_bytes_total",
+                "TCP payload bytes the gateway received (ingress) or sent (egress) on client connections, per listening socket",
+            ),
+            &["listener", "direction"],
+        )
+        .expect("valid metric");
+        register(&registry, &downstream_bytes);
         let upstream_open = IntGaugeVec::new(
             Opts::new(
                 "gatescope_upstream_connections",
@@ -102,6 +125,8 @@ impl Metrics {
         Metrics {
             registry,
             downstream,
+            downstream_bytes,
+            http,
             upstream_open,
             upstream_opened,
             upstream_bytes,
@@ -130,7 +155,9 @@ impl Metrics {
                     // The listener closed since the connection opened.
                     None => format!("*:{port}"),
                 };
-                self.downstream.bytes(&label, dir, len);
+                self.downstream_bytes
+                    .with_label_values(&[&label, dir.as_str()])
+                    .inc_by(len);
             }
             Fact::UpstreamOpened { peer } => {
                 self.upstream_opened
@@ -154,6 +181,64 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// One finished exchange: requests, latencies and bandwidth per service
+    /// and route (named by `router`), upstream requests per peer.
+    pub fn record_exchange(&mut self, done: &Completed, router: &mut Router) {
+        match done {
+            Completed::Downstream {
+                exchange,
+                listener,
+                upstream,
+            } => {
+                self.downstream.request();
+                if !self.http.wants_downstream_route() {
+                    return;
+                }
+                let routed = router.route(&RouteInput {
+                    role: Role::Downstream,
+                    listener: Some(*listener),
+                    peer: None,
+                    host: exchange.host.as_deref(),
+                    method: &exchange.method,
+                    path: &exchange.path,
+                });
+                if routed.overflow {
+                    self.http.overflowed(&routed.service);
+                }
+                self.http
+                    .downstream(exchange, upstream.as_ref(), &routed.service, &routed.route);
+            }
+            Completed::Upstream { exchange, peer } => {
+                self.http.upstream_request(*peer, exchange.status);
+                if !self.http.wants_upstream_route() {
+                    return;
+                }
+                let routed = router.route(&RouteInput {
+                    role: Role::Upstream,
+                    listener: None,
+                    peer: Some(*peer),
+                    host: exchange.host.as_deref(),
+                    method: &exchange.method,
+                    path: &exchange.path,
+                });
+                if routed.overflow {
+                    self.http.overflowed(&routed.service);
+                }
+                self.http
+                    .upstream_latency(exchange, &routed.service, &routed.route);
+            }
+        }
+    }
+
+    /// stub_status's reading / writing / waiting downstream connections.
+    pub fn set_phases(&mut self, reading: u64, writing: u64, waiting: u64) {
+        self.downstream.phases(reading, writing, waiting);
+    }
+
+    pub fn record_anomaly(&mut self, a: &Anomaly) {
+        self.http.anomaly(a);
     }
 
     /// Copies the connection table's gauges.
@@ -192,7 +277,7 @@ mod tests {
     };
 
     fn metrics(compat: Compat) -> Metrics {
-        let mut m = Metrics::new(compat, &ID, &["bytes"]);
+        let mut m = Metrics::new(compat, &ID, &["bytes"], MetricGroups::default());
         m.set_listeners(&["127.0.0.1:8080".parse().unwrap()]);
         let peer = "127.0.0.1:9000".parse().unwrap();
         for fact in [
@@ -258,20 +343,30 @@ mod tests {
             "kong_nginx_connections_total{node_id=\"node-1\",state=\"accepted\",subsystem=\"http\"} 2",
             "kong_nginx_connections_total{node_id=\"node-1\",state=\"handled\",subsystem=\"http\"} 1",
             "kong_nginx_connections_total{node_id=\"node-1\",state=\"active\",subsystem=\"http\"} 2",
-            "# TYPE kong_bandwidth_bytes counter",
-            "kong_bandwidth_bytes{consumer=\"\",direction=\"ingress\",route=\"\",service=\"127.0.0.1:8080\"} 100",
+            "kong_nginx_connections_total{node_id=\"node-1\",state=\"total\",subsystem=\"http\"} 0",
+            "kong_nginx_connections_total{node_id=\"node-1\",state=\"reading\",subsystem=\"http\"} 0",
+            "kong_nginx_requests_total{node_id=\"node-1\",subsystem=\"http\"} 0",
             "kong_node_info{node_id=\"node-1\",version=\"0.1.0\"} 1",
-            // No Kong equivalent: native name kept.
+            // No Kong equivalent: native names kept. Kong's bandwidth is
+            // per service/route (metrics/http.rs), not per listener.
+            "gatescope_downstream_bytes_total{direction=\"ingress\",listener=\"127.0.0.1:8080\"} 100",
             "gatescope_upstream_connections{peer=\"127.0.0.1:9000\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
-        assert!(!text.contains("gatescope_downstream_"), "{text}");
+        for native in [
+            "gatescope_downstream_connections",
+            "gatescope_http_requests_all_total",
+        ] {
+            assert!(!text.contains(native), "{native} in\n{text}");
+        }
+        // No exchange yet: no per-route series.
+        assert!(!text.contains("kong_bandwidth_bytes{"), "{text}");
     }
 
     #[test]
     fn unknown_listener_port_is_still_counted() {
-        let mut m = Metrics::new(Compat::None, &ID, &[]);
+        let mut m = Metrics::new(Compat::None, &ID, &[], MetricGroups::default());
         m.record(&Fact::DownstreamBytes {
             port: 81,
             dir: Direction::Ingress,

@@ -1,16 +1,18 @@
 //! gatescope's own names for the families that have a Kong equivalent,
 //! following Prometheus conventions (base units, `_total` counters).
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::{register, Downstream};
-use crate::capture::decode::Direction;
 
 pub struct Native {
     accepted: IntCounter,
     handled: IntCounter,
-    connections: IntGaugeVec,
-    bytes: IntCounterVec,
+    requests: IntCounter,
+    active: IntGauge,
+    reading: IntGauge,
+    writing: IntGauge,
+    waiting: IntGauge,
 }
 
 impl Native {
@@ -25,32 +27,32 @@ impl Native {
             "Downstream connections the gateway read from at least once",
         )
         .expect("valid metric");
+        let requests = IntCounter::new(
+            "gatescope_http_requests_all_total",
+            "Client requests the gateway read, whatever became of them (stub_status's requests)",
+        )
+        .expect("valid metric");
         let connections = IntGaugeVec::new(
             Opts::new(
                 "gatescope_downstream_connections",
-                "Downstream connections by stub_status state; active = established and not yet closed by the gateway",
+                "Downstream connections by stub_status state: active = established and not yet closed by the gateway; reading = reading a request head; writing = request read, response not finished; waiting = keep-alive, no request in progress",
             ),
             &["state"],
         )
         .expect("valid metric");
-        let bytes = IntCounterVec::new(
-            Opts::new(
-                "gatescope_downstream_bytes_total",
-                "TCP payload bytes the gateway received (ingress) or sent (egress) on client connections, per listening socket",
-            ),
-            &["listener", "direction"],
-        )
-        .expect("valid metric");
         register(registry, &accepted);
         register(registry, &handled);
+        register(registry, &requests);
         register(registry, &connections);
-        register(registry, &bytes);
-        connections.with_label_values(&["active"]).set(0);
+        let state = |s: &str| connections.with_label_values(&[s]);
         Native {
             accepted,
             handled,
-            connections,
-            bytes,
+            requests,
+            active: state("active"),
+            reading: state("reading"),
+            writing: state("writing"),
+            waiting: state("waiting"),
         }
     }
 }
@@ -63,13 +65,14 @@ impl Downstream for Native {
         self.handled.inc();
     }
     fn active(&mut self, value: u64) {
-        self.connections
-            .with_label_values(&["active"])
-            .set(value as i64);
+        self.active.set(value as i64);
     }
-    fn bytes(&mut self, listener: &str, dir: Direction, len: u64) {
-        self.bytes
-            .with_label_values(&[listener, dir.as_str()])
-            .inc_by(len);
+    fn phases(&mut self, reading: u64, writing: u64, waiting: u64) {
+        self.reading.set(reading as i64);
+        self.writing.set(writing as i64);
+        self.waiting.set(waiting as i64);
+    }
+    fn request(&mut self) {
+        self.requests.inc();
     }
 }

@@ -1,0 +1,390 @@
+//! The `--config` file (TOML): services and routes, named as Kong's entities
+//! are, so exchanges are labelled by the names an operator already uses.
+//!
+//! ```toml
+//! [[service]]
+//! name = "orders"
+//! upstream = "127.0.0.1:9000"        # optional; or a list of addresses
+//! hosts = ["api.example.com"]        # optional; default for its routes
+//!
+//!   [[service.route]]
+//!   name = "orders-list"
+//!   paths = ["/orders"]              # prefixes; none = every path
+//!   methods = ["GET"]                # optional
+//!   hosts = ["orders.example.com"]   # optional; replaces the service's
+//! ```
+//!
+//! Unknown keys are errors (a misspelt `path` must not silently match
+//! everything). Every error names the file and says what is wrong, on one
+//! line.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::{SocketAddr, ToSocketAddrs},
+    path::{Path, PathBuf},
+};
+
+use serde::{de, Deserialize, Deserializer};
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, rename = "service")]
+    pub services: Vec<Service>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    /// Upstream addresses (`ip:port`, or `host:port` resolved at start-up):
+    /// the gateway's exchanges with them belong to this service.
+    #[serde(default, rename = "upstream", deserialize_with = "one_or_many")]
+    pub upstream_specs: Vec<String>,
+    /// Resolved from `upstream_specs` by [`Config::parse`].
+    #[serde(skip)]
+    pub upstreams: Vec<SocketAddr>,
+    /// Host patterns (`api.example.com`, `*.example.com`, `api.example.*`)
+    /// for routes that name none of their own.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    /// Path prefixes, matched as Kong does: plain string prefixes
+    /// (`/orders` also matches `/orders/1` and `/orders-old`).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Upper-cased by [`Config::parse`].
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Lower-cased by [`Config::parse`].
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {}: {io}", path.display())]
+    Read { path: PathBuf, io: std::io::Error },
+    #[error("config file {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|io| ConfigError::Read {
+            path: path.to_owned(),
+            io,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            // toml's Display is a multi-line snippet; start-up errors are
+            // one line, so say where and what.
+            let message = e.message().trim().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let (line, column) = line_column(text, span.start);
+                    invalid(format!("line {line}, column {column}: {message}"))
+                }
+                None => invalid(message),
+            }
+        })?;
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    fn validate(&mut self) -> Result<(), String> {
+        let mut names = HashSet::new();
+        let mut upstream_owner: Vec<(SocketAddr, String)> = Vec::new();
+        for service in &mut self.services {
+            let name = service.name.clone();
+            if name.trim().is_empty() {
+                return Err("a service has an empty name".into());
+            }
+            if !names.insert(name.clone()) {
+                return Err(format!("service {name:?} is defined twice"));
+            }
+            let what = format!("service {name:?}");
+            normalise_hosts(&mut service.hosts, &what)?;
+            for spec in &service.upstream_specs {
+                for addr in resolve(spec).map_err(|e| format!("{what}: upstream {e}"))? {
+                    if let Some((_, other)) = upstream_owner.iter().find(|(a, _)| *a == addr) {
+                        if *other != name {
+                            return Err(format!(
+                                "{what}: upstream {addr} already belongs to service {other:?}"
+                            ));
+                        }
+                        continue;
+                    }
+                    upstream_owner.push((addr, name.clone()));
+                    service.upstreams.push(addr);
+                }
+            }
+            let mut route_names = HashSet::new();
+            for route in &mut service.routes {
+                if route.name.trim().is_empty() {
+                    return Err(format!("{what} has a route with an empty name"));
+                }
+                if !route_names.insert(route.name.clone()) {
+                    return Err(format!("{what}: route {:?} is defined twice", route.name));
+                }
+                let what = format!("{what}, route {:?}", route.name);
+                for path in &route.paths {
+                    if !path.starts_with('/') {
+                        return Err(format!(
+                            "{what}: path {path:?} must start with \"/\" (paths are prefixes; regular expressions are not supported)"
+                        ));
+                    }
+                }
+                for method in &mut route.methods {
+                    if method.is_empty() || !method.bytes().all(is_token_byte) {
+                        return Err(format!("{what}: {method:?} is not an HTTP method"));
+                    }
+                    method.make_ascii_uppercase();
+                }
+                normalise_hosts(&mut route.hosts, &what)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lower-cases host patterns and checks their shape: a name or address,
+/// optionally with one leading `*.` or one trailing `.*` wildcard.
+fn normalise_hosts(hosts: &mut [String], what: &str) -> Result<(), String> {
+    for host in hosts {
+        host.make_ascii_lowercase();
+        let bare = host
+            .strip_prefix("*.")
+            .or_else(|| host.strip_suffix(".*"))
+            .unwrap_or(host);
+        let ok = !bare.is_empty()
+            && bare
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+        if !ok {
+            return Err(format!(
+                "{what}: host {host:?} is not a host name (a leading \"*.\" or trailing \".*\" wildcard is allowed)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn resolve(spec: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = spec.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    if spec
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        return Err(format!(
+            "{spec:?} is not an address with a port (e.g. \"127.0.0.1:9000\")"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = spec
+        .to_socket_addrs()
+        .map_err(|e| format!("{spec:?} does not resolve: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{spec:?} resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// `upstream = "a:1"` or `upstream = ["a:1", "b:2"]`.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Visitor;
+    impl<'de> de::Visitor<'de> for Visitor {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an address string or a list of address strings")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![v.to_owned()])
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Visitor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/gatescope.toml")).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+[[service]]
+name = "orders"
+upstream = "127.0.0.1:9000"
+hosts = ["API.example.com"]
+
+  [[service.route]]
+  name = "orders-list"
+  paths = ["/orders"]
+  methods = ["get", "HEAD"]
+
+  [[service.route]]
+  name = "orders-any"
+  paths = ["/orders/", "/o"]
+  hosts = ["*.example.com"]
+
+[[service]]
+name = "users"
+upstream = ["127.0.0.1:9001", "[::1]:9001"]
+
+  [[service.route]]
+  name = "everything"
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.services.len(), 2);
+        let orders = &c.services[0];
+        assert_eq!(orders.name, "orders");
+        assert_eq!(orders.upstreams, ["127.0.0.1:9000".parse().unwrap()]);
+        assert_eq!(orders.hosts, ["api.example.com"]);
+        assert_eq!(orders.routes[0].methods, ["GET", "HEAD"]);
+        assert_eq!(orders.routes[1].paths, ["/orders/", "/o"]);
+        assert_eq!(orders.routes[1].hosts, ["*.example.com"]);
+        let users = &c.services[1];
+        assert_eq!(
+            users.upstreams,
+            [
+                "127.0.0.1:9001".parse::<SocketAddr>().unwrap(),
+                "[::1]:9001".parse().unwrap()
+            ]
+        );
+        assert!(users.routes[0].paths.is_empty());
+    }
+
+    #[test]
+    fn empty_file_is_no_services() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn host_names_resolve() {
+        let c = parse("[[service]]\nname = \"s\"\nupstream = \"localhost:9000\"\n").unwrap();
+        assert!(!c.services[0].upstreams.is_empty());
+        assert!(c.services[0].upstreams.iter().all(|a| a.port() == 9000));
+    }
+
+    fn assert_err(text: &str, want: &[&str]) {
+        let err = parse(text).unwrap_err();
+        assert!(
+            err.starts_with("config file /etc/gatescope.toml: "),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+        for w in want {
+            assert!(err.contains(w), "{err:?} should contain {w:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert_err(
+            "[[service]]\nname = \"s\"\n[[service.route]]\nname = \"r\"\npath = [\"/x\"]\n",
+            &["line 5, column 1", "unknown field `path`", "paths"],
+        );
+        assert_err(
+            "[[services]]\nname = \"s\"\n",
+            &["unknown field `services`"],
+        );
+        assert_err(
+            "[[service]]\nname = \"s\"\nupstreams = \"1.2.3.4:5\"\n",
+            &["line 3", "unknown field `upstreams`"],
+        );
+    }
+
+    #[test]
+    fn malformed_toml_is_an_error() {
+        assert_err("[[service]\nname = \"s\"\n", &["line 1"]);
+        assert_err("[[service]]\nname = 3\n", &["line 2", "string"]);
+        assert_err("[[service]]\nhosts = []\n", &["missing field `name`"]);
+        assert_err(
+            "[[service]]\nname = \"s\"\nupstream = 9000\n",
+            &["an address string or a list"],
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        assert_err(
+            "[[service]]\nname = \"s\"\nupstream = \"127.0.0.1\"\n",
+            &["service \"s\": upstream \"127.0.0.1\" is not an address with a port"],
+        );
+        assert_err(
+            "[[service]]\nname = \"s\"\n[[service]]\nname = \"s\"\n",
+            &["service \"s\" is defined twice"],
+        );
+        assert_err(
+            "[[service]]\nname = \"s\"\n[[service.route]]\nname = \"r\"\npaths = [\"orders\"]\n",
+            &["route \"r\": path \"orders\" must start with \"/\""],
+        );
+        assert_err(
+            "[[service]]\nname = \"s\"\n[[service.route]]\nname = \"r\"\nmethods = [\"GE T\"]\n",
+            &["\"GE T\" is not an HTTP method"],
+        );
+        assert_err(
+            "[[service]]\nname = \"s\"\nhosts = [\"a b\"]\n",
+            &["host \"a b\" is not a host name"],
+        );
+        assert_err(
+            "[[service]]\nname = \"a\"\nupstream = \"127.0.0.1:1\"\n[[service]]\nname = \"b\"\nupstream = \"127.0.0.1:1\"\n",
+            &["service \"b\": upstream 127.0.0.1:1 already belongs to service \"a\""],
+        );
+        assert_err("[[service]]\nname = \"\"\n", &["empty name"]);
+    }
+
+    #[test]
+    fn missing_file_names_the_file() {
+        let err = Config::load(Path::new("/nonexistent/gatescope.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot read the config file /nonexistent/gatescope.toml: "),
+            "{err}"
+        );
+    }
+}

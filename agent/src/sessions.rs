@@ -1,0 +1,138 @@
+//! Stages 3-4 per connection: one HTTP parser (`http::HttpConn`) for each
+//! tracked connection, fed in order with the segments of both directions,
+//! and the stub_status phase counts (reading / writing / waiting) of the
+//! downstream connections, kept incrementally.
+
+use std::collections::HashMap;
+
+use crate::{
+    capture::decode::{Direction, Role},
+    http::{HttpConn, HttpEvent, Phase, Segment, Side},
+};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseCounts {
+    pub reading: u64,
+    pub writing: u64,
+    pub waiting: u64,
+}
+
+impl PhaseCounts {
+    fn slot(&mut self, phase: Phase) -> Option<&mut u64> {
+        match phase {
+            Phase::Reading => Some(&mut self.reading),
+            Phase::Writing => Some(&mut self.writing),
+            Phase::Waiting => Some(&mut self.waiting),
+            Phase::Opaque => None,
+        }
+    }
+}
+
+struct Session {
+    http: HttpConn,
+    side: Side,
+    /// When the last response on this connection ended: a pipelined request
+    /// waits for it, and the gateway's clock for it starts only then.
+    last_response_ns: u64,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    conns: HashMap<u64, Session>,
+    phases: PhaseCounts,
+}
+
+impl Sessions {
+    pub fn phases(&self) -> PhaseCounts {
+        self.phases
+    }
+
+    /// Starts parsing a connection whose open was seen.
+    pub fn open(&mut self, sk: u64, role: Role) {
+        self.remove(sk, None, &mut Vec::new());
+        let side = match role {
+            Role::Downstream => Side::Server,
+            Role::Upstream => Side::Client,
+        };
+        let session = Session {
+            http: HttpConn::new(side),
+            side,
+            last_response_ns: 0,
+        };
+        self.count(&session, true);
+        self.conns.insert(sk, session);
+    }
+
+    /// Feeds one transfer. A zero-length read is the peer's end of stream.
+    /// From an upstream it ends a close-delimited response at once. From a
+    /// client it changes nothing yet: the gateway reacts by finishing (or
+    /// abandoning, 499) what is in flight, closing its upstream call first,
+    /// and the exchange ends when the gateway closes the client connection
+    /// (see [`Sessions::close`]), as nginx accounts for it.
+    pub fn data(&mut self, sk: u64, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
+        let Some(mut session) = self.conns.remove(&sk) else {
+            return;
+        };
+        if seg.len == 0 {
+            if dir == Direction::Ingress && session.side == Side::Client {
+                self.count(&session, false);
+                session.http.on_close(seg.ts_ns, out);
+            } else {
+                self.conns.insert(sk, session);
+            }
+            return;
+        }
+        self.count(&session, false);
+        let first_new = out.len();
+        let requests = match session.side {
+            Side::Server => Direction::Ingress,
+            Side::Client => Direction::Egress,
+        };
+        if dir == requests {
+            session.http.on_request_bytes(seg, out);
+        } else {
+            session.http.on_response_bytes(seg, out);
+        }
+        if session.side == Side::Server {
+            for event in &mut out[first_new..] {
+                if let HttpEvent::Exchange(exchange) = event {
+                    exchange.request_first_ns =
+                        exchange.request_first_ns.max(session.last_response_ns);
+                    session.last_response_ns =
+                        session.last_response_ns.max(exchange.response_last_ns);
+                }
+            }
+        }
+        self.count(&session, true);
+        self.conns.insert(sk, session);
+    }
+
+    /// The gateway closed its side of the connection, or it was reset: flush
+    /// what it had in progress.
+    pub fn close(&mut self, sk: u64, ts_ns: u64, out: &mut Vec<HttpEvent>) {
+        self.remove(sk, Some(ts_ns), out);
+    }
+
+    fn remove(&mut self, sk: u64, close_at: Option<u64>, out: &mut Vec<HttpEvent>) {
+        if let Some(mut session) = self.conns.remove(&sk) {
+            self.count(&session, false);
+            if let Some(ts) = close_at {
+                session.http.on_close(ts, out);
+            }
+        }
+    }
+
+    /// Adds (or removes) a downstream session's phase to the counts.
+    fn count(&mut self, session: &Session, add: bool) {
+        if session.side != Side::Server {
+            return;
+        }
+        if let Some(slot) = self.phases.slot(session.http.phase()) {
+            if add {
+                *slot += 1;
+            } else {
+                *slot = slot.saturating_sub(1);
+            }
+        }
+    }
+}

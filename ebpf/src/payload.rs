@@ -1,0 +1,243 @@
+//! Payload capture without kernel struct offsets (Linux >= 6.3 for
+//! sock:sock_*_length). `sys_enter_*` of the send/recv family saves where the
+//! calling thread's buffer is; `sock:sock_send_length` / `sock_recv_length`,
+//! which fire inside that same syscall once the bytes have moved, read a
+//! bounded head and tail of it with `bpf_probe_read_user`, and consume the
+//! entry. No sys_exit hook: that would be one more program run on every
+//! syscall exit of the gateway. An entry left by a call that never reached a
+//! socket (a read of a file) is overwritten by the thread's next call, and
+//! the syscalls that can reach sock_*_length without passing the hooks above
+//! (sendfile, splice, sendmmsg, recvmmsg, io_uring_enter) clear it on entry,
+//! so a stale buffer is never read.
+
+use core::{cmp::min, mem::size_of, ptr::read_volatile};
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use gatescope_common::{
+    tp::sys_enter, DataEvent, DataHeader, SyscallArgs, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR,
+    CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX, KIND_DATA, LOST_ARGS_FULL,
+};
+
+use crate::{
+    emit::{count_lost, current, new_event, wakeup_flags},
+    maps::{is_target, ARGS, EVENTS, SCRATCH},
+};
+
+/// Head capture size, set by the agent at load time (`--capture-bytes`).
+#[unsafe(no_mangle)]
+static CAPTURE_BYTES: u32 = CAPTURE_BYTES_DEFAULT;
+
+/// Iovecs walked to gather the head, and to find the tail's iovec.
+const HEAD_IOVECS: usize = 4;
+const TAIL_IOVECS: usize = 32;
+const HEAD_MASK: usize = DATA_HEAD_MAX - 1;
+/// `struct user_msghdr`: msg_iov at 16, msg_iovlen at 24 (user ABI).
+const MSG_IOV: u64 = 16;
+const MSG_IOVLEN: u64 = 24;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+/// Attached to sys_enter_{read,recvfrom,write,sendto}.
+#[tracepoint]
+pub fn enter_buf(ctx: TracePointContext) -> u32 {
+    save(&ctx, ARGS_BUF);
+    0
+}
+
+/// Attached to sys_enter_{readv,writev}.
+#[tracepoint]
+pub fn enter_iovec(ctx: TracePointContext) -> u32 {
+    save(&ctx, ARGS_IOVEC);
+    0
+}
+
+/// Attached to sys_enter_{recvmsg,sendmsg}.
+#[tracepoint]
+pub fn enter_msghdr(ctx: TracePointContext) -> u32 {
+    save(&ctx, ARGS_MSGHDR);
+    0
+}
+
+/// Attached to sys_enter_{sendfile64,splice,sendmmsg,recvmmsg,io_uring_enter}.
+#[tracepoint]
+pub fn enter_clear(_ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current();
+    if is_target(tgid) {
+        let _ = ARGS.remove(tid);
+    }
+    0
+}
+
+#[inline(always)]
+fn save(ctx: &TracePointContext, kind: u32) {
+    let (tgid, tid) = current();
+    if !is_target(tgid) {
+        return;
+    }
+    // SAFETY: offsets checked against the formats by the agent.
+    let ptr = unsafe { ctx.read_at::<u64>(sys_enter::PTR) }.unwrap_or(0);
+    let count = unsafe { ctx.read_at::<u64>(sys_enter::COUNT) }.unwrap_or(0);
+    let args = SyscallArgs {
+        kind,
+        _pad: 0,
+        ptr,
+        count,
+    };
+    if ARGS.insert(tid, args, 0).is_err() {
+        count_lost(LOST_ARGS_FULL);
+    }
+}
+
+/// Emits a data record for `len` bytes moved on socket `sk` by the current
+/// thread, with head and tail when its buffer is known.
+#[inline(always)]
+pub fn emit_data(dir: u32, tgid: u32, tid: u32, sk: u64, len: u64) {
+    let Some(event) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
+    let event: &mut DataEvent = unsafe { &mut *event };
+    let stamp = new_event(KIND_DATA);
+    event.header = DataHeader {
+        kind: KIND_DATA,
+        dir,
+        tgid,
+        tid,
+        ts_ns: stamp.ts_ns,
+        sk,
+        len,
+        head_len: 0,
+        tail_len: 0,
+    };
+    if len > 0 {
+        // SAFETY: copied out at once.
+        if let Some(args) = unsafe { ARGS.get(tid) }.copied() {
+            let _ = ARGS.remove(tid);
+            capture(event, &args, len);
+        }
+    }
+    let head = (event.header.head_len as usize) & (DATA_HEAD_MAX * 2 - 1);
+    let size = size_of::<DataHeader>() + DATA_TAIL_MAX + head;
+    if size > size_of::<DataEvent>() {
+        return;
+    }
+    // SAFETY: `size` is within the scratch value, which is plain bytes.
+    let record =
+        unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
+        count_lost(gatescope_common::LOST_RINGBUF_FULL);
+    }
+}
+
+#[inline(always)]
+fn capture(event: &mut DataEvent, args: &SyscallArgs, len: u64) {
+    // SAFETY: a constant global the agent may patch before load.
+    let cap = min(
+        unsafe { read_volatile(&CAPTURE_BYTES) } as u64,
+        DATA_HEAD_MAX as u64,
+    );
+    match args.kind {
+        ARGS_BUF => capture_buf(event, args.ptr, min(len, args.count), cap),
+        ARGS_IOVEC => capture_iovecs(event, args.ptr, args.count, len, cap),
+        ARGS_MSGHDR => {
+            // SAFETY: user memory read through the helper, which may fail.
+            let iov = unsafe { bpf_probe_read_user((args.ptr + MSG_IOV) as *const u64) };
+            let cnt = unsafe { bpf_probe_read_user((args.ptr + MSG_IOVLEN) as *const u64) };
+            if let (Ok(iov), Ok(cnt)) = (iov, cnt) {
+                capture_iovecs(event, iov, cnt, len, cap);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn capture_buf(event: &mut DataEvent, buf: u64, len: u64, cap: u64) {
+    let head = min(len, cap) as usize;
+    if read_into(event, DATA_TAIL_MAX, buf, head) {
+        event.header.head_len = head as u32;
+    }
+    let tail = min(len - event.header.head_len as u64, DATA_TAIL_MAX as u64) as usize;
+    if tail > 0 && read_into(event, 0, buf + len - tail as u64, tail) {
+        event.header.tail_len = tail as u32;
+    }
+}
+
+#[inline(always)]
+fn capture_iovecs(event: &mut DataEvent, iov: u64, count: u64, len: u64, cap: u64) {
+    // Head: gather from the first iovecs until `cap` or `len` bytes.
+    let mut filled: u64 = 0;
+    for i in 0..HEAD_IOVECS {
+        if i as u64 >= count || filled >= cap || filled >= len {
+            break;
+        }
+        let Some(v) = read_iovec(iov, i) else {
+            break;
+        };
+        let n = min(v.len, min(cap - filled, len - filled)) as usize;
+        if n > 0
+            && !read_into(
+                event,
+                DATA_TAIL_MAX + (filled as usize & HEAD_MASK),
+                v.base,
+                n,
+            )
+        {
+            break;
+        }
+        filled += n as u64;
+    }
+    event.header.head_len = filled as u32;
+
+    // Tail: the end of the transfer lies in the iovec where the running
+    // total reaches `len`; take what of it is past the head.
+    let mut before: u64 = 0;
+    for i in 0..TAIL_IOVECS {
+        if i as u64 >= count {
+            break;
+        }
+        let Some(v) = read_iovec(iov, i) else {
+            break;
+        };
+        if before + v.len >= len {
+            let in_this = len - before;
+            let tail = min(min(in_this, len - filled), DATA_TAIL_MAX as u64) as usize;
+            if tail > 0 && read_into(event, 0, v.base + in_this - tail as u64, tail) {
+                event.header.tail_len = tail as u32;
+            }
+            break;
+        }
+        before += v.len;
+    }
+}
+
+#[inline(always)]
+fn read_iovec(iov: u64, i: usize) -> Option<Iovec> {
+    // SAFETY: user memory read through the helper, which may fail.
+    unsafe { bpf_probe_read_user((iov + (i * size_of::<Iovec>()) as u64) as *const Iovec) }.ok()
+}
+
+/// Copies `n` user bytes from `src` to `event.data[offset..]`; both bounds
+/// are masked so the verifier can prove the write stays inside the scratch.
+#[inline(always)]
+fn read_into(event: &mut DataEvent, offset: usize, src: u64, n: usize) -> bool {
+    let offset = offset & (DATA_HEAD_MAX * 2 - 1);
+    let n = n & (DATA_HEAD_MAX * 2 - 1);
+    if n == 0 || n > DATA_HEAD_MAX || offset + n > event.data.len() {
+        return false;
+    }
+    let Some(dst) = event.data.get_mut(offset..offset + n) else {
+        return false;
+    };
+    // SAFETY: the helper checks the user address; dst is in bounds.
+    unsafe { bpf_probe_read_user_buf(src as *const u8, dst) }.is_ok()
+}

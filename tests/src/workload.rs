@@ -1,0 +1,283 @@
+//! The accuracy tests' mixed HTTP/1.1 workload against [`Nginx::start_accuracy`]:
+//! one-shot and keep-alive connections, pipelining, chunked upstream responses,
+//! request and response bodies far larger than a 256-byte capture, HEAD, a 404
+//! from nginx itself, 502 (upstream down), 504 (upstream timeout), aborting clients,
+//! and concurrent clients (both workers). Every request is recorded as a
+//! [`Sent`], the client's own account.
+//!
+//! [`Nginx::start_accuracy`]: crate::nginx::Nginx::start_accuracy
+
+use crate::client::{Conn, Req, Sent, ABORTED};
+use crate::upstream::{body_size_for, chunked_body_len, SLOW_BODY};
+use anyhow::{ensure, Context, Result};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// nginx's `proxy_read_timeout` on `/slow/` in the accuracy config (ms).
+pub const SLOW_TIMEOUT_MS: u64 = 500;
+/// How long an aborting client waits before closing (its upstream answer is due
+/// after [`ABORT_SLOW_MS`]).
+pub const ABORT_AFTER: Duration = Duration::from_millis(100);
+pub const ABORT_SLOW_MS: u64 = 300;
+
+/// What a request should get from the accuracy nginx (if the client waits).
+pub fn expected_status(path: &str) -> u16 {
+    if path == "/missing" {
+        404
+    } else if path.starts_with("/down") {
+        502
+    } else if let Some(ms) = path
+        .strip_prefix("/slow/")
+        .and_then(|m| m.parse::<u64>().ok())
+    {
+        if ms > SLOW_TIMEOUT_MS {
+            504
+        } else {
+            200
+        }
+    } else if body_size_for(path).is_some() || path.starts_with("/chunked/") {
+        200
+    } else {
+        404
+    }
+}
+
+/// True for requests nginx passes to the live upstream (`location /`, `/slow/`).
+pub fn goes_to_backend(path: &str) -> bool {
+    !(path == "/missing" || path.starts_with("/down"))
+}
+
+/// The decoded body length a 200 GET of `path` has.
+fn expected_body(path: &str) -> Option<u64> {
+    if let Some(n) = body_size_for(path) {
+        return Some(n as u64);
+    }
+    if let Some(n) = path
+        .strip_prefix("/chunked/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        return Some(chunked_body_len(n) as u64);
+    }
+    if path.starts_with("/slow/") {
+        return Some(SLOW_BODY as u64);
+    }
+    None
+}
+
+/// Check one client record against what the accuracy nginx must answer.
+pub fn check_sent(s: &Sent) -> Result<()> {
+    if s.status == ABORTED {
+        ensure!(s.read == 0, "aborted request read bytes: {s:?}");
+        return Ok(());
+    }
+    let want = expected_status(&s.path);
+    ensure!(s.status == want, "status {} (want {want}): {s:?}", s.status);
+    if s.status == 200 {
+        if s.method == "HEAD" {
+            ensure!(s.body_len == 0, "HEAD with a body: {s:?}");
+        } else if let Some(b) = expected_body(&s.path) {
+            ensure!(s.body_len == b, "body {} (want {b}): {s:?}", s.body_len);
+        }
+    }
+    Ok(())
+}
+
+fn one_shot(port: u16, req: Req) -> Result<Vec<Sent>> {
+    let mut c = Conn::open(port)?;
+    c.exchange(req.close())?;
+    c.close()
+}
+
+fn keep_alive(port: u16, reqs: Vec<Req>) -> Result<Vec<Sent>> {
+    let mut c = Conn::open(port)?;
+    for r in reqs {
+        c.exchange(r)?;
+    }
+    c.close()
+}
+
+/// Send a request whose answer is due after [`ABORT_SLOW_MS`], wait
+/// [`ABORT_AFTER`], close. `before` are answered first on the same connection.
+fn aborting(port: u16, before: Vec<Req>) -> Result<Vec<Sent>> {
+    let mut c = Conn::open(port)?;
+    for r in before {
+        c.exchange(r)?;
+    }
+    c.send(&[Req::get(&format!("/slow/{ABORT_SLOW_MS}"))])?;
+    std::thread::sleep(ABORT_AFTER);
+    c.abort()
+}
+
+/// The whole workload; returns every request as the client saw it, after
+/// checking each against [`check_sent`] and that no client address repeats.
+pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
+    let mut all: Vec<Sent> = Vec::new();
+    let timeout = format!("/slow/{}", 4 * SLOW_TIMEOUT_MS);
+
+    // One-shot connections (Connection: close).
+    for r in [
+        Req::get("/size/0"),
+        Req::get("/size/1234"),
+        Req::get("/size/200000"),
+        Req::head("/size/5000"),
+        Req::post("/size/10", 5000),
+        Req::post("/size/50000", 70_000),
+        Req::get("/chunked/1"),
+        Req::get("/chunked/6"),
+        Req::head("/chunked/3"),
+        Req::get("/missing"),
+        Req::get("/down"),
+        Req::get("/slow/50"),
+        Req::get(&timeout),
+    ] {
+        all.extend(one_shot(port, r)?);
+    }
+
+    // Keep-alive connections, the client closes (A) or asks the server to (B).
+    all.extend(keep_alive(
+        port,
+        vec![
+            Req::get("/size/100"),
+            Req::post("/size/20", 10_000),
+            Req::get("/chunked/5"),
+            Req::head("/size/3000"),
+            Req::get("/missing"),
+            Req::get("/size/70000"),
+            Req::post("/size/0", 4097),
+            Req::get("/down"),
+            Req::get("/slow/20"),
+            Req::get("/size/1"),
+        ],
+    )?);
+    all.extend(keep_alive(
+        port,
+        vec![
+            Req::get("/size/10"),
+            Req::get(&timeout),
+            Req::get("/chunked/2"),
+            Req::get("/size/10").close(),
+        ],
+    )?);
+
+    // Pipelining: several requests in one write, twice on one connection.
+    {
+        let mut c = Conn::open(port)?;
+        c.pipeline(&[
+            Req::get("/size/10"),
+            Req::head("/size/3000"),
+            Req::post("/size/20", 6000),
+            Req::get("/chunked/4"),
+            Req::get("/missing"),
+            Req::get("/size/50000"),
+        ])?;
+        c.pipeline(&[Req::get("/size/1"), Req::get("/size/2").close()])?;
+        all.extend(c.close()?);
+    }
+    // A slow request at the head of a pipeline: the ones behind it wait in nginx.
+    {
+        let mut c = Conn::open(port)?;
+        c.pipeline(&[
+            Req::get("/slow/30"),
+            Req::get("/size/100"),
+            Req::get("/size/100"),
+        ])?;
+        all.extend(c.close()?);
+    }
+
+    // Clients that give up before the response.
+    for _ in 0..3 {
+        all.extend(aborting(port, vec![])?);
+    }
+    all.extend(aborting(
+        port,
+        vec![Req::get("/size/10"), Req::post("/size/5", 8000)],
+    )?);
+
+    // Concurrent clients: both workers, interleaved syscalls.
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || -> Result<Vec<Sent>> {
+                let mut out = Vec::new();
+                for j in 0..2 {
+                    out.extend(one_shot(port, Req::get(&format!("/size/{}", 300 * i + j)))?);
+                    out.extend(keep_alive(
+                        port,
+                        vec![
+                            Req::get(&format!("/chunked/{}", 2 + i)),
+                            Req::post("/size/64", 5000 + 1000 * i),
+                            Req::head(&format!("/size/{}", 10_000 + i)),
+                            Req::get("/missing"),
+                            Req::get(&format!("/size/{}", 20_000 + i)),
+                        ],
+                    )?);
+                }
+                Ok(out)
+            })
+        })
+        .collect();
+    for t in threads {
+        all.extend(t.join().expect("client thread panicked")?);
+    }
+
+    for s in &all {
+        check_sent(s)?;
+    }
+    let mut conns = BTreeSet::new();
+    let mut firsts = 0;
+    for s in &all {
+        conns.insert(s.client);
+        firsts += usize::from(s.seq == 1);
+    }
+    ensure!(
+        conns.len() == firsts,
+        "a client address was used by two connections; the (address, order) key is ambiguous"
+    );
+    Ok(all)
+}
+
+/// Requests per status in a client record.
+pub fn status_counts(sent: &[Sent]) -> std::collections::BTreeMap<u16, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for s in sent {
+        *m.entry(s.status).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Sanity: the path carries no query (the tests compare `$uri` with the agent's path).
+pub fn no_query(sent: &[Sent]) -> Result<()> {
+    for s in sent {
+        ensure!(!s.path.contains('?'), "query string in {}", s.path);
+    }
+    Ok(())
+}
+
+/// Convenience for messages.
+pub fn describe(s: &Sent) -> String {
+    format!(
+        "{} #{} {} {} -> {} ({}B/{}B{})",
+        s.client,
+        s.seq,
+        s.method,
+        s.path,
+        s.status,
+        s.written,
+        s.read,
+        if s.pipelined { ", pipelined" } else { "" }
+    )
+}
+
+/// Wait until `f` returns Some or `timeout` passes; the last value either way.
+pub fn poll_last<T>(
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<(bool, T)>,
+) -> Result<(bool, T)> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (ok, v) = f().context("polling")?;
+        if ok || std::time::Instant::now() >= deadline {
+            return Ok((ok, v));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
