@@ -7,7 +7,11 @@ use gatescope_common::{
     tp::sock_length as f, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS, IPPROTO_TCP, MSG_PEEK,
 };
 
-use crate::{emit::current, maps::is_target, payload::emit_data};
+use crate::{
+    emit::{current, field},
+    maps::is_target,
+    payload::emit_data,
+};
 
 #[tracepoint(category = "sock", name = "sock_send_length")]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
@@ -27,16 +31,15 @@ fn on_length(ctx: &TracePointContext, dir: u32) -> Result<(), i32> {
     if !is_target(tgid) {
         return Ok(());
     }
-    // SAFETY (all reads): offsets checked against the format by the agent.
-    let family = unsafe { ctx.read_at::<u16>(f::FAMILY) }?;
-    let protocol = unsafe { ctx.read_at::<u16>(f::PROTOCOL) }?;
+    let family = field::<u16>(ctx, f::FAMILY);
+    let protocol = field::<u16>(ctx, f::PROTOCOL);
     if (family != AF_INET && family != AF_INET6) || protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let ret = unsafe { ctx.read_at::<i32>(f::RET) }?;
+    let ret = field::<i32>(ctx, f::RET);
     if dir == DIR_INGRESS {
         // A peek leaves the bytes queued: they are counted when really read.
-        let flags = unsafe { ctx.read_at::<i32>(f::FLAGS) }?;
+        let flags = field::<i32>(ctx, f::FLAGS);
         // A read of 0 (EOF) is kept: it shows the gateway handled the socket.
         if flags & MSG_PEEK != 0 || ret < 0 {
             return Ok(());
@@ -44,7 +47,7 @@ fn on_length(ctx: &TracePointContext, dir: u32) -> Result<(), i32> {
     } else if ret <= 0 {
         return Ok(());
     }
-    let sk = unsafe { ctx.read_at::<u64>(f::SK) }?;
+    let sk = field::<u64>(ctx, f::SK);
     emit_data(dir, tgid, tid, sk, ret as u64);
     Ok(())
 }

@@ -14,7 +14,7 @@ use gatescope_common::{
 };
 
 use crate::{
-    emit::{count_lost, current, new_event, submit},
+    emit::{count_lost, current, field, new_event, submit},
     maps::{is_target, LISTEN_PORTS, SOCKS},
 };
 
@@ -25,14 +25,13 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 }
 
 fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
-    // SAFETY (all reads): offsets checked against the format by the agent.
-    let protocol = unsafe { ctx.read_at::<u16>(f::PROTOCOL) }?;
+    let protocol = field::<u16>(ctx, f::PROTOCOL);
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let sk = unsafe { ctx.read_at::<u64>(f::SKADDR) }?;
-    let old = unsafe { ctx.read_at::<i32>(f::OLDSTATE) }? as u32;
-    let new = unsafe { ctx.read_at::<i32>(f::NEWSTATE) }? as u32;
+    let sk = field::<u64>(ctx, f::SKADDR);
+    let old = field::<i32>(ctx, f::OLDSTATE) as u32;
+    let new = field::<i32>(ctx, f::NEWSTATE) as u32;
 
     // SAFETY: the value is copied out immediately.
     if let Some(info) = unsafe { SOCKS.get(sk) }.copied() {
@@ -54,7 +53,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         }
         (ROLE_UPSTREAM, tgid)
     } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
-        let sport = unsafe { ctx.read_at::<u16>(f::SPORT) }?;
+        let sport = field::<u16>(ctx, f::SPORT);
         // SAFETY: existence check only.
         if unsafe { LISTEN_PORTS.get(sport) }.is_none() {
             return Ok(());
@@ -87,25 +86,35 @@ fn fill(
     event.sk = sk;
     event.old_state = old;
     event.new_state = new;
-    // SAFETY (all reads): offsets checked against the format by the agent.
-    let family = unsafe { ctx.read_at::<u16>(f::FAMILY) }?;
+    let family = field::<u16>(ctx, f::FAMILY);
     let mut tuple = Tuple {
         family,
-        lport: unsafe { ctx.read_at::<u16>(f::SPORT) }?,
-        rport: unsafe { ctx.read_at::<u16>(f::DPORT) }?,
+        lport: field::<u16>(ctx, f::SPORT),
+        rport: field::<u16>(ctx, f::DPORT),
         ..Tuple::default()
     };
+    // Addresses are loaded as whole aligned words: the verifier refuses
+    // byte loads through an offset ctx pointer. Native byte order gives the
+    // bytes back in memory order.
     if family == AF_INET {
-        let l = unsafe { ctx.read_at::<[u8; 4]>(f::SADDR) }?;
-        let r = unsafe { ctx.read_at::<[u8; 4]>(f::DADDR) }?;
-        tuple.laddr[..4].copy_from_slice(&l);
-        tuple.raddr[..4].copy_from_slice(&r);
+        tuple.laddr[..4].copy_from_slice(&field::<u32>(ctx, f::SADDR).to_ne_bytes());
+        tuple.raddr[..4].copy_from_slice(&field::<u32>(ctx, f::DADDR).to_ne_bytes());
     } else {
-        tuple.laddr = unsafe { ctx.read_at::<[u8; 16]>(f::SADDR_V6) }?;
-        tuple.raddr = unsafe { ctx.read_at::<[u8; 16]>(f::DADDR_V6) }?;
+        tuple.laddr = v6(ctx, f::SADDR_V6);
+        tuple.raddr = v6(ctx, f::DADDR_V6);
     }
     event.tuple = tuple;
     Ok(())
+}
+
+#[inline(always)]
+fn v6(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
+    let hi = field::<u64>(ctx, offset).to_ne_bytes();
+    let lo = field::<u64>(ctx, offset + 8).to_ne_bytes();
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&hi);
+    out[8..].copy_from_slice(&lo);
+    out
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
@@ -128,10 +137,7 @@ fn on_accept_exit(ctx: &TracePointContext) {
     if !is_target(tgid) {
         return;
     }
-    // SAFETY: offset checked against the format by the agent.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(sys_exit::RET) }) else {
-        return;
-    };
+    let ret = field::<i64>(ctx, sys_exit::RET);
     if ret < 0 {
         return;
     }

@@ -23,7 +23,7 @@ use gatescope_common::{
 };
 
 use crate::{
-    emit::{count_lost, current, new_event, wakeup_flags},
+    emit::{count_lost, current, field, new_event, wakeup_flags},
     maps::{is_target, ARGS, EVENTS, SCRATCH},
 };
 
@@ -83,9 +83,8 @@ fn save(ctx: &TracePointContext, kind: u32) {
     if !is_target(tgid) {
         return;
     }
-    // SAFETY: offsets checked against the formats by the agent.
-    let ptr = unsafe { ctx.read_at::<u64>(sys_enter::PTR) }.unwrap_or(0);
-    let count = unsafe { ctx.read_at::<u64>(sys_enter::COUNT) }.unwrap_or(0);
+    let ptr = field::<u64>(ctx, sys_enter::PTR);
+    let count = field::<u64>(ctx, sys_enter::COUNT);
     let args = SyscallArgs {
         kind,
         _pad: 0,
@@ -226,12 +225,21 @@ fn read_iovec(iov: u64, i: usize) -> Option<Iovec> {
     unsafe { bpf_probe_read_user((iov + (i * size_of::<Iovec>()) as u64) as *const Iovec) }.ok()
 }
 
+/// Mask for offsets into the scratch. A global rather than a literal: LLVM
+/// can prove the mask redundant and drop it, but the verifier cannot always
+/// prove the bound through the gather loop; a load from read-only data stays,
+/// and the verifier knows its value.
+#[unsafe(no_mangle)]
+static SCRATCH_MASK: u64 = (DATA_HEAD_MAX * 2 - 1) as u64;
+
 /// Copies `n` user bytes from `src` to `event.data[offset..]`; both bounds
 /// are masked so the verifier can prove the write stays inside the scratch.
 #[inline(always)]
 fn read_into(event: &mut DataEvent, offset: usize, src: u64, n: usize) -> bool {
-    let offset = offset & (DATA_HEAD_MAX * 2 - 1);
-    let n = n & (DATA_HEAD_MAX * 2 - 1);
+    // SAFETY: a constant global.
+    let mask = unsafe { read_volatile(&SCRATCH_MASK) } as usize;
+    let offset = offset & mask;
+    let n = n & mask;
     if n == 0 || n > DATA_HEAD_MAX || offset + n > event.data.len() {
         return false;
     }

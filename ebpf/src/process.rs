@@ -6,7 +6,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{tp, KIND_EXIT, KIND_FORK, LOST_TARGETS_FULL};
 
 use crate::{
-    emit::{count_lost, current, new_event, submit},
+    emit::{count_lost, current, field, new_event, submit},
     maps::{is_target, TARGETS},
 };
 
@@ -19,10 +19,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    // SAFETY: offset checked against the tracepoint format by the agent.
-    let Ok(child) = (unsafe { ctx.read_at::<i32>(tp::sched_process_fork::CHILD_PID) }) else {
-        return 0;
-    };
+    let child = field::<i32>(&ctx, tp::sched_process_fork::CHILD_PID);
     if TARGETS.insert(child as u32, 1, 0).is_err() {
         count_lost(LOST_TARGETS_FULL);
         return 0;
@@ -46,8 +43,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if tid != tgid {
         let _ = TARGETS.remove(tid);
     }
-    // SAFETY: offset checked against the tracepoint format by the agent.
-    let group_dead = unsafe { ctx.read_at::<u8>(tp::sched_process_exit::GROUP_DEAD) }.unwrap_or(0);
+    let group_dead = field::<u8>(&ctx, tp::sched_process_exit::GROUP_DEAD);
     if group_dead != 0 {
         let _ = TARGETS.remove(tgid);
         let mut event = new_event(KIND_EXIT);
