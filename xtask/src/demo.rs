@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 
 use crate::{
     metrics, report,
@@ -77,12 +77,10 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
 
     let counts = traffic::send(nginx_addr)?;
     println!(
-        "demo: client sent {} requests over {} connections ({} keep-alive x {} requests, {} one-shot): {} bytes sent, {} received",
+        "demo: client sent {} requests over {} connections ({}): {} bytes sent, {} received",
         counts.requests,
         counts.connections,
-        traffic::KEEPALIVE_CONNECTIONS,
-        traffic::REQUESTS_PER_KEEPALIVE,
-        traffic::ONE_SHOT_CONNECTIONS,
+        traffic::describe(),
         counts.bytes_sent,
         counts.bytes_received
     );
@@ -93,9 +91,17 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         client: &counts,
         upstream: &upstream.stats,
     };
-    let differing = report::print(&samples, args.compat, &observed);
-    if differing > 0 {
-        println!("demo: {differing} value(s) differ from what the demo counted (marked \"<-\")");
+    let differences = report::print(&samples, args.compat, &observed);
+    if differences.is_empty() {
+        println!("demo: every expected value agrees with what the demo counted");
+    } else {
+        println!(
+            "demo: {} value(s) differ from what the demo counted:",
+            differences.len()
+        );
+        for d in &differences {
+            println!("  {}: gatescope {}, demo {}", d.series, d.seen, d.expected);
+        }
     }
     println!("demo: metrics at http://{metrics_addr}/metrics");
 
@@ -118,6 +124,11 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
     stack::stop_gatescope(&mut gatescope)?;
     let nginx_status = nginx.stop(stack::STOP_GRACE)?;
     println!("demo: stopped gatescope (exit 0) and nginx ({nginx_status})");
+    ensure!(
+        differences.is_empty(),
+        "{} of gatescope's values differ from the demo's counts (listed above)",
+        differences.len()
+    );
     Ok(())
 }
 
@@ -139,5 +150,6 @@ mod tests {
         assert!(text.contains("listen 127.0.0.1:8080;"));
         assert!(text.contains("server 127.0.0.1:9000;"));
         assert!(text.contains("pid /tmp/d/nginx.pid;"));
+        assert!(text.contains("location = /missing {"));
     }
 }

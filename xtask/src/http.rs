@@ -98,17 +98,25 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Reads one response; the body by Content-Length, chunked, or (otherwise) until EOF.
+/// Reads one response to a GET; see [`read_response_to`].
 pub fn read_response(r: &mut impl BufRead) -> io::Result<Response> {
+    read_response_to(r, "GET")
+}
+
+/// Reads one response to a `method` request; the body by Content-Length, chunked, or
+/// (otherwise) until EOF; none for HEAD, 1xx, 204 and 304.
+pub fn read_response_to(r: &mut impl BufRead, method: &str) -> io::Result<Response> {
     let head = read_head(r)?.ok_or_else(|| invalid("connection closed before a response"))?;
-    let status = head
+    let status: u16 = head
         .start
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| invalid("bad status line"))?;
     let mut body = Vec::new();
-    if head
+    if method == "HEAD" || status < 200 || status == 204 || status == 304 {
+        // no body
+    } else if head
         .header("transfer-encoding")
         .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
     {
@@ -135,10 +143,30 @@ pub fn read_response(r: &mut impl BufRead) -> io::Result<Response> {
 }
 
 pub fn get_request(path: &str, host: &str, keep_alive: bool) -> String {
+    request("GET", path, host, keep_alive, None)
+}
+
+/// A request head, plus `body` (a JSON text, with its Content-Type and Content-Length).
+pub fn request(
+    method: &str,
+    path: &str,
+    host: &str,
+    keep_alive: bool,
+    body: Option<&str>,
+) -> String {
     let connection = if keep_alive { "keep-alive" } else { "close" };
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gatescope-xtask-demo\r\nAccept: */*\r\nConnection: {connection}\r\n\r\n"
-    )
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gatescope-xtask-demo\r\nAccept: */*\r\nConnection: {connection}\r\n"
+    );
+    if let Some(body) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        req.push_str("\r\n");
+    }
+    req
 }
 
 pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
@@ -170,5 +198,26 @@ mod tests {
         let c = read_response(&mut r).unwrap();
         assert_eq!((c.status, c.body.as_slice()), (200, &b"rest"[..]));
         assert!(!c.head.keep_alive());
+    }
+
+    #[test]
+    fn head_responses_have_no_body() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno";
+        let mut r = &raw[..];
+        let a = read_response_to(&mut r, "HEAD").unwrap();
+        assert_eq!((a.status, a.body.len()), (200, 0));
+        let b = read_response_to(&mut r, "POST").unwrap();
+        assert_eq!((b.status, b.body.len()), (204, 0));
+        let c = read_response_to(&mut r, "POST").unwrap();
+        assert_eq!((c.status, c.body.as_slice()), (404, &b"no"[..]));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn requests_carry_their_body() {
+        let req = request("POST", "/a", "h", true, Some("{}"));
+        assert!(req.starts_with("POST /a HTTP/1.1\r\n"), "{req}");
+        assert!(req.ends_with("Content-Length: 2\r\n\r\n{}"), "{req}");
+        assert!(get_request("/a", "h", false).ends_with("Connection: close\r\n\r\n"));
     }
 }

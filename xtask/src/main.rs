@@ -40,7 +40,8 @@ enum Task {
     Build,
     /// setup, build, unit tests, then the integration tests against the release agent
     Test,
-    /// setup, build, then run nginx + gatescope with some traffic and summarise the metrics
+    /// setup, build, then run nginx + gatescope with some traffic and summarise the metrics;
+    /// fails if one differs from what the demo counted
     Demo {
         /// Leave nginx and gatescope running until Ctrl-C
         #[arg(long)]

@@ -1,29 +1,17 @@
 //! The demo's summary: gatescope's numbers next to what the client and the upstream counted.
+//!
+//! Rows are grouped under titles that name the listener, service or peer, so the rows leave
+//! those label values out (`{listener,direction="ingress"}`); the list of differences at the
+//! end names every series in full.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::{collections::BTreeSet, sync::atomic::Ordering::Relaxed};
 
 use crate::{
     metrics::{label_values, value, Sample},
-    traffic::Counts,
+    traffic::{Counts, GATEWAY},
     upstream::Stats,
     Compat,
 };
-
-struct Row {
-    what: String,
-    seen: Option<f64>,
-    reference: String,
-    expect: Option<f64>,
-}
-
-fn row(what: String, seen: Option<f64>, reference: String, expect: Option<u64>) -> Row {
-    Row {
-        what,
-        seen,
-        reference,
-        expect: expect.map(|e| e as f64),
-    }
-}
 
 pub struct Observed<'a> {
     pub listener: String,
@@ -32,30 +20,182 @@ pub struct Observed<'a> {
     pub upstream: &'a Stats,
 }
 
-/// Prints the table; returns how many values differ from the expectation.
-pub fn print(samples: &[Sample], compat: Compat, o: &Observed) -> usize {
-    let mut rows = downstream(samples, compat, o);
-    rows.extend(upstream(samples, o));
-    rows.extend(health(samples));
-    let width = rows.iter().map(|r| r.what.len()).max().unwrap_or(0);
+/// A row whose value is not what the demo counted.
+pub struct Difference {
+    /// The series, every label spelt out.
+    pub series: String,
+    pub seen: String,
+    pub expected: String,
+}
+
+struct Row {
+    /// As shown: label values the title names are left out.
+    label: String,
+    series: String,
+    seen: Option<f64>,
+    /// Shown instead of `seen` (a mean with its unit).
+    shown: Option<String>,
+    expect: Option<f64>,
+    note: String,
+}
+
+enum Line {
+    Title(String),
+    Row(Row),
+    /// A sub-heading inside a section, or values listed in one line.
+    Text(String),
+}
+
+#[derive(Default)]
+struct Table(Vec<Line>);
+
+impl Table {
+    fn title(&mut self, text: String) {
+        self.0.push(Line::Title(text));
+    }
+
+    fn text(&mut self, text: String) {
+        self.0.push(Line::Text(text));
+    }
+
+    /// A row for series `series` shown as `label`, whose value should be `expect`.
+    fn row(
+        &mut self,
+        label: impl Into<String>,
+        series: impl Into<String>,
+        seen: Option<f64>,
+        expect: Option<u64>,
+        note: impl Into<String>,
+    ) {
+        self.0.push(Line::Row(Row {
+            label: label.into(),
+            series: series.into(),
+            seen,
+            shown: None,
+            expect: expect.map(|e| e as f64),
+            note: note.into(),
+        }));
+    }
+
+    /// A row shown for information: `shown` in the value column, nothing expected.
+    fn info(&mut self, label: impl Into<String>, shown: String, note: impl Into<String>) {
+        let label = label.into();
+        self.0.push(Line::Row(Row {
+            series: label.clone(),
+            label,
+            seen: None,
+            shown: Some(shown),
+            expect: None,
+            note: note.into(),
+        }));
+    }
+}
+
+/// The families under the names `--metrics-compat` gives them.
+struct Names {
+    /// Series with a `state` label (Kong's connections also carry `accepted` and `handled`).
+    conns: &'static str,
+    requests_all: &'static str,
+    requests: &'static str,
+    latency: &'static str,
+    /// Milliseconds per unit of `latency`.
+    latency_ms: f64,
+    http_bytes: &'static str,
+    /// Labels every series of `requests` and `http_bytes` has beyond gatescope's, as shown
+    /// and as matched.
+    extra: &'static str,
+    extra_match: &'static [(&'static str, &'static str)],
+}
+
+const NATIVE: Names = Names {
+    conns: "gatescope_downstream_connections",
+    requests_all: "gatescope_http_requests_all_total",
+    requests: "gatescope_http_requests_total",
+    latency: "gatescope_http_request_duration_seconds",
+    latency_ms: 1000.0,
+    http_bytes: "gatescope_http_bytes_total",
+    extra: "",
+    extra_match: &[],
+};
+
+const KONG: Names = Names {
+    conns: "kong_nginx_connections_total",
+    requests_all: "kong_nginx_requests_total",
+    requests: "kong_http_requests_total",
+    latency: "kong_request_latency_ms",
+    latency_ms: 1.0,
+    http_bytes: "kong_bandwidth_bytes",
+    extra: ",consumer=\"\"",
+    extra_match: &[("consumer", "")],
+};
+
+/// Prints the table; returns the values that differ from what the demo counted.
+pub fn print(samples: &[Sample], compat: Compat, o: &Observed) -> Vec<Difference> {
+    let names = match compat {
+        Compat::None => &NATIVE,
+        Compat::Kong => &KONG,
+    };
+    let mut t = Table::default();
+    connections(&mut t, samples, compat, names, o);
+    requests(&mut t, samples, compat, names, o);
+    upstream(&mut t, samples, o);
+    health(&mut t, samples);
+    render(&t)
+}
+
+fn render(t: &Table) -> Vec<Difference> {
+    let rows = || {
+        t.0.iter().filter_map(|l| match l {
+            Line::Row(r) => Some(r),
+            _ => None,
+        })
+    };
+    let width = rows().map(|r| r.label.len()).max().unwrap_or(0);
+    let mut differences = Vec::new();
+    let mut first = true;
     println!();
-    println!(
-        "  {:<width$} {:>10}  expected (counted by the demo)",
-        "metric (gatescope)", "value"
-    );
-    let mut differing = 0;
-    for r in &rows {
-        let seen = r.seen.map_or("missing".to_string(), fmt);
-        let mark = match (r.expect, r.seen) {
-            (Some(e), Some(s)) if e != s => " <- differs",
-            (Some(_), None) => " <- missing",
-            _ => "",
-        };
-        differing += usize::from(!mark.is_empty());
-        println!("  {:<width$} {seen:>10}  {}{mark}", r.what, r.reference);
+    for line in &t.0 {
+        match line {
+            Line::Title(text) if first => {
+                first = false;
+                println!(
+                    "  {text:<w$} {:>9} {:>7}",
+                    "gatescope",
+                    "demo",
+                    w = width + 2
+                );
+            }
+            Line::Title(text) => println!("  {text}"),
+            Line::Text(text) => println!("    {text}"),
+            Line::Row(r) => {
+                let seen = r
+                    .shown
+                    .clone()
+                    .unwrap_or_else(|| r.seen.map_or("missing".into(), fmt));
+                let expect = r.expect.map_or(String::new(), fmt);
+                let mark = match (r.expect, r.seen) {
+                    (Some(e), Some(s)) if e != s => "  <- differs",
+                    (Some(_), None) => "  <- missing",
+                    _ => "",
+                };
+                if !mark.is_empty() {
+                    differences.push(Difference {
+                        series: r.series.clone(),
+                        seen: seen.clone(),
+                        expected: expect.clone(),
+                    });
+                }
+                let note = if r.note.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", r.note)
+                };
+                println!("    {:<width$} {seen:>9} {expect:>7}{note}{mark}", r.label);
+            }
+        }
     }
     println!();
-    differing
+    differences
 }
 
 fn fmt(v: f64) -> String {
@@ -66,51 +206,65 @@ fn fmt(v: f64) -> String {
     }
 }
 
-fn downstream(s: &[Sample], compat: Compat, o: &Observed) -> Vec<Row> {
+/// `{a,b}` from label texts, leaving out empty ones; empty when all are.
+fn braces(labels: &[&str]) -> String {
+    let inner = labels
+        .iter()
+        .filter(|l| !l.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",");
+    if inner.is_empty() {
+        inner
+    } else {
+        format!("{{{inner}}}")
+    }
+}
+
+fn connections(t: &mut Table, s: &[Sample], compat: Compat, n: &Names, o: &Observed) {
     let c = o.client;
-    let (conns, bytes, listener_label) = match compat {
-        Compat::None => (
-            "gatescope_downstream_connections",
-            "gatescope_downstream_bytes_total",
-            "listener",
-        ),
-        Compat::Kong => (
-            "kong_nginx_connections_total",
-            "kong_bandwidth_bytes",
-            "service",
-        ),
+    t.title(format!(
+        "client connections to nginx (listener {})",
+        o.listener
+    ));
+    let state = |t: &mut Table, state: &str, expect: u64, note: &str| {
+        let (name, labels) = match (compat, state) {
+            (Compat::None, "accepted" | "handled") => {
+                (format!("{}_{state}_total", n.conns), String::new())
+            }
+            _ => (n.conns.to_string(), format!("state=\"{state}\"")),
+        };
+        let shown = match compat {
+            Compat::Kong => braces(&["node_id", "subsystem=\"http\"", &labels]),
+            Compat::None => braces(&[&labels]),
+        };
+        let seen = if labels.is_empty() {
+            value(s, &name, &[])
+        } else {
+            value(s, &name, &[("state", state)])
+        };
+        t.row(
+            format!("{name}{shown}"),
+            format!("{name}{}", braces(&[&labels])),
+            seen,
+            Some(expect),
+            note,
+        );
     };
-    let state = |state: &str| match compat {
-        Compat::Kong => value(s, conns, &[("state", state)]),
-        Compat::None if state == "active" => value(s, conns, &[("state", state)]),
-        Compat::None => value(s, &format!("{conns}_{state}_total"), &[]),
-    };
-    let label = |state: &str| match compat {
-        Compat::Kong => format!("{conns}{{state=\"{state}\"}}"),
-        Compat::None if state == "active" => format!("{conns}{{state=\"active\"}}"),
-        Compat::None => format!("{conns}_{state}_total"),
-    };
-    let mut rows = vec![
-        row(
-            label("accepted"),
-            state("accepted"),
-            format!("{} connections opened by the client", c.connections),
-            Some(c.connections),
-        ),
-        row(
-            label("handled"),
-            state("handled"),
-            format!("{} (every connection sent a request)", c.connections),
-            Some(c.connections),
-        ),
-        row(
-            label("active"),
-            state("active"),
-            "0 (the client closed them all)".into(),
-            Some(0),
-        ),
-    ];
-    let mut listeners = label_values(s, bytes, listener_label);
+    state(t, "accepted", c.connections, "opened by the client");
+    state(
+        t,
+        "handled",
+        c.connections,
+        "every connection sent a request",
+    );
+    state(t, "active", 0, "the client closed them all");
+    state(t, "reading", 0, "");
+    state(t, "writing", 0, "");
+    state(t, "waiting", 0, "");
+
+    let bytes = "gatescope_downstream_bytes_total";
+    let mut listeners = label_values(s, bytes, "listener");
     if !listeners.contains(&o.listener) {
         listeners.insert(0, o.listener.clone());
     }
@@ -120,113 +274,458 @@ fn downstream(s: &[Sample], compat: Compat, o: &Observed) -> Vec<Row> {
             ("ingress", c.bytes_sent, "sent"),
             ("egress", c.bytes_received, "received"),
         ] {
-            rows.push(row(
-                format!("{bytes}{{{listener_label}=\"{l}\",direction=\"{dir}\"}}"),
-                value(s, bytes, &[(listener_label, &l), ("direction", dir)]),
+            let series = format!("{bytes}{{listener=\"{l}\",direction=\"{dir}\"}}");
+            t.row(
                 if ours {
-                    format!(
-                        "{count} bytes {verb} by the client ({} requests)",
-                        c.requests
-                    )
+                    format!("{bytes}{{listener,direction=\"{dir}\"}}")
                 } else {
-                    "(not the demo's listener)".into()
+                    series.clone()
                 },
+                series,
+                value(s, bytes, &[("listener", &l), ("direction", dir)]),
                 ours.then_some(count),
-            ));
+                if ours {
+                    format!("TCP payload {verb} by the client")
+                } else {
+                    "not the demo's listener".into()
+                },
+            );
         }
     }
-    rows
 }
 
-fn upstream(s: &[Sample], o: &Observed) -> Vec<Row> {
+fn requests(t: &mut Table, s: &[Sample], compat: Compat, n: &Names, o: &Observed) {
+    let c = o.client;
+    let service = [("service", o.listener.as_str())];
+    t.title(format!(
+        "requests to service=\"{}\" (the listener's address)",
+        o.listener
+    ));
+    match compat {
+        Compat::Kong => {
+            for (name, labels, state) in [
+                (n.requests_all, "node_id,subsystem=\"http\"", None),
+                (
+                    n.conns,
+                    "node_id,subsystem=\"http\",state=\"total\"",
+                    Some("total"),
+                ),
+            ] {
+                let mut want = vec![("subsystem", "http")];
+                want.extend(state.map(|st| ("state", st)));
+                t.row(
+                    format!("{name}{{{labels}}}"),
+                    format!("{name}{{{labels}}}"),
+                    value(s, name, &want),
+                    Some(c.requests),
+                    "requests the client sent",
+                );
+            }
+        }
+        Compat::None => t.row(
+            n.requests_all,
+            n.requests_all,
+            value(s, n.requests_all, &[]),
+            Some(c.requests),
+            "requests the client sent",
+        ),
+    }
+
+    // By route, code and source: what the client counted, and whatever else gatescope has.
+    let mut keys: BTreeSet<(String, u16, String)> = c
+        .routes
+        .keys()
+        .map(|(r, code, src)| (r.clone(), *code, src.to_string()))
+        .collect();
+    for x in s
+        .iter()
+        .filter(|x| x.name == n.requests && x.label("service") == Some(&o.listener))
+    {
+        if let (Some(r), Some(code), Some(src)) = (
+            x.label("route"),
+            x.label("code").and_then(|c| c.parse().ok()),
+            x.label("source"),
+        ) {
+            keys.insert((r.to_string(), code, src.to_string()));
+        }
+    }
+    t.text(format!(
+        "{}{{service,route,code,source{}}}   source: \"service\" = the upstream answered, \"{GATEWAY}\" = nginx itself",
+        n.requests, n.extra
+    ));
+    let route_width = keys.iter().map(|k| k.0.len()).max().unwrap_or(0);
+    for (route, code, source) in &keys {
+        let counted = c
+            .routes
+            .iter()
+            .find(|((r, cd, src), _)| r == route && cd == code && src == source)
+            .map(|(_, rc)| rc);
+        let code_text = code.to_string();
+        t.row(
+            format!("  {route:<route_width$}  {code}  {source}"),
+            format!(
+                "{}{{service=\"{}\",route=\"{route}\",code=\"{code}\",source=\"{source}\"{}}}",
+                n.requests, o.listener, n.extra
+            ),
+            value(
+                s,
+                n.requests,
+                &[
+                    &service[..],
+                    &[("route", route), ("code", &code_text), ("source", source)],
+                    n.extra_match,
+                ]
+                .concat(),
+            ),
+            Some(counted.map_or(0, |rc| rc.requests)),
+            counted.map_or("not sent by the client".into(), |rc| {
+                rc.methods.iter().copied().collect::<Vec<_>>().join(", ")
+            }),
+        );
+    }
+
+    // Every client request went to the listener: any other service is a misattribution.
+    for x in s
+        .iter()
+        .filter(|x| x.name == n.requests && x.label("service").is_some_and(|v| v != o.listener))
+    {
+        let labels = x
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let series = format!("{}{{{labels}}}", n.requests);
+        t.row(
+            format!("  {series}"),
+            series,
+            Some(x.value),
+            Some(0),
+            "not the demo's listener",
+        );
+    }
+
+    let count = format!("{}_count", n.latency);
+    let sum = format!("{}_sum", n.latency);
+    let latency_count = value(s, &count, &service);
+    t.row(
+        format!("{count}{{service}}"),
+        format!("{count}{{service=\"{}\"}}", o.listener),
+        latency_count,
+        Some(c.requests),
+        "one per request (all routes)",
+    );
+    if let (Some(total), Some(count)) = (value(s, &sum, &service), latency_count) {
+        if count > 0.0 {
+            t.info(
+                format!("{sum} / _count"),
+                format!("{:.3} ms", total / count * n.latency_ms),
+                "mean request latency, for information",
+            );
+        }
+    }
+
+    for (dir, count, what) in [
+        ("ingress", c.bytes_sent, "request"),
+        ("egress", c.bytes_received, "response"),
+    ] {
+        t.row(
+            format!("{}{{service,direction=\"{dir}\"{}}}", n.http_bytes, n.extra),
+            format!(
+                "{}{{service=\"{}\",direction=\"{dir}\"{}}}",
+                n.http_bytes, o.listener, n.extra
+            ),
+            value(
+                s,
+                n.http_bytes,
+                &[&service[..], &[("direction", dir)], n.extra_match].concat(),
+            ),
+            Some(count),
+            format!("{what} heads + bodies (all routes)"),
+        );
+    }
+}
+
+fn upstream(t: &mut Table, s: &[Sample], o: &Observed) {
     let u = o.upstream;
     let (open, accepted) = (u.open.load(Relaxed), u.connections.load(Relaxed));
     let (got, sent) = (u.bytes_in.load(Relaxed), u.bytes_out.load(Relaxed));
+    let codes = u.codes();
     let mut peers = label_values(s, "gatescope_upstream_connections_opened_total", "peer");
     if !peers.contains(&o.peer) {
         peers.insert(0, o.peer.clone());
     }
-    let mut rows = Vec::new();
     for p in peers {
         let ours = p == o.peer;
-        let reference = |text: String| {
-            if ours {
-                text
-            } else {
-                "(not the demo's upstream)".into()
-            }
-        };
+        t.title(if ours {
+            format!("nginx's upstream (peer {p}, the demo's server)")
+        } else {
+            format!("another upstream (peer {p}, not the demo's server)")
+        });
         let peer = [("peer", p.as_str())];
-        rows.push(row(
-            format!("gatescope_upstream_connections{{peer=\"{p}\"}}"),
+        let series = |name: &str, labels: &str| {
+            let shown = format!("{name}{}", braces(&["peer", labels]));
+            let full = format!("{name}{}", braces(&[&format!("peer=\"{p}\""), labels]));
+            (shown, full)
+        };
+        let (shown, full) = series("gatescope_upstream_connections", "");
+        t.row(
+            shown,
+            full,
             value(s, "gatescope_upstream_connections", &peer),
-            reference(format!(
-                "{open} open at the upstream server (nginx keepalive pool)"
-            )),
             ours.then_some(open),
-        ));
-        rows.push(row(
-            format!("gatescope_upstream_connections_opened_total{{peer=\"{p}\"}}"),
+            "open at the server (nginx's keepalive pool)",
+        );
+        let (shown, full) = series("gatescope_upstream_connections_opened_total", "");
+        t.row(
+            shown,
+            full,
             value(s, "gatescope_upstream_connections_opened_total", &peer),
-            reference(format!("{accepted} accepted by the upstream server")),
             ours.then_some(accepted),
-        ));
+            "accepted by the server",
+        );
         for (dir, count, text) in [("egress", got, "received by"), ("ingress", sent, "sent by")] {
-            rows.push(row(
-                format!("gatescope_upstream_bytes_total{{peer=\"{p}\",direction=\"{dir}\"}}"),
+            let (shown, full) = series(
+                "gatescope_upstream_bytes_total",
+                &format!("direction=\"{dir}\""),
+            );
+            t.row(
+                shown,
+                full,
                 value(
                     s,
                     "gatescope_upstream_bytes_total",
                     &[("peer", &p), ("direction", dir)],
                 ),
-                reference(format!(
-                    "{count} bytes {text} the upstream server ({} requests)",
-                    u.requests.load(Relaxed)
-                )),
                 ours.then_some(count),
-            ));
+                format!("TCP payload {text} the server"),
+            );
+        }
+        let name = "gatescope_http_upstream_requests_total";
+        let mut all: BTreeSet<u16> = s
+            .iter()
+            .filter(|x| x.name == name && x.label("peer") == Some(&p))
+            .filter_map(|x| x.label("code")?.parse().ok())
+            .collect();
+        if ours {
+            all.extend(codes.keys());
+        }
+        for code in all {
+            let (shown, full) = series(name, &format!("code=\"{code}\""));
+            let answered = codes.get(&code).copied();
+            t.row(
+                shown,
+                full,
+                value(s, name, &[("peer", &p), ("code", &code.to_string())]),
+                ours.then_some(answered.unwrap_or(0)),
+                match (ours, answered) {
+                    (false, _) => "not the demo's upstream".into(),
+                    (true, Some(_)) => format!("answered {code} by the server"),
+                    (true, None) => "the server sent none".to_string(),
+                },
+            );
         }
     }
-    rows
 }
 
-fn health(s: &[Sample]) -> Vec<Row> {
-    let mut rows = Vec::new();
+fn health(t: &mut Table, s: &[Sample]) {
+    t.title("gatescope itself".into());
     for dir in ["ingress", "egress"] {
-        rows.push(row(
-            format!("gatescope_untracked_bytes_total{{direction=\"{dir}\"}}"),
+        let name = format!("gatescope_untracked_bytes_total{{direction=\"{dir}\"}}");
+        t.row(
+            name.clone(),
+            name,
             value(s, "gatescope_untracked_bytes_total", &[("direction", dir)]),
-            "0 (no connection predates gatescope)".into(),
             Some(0),
-        ));
+            "no connection predates gatescope",
+        );
     }
     for reason in ["ringbuf_full", "targets_map_full", "sockets_map_full"] {
-        rows.push(row(
-            format!("gatescope_events_lost_total{{reason=\"{reason}\"}}"),
+        let name = format!("gatescope_events_lost_total{{reason=\"{reason}\"}}");
+        t.row(
+            name.clone(),
+            name,
             value(s, "gatescope_events_lost_total", &[("reason", reason)]),
-            "0".into(),
             Some(0),
-        ));
+            "",
+        );
     }
-    rows.push(row(
-        "gatescope_target_processes".into(),
+    t.row(
+        "gatescope_http_anomalies_total (all kinds)",
+        "gatescope_http_anomalies_total",
+        value(s, "gatescope_http_anomalies_total", &[]),
+        Some(0),
+        "every byte parsed as HTTP and matched to a request",
+    );
+    t.row(
+        "gatescope_target_processes",
+        "gatescope_target_processes",
         value(s, "gatescope_target_processes", &[]),
-        "3 (nginx master + 2 workers)".into(),
         Some(3),
-    ));
-    rows.push(row(
-        "gatescope_listen_sockets".into(),
+        "nginx master + 2 workers",
+    );
+    t.row(
+        "gatescope_listen_sockets",
+        "gatescope_listen_sockets",
         value(s, "gatescope_listen_sockets", &[]),
-        "1 (the demo's listener)".into(),
         Some(1),
-    ));
-    for kind in label_values(s, "gatescope_events_received_total", "kind") {
-        rows.push(row(
-            format!("gatescope_events_received_total{{kind=\"{kind}\"}}"),
-            value(s, "gatescope_events_received_total", &[("kind", &kind)]),
-            String::new(),
-            None,
+        "the demo's listener",
+    );
+    let received = label_values(s, "gatescope_events_received_total", "kind")
+        .into_iter()
+        .map(|kind| {
+            let v = value(s, "gatescope_events_received_total", &[("kind", &kind)]);
+            format!("{kind} {}", v.map_or("?".into(), fmt))
+        })
+        .collect::<Vec<_>>();
+    if !received.is_empty() {
+        t.text(format!(
+            "gatescope_events_received_total{{kind}}: {}",
+            received.join(", ")
         ));
     }
-    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{metrics, traffic::SERVICE};
+
+    const LISTENER: &str = "127.0.0.1:8080";
+    const PEER: &str = "127.0.0.1:9000";
+
+    fn counts() -> Counts {
+        let mut c = Counts {
+            connections: 2,
+            requests: 3,
+            bytes_sent: 300,
+            bytes_received: 500,
+            ..Counts::default()
+        };
+        for (route, code, source, n) in
+            [("/a/{id}", 200, SERVICE, 2), ("/missing", 404, GATEWAY, 1)]
+        {
+            let rc = c.routes.entry((route.into(), code, source)).or_default();
+            rc.requests = n;
+            rc.methods.insert("GET");
+        }
+        c
+    }
+
+    fn stats() -> Stats {
+        let s = Stats::default();
+        s.connections.store(1, Relaxed);
+        s.open.store(1, Relaxed);
+        s.requests.store(2, Relaxed);
+        s.bytes_in.store(100, Relaxed);
+        s.bytes_out.store(200, Relaxed);
+        s.codes.lock().unwrap().insert(200, 2);
+        s
+    }
+
+    /// A native scrape that agrees with `counts()` and `stats()`, with `extra` appended.
+    fn scrape(extra: &str) -> Vec<Sample> {
+        let svc = format!("service=\"{LISTENER}\"");
+        let text = format!(
+            "gatescope_downstream_connections_accepted_total 2\n\
+             gatescope_downstream_connections_handled_total 2\n\
+             gatescope_downstream_connections{{state=\"active\"}} 0\n\
+             gatescope_downstream_connections{{state=\"reading\"}} 0\n\
+             gatescope_downstream_connections{{state=\"writing\"}} 0\n\
+             gatescope_downstream_connections{{state=\"waiting\"}} 0\n\
+             gatescope_downstream_bytes_total{{direction=\"ingress\",listener=\"{LISTENER}\"}} 300\n\
+             gatescope_downstream_bytes_total{{direction=\"egress\",listener=\"{LISTENER}\"}} 500\n\
+             gatescope_http_requests_all_total 3\n\
+             gatescope_http_requests_total{{code=\"200\",route=\"/a/{{id}}\",{svc},source=\"service\"}} 2\n\
+             gatescope_http_requests_total{{code=\"404\",route=\"/missing\",{svc},source=\"kong\"}} 1\n\
+             gatescope_http_request_duration_seconds_sum{{route=\"/a/{{id}}\",{svc}}} 0.002\n\
+             gatescope_http_request_duration_seconds_count{{route=\"/a/{{id}}\",{svc}}} 2\n\
+             gatescope_http_request_duration_seconds_sum{{route=\"/missing\",{svc}}} 0.001\n\
+             gatescope_http_request_duration_seconds_count{{route=\"/missing\",{svc}}} 1\n\
+             gatescope_http_bytes_total{{direction=\"ingress\",route=\"/a/{{id}}\",{svc}}} 200\n\
+             gatescope_http_bytes_total{{direction=\"ingress\",route=\"/missing\",{svc}}} 100\n\
+             gatescope_http_bytes_total{{direction=\"egress\",route=\"/a/{{id}}\",{svc}}} 500\n\
+             gatescope_http_upstream_requests_total{{code=\"200\",peer=\"{PEER}\"}} 2\n\
+             gatescope_upstream_connections{{peer=\"{PEER}\"}} 1\n\
+             gatescope_upstream_connections_opened_total{{peer=\"{PEER}\"}} 1\n\
+             gatescope_upstream_bytes_total{{direction=\"egress\",peer=\"{PEER}\"}} 100\n\
+             gatescope_upstream_bytes_total{{direction=\"ingress\",peer=\"{PEER}\"}} 200\n\
+             gatescope_untracked_bytes_total{{direction=\"ingress\"}} 0\n\
+             gatescope_untracked_bytes_total{{direction=\"egress\"}} 0\n\
+             gatescope_events_lost_total{{reason=\"ringbuf_full\"}} 0\n\
+             gatescope_events_lost_total{{reason=\"targets_map_full\"}} 0\n\
+             gatescope_events_lost_total{{reason=\"sockets_map_full\"}} 0\n\
+             gatescope_http_anomalies_total{{kind=\"desync\"}} 0\n\
+             gatescope_target_processes 3\n\
+             gatescope_listen_sockets 1\n\
+             {extra}"
+        );
+        metrics::parse(&text)
+    }
+
+    fn differences_in(samples: &[Sample]) -> Vec<String> {
+        let (c, u) = (counts(), stats());
+        let o = Observed {
+            listener: LISTENER.into(),
+            peer: PEER.into(),
+            client: &c,
+            upstream: &u,
+        };
+        print(samples, Compat::None, &o)
+            .into_iter()
+            .map(|d| format!("{} {} {}", d.series, d.seen, d.expected))
+            .collect()
+    }
+
+    fn differences(extra: &str) -> Vec<String> {
+        differences_in(&scrape(extra))
+    }
+
+    #[test]
+    fn agreeing_scrape_has_no_differences() {
+        assert!(differences("").is_empty());
+    }
+
+    #[test]
+    fn unexpected_series_differ() {
+        let svc = format!("service=\"{LISTENER}\"");
+        let extra = format!(
+            "gatescope_http_requests_total{{code=\"502\",route=\"/a/{{id}}\",{svc},source=\"kong\"}} 1\n\
+             gatescope_http_upstream_requests_total{{code=\"0\",peer=\"{PEER}\"}} 1\n"
+        );
+        assert_eq!(
+            differences(&extra),
+            [
+                format!("gatescope_http_requests_total{{{svc},route=\"/a/{{id}}\",code=\"502\",source=\"kong\"}} 1 0"),
+                format!("gatescope_http_upstream_requests_total{{peer=\"{PEER}\",code=\"0\"}} 1 0"),
+            ]
+        );
+    }
+
+    #[test]
+    fn requests_of_another_service_differ() {
+        let extra = "gatescope_http_requests_total{code=\"200\",route=\"/a\",service=\"10.0.0.1:80\",source=\"service\"} 1\n";
+        assert_eq!(
+            differences(extra),
+            ["gatescope_http_requests_total{code=\"200\",route=\"/a\",service=\"10.0.0.1:80\",source=\"service\"} 1 0"]
+        );
+    }
+
+    #[test]
+    fn wrong_and_missing_values_differ() {
+        let got = differences("gatescope_http_anomalies_total{kind=\"resync\"} 2\n");
+        assert_eq!(got, ["gatescope_http_anomalies_total 2 0"]);
+        // Without the latency series, their count is missing.
+        let samples: Vec<Sample> = scrape("")
+            .into_iter()
+            .filter(|s| !s.name.starts_with("gatescope_http_request_duration"))
+            .collect();
+        let got = differences_in(&samples);
+        assert_eq!(
+            got,
+            [format!(
+                "gatescope_http_request_duration_seconds_count{{service=\"{LISTENER}\"}} missing 3"
+            )]
+        );
+    }
 }

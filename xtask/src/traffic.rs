@@ -1,6 +1,10 @@
-//! The demo's client load: keep-alive connections plus one-shot connections, counting bytes.
+//! The demo's client load: keep-alive connections plus one-shot connections of GETs, and
+//! one keep-alive connection of mixed requests (POSTs with bodies, HEADs, 404s from the
+//! upstream and from nginx itself). It counts bytes and, per route template and status,
+//! requests, so the report can compare them with gatescope's.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     io::{BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
 };
@@ -13,19 +17,122 @@ pub const KEEPALIVE_CONNECTIONS: usize = 10;
 pub const REQUESTS_PER_KEEPALIVE: usize = 5;
 pub const ONE_SHOT_CONNECTIONS: usize = 20;
 
+/// `source` of a request the upstream answered (gatescope's label value).
+pub const SERVICE: &str = "service";
+/// `source` of a request nginx answered itself (Kong's name for the gateway).
+pub const GATEWAY: &str = "kong";
+
+/// One request of the mixed connection.
+struct Mixed {
+    method: &'static str,
+    path: &'static str,
+    /// Bytes of JSON body (POST).
+    body: Option<usize>,
+    /// The path template gatescope should name the route.
+    route: &'static str,
+    status: u16,
+    source: &'static str,
+}
+
+const fn mixed(
+    method: &'static str,
+    path: &'static str,
+    body: Option<usize>,
+    route: &'static str,
+    status: u16,
+    source: &'static str,
+) -> Mixed {
+    Mixed {
+        method,
+        path,
+        body,
+        route,
+        status,
+        source,
+    }
+}
+
+/// The mixed connection, in order. The 3000-byte body is more than gatescope copies of a
+/// send (1024 bytes by default): the rest is counted, not parsed. `/missing` is nginx's
+/// `return 404`; `/api/items/{n}` with `n` >= [`crate::upstream::ITEMS`] the upstream's 404.
+const MIXED: &[Mixed] = &[
+    mixed("POST", "/api/items", Some(48), "/api/items", 201, SERVICE),
+    mixed(
+        "HEAD",
+        "/api/items/7",
+        None,
+        "/api/items/{id}",
+        200,
+        SERVICE,
+    ),
+    mixed("GET", "/missing", None, "/missing", 404, GATEWAY),
+    mixed("POST", "/api/items", Some(3000), "/api/items", 201, SERVICE),
+    mixed(
+        "GET",
+        "/api/items/4242",
+        None,
+        "/api/items/{id}",
+        404,
+        SERVICE,
+    ),
+    mixed(
+        "HEAD",
+        "/api/items/42",
+        None,
+        "/api/items/{id}",
+        200,
+        SERVICE,
+    ),
+    mixed("GET", "/missing?from=demo", None, "/missing", 404, GATEWAY),
+    mixed("POST", "/api/items", Some(300), "/api/items", 201, SERVICE),
+];
+
+/// Requests of one route template, status and source, as the client sent and saw them.
+#[derive(Default)]
+pub struct RouteCount {
+    pub requests: u64,
+    pub methods: BTreeSet<&'static str>,
+}
+
 #[derive(Default)]
 pub struct Counts {
     pub connections: u64,
     pub requests: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// By (route template, status, source).
+    pub routes: BTreeMap<(String, u16, &'static str), RouteCount>,
+}
+
+/// The load in a few words, e.g. for "client sent N requests over M connections (...)".
+pub fn describe() -> String {
+    let mut methods: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in MIXED {
+        *methods.entry(m.method).or_default() += 1;
+    }
+    let mixed = methods
+        .iter()
+        .map(|(m, n)| format!("{n} {m}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{KEEPALIVE_CONNECTIONS} keep-alive x {REQUESTS_PER_KEEPALIVE} GET, \
+         {ONE_SHOT_CONNECTIONS} one-shot GET, 1 keep-alive with {mixed}"
+    )
 }
 
 struct Conn {
     writer: TcpStream,
     reader: BufReader<Counting<TcpStream>>,
     sent: u64,
-    requests: u64,
+    routes: BTreeMap<(String, u16, &'static str), RouteCount>,
+}
+
+/// What a request should get back.
+struct Expect<'a> {
+    route: &'a str,
+    status: u16,
+    source: &'static str,
 }
 
 impl Conn {
@@ -36,25 +143,50 @@ impl Conn {
             reader: BufReader::new(Counting::new(stream.try_clone()?)),
             writer: stream,
             sent: 0,
-            requests: 0,
+            routes: BTreeMap::new(),
         })
     }
 
-    fn request(&mut self, path: &str, keep_alive: bool) -> Result<()> {
+    fn request(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        body: Option<&str>,
+        keep_alive: bool,
+        expect: Expect,
+    ) -> Result<()> {
         let host = self.writer.peer_addr()?.to_string();
-        let req = http::get_request(path, &host, keep_alive);
+        let req = http::request(method, path, &host, keep_alive, body);
         self.writer.write_all(req.as_bytes())?;
         self.sent += req.len() as u64;
-        self.requests += 1;
-        let resp = http::read_response(&mut self.reader)
-            .with_context(|| format!("reading nginx's response to GET {path}"))?;
+        let resp = http::read_response_to(&mut self.reader, method)
+            .with_context(|| format!("reading nginx's response to {method} {path}"))?;
+        let text = String::from_utf8_lossy(&resp.body);
         ensure!(
-            resp.status == 200 && String::from_utf8_lossy(&resp.body).contains("gatescope-demo"),
-            "GET {path} through nginx: status {}, body {:?}",
+            resp.status == expect.status
+                && (method == "HEAD"
+                    || expect.source == GATEWAY
+                    || text.contains("gatescope-demo")),
+            "{method} {path} through nginx: status {} (expected {}), body {text:?}",
             resp.status,
-            String::from_utf8_lossy(&resp.body)
+            expect.status,
         );
+        let count = self
+            .routes
+            .entry((expect.route.to_string(), expect.status, expect.source))
+            .or_default();
+        count.requests += 1;
+        count.methods.insert(method);
         Ok(())
+    }
+
+    fn get(&mut self, path: &str, route: &str, keep_alive: bool) -> Result<()> {
+        let expect = Expect {
+            route,
+            status: 200,
+            source: SERVICE,
+        };
+        self.request("GET", path, None, keep_alive, expect)
     }
 
     /// Closes the connection (after reading to EOF if nginx is closing it) and adds its counts.
@@ -63,14 +195,25 @@ impl Conn {
             self.reader.read_to_end(&mut Vec::new())?;
         }
         counts.connections += 1;
-        counts.requests += self.requests;
         counts.bytes_sent += self.sent;
         counts.bytes_received += self.reader.get_ref().bytes;
+        for (key, c) in self.routes {
+            counts.requests += c.requests;
+            let total = counts.routes.entry(key).or_default();
+            total.requests += c.requests;
+            total.methods.extend(c.methods);
+        }
         Ok(())
     }
 }
 
-/// All keep-alive connections are open at once and take turns; then the one-shot ones.
+/// A JSON text of exactly `len` bytes (at least 11).
+fn json_body(len: usize) -> String {
+    format!("{{\"note\":\"{}\"}}", "x".repeat(len.saturating_sub(11)))
+}
+
+/// All keep-alive connections are open at once and take turns; then the mixed one, then the
+/// one-shot ones.
 pub fn send(addr: SocketAddr) -> Result<Counts> {
     let mut counts = Counts::default();
     let mut conns = (0..KEEPALIVE_CONNECTIONS)
@@ -78,16 +221,62 @@ pub fn send(addr: SocketAddr) -> Result<Counts> {
         .collect::<Result<Vec<_>>>()?;
     for round in 0..REQUESTS_PER_KEEPALIVE {
         for (i, conn) in conns.iter_mut().enumerate() {
-            conn.request(&format!("/api/keepalive/{i}/{round}"), true)?;
+            conn.get(
+                &format!("/api/keepalive/{i}/{round}"),
+                "/api/keepalive/{id}/{id}",
+                true,
+            )?;
         }
     }
     for conn in conns {
         conn.finish(false, &mut counts)?;
     }
+    let mut conn = Conn::open(addr)?;
+    for m in MIXED {
+        let body = m.body.map(json_body);
+        let expect = Expect {
+            route: m.route,
+            status: m.status,
+            source: m.source,
+        };
+        conn.request(m.method, m.path, body.as_deref(), true, expect)?;
+    }
+    conn.finish(false, &mut counts)?;
     for i in 0..ONE_SHOT_CONNECTIONS {
         let mut conn = Conn::open(addr)?;
-        conn.request(&format!("/api/oneshot/{i}"), false)?;
+        conn.get(&format!("/api/oneshot/{i}"), "/api/oneshot/{id}", false)?;
         conn.finish(true, &mut counts)?;
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_bodies_have_the_asked_length() {
+        for len in [11, 48, 3000] {
+            assert_eq!(json_body(len).len(), len);
+        }
+    }
+
+    #[test]
+    fn mixed_routes_are_templates_of_their_paths() {
+        for m in MIXED {
+            let path = m.path.split('?').next().unwrap();
+            let template = path
+                .split('/')
+                .map(|s| {
+                    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                        "{id}"
+                    } else {
+                        s
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            assert_eq!(template, m.route, "{}", m.path);
+        }
+    }
 }

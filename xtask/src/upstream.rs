@@ -1,12 +1,13 @@
-//! The demo's upstream: a tiny keep-alive HTTP/1.1 server on a thread, answering every
-//! request with a small JSON body. It counts what it sees so the demo can compare.
+//! The demo's upstream: a tiny keep-alive HTTP/1.1 server on a thread, answering with small
+//! JSON bodies (see [`answer`]). It counts what it sees so the demo can compare.
 
 use std::{
+    collections::BTreeMap,
     io::{self, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
-        Arc,
+        Arc, Mutex,
     },
     thread,
 };
@@ -20,6 +21,44 @@ pub struct Stats {
     pub requests: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Responses sent, by status code.
+    pub codes: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl Stats {
+    pub fn codes(&self) -> BTreeMap<u16, u64> {
+        self.codes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Items `/api/items/{n}` with `n` below this exist; others are 404.
+pub const ITEMS: u64 = 100;
+
+/// Status, reason and body for a request: POST creates (201), `GET|HEAD /api/items/{n}`
+/// is 404 unless `n < ITEMS`, anything else is 200. HEAD gets the head only.
+pub fn answer(method: &str, path: &str, n: u64) -> (u16, &'static str, String) {
+    let item = path
+        .strip_prefix("/api/items/")
+        .map(|id| id.parse::<u64>().is_ok_and(|id| id < ITEMS));
+    match (method, item) {
+        ("POST", _) => (
+            201,
+            "Created",
+            format!("{{\"upstream\":\"gatescope-demo\",\"request\":{n},\"created\":true}}\n"),
+        ),
+        (_, Some(false)) => (
+            404,
+            "Not Found",
+            format!(
+                "{{\"upstream\":\"gatescope-demo\",\"request\":{n},\"error\":\"no such item\"}}\n"
+            ),
+        ),
+        _ => (
+            200,
+            "OK",
+            format!("{{\"upstream\":\"gatescope-demo\",\"request\":{n}}}\n"),
+        ),
+    }
 }
 
 pub struct Upstream {
@@ -63,13 +102,24 @@ fn serve(stream: TcpStream, stats: &Stats) -> io::Result<()> {
         io::copy(&mut (&mut reader).take(body_len), &mut io::sink())?;
         let keep_alive = head.keep_alive() && head.header("transfer-encoding").is_none();
         let n = stats.requests.fetch_add(1, Relaxed) + 1;
-        let body = format!("{{\"upstream\":\"gatescope-demo\",\"request\":{n}}}\n");
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+        let mut start = head.start.split_whitespace();
+        let (method, path) = (start.next().unwrap_or(""), start.next().unwrap_or(""));
+        let (status, reason, body) = answer(method, path, n);
+        let mut response = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
             body.len(),
             if keep_alive { "keep-alive" } else { "close" },
         );
+        if method != "HEAD" {
+            response.push_str(&body);
+        }
         writer.write_all(response.as_bytes())?;
+        *stats
+            .codes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(status)
+            .or_default() += 1;
         stats.bytes_out.fetch_add(response.len() as u64, Relaxed);
         let read = reader.get_ref().bytes;
         stats.bytes_in.fetch_add(read - counted_in, Relaxed);
@@ -108,5 +158,45 @@ mod tests {
         );
         assert_eq!(up.stats.requests.load(Relaxed), 3);
         assert_eq!(up.stats.connections.load(Relaxed), 1);
+        assert_eq!(up.stats.codes(), BTreeMap::from([(200, 3)]));
+    }
+
+    #[test]
+    fn reads_bodies_and_answers_head_without_one() {
+        let up = start().unwrap();
+        let stream = http::connect(up.addr).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        for (method, path, body, status) in [
+            ("POST", "/api/items", Some("{\"a\":1}"), 201),
+            ("HEAD", "/api/items/1", None, 200),
+            ("GET", &format!("/api/items/{ITEMS}"), None, 404),
+        ] {
+            let req = http::request(method, path, "test", true, body);
+            writer.write_all(req.as_bytes()).unwrap();
+            let resp = http::read_response_to(&mut reader, method).unwrap();
+            assert_eq!(resp.status, status, "{method} {path}");
+            assert_eq!(resp.body.is_empty(), method == "HEAD", "{method} {path}");
+        }
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(
+            reader.read(&mut [0u8; 8]).unwrap(),
+            0,
+            "closed after the client"
+        );
+        assert_eq!(
+            up.stats.codes(),
+            BTreeMap::from([(200, 1), (201, 1), (404, 1)])
+        );
+    }
+
+    #[test]
+    fn answers_by_method_and_item() {
+        assert_eq!(answer("POST", "/api/items", 1).0, 201);
+        assert_eq!(answer("GET", "/api/items/7", 1).0, 200);
+        assert_eq!(answer("HEAD", "/api/items/7", 1).0, 200);
+        assert_eq!(answer("GET", &format!("/api/items/{ITEMS}"), 1).0, 404);
+        assert_eq!(answer("GET", "/api/items/x", 1).0, 404);
+        assert_eq!(answer("GET", "/api/keepalive/1/2", 1).0, 200);
     }
 }
