@@ -1,9 +1,10 @@
-//! `cargo xtask <setup|build|test|demo|bench>` (alias in .cargo/config.toml).
+//! `cargo xtask <setup|build|test|demo|bench|fuzz>` (alias in .cargo/config.toml).
 
 mod bench;
 mod bench_report;
 mod compile;
 mod demo;
+mod fuzz;
 mod http;
 mod metrics;
 mod procfs;
@@ -75,6 +76,16 @@ enum Task {
         #[arg(long, value_name = "PATH")]
         agent: Option<std::path::PathBuf>,
     },
+    /// Run a cargo-fuzz target of agent/fuzz (nightly) for a bounded time, installing
+    /// cargo-fuzz if missing; prints any crashing input and how to make it a regression test
+    Fuzz {
+        /// Seconds to fuzz (libFuzzer's -max_total_time)
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Fuzz target (agent/fuzz/fuzz_targets)
+        #[arg(long, default_value = "http_conn")]
+        target: String,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,6 +144,7 @@ fn main() -> ExitCode {
                 )
             })
         }
+        Task::Fuzz { seconds, target } => fuzz::fuzz(&fuzz::FuzzArgs { target, seconds }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -121,6 +121,8 @@ mod conn;
 #[cfg(test)]
 mod fuzz;
 mod parse;
+#[cfg(test)]
+mod regress;
 mod stream;
 #[cfg(test)]
 mod testkit;
