@@ -115,7 +115,15 @@ impl ConnTable {
                 role,
                 endpoints,
                 ..
-            } => self.open(sk, role, endpoints, facts),
+            } => self.open(sk, role, endpoints, false, facts),
+            // Open before we started: active from now on, but it was neither
+            // accepted nor opened while we watched, nor is it new to handle.
+            Observation::ConnFound {
+                sk,
+                role,
+                endpoints,
+                ..
+            } => self.open(sk, role, endpoints, true, facts),
             Observation::State {
                 sk, new, endpoints, ..
             } => self.change_state(sk, new, endpoints),
@@ -127,7 +135,14 @@ impl ConnTable {
         }
     }
 
-    fn open(&mut self, sk: u64, role: Role, endpoints: Endpoints, facts: &mut Vec<Fact>) {
+    fn open(
+        &mut self,
+        sk: u64,
+        role: Role,
+        endpoints: Endpoints,
+        found: bool,
+        facts: &mut Vec<Fact>,
+    ) {
         // The same address again without a close seen: the kernel reused the
         // socket memory (or its LRU map forgot it). End the old one first.
         self.remove(sk);
@@ -139,7 +154,7 @@ impl ConnTable {
             role,
             endpoints,
             open: false,
-            handled: false,
+            handled: found,
             tgid: 0,
         };
         self.conns.insert(sk, conn);
@@ -147,9 +162,11 @@ impl ConnTable {
             Role::Downstream => self.gauges.tracked_downstream += 1,
             Role::Upstream => {
                 self.gauges.tracked_upstream += 1;
-                facts.push(Fact::UpstreamOpened {
-                    peer: endpoints.remote,
-                });
+                if !found {
+                    facts.push(Fact::UpstreamOpened {
+                        peer: endpoints.remote,
+                    });
+                }
             }
         }
         self.set_open(sk, true);
@@ -400,5 +417,42 @@ mod tests {
         let mut facts = vec![];
         t.apply(&Observation::Accept { tgid: 1 }, &mut facts);
         assert_eq!(facts, vec![Fact::Accepted]);
+    }
+
+    #[test]
+    fn found_connections_are_active_but_not_accepted_opened_or_newly_handled() {
+        let mut t = ConnTable::new(10);
+        let mut facts = vec![];
+        let found = |sk, role, endpoints| Observation::ConnFound {
+            sk,
+            role,
+            endpoints,
+            ts_ns: 0,
+        };
+        t.apply(&found(1, Role::Downstream, ep(GW, CLIENT)), &mut facts);
+        t.apply(
+            &found(2, Role::Upstream, ep("127.0.0.1:40000", UP)),
+            &mut facts,
+        );
+        assert_eq!(facts, vec![], "no accepted, opened or handled");
+        let peer: SocketAddr = UP.parse().unwrap();
+        assert_eq!(
+            (
+                t.gauges().downstream_active,
+                t.gauges().upstream_open[&peer]
+            ),
+            (1, 1)
+        );
+        // Their bytes are attributed from now on.
+        assert_eq!(
+            bytes(&mut t, 1, Direction::Ingress, 40),
+            vec![Fact::DownstreamBytes {
+                port: 8080,
+                dir: Direction::Ingress,
+                len: 40
+            }]
+        );
+        state(&mut t, 1, TCP_CLOSE, ep(GW, CLIENT));
+        assert_eq!(t.gauges().downstream_active, 0);
     }
 }

@@ -29,6 +29,9 @@ use crate::{
     target_set::TargetSet,
 };
 
+/// Records read per drain before yielding to the rest of the loop.
+const DRAIN_BUDGET: usize = 65_536;
+
 /// How often the ring buffer is drained without a wake-up from the kernel.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
@@ -124,7 +127,13 @@ impl Pipeline {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         let mut per_kind = [0u64; KINDS.len()];
         let mut undecodable = 0;
-        while let Some(item) = ring.next() {
+        // Bounded, so a ring that refills as fast as it is read (sustained
+        // load) cannot keep the loop from ticks, scrapes' gauges or shutdown;
+        // the rest is read on the next turn.
+        let mut budget = DRAIN_BUDGET;
+        while budget > 0 {
+            let Some(item) = ring.next() else { break };
+            budget -= 1;
             match decode(&item) {
                 Ok(obs) => {
                     if let Some(i) = KINDS.iter().position(|k| *k == obs.kind()) {
@@ -173,7 +182,8 @@ impl Pipeline {
     /// same observation, so a closing connection is still known.
     fn http_stage(&mut self, obs: &Observation) {
         match *obs {
-            Observation::ConnOpen { sk, role, .. } => self.sessions.open(sk, role),
+            Observation::ConnOpen { sk, role, .. } => self.sessions.open(sk, role, false),
+            Observation::ConnFound { sk, role, .. } => self.sessions.open(sk, role, true),
             Observation::Data {
                 sk,
                 dir,

@@ -47,15 +47,21 @@ impl Sessions {
         self.phases
     }
 
-    /// Starts parsing a connection whose open was seen.
-    pub fn open(&mut self, sk: u64, role: Role) {
+    /// Starts parsing a connection: from its first byte when its open was
+    /// seen, else (`midstream`) from the next message boundary.
+    pub fn open(&mut self, sk: u64, role: Role, midstream: bool) {
         self.remove(sk, None, &mut Vec::new());
         let side = match role {
             Role::Downstream => Side::Server,
             Role::Upstream => Side::Client,
         };
+        let http = if midstream {
+            HttpConn::new_midstream(side)
+        } else {
+            HttpConn::new(side)
+        };
         let session = Session {
-            http: HttpConn::new(side),
+            http,
             side,
             last_response_ns: 0,
         };

@@ -21,6 +21,8 @@ pub const MAP_LOST: &str = "LOST";
 pub const MAP_ARGS: &str = "ARGS";
 /// Global (`.rodata`) holding the head capture size in bytes.
 pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
+/// Global (`.rodata`) holding [`SockOffsets`].
+pub const GLOBAL_SOCK_OFFSETS: &str = "SOCK_OFFSETS";
 
 /// Capacity of [`MAP_TARGETS`]: processes plus threads of all targets.
 pub const TARGETS_MAX: u32 = 16_384;
@@ -61,6 +63,10 @@ pub const KIND_ACCEPT: u32 = 4;
 pub const KIND_FORK: u32 = 5;
 /// The last thread of a target exited (`tgid` = the process that ended).
 pub const KIND_EXIT: u32 = 6;
+/// A target moved bytes on a TCP socket whose open was never seen (it was
+/// open before gatescope started): its addresses, read from the socket with
+/// offsets from BTF, and `role` decided by its local port.
+pub const KIND_CONN_FOUND: u32 = 7;
 
 /// Connection roles.
 pub const ROLE_DOWNSTREAM: u32 = 1;
@@ -179,6 +185,30 @@ pub struct SyscallArgs {
     pub count: u64,
 }
 
+/// Byte offsets of `struct sock_common` fields inside `struct sock`,
+/// resolved by the agent from the running kernel's BTF (rustc emits no CO-RE
+/// relocations, so offsets are never compiled in). `enabled == 0` when BTF
+/// was unavailable: sockets open before start then stay untracked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    pub enabled: u32,
+    /// `skc_family` (u16).
+    pub family: u32,
+    /// `skc_num`: local port, host byte order (u16).
+    pub num: u32,
+    /// `skc_dport`: remote port, network byte order (u16).
+    pub dport: u32,
+    /// `skc_rcv_saddr`: local IPv4 address (4 bytes).
+    pub rcv_saddr: u32,
+    /// `skc_daddr`: remote IPv4 address (4 bytes).
+    pub daddr: u32,
+    /// `skc_v6_rcv_saddr` (16 bytes).
+    pub v6_rcv_saddr: u32,
+    /// `skc_v6_daddr` (16 bytes).
+    pub v6_daddr: u32,
+}
+
 /// What the kernel remembers about a tracked socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -195,6 +225,7 @@ mod pod {
     unsafe impl aya::Pod for super::SockInfo {}
     unsafe impl aya::Pod for super::DataHeader {}
     unsafe impl aya::Pod for super::SyscallArgs {}
+    unsafe impl aya::Pod for super::SockOffsets {}
 }
 
 // The layouts are part of the kernel/agent contract: fail the build, not the
@@ -204,6 +235,7 @@ const _: () = assert!(core::mem::size_of::<Event>() == 88);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 8);
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 24);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 32);
 
 /// Field offsets in the tracepoint records we read, as
 /// /sys/kernel/tracing/events/<category>/<name>/format gives them on Linux

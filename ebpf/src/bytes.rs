@@ -9,6 +9,7 @@ use gatescope_common::{
 
 use crate::{
     emit::{current, field},
+    found::claim_if_unknown,
     maps::is_target,
     payload::emit_data,
 };
@@ -48,6 +49,13 @@ fn on_length(ctx: &TracePointContext, dir: u32) -> Result<(), i32> {
         return Ok(());
     }
     let sk = field::<u64>(ctx, f::SK);
+    // A socket open before gatescope started is claimed before its first
+    // data record, so the agent knows whose bytes these are. Only on a
+    // transfer that moved bytes: after TCP_CLOSE a read returns 0 or an
+    // error, so a dead socket is never claimed again.
+    if ret > 0 {
+        claim_if_unknown(sk, tgid);
+    }
     emit_data(dir, tgid, tid, sk, ret as u64);
     Ok(())
 }

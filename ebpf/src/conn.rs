@@ -33,34 +33,45 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     let old = field::<i32>(ctx, f::OLDSTATE) as u32;
     let new = field::<i32>(ctx, f::NEWSTATE) as u32;
 
-    // SAFETY: the value is copied out immediately.
-    if let Some(info) = unsafe { SOCKS.get(sk) }.copied() {
-        let mut event = new_event(KIND_STATE);
-        event.role = info.role;
-        event.tgid = info.tgid;
-        fill(ctx, &mut event, sk, old, new)?;
-        submit(&event);
-        if new == TCP_CLOSE {
-            let _ = SOCKS.remove(sk);
-        }
-        return Ok(());
-    }
-
-    let (role, tgid) = if old == TCP_CLOSE && new == TCP_SYN_SENT {
+    // An opening transition always starts a new connection, whatever the
+    // socket's address held before: a stale entry (a socket freed without a
+    // close we saw, its memory reused) must not swallow a new open.
+    let opening = if old == TCP_CLOSE && new == TCP_SYN_SENT {
         let (tgid, _) = current();
-        if !is_target(tgid) {
-            return Ok(());
-        }
-        (ROLE_UPSTREAM, tgid)
+        Some(is_target(tgid).then_some((ROLE_UPSTREAM, tgid)))
     } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
         let sport = field::<u16>(ctx, f::SPORT);
         // SAFETY: existence check only.
-        if unsafe { LISTEN_PORTS.get(sport) }.is_none() {
+        Some(
+            unsafe { LISTEN_PORTS.get(sport) }
+                .is_some()
+                .then_some((ROLE_DOWNSTREAM, 0)),
+        )
+    } else {
+        None
+    };
+
+    let (role, tgid) = match opening {
+        Some(Some(claim)) => claim,
+        // Not the gateway's: forget anything the address held before.
+        Some(None) => {
+            let _ = SOCKS.remove(sk);
             return Ok(());
         }
-        (ROLE_DOWNSTREAM, 0)
-    } else {
-        return Ok(());
+        None => {
+            // SAFETY: the value is copied out immediately.
+            if let Some(info) = unsafe { SOCKS.get(sk) }.copied() {
+                let mut event = new_event(KIND_STATE);
+                event.role = info.role;
+                event.tgid = info.tgid;
+                fill(ctx, &mut event, sk, old, new)?;
+                submit(&event);
+                if new == TCP_CLOSE {
+                    let _ = SOCKS.remove(sk);
+                }
+            }
+            return Ok(());
+        }
     };
 
     if SOCKS.insert(sk, SockInfo { role, tgid }, 0).is_err() {

@@ -1,6 +1,8 @@
-//! Traffic on sockets that were open before the agent started is counted as
-//! untracked bytes (spec: gatescope_untracked_bytes_total), not as downstream or
-//! upstream bytes, and such a connection is not counted as accepted.
+//! Connections open before the agent started are picked up the first time the
+//! gateway moves bytes on them (addresses read from the socket with offsets
+//! from the kernel's BTF): from then on their bytes count per listener and
+//! per peer, their requests are parsed from the next message boundary, and
+//! they count as active, but not as accepted or opened (that happened before).
 
 use anyhow::{ensure, Context, Result};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
@@ -37,7 +39,7 @@ fn request(s: &mut TcpStream, port: u16, size: usize) -> Result<(u64, u64)> {
 }
 
 #[test]
-fn preexisting_connections_are_untracked() -> Result<()> {
+fn preexisting_connections_are_picked_up() -> Result<()> {
     let scene = Scene::start(2)?;
     let port = scene.nginx.listen_port();
     // Before the agent: a keep-alive client connection, and (through it) an idle
@@ -76,25 +78,44 @@ fn preexisting_connections_are_untracked() -> Result<()> {
     let same = |name: &str, labels: &[(&str, &str)]| -> Result<Expect> {
         Ok(Expect::new(name, labels, b(name, labels)?))
     };
+    let plus = |name: &str, labels: &[(&str, &str)], n: u64| -> Result<Expect> {
+        Ok(Expect::new(name, labels, b(name, labels)? + n as f64))
+    };
     agent.wait_all(
         &[
-            // gateway received: the client's requests + the upstream's responses.
-            Expect::new(
-                UNTRACKED_BYTES,
-                &[("direction", "ingress")],
-                b(UNTRACKED_BYTES, &[("direction", "ingress")])? + (written + up_out) as f64,
-            ),
-            Expect::new(
-                UNTRACKED_BYTES,
-                &[("direction", "egress")],
-                b(UNTRACKED_BYTES, &[("direction", "egress")])? + (read + up_in) as f64,
-            ),
+            // Every byte after the start is attributed; none is untracked.
+            plus(
+                DOWN_BYTES,
+                &[("listener", &l), ("direction", "ingress")],
+                written,
+            )?,
+            plus(
+                DOWN_BYTES,
+                &[("listener", &l), ("direction", "egress")],
+                read,
+            )?,
+            plus(UP_BYTES, &[("peer", &p), ("direction", "egress")], up_in)?,
+            plus(UP_BYTES, &[("peer", &p), ("direction", "ingress")], up_out)?,
+            same(UNTRACKED_BYTES, &[("direction", "ingress")])?,
+            same(UNTRACKED_BYTES, &[("direction", "egress")])?,
+            // Both connections were found, not opened while we watched.
+            plus(
+                "gatescope_events_received_total",
+                &[("kind", "conn_found")],
+                2,
+            )?,
             same(ACCEPTED, &[])?,
-            same(DOWN_BYTES, &[("listener", &l), ("direction", "ingress")])?,
-            same(DOWN_BYTES, &[("listener", &l), ("direction", "egress")])?,
-            same(UP_BYTES, &[("peer", &p), ("direction", "ingress")])?,
-            same(UP_BYTES, &[("peer", &p), ("direction", "egress")])?,
             same(UP_OPENED, &[("peer", &p)])?,
+            Expect::new(DOWN_CONNS, &[("state", "active")], 1.0),
+            Expect::new(UP_CONNS, &[("peer", &p)], up.open as f64),
+            // The three requests after the start are parsed (the first one
+            // starts at a message boundary), each with its upstream call.
+            plus("gatescope_http_requests_all_total", &[], 3)?,
+            plus(
+                "gatescope_http_upstream_requests_total",
+                &[("peer", &p), ("code", "200")],
+                3,
+            )?,
         ],
         SETTLE_TIMEOUT,
     )?;

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gatescope_common::{
     DataHeader, Event, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX, DIR_EGRESS, DIR_INGRESS,
-    KIND_ACCEPT, KIND_CONN_OPEN, KIND_DATA, KIND_EXIT, KIND_FORK, KIND_STATE, ROLE_DOWNSTREAM,
-    ROLE_UPSTREAM,
+    KIND_ACCEPT, KIND_CONN_FOUND, KIND_CONN_OPEN, KIND_DATA, KIND_EXIT, KIND_FORK, KIND_STATE,
+    ROLE_DOWNSTREAM, ROLE_UPSTREAM,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +49,14 @@ pub enum Observation<'a> {
         endpoints: Endpoints,
         ts_ns: u64,
     },
+    /// A connection open before gatescope started, seen for the first time
+    /// when the gateway moved bytes on it.
+    ConnFound {
+        sk: u64,
+        role: Role,
+        endpoints: Endpoints,
+        ts_ns: u64,
+    },
     State {
         sk: u64,
         old: u32,
@@ -85,6 +93,7 @@ impl Observation<'_> {
     pub fn kind(&self) -> &'static str {
         match self {
             Observation::ConnOpen { .. } => "conn_open",
+            Observation::ConnFound { .. } => "conn_found",
             Observation::State { .. } => "state",
             Observation::Data { .. } => "data",
             Observation::Accept { .. } => "accept",
@@ -106,7 +115,15 @@ pub enum DecodeError {
     Lengths,
 }
 
-pub const KINDS: [&str; 6] = ["conn_open", "state", "data", "accept", "fork", "exit"];
+pub const KINDS: [&str; 7] = [
+    "conn_open",
+    "conn_found",
+    "state",
+    "data",
+    "accept",
+    "fork",
+    "exit",
+];
 
 pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
     if raw.len() >= 4 && u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]) == KIND_DATA {
@@ -124,6 +141,12 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
     };
     Ok(match e.kind {
         KIND_CONN_OPEN => Observation::ConnOpen {
+            sk: e.sk,
+            role: role()?,
+            endpoints: endpoints(&e.tuple),
+            ts_ns: e.ts_ns,
+        },
+        KIND_CONN_FOUND => Observation::ConnFound {
             sk: e.sk,
             role: role()?,
             endpoints: endpoints(&e.tuple),
@@ -242,6 +265,32 @@ mod tests {
         );
         assert_eq!(endpoints.local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(endpoints.remote, "10.1.2.3:51000".parse().unwrap());
+    }
+
+    #[test]
+    fn decodes_a_found_connection() {
+        let mut e = Event {
+            kind: KIND_CONN_FOUND,
+            role: ROLE_UPSTREAM,
+            sk: 9,
+            ..Event::default()
+        };
+        e.tuple.family = AF_INET;
+        e.tuple.lport = 40000;
+        e.tuple.rport = 9000;
+        e.tuple.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.tuple.raddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        let Observation::ConnFound {
+            sk,
+            role,
+            endpoints,
+            ..
+        } = decode(&raw(&e)).unwrap()
+        else {
+            panic!("wrong kind");
+        };
+        assert_eq!((sk, role), (9, Role::Upstream));
+        assert_eq!(endpoints.remote, "127.0.0.2:9000".parse().unwrap());
     }
 
     #[test]

@@ -35,8 +35,6 @@ impl HttpConn {
     /// A connection that was already open when gatescope started: both
     /// directions skip to the next message start; a response is only taken
     /// once a request it can answer has been seen.
-    // for connections already open at start; not wired into sessions yet
-    #[allow(dead_code)]
     pub fn new_midstream(side: Side) -> Self {
         Self::with_streams(
             side,
