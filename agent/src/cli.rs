@@ -3,17 +3,22 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{builder::BoolishValueParser, ArgAction, Parser, ValueEnum};
+use clap::{builder::BoolishValueParser, ArgAction, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "gatescope",
     version,
-    about = "See what an API gateway is doing, from the kernel."
+    about = "See what an API gateway is doing, from the kernel.",
+    subcommand_negates_reqs = true
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// PID of a gateway process to observe; it and all its descendants
-    /// (workers, reloaded workers) are followed. Repeatable.
+    /// (workers, reloaded workers) are followed. Repeatable. Required unless
+    /// a subcommand is given.
     #[arg(
         long = "pid",
         env = "GATESCOPE_PID",
@@ -87,6 +92,14 @@ pub struct Args {
     pub log: String,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Probe what this host allows (capabilities, BTF, tracefs, ring buffer,
+    /// and whether each eBPF program type loads and attaches), say what
+    /// gatescope uses for each job, and exit non-zero when it cannot run.
+    Check,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Compat {
     /// gatescope's own names, following Prometheus conventions.
@@ -123,5 +136,23 @@ mod tests {
             Some(std::path::Path::new("/etc/g.toml"))
         );
         assert!(Args::try_parse_from(["gatescope", "--pid=1", "--latency-metrics=maybe"]).is_err());
+    }
+
+    #[test]
+    fn check_needs_no_pid_and_the_agent_still_does() {
+        let a = Args::try_parse_from(["gatescope", "check"]).unwrap();
+        assert_eq!(a.command, Some(Command::Check));
+        assert!(a.pids.is_empty());
+        let a =
+            Args::try_parse_from(["gatescope", "--pid", "7", "--listen", "127.0.0.1:1"]).unwrap();
+        assert_eq!(a.command, None);
+        assert_eq!(a.pids, [7]);
+        let a = Args::try_parse_from(["gatescope", "--pid=1,2"]).unwrap();
+        assert_eq!(a.pids, [1, 2]);
+        if std::env::var_os("GATESCOPE_PID").is_none() {
+            let err = Args::try_parse_from(["gatescope"]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        }
+        assert!(Args::try_parse_from(["gatescope", "chekc"]).is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! gatescope agent: wiring only. The stages live in their modules:
 //! capture -> conntrack -> metrics, driven by `pipeline`, served by `server`.
 
+mod btf;
 mod capture;
+mod check;
 mod cli;
 mod config;
 mod conntrack;
@@ -27,7 +29,7 @@ use tokio::{
     signal::unix::{signal, SignalKind},
     sync::watch,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     capture::{decode::KINDS, Capture},
@@ -47,6 +49,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .init();
+    if let Some(cli::Command::Check) = args.command {
+        return check::run();
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -81,7 +86,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     preflight::check_host()?;
     let listener = bind(&args)?;
 
-    let (capture, maps, events) = Capture::load(args.ring_buffer_bytes, args.capture_bytes)?;
+    // Connections open before we start are picked up on first use, with
+    // socket field offsets from the kernel's BTF; without BTF they stay
+    // untracked (their bytes are still counted).
+    let sock_offsets = btf::sock_offsets(std::path::Path::new(btf::VMLINUX)).unwrap_or_else(|e| {
+        warn!("{e}: connections open before gatescope started will not be attributed");
+        gatescope_common::SockOffsets::default()
+    });
+    let (mut capture, maps, events) =
+        Capture::load(args.ring_buffer_bytes, args.capture_bytes, &sock_offsets)?;
+    check::log_hooks(capture.ebpf_mut());
     let node_id = args
         .node_id
         .clone()
@@ -99,6 +113,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         upstream_health: args.upstream_health_metrics,
     };
     let metrics = Metrics::new(args.metrics_compat, &id, &KINDS, groups);
+    metrics.health.set_ring_buffer_bytes(args.ring_buffer_bytes);
     metrics
         .health
         .programs_attached
@@ -132,14 +147,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = sigterm.recv() => info!("SIGTERM: detaching"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT: detaching"),
     }
+    // Detach first, so the producers stop and the final drain is finite.
+    capture.detach();
+    info!("detached");
     let _ = stop_tx.send(true);
     let _ = server.await;
     pipeline
         .await
         .context("pipeline task")?
         .context("reading the ring buffer")?;
-    drop(capture);
-    info!("detached; bye");
+    info!("bye");
     Ok(())
 }
 

@@ -8,14 +8,17 @@
 //! - `conn`: TCP connection lifecycle of target sockets, and accept counts.
 //! - `bytes`: bytes per socket moved by target threads.
 //! - `payload`: the head and tail of those transfers, for HTTP parsing.
+//! - `found`: connections open before gatescope started, claimed on first use.
 #![no_std]
 #![no_main]
 
 mod bytes;
 mod conn;
 mod emit;
+mod found;
 mod maps;
 mod payload;
+mod probe;
 mod process;
 
 #[cfg(not(test))]

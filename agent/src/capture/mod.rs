@@ -5,15 +5,20 @@ pub mod decode;
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{Program, TracePoint},
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_TARGETS,
+    SockOffsets, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES, GLOBAL_SOCK_OFFSETS, MAP_EVENTS,
+    MAP_LISTEN_PORTS, MAP_LOST, MAP_TARGETS,
 };
 use tracing::debug;
 
 use crate::error::StartError;
+
+/// The kernel programs' object (built by agent/build.rs), shared with
+/// `gatescope check`.
+pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gatescope"));
 
 /// Each program and the tracepoints it is attached to. Process tracking comes
 /// first so that no worker forked during start-up is missed; buffer saving
@@ -75,11 +80,39 @@ pub struct Maps {
 }
 
 impl Capture {
+    /// Detaches and unloads every program, all at once: each tracepoint
+    /// detach waits for an RCU grace period in the kernel, and one after
+    /// another our twenty-odd attachments took up to two seconds under load.
+    /// Concurrent waits overlap.
+    pub fn detach(mut self) {
+        let programs: Vec<&mut Program> = self._ebpf.programs_mut().map(|(_, p)| p).collect();
+        std::thread::scope(|scope| {
+            for program in programs {
+                scope.spawn(move || {
+                    let _ = match program {
+                        Program::TracePoint(p) => p.unload(),
+                        Program::UProbe(p) => p.unload(),
+                        Program::RawTracePoint(p) => p.unload(),
+                        Program::BtfTracePoint(p) => p.unload(),
+                        Program::SocketFilter(p) => p.unload(),
+                        _ => Ok(()),
+                    };
+                });
+            }
+        });
+    }
+
+    /// The loaded object, for the start-up hook probe.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self._ebpf
+    }
+
     /// Loads and attaches everything; returns the programs' owner, the maps
     /// the pipeline maintains, and the ring buffer it reads.
     pub fn load(
         ring_buffer_bytes: u32,
         capture_bytes: u32,
+        sock_offsets: &SockOffsets,
     ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
             return Err(StartError::RingBufferSize(ring_buffer_bytes));
@@ -90,10 +123,8 @@ impl Capture {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
             .override_global(GLOBAL_CAPTURE_BYTES, &capture_bytes, true)
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/gatescope"
-            )))
+            .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
+            .load(OBJECT)
             .map_err(|e| StartError::Load(error_chain(&e)))?;
 
         let mut attached = 0;
