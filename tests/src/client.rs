@@ -46,6 +46,11 @@ impl Client {
         self.totals
     }
 
+    /// Fold another client's totals into this one's (concurrent clients, one truth).
+    pub fn add_totals(&mut self, t: Transfer) {
+        self.totals += t;
+    }
+
     fn connect(&self) -> Result<TcpStream> {
         let s = TcpStream::connect(("127.0.0.1", self.port))
             .with_context(|| format!("connecting to 127.0.0.1:{}", self.port))?;

@@ -16,6 +16,7 @@ pub mod request_log;
 pub mod upstream;
 pub mod util;
 pub mod workload;
+pub mod wrk;
 
 use anyhow::Result;
 
@@ -33,6 +34,20 @@ impl Scene {
             listen_port: util::free_port()?,
             upstream_port: upstream.port(),
         })?;
+        Ok(Self { upstream, nginx })
+    }
+
+    /// [`Scene::start`] with nginx's process-level [`nginx::Tuning`].
+    pub fn start_tuned(workers: u32, tuning: &nginx::Tuning) -> Result<Self> {
+        let upstream = upstream::Upstream::start()?;
+        let nginx = nginx::Nginx::start_tuned(
+            &nginx::NginxConfig {
+                workers,
+                listen_port: util::free_port()?,
+                upstream_port: upstream.port(),
+            },
+            tuning,
+        )?;
         Ok(Self { upstream, nginx })
     }
 

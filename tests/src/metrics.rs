@@ -15,6 +15,8 @@ pub const CONNS_TRACKED: &str = "gatescope_connections_tracked";
 pub const TARGET_PROCESSES: &str = "gatescope_target_processes";
 pub const LISTEN_SOCKETS: &str = "gatescope_listen_sockets";
 pub const PROGRAMS_ATTACHED: &str = "gatescope_programs_attached";
+pub const MAP_CAPACITY: &str = "gatescope_map_capacity";
+pub const REQUESTS_ALL: &str = "gatescope_http_requests_all_total";
 
 pub const KONG_CONNS: &str = "kong_nginx_connections_total";
 pub const KONG_BANDWIDTH: &str = "kong_bandwidth_bytes";

@@ -22,6 +22,34 @@ pub struct NginxConfig {
     pub upstream_port: u16,
 }
 
+/// Process-level settings of [`Nginx::start_tuned`].
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// `daemon on`: nginx forks and the launcher exits, as in production (the
+    /// master is then found through the pid file, and [`Nginx::upgrade_begin`]
+    /// works: a foreground master ignores USR2 while its parent lives).
+    pub daemon: bool,
+    /// `events { worker_connections N; }`
+    pub worker_connections: u32,
+    /// `worker_rlimit_nofile N;`
+    pub worker_rlimit_nofile: Option<u32>,
+    /// Idle upstream connections kept per worker (`keepalive N;`): at least the
+    /// load generator's connection count, or short-lived upstream connections
+    /// exhaust loopback ephemeral ports (TIME_WAIT) and nginx answers 502.
+    pub upstream_keepalive: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            daemon: false,
+            worker_connections: 1024,
+            worker_rlimit_nofile: None,
+            upstream_keepalive: 16,
+        }
+    }
+}
+
 /// See [`Nginx::start_accuracy`].
 pub struct AccuracyConfig {
     pub workers: u32,
@@ -32,7 +60,11 @@ pub struct AccuracyConfig {
 }
 
 pub struct Nginx {
+    /// The foreground master, or the daemonizing launcher (already exited).
     child: Child,
+    daemon: bool,
+    /// The master's pid (a new one after [`Nginx::upgrade_finish`]).
+    master: u32,
     dir: TempDir,
     workers: u32,
     listen_port: u16,
@@ -56,6 +88,11 @@ impl Nginx {
     /// Render the config into a fresh temp dir, start `nginx -c conf -p dir` in the
     /// foreground and wait until it listens and all workers exist.
     pub fn start(cfg: &NginxConfig) -> Result<Self> {
+        Self::start_tuned(cfg, &Tuning::default())
+    }
+
+    /// [`Nginx::start`] with process-level [`Tuning`].
+    pub fn start_tuned(cfg: &NginxConfig, t: &Tuning) -> Result<Self> {
         ensure!(
             std::path::Path::new(NGINX_BIN).exists(),
             "{NGINX_BIN} not found (apt-get install nginx)"
@@ -63,15 +100,15 @@ impl Nginx {
         let dir = TempDir::new("nginx")?;
         let d = dir.path().display().to_string();
         let conf = format!(
-            r#"daemon off;
+            r#"daemon {daemon};
 master_process on;
 worker_processes {workers};
-user root;
+{rlimit}user root;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
 
 events {{
-    worker_connections 1024;
+    worker_connections {wc};
 }}
 
 http {{
@@ -85,7 +122,7 @@ http {{
 
     upstream backend {{
         server 127.0.0.1:{up};
-        keepalive 16;
+        keepalive {ka};
     }}
 
     server {{
@@ -99,11 +136,18 @@ http {{
     }}
 }}
 "#,
+            daemon = if t.daemon { "on" } else { "off" },
             workers = cfg.workers,
+            rlimit = t
+                .worker_rlimit_nofile
+                .map(|n| format!("worker_rlimit_nofile {n};\n"))
+                .unwrap_or_default(),
+            wc = t.worker_connections,
+            ka = t.upstream_keepalive,
             up = cfg.upstream_port,
             port = cfg.listen_port,
         );
-        Self::launch(dir, &conf, cfg.workers, cfg.listen_port)
+        Self::launch_as(dir, &conf, cfg.workers, cfg.listen_port, t.daemon)
     }
 
     /// The accuracy tests' nginx: `workers` workers on `listen_port`, the `acc` access
@@ -182,6 +226,16 @@ http {{
     /// Write `conf` into `dir`, start `nginx -c conf -p dir` in the foreground and
     /// wait until it listens on `listen_port` and all workers exist.
     fn launch(dir: TempDir, conf: &str, workers: u32, listen_port: u16) -> Result<Self> {
+        Self::launch_as(dir, conf, workers, listen_port, false)
+    }
+
+    fn launch_as(
+        dir: TempDir,
+        conf: &str,
+        workers: u32,
+        listen_port: u16,
+        daemon: bool,
+    ) -> Result<Self> {
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let stderr = File::create(dir.path().join("stderr.log"))?;
@@ -197,16 +251,49 @@ http {{
             .stderr(stderr)
             .spawn()
             .context("spawning nginx")?;
+        let master = child.id();
         let mut ng = Nginx {
             child,
+            daemon,
+            master,
             dir,
             workers,
             listen_port,
             current_workers: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
+        if daemon {
+            // The launcher forks the master and exits 0; the master writes the pid file.
+            let st = loop {
+                if let Some(st) = ng.child.try_wait()? {
+                    break st;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "the nginx launcher did not exit within 10 s:\n{}",
+                    ng.diagnostics()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            ensure!(
+                st.success(),
+                "nginx start-up failed ({st}):\n{}",
+                ng.diagnostics()
+            );
+            ng.master = util::poll(Duration::from_secs(10), "nginx.pid", || {
+                Ok(ng.read_pid_file("nginx.pid"))
+            })
+            .with_context(|| ng.diagnostics())?;
+        }
         loop {
-            if let Some(st) = ng.child.try_wait()? {
+            if daemon {
+                ensure!(
+                    util::is_alive(ng.master),
+                    "nginx master {} exited during start-up:\n{}",
+                    ng.master,
+                    ng.diagnostics()
+                );
+            } else if let Some(st) = ng.child.try_wait()? {
                 bail!("nginx exited during start-up ({st}):\n{}", ng.diagnostics());
             }
             let pids = ng.worker_pids();
@@ -227,7 +314,97 @@ http {{
     }
 
     pub fn master_pid(&self) -> u32 {
-        self.child.id()
+        self.master
+    }
+
+    /// The pid in `<dir>/<name>` (`nginx.pid`, `nginx.pid.oldbin`), if any.
+    fn read_pid_file(&self, name: &str) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Rewrite `worker_processes` in the config for the next [`Nginx::reload`].
+    pub fn set_workers(&mut self, workers: u32) -> Result<()> {
+        let path = self.dir.path().join("nginx.conf");
+        let conf = std::fs::read_to_string(&path)?;
+        let mut found = false;
+        let new: String = conf
+            .lines()
+            .map(|l| {
+                if l.starts_with("worker_processes ") {
+                    found = true;
+                    format!("worker_processes {workers};\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        ensure!(found, "no worker_processes line in {}", path.display());
+        std::fs::write(&path, new)?;
+        self.workers = workers;
+        Ok(())
+    }
+
+    /// nginx's binary upgrade, first half: USR2 makes the master re-execute its
+    /// binary in a forked child (the new master, a descendant of the old one);
+    /// wait until the new master and its workers run and the pid file moved to
+    /// `nginx.pid.oldbin`. Needs [`Tuning::daemon`], and the caller must be a
+    /// child subreaper ([`util::set_child_subreaper`]) or the master's parent
+    /// gone (nginx ignores USR2 while the parent it started under lives).
+    /// Returns the new master's pid.
+    pub fn upgrade_begin(&mut self) -> Result<u32> {
+        ensure!(self.daemon, "binary upgrade needs a daemonized nginx");
+        let old = self.master;
+        util::signal(old, libc::SIGUSR2)?;
+        let workers = self.workers as usize;
+        util::poll(Duration::from_secs(15), "the new nginx master", || {
+            let (Some(new), Some(oldbin)) = (
+                self.read_pid_file("nginx.pid"),
+                self.read_pid_file("nginx.pid.oldbin"),
+            ) else {
+                return Ok(None);
+            };
+            if new == old || oldbin != old || util::proc_stat(new).map(|s| s.ppid) != Some(old) {
+                return Ok(None);
+            }
+            Ok((util::children_of(new).len() == workers).then_some(new))
+        })
+        .with_context(|| {
+            format!(
+                "old master {old}, children {:?}\n{}",
+                util::children_of(old),
+                self.diagnostics()
+            )
+        })
+    }
+
+    /// Second half: WINCH the old master (its workers finish and exit), then QUIT
+    /// it; wait until only the new master and its workers remain. From then on
+    /// [`Nginx::master_pid`] is the new master.
+    pub fn upgrade_finish(&mut self, new: u32) -> Result<()> {
+        let old = self.master;
+        util::signal(old, libc::SIGWINCH)?;
+        util::poll(Duration::from_secs(15), "the old workers to exit", || {
+            Ok((util::children_of(old) == vec![new]).then_some(()))
+        })
+        .with_context(|| format!("children of {old}: {:?}", util::children_of(old)))?;
+        util::signal(old, libc::SIGQUIT)?;
+        util::poll(Duration::from_secs(15), "the old master to exit", || {
+            Ok((!util::is_alive(old)).then_some(()))
+        })
+        .with_context(|| self.diagnostics())?;
+        util::reap(old);
+        self.master = new;
+        self.current_workers = self.worker_pids();
+        ensure!(
+            self.current_workers.len() == self.workers as usize,
+            "new master {new} has workers {:?}",
+            self.current_workers
+        );
+        Ok(())
     }
 
     pub fn listen_port(&self) -> u16 {
@@ -323,6 +500,10 @@ http {{
 
     /// Graceful stop (SIGQUIT), SIGKILL for everything left after 5 s.
     pub fn stop(&mut self) {
+        if self.daemon {
+            self.stop_daemon();
+            return;
+        }
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -340,6 +521,29 @@ http {{
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    fn stop_daemon(&mut self) {
+        let _ = self.child.try_wait();
+        let master = self.master;
+        if !util::is_alive(master) {
+            util::reap(master);
+            return;
+        }
+        let workers = self.worker_pids();
+        let _ = util::signal(master, libc::SIGQUIT);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && util::is_alive(master) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if util::is_alive(master) {
+            for w in self.worker_pids().into_iter().chain(workers) {
+                let _ = util::signal(w, libc::SIGKILL);
+            }
+            let _ = util::signal(master, libc::SIGKILL);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        util::reap(master);
     }
 }
 

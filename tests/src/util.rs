@@ -153,6 +153,154 @@ pub fn is_listening_v4_loopback(port: u16) -> bool {
     })
 }
 
+/// Make this process a child subreaper (or stop being one): orphaned
+/// descendants (a daemonized nginx, an upgraded nginx master) are re-parented
+/// to it instead of to init, and [`reap`] can collect them.
+pub fn set_child_subreaper(on: bool) -> Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_CHILD_SUBREAPER,
+            libc::c_ulong::from(on),
+            0,
+            0,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("prctl(PR_SET_CHILD_SUBREAPER)");
+    }
+    Ok(())
+}
+
+/// Collect `pid` if it is an exited child of this process (no-op otherwise).
+pub fn reap(pid: u32) {
+    let mut status = 0;
+    // SAFETY: waitpid writes only into `status`.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+}
+
+/// Raise this process's RLIMIT_NOFILE (soft and hard) to `n`; where raising the
+/// hard limit is not permitted (no CAP_SYS_RESOURCE, e.g. in a container), raise
+/// the soft limit to the hard one. Returns the soft limit now in force.
+pub fn raise_nofile(n: u64) -> Result<u64> {
+    let set = |cur: u64, max: u64| {
+        let lim = libc::rlimit {
+            rlim_cur: cur as libc::rlim_t,
+            rlim_max: max as libc::rlim_t,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0)
+            .then_some(())
+            .ok_or_else(std::io::Error::last_os_error)
+    };
+    match set(n, n) {
+        Ok(()) => Ok(n),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes only into `lim`.
+            if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+            }
+            let hard: u64 = lim.rlim_max;
+            set(hard, hard).with_context(|| format!("setrlimit(RLIMIT_NOFILE, {hard})"))?;
+            Ok(hard)
+        }
+        Err(e) => Err(e).with_context(|| format!("setrlimit(RLIMIT_NOFILE, {n})")),
+    }
+}
+
+/// A TCP connection to `dst` from `src` (port chosen by the kernel): bind before
+/// connect, so several loopback source addresses multiply the ephemeral ports.
+pub fn connect_from(
+    src: std::net::Ipv4Addr,
+    dst: std::net::SocketAddrV4,
+) -> Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    let sin = |a: std::net::SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket syscalls on a fd we own; the fd is handed to TcpStream
+    // (which closes it) or closed here on error.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("socket()");
+        }
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let a = sin(std::net::SocketAddrV4::new(src, 0));
+        if libc::bind(fd, &a as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("bind({src}:0)"));
+        }
+        let d = sin(dst);
+        if libc::connect(fd, &d as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("connect({src} -> {dst})"));
+        }
+        Ok(stream)
+    }
+}
+
+/// VmRSS of `pid` in KiB, from /proc/<pid>/status.
+pub fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    st.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Inodes of the sockets `pid` holds open (from /proc/<pid>/fd).
+pub fn socket_inodes(pid: u32) -> std::collections::BTreeSet<u64> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        if let Ok(t) = std::fs::read_link(e.path()) {
+            if let Some(i) = t
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse().ok())
+            {
+                out.insert(i);
+            }
+        }
+    }
+    out
+}
+
+/// The inode of the IPv4 TCP socket with local address `local` and peer `remote`
+/// (from /proc/net/tcp).
+pub fn tcp_inode(local: std::net::SocketAddrV4, remote: std::net::SocketAddrV4) -> Option<u64> {
+    let hex = |a: std::net::SocketAddrV4| {
+        format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(a.ip().octets()),
+            a.port()
+        )
+    };
+    let (l, r) = (hex(local), hex(remote));
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    tcp.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 9 && f[1] == l && f[2] == r)
+            .then(|| f[9].parse().ok())
+            .flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

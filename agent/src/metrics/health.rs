@@ -16,6 +16,8 @@ pub struct Health {
     pub target_processes: IntGauge,
     pub listen_sockets: IntGauge,
     pub programs_attached: IntGauge,
+    /// Fixed capacities of the kernel maps and the ring buffer size, by `map`.
+    pub map_capacity: IntGaugeVec,
 }
 
 impl Health {
@@ -71,7 +73,16 @@ impl Health {
         register(registry, &connections_tracked);
         register(registry, &target_processes);
         register(registry, &listen_sockets);
+        let map_capacity = IntGaugeVec::new(
+            Opts::new(
+                "gatescope_map_capacity",
+                "Capacity of each kernel map (entries) and of the ring buffer (bytes)",
+            ),
+            &["map"],
+        )
+        .expect("valid metric");
         register(registry, &programs_attached);
+        register(registry, &map_capacity);
 
         build_info.with_label_values(&[version, kernel]).set(1);
         for kind in kinds {
@@ -86,6 +97,15 @@ impl Health {
         for role in ["downstream", "upstream"] {
             connections_tracked.with_label_values(&[role]);
         }
+        for (map, cap) in [
+            ("targets", gatescope_common::TARGETS_MAX),
+            ("sockets", gatescope_common::SOCKS_MAX),
+            ("args", gatescope_common::ARGS_MAX),
+            ("listen_ports", gatescope_common::LISTEN_PORTS_MAX),
+            ("ring_buffer_bytes", gatescope_common::EVENTS_DEFAULT_BYTES),
+        ] {
+            map_capacity.with_label_values(&[map]).set(i64::from(cap));
+        }
         Health {
             events_received,
             events_lost,
@@ -93,6 +113,14 @@ impl Health {
             target_processes,
             listen_sockets,
             programs_attached,
+            map_capacity,
         }
+    }
+
+    /// The ring buffer size actually loaded (`--ring-buffer-bytes`).
+    pub fn set_ring_buffer_bytes(&self, bytes: u32) {
+        self.map_capacity
+            .with_label_values(&["ring_buffer_bytes"])
+            .set(i64::from(bytes));
     }
 }

@@ -1,0 +1,688 @@
+//! Resilience (issue 4, section 3), each case against its own nginx and agent:
+//! a worker crash, a reload that adds workers, nginx's binary upgrade, SIGTERM
+//! under load, a ring buffer overrun, and 50,000 idle connections.
+
+use anyhow::{ensure, Context, Result};
+use gatescope_tests::agent::{http_get, Agent, Expect, SETTLE_TIMEOUT};
+use gatescope_tests::client::Client;
+use gatescope_tests::metrics::*;
+use gatescope_tests::nginx::Tuning;
+use gatescope_tests::prom::Scrape;
+use gatescope_tests::upstream::UpstreamStats;
+use gatescope_tests::wrk::Wrk;
+use gatescope_tests::{bpftool, util, Scene};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A little of everything: one-shots with and without a body, keep-alive.
+fn traffic(client: &mut Client) -> Result<()> {
+    client.one_shot("/size/777")?;
+    client.one_shot_post("/size/10", 2048)?;
+    client.keep_alive(3, "/size/5000")?;
+    client.keep_alive(2, "/size/1")?;
+    Ok(())
+}
+
+/// Upstream counters once every request was answered and they held still for
+/// 300 ms (exiting workers close their idle upstream connections).
+fn settled_upstream(scene: &Scene, requests: u64) -> Result<UpstreamStats> {
+    let mut last = None;
+    util::poll(Duration::from_secs(10), "upstream to settle", || {
+        let st = scene.upstream.stats();
+        if st.requests != requests {
+            return Ok(None);
+        }
+        if last == Some(st) {
+            return Ok(Some(st));
+        }
+        last = Some(st);
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(None)
+    })
+}
+
+/// Every count the client's and the upstream's own totals determine, relative to
+/// `base`, with no client connection left open.
+fn expectations(
+    base: &Scrape,
+    scene: &Scene,
+    c: &Client,
+    up: &UpstreamStats,
+) -> Result<Vec<Expect>> {
+    let l = scene.nginx.listen_addr();
+    let p = scene.upstream.addr();
+    let (l, p) = (l.as_str(), p.as_str());
+    let b = |name: &str, labels: &[(&str, &str)]| base.get_or_zero(name, labels);
+    let t = c.totals();
+    let f = |x: u64| x as f64;
+    let down_in = [("listener", l), ("direction", "ingress")];
+    let down_out = [("listener", l), ("direction", "egress")];
+    let up_out = [("peer", p), ("direction", "egress")];
+    let up_in = [("peer", p), ("direction", "ingress")];
+    Ok(vec![
+        Expect::new(ACCEPTED, &[], b(ACCEPTED, &[])? + f(t.connections)),
+        Expect::new(REQUESTS_ALL, &[], b(REQUESTS_ALL, &[])? + f(t.requests)),
+        Expect::new(
+            DOWN_BYTES,
+            &down_in,
+            b(DOWN_BYTES, &down_in)? + f(t.written),
+        ),
+        Expect::new(DOWN_BYTES, &down_out, b(DOWN_BYTES, &down_out)? + f(t.read)),
+        Expect::new(
+            UP_BYTES,
+            &up_out,
+            b(UP_BYTES, &up_out)? + f(up.bytes_received),
+        ),
+        Expect::new(UP_BYTES, &up_in, b(UP_BYTES, &up_in)? + f(up.bytes_sent)),
+        Expect::new(
+            UP_OPENED,
+            &[("peer", p)],
+            b(UP_OPENED, &[("peer", p)])? + f(up.accepted),
+        ),
+        Expect::new(UP_CONNS, &[("peer", p)], f(up.open)),
+        Expect::new(
+            DOWN_CONNS,
+            &[("state", "active")],
+            b(DOWN_CONNS, &[("state", "active")])?,
+        ),
+    ])
+}
+
+/// Wait for [`expectations`] plus `gatescope_target_processes == procs`; then
+/// require that nothing was lost.
+fn settle(agent: &Agent, base: &Scrape, scene: &Scene, c: &Client, procs: usize) -> Result<Scrape> {
+    let up = settled_upstream(scene, c.totals().requests)?;
+    let mut exp = expectations(base, scene, c, &up)?;
+    exp.push(Expect::new(TARGET_PROCESSES, &[], procs as f64));
+    let s = agent.wait_all(&exp, SETTLE_TIMEOUT)?;
+    no_losses(&s)?;
+    Ok(s)
+}
+
+fn no_losses(s: &Scrape) -> Result<()> {
+    for reason in LOST_REASONS {
+        let v = s.require(EVENTS_LOST, &[("reason", reason)])?;
+        ensure!(v == 0.0, "events lost ({reason}) = {v}\n{}", s.text);
+    }
+    Ok(())
+}
+
+/// The nginx worker holding the accepted end of `conn`, once it is accepted.
+fn worker_of(scene: &Scene, conn: &TcpStream) -> Result<u32> {
+    let std::net::SocketAddr::V4(client) = conn.local_addr()? else {
+        anyhow::bail!("not IPv4");
+    };
+    let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, scene.nginx.listen_port());
+    util::poll(Duration::from_secs(5), "nginx to accept", || {
+        let Some(inode) = util::tcp_inode(server, client).filter(|i| *i != 0) else {
+            return Ok(None);
+        };
+        Ok(scene
+            .nginx
+            .worker_pids()
+            .into_iter()
+            .find(|w| util::socket_inodes(*w).contains(&inode)))
+    })
+    .with_context(|| format!("no worker holds the socket of {client}"))
+}
+
+/// True once the server side has gone: EOF or an error on a non-blocking peek.
+fn closed_by_peer(s: &TcpStream) -> Result<bool> {
+    s.set_nonblocking(true)?;
+    let mut b = [0u8; 1];
+    let r = s.peek(&mut b);
+    s.set_nonblocking(false)?;
+    Ok(match r {
+        Ok(0) => true,
+        Ok(n) => anyhow::bail!("{n} unexpected bytes on an idle connection"),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    })
+}
+
+/// Light background traffic: one exchange at a time, each under `lock`, so
+/// whoever holds the lock knows no request is in flight.
+struct Background {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Result<u64>>>,
+}
+
+impl Background {
+    fn start(client: Arc<Mutex<Client>>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || -> Result<u64> {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut n = 0u64;
+            while !s.load(Ordering::SeqCst) && Instant::now() < deadline && n < 5_000 {
+                {
+                    let mut c = client.lock().unwrap();
+                    if n.is_multiple_of(2) {
+                        c.one_shot("/size/333")?;
+                    } else {
+                        c.keep_alive(2, "/size/42")?;
+                    }
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(n)
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stop; the number of exchanges made.
+    fn finish(mut self) -> Result<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| anyhow::anyhow!("traffic thread panicked"))?
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[test]
+fn worker_crash() -> Result<()> {
+    const WORKERS: usize = 2;
+    const IDLE: usize = 8;
+    let scene = Scene::start(WORKERS as u32)?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let base = agent.scrape()?;
+
+    // Idle connections spread over the workers; some die with the victim.
+    let client = Arc::new(Mutex::new(scene.client()));
+    let mut idle = Vec::new();
+    for _ in 0..IDLE {
+        idle.push(client.lock().unwrap().idle_connection()?);
+    }
+    let owners = idle
+        .iter()
+        .map(|c| worker_of(&scene, c))
+        .collect::<Result<Vec<u32>>>()?;
+    let victim = *scene
+        .nginx
+        .worker_pids()
+        .iter()
+        .max_by_key(|w| owners.iter().filter(|o| o == w).count())
+        .context("no workers")?;
+    let on_victim = owners.iter().filter(|o| **o == victim).count();
+
+    let bg = Background::start(client.clone());
+    std::thread::sleep(Duration::from_millis(700));
+    let before = {
+        // No exchange in flight while the worker dies.
+        let c = client.lock().unwrap();
+        util::signal(victim, libc::SIGKILL)?;
+        util::poll(Duration::from_secs(5), "the victim to die", || {
+            Ok((!util::is_alive(victim)).then_some(()))
+        })?;
+        c.totals()
+    };
+    let respawned = util::poll(Duration::from_secs(10), "nginx to respawn a worker", || {
+        let w = scene.nginx.worker_pids();
+        Ok((w.len() == WORKERS && !w.contains(&victim)).then_some(w))
+    })
+    .with_context(|| scene.nginx.diagnostics())?;
+    std::thread::sleep(Duration::from_millis(700));
+    let exchanges = bg.finish()?;
+    let after = client.lock().unwrap().totals();
+    ensure!(
+        before.requests > 0 && after.requests > before.requests,
+        "traffic before the crash {before:?}, in all {after:?} ({exchanges} exchanges)"
+    );
+
+    // The kernel closed the victim's connections; the survivors' are still open.
+    let mut dead = 0;
+    for c in &idle {
+        if closed_by_peer(c)? {
+            dead += 1;
+        }
+    }
+    ensure!(
+        dead == on_victim,
+        "{dead} idle connections closed by the crash, {on_victim} were on worker {victim}"
+    );
+    let live = scene.nginx.process_count();
+    ensure!(live == 1 + WORKERS, "nginx has {live} processes");
+    let s = agent.wait_all(
+        &[
+            Expect::new(TARGET_PROCESSES, &[], live as f64),
+            Expect::new(
+                DOWN_CONNS,
+                &[("state", "active")],
+                base.get_or_zero(DOWN_CONNS, &[("state", "active")])? + (IDLE - dead) as f64,
+            ),
+        ],
+        SETTLE_TIMEOUT,
+    )?;
+    drop(idle);
+
+    let c = client.lock().unwrap();
+    let s2 = settle(&agent, &base, &scene, &c, live)?;
+    eprintln!(
+        "worker_crash: killed {victim} (held {on_victim}/{IDLE} idle connections), respawned \
+         {respawned:?}; client {after:?}; targets {} then {}; requests_all {}",
+        s.require(TARGET_PROCESSES, &[])?,
+        s2.require(TARGET_PROCESSES, &[])?,
+        s2.require(REQUESTS_ALL, &[])?
+    );
+    Ok(())
+}
+
+#[test]
+fn gains_workers() -> Result<()> {
+    let mut scene = Scene::start(2)?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let base = agent.scrape()?;
+    let mut client = scene.client();
+    traffic(&mut client)?;
+    settle(&agent, &base, &scene, &client, 3)?;
+
+    scene.nginx.set_workers(4)?;
+    let new = scene.nginx.reload()?;
+    ensure!(new.len() == 4, "new workers {new:?}");
+    ensure!(scene.nginx.process_count() == 5);
+    settle(&agent, &base, &scene, &client, 5)?;
+
+    // Concurrent clients, so the connections spread over the new workers; each
+    // keeps one connection open until all are open, so at least two workers serve.
+    let port = scene.nginx.listen_port();
+    let mut held = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let mut c = Client::new(port);
+        held.push(c.idle_connection()?);
+        handles.push(std::thread::spawn(move || -> Result<Client> {
+            for _ in 0..5 {
+                traffic(&mut c)?;
+            }
+            Ok(c)
+        }));
+    }
+    let owners: BTreeSet<u32> = held
+        .iter()
+        .map(|c| worker_of(&scene, c))
+        .collect::<Result<_>>()?;
+    ensure!(
+        owners.iter().all(|w| new.contains(w)),
+        "connections on {owners:?}, new workers {new:?}"
+    );
+    drop(held);
+    let mut all = Client::new(port);
+    for h in handles {
+        let c = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        // Includes the held connection: one connection, no bytes.
+        all.add_totals(c.totals());
+    }
+    all.add_totals(client.totals());
+    let s = settle(&agent, &base, &scene, &all, 5)?;
+    eprintln!(
+        "gains_workers: workers {new:?}, idle connections landed on {owners:?}; \
+         client {:?}; accepted {}",
+        all.totals(),
+        s.require(ACCEPTED, &[])?
+    );
+    Ok(())
+}
+
+/// Stops being a child subreaper on drop.
+struct Subreaper;
+
+impl Subreaper {
+    fn on() -> Result<Self> {
+        util::set_child_subreaper(true)?;
+        Ok(Self)
+    }
+}
+
+impl Drop for Subreaper {
+    fn drop(&mut self) {
+        let _ = util::set_child_subreaper(false);
+    }
+}
+
+#[test]
+fn binary_upgrade_style_restart() -> Result<()> {
+    // Declared first, dropped last: nginx is stopped (and reaped) before.
+    let _reaper = Subreaper::on()?;
+    let mut scene = Scene::start_tuned(
+        2,
+        &Tuning {
+            daemon: true,
+            ..Tuning::default()
+        },
+    )?;
+    let old = scene.nginx.master_pid();
+    let agent = Agent::start(&[old], &[])?;
+    let base = agent.scrape()?;
+    let mut client = scene.client();
+    traffic(&mut client)?;
+    settle(&agent, &base, &scene, &client, 3)?;
+
+    // USR2: old master + 2 workers, new master + 2 workers.
+    let new = scene.nginx.upgrade_begin()?;
+    let new_workers = util::children_of(new);
+    traffic(&mut client)?;
+    settle(&agent, &base, &scene, &client, 6)?;
+
+    // WINCH + QUIT the old master: only the new generation is left.
+    scene.nginx.upgrade_finish(new)?;
+    ensure!(!util::is_alive(old), "old master {old} still alive");
+    ensure!(scene.nginx.master_pid() == new);
+    ensure!(scene.nginx.worker_pids() == new_workers);
+    settle(&agent, &base, &scene, &client, 3)?;
+    traffic(&mut client)?;
+    let s = settle(&agent, &base, &scene, &client, 3)?;
+    eprintln!(
+        "binary_upgrade: master {old} -> {new} (workers {new_workers:?}); client {:?}; \
+         accepted {}",
+        client.totals(),
+        s.require(ACCEPTED, &[])?
+    );
+    Ok(())
+}
+
+/// One scraper thread's tally.
+#[derive(Debug, Default)]
+struct ScrapeTally {
+    ok: u64,
+    /// Connection failures after SIGTERM was sent (the agent is going away).
+    after_stop: u64,
+}
+
+#[test]
+fn sigterm_under_load() -> Result<()> {
+    let scene = Scene::start_tuned(
+        2,
+        &Tuning {
+            upstream_keepalive: 64,
+            ..Tuning::default()
+        },
+    )?;
+    let mut agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let ours = bpftool::prog_ids_held_by(agent.pid())?;
+    ensure!(!ours.is_empty(), "the agent holds no programs");
+    let wrk = Wrk::spawn(
+        &format!("http://127.0.0.1:{}/size/100", scene.nginx.listen_port()),
+        2,
+        50,
+        10,
+    )?;
+    let started = Instant::now();
+
+    let sigterm_sent = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let scrapers: Vec<_> = (0..4)
+        .map(|i| {
+            let (sent, stop, addr) = (sigterm_sent.clone(), stop.clone(), agent.addr().to_string());
+            std::thread::spawn(move || -> Result<ScrapeTally> {
+                let mut t = ScrapeTally::default();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && t.ok < 100_000 {
+                    match http_get(&addr, "/metrics") {
+                        Ok((200, body)) => {
+                            Scrape::parse(&body)
+                                .with_context(|| format!("scraper {i}: unparsable scrape"))?;
+                            t.ok += 1;
+                        }
+                        Ok((code, body)) => anyhow::bail!("scraper {i}: HTTP {code}: {body}"),
+                        Err(_) if sent.load(Ordering::SeqCst) => {
+                            t.after_stop += 1;
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(e) => return Err(e.context(format!("scraper {i} before SIGTERM"))),
+                    }
+                }
+                Ok(t)
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_secs(3));
+    let s = agent.scrape()?;
+    let accepted_at_stop = s.require(ACCEPTED, &[])?;
+    sigterm_sent.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let stopped = agent.stop_ok();
+    let exit_time = t0.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let mut tallies = Vec::new();
+    for h in scrapers {
+        tallies.push(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("scraper panicked"))??,
+        );
+    }
+    stopped?;
+    ensure!(
+        exit_time <= Duration::from_secs(2),
+        "exit took {exit_time:?}"
+    );
+    for (i, t) in tallies.iter().enumerate() {
+        ensure!(t.ok >= 5, "scraper {i} got only {} scrapes in 3 s", t.ok);
+    }
+
+    // Program release after the last fd closes is asynchronous in the kernel.
+    let left = util::poll(Duration::from_secs(3), "agent programs to unload", || {
+        let now: BTreeSet<u32> = bpftool::progs()?.iter().map(|p| p.id).collect();
+        let left: Vec<u32> = ours.intersection(&now).copied().collect();
+        Ok(left.is_empty().then_some(left))
+    });
+    ensure!(
+        left.is_ok(),
+        "programs {ours:?} still loaded 3 s after exit"
+    );
+
+    let (sum, out) = wrk.wait()?;
+    ensure!(
+        sum.errors() == 0 && sum.requests > 0,
+        "wrk saw errors: {sum:?}\n{out}"
+    );
+    ensure!(
+        accepted_at_stop >= 50.0,
+        "the agent saw only {accepted_at_stop} accepts under load"
+    );
+    eprintln!(
+        "sigterm_under_load: exit 0 after {exit_time:?} ({:?} into the run); scrapes {:?}; \
+         {} programs unloaded; wrk {sum:?}",
+        t0.duration_since(started),
+        tallies,
+        ours.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn ring_buffer_overrun() -> Result<()> {
+    const QUIET: usize = 50;
+    let ringbuf = [("reason", "ringbuf_full")];
+    let scene = Scene::start(2)?;
+    let agent = Agent::start(
+        &[scene.nginx.master_pid()],
+        &["--ring-buffer-bytes", "4096"],
+    )?;
+    let s = agent.scrape()?;
+    ensure!(
+        s.require(MAP_CAPACITY, &[("map", "ring_buffer_bytes")])? == 4096.0,
+        "ring buffer capacity:\n{}",
+        s.text
+    );
+    ensure!(s.require(EVENTS_LOST, &ringbuf)? == 0.0);
+
+    let wrk = Wrk::spawn(
+        &format!("http://127.0.0.1:{}/size/100", scene.nginx.listen_port()),
+        2,
+        50,
+        3,
+    )?;
+    let (sum, out) = wrk.wait()?;
+    ensure!(sum.errors() == 0 && sum.requests > 0, "wrk: {sum:?}\n{out}");
+
+    // The burst is over; wait until the agent's counters hold still.
+    let mut last = None;
+    let after_burst = util::poll(Duration::from_secs(10), "counters to settle", || {
+        let s = agent.scrape()?;
+        let key = (s.require(ACCEPTED, &[])?, s.require(EVENTS_LOST, &ringbuf)?);
+        if last == Some(key) {
+            return Ok(Some(s));
+        }
+        last = Some(key);
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(None)
+    })?;
+    let lost = after_burst.require(EVENTS_LOST, &ringbuf)?;
+    ensure!(
+        lost > 0.0,
+        "no ring buffer loss after a {}-request burst into a 4 KiB ring:\n{}",
+        sum.requests,
+        after_burst.text
+    );
+    let accepted = after_burst.require(ACCEPTED, &[])?;
+
+    // Quiet phase: one request at a time, each counted.
+    let mut client = scene.client();
+    for _ in 0..QUIET {
+        client.one_shot("/size/100")?;
+    }
+    agent.wait_all(
+        &[
+            Expect::new(ACCEPTED, &[], accepted + QUIET as f64),
+            Expect::new(EVENTS_LOST, &ringbuf, lost),
+        ],
+        SETTLE_TIMEOUT,
+    )?;
+    eprintln!(
+        "ring_buffer_overrun: wrk {} requests; accepted after burst {accepted}; lost \
+         (ringbuf_full) {lost}; quiet phase {QUIET} one-shots counted exactly, no new loss",
+        sum.requests
+    );
+    Ok(())
+}
+
+#[test]
+fn many_idle_connections() -> Result<()> {
+    const WANT: usize = 50_000;
+    /// Fewer than this many reachable connections is a failure, not a pass.
+    const MIN: usize = 10_000;
+    const SOURCES: [Ipv4Addr; 4] = [
+        Ipv4Addr::new(127, 0, 0, 2),
+        Ipv4Addr::new(127, 0, 0, 3),
+        Ipv4Addr::new(127, 0, 0, 4),
+        Ipv4Addr::new(127, 0, 0, 5),
+    ];
+    const RSS_LIMIT_KIB: u64 = 200 * 1024;
+    // Where the hard RLIMIT_NOFILE cannot be raised (a container without
+    // CAP_SYS_RESOURCE), every process, nginx's workers included, is held to it:
+    // open as many as it allows, and say so.
+    let nofile = util::raise_nofile(WANT as u64 + 10_000)?;
+    let n = WANT.min((nofile as usize).saturating_sub(1_000));
+    ensure!(
+        n >= MIN,
+        "RLIMIT_NOFILE {nofile} allows only {n} idle connections (need {MIN})"
+    );
+    if n < WANT {
+        eprintln!(
+            "many_idle_connections: RLIMIT_NOFILE hard limit {nofile}: {n} connections, not {WANT}"
+        );
+    }
+    let scene = Scene::start_tuned(
+        2,
+        &Tuning {
+            worker_connections: 40_000,
+            worker_rlimit_nofile: Some(70_000.min(nofile as u32)),
+            ..Tuning::default()
+        },
+    )?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let base = agent.scrape()?;
+    for (map, cap) in [
+        ("targets", 16_384.0),
+        ("sockets", 262_144.0),
+        ("args", 16_384.0),
+        ("listen_ports", 1_024.0),
+        ("ring_buffer_bytes", 4_194_304.0),
+    ] {
+        let v = base.require(MAP_CAPACITY, &[("map", map)])?;
+        ensure!(v == cap, "{MAP_CAPACITY}{{map={map:?}}} = {v}, want {cap}");
+    }
+    let active = [("state", "active")];
+    let tracked = [("role", "downstream")];
+    let b_active = base.get_or_zero(DOWN_CONNS, &active)?;
+    let b_tracked = base.get_or_zero(CONNS_TRACKED, &tracked)?;
+    let b_accepted = base.get_or_zero(ACCEPTED, &[])?;
+    let rss_before = util::vm_rss_kib(agent.pid())?;
+
+    let dst = SocketAddrV4::new(Ipv4Addr::LOCALHOST, scene.nginx.listen_port());
+    let t0 = Instant::now();
+    let mut conns = Vec::with_capacity(n);
+    while conns.len() < n {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(40),
+            "opened only {} of {n} connections in 40 s",
+            conns.len()
+        );
+        let src = SOURCES[conns.len() % SOURCES.len()];
+        let c = util::connect_from(src, dst)
+            .with_context(|| format!("after {} connections", conns.len()))?;
+        conns.push(c);
+    }
+    let open_time = t0.elapsed();
+    let s = agent.wait_all(
+        &[
+            Expect::new(DOWN_CONNS, &active, b_active + n as f64),
+            Expect::new(CONNS_TRACKED, &tracked, b_tracked + n as f64),
+            Expect::new(ACCEPTED, &[], b_accepted + n as f64),
+        ],
+        Duration::from_secs(30),
+    )?;
+    no_losses(&s)?;
+    let rss = util::vm_rss_kib(agent.pid())?;
+    ensure!(
+        rss < RSS_LIMIT_KIB,
+        "agent VmRSS {rss} KiB with {n} idle connections (limit {RSS_LIMIT_KIB} KiB)"
+    );
+    let per_worker: Vec<(u32, usize)> = scene
+        .nginx
+        .worker_pids()
+        .into_iter()
+        .map(|w| (w, util::socket_inodes(w).len()))
+        .collect();
+
+    let t1 = Instant::now();
+    drop(conns);
+    let s = agent.wait_all(
+        &[
+            Expect::new(DOWN_CONNS, &active, b_active),
+            Expect::new(CONNS_TRACKED, &tracked, b_tracked),
+            Expect::new(ACCEPTED, &[], b_accepted + n as f64),
+        ],
+        Duration::from_secs(30),
+    )?;
+    no_losses(&s)?;
+    let rss_after = util::vm_rss_kib(agent.pid())?;
+    eprintln!(
+        "many_idle_connections: {n} opened in {open_time:?}, sockets per worker {per_worker:?}; \
+         agent VmRSS {rss_before} KiB before, {rss} KiB with them open, {rss_after} KiB after \
+         closing (closed and settled in {:?})",
+        t1.elapsed()
+    );
+    Ok(())
+}
