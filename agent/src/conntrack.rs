@@ -11,7 +11,7 @@ use std::{collections::HashMap, net::SocketAddr};
 
 use gatescope_common::{TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_SYN_SENT};
 
-use crate::capture::decode::{Direction, Endpoints, Observation, Role};
+use crate::capture::decode::{Direction, Endpoints, Observation, Role, TcpEvent};
 
 /// What the export stage counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +38,16 @@ pub enum Fact {
     UntrackedBytes {
         dir: Direction,
         len: u64,
+    },
+    /// A retransmission or reset on a client connection (by listening port).
+    DownstreamTcp {
+        port: u16,
+        event: TcpEvent,
+    },
+    /// A retransmission or reset on a connection to an upstream peer.
+    UpstreamTcp {
+        peer: SocketAddr,
+        event: TcpEvent,
     },
     /// The table was full and a connection could not be tracked.
     TableFull,
@@ -131,6 +141,20 @@ impl ConnTable {
                 sk, dir, len, tgid, ..
             } => self.bytes(sk, dir, len, tgid, facts),
             Observation::Accept { .. } => facts.push(Fact::Accepted),
+            Observation::Tcp { sk, event } => {
+                if let Some(conn) = self.conns.get(&sk) {
+                    facts.push(match conn.role {
+                        Role::Downstream => Fact::DownstreamTcp {
+                            port: conn.endpoints.local.port(),
+                            event,
+                        },
+                        Role::Upstream => Fact::UpstreamTcp {
+                            peer: conn.endpoints.remote,
+                            event,
+                        },
+                    });
+                }
+            }
             Observation::Fork { .. } | Observation::Exit { .. } => {}
         }
     }

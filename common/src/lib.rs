@@ -67,6 +67,15 @@ pub const KIND_EXIT: u32 = 6;
 /// open before gatescope started): its addresses, read from the socket with
 /// offsets from BTF, and `role` decided by its local port.
 pub const KIND_CONN_FOUND: u32 = 7;
+/// A TCP event on a tracked socket (`value` = `TCP_EVENT_*`).
+pub const KIND_TCP: u32 = 8;
+
+/// `tcp:tcp_retransmit_skb`: the gateway retransmitted a segment.
+pub const TCP_EVENT_RETRANSMIT: i64 = 1;
+/// `tcp:tcp_send_reset`: the gateway's socket sent a reset.
+pub const TCP_EVENT_RESET_SENT: i64 = 2;
+/// `tcp:tcp_receive_reset`: the peer reset the connection.
+pub const TCP_EVENT_RESET_RECEIVED: i64 = 3;
 
 /// Connection roles.
 pub const ROLE_DOWNSTREAM: u32 = 1;
@@ -273,6 +282,14 @@ pub mod tp {
     pub mod sched_process_exit {
         pub const GROUP_DEAD: usize = 32;
     }
+    /// `tcp:tcp_retransmit_skb` and `tcp:tcp_send_reset`.
+    pub mod tcp_skb {
+        pub const SKADDR: usize = 16;
+    }
+    /// `tcp:tcp_receive_reset`.
+    pub mod tcp_receive_reset {
+        pub const SKADDR: usize = 8;
+    }
     /// `syscalls:sys_exit_*`.
     pub mod sys_exit {
         pub const RET: usize = 16;
@@ -398,6 +415,15 @@ pub mod tp {
             "group_dead",
             sched_process_exit::GROUP_DEAD,
             1,
+        ),
+        ("tcp", "tcp_retransmit_skb", "skaddr", tcp_skb::SKADDR, 8),
+        ("tcp", "tcp_send_reset", "skaddr", tcp_skb::SKADDR, 8),
+        (
+            "tcp",
+            "tcp_receive_reset",
+            "skaddr",
+            tcp_receive_reset::SKADDR,
+            8,
         ),
         ("syscalls", "sys_exit_accept4", "ret", sys_exit::RET, 8),
         ("syscalls", "sys_exit_accept", "ret", sys_exit::RET, 8),

@@ -9,6 +9,7 @@
 //! - `bytes`: bytes per socket moved by target threads.
 //! - `payload`: the head and tail of those transfers, for HTTP parsing.
 //! - `found`: connections open before gatescope started, claimed on first use.
+//! - `tcp`: retransmissions and resets on tracked connections.
 #![no_std]
 #![no_main]
 
@@ -20,6 +21,7 @@ mod maps;
 mod payload;
 mod probe;
 mod process;
+mod tcp;
 
 #[cfg(not(test))]
 #[panic_handler]

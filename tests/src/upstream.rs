@@ -61,6 +61,7 @@ impl Upstream {
     ///   write, 2 ms apart;
     /// - `/slow/MS`: sleeps MS milliseconds, then 200 with a 100-byte body, unless
     ///   the peer closed the connection meanwhile (then nothing is sent);
+    /// - `/reset`: no response; the connection is reset (`SO_LINGER` 0 close);
     /// - anything else: 404 with a short body.
     ///
     /// HEAD gets the same head as GET and no body.
@@ -221,6 +222,12 @@ fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
         let head_only = method == "HEAD";
         let conn_hdr = if close { "Connection: close\r\n" } else { "" };
 
+        if path == "/reset" {
+            counters.exchanges.lock().unwrap().push(ex);
+            reset(&s)?;
+            return Ok(());
+        }
+
         if let Some(n) = path
             .strip_prefix("/chunked/")
             .and_then(|n| n.parse::<usize>().ok())
@@ -311,4 +318,25 @@ fn pattern(n: usize) -> Vec<u8> {
 
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Resets an established connection now: connect() with AF_UNSPEC makes the
+/// kernel disconnect the socket (tcp_disconnect), which sends a reset, even
+/// while other descriptors of it are open (as this server keeps clones).
+fn reset(s: &TcpStream) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let addr = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    // SAFETY: a valid socket descriptor and a sockaddr of the size given.
+    let rc = unsafe {
+        libc::connect(
+            s.as_raw_fd(),
+            &addr,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    anyhow::ensure!(rc == 0, "disconnect: {}", std::io::Error::last_os_error());
+    Ok(())
 }

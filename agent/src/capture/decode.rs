@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use gatescope_common::{
     DataHeader, Event, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX, DIR_EGRESS, DIR_INGRESS,
     KIND_ACCEPT, KIND_CONN_FOUND, KIND_CONN_OPEN, KIND_DATA, KIND_EXIT, KIND_FORK, KIND_STATE,
-    ROLE_DOWNSTREAM, ROLE_UPSTREAM,
+    KIND_TCP, ROLE_DOWNSTREAM, ROLE_UPSTREAM, TCP_EVENT_RESET_RECEIVED, TCP_EVENT_RESET_SENT,
+    TCP_EVENT_RETRANSMIT,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -15,6 +16,24 @@ pub enum Role {
     Downstream,
     /// The gateway's connection to an upstream (active open).
     Upstream,
+}
+
+/// Trouble on a TCP connection, from the `tcp:*` tracepoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TcpEvent {
+    Retransmit,
+    ResetSent,
+    ResetReceived,
+}
+
+impl TcpEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpEvent::Retransmit => "retransmit",
+            TcpEvent::ResetSent => "reset_sent",
+            TcpEvent::ResetReceived => "reset_received",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,6 +98,10 @@ pub enum Observation<'a> {
     Accept {
         tgid: u32,
     },
+    Tcp {
+        sk: u64,
+        event: TcpEvent,
+    },
     Fork {
         parent: u32,
         child: u32,
@@ -97,6 +120,7 @@ impl Observation<'_> {
             Observation::State { .. } => "state",
             Observation::Data { .. } => "data",
             Observation::Accept { .. } => "accept",
+            Observation::Tcp { .. } => "tcp",
             Observation::Fork { .. } => "fork",
             Observation::Exit { .. } => "exit",
         }
@@ -115,12 +139,13 @@ pub enum DecodeError {
     Lengths,
 }
 
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 8] = [
     "conn_open",
     "conn_found",
     "state",
     "data",
     "accept",
+    "tcp",
     "fork",
     "exit",
 ];
@@ -160,6 +185,15 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
             ts_ns: e.ts_ns,
         },
         KIND_ACCEPT => Observation::Accept { tgid: e.tgid },
+        KIND_TCP => Observation::Tcp {
+            sk: e.sk,
+            event: match e.value {
+                TCP_EVENT_RETRANSMIT => TcpEvent::Retransmit,
+                TCP_EVENT_RESET_SENT => TcpEvent::ResetSent,
+                TCP_EVENT_RESET_RECEIVED => TcpEvent::ResetReceived,
+                _ => return Err(DecodeError::Kind(e.kind)),
+            },
+        },
         KIND_FORK => Observation::Fork {
             parent: e.tgid,
             child: e.value as u32,

@@ -62,6 +62,9 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
             ("syscalls", "sys_enter_io_uring_enter"),
         ],
     ),
+    ("tcp_retransmit_skb", &[("tcp", "tcp_retransmit_skb")]),
+    ("tcp_send_reset", &[("tcp", "tcp_send_reset")]),
+    ("tcp_receive_reset", &[("tcp", "tcp_receive_reset")]),
     ("sock_send_length", &[("sock", "sock_send_length")]),
     ("sock_recv_length", &[("sock", "sock_recv_length")]),
 ];

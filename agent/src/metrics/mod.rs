@@ -60,6 +60,8 @@ pub struct Metrics {
     upstream_opened: IntCounterVec,
     upstream_bytes: IntCounterVec,
     untracked_bytes: IntCounterVec,
+    downstream_tcp: IntCounterVec,
+    upstream_tcp: IntCounterVec,
     pub health: Health,
     /// Listening port -> the listening socket's address, as the label shows it.
     listeners: HashMap<u16, String>,
@@ -118,6 +120,24 @@ impl Metrics {
         register(&registry, &upstream_opened);
         register(&registry, &upstream_bytes);
         register(&registry, &untracked_bytes);
+        let downstream_tcp = IntCounterVec::new(
+            Opts::new(
+                "gatescope_downstream_tcp_events_total",
+                "Retransmissions and resets on client connections, per listening socket (tcp:* tracepoints)",
+            ),
+            &["listener", "event"],
+        )
+        .expect("valid metric");
+        let upstream_tcp = IntCounterVec::new(
+            Opts::new(
+                "gatescope_upstream_tcp_events_total",
+                "Retransmissions and resets on connections to each upstream peer (tcp:* tracepoints)",
+            ),
+            &["peer", "event"],
+        )
+        .expect("valid metric");
+        register(&registry, &downstream_tcp);
+        register(&registry, &upstream_tcp);
         for dir in [Direction::Ingress, Direction::Egress] {
             untracked_bytes.with_label_values(&[dir.as_str()]);
         }
@@ -131,6 +151,8 @@ impl Metrics {
             upstream_opened,
             upstream_bytes,
             untracked_bytes,
+            downstream_tcp,
+            upstream_tcp,
             health,
             listeners: HashMap::new(),
         }
@@ -173,6 +195,20 @@ impl Metrics {
                 self.untracked_bytes
                     .with_label_values(&[dir.as_str()])
                     .inc_by(len);
+            }
+            Fact::DownstreamTcp { port, event } => {
+                let label = match self.listeners.get(&port) {
+                    Some(label) => label.clone(),
+                    None => format!("*:{port}"),
+                };
+                self.downstream_tcp
+                    .with_label_values(&[&label, event.as_str()])
+                    .inc();
+            }
+            Fact::UpstreamTcp { peer, event } => {
+                self.upstream_tcp
+                    .with_label_values(&[&peer.to_string(), event.as_str()])
+                    .inc();
             }
             Fact::TableFull => {
                 self.health
