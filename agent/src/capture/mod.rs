@@ -5,7 +5,7 @@ pub mod decode;
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{Program, TracePoint},
+    programs::{trace_point::TracePointLink, Program, TracePoint},
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
@@ -72,6 +72,8 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
 /// The loaded programs; dropping it detaches them all.
 pub struct Capture {
     _ebpf: Ebpf,
+    /// Every attachment, owned here so that each can be detached on its own.
+    links: Vec<TracePointLink>,
     pub programs_attached: usize,
 }
 
@@ -83,11 +85,18 @@ pub struct Maps {
 }
 
 impl Capture {
-    /// Detaches and unloads every program, all at once: each tracepoint
-    /// detach waits for an RCU grace period in the kernel, and one after
-    /// another our twenty-odd attachments took up to two seconds under load.
-    /// Concurrent waits overlap.
+    /// Detaches every attachment, all at once, then unloads the programs.
+    /// Each tracepoint detach waits for an RCU grace period in the kernel;
+    /// one after another, our two dozen attachments took more than two
+    /// seconds under load. Concurrent waits overlap, so each link is dropped
+    /// on its own thread.
     pub fn detach(mut self) {
+        let links = std::mem::take(&mut self.links);
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
         let programs: Vec<&mut Program> = self._ebpf.programs_mut().map(|(_, p)| p).collect();
         std::thread::scope(|scope| {
             for program in programs {
@@ -131,6 +140,7 @@ impl Capture {
             .map_err(|e| StartError::Load(error_chain(&e)))?;
 
         let mut attached = 0;
+        let mut links = Vec::new();
         for &(program, tracepoints) in PROGRAMS {
             let attach_err = |(category, name): (&str, &str), reason: String| StartError::Attach {
                 program: program.into(),
@@ -148,9 +158,13 @@ impl Capture {
                 .load()
                 .map_err(|e| attach_err(first, error_chain(&e)))?;
             for &(category, name) in tracepoints {
-                tracepoint
+                let id = tracepoint
                     .attach(category, name)
                     .map_err(|e| attach_err((category, name), error_chain(&e)))?;
+                let link = tracepoint
+                    .take_link(id)
+                    .map_err(|e| attach_err((category, name), error_chain(&e)))?;
+                links.push(link);
                 debug!(program, "attached to {category}:{name}");
             }
             attached += 1;
@@ -165,6 +179,7 @@ impl Capture {
         Ok((
             Capture {
                 _ebpf: ebpf,
+                links,
                 programs_attached: attached,
             },
             maps,
