@@ -9,7 +9,6 @@
 
 use std::{
     error::Error,
-    ffi::CString,
     fmt::Write as _,
     fs, io,
     net::UdpSocket,
@@ -28,9 +27,11 @@ use aya::{
 use gatescope_common::{EVENTS_DEFAULT_BYTES, MAP_EVENTS};
 use tracing::{debug, info};
 
-use crate::{capture::OBJECT, identity};
-
-const TRACEFS: &str = "/sys/kernel/tracing";
+use crate::{
+    capture::OBJECT,
+    identity,
+    preflight::{self, TRACEFS},
+};
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
 
@@ -725,29 +726,9 @@ fn ensure_tracefs() -> Tracefs {
     if tracefs_mounted(&mounts) || Path::new(TRACEFS).join("events").is_dir() {
         return Tracefs::Mounted;
     }
-    let target = CString::new(TRACEFS).expect("no NUL");
-    let fstype = CString::new("tracefs").expect("no NUL");
-    let source = CString::new("nodev").expect("no NUL");
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Tracefs::Unavailable(format!(
-            "mounting it failed: {}",
-            errno(&io::Error::last_os_error())
-        ));
-    }
-    if Path::new(TRACEFS).join("events").is_dir() {
-        Tracefs::MountedNow
-    } else {
-        Tracefs::Unavailable("mounted, but it has no events/ directory".into())
+    match preflight::mount_tracefs() {
+        Ok(()) => Tracefs::MountedNow,
+        Err(e) => Tracefs::Unavailable(format!("mounting it failed: {}", errno(&e))),
     }
 }
 

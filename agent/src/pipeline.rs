@@ -136,9 +136,7 @@ impl Pipeline {
             budget -= 1;
             match decode(&item) {
                 Ok(obs) => {
-                    if let Some(i) = KINDS.iter().position(|k| *k == obs.kind()) {
-                        per_kind[i] += 1;
-                    }
+                    per_kind[obs.kind_index()] += 1;
                     self.http_stage(&obs);
                     self.table.apply(&obs, &mut self.facts);
                 }

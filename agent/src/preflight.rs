@@ -58,6 +58,12 @@ fn ensure_tracefs() -> Result<(), StartError> {
         return Ok(());
     }
     info!("tracefs is not mounted; mounting it at {TRACEFS}");
+    mount_tracefs().map_err(|e| StartError::Tracefs(e.to_string()))
+}
+
+/// Mounts tracefs at [`TRACEFS`] (needs CAP_SYS_ADMIN), as other observers
+/// do when a host has not; shared by the agent and `gatescope check`.
+pub fn mount_tracefs() -> std::io::Result<()> {
     let target = CString::new(TRACEFS).expect("no NUL");
     let fstype = CString::new("tracefs").expect("no NUL");
     let source = CString::new("nodev").expect("no NUL");
@@ -72,13 +78,11 @@ fn ensure_tracefs() -> Result<(), StartError> {
         )
     };
     if rc != 0 {
-        return Err(StartError::Tracefs(
-            std::io::Error::last_os_error().to_string(),
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     if !Path::new(TRACEFS).join("events").is_dir() {
-        return Err(StartError::Tracefs(
-            "mounted, but it has no events/ directory".into(),
+        return Err(std::io::Error::other(
+            "mounted, but it has no events/ directory",
         ));
     }
     Ok(())

@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod agent;
 pub mod bpftool;
 pub mod client;
+pub mod expect;
 pub mod metrics;
 pub mod nginx;
 pub mod prom;

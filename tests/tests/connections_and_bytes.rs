@@ -3,6 +3,7 @@
 
 use anyhow::{ensure, Result};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
+use gatescope_tests::expect::{nothing_untracked, traffic_deltas};
 use gatescope_tests::metrics::*;
 use gatescope_tests::{util, Scene};
 use std::time::Duration;
@@ -21,7 +22,6 @@ fn connections_and_bytes() -> Result<()> {
         base.require(EVENTS_LOST, &[("reason", reason)])?;
     }
     let b = |name: &str, labels: &[(&str, &str)]| base.get_or_zero(name, labels);
-    let active_base = b(DOWN_CONNS, &[("state", "active")])?;
 
     // C one-shot connections (GETs of several sizes and POSTs with bodies) and K
     // keep-alive connections with several requests each.
@@ -73,50 +73,11 @@ fn connections_and_bytes() -> Result<()> {
         "nginx kept no idle upstream connection: {up:?}"
     );
 
-    let f = |x: u64| x as f64;
-    let exp = vec![
-        Expect::new(ACCEPTED, &[], b(ACCEPTED, &[])? + f(c + k)),
-        Expect::new(HANDLED, &[], b(HANDLED, &[])? + f(c + k)),
-        Expect::new(
-            DOWN_BYTES,
-            &[("listener", l), ("direction", "ingress")],
-            b(DOWN_BYTES, &[("listener", l), ("direction", "ingress")])? + f(t.written),
-        ),
-        Expect::new(
-            DOWN_BYTES,
-            &[("listener", l), ("direction", "egress")],
-            b(DOWN_BYTES, &[("listener", l), ("direction", "egress")])? + f(t.read),
-        ),
-        Expect::new(
-            UP_BYTES,
-            &[("peer", p), ("direction", "egress")],
-            b(UP_BYTES, &[("peer", p), ("direction", "egress")])? + f(up.bytes_received),
-        ),
-        Expect::new(
-            UP_BYTES,
-            &[("peer", p), ("direction", "ingress")],
-            b(UP_BYTES, &[("peer", p), ("direction", "ingress")])? + f(up.bytes_sent),
-        ),
-        Expect::new(
-            UP_OPENED,
-            &[("peer", p)],
-            b(UP_OPENED, &[("peer", p)])? + f(up.accepted),
-        ),
-        Expect::new(UP_CONNS, &[("peer", p)], f(up.open)),
-        // All client connections are closed again.
-        Expect::new(DOWN_CONNS, &[("state", "active")], active_base),
-        // Every socket was opened after the agent started.
-        Expect::new(
-            UNTRACKED_BYTES,
-            &[("direction", "ingress")],
-            b(UNTRACKED_BYTES, &[("direction", "ingress")])?,
-        ),
-        Expect::new(
-            UNTRACKED_BYTES,
-            &[("direction", "egress")],
-            b(UNTRACKED_BYTES, &[("direction", "egress")])?,
-        ),
-    ];
+    // Accepted, bytes both ways on both legs, upstream connections and active
+    // back to its base; plus every connection handled and none untracked.
+    let mut exp = traffic_deltas(&base, l, p, &t, &up)?;
+    exp.push(Expect::new(HANDLED, &[], b(HANDLED, &[])? + (c + k) as f64));
+    exp.extend(nothing_untracked(&base)?);
     let s = agent.wait_all(&exp, SETTLE_TIMEOUT)?;
     for reason in LOST_REASONS {
         let v = s.require(EVENTS_LOST, &[("reason", reason)])?;

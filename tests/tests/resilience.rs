@@ -5,6 +5,7 @@
 use anyhow::{ensure, Context, Result};
 use gatescope_tests::agent::{http_get, Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::Client;
+use gatescope_tests::expect::{mixed_traffic, settled_upstream, traffic_deltas};
 use gatescope_tests::metrics::*;
 use gatescope_tests::nginx::Tuning;
 use gatescope_tests::prom::Scrape;
@@ -17,78 +18,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A little of everything: one-shots with and without a body, keep-alive.
-fn traffic(client: &mut Client) -> Result<()> {
-    client.one_shot("/size/777")?;
-    client.one_shot_post("/size/10", 2048)?;
-    client.keep_alive(3, "/size/5000")?;
-    client.keep_alive(2, "/size/1")?;
-    Ok(())
-}
-
-/// Upstream counters once every request was answered and they held still for
-/// 300 ms (exiting workers close their idle upstream connections).
-fn settled_upstream(scene: &Scene, requests: u64) -> Result<UpstreamStats> {
-    let mut last = None;
-    util::poll(Duration::from_secs(10), "upstream to settle", || {
-        let st = scene.upstream.stats();
-        if st.requests != requests {
-            return Ok(None);
-        }
-        if last == Some(st) {
-            return Ok(Some(st));
-        }
-        last = Some(st);
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(None)
-    })
-}
-
-/// Every count the client's and the upstream's own totals determine, relative to
-/// `base`, with no client connection left open.
+/// The shared deltas plus the requests the client made (all HTTP).
 fn expectations(
     base: &Scrape,
     scene: &Scene,
     c: &Client,
     up: &UpstreamStats,
 ) -> Result<Vec<Expect>> {
-    let l = scene.nginx.listen_addr();
-    let p = scene.upstream.addr();
-    let (l, p) = (l.as_str(), p.as_str());
-    let b = |name: &str, labels: &[(&str, &str)]| base.get_or_zero(name, labels);
     let t = c.totals();
-    let f = |x: u64| x as f64;
-    let down_in = [("listener", l), ("direction", "ingress")];
-    let down_out = [("listener", l), ("direction", "egress")];
-    let up_out = [("peer", p), ("direction", "egress")];
-    let up_in = [("peer", p), ("direction", "ingress")];
-    Ok(vec![
-        Expect::new(ACCEPTED, &[], b(ACCEPTED, &[])? + f(t.connections)),
-        Expect::new(REQUESTS_ALL, &[], b(REQUESTS_ALL, &[])? + f(t.requests)),
-        Expect::new(
-            DOWN_BYTES,
-            &down_in,
-            b(DOWN_BYTES, &down_in)? + f(t.written),
-        ),
-        Expect::new(DOWN_BYTES, &down_out, b(DOWN_BYTES, &down_out)? + f(t.read)),
-        Expect::new(
-            UP_BYTES,
-            &up_out,
-            b(UP_BYTES, &up_out)? + f(up.bytes_received),
-        ),
-        Expect::new(UP_BYTES, &up_in, b(UP_BYTES, &up_in)? + f(up.bytes_sent)),
-        Expect::new(
-            UP_OPENED,
-            &[("peer", p)],
-            b(UP_OPENED, &[("peer", p)])? + f(up.accepted),
-        ),
-        Expect::new(UP_CONNS, &[("peer", p)], f(up.open)),
-        Expect::new(
-            DOWN_CONNS,
-            &[("state", "active")],
-            b(DOWN_CONNS, &[("state", "active")])?,
-        ),
-    ])
+    let (l, p) = (scene.nginx.listen_addr(), scene.upstream.addr());
+    let mut exp = traffic_deltas(base, &l, &p, &t, up)?;
+    exp.push(Expect::new(
+        REQUESTS_ALL,
+        &[],
+        base.get_or_zero(REQUESTS_ALL, &[])? + t.requests as f64,
+    ));
+    Ok(exp)
 }
 
 /// Wait for [`expectations`] plus `gatescope_target_processes == procs`; then
@@ -291,7 +236,7 @@ fn gains_workers() -> Result<()> {
     let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
     let base = agent.scrape()?;
     let mut client = scene.client();
-    traffic(&mut client)?;
+    mixed_traffic(&mut client)?;
     settle(&agent, &base, &scene, &client, 3)?;
 
     scene.nginx.set_workers(4)?;
@@ -310,7 +255,7 @@ fn gains_workers() -> Result<()> {
         held.push(c.idle_connection()?);
         handles.push(std::thread::spawn(move || -> Result<Client> {
             for _ in 0..5 {
-                traffic(&mut c)?;
+                mixed_traffic(&mut c)?;
             }
             Ok(c)
         }));
@@ -374,13 +319,13 @@ fn binary_upgrade_style_restart() -> Result<()> {
     let agent = Agent::start(&[old], &[])?;
     let base = agent.scrape()?;
     let mut client = scene.client();
-    traffic(&mut client)?;
+    mixed_traffic(&mut client)?;
     settle(&agent, &base, &scene, &client, 3)?;
 
     // USR2: old master + 2 workers, new master + 2 workers.
     let new = scene.nginx.upgrade_begin()?;
     let new_workers = util::children_of(new);
-    traffic(&mut client)?;
+    mixed_traffic(&mut client)?;
     settle(&agent, &base, &scene, &client, 6)?;
 
     // WINCH + QUIT the old master: only the new generation is left.
@@ -389,7 +334,7 @@ fn binary_upgrade_style_restart() -> Result<()> {
     ensure!(scene.nginx.master_pid() == new);
     ensure!(scene.nginx.worker_pids() == new_workers);
     settle(&agent, &base, &scene, &client, 3)?;
-    traffic(&mut client)?;
+    mixed_traffic(&mut client)?;
     let s = settle(&agent, &base, &scene, &client, 3)?;
     eprintln!(
         "binary_upgrade: master {old} -> {new} (workers {new_workers:?}); client {:?}; \

@@ -112,17 +112,18 @@ pub enum Observation<'a> {
 }
 
 impl Observation<'_> {
-    /// The `kind` label of `gatescope_events_received_total`.
-    pub fn kind(&self) -> &'static str {
+    /// Index in [`KINDS`] of this observation's `kind` label of
+    /// `gatescope_events_received_total` (counted per record, so no strings).
+    pub fn kind_index(&self) -> usize {
         match self {
-            Observation::ConnOpen { .. } => "conn_open",
-            Observation::ConnFound { .. } => "conn_found",
-            Observation::State { .. } => "state",
-            Observation::Data { .. } => "data",
-            Observation::Accept { .. } => "accept",
-            Observation::Tcp { .. } => "tcp",
-            Observation::Fork { .. } => "fork",
-            Observation::Exit { .. } => "exit",
+            Observation::ConnOpen { .. } => 0,
+            Observation::ConnFound { .. } => 1,
+            Observation::State { .. } => 2,
+            Observation::Data { .. } => 3,
+            Observation::Accept { .. } => 4,
+            Observation::Tcp { .. } => 5,
+            Observation::Fork { .. } => 6,
+            Observation::Exit { .. } => 7,
         }
     }
 }
@@ -299,6 +300,72 @@ mod tests {
         );
         assert_eq!(endpoints.local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(endpoints.remote, "10.1.2.3:51000".parse().unwrap());
+    }
+
+    #[test]
+    fn kind_index_names_the_kind() {
+        let ep = endpoints(&Tuple::default());
+        let named = [
+            (
+                Observation::ConnOpen {
+                    sk: 1,
+                    role: Role::Upstream,
+                    endpoints: ep,
+                    ts_ns: 0,
+                },
+                "conn_open",
+            ),
+            (
+                Observation::ConnFound {
+                    sk: 1,
+                    role: Role::Upstream,
+                    endpoints: ep,
+                    ts_ns: 0,
+                },
+                "conn_found",
+            ),
+            (
+                Observation::State {
+                    sk: 1,
+                    old: 0,
+                    new: 0,
+                    endpoints: ep,
+                    ts_ns: 0,
+                },
+                "state",
+            ),
+            (
+                Observation::Data {
+                    sk: 1,
+                    dir: Direction::Ingress,
+                    len: 0,
+                    tgid: 0,
+                    ts_ns: 0,
+                    head: b"",
+                    tail: b"",
+                },
+                "data",
+            ),
+            (Observation::Accept { tgid: 1 }, "accept"),
+            (
+                Observation::Tcp {
+                    sk: 1,
+                    event: TcpEvent::Retransmit,
+                },
+                "tcp",
+            ),
+            (
+                Observation::Fork {
+                    parent: 1,
+                    child: 2,
+                },
+                "fork",
+            ),
+            (Observation::Exit { tgid: 1 }, "exit"),
+        ];
+        for (obs, name) in named {
+            assert_eq!(KINDS[obs.kind_index()], name);
+        }
     }
 
     #[test]

@@ -10,7 +10,12 @@ mod native;
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use prometheus::{core::Collector, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    core::Collector, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Cached counter handles per family, at most (bounded like the labels).
+const HANDLE_CACHE_MAX: usize = 4096;
 
 pub use health::Health;
 pub use http::MetricGroups;
@@ -65,6 +70,10 @@ pub struct Metrics {
     pub health: Health,
     /// Listening port -> the listening socket's address, as the label shows it.
     listeners: HashMap<u16, String>,
+    /// Counter handles of the per-record byte families, so the hot path
+    /// neither formats labels nor hashes them per record.
+    downstream_bytes_by: HashMap<(u16, Direction), IntCounter>,
+    upstream_bytes_by: HashMap<(SocketAddr, Direction), IntCounter>,
 }
 
 impl Metrics {
@@ -155,6 +164,8 @@ impl Metrics {
             upstream_tcp,
             health,
             listeners: HashMap::new(),
+            downstream_bytes_by: HashMap::new(),
+            upstream_bytes_by: HashMap::new(),
         }
     }
 
@@ -163,8 +174,23 @@ impl Metrics {
     }
 
     pub fn set_listeners(&mut self, sockets: &[SocketAddr]) {
-        self.listeners = sockets.iter().map(|s| (s.port(), s.to_string())).collect();
+        let listeners: HashMap<u16, String> =
+            sockets.iter().map(|s| (s.port(), s.to_string())).collect();
+        if listeners != self.listeners {
+            // Labels may have changed (a listener opened or closed).
+            self.downstream_bytes_by.clear();
+            self.listeners = listeners;
+        }
         self.health.listen_sockets.set(sockets.len() as i64);
+    }
+
+    /// The listening socket of `port` as labels show it; `*:port` when the
+    /// listener closed since the connection opened.
+    fn listener_label(&self, port: u16) -> String {
+        match self.listeners.get(&port) {
+            Some(label) => label.clone(),
+            None => format!("*:{port}"),
+        }
     }
 
     pub fn record(&mut self, fact: &Fact) {
@@ -172,14 +198,17 @@ impl Metrics {
             Fact::Accepted => self.downstream.accepted(),
             Fact::Handled => self.downstream.handled(),
             Fact::DownstreamBytes { port, dir, len } => {
-                let label = match self.listeners.get(&port) {
-                    Some(label) => label.clone(),
-                    // The listener closed since the connection opened.
-                    None => format!("*:{port}"),
-                };
-                self.downstream_bytes
-                    .with_label_values(&[&label, dir.as_str()])
-                    .inc_by(len);
+                if let Some(counter) = self.downstream_bytes_by.get(&(port, dir)) {
+                    counter.inc_by(len);
+                    return;
+                }
+                let counter = self
+                    .downstream_bytes
+                    .with_label_values(&[&self.listener_label(port), dir.as_str()]);
+                counter.inc_by(len);
+                if self.downstream_bytes_by.len() < HANDLE_CACHE_MAX {
+                    self.downstream_bytes_by.insert((port, dir), counter);
+                }
             }
             Fact::UpstreamOpened { peer } => {
                 self.upstream_opened
@@ -187,9 +216,17 @@ impl Metrics {
                     .inc();
             }
             Fact::UpstreamBytes { peer, dir, len } => {
-                self.upstream_bytes
-                    .with_label_values(&[&peer.to_string(), dir.as_str()])
-                    .inc_by(len);
+                if let Some(counter) = self.upstream_bytes_by.get(&(peer, dir)) {
+                    counter.inc_by(len);
+                    return;
+                }
+                let counter = self
+                    .upstream_bytes
+                    .with_label_values(&[&peer.to_string(), dir.as_str()]);
+                counter.inc_by(len);
+                if self.upstream_bytes_by.len() < HANDLE_CACHE_MAX {
+                    self.upstream_bytes_by.insert((peer, dir), counter);
+                }
             }
             Fact::UntrackedBytes { dir, len } => {
                 self.untracked_bytes
@@ -197,12 +234,8 @@ impl Metrics {
                     .inc_by(len);
             }
             Fact::DownstreamTcp { port, event } => {
-                let label = match self.listeners.get(&port) {
-                    Some(label) => label.clone(),
-                    None => format!("*:{port}"),
-                };
                 self.downstream_tcp
-                    .with_label_values(&[&label, event.as_str()])
+                    .with_label_values(&[&self.listener_label(port), event.as_str()])
                     .inc();
             }
             Fact::UpstreamTcp { peer, event } => {

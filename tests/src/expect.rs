@@ -1,0 +1,101 @@
+//! What the client's and the upstream's own counts say the metrics must show:
+//! the traffic several tests drive, and the expected deltas from it.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::agent::Expect;
+use crate::client::{Client, Transfer};
+use crate::metrics::*;
+use crate::prom::Scrape;
+use crate::upstream::UpstreamStats;
+use crate::{util, Scene};
+
+/// A little of everything: one-shots with and without a body, keep-alive.
+pub fn mixed_traffic(client: &mut Client) -> Result<()> {
+    client.one_shot("/size/777")?;
+    client.one_shot_post("/size/10", 2048)?;
+    client.keep_alive(3, "/size/5000")?;
+    client.keep_alive(2, "/size/1")?;
+    Ok(())
+}
+
+/// Upstream counters once every request was answered and they held still for
+/// 300 ms (exiting workers close their idle upstream connections).
+pub fn settled_upstream(scene: &Scene, requests: u64) -> Result<UpstreamStats> {
+    let mut last = None;
+    util::poll(Duration::from_secs(10), "upstream to settle", || {
+        let st = scene.upstream.stats();
+        if st.requests != requests {
+            return Ok(None);
+        }
+        if last == Some(st) {
+            return Ok(Some(st));
+        }
+        last = Some(st);
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(None)
+    })
+}
+
+/// Every count that the client's totals `t` and the upstream's own counters
+/// `up` determine, relative to `base`, with no client connection left open:
+/// accepted, downstream bytes per `listener`, upstream bytes, connections
+/// opened and open per `peer`, and active back to its base.
+pub fn traffic_deltas(
+    base: &Scrape,
+    listener: &str,
+    peer: &str,
+    t: &Transfer,
+    up: &UpstreamStats,
+) -> Result<Vec<Expect>> {
+    let plus = |name: &str, labels: &[(&str, &str)], n: u64| -> Result<Expect> {
+        Ok(Expect::new(
+            name,
+            labels,
+            base.get_or_zero(name, labels)? + n as f64,
+        ))
+    };
+    Ok(vec![
+        plus(ACCEPTED, &[], t.connections)?,
+        plus(
+            DOWN_BYTES,
+            &[("listener", listener), ("direction", "ingress")],
+            t.written,
+        )?,
+        plus(
+            DOWN_BYTES,
+            &[("listener", listener), ("direction", "egress")],
+            t.read,
+        )?,
+        plus(
+            UP_BYTES,
+            &[("peer", peer), ("direction", "egress")],
+            up.bytes_received,
+        )?,
+        plus(
+            UP_BYTES,
+            &[("peer", peer), ("direction", "ingress")],
+            up.bytes_sent,
+        )?,
+        plus(UP_OPENED, &[("peer", peer)], up.accepted)?,
+        Expect::new(UP_CONNS, &[("peer", peer)], up.open as f64),
+        plus(DOWN_CONNS, &[("state", "active")], 0)?,
+    ])
+}
+
+/// Every connection was opened after the agent started: nothing untracked.
+pub fn nothing_untracked(base: &Scrape) -> Result<Vec<Expect>> {
+    ["ingress", "egress"]
+        .into_iter()
+        .map(|dir| {
+            let labels = [("direction", dir)];
+            Ok(Expect::new(
+                UNTRACKED_BYTES,
+                &labels,
+                base.get_or_zero(UNTRACKED_BYTES, &labels)?,
+            ))
+        })
+        .collect()
+}
