@@ -303,7 +303,16 @@ impl Report {
                 core("syscalls:sys_enter_read/write/..., sock:sock_send_length/recv_length"),
             ),
             ("TLS", later(Hook::Uprobe, "uprobes on OpenSSL")),
-            ("wire view", later(Hook::SocketFilter, "socket filter")),
+            (
+                "wire view",
+                match self.hook(Hook::SocketFilter) {
+                    Some(h) if h.works() => "socket filter on AF_PACKET sockets".to_owned(),
+                    Some(h) => {
+                        format!("off: socket filters unavailable here: {}", h.short_reason())
+                    }
+                    None => "not probed".to_owned(),
+                },
+            ),
         ]
     }
 
@@ -461,8 +470,14 @@ pub fn log_hooks(ebpf: &mut Ebpf) {
 
 /// "hooks: process tracking=tracepoint, ...; fentry unavailable (EPERM), ..."
 pub fn hooks_line(hooks: &[HookResult]) -> String {
+    let wire = match hooks.iter().find(|h| h.hook == Hook::SocketFilter) {
+        Some(h) if h.works() => "socket filter",
+        Some(_) => "off",
+        None => "not probed",
+    };
     let optional = hooks
         .iter()
+        .filter(|h| h.hook != Hook::SocketFilter)
         .map(|h| {
             let name = match h.hook {
                 Hook::Tracepoint => "tracepoints",
@@ -483,7 +498,8 @@ pub fn hooks_line(hooks: &[HookResult]) -> String {
         .join(", ");
     format!(
         "hooks: process tracking=tracepoint, connections=tracepoint, \
-         payload=syscall tracepoints; {optional} (optional: no job needs them yet)"
+         payload=syscall tracepoints, wire view={wire}; {optional} (optional accelerators: \
+         none used yet)"
     )
 }
 
@@ -954,7 +970,7 @@ mod tests {
         assert_eq!(r.verdict(), Ok(()));
         assert!(r
             .render()
-            .contains("wire view             socket filter, later: unavailable here: EPERM"));
+            .contains("wire view             off: socket filters unavailable here: EPERM"));
     }
 
     #[test]
@@ -963,9 +979,9 @@ mod tests {
         assert_eq!(
             hooks_line(&hooks),
             "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall \
-             tracepoints; raw tracepoints available, BTF tracepoints available, fentry \
-             unavailable (EPERM), kprobes unavailable (not built into this kernel), uprobes \
-             available, socket filters available (optional: no job needs them yet)"
+             tracepoints, wire view=socket filter; raw tracepoints available, BTF tracepoints \
+             available, fentry unavailable (EPERM), kprobes unavailable (not built into this \
+             kernel), uprobes available (optional accelerators: none used yet)"
         );
     }
 

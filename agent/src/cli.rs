@@ -82,6 +82,23 @@ pub struct Args {
     #[arg(long, env = "GATESCOPE_CAPTURE_BYTES", default_value_t = gatescope_common::CAPTURE_BYTES_DEFAULT)]
     pub capture_bytes: u32,
 
+    /// The wire view: packets, bytes and resets of the gateway's ports and
+    /// upstream peers, and client handshake times, from a socket filter on
+    /// AF_PACKET sockets (observe-only).
+    #[arg(long, env = "GATESCOPE_WIRE", value_name = "BOOL", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub wire: bool,
+
+    /// Interfaces the wire view taps (repeatable, comma-separated). Default:
+    /// every interface that is up, loopback included, followed as
+    /// interfaces come and go.
+    #[arg(
+        long = "interface",
+        env = "GATESCOPE_INTERFACE",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub interfaces: Vec<String>,
+
     /// Append one JSON line per finished HTTP exchange to this file (method,
     /// path without query, status, bytes, timings; never header values).
     #[arg(long, env = "GATESCOPE_REQUEST_LOG")]
@@ -136,6 +153,17 @@ mod tests {
             Some(std::path::Path::new("/etc/g.toml"))
         );
         assert!(Args::try_parse_from(["gatescope", "--pid=1", "--latency-metrics=maybe"]).is_err());
+    }
+
+    #[test]
+    fn wire_view_defaults_to_every_interface() {
+        let a = Args::try_parse_from(["gatescope", "--pid=1"]).unwrap();
+        assert!(a.wire);
+        assert!(a.interfaces.is_empty());
+        let a = Args::try_parse_from(["gatescope", "--pid=1", "--interface=lo,eth0", "--wire=off"])
+            .unwrap();
+        assert!(!a.wire);
+        assert_eq!(a.interfaces, ["lo", "eth0"]);
     }
 
     #[test]

@@ -155,7 +155,8 @@ impl ConnTable {
                     });
                 }
             }
-            Observation::Fork { .. } | Observation::Exit { .. } => {}
+            Observation::Fork { .. } | Observation::Exit { .. } | Observation::Handshake { .. } => {
+            }
         }
     }
 

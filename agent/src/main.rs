@@ -32,7 +32,11 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    capture::{decode::KINDS, Capture},
+    capture::{
+        decode::KINDS,
+        wire::{Selection, Taps},
+        Capture,
+    },
     cli::Args,
     error::StartError,
     metrics::{Identity, MetricGroups, Metrics},
@@ -93,7 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         warn!("{e}: connections open before gatescope started will not be attributed");
         gatescope_common::SockOffsets::default()
     });
-    let (mut capture, maps, events) =
+    let (mut capture, mut maps, events) =
         Capture::load(args.ring_buffer_bytes, args.capture_bytes, &sock_offsets)?;
     check::log_hooks(capture.ebpf_mut());
     let node_id = args
@@ -127,8 +131,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let taps = match (args.wire, maps.wire_program.take()) {
+        (true, Some(program)) => {
+            let selection = if args.interfaces.is_empty() {
+                Selection::AllUp
+            } else {
+                Selection::Named(args.interfaces.clone())
+            };
+            let mut taps = Taps::new(program, selection);
+            taps.sync(std::path::Path::new(pipeline::SYS_CLASS_NET))?;
+            Some(taps)
+        }
+        _ => None,
+    };
     let targets = TargetSet::new(proc, args.pids.clone());
-    let mut pipeline = Pipeline::new(metrics, router, request_log, targets, maps);
+    let mut pipeline = Pipeline::new(metrics, router, request_log, targets, maps, taps);
     pipeline.start();
 
     let (stop_tx, stop_rx) = watch::channel(false);

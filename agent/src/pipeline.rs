@@ -2,7 +2,7 @@
 //! HTTP sessions -> correlation -> metrics (and the request log), plus a
 //! once-a-second reconciliation of targets and loss counters.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, path::Path, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use gatescope_common::{
@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use crate::{
     capture::{
         decode::{decode, Observation, Role, KINDS},
+        wire::{read_counters, Taps},
         Maps,
     },
     conntrack::{ConnInfo, ConnTable, Fact},
@@ -32,6 +33,9 @@ use crate::{
 /// Records read per drain before yielding to the rest of the loop.
 const DRAIN_BUDGET: usize = 65_536;
 
+/// Where the wire view finds the interfaces to tap.
+pub const SYS_CLASS_NET: &str = "/sys/class/net";
+
 /// How often the ring buffer is drained without a wake-up from the kernel.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
@@ -44,6 +48,8 @@ pub struct Pipeline {
     request_log: Option<RequestLog>,
     targets: TargetSet,
     maps: Maps,
+    /// The wire view's packet sockets, when it is on.
+    taps: Option<Taps>,
     /// Listening port -> listening socket, from the last reconciliation.
     listeners: HashMap<u16, SocketAddr>,
     lost_seen: [u64; LOST_REASONS as usize],
@@ -58,6 +64,7 @@ impl Pipeline {
         request_log: Option<RequestLog>,
         targets: TargetSet,
         maps: Maps,
+        taps: Option<Taps>,
     ) -> Self {
         Pipeline {
             table: ConnTable::new(gatescope_common::SOCKS_MAX as usize),
@@ -68,6 +75,7 @@ impl Pipeline {
             request_log,
             targets,
             maps,
+            taps,
             listeners: HashMap::new(),
             lost_seen: [0; LOST_REASONS as usize],
             facts: Vec::with_capacity(1024),
@@ -135,6 +143,16 @@ impl Pipeline {
             let Some(item) = ring.next() else { break };
             budget -= 1;
             match decode(&item) {
+                Ok(Observation::Handshake {
+                    ifindex,
+                    endpoints,
+                    ns,
+                }) => {
+                    per_kind[Observation::HANDSHAKE_INDEX] += 1;
+                    let interface = self.interface_name(ifindex);
+                    self.metrics
+                        .handshake(&interface, endpoints.local.port(), ns as f64 / 1e9);
+                }
                 Ok(obs) => {
                     per_kind[obs.kind_index()] += 1;
                     self.http_stage(&obs);
@@ -280,6 +298,33 @@ impl Pipeline {
             );
         }
         self.read_kernel_losses();
+        self.sync_wire();
+    }
+
+    /// Follows interfaces that came or went, and exports the wire view's
+    /// counters.
+    fn sync_wire(&mut self) {
+        let Some(taps) = &mut self.taps else {
+            return;
+        };
+        if let Err(e) = taps.sync(Path::new(SYS_CLASS_NET)) {
+            warn!("wire view: {e}");
+        }
+        self.metrics
+            .health
+            .wire_interfaces
+            .set(taps.tapped() as i64);
+        let totals = read_counters(&self.maps.wire);
+        let taps = &*taps;
+        self.metrics
+            .sync_wire(&totals, &|ifindex| interface_label(taps, ifindex));
+    }
+
+    fn interface_name(&self, ifindex: u32) -> String {
+        match &self.taps {
+            Some(taps) => interface_label(taps, ifindex),
+            None => ifindex.to_string(),
+        }
     }
 
     /// The kernel counts losses per CPU; export the growth since last time.
@@ -306,4 +351,10 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// An interface's name, or its index when it was never tapped by name.
+fn interface_label(taps: &Taps, ifindex: u32) -> String {
+    taps.name(ifindex)
+        .map_or_else(|| ifindex.to_string(), str::to_owned)
 }

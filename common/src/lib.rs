@@ -19,6 +19,17 @@ pub const MAP_LOST: &str = "LOST";
 /// `HashMap<u32 tid, SyscallArgs>`: buffer arguments of a target thread's
 /// send/recv-family syscall in progress, joined at sock_*_length.
 pub const MAP_ARGS: &str = "ARGS";
+/// `PerCpuHashMap<WireKey, WireCounts>`: packets seen by the socket filter on
+/// the gateway's listening ports and upstream peers.
+pub const MAP_WIRE: &str = "WIRE";
+/// `HashMap<PeerKey, u32>`: upstream peers the gateway connected to, so the
+/// socket filter can tell their packets from other traffic.
+pub const MAP_PEERS: &str = "PEERS";
+/// `LruHashMap<FlowKey, u64>`: time of a client's first SYN, until its
+/// handshake completes.
+pub const MAP_HANDSHAKES: &str = "HANDSHAKES";
+/// The socket filter program (attached by the agent to AF_PACKET sockets).
+pub const PROGRAM_WIRE: &str = "wire";
 /// Global (`.rodata`) holding the head capture size in bytes.
 pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
 /// Global (`.rodata`) holding [`SockOffsets`].
@@ -30,6 +41,13 @@ pub const TARGETS_MAX: u32 = 16_384;
 pub const LISTEN_PORTS_MAX: u32 = 1_024;
 /// Capacity of [`MAP_SOCKS`]; LRU so a flood cannot fill it for good.
 pub const SOCKS_MAX: u32 = 262_144;
+/// Capacity of [`MAP_WIRE`]: (interface, port or peer, direction) keys.
+pub const WIRE_MAX: u32 = 4_096;
+/// Capacity of [`MAP_PEERS`].
+pub const PEERS_MAX: u32 = 4_096;
+/// Capacity of [`MAP_HANDSHAKES`]; LRU, so a SYN flood that never completes
+/// its handshakes pushes out only untimed handshakes, never other state.
+pub const HANDSHAKES_MAX: u32 = 65_536;
 /// Default ring buffer size; the agent may override it at load time.
 pub const EVENTS_DEFAULT_BYTES: u32 = 4 << 20;
 
@@ -39,13 +57,19 @@ pub const LOST_TARGETS_FULL: u32 = 1;
 pub const LOST_SOCKS_FULL: u32 = 2;
 /// Payload of a transfer not captured because ARGS was full (bytes still counted).
 pub const LOST_ARGS_FULL: u32 = 3;
-pub const LOST_REASONS: u32 = 4;
+/// Packets not counted in the wire view because WIRE was full.
+pub const LOST_WIRE_FULL: u32 = 4;
+/// An upstream peer left out of the wire view because PEERS was full.
+pub const LOST_PEERS_FULL: u32 = 5;
+pub const LOST_REASONS: u32 = 6;
 /// Names of the `LOST_*` reasons, as exported in the `reason` label.
 pub const LOST_REASON_NAMES: [&str; LOST_REASONS as usize] = [
     "ringbuf_full",
     "targets_map_full",
     "sockets_map_full",
     "args_map_full",
+    "wire_map_full",
+    "peers_map_full",
 ];
 
 /// A TCP socket of a target changed to ESTABLISHED (passive open on a
@@ -69,6 +93,11 @@ pub const KIND_EXIT: u32 = 6;
 pub const KIND_CONN_FOUND: u32 = 7;
 /// A TCP event on a tracked socket (`value` = `TCP_EVENT_*`).
 pub const KIND_TCP: u32 = 8;
+
+/// The socket filter saw a client's TCP handshake complete: `value` = ns from
+/// its first SYN to its final ACK, `tuple` = the connection (`l*` the
+/// gateway's end), `tid` = the interface index.
+pub const KIND_HANDSHAKE: u32 = 9;
 
 /// `tcp:tcp_retransmit_skb`: the gateway retransmitted a segment.
 pub const TCP_EVENT_RETRANSMIT: i64 = 1;
@@ -226,6 +255,56 @@ pub struct SockInfo {
     pub tgid: u32,
 }
 
+/// A wire-view counter's key. Downstream keys are per listening port
+/// (`family` and `addr` zero); upstream keys per peer address and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WireKey {
+    pub ifindex: u32,
+    /// `ROLE_*`.
+    pub role: u32,
+    /// `DIR_*`, from the gateway's point of view.
+    pub dir: u32,
+    pub port: u16,
+    pub family: u16,
+    pub addr: [u8; 16],
+}
+
+/// A wire-view counter's value. `bytes` are IP bytes (headers included) as
+/// they crossed the interface, segment by segment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WireCounts {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Segments with RST set.
+    pub resets: u64,
+    /// Segments with SYN set and ACK clear (connection attempts).
+    pub syns: u64,
+}
+
+/// An upstream peer as the socket filter matches it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+/// A client's connection during its handshake, as the packets name it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub family: u16,
+    pub client_port: u16,
+    pub server_port: u16,
+    pub _pad: u16,
+    pub client: [u8; 16],
+    pub server: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] integer structs without implicit padding.
@@ -235,6 +314,10 @@ mod pod {
     unsafe impl aya::Pod for super::DataHeader {}
     unsafe impl aya::Pod for super::SyscallArgs {}
     unsafe impl aya::Pod for super::SockOffsets {}
+    unsafe impl aya::Pod for super::WireKey {}
+    unsafe impl aya::Pod for super::WireCounts {}
+    unsafe impl aya::Pod for super::PeerKey {}
+    unsafe impl aya::Pod for super::FlowKey {}
 }
 
 // The layouts are part of the kernel/agent contract: fail the build, not the
@@ -245,6 +328,10 @@ const _: () = assert!(core::mem::size_of::<SockInfo>() == 8);
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 24);
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<WireKey>() == 32);
+const _: () = assert!(core::mem::size_of::<WireCounts>() == 32);
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
 /// Field offsets in the tracepoint records we read, as
 /// /sys/kernel/tracing/events/<category>/<name>/format gives them on Linux

@@ -16,6 +16,7 @@ use gatescope_common::{
 use crate::{
     emit::{count_lost, current, field, new_event, submit},
     maps::{is_target, LISTEN_PORTS, SOCKS},
+    wire::remember_peer,
 };
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
@@ -82,6 +83,9 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     event.role = role;
     event.tgid = tgid;
     fill(ctx, &mut event, sk, old, new)?;
+    if role == ROLE_UPSTREAM {
+        remember_peer(&event.tuple);
+    }
     submit(&event);
     Ok(())
 }

@@ -16,6 +16,7 @@ use gatescope_common::{
 use crate::{
     emit::{count_lost, new_event, submit},
     maps::{LISTEN_PORTS, SOCKS},
+    wire::remember_peer,
 };
 
 /// Set by the agent at load time; `enabled == 0` leaves such sockets untracked.
@@ -99,5 +100,8 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
     event.sk = sk;
     event.new_state = TCP_ESTABLISHED;
     event.tuple = tuple;
+    if role == ROLE_UPSTREAM {
+        remember_peer(&event.tuple);
+    }
     submit(&event);
 }

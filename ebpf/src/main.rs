@@ -10,6 +10,7 @@
 //! - `payload`: the head and tail of those transfers, for HTTP parsing.
 //! - `found`: connections open before gatescope started, claimed on first use.
 //! - `tcp`: retransmissions and resets on tracked connections.
+//! - `wire`: the socket filter counting packets and timing handshakes.
 #![no_std]
 #![no_main]
 
@@ -22,6 +23,7 @@ mod payload;
 mod probe;
 mod process;
 mod tcp;
+mod wire;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -2,11 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use gatescope_common::{
-    DataEvent, SockInfo, SyscallArgs, ARGS_MAX, EVENTS_DEFAULT_BYTES, LISTEN_PORTS_MAX,
-    LOST_REASONS, SOCKS_MAX, TARGETS_MAX,
+    DataEvent, FlowKey, PeerKey, SockInfo, SyscallArgs, WireCounts, WireKey, ARGS_MAX,
+    EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS, PEERS_MAX, SOCKS_MAX,
+    TARGETS_MAX, WIRE_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -45,3 +46,15 @@ pub static ARGS: HashMap<u32, SyscallArgs> = HashMap::with_max_entries(ARGS_MAX,
 /// Per-CPU space to build a data record (too large for the 512-byte stack).
 #[map]
 pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Wire-view counters, per CPU so the socket filter needs no atomics.
+#[map]
+pub static WIRE: PerCpuHashMap<WireKey, WireCounts> = PerCpuHashMap::with_max_entries(WIRE_MAX, 0);
+
+/// Upstream peers (address and port) the targets connected to.
+#[map]
+pub static PEERS: HashMap<PeerKey, u32> = HashMap::with_max_entries(PEERS_MAX, 0);
+
+/// Client handshakes in progress: first SYN time (`bpf_ktime_get_ns`).
+#[map]
+pub static HANDSHAKES: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(HANDSHAKES_MAX, 0);

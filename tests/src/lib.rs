@@ -11,6 +11,7 @@ pub mod client;
 pub mod expect;
 pub mod metrics;
 pub mod nginx;
+pub mod pcap;
 pub mod prom;
 pub mod promtool;
 pub mod request_log;

@@ -16,6 +16,15 @@ pub const TARGET_PROCESSES: &str = "gatescope_target_processes";
 pub const LISTEN_SOCKETS: &str = "gatescope_listen_sockets";
 pub const PROGRAMS_ATTACHED: &str = "gatescope_programs_attached";
 pub const MAP_CAPACITY: &str = "gatescope_map_capacity";
+pub const DOWN_WIRE_PACKETS: &str = "gatescope_downstream_wire_packets_total";
+pub const DOWN_WIRE_BYTES: &str = "gatescope_downstream_wire_bytes_total";
+pub const DOWN_WIRE_RESETS: &str = "gatescope_downstream_wire_resets_total";
+pub const DOWN_WIRE_SYNS: &str = "gatescope_downstream_wire_syn_total";
+pub const UP_WIRE_PACKETS: &str = "gatescope_upstream_wire_packets_total";
+pub const UP_WIRE_BYTES: &str = "gatescope_upstream_wire_bytes_total";
+pub const UP_WIRE_RESETS: &str = "gatescope_upstream_wire_resets_total";
+pub const HANDSHAKE_SECONDS: &str = "gatescope_downstream_tcp_handshake_seconds";
+pub const WIRE_INTERFACES: &str = "gatescope_wire_interfaces";
 pub const REQUESTS_ALL: &str = "gatescope_http_requests_all_total";
 
 pub const KONG_CONNS: &str = "kong_nginx_connections_total";

@@ -169,7 +169,7 @@ fn check_as_root_reports_what_this_machine_allows() -> Result<()> {
         ),
         ("bytes and payload", "tracepoints (syscalls:sys_enter_"),
         ("TLS", "uprobes on OpenSSL, later: available here"),
-        ("wire view", "socket filter, later: available here"),
+        ("wire view", "socket filter on AF_PACKET sockets"),
     ] {
         ensure!(
             host(job)?.starts_with(uses),

@@ -25,6 +25,8 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     "prometheus",
     "wrk",
+    // the wire view's independent witness in tests
+    "tcpdump",
     "bpftool",
     "iproute2",
     "procps",

@@ -5,9 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gatescope_common::{
     DataHeader, Event, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX, DIR_EGRESS, DIR_INGRESS,
-    KIND_ACCEPT, KIND_CONN_FOUND, KIND_CONN_OPEN, KIND_DATA, KIND_EXIT, KIND_FORK, KIND_STATE,
-    KIND_TCP, ROLE_DOWNSTREAM, ROLE_UPSTREAM, TCP_EVENT_RESET_RECEIVED, TCP_EVENT_RESET_SENT,
-    TCP_EVENT_RETRANSMIT,
+    KIND_ACCEPT, KIND_CONN_FOUND, KIND_CONN_OPEN, KIND_DATA, KIND_EXIT, KIND_FORK, KIND_HANDSHAKE,
+    KIND_STATE, KIND_TCP, ROLE_DOWNSTREAM, ROLE_UPSTREAM, TCP_EVENT_RESET_RECEIVED,
+    TCP_EVENT_RESET_SENT, TCP_EVENT_RETRANSMIT,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,9 +109,19 @@ pub enum Observation<'a> {
     Exit {
         tgid: u32,
     },
+    /// A client's TCP handshake as the socket filter saw it on interface
+    /// `ifindex`: first SYN to final ACK.
+    Handshake {
+        ifindex: u32,
+        endpoints: Endpoints,
+        ns: u64,
+    },
 }
 
 impl Observation<'_> {
+    /// [`Self::kind_index`] of a handshake.
+    pub const HANDSHAKE_INDEX: usize = 8;
+
     /// Index in [`KINDS`] of this observation's `kind` label of
     /// `gatescope_events_received_total` (counted per record, so no strings).
     pub fn kind_index(&self) -> usize {
@@ -124,6 +134,7 @@ impl Observation<'_> {
             Observation::Tcp { .. } => 5,
             Observation::Fork { .. } => 6,
             Observation::Exit { .. } => 7,
+            Observation::Handshake { .. } => Self::HANDSHAKE_INDEX,
         }
     }
 }
@@ -140,7 +151,7 @@ pub enum DecodeError {
     Lengths,
 }
 
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     "conn_open",
     "conn_found",
     "state",
@@ -149,6 +160,7 @@ pub const KINDS: [&str; 8] = [
     "tcp",
     "fork",
     "exit",
+    "handshake",
 ];
 
 pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
@@ -186,6 +198,11 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
             ts_ns: e.ts_ns,
         },
         KIND_ACCEPT => Observation::Accept { tgid: e.tgid },
+        KIND_HANDSHAKE => Observation::Handshake {
+            ifindex: e.tid,
+            endpoints: endpoints(&e.tuple),
+            ns: e.value.max(0) as u64,
+        },
         KIND_TCP => Observation::Tcp {
             sk: e.sk,
             event: match e.value {
@@ -303,6 +320,33 @@ mod tests {
     }
 
     #[test]
+    fn decodes_a_handshake() {
+        let mut e = Event {
+            kind: KIND_HANDSHAKE,
+            role: ROLE_DOWNSTREAM,
+            tid: 3,
+            value: 50_000_000,
+            ..Event::default()
+        };
+        e.tuple.family = AF_INET;
+        e.tuple.lport = 8080;
+        e.tuple.rport = 40000;
+        e.tuple.laddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        e.tuple.raddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        assert_eq!(
+            decode(&raw(&e)).unwrap(),
+            Observation::Handshake {
+                ifindex: 3,
+                endpoints: Endpoints {
+                    local: "10.0.0.1:8080".parse().unwrap(),
+                    remote: "10.0.0.2:40000".parse().unwrap(),
+                },
+                ns: 50_000_000,
+            }
+        );
+    }
+
+    #[test]
     fn kind_index_names_the_kind() {
         let ep = endpoints(&Tuple::default());
         let named = [
@@ -362,6 +406,14 @@ mod tests {
                 "fork",
             ),
             (Observation::Exit { tgid: 1 }, "exit"),
+            (
+                Observation::Handshake {
+                    ifindex: 1,
+                    endpoints: ep,
+                    ns: 5,
+                },
+                "handshake",
+            ),
         ];
         for (obs, name) in named {
             assert_eq!(KINDS[obs.kind_index()], name);

@@ -2,17 +2,20 @@
 //! tracepoints, and hands out the maps the agent reads and writes.
 
 pub mod decode;
+pub mod wire;
+
+use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{trace_point::TracePointLink, Program, TracePoint},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{trace_point::TracePointLink, Program, SocketFilter, TracePoint},
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    SockOffsets, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES, GLOBAL_SOCK_OFFSETS, MAP_EVENTS,
-    MAP_LISTEN_PORTS, MAP_LOST, MAP_TARGETS,
+    SockOffsets, WireCounts, WireKey, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES, GLOBAL_SOCK_OFFSETS,
+    MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE,
 };
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::error::StartError;
 
@@ -82,6 +85,11 @@ pub struct Maps {
     pub targets: HashMap<MapData, u32, u32>,
     pub listen_ports: HashMap<MapData, u16, u32>,
     pub lost: PerCpuArray<MapData, u64>,
+    /// The wire view's counters (socket filter `wire`).
+    pub wire: PerCpuHashMap<MapData, WireKey, WireCounts>,
+    /// The loaded `wire` socket filter, for the taps to attach; `None` when
+    /// this host does not load socket filters.
+    pub wire_program: Option<OwnedFd>,
 }
 
 impl Capture {
@@ -170,11 +178,20 @@ impl Capture {
             attached += 1;
         }
 
+        // The socket filter is only loaded here; the wire view's taps
+        // attach it to their own packet sockets (capture/wire.rs). It is
+        // optional: without it the agent runs without the wire view.
+        let wire_program = load_wire(&mut ebpf)
+            .map_err(|reason| warn!("wire view off: the socket filter does not load: {reason}"))
+            .ok();
+
         let events = take(&mut ebpf, MAP_EVENTS)?;
         let maps = Maps {
             targets: take(&mut ebpf, MAP_TARGETS)?,
             listen_ports: take(&mut ebpf, MAP_LISTEN_PORTS)?,
             lost: take(&mut ebpf, MAP_LOST)?,
+            wire: take(&mut ebpf, MAP_WIRE)?,
+            wire_program,
         };
         Ok((
             Capture {
@@ -186,6 +203,21 @@ impl Capture {
             events,
         ))
     }
+}
+
+fn load_wire(ebpf: &mut Ebpf) -> Result<OwnedFd, String> {
+    let filter: &mut SocketFilter = ebpf
+        .program_mut(PROGRAM_WIRE)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(|e| error_chain(&e))?;
+    filter.load().map_err(|e| error_chain(&e))?;
+    filter
+        .fd()
+        .map_err(|e| error_chain(&e))?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, StartError>

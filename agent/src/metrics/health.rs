@@ -16,6 +16,8 @@ pub struct Health {
     pub target_processes: IntGauge,
     pub listen_sockets: IntGauge,
     pub programs_attached: IntGauge,
+    /// Interfaces the wire view taps.
+    pub wire_interfaces: IntGauge,
     /// Fixed capacities of the kernel maps and the ring buffer size, by `map`.
     pub map_capacity: IntGaugeVec,
 }
@@ -97,11 +99,20 @@ impl Health {
         for role in ["downstream", "upstream"] {
             connections_tracked.with_label_values(&[role]);
         }
+        let wire_interfaces = IntGauge::new(
+            "gatescope_wire_interfaces",
+            "Network interfaces the wire view (AF_PACKET socket filter) taps",
+        )
+        .expect("valid metric");
+        register(registry, &wire_interfaces);
         for (map, cap) in [
             ("targets", gatescope_common::TARGETS_MAX),
             ("sockets", gatescope_common::SOCKS_MAX),
             ("args", gatescope_common::ARGS_MAX),
             ("listen_ports", gatescope_common::LISTEN_PORTS_MAX),
+            ("wire", gatescope_common::WIRE_MAX),
+            ("peers", gatescope_common::PEERS_MAX),
+            ("handshakes", gatescope_common::HANDSHAKES_MAX),
             ("ring_buffer_bytes", gatescope_common::EVENTS_DEFAULT_BYTES),
         ] {
             map_capacity.with_label_values(&[map]).set(i64::from(cap));
@@ -113,6 +124,7 @@ impl Health {
             target_processes,
             listen_sockets,
             programs_attached,
+            wire_interfaces,
             map_capacity,
         }
     }

@@ -7,6 +7,7 @@ mod health;
 mod http;
 mod kong;
 mod native;
+mod wire;
 
 use std::{collections::HashMap, net::SocketAddr};
 
@@ -20,7 +21,9 @@ const HANDLE_CACHE_MAX: usize = 4096;
 pub use health::Health;
 pub use http::MetricGroups;
 
-use self::http::HttpMetrics;
+use gatescope_common::{WireCounts, WireKey};
+
+use self::{http::HttpMetrics, wire::WireMetrics};
 use crate::{
     capture::decode::Direction,
     cli::Compat,
@@ -67,6 +70,7 @@ pub struct Metrics {
     untracked_bytes: IntCounterVec,
     downstream_tcp: IntCounterVec,
     upstream_tcp: IntCounterVec,
+    wire: WireMetrics,
     pub health: Health,
     /// Listening port -> the listening socket's address, as the label shows it.
     listeners: HashMap<u16, String>,
@@ -150,6 +154,7 @@ impl Metrics {
         for dir in [Direction::Ingress, Direction::Egress] {
             untracked_bytes.with_label_values(&[dir.as_str()]);
         }
+        let wire = WireMetrics::new(&registry);
         let health = Health::new(&registry, id.version, id.kernel, event_kinds);
         Metrics {
             registry,
@@ -162,6 +167,7 @@ impl Metrics {
             untracked_bytes,
             downstream_tcp,
             upstream_tcp,
+            wire,
             health,
             listeners: HashMap::new(),
             downstream_bytes_by: HashMap::new(),
@@ -187,10 +193,39 @@ impl Metrics {
     /// The listening socket of `port` as labels show it; `*:port` when the
     /// listener closed since the connection opened.
     fn listener_label(&self, port: u16) -> String {
-        match self.listeners.get(&port) {
-            Some(label) => label.clone(),
-            None => format!("*:{port}"),
+        listener_label(&self.listeners, port)
+    }
+
+    /// Exports the wire view's counters (running totals from the kernel);
+    /// `interface` names an interface index.
+    pub fn sync_wire(
+        &mut self,
+        totals: &[(WireKey, WireCounts)],
+        interface: &dyn Fn(u32) -> String,
+    ) {
+        struct Names<'a> {
+            listeners: &'a HashMap<u16, String>,
+            interface: &'a dyn Fn(u32) -> String,
         }
+        impl wire::Labels for Names<'_> {
+            fn interface(&self, ifindex: u32) -> String {
+                (self.interface)(ifindex)
+            }
+            fn listener(&self, port: u16) -> String {
+                listener_label(self.listeners, port)
+            }
+        }
+        let names = Names {
+            listeners: &self.listeners,
+            interface,
+        };
+        self.wire.sync(totals, &names);
+    }
+
+    /// One client's TCP handshake on listening port `port`.
+    pub fn handshake(&self, interface: &str, port: u16, seconds: f64) {
+        self.wire
+            .handshake(interface, &self.listener_label(port), seconds);
     }
 
     pub fn record(&mut self, fact: &Fact) {
@@ -325,6 +360,15 @@ impl Metrics {
         tracked
             .with_label_values(&["upstream"])
             .set(gauges.tracked_upstream as i64);
+    }
+}
+
+/// The listening socket of `port` as labels show it; `*:port` when the
+/// listener closed since the connection opened.
+fn listener_label(listeners: &HashMap<u16, String>, port: u16) -> String {
+    match listeners.get(&port) {
+        Some(label) => label.clone(),
+        None => format!("*:{port}"),
     }
 }
 

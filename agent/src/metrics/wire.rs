@@ -1,0 +1,242 @@
+//! The wire view's families: packets, IP bytes, resets and connection
+//! attempts per interface and listening socket or upstream peer, and the
+//! clients' TCP handshake times. The kernel keeps running totals; each sync
+//! exports their growth.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use gatescope_common::{WireCounts, WireKey, AF_INET6, DIR_INGRESS, ROLE_DOWNSTREAM};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use super::register;
+
+/// Handshake times from a loopback client (tens of microseconds) to a
+/// client across the world with SYN retransmissions (seconds).
+const HANDSHAKE_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// One family per (side, quantity), labelled by interface, the listener or
+/// peer, and direction.
+struct Side {
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
+    resets: IntCounterVec,
+}
+
+impl Side {
+    fn new(registry: &Registry, side: &str, whose: &str, label: &str) -> Self {
+        let family = |what: &str, help: String| {
+            let c = IntCounterVec::new(
+                Opts::new(format!("gatescope_{side}_wire_{what}_total"), help),
+                &["interface", label, "direction"],
+            )
+            .expect("valid metric");
+            register(registry, &c);
+            c
+        };
+        Side {
+            packets: family(
+                "packets",
+                format!("TCP segments on the wire {whose}, per interface (socket filter on AF_PACKET; ingress = towards the gateway)"),
+            ),
+            bytes: family(
+                "bytes",
+                format!("IP bytes (headers included) on the wire {whose}, per interface"),
+            ),
+            resets: family(
+                "resets",
+                format!("TCP segments with RST set on the wire {whose}, per interface (egress = sent by the gateway)"),
+            ),
+        }
+    }
+}
+
+pub struct WireMetrics {
+    downstream: Side,
+    upstream: Side,
+    syns: IntCounterVec,
+    handshake: HistogramVec,
+    /// Totals already exported, per key.
+    seen: HashMap<WireKey, WireCounts>,
+}
+
+/// Names a key's labels: the interface, and the listener or peer.
+pub trait Labels {
+    fn interface(&self, ifindex: u32) -> String;
+    fn listener(&self, port: u16) -> String;
+}
+
+impl WireMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let syns = IntCounterVec::new(
+            Opts::new(
+                "gatescope_downstream_wire_syn_total",
+                "Connection attempts (SYN without ACK) from clients on the wire, per interface and listening socket",
+            ),
+            &["interface", "listener"],
+        )
+        .expect("valid metric");
+        register(registry, &syns);
+        let handshake = HistogramVec::new(
+            HistogramOpts::new(
+                "gatescope_downstream_tcp_handshake_seconds",
+                "Client TCP handshakes from the first SYN to the final ACK as the gateway's interface saw them (the connect latency a client sees), per listening socket",
+            )
+            .buckets(HANDSHAKE_BUCKETS.to_vec()),
+            &["interface", "listener"],
+        )
+        .expect("valid metric");
+        register(registry, &handshake);
+        WireMetrics {
+            downstream: Side::new(
+                registry,
+                "downstream",
+                "of the gateway's client connections",
+                "listener",
+            ),
+            upstream: Side::new(
+                registry,
+                "upstream",
+                "between the gateway and each upstream peer",
+                "peer",
+            ),
+            syns,
+            handshake,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Exports the growth of the kernel's running totals.
+    pub fn sync(&mut self, totals: &[(WireKey, WireCounts)], labels: &dyn Labels) {
+        for (key, now) in totals {
+            let before = self.seen.insert(*key, *now).unwrap_or_default();
+            let grew = |now: u64, before: u64| now.saturating_sub(before);
+            let (packets, bytes, resets, syns) = (
+                grew(now.packets, before.packets),
+                grew(now.bytes, before.bytes),
+                grew(now.resets, before.resets),
+                grew(now.syns, before.syns),
+            );
+            if packets == 0 && resets == 0 && syns == 0 {
+                continue;
+            }
+            let interface = labels.interface(key.ifindex);
+            let dir = if key.dir == DIR_INGRESS {
+                "ingress"
+            } else {
+                "egress"
+            };
+            let (side, who) = if key.role == ROLE_DOWNSTREAM {
+                (&self.downstream, labels.listener(key.port))
+            } else {
+                (&self.upstream, peer(key).to_string())
+            };
+            let l = [interface.as_str(), who.as_str(), dir];
+            side.packets.with_label_values(&l).inc_by(packets);
+            side.bytes.with_label_values(&l).inc_by(bytes);
+            side.resets.with_label_values(&l).inc_by(resets);
+            // The gateway's own SYNs to its upstreams are not client attempts.
+            if syns > 0 && key.role == ROLE_DOWNSTREAM && key.dir == DIR_INGRESS {
+                self.syns
+                    .with_label_values(&[interface.as_str(), who.as_str()])
+                    .inc_by(syns);
+            }
+        }
+    }
+
+    pub fn handshake(&self, interface: &str, listener: &str, seconds: f64) {
+        self.handshake
+            .with_label_values(&[interface, listener])
+            .observe(seconds);
+    }
+}
+
+fn peer(key: &WireKey) -> SocketAddr {
+    let ip = if key.family == AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(key.addr))
+    } else {
+        let a = key.addr;
+        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    };
+    SocketAddr::new(ip, key.port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::render;
+    use gatescope_common::{AF_INET, DIR_EGRESS, ROLE_UPSTREAM};
+
+    struct Names;
+    impl Labels for Names {
+        fn interface(&self, ifindex: u32) -> String {
+            format!("if{ifindex}")
+        }
+        fn listener(&self, port: u16) -> String {
+            format!("0.0.0.0:{port}")
+        }
+    }
+
+    fn counts(packets: u64, bytes: u64, resets: u64, syns: u64) -> WireCounts {
+        WireCounts {
+            packets,
+            bytes,
+            resets,
+            syns,
+        }
+    }
+
+    #[test]
+    fn exports_growth_of_running_totals() {
+        let registry = Registry::new();
+        let mut m = WireMetrics::new(&registry);
+        let down = WireKey {
+            ifindex: 1,
+            role: ROLE_DOWNSTREAM,
+            dir: DIR_INGRESS,
+            port: 8080,
+            ..WireKey::default()
+        };
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let up = WireKey {
+            ifindex: 1,
+            role: ROLE_UPSTREAM,
+            dir: DIR_EGRESS,
+            port: 9000,
+            family: AF_INET,
+            addr,
+        };
+        m.sync(
+            &[(down, counts(3, 180, 0, 1)), (up, counts(2, 100, 1, 0))],
+            &Names,
+        );
+        m.sync(
+            &[(down, counts(5, 300, 1, 1)), (up, counts(2, 100, 1, 0))],
+            &Names,
+        );
+        m.handshake("if1", "0.0.0.0:8080", 0.05);
+        let text = render(&registry);
+        for line in [
+            r#"gatescope_downstream_wire_packets_total{direction="ingress",interface="if1",listener="0.0.0.0:8080"} 5"#,
+            r#"gatescope_downstream_wire_bytes_total{direction="ingress",interface="if1",listener="0.0.0.0:8080"} 300"#,
+            r#"gatescope_downstream_wire_resets_total{direction="ingress",interface="if1",listener="0.0.0.0:8080"} 1"#,
+            r#"gatescope_downstream_wire_syn_total{interface="if1",listener="0.0.0.0:8080"} 1"#,
+            r#"gatescope_upstream_wire_packets_total{direction="egress",interface="if1",peer="127.0.0.1:9000"} 2"#,
+            r#"gatescope_upstream_wire_resets_total{direction="egress",interface="if1",peer="127.0.0.1:9000"} 1"#,
+            r#"gatescope_downstream_tcp_handshake_seconds_bucket{interface="if1",listener="0.0.0.0:8080",le="0.05"} 1"#,
+            r#"gatescope_downstream_tcp_handshake_seconds_bucket{interface="if1",listener="0.0.0.0:8080",le="0.025"} 0"#,
+            r#"gatescope_downstream_tcp_handshake_seconds_count{interface="if1",listener="0.0.0.0:8080"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+}

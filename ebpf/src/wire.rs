@@ -1,0 +1,255 @@
+//! The wire view: a socket filter on AF_PACKET sockets (one per interface,
+//! opened by the agent) that counts the packets of the gateway's listening
+//! ports and upstream peers, and times clients' TCP handshakes.
+//!
+//! It only observes. An AF_PACKET socket gets its own reference to each
+//! packet; what this program returns decides only what reaches that socket,
+//! and it always returns 0 (keep nothing), so the gateway's traffic is the
+//! same whatever happens here. The agent opens the sockets SOCK_DGRAM, so
+//! the data starts at the network header on every interface type
+//! (net/packet/af_packet.c, packet_rcv), and on loopback with
+//! PACKET_IGNORE_OUTGOING (Linux 4.20), so each packet is seen once.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::socket_filter,
+    programs::SkBuffContext,
+};
+use gatescope_common::{
+    FlowKey, PeerKey, Tuple, WireCounts, WireKey, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS,
+    KIND_HANDSHAKE, LOST_PEERS_FULL, LOST_WIRE_FULL, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
+};
+
+use crate::{
+    emit::{count_lost, new_event, submit},
+    maps::{HANDSHAKES, LISTEN_PORTS, PEERS, WIRE},
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPPROTO_TCP: u8 = 6;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+#[socket_filter]
+pub fn wire(ctx: SkBuffContext) -> i64 {
+    let _ = observe(&ctx);
+    0
+}
+
+/// What the program needs of one TCP/IP packet.
+struct Packet {
+    family: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    /// IP bytes of every segment this packet stands for.
+    bytes: u64,
+    /// Segments it stands for (a GSO/GRO packet is several on the wire).
+    segments: u64,
+}
+
+#[inline(always)]
+fn observe(ctx: &SkBuffContext) -> Result<(), i64> {
+    let Some(p) = parse(ctx)? else {
+        return Ok(());
+    };
+    // SAFETY: a field of the context the verifier allows socket filters to read.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // Peers first: an upstream may listen on the same port number as the
+    // gateway. Non-gateway packets cost these four lookups.
+    let (role, dir, port, family, addr) = if is_peer(p.family, &p.daddr, p.dport) {
+        (ROLE_UPSTREAM, DIR_EGRESS, p.dport, p.family, p.daddr)
+    } else if is_peer(p.family, &p.saddr, p.sport) {
+        (ROLE_UPSTREAM, DIR_INGRESS, p.sport, p.family, p.saddr)
+    } else if is_listen_port(p.dport) {
+        handshake(&p, ifindex);
+        (ROLE_DOWNSTREAM, DIR_INGRESS, p.dport, 0, [0; 16])
+    } else if is_listen_port(p.sport) {
+        (ROLE_DOWNSTREAM, DIR_EGRESS, p.sport, 0, [0; 16])
+    } else {
+        return Ok(());
+    };
+    let key = WireKey {
+        ifindex,
+        role,
+        dir,
+        port,
+        family,
+        addr,
+    };
+    let resets = u64::from(p.flags & TCP_RST != 0);
+    let syns = u64::from(p.flags & (TCP_SYN | TCP_ACK) == TCP_SYN);
+    if let Some(c) = WIRE.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot; programs do not migrate while running.
+        unsafe {
+            (*c).packets += p.segments;
+            (*c).bytes += p.bytes;
+            (*c).resets += resets;
+            (*c).syns += syns;
+        }
+        return Ok(());
+    }
+    let first = WireCounts {
+        packets: p.segments,
+        bytes: p.bytes,
+        resets,
+        syns,
+    };
+    if WIRE.insert(key, first, 0).is_err() {
+        count_lost(LOST_WIRE_FULL);
+    }
+    Ok(())
+}
+
+/// Called when a target opens (or is found using) an upstream connection,
+/// so that the filter knows the peer's packets from then on, the SYN
+/// included (inet_sock_set_state CLOSE -> SYN_SENT fires before it is sent).
+#[inline(always)]
+pub fn remember_peer(tuple: &Tuple) {
+    const E2BIG: i32 = 7;
+    let key = PeerKey {
+        family: tuple.family,
+        port: tuple.rport,
+        addr: tuple.raddr,
+    };
+    if let Err(e) = PEERS.insert(key, 1, BPF_NOEXIST as u64) {
+        if e == -E2BIG {
+            count_lost(LOST_PEERS_FULL);
+        }
+    }
+}
+
+#[inline(always)]
+fn is_peer(family: u16, addr: &[u8; 16], port: u16) -> bool {
+    let key = PeerKey {
+        family,
+        port,
+        addr: *addr,
+    };
+    // SAFETY: existence check only.
+    unsafe { PEERS.get(key) }.is_some()
+}
+
+#[inline(always)]
+fn is_listen_port(port: u16) -> bool {
+    // SAFETY: existence check only.
+    unsafe { LISTEN_PORTS.get(port) }.is_some()
+}
+
+/// A client's first SYN starts its clock; its first ACK without SYN (the
+/// handshake's last segment, or data if that ACK was lost) stops it. Runs
+/// only for packets to a listening port, before the kernel's TCP stack
+/// processes them (taps see received packets first).
+#[inline(always)]
+fn handshake(p: &Packet, ifindex: u32) {
+    let flow = FlowKey {
+        family: p.family,
+        client_port: p.sport,
+        server_port: p.dport,
+        _pad: 0,
+        client: p.saddr,
+        server: p.daddr,
+    };
+    if p.flags & TCP_RST != 0 {
+        let _ = HANDSHAKES.remove(flow);
+        return;
+    }
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if p.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        // A retransmitted SYN keeps the first one's time: the client has
+        // been waiting since then.
+        let _ = HANDSHAKES.insert(flow, now, BPF_NOEXIST as u64);
+        return;
+    }
+    if p.flags & (TCP_SYN | TCP_ACK) != TCP_ACK {
+        return;
+    }
+    // SAFETY: the value is copied out immediately.
+    let Some(start) = (unsafe { HANDSHAKES.get(flow) }).copied() else {
+        return;
+    };
+    let _ = HANDSHAKES.remove(flow);
+    let mut event = new_event(KIND_HANDSHAKE);
+    event.role = ROLE_DOWNSTREAM;
+    event.tid = ifindex;
+    event.value = now.saturating_sub(start) as i64;
+    event.tuple.family = if p.family == AF_INET6 {
+        AF_INET6
+    } else {
+        AF_INET
+    };
+    event.tuple.lport = p.dport;
+    event.tuple.rport = p.sport;
+    event.tuple.laddr = p.daddr;
+    event.tuple.raddr = p.saddr;
+    submit(&event);
+}
+
+/// The TCP/IP facts of an IPv4 or IPv6 packet; `None` for anything else
+/// (other protocols, IPv6 extension headers, non-first fragments).
+#[inline(always)]
+fn parse(ctx: &SkBuffContext) -> Result<Option<Packet>, i64> {
+    let skb = ctx.skb.skb;
+    // SAFETY: fields of the context the verifier allows socket filters to read.
+    let (protocol, len, gso_segs) = unsafe {
+        (
+            u16::from_be((*skb).protocol as u16),
+            (*skb).len,
+            (*skb).gso_segs,
+        )
+    };
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    let (family, ip_header, ip_len) = if protocol == ETH_P_IP {
+        let vihl: u8 = ctx.load(0)?;
+        if vihl >> 4 != 4 || ctx.load::<u8>(9)? != IPPROTO_TCP {
+            return Ok(None);
+        }
+        // Fragment offset bits: only the first fragment has the TCP header.
+        if u16::from_be(ctx.load::<u16>(6)?) & 0x1fff != 0 {
+            return Ok(None);
+        }
+        saddr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(12)?);
+        daddr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(16)?);
+        let total = u16::from_be(ctx.load::<u16>(2)?);
+        (AF_INET, usize::from(vihl & 0x0f) * 4, u64::from(total))
+    } else if protocol == ETH_P_IPV6 {
+        if ctx.load::<u8>(6)? != IPPROTO_TCP {
+            return Ok(None);
+        }
+        saddr = ctx.load(8)?;
+        daddr = ctx.load(24)?;
+        let payload = u16::from_be(ctx.load::<u16>(4)?);
+        (AF_INET6, 40, 40 + u64::from(payload))
+    } else {
+        return Ok(None);
+    };
+    let sport = u16::from_be(ctx.load::<u16>(ip_header)?);
+    let dport = u16::from_be(ctx.load::<u16>(ip_header + 2)?);
+    let doff: u8 = ctx.load(ip_header + 12)?;
+    let flags: u8 = ctx.load(ip_header + 13)?;
+    let headers = ip_header as u64 + u64::from(doff >> 4) * 4;
+    // One segment: the IP length field (the frame may carry link-layer
+    // padding). Several (GSO on the way out, GRO on the way in): the
+    // payload plus one set of headers per segment.
+    let segments = u64::from(gso_segs).max(1);
+    let bytes = if segments == 1 {
+        ip_len
+    } else {
+        u64::from(len) + (segments - 1) * headers
+    };
+    Ok(Some(Packet {
+        family,
+        saddr,
+        daddr,
+        sport,
+        dport,
+        flags,
+        bytes,
+        segments,
+    }))
+}
