@@ -14,6 +14,7 @@ pub mod nginx;
 pub mod prom;
 pub mod promtool;
 pub mod request_log;
+pub mod tun;
 pub mod upstream;
 pub mod util;
 pub mod workload;
