@@ -15,6 +15,7 @@ pub mod pcap;
 pub mod prom;
 pub mod promtool;
 pub mod request_log;
+pub mod tun;
 pub mod upstream;
 pub mod util;
 pub mod workload;

@@ -1,0 +1,988 @@
+//! A user-space TCP client talking to the real kernel stack through a TUN device,
+//! so that every packet of a connection is known and controllable: a chosen
+//! handshake time, a withheld ACK that forces a kernel retransmission, RSTs either
+//! way, and exact per-direction packet and IP byte counts.
+//!
+//! The kernel side of the TUN interface is `10.a.b.1/24`; the client is the
+//! non-local address `10.a.b.2`, which exists only in this process (the kernel
+//! routes it out of the TUN device and never answers for it itself). Servers
+//! listening on `0.0.0.0` are reached at [`TunNet::kernel_addr`].
+//!
+//! There is no reader thread: packets are read from the TUN fd only while a
+//! method of [`TunNet`] or [`TunConn`] runs, and demultiplexed to connections by
+//! port. A connection answers (ACKs) its packets when it next processes them, so
+//! keep gaps between calls short (well under the kernel's 200 ms minimum RTO/TLP
+//! timeout for a single outstanding segment), or call [`TunConn::pump_for`].
+//!
+//! Packet policy, so counts are predictable: the client sends no options except
+//! MSS 1460 on its SYN (no timestamps, SACK or window scaling), a fixed window of
+//! 65535, exactly one pure ACK per received data/FIN segment (including
+//! duplicates and out-of-order ones, as RFC 5681 asks), except the one segment
+//! deliberately discarded by [`TunConn::recv_dropping_first`]. It never
+//! retransmits and sends nothing on drop.
+//!
+//! No global sysctl is changed. Per interface, IPv6 is disabled
+//! (`net.ipv6.conf.<if>.disable_ipv6=1`, before the link goes up) so no router
+//! solicitations or DAD appear; the setting disappears with the interface, which
+//! the kernel removes when the TUN fd is closed.
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long any single exchange (SYN-ACK, ACK of our data, FIN exchange) may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The MSS we announce and the largest segment we send.
+const OUR_MSS: u16 = 1460;
+/// Our fixed receive window (no window scaling, so this is the real window).
+const OUR_WINDOW: u16 = 65535;
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+
+// <linux/if_tun.h>; defined here rather than relying on the libc crate's coverage.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_TUN_EXCL: libc::c_short = libc::c_short::MIN; // 0x8000: fail if the name exists
+
+/// `struct ifreq` as TUNSETIFF reads it: the name, then `ifr_flags`, padded to 40 bytes.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Packets and IPv4 bytes (IP total length) that crossed the TUN interface.
+/// "in" = towards the kernel (written by us), "out" = from the kernel (read by us).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireCount {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub rst_in: u64,
+    pub rst_out: u64,
+    /// SYNs we sent.
+    pub syn_in: u64,
+    /// SYN-ACKs the kernel sent (more than one per connection = retransmitted).
+    pub syn_out: u64,
+}
+
+impl WireCount {
+    fn add(&mut self, inbound: bool, ip_len: usize, flags: u8) {
+        let (p, b, r, s) = if inbound {
+            (
+                &mut self.packets_in,
+                &mut self.bytes_in,
+                &mut self.rst_in,
+                &mut self.syn_in,
+            )
+        } else {
+            (
+                &mut self.packets_out,
+                &mut self.bytes_out,
+                &mut self.rst_out,
+                &mut self.syn_out,
+            )
+        };
+        *p += 1;
+        *b += ip_len as u64;
+        *r += u64::from(flags & RST != 0);
+        *s += u64::from(flags & SYN != 0);
+    }
+}
+
+/// The TUN interface's counters; directions as in [`WireCount`]. A TUN device has
+/// no link header, so bytes are IP bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+}
+
+/// One parsed TCP segment from the kernel.
+#[derive(Debug)]
+struct Seg {
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    mss: Option<u16>,
+    payload: Vec<u8>,
+}
+
+/// A connection's share of the demultiplexer.
+#[derive(Default)]
+struct Slot {
+    counts: WireCount,
+    queue: VecDeque<Seg>,
+    /// False once the [`TunConn`] is dropped: its packets are then only counted.
+    live: bool,
+}
+
+struct Inner {
+    /// Keyed by the kernel-side port.
+    totals: HashMap<u16, WireCount>,
+    /// Keyed by (our port, kernel-side port).
+    conns: HashMap<(u16, u16), Slot>,
+    next_port: u16,
+    ip_id: u16,
+    buf: Vec<u8>,
+}
+
+/// A TUN interface (IFF_TUN | IFF_NO_PI) with a fake peer behind it; the kernel
+/// deletes the interface when this (its only fd) is dropped.
+pub struct TunNet {
+    file: File,
+    name: String,
+    ifindex: u32,
+    kernel: Ipv4Addr,
+    peer: Ipv4Addr,
+    inner: RefCell<Inner>,
+}
+
+impl TunNet {
+    /// Create the interface `gst<pid>x<n>` with an unused `10.a.b.0/24`.
+    pub fn create() -> Result<TunNet> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let name = format!("gst{pid}x{n}");
+        ensure!(
+            name.len() < libc::IFNAMSIZ,
+            "interface name {name} too long"
+        );
+
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .context("opening /dev/net/tun (needs root / CAP_NET_ADMIN and the tun module)")?;
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: IFF_TUN | IFF_NO_PI | IFF_TUN_EXCL,
+            _pad: [0; 22],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which IfReq lays out.
+        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("TUNSETIFF {name}"));
+        }
+        let cname = std::ffi::CString::new(name.clone())?;
+        // SAFETY: a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        ensure!(ifindex != 0, "if_nametoindex({name}) failed");
+
+        // Before the link goes up, so not even one router solicitation is sent.
+        // A kernel without IPv6 has no such file and sends no IPv6 anyway.
+        let v6 = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+        if std::path::Path::new(&v6).exists() {
+            std::fs::write(&v6, "1").with_context(|| format!("writing 1 to {v6}"))?;
+        }
+
+        let (a, b) = free_subnet(pid, n)?;
+        let kernel = Ipv4Addr::new(10, a, b, 1);
+        let peer = Ipv4Addr::new(10, a, b, 2);
+        run_ip(&["addr", "add", &format!("{kernel}/24"), "dev", &name])?;
+        run_ip(&["link", "set", "dev", &name, "up"])?;
+
+        Ok(TunNet {
+            file,
+            name,
+            ifindex,
+            kernel,
+            peer,
+            inner: RefCell::new(Inner {
+                totals: HashMap::new(),
+                conns: HashMap::new(),
+                next_port: 40000,
+                ip_id: (pid as u16).wrapping_mul(31),
+                buf: vec![0; 65536],
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// `10.a.b.1`: the kernel's address, where a server on `0.0.0.0` is reached.
+    pub fn kernel_addr(&self) -> Ipv4Addr {
+        self.kernel
+    }
+
+    /// `10.a.b.2`: the client's address as the kernel sees it.
+    pub fn peer_addr(&self) -> Ipv4Addr {
+        self.peer
+    }
+
+    /// Open a connection to `kernel_addr():dport`: SYN (MSS 1460, window 65535),
+    /// wait for the SYN-ACK, sleep `ack_delay`, send the final ACK.
+    pub fn connect(&self, dport: u16, ack_delay: Duration) -> Result<TunConn<'_>> {
+        let lport = {
+            let mut inner = self.inner.borrow_mut();
+            let p = inner.next_port;
+            inner.next_port = p.checked_add(1).context("out of local ports")?;
+            inner.conns.insert(
+                (p, dport),
+                Slot {
+                    live: true,
+                    ..Slot::default()
+                },
+            );
+            p
+        };
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let iss = nanos ^ u32::from(lport).wrapping_mul(0x9e37_79b9);
+        let mut c = TunConn {
+            net: self,
+            lport,
+            rport: dport,
+            snd_una: iss,
+            snd_nxt: iss.wrapping_add(1),
+            snd_wnd: 0,
+            mss: OUR_MSS,
+            irs: 0,
+            rcv_nxt: 0,
+            highest_rcv: 0,
+            rx: Vec::new(),
+            fin_sent: false,
+            fin_received: false,
+            reset_sent: false,
+            reset_received: false,
+            drop_next_data: false,
+            retransmits: 0,
+            handshake: Duration::ZERO,
+        };
+        let t_syn = Instant::now();
+        self.write_seg(lport, dport, iss, 0, SYN, Some(OUR_MSS), &[])?;
+        let deadline = t_syn + IO_TIMEOUT;
+        loop {
+            let seg = self.next_for((lport, dport), deadline)?.ok_or_else(|| {
+                anyhow!(
+                    "timed out waiting for the SYN-ACK from {}:{dport}",
+                    self.kernel
+                )
+            })?;
+            if seg.flags & RST != 0 {
+                bail!("connection to {}:{dport} refused (RST)", self.kernel);
+            }
+            if seg.flags & (SYN | ACK) == SYN | ACK && seg.ack == c.snd_nxt {
+                c.irs = seg.seq;
+                c.rcv_nxt = seg.seq.wrapping_add(1);
+                c.highest_rcv = c.rcv_nxt;
+                c.snd_una = seg.ack;
+                c.snd_wnd = u32::from(seg.window);
+                c.mss = seg.mss.unwrap_or(536).min(OUR_MSS);
+                break;
+            }
+            // Anything else is counted by the demultiplexer and otherwise ignored.
+        }
+        std::thread::sleep(ack_delay);
+        let t_ack = Instant::now();
+        c.send_ack()?;
+        c.handshake = t_ack - t_syn;
+        Ok(c)
+    }
+
+    /// Every IPv4/TCP packet to or from kernel-side `port` written or read so far,
+    /// whichever connection (live, dropped or none) it belonged to.
+    pub fn totals(&self, port: u16) -> WireCount {
+        self.inner
+            .borrow()
+            .totals
+            .get(&port)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The interface's own counters (every packet, TCP or not), an independent check
+    /// of [`totals`](Self::totals): with IPv6 off nothing else should cross.
+    pub fn link_stats(&self) -> Result<LinkStats> {
+        let get = |f: &str| -> Result<u64> {
+            let p = format!("/sys/class/net/{}/statistics/{f}", self.name);
+            std::fs::read_to_string(&p)
+                .with_context(|| format!("reading {p}"))?
+                .trim()
+                .parse()
+                .with_context(|| format!("parsing {p}"))
+        };
+        // The kernel receives ("rx") what we write, and transmits what we read.
+        Ok(LinkStats {
+            packets_in: get("rx_packets")?,
+            bytes_in: get("rx_bytes")?,
+            packets_out: get("tx_packets")?,
+            bytes_out: get("tx_bytes")?,
+        })
+    }
+
+    /// Read (count and queue for their connections) packets until none has arrived
+    /// for `quiet`; use before comparing counts to be sure nothing is still coming.
+    pub fn settle(&self, quiet: Duration) -> Result<()> {
+        while self.read_one(Instant::now() + quiet)? {}
+        Ok(())
+    }
+
+    /// The next queued segment for `key`, reading from the fd as needed.
+    fn next_for(&self, key: (u16, u16), deadline: Instant) -> Result<Option<Seg>> {
+        loop {
+            if let Some(seg) = self
+                .inner
+                .borrow_mut()
+                .conns
+                .get_mut(&key)
+                .and_then(|s| s.queue.pop_front())
+            {
+                return Ok(Some(seg));
+            }
+            if !self.read_one(deadline)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Read one packet (any) before `deadline`; false on timeout. IPv4/TCP packets
+    /// to our peer address are counted and queued; anything else is ignored.
+    fn read_one(&self, deadline: Instant) -> Result<bool> {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let n = loop {
+            match (&self.file).read(&mut inner.buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", self.name)),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let ms = (deadline - now)
+                .as_micros()
+                .div_ceil(1000)
+                .min(i32::MAX as u128) as i32;
+            let mut pfd = libc::pollfd {
+                fd: self.file.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e).context("poll on the tun fd");
+                }
+            }
+        };
+        let Some((src_port, dst_port, ip_len, seg)) = parse(&inner.buf[..n], self.peer) else {
+            return Ok(true);
+        };
+        inner
+            .totals
+            .entry(src_port)
+            .or_default()
+            .add(false, ip_len, seg.flags);
+        if let Some(slot) = inner.conns.get_mut(&(dst_port, src_port)) {
+            slot.counts.add(false, ip_len, seg.flags);
+            if slot.live {
+                slot.queue.push_back(seg);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Build, write and count one segment from `peer:sport` to `kernel:dport`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_seg(
+        &self,
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        mss: Option<u16>,
+        payload: &[u8],
+    ) -> Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        inner.ip_id = inner.ip_id.wrapping_add(1);
+        let pkt = build(
+            self.peer,
+            self.kernel,
+            inner.ip_id,
+            sport,
+            dport,
+            seq,
+            ack,
+            flags,
+            mss,
+            payload,
+        );
+        let n = (&self.file)
+            .write(&pkt)
+            .with_context(|| format!("writing a packet to {}", self.name))?;
+        ensure!(
+            n == pkt.len(),
+            "short write to {}: {n} of {}",
+            self.name,
+            pkt.len()
+        );
+        inner
+            .totals
+            .entry(dport)
+            .or_default()
+            .add(true, pkt.len(), flags);
+        if let Some(slot) = inner.conns.get_mut(&(sport, dport)) {
+            slot.counts.add(true, pkt.len(), flags);
+        }
+        Ok(())
+    }
+}
+
+/// A client TCP connection over a [`TunNet`], driven from the calling thread.
+pub struct TunConn<'a> {
+    net: &'a TunNet,
+    lport: u16,
+    rport: u16,
+    snd_una: u32,
+    snd_nxt: u32,
+    snd_wnd: u32,
+    mss: u16,
+    irs: u32,
+    rcv_nxt: u32,
+    /// End of the highest sequence range received (kept or discarded): a segment
+    /// starting below it is a retransmission.
+    highest_rcv: u32,
+    /// In-order data not yet returned by `recv`.
+    rx: Vec<u8>,
+    fin_sent: bool,
+    fin_received: bool,
+    reset_sent: bool,
+    reset_received: bool,
+    drop_next_data: bool,
+    retransmits: u64,
+    handshake: Duration,
+}
+
+impl TunConn<'_> {
+    /// From just before our SYN write to just before our final ACK write.
+    pub fn handshake(&self) -> Duration {
+        self.handshake
+    }
+
+    pub fn local_port(&self) -> u16 {
+        self.lport
+    }
+
+    /// This connection's packets only (as read/written so far).
+    pub fn counts(&self) -> WireCount {
+        self.net.inner.borrow().conns[&(self.lport, self.rport)].counts
+    }
+
+    /// Data/FIN segments (and SYN-ACKs) received whose sequence range had already
+    /// been received or discarded: what the kernel retransmitted to us.
+    pub fn retransmits_seen(&self) -> u64 {
+        self.retransmits
+    }
+
+    /// Send `data` in segments of at most the MSS within the kernel's window (PSH
+    /// on the last), and wait until all of it is acknowledged.
+    pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        ensure!(!self.fin_sent, "send after close");
+        ensure!(!self.reset_sent, "send after reset");
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut off = 0;
+        while off < data.len() {
+            self.check_reset("sending")?;
+            let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
+            if in_flight >= self.snd_wnd {
+                self.step(deadline, "window space from the kernel")?;
+                continue;
+            }
+            let n = (data.len() - off)
+                .min(usize::from(self.mss))
+                .min((self.snd_wnd - in_flight) as usize);
+            let last = off + n == data.len();
+            let flags = if last { ACK | PSH } else { ACK };
+            self.net.write_seg(
+                self.lport,
+                self.rport,
+                self.snd_nxt,
+                self.rcv_nxt,
+                flags,
+                None,
+                &data[off..off + n],
+            )?;
+            self.snd_nxt = self.snd_nxt.wrapping_add(n as u32);
+            off += n;
+        }
+        while self.snd_una != self.snd_nxt {
+            self.check_reset("waiting for the ACK of our data")?;
+            self.step(deadline, "the ACK of our data")?;
+        }
+        Ok(())
+    }
+
+    /// Receive in-order data, ACKing each data segment at once, until `until`
+    /// holds for the bytes received since the previous `recv`; return (and
+    /// consume) those bytes.
+    pub fn recv(&mut self, until: impl Fn(&[u8]) -> bool, timeout: Duration) -> Result<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if until(&self.rx) {
+                return Ok(std::mem::take(&mut self.rx));
+            }
+            self.check_reset("receiving")?;
+            ensure!(
+                !self.fin_received,
+                "the kernel closed (FIN) after {} bytes, before the receive condition held",
+                self.rx.len()
+            );
+            let have = self.rx.len();
+            self.step(deadline, "data")
+                .with_context(|| format!("{have} bytes received so far"))?;
+        }
+    }
+
+    /// Like [`recv`](Self::recv), but the next data segment is discarded without an
+    /// ACK, so the kernel has to retransmit it.
+    pub fn recv_dropping_first(
+        &mut self,
+        until: impl Fn(&[u8]) -> bool,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        self.drop_next_data = true;
+        self.recv(until, timeout)
+    }
+
+    /// Process (and answer) incoming segments for `d`, e.g. to let the kernel's
+    /// pending packets arrive while the test does something else.
+    pub fn pump_for(&mut self, d: Duration) -> Result<()> {
+        let deadline = Instant::now() + d;
+        while let Some(seg) = self.net.next_for(self.key(), deadline)? {
+            self.handle(seg)?;
+        }
+        Ok(())
+    }
+
+    /// Orderly close: send our FIN (if not sent), then wait until it is ACKed and
+    /// the kernel's FIN has arrived (and been ACKed). Works whether the server
+    /// closed first or not.
+    pub fn close(&mut self) -> Result<()> {
+        ensure!(!self.reset_sent, "close after reset");
+        self.check_reset("closing")?;
+        if !self.fin_sent {
+            self.net.write_seg(
+                self.lport,
+                self.rport,
+                self.snd_nxt,
+                self.rcv_nxt,
+                FIN | ACK,
+                None,
+                &[],
+            )?;
+            self.snd_nxt = self.snd_nxt.wrapping_add(1);
+            self.fin_sent = true;
+        }
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.snd_una != self.snd_nxt || !self.fin_received {
+            self.check_reset("closing")?;
+            let what = if self.snd_una != self.snd_nxt {
+                "the ACK of our FIN"
+            } else {
+                "the kernel's FIN"
+            };
+            self.step(deadline, what)?;
+        }
+        Ok(())
+    }
+
+    /// Abort: send RST|ACK at our next sequence number (the exact value the kernel
+    /// accepts; an in-window mismatch would only earn a challenge ACK).
+    pub fn reset(&mut self) -> Result<()> {
+        ensure!(!self.reset_sent, "reset sent twice");
+        self.net.write_seg(
+            self.lport,
+            self.rport,
+            self.snd_nxt,
+            self.rcv_nxt,
+            RST | ACK,
+            None,
+            &[],
+        )?;
+        self.reset_sent = true;
+        Ok(())
+    }
+
+    /// Wait for an RST from the kernel (returns at once if one already came).
+    pub fn wait_reset(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.reset_received {
+            self.step(deadline, "an RST from the kernel")?;
+        }
+        Ok(())
+    }
+
+    /// True once the kernel's FIN has been received in order.
+    pub fn fin_received(&self) -> bool {
+        self.fin_received
+    }
+
+    fn key(&self) -> (u16, u16) {
+        (self.lport, self.rport)
+    }
+
+    fn check_reset(&self, doing: &str) -> Result<()> {
+        ensure!(
+            !self.reset_received,
+            "connection {}->{}:{} reset by the kernel while {doing}",
+            self.lport,
+            self.net.kernel,
+            self.rport
+        );
+        Ok(())
+    }
+
+    /// Process the next segment for this connection or fail naming `what`.
+    fn step(&mut self, deadline: Instant, what: &str) -> Result<()> {
+        let seg = self.net.next_for(self.key(), deadline)?.ok_or_else(|| {
+            anyhow!(
+                "timed out waiting for {what} on {}:{} -> {}:{}",
+                self.net.peer,
+                self.lport,
+                self.net.kernel,
+                self.rport
+            )
+        })?;
+        self.handle(seg)
+    }
+
+    fn send_ack(&self) -> Result<()> {
+        self.net.write_seg(
+            self.lport,
+            self.rport,
+            self.snd_nxt,
+            self.rcv_nxt,
+            ACK,
+            None,
+            &[],
+        )
+    }
+
+    fn handle(&mut self, seg: Seg) -> Result<()> {
+        if seg.flags & RST != 0 {
+            self.reset_received = true;
+            return Ok(());
+        }
+        if seg.flags & SYN != 0 {
+            // A retransmitted SYN-ACK (our ACK came late, or was sent after it):
+            // our ACK already covers it, so it is not answered.
+            if seg.seq == self.irs {
+                self.retransmits += 1;
+            }
+            return Ok(());
+        }
+        if seg.flags & ACK != 0 {
+            if seq_lt(self.snd_una, seg.ack) && seq_le(seg.ack, self.snd_nxt) {
+                self.snd_una = seg.ack;
+            }
+            self.snd_wnd = u32::from(seg.window);
+        }
+        let fin = seg.flags & FIN != 0;
+        let len = seg.payload.len() as u32 + u32::from(fin);
+        if len == 0 {
+            return Ok(()); // pure ACK / window update: nothing to answer
+        }
+        let end = seg.seq.wrapping_add(len);
+        if seq_lt(seg.seq, self.highest_rcv) {
+            self.retransmits += 1;
+        }
+        if seq_lt(self.highest_rcv, end) {
+            self.highest_rcv = end;
+        }
+        if self.drop_next_data && !seg.payload.is_empty() {
+            self.drop_next_data = false;
+            return Ok(());
+        }
+        if seq_le(seg.seq, self.rcv_nxt) && seq_lt(self.rcv_nxt, end) {
+            let skip = self.rcv_nxt.wrapping_sub(seg.seq) as usize;
+            if skip < seg.payload.len() {
+                self.rx.extend_from_slice(&seg.payload[skip..]);
+            }
+            let data_end = seg.seq.wrapping_add(seg.payload.len() as u32);
+            self.rcv_nxt = data_end;
+            if fin {
+                self.rcv_nxt = data_end.wrapping_add(1);
+                self.fin_received = true;
+            }
+        }
+        // In order, duplicate or out of order: one ACK (a dup ACK for the latter two).
+        self.send_ack()
+    }
+}
+
+impl Drop for TunConn<'_> {
+    fn drop(&mut self) {
+        // Stop queueing; later packets of this connection are still counted.
+        if let Some(slot) = self.net.inner.borrow_mut().conns.get_mut(&self.key()) {
+            slot.live = false;
+            slot.queue.clear();
+        }
+    }
+}
+
+/// A value of the `Tcp:` line of /proc/net/snmp, e.g. "RetransSegs" (system-wide).
+pub fn snmp_tcp(field: &str) -> Result<u64> {
+    proc_net_counter("/proc/net/snmp", "Tcp:", field)
+}
+
+/// A value of the `TcpExt:` line of /proc/net/netstat, e.g. "TCPLossProbes".
+pub fn netstat_tcpext(field: &str) -> Result<u64> {
+    proc_net_counter("/proc/net/netstat", "TcpExt:", field)
+}
+
+fn proc_net_counter(path: &str, prefix: &str, field: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let (names, values) = lines
+        .next()
+        .zip(lines.next())
+        .with_context(|| format!("no {prefix} lines in {path}"))?;
+    let i = names
+        .split_whitespace()
+        .position(|n| n == field)
+        .with_context(|| format!("no {prefix} {field} in {path}"))?;
+    values
+        .split_whitespace()
+        .nth(i)
+        .with_context(|| format!("{prefix} {field}: no value in {path}"))?
+        .parse()
+        .with_context(|| format!("{prefix} {field} in {path}"))
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+fn seq_le(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) <= 0
+}
+
+fn run_ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    ensure!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// A `10.a.b.0/24` that no address or route on the machine mentions, starting
+/// from a pid-derived candidate so concurrent test processes rarely collide.
+fn free_subnet(pid: u32, n: u32) -> Result<(u8, u8)> {
+    let mut used = String::new();
+    for args in [
+        &["-4", "-o", "addr", "show"][..],
+        &["-4", "route", "show", "table", "all"][..],
+    ] {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .with_context(|| format!("running ip {}", args.join(" ")))?;
+        ensure!(out.status.success(), "ip {} failed", args.join(" "));
+        used.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    const SPAN: u32 = 200 * 256; // 10.20.0.0 .. 10.219.255.0
+    let start = pid
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(n.wrapping_mul(7))
+        % SPAN;
+    for i in 0..SPAN {
+        let k = (start + i) % SPAN;
+        let (a, b) = ((20 + k / 256) as u8, (k % 256) as u8);
+        if !used.contains(&format!("10.{a}.{b}.")) {
+            return Ok((a, b));
+        }
+    }
+    bail!("no free 10.x.y.0/24 subnet")
+}
+
+fn checksum_add(mut sum: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
+fn checksum_fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    id: u16,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    mss: Option<u16>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let tcp_hlen = if mss.is_some() { 24 } else { 20 };
+    let total = 20 + tcp_hlen + payload.len();
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&0x4000u16.to_be_bytes()); // DF, like the kernel's own TCP
+    p.extend_from_slice(&[64, libc::IPPROTO_TCP as u8, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let ip_sum = checksum_fold(checksum_add(0, &p[..20]));
+    p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ack.to_be_bytes());
+    p.push(((tcp_hlen / 4) as u8) << 4);
+    p.push(flags);
+    p.extend_from_slice(&OUR_WINDOW.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+    if let Some(m) = mss {
+        p.extend_from_slice(&[2, 4]);
+        p.extend_from_slice(&m.to_be_bytes());
+    }
+    p.extend_from_slice(payload);
+
+    let tcp_len = (total - 20) as u16;
+    let mut sum = checksum_add(0, &src.octets());
+    sum = checksum_add(sum, &dst.octets());
+    sum = checksum_add(sum, &[0, libc::IPPROTO_TCP as u8]);
+    sum = checksum_add(sum, &tcp_len.to_be_bytes());
+    sum = checksum_add(sum, &p[20..]);
+    let tcp_sum = checksum_fold(sum);
+    p[36..38].copy_from_slice(&tcp_sum.to_be_bytes());
+    p
+}
+
+/// An IPv4/TCP packet addressed to `peer`: (source port, destination port, IP
+/// total length, segment). Anything else (IPv6, other protocols, fragments,
+/// truncated packets) is None.
+fn parse(pkt: &[u8], peer: Ipv4Addr) -> Option<(u16, u16, usize, Seg)> {
+    if pkt.len() < 20 || pkt[0] >> 4 != 4 || pkt[9] != libc::IPPROTO_TCP as u8 {
+        return None;
+    }
+    if pkt[16..20] != peer.octets() {
+        return None;
+    }
+    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+    let frag = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff;
+    if ihl < 20 || total < ihl + 20 || total > pkt.len() || frag != 0 {
+        return None;
+    }
+    let t = &pkt[ihl..total];
+    let doff = usize::from(t[12] >> 4) * 4;
+    if doff < 20 || doff > t.len() {
+        return None;
+    }
+    let mut mss = None;
+    let mut opts = &t[20..doff];
+    while let Some(&kind) = opts.first() {
+        match kind {
+            0 => break,
+            1 => opts = &opts[1..],
+            _ => {
+                let l = usize::from(*opts.get(1)?);
+                if l < 2 || l > opts.len() {
+                    break;
+                }
+                if kind == 2 && l == 4 {
+                    mss = Some(u16::from_be_bytes([opts[2], opts[3]]));
+                }
+                opts = &opts[l..];
+            }
+        }
+    }
+    let seg = Seg {
+        seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+        ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+        flags: t[13],
+        window: u16::from_be_bytes([t[14], t[15]]),
+        mss,
+        payload: t[doff..].to_vec(),
+    };
+    let sport = u16::from_be_bytes([t[0], t[1]]);
+    let dport = u16::from_be_bytes([t[2], t[3]]);
+    Some((sport, dport, total, seg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_verify_to_zero() {
+        let p = build(
+            Ipv4Addr::new(10, 1, 2, 2),
+            Ipv4Addr::new(10, 1, 2, 1),
+            7,
+            40000,
+            80,
+            1,
+            2,
+            SYN,
+            Some(1460),
+            b"odd",
+        );
+        assert_eq!(checksum_fold(checksum_add(0, &p[..20])), 0);
+        let mut sum = checksum_add(0, &p[12..20]);
+        sum = checksum_add(sum, &[0, 6]);
+        sum = checksum_add(sum, &((p.len() - 20) as u16).to_be_bytes());
+        assert_eq!(checksum_fold(checksum_add(sum, &p[20..])), 0);
+        let (sp, dp, len, seg) = parse(&p, Ipv4Addr::new(10, 1, 2, 1)).unwrap();
+        assert_eq!(
+            (sp, dp, len, seg.mss, &seg.payload[..]),
+            (40000, 80, 47, Some(1460), &b"odd"[..])
+        );
+    }
+}
