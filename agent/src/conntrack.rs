@@ -143,18 +143,14 @@ impl ConnTable {
             Observation::Accept { .. } => facts.push(Fact::Accepted),
             Observation::Tcp { sk, event } => {
                 if let Some(conn) = self.conns.get(&sk) {
-                    facts.push(match conn.role {
-                        Role::Downstream => Fact::DownstreamTcp {
-                            port: conn.endpoints.local.port(),
-                            event,
-                        },
-                        Role::Upstream => Fact::UpstreamTcp {
-                            peer: conn.endpoints.remote,
-                            event,
-                        },
-                    });
+                    facts.push(tcp_fact(conn.role, &conn.endpoints, event));
                 }
             }
+            Observation::TcpClosed {
+                role,
+                endpoints,
+                event,
+            } => facts.push(tcp_fact(role, &endpoints, event)),
             Observation::Fork { .. } | Observation::Exit { .. } | Observation::Handshake { .. } => {
             }
         }
@@ -273,6 +269,20 @@ fn adjust(value: &mut u64, up: bool) {
         *value += 1;
     } else {
         *value = value.saturating_sub(1);
+    }
+}
+
+/// A TCP event, per listener for client connections and per peer upstream.
+fn tcp_fact(role: Role, endpoints: &Endpoints, event: TcpEvent) -> Fact {
+    match role {
+        Role::Downstream => Fact::DownstreamTcp {
+            port: endpoints.local.port(),
+            event,
+        },
+        Role::Upstream => Fact::UpstreamTcp {
+            peer: endpoints.remote,
+            event,
+        },
     }
 }
 

@@ -91,7 +91,9 @@ pub const KIND_EXIT: u32 = 6;
 /// open before gatescope started): its addresses, read from the socket with
 /// offsets from BTF, and `role` decided by its local port.
 pub const KIND_CONN_FOUND: u32 = 7;
-/// A TCP event on a tracked socket (`value` = `TCP_EVENT_*`).
+/// A TCP event on a tracked socket (`value` = `TCP_EVENT_*`). With `sk` 0,
+/// a reset the gateway sent on a socket it had just closed (no longer
+/// tracked): `role` and `tuple` say whose.
 pub const KIND_TCP: u32 = 8;
 
 /// The socket filter saw a client's TCP handshake complete: `value` = ns from
@@ -373,6 +375,13 @@ pub mod tp {
     pub mod tcp_skb {
         pub const SKADDR: usize = 16;
     }
+    /// `tcp:tcp_send_reset`: the two ends as `struct sockaddr_in{,6}`
+    /// (family, then the port in network order, then the address: at 4
+    /// for IPv4, at 8 for IPv6).
+    pub mod tcp_send_reset {
+        pub const SADDR: usize = 32;
+        pub const DADDR: usize = 60;
+    }
     /// `tcp:tcp_receive_reset`.
     pub mod tcp_receive_reset {
         pub const SKADDR: usize = 8;
@@ -505,6 +514,8 @@ pub mod tp {
         ),
         ("tcp", "tcp_retransmit_skb", "skaddr", tcp_skb::SKADDR, 8),
         ("tcp", "tcp_send_reset", "skaddr", tcp_skb::SKADDR, 8),
+        ("tcp", "tcp_send_reset", "saddr", tcp_send_reset::SADDR, 28),
+        ("tcp", "tcp_send_reset", "daddr", tcp_send_reset::DADDR, 28),
         (
             "tcp",
             "tcp_receive_reset",

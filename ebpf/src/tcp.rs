@@ -3,14 +3,15 @@
 //! 4.15 and later). They fire in any context, so sockets are matched by
 //! address against the tracked ones, not by process.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
 use gatescope_common::{
-    tp, KIND_TCP, TCP_EVENT_RESET_RECEIVED, TCP_EVENT_RESET_SENT, TCP_EVENT_RETRANSMIT,
+    tp, Tuple, AF_INET, AF_INET6, KIND_TCP, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
+    TCP_EVENT_RESET_RECEIVED, TCP_EVENT_RESET_SENT, TCP_EVENT_RETRANSMIT,
 };
 
 use crate::{
-    emit::{field, new_event, submit},
-    maps::SOCKS,
+    emit::{current, field, new_event, submit},
+    maps::{is_target, LISTEN_PORTS, SOCKS},
 };
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
@@ -24,11 +25,77 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    on_tcp_event(
-        field::<u64>(&ctx, tp::tcp_skb::SKADDR),
-        TCP_EVENT_RESET_SENT,
-    );
+    let sk = field::<u64>(&ctx, tp::tcp_skb::SKADDR);
+    if !on_tcp_event(sk, TCP_EVENT_RESET_SENT) && sk != 0 {
+        closed_socket_reset(&ctx);
+    }
     0
+}
+
+/// A gateway that aborts a connection (close() with unread data, or
+/// SO_LINGER 0, as nginx's reset_timedout_connection does) moves the socket
+/// to TCP_CLOSE before the reset goes out (tcp_close, tcp_disconnect), so
+/// the socket is no longer tracked here. Such resets are sent in the
+/// closing process: attribute them by address when that is a target.
+#[inline(always)]
+fn closed_socket_reset(ctx: &TracePointContext) {
+    let (tgid, _) = current();
+    if !is_target(tgid) {
+        return;
+    }
+    use tp::tcp_send_reset::{DADDR, SADDR};
+    let family = field::<u16>(ctx, SADDR);
+    let mut tuple = Tuple {
+        family,
+        lport: u16::from_be(field::<u16>(ctx, SADDR + 2)),
+        rport: u16::from_be(field::<u16>(ctx, DADDR + 2)),
+        ..Tuple::default()
+    };
+    if family == AF_INET {
+        tuple.laddr[..4].copy_from_slice(&word(ctx, SADDR + 4));
+        tuple.raddr[..4].copy_from_slice(&word(ctx, DADDR + 4));
+    } else if family == AF_INET6 {
+        tuple.laddr = v6(ctx, SADDR + 8);
+        tuple.raddr = v6(ctx, DADDR + 8);
+    } else {
+        return;
+    }
+    // SAFETY: existence check only.
+    let listening = unsafe { LISTEN_PORTS.get(tuple.lport) }.is_some();
+    let mut event = new_event(KIND_TCP);
+    event.role = if listening {
+        ROLE_DOWNSTREAM
+    } else {
+        ROLE_UPSTREAM
+    };
+    event.tgid = tgid;
+    event.value = TCP_EVENT_RESET_SENT;
+    event.tuple = tuple;
+    submit(&event);
+}
+
+/// 16 address bytes as four u32 loads (these record offsets are only
+/// 4-byte aligned).
+#[inline(always)]
+fn v6(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        out[i * 4..i * 4 + 4].copy_from_slice(&word(ctx, offset + i * 4));
+        i += 1;
+    }
+    out
+}
+
+/// Four record bytes in memory order, as one u32 load. Volatile, so the
+/// compiler cannot turn the load and the copy that follows into a memcpy
+/// from a computed ctx pointer, which the verifier refuses.
+#[inline(always)]
+fn word(ctx: &TracePointContext, offset: usize) -> [u8; 4] {
+    // SAFETY: offsets from gatescope_common::tp, checked against the format
+    // file at start; 4-byte aligned.
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(offset).cast::<u32>()) }
+        .to_ne_bytes()
 }
 
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
@@ -40,15 +107,16 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Reports `what` on tracked socket `sk`; false when `sk` is not tracked.
 #[inline(always)]
-fn on_tcp_event(sk: u64, what: i64) {
+fn on_tcp_event(sk: u64, what: i64) -> bool {
     // A reset answering a segment for no socket has no address: not ours.
     if sk == 0 {
-        return;
+        return false;
     }
     // SAFETY: the value is copied out immediately.
     let Some(info) = (unsafe { SOCKS.get(sk) }).copied() else {
-        return;
+        return false;
     };
     let mut event = new_event(KIND_TCP);
     event.role = info.role;
@@ -56,4 +124,5 @@ fn on_tcp_event(sk: u64, what: i64) {
     event.sk = sk;
     event.value = what;
     submit(&event);
+    true
 }

@@ -37,6 +37,10 @@ pub struct Tuning {
     /// load generator's connection count, or short-lived upstream connections
     /// exhaust loopback ephemeral ports (TIME_WAIT) and nginx answers 502.
     pub upstream_keepalive: u32,
+    /// The address of `listen` (`0.0.0.0` to be reachable on every interface).
+    pub listen_host: &'static str,
+    /// Directives added to the `server` block.
+    pub server_extra: &'static str,
 }
 
 impl Default for Tuning {
@@ -46,6 +50,8 @@ impl Default for Tuning {
             worker_connections: 1024,
             worker_rlimit_nofile: None,
             upstream_keepalive: 16,
+            listen_host: "127.0.0.1",
+            server_extra: "",
         }
     }
 }
@@ -67,6 +73,7 @@ pub struct Nginx {
     master: u32,
     dir: TempDir,
     workers: u32,
+    listen_host: String,
     listen_port: u16,
     /// The worker set after start / the last reload.
     current_workers: Vec<u32>,
@@ -126,8 +133,9 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{port};
+        listen {host}:{port};
         access_log {d}/access.log gs;
+        {extra}
         location / {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -146,8 +154,16 @@ http {{
             ka = t.upstream_keepalive,
             up = cfg.upstream_port,
             port = cfg.listen_port,
+            host = t.listen_host,
+            extra = t.server_extra,
         );
-        Self::launch_as(dir, &conf, cfg.workers, cfg.listen_port, t.daemon)
+        Self::launch_as(
+            dir,
+            &conf,
+            cfg.workers,
+            (t.listen_host, cfg.listen_port),
+            t.daemon,
+        )
     }
 
     /// The accuracy tests' nginx: `workers` workers on `listen_port`, the `acc` access
@@ -226,14 +242,14 @@ http {{
     /// Write `conf` into `dir`, start `nginx -c conf -p dir` in the foreground and
     /// wait until it listens on `listen_port` and all workers exist.
     fn launch(dir: TempDir, conf: &str, workers: u32, listen_port: u16) -> Result<Self> {
-        Self::launch_as(dir, conf, workers, listen_port, false)
+        Self::launch_as(dir, conf, workers, ("127.0.0.1", listen_port), false)
     }
 
     fn launch_as(
         dir: TempDir,
         conf: &str,
         workers: u32,
-        listen_port: u16,
+        (listen_host, listen_port): (&str, u16),
         daemon: bool,
     ) -> Result<Self> {
         let conf_path = dir.path().join("nginx.conf");
@@ -258,6 +274,7 @@ http {{
             master,
             dir,
             workers,
+            listen_host: listen_host.to_owned(),
             listen_port,
             current_workers: Vec::new(),
         };
@@ -297,13 +314,14 @@ http {{
                 bail!("nginx exited during start-up ({st}):\n{}", ng.diagnostics());
             }
             let pids = ng.worker_pids();
-            if util::is_listening_v4_loopback(listen_port) && pids.len() == workers as usize {
+            if util::is_listening_v4(listen_host, listen_port) && pids.len() == workers as usize {
                 ng.current_workers = pids;
                 return Ok(ng);
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "nginx did not listen on 127.0.0.1:{} with {} workers within 10 s:\n{}",
+                    "nginx did not listen on {}:{} with {} workers within 10 s:\n{}",
+                    listen_host,
                     listen_port,
                     workers,
                     ng.diagnostics()
@@ -411,9 +429,9 @@ http {{
         self.listen_port
     }
 
-    /// "127.0.0.1:<port>", as the agent labels the listener.
+    /// "<host>:<port>" (127.0.0.1 unless tuned), as the agent labels the listener.
     pub fn listen_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.listen_port)
+        format!("{}:{}", self.listen_host, self.listen_port)
     }
 
     /// Live (non-zombie) children of the master, sorted.

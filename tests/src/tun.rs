@@ -956,6 +956,23 @@ fn parse(pkt: &[u8], peer: Ipv4Addr) -> Option<(u16, u16, usize, Seg)> {
     Some((sport, dport, total, seg))
 }
 
+/// The buffer holds a complete HTTP response with a Content-Length body.
+pub fn complete_response(b: &[u8]) -> bool {
+    let Some(h) = b.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&b[..h]);
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    b.len() >= h + 4 + len
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

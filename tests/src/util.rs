@@ -41,9 +41,10 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback port that was free a moment ago (bind port 0, read it, release it).
+/// A TCP port that was free a moment ago (bind port 0, read it, release it).
 pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    // Any address: free for a listener on 0.0.0.0 too.
+    let l = TcpListener::bind("0.0.0.0:0").context("binding 0.0.0.0:0")?;
     Ok(l.local_addr()?.port())
 }
 
@@ -139,10 +140,19 @@ fn is_live_state(state: char) -> bool {
 
 /// True if something listens on 127.0.0.1:`port` (TCP, from /proc/net/tcp).
 pub fn is_listening_v4_loopback(port: u16) -> bool {
+    is_listening_v4("127.0.0.1", port)
+}
+
+/// True if something listens on IPv4 `host`:`port` (TCP, from /proc/net/tcp).
+pub fn is_listening_v4(host: &str, port: u16) -> bool {
+    let Ok(ip) = host.parse::<std::net::Ipv4Addr>() else {
+        return false;
+    };
     let Ok(tcp) = std::fs::read_to_string("/proc/net/tcp") else {
         return false;
     };
-    let want = format!("0100007F:{port:04X}");
+    // /proc shows the address as a native-endian u32 in hex.
+    let want = format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip.octets()));
     tcp.lines().skip(1).any(|l| {
         let mut f = l.split_whitespace();
         let _sl = f.next();

@@ -4,7 +4,9 @@
 //! fails (never skips) without them.
 
 use anyhow::{ensure, Context, Result};
-use gatescope_tests::tun::{netstat_tcpext, snmp_tcp, TunNet, WireCount};
+use gatescope_tests::tun::{
+    complete_response as complete, netstat_tcpext, snmp_tcp, TunNet, WireCount,
+};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -37,20 +39,6 @@ fn response(body_len: usize) -> Vec<u8> {
     let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n").into_bytes();
     r.extend((0..body_len).map(|i| b'a' + (i % 26) as u8));
     r
-}
-
-/// The buffer holds a complete response with a Content-Length.
-fn complete(b: &[u8]) -> bool {
-    let Some(h) = b.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&b[..h]);
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    b.len() >= h + 4 + len
 }
 
 #[test]

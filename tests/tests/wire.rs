@@ -1,13 +1,17 @@
-//! The wire view (AF_PACKET socket filter) against an independent witness:
-//! tcpdump capturing the same ports on loopback, counted packet by packet.
+//! The wire view (AF_PACKET socket filter) against independent witnesses:
+//! tcpdump capturing the same ports on loopback, counted packet by packet,
+//! and a user-space TCP client on a TUN interface that counts every packet
+//! it writes and reads and controls its handshakes, ACKs and resets.
 
 use anyhow::{ensure, Result};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::{reset_clients, Conn, Req};
 use gatescope_tests::expect::mixed_traffic;
 use gatescope_tests::metrics::*;
+use gatescope_tests::nginx::Tuning;
 use gatescope_tests::pcap::{self, Wire};
 use gatescope_tests::prom::Scrape;
+use gatescope_tests::tun::{complete_response, TunNet, WireCount};
 use gatescope_tests::Scene;
 use std::time::Duration;
 
@@ -122,6 +126,145 @@ fn loopback_counts_equal_tcpdump() -> Result<()> {
         "wire on lo: downstream in {d_in:?} out {d_out:?}; upstream in {u_in:?} out {u_out:?}; \
          {syns} SYNs; mean handshake {:.1} us",
         mean * 1e6
+    );
+    Ok(())
+}
+
+/// The ingress/egress [`Wire`] of one port as the TUN client counted it.
+fn tun_wire(c: &WireCount) -> (Wire, Wire) {
+    (
+        Wire {
+            packets: c.packets_in,
+            bytes: c.bytes_in,
+            resets: c.rst_in,
+        },
+        Wire {
+            packets: c.packets_out,
+            bytes: c.bytes_out,
+            resets: c.rst_out,
+        },
+    )
+}
+
+/// A user-space TCP client on a TUN interface created after the agent
+/// started: handshakes of a known length, a retransmission the client
+/// forces by withholding an ACK, a reset nginx sends (reset_timedout_connection)
+/// and one the client sends. Every packet is the client's own to count.
+#[test]
+fn tun_client_handshakes_retransmission_and_resets() -> Result<()> {
+    const T: Duration = Duration::from_secs(5);
+    let scene = Scene::start_tuned(
+        1,
+        &Tuning {
+            listen_host: "0.0.0.0",
+            server_extra: "reset_timedout_connection on; client_header_timeout 1s;",
+            ..Tuning::default()
+        },
+    )?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let before = agent.scrape()?.require(WIRE_INTERFACES, &[])?;
+    let net = TunNet::create()?;
+    // The agent follows interfaces as they come up (its 1 s reconciliation).
+    let base = agent.wait_all(
+        &[Expect::new(WIRE_INTERFACES, &[], before + 1.0)],
+        SETTLE_TIMEOUT,
+    )?;
+    let port = scene.nginx.listen_port();
+    let listener = scene.nginx.listen_addr();
+    let request = format!(
+        "GET /size/2000 HTTP/1.1\r\nHost: {}:{port}\r\n\r\n",
+        net.kernel_addr()
+    );
+
+    // Handshakes whose final ACK the client holds back 30, 60 and 90 ms.
+    let mut handshakes = Vec::new();
+    for delay_ms in [30, 60, 90] {
+        let mut c = net.connect(port, Duration::from_millis(delay_ms))?;
+        c.send(request.as_bytes())?;
+        c.recv(complete_response, T)?;
+        c.close()?;
+        handshakes.push(c.handshake());
+    }
+    // A response segment the client does not acknowledge: the kernel
+    // retransmits it (RTO, about 200 ms here).
+    let mut c = net.connect(port, Duration::ZERO)?;
+    c.send(request.as_bytes())?;
+    c.recv_dropping_first(complete_response, T)?;
+    c.close()?;
+    let retransmits = c.retransmits_seen();
+    ensure!(retransmits >= 1, "no retransmission seen");
+    // Half a request head, then silence: after client_header_timeout nginx
+    // closes with SO_LINGER 0, a reset.
+    let mut c = net.connect(port, Duration::ZERO)?;
+    c.send(b"GET /size/1 HTTP/1.1\r\n")?;
+    c.wait_reset(T)?;
+    // The client resets a connection after a request.
+    let mut c = net.connect(port, Duration::ZERO)?;
+    c.send(request.as_bytes())?;
+    c.recv(complete_response, T)?;
+    c.reset()?;
+    net.settle(Duration::from_millis(300))?;
+    let counted = net.totals(port);
+    let connections = 6;
+    ensure!(
+        counted.syn_in == connections && counted.rst_out == 1 && counted.rst_in == 1,
+        "the client's own counts: {counted:?}"
+    );
+
+    let iface = ("interface", net.name());
+    let down = [iface, ("listener", listener.as_str())];
+    let (ingress, egress) = tun_wire(&counted);
+    let mut exp = wire_deltas(
+        &base,
+        [DOWN_WIRE_PACKETS, DOWN_WIRE_BYTES, DOWN_WIRE_RESETS],
+        &down,
+        ingress,
+        egress,
+    )?;
+    let plus = |name: &str, labels: &[(&str, &str)], n: f64| -> Result<Expect> {
+        Ok(Expect::new(
+            name,
+            labels,
+            base.get_or_zero(name, labels)? + n,
+        ))
+    };
+    exp.push(plus(DOWN_WIRE_SYNS, &down, connections as f64)?);
+    // Each handshake in its histogram bucket: 30 ms <= 0.05, 60 and 90 ms
+    // <= 0.1; the other three took microseconds.
+    let bucket = format!("{HANDSHAKE_SECONDS}_bucket");
+    for (le, n) in [("0.025", 3.0), ("0.05", 4.0), ("0.1", 6.0)] {
+        let mut l = down.to_vec();
+        l.push(("le", le));
+        exp.push(plus(&bucket, &l, n)?);
+    }
+    let tcp = [("listener", listener.as_str())];
+    for (event, n) in [
+        ("retransmit", retransmits),
+        ("reset_sent", 1),
+        ("reset_received", 1),
+    ] {
+        let mut l = tcp.to_vec();
+        l.push(("event", event));
+        exp.push(plus(DOWN_TCP_EVENTS, &l, n as f64)?);
+    }
+    let s = agent.wait_all(&exp, SETTLE_TIMEOUT)?;
+
+    // The kernel's handshake times against the client's own clocks (taken
+    // just before its SYN and ACK writes; the tap sees each within
+    // microseconds).
+    let sum = format!("{HANDSHAKE_SECONDS}_sum");
+    let measured = s.require(&sum, &down)? - base.get_or_zero(&sum, &down)?;
+    let client: f64 = handshakes.iter().map(Duration::as_secs_f64).sum();
+    ensure!(
+        (measured - client).abs() < 0.003 + 0.001 * connections as f64,
+        "handshakes: agent {measured:.6} s, client {client:.6} s (delayed ones {handshakes:?})"
+    );
+    eprintln!(
+        "wire on {}: ingress {ingress:?}, egress {egress:?}; handshakes agent {:.3} ms, \
+         client {:.3} ms; {retransmits} retransmission(s)",
+        net.name(),
+        measured * 1e3,
+        client * 1e3
     );
     Ok(())
 }

@@ -102,6 +102,13 @@ pub enum Observation<'a> {
         sk: u64,
         event: TcpEvent,
     },
+    /// A reset the gateway sent on a connection it had just closed (so no
+    /// longer tracked), named by its addresses.
+    TcpClosed {
+        role: Role,
+        endpoints: Endpoints,
+        event: TcpEvent,
+    },
     Fork {
         parent: u32,
         child: u32,
@@ -131,7 +138,7 @@ impl Observation<'_> {
             Observation::State { .. } => 2,
             Observation::Data { .. } => 3,
             Observation::Accept { .. } => 4,
-            Observation::Tcp { .. } => 5,
+            Observation::Tcp { .. } | Observation::TcpClosed { .. } => 5,
             Observation::Fork { .. } => 6,
             Observation::Exit { .. } => 7,
             Observation::Handshake { .. } => Self::HANDSHAKE_INDEX,
@@ -203,15 +210,23 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
             endpoints: endpoints(&e.tuple),
             ns: e.value.max(0) as u64,
         },
-        KIND_TCP => Observation::Tcp {
-            sk: e.sk,
-            event: match e.value {
+        KIND_TCP => {
+            let event = match e.value {
                 TCP_EVENT_RETRANSMIT => TcpEvent::Retransmit,
                 TCP_EVENT_RESET_SENT => TcpEvent::ResetSent,
                 TCP_EVENT_RESET_RECEIVED => TcpEvent::ResetReceived,
                 _ => return Err(DecodeError::Kind(e.kind)),
-            },
-        },
+            };
+            if e.sk == 0 {
+                Observation::TcpClosed {
+                    role: role()?,
+                    endpoints: endpoints(&e.tuple),
+                    event,
+                }
+            } else {
+                Observation::Tcp { sk: e.sk, event }
+            }
+        }
         KIND_FORK => Observation::Fork {
             parent: e.tgid,
             child: e.value as u32,
