@@ -58,9 +58,10 @@ impl Pipeline {
         request_log: Option<RequestLog>,
         targets: TargetSet,
         maps: Maps,
+        max_connections: usize,
     ) -> Self {
         Pipeline {
-            table: ConnTable::new(gatescope_common::SOCKS_MAX as usize),
+            table: ConnTable::new(max_connections),
             sessions: Sessions::default(),
             correlator: Correlator::default(),
             router,
