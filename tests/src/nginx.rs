@@ -37,6 +37,14 @@ pub struct Tuning {
     /// load generator's connection count, or short-lived upstream connections
     /// exhaust loopback ephemeral ports (TIME_WAIT) and nginx answers 502.
     pub upstream_keepalive: u32,
+    /// `listen ... reuseport backlog=4096`: one listening socket per worker, so
+    /// the kernel spreads accepted connections evenly over the workers (each
+    /// worker may hold only RLIMIT_NOFILE of them), and a deep accept queue so
+    /// a burst of connects is not dropped and retried a second later.
+    pub reuseport: bool,
+    /// `client_header_timeout N` (seconds; nginx's default is 60): how long
+    /// a connection may stay idle before its first request.
+    pub client_header_timeout_s: Option<u32>,
 }
 
 impl Default for Tuning {
@@ -46,6 +54,8 @@ impl Default for Tuning {
             worker_connections: 1024,
             worker_rlimit_nofile: None,
             upstream_keepalive: 16,
+            reuseport: false,
+            client_header_timeout_s: None,
         }
     }
 }
@@ -126,8 +136,8 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{port};
-        access_log {d}/access.log gs;
+        listen 127.0.0.1:{port}{listen_opts};
+{header_timeout}        access_log {d}/access.log gs;
         location / {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -144,6 +154,15 @@ http {{
                 .unwrap_or_default(),
             wc = t.worker_connections,
             ka = t.upstream_keepalive,
+            listen_opts = if t.reuseport {
+                " reuseport backlog=4096"
+            } else {
+                ""
+            },
+            header_timeout = t
+                .client_header_timeout_s
+                .map(|n| format!("        client_header_timeout {n}s;\n"))
+                .unwrap_or_default(),
             up = cfg.upstream_port,
             port = cfg.listen_port,
         );
