@@ -77,6 +77,13 @@ pub struct Args {
     #[arg(long, env = "GATESCOPE_RING_BUFFER_BYTES", default_value_t = gatescope_common::EVENTS_DEFAULT_BYTES)]
     pub ring_buffer_bytes: u32,
 
+    /// Capacity of the kernel's socket map and of the agent's connection
+    /// table: connections tracked at once. When full, new connections are
+    /// refused and counted (`gatescope_events_lost_total{reason="sockets_map_full"}`),
+    /// never evicted. Preallocated in the kernel: 80 bytes per entry.
+    #[arg(long, env = "GATESCOPE_MAX_SOCKETS", default_value_t = gatescope_common::SOCKS_MAX, value_name = "N")]
+    pub max_sockets: u32,
+
     /// Bytes copied from the start of each send/recv for HTTP parsing (at
     /// most 4096); bodies beyond it are counted, not copied.
     #[arg(long, env = "GATESCOPE_CAPTURE_BYTES", default_value_t = gatescope_common::CAPTURE_BYTES_DEFAULT)]
@@ -164,6 +171,20 @@ mod tests {
             .unwrap();
         assert!(!a.wire);
         assert_eq!(a.interfaces, ["lo", "eth0"]);
+    }
+
+    #[test]
+    fn max_sockets_defaults_to_the_map_size_and_takes_a_value() {
+        if std::env::var_os("GATESCOPE_MAX_SOCKETS").is_none() {
+            let a = Args::try_parse_from(["gatescope", "--pid=1"]).unwrap();
+            assert_eq!(a.max_sockets, gatescope_common::SOCKS_MAX);
+        }
+        let a = Args::try_parse_from(["gatescope", "--pid=1", "--max-sockets", "1000"]).unwrap();
+        assert_eq!(a.max_sockets, 1000);
+        // Range is checked at start (one `error:` line, exit 1), not by clap;
+        // what clap refuses is what is not a u32 at all.
+        assert!(Args::try_parse_from(["gatescope", "--pid=1", "--max-sockets=-1"]).is_err());
+        assert!(Args::try_parse_from(["gatescope", "--pid=1", "--max-sockets=lots"]).is_err());
     }
 
     #[test]

@@ -164,8 +164,9 @@ impl ConnTable {
         found: bool,
         facts: &mut Vec<Fact>,
     ) {
-        // The same address again without a close seen: the kernel reused the
-        // socket memory (or its LRU map forgot it). End the old one first.
+        // The same address again without a close seen (its event lost, or
+        // the socket freed unseen): the kernel reused the socket memory. End
+        // the old one first.
         self.remove(sk);
         if self.conns.len() >= self.capacity {
             facts.push(Fact::TableFull);

@@ -47,6 +47,9 @@ pub enum StartError {
     #[error("--ring-buffer-bytes {0} must be a power of two and at least 4096")]
     RingBufferSize(u32),
 
+    #[error("--max-sockets {0} must be between 1 and {max}", max = crate::capture::MAX_SOCKETS_LIMIT)]
+    MaxSockets(u32),
+
     #[error("--capture-bytes {0} is larger than the maximum, 4096")]
     CaptureBytes(u32),
 

@@ -87,6 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(config::Config::load)
         .transpose()?;
     let router = routes::Router::from_config(config, args.max_routes_per_service);
+    let max_sockets = capture::check_max_sockets(args.max_sockets)?;
     preflight::check_host()?;
     let listener = bind(&args)?;
 
@@ -97,8 +98,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         warn!("{e}: connections open before gatescope started will not be attributed");
         gatescope_common::SockOffsets::default()
     });
-    let (mut capture, mut maps, events) =
-        Capture::load(args.ring_buffer_bytes, args.capture_bytes, &sock_offsets)?;
+    let (mut capture, mut maps, events) = Capture::load(
+        args.ring_buffer_bytes,
+        args.capture_bytes,
+        max_sockets,
+        &sock_offsets,
+    )?;
     check::log_hooks(capture.ebpf_mut());
     let node_id = args
         .node_id
@@ -117,7 +122,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         upstream_health: args.upstream_health_metrics,
     };
     let metrics = Metrics::new(args.metrics_compat, &id, &KINDS, groups);
-    metrics.health.set_ring_buffer_bytes(args.ring_buffer_bytes);
+    metrics
+        .health
+        .set_capacity("ring_buffer_bytes", args.ring_buffer_bytes);
+    metrics.health.set_capacity("sockets", max_sockets);
     metrics
         .health
         .programs_attached
@@ -145,7 +153,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let targets = TargetSet::new(proc, args.pids.clone());
-    let mut pipeline = Pipeline::new(metrics, router, request_log, targets, maps, taps);
+    // The agent's table holds what the kernel's socket map can hold.
+    let mut pipeline = Pipeline::new(
+        metrics,
+        router,
+        request_log,
+        targets,
+        maps,
+        taps,
+        max_sockets as usize,
+    );
     pipeline.start();
 
     let (stop_tx, stop_rx) = watch::channel(false);

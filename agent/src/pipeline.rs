@@ -65,9 +65,10 @@ impl Pipeline {
         targets: TargetSet,
         maps: Maps,
         taps: Option<Taps>,
+        max_connections: usize,
     ) -> Self {
         Pipeline {
-            table: ConnTable::new(gatescope_common::SOCKS_MAX as usize),
+            table: ConnTable::new(max_connections),
             sessions: Sessions::default(),
             correlator: Correlator::default(),
             router,

@@ -12,7 +12,8 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_TARGETS: &str = "TARGETS";
 /// `HashMap<u16 port, u32>`: TCP ports the targets listen on (host byte order).
 pub const MAP_LISTEN_PORTS: &str = "LISTEN_PORTS";
-/// `LruHashMap<u64 sock address, SockInfo>`: TCP sockets owned by targets.
+/// `HashMap<u64 sock address, SockInfo>` (preallocated, fixed size): TCP
+/// sockets owned by targets.
 pub const MAP_SOCKS: &str = "SOCKS";
 /// `PerCpuArray<u64>` indexed by `LOST_*`: every place an event can be lost.
 pub const MAP_LOST: &str = "LOST";
@@ -39,7 +40,9 @@ pub const GLOBAL_SOCK_OFFSETS: &str = "SOCK_OFFSETS";
 pub const TARGETS_MAX: u32 = 16_384;
 /// Capacity of [`MAP_LISTEN_PORTS`].
 pub const LISTEN_PORTS_MAX: u32 = 1_024;
-/// Capacity of [`MAP_SOCKS`]; LRU so a flood cannot fill it for good.
+/// Default capacity of [`MAP_SOCKS`] (the agent's `--max-sockets`). When it
+/// is full new connections are refused and counted ([`LOST_SOCKS_FULL`]),
+/// never evicted; closed connections free their entries.
 pub const SOCKS_MAX: u32 = 262_144;
 /// Capacity of [`MAP_WIRE`]: (interface, port or peer, direction) keys.
 pub const WIRE_MAX: u32 = 4_096;
@@ -54,6 +57,7 @@ pub const EVENTS_DEFAULT_BYTES: u32 = 4 << 20;
 /// Reasons an event was lost in the kernel (indices into [`MAP_LOST`]).
 pub const LOST_RINGBUF_FULL: u32 = 0;
 pub const LOST_TARGETS_FULL: u32 = 1;
+/// A connection open refused because [`MAP_SOCKS`] was full (once per open).
 pub const LOST_SOCKS_FULL: u32 = 2;
 /// Payload of a transfer not captured because ARGS was full (bytes still counted).
 pub const LOST_ARGS_FULL: u32 = 3;

@@ -75,6 +75,10 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         }
     };
 
+    // Fails only when the map is full and `sk` is not in it (a stale entry at
+    // this address is replaced in place). A connection has one opening
+    // transition, so a refused one is counted once; its later transitions
+    // find no entry and emit nothing.
     if SOCKS.insert(sk, SockInfo { role, tgid }, 0).is_err() {
         count_lost(LOST_SOCKS_FULL);
         return Ok(());

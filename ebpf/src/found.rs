@@ -9,12 +9,12 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use gatescope_common::{
-    SockInfo, SockOffsets, Tuple, AF_INET, AF_INET6, KIND_CONN_FOUND, LOST_SOCKS_FULL,
-    ROLE_DOWNSTREAM, ROLE_UPSTREAM, TCP_ESTABLISHED,
+    SockInfo, SockOffsets, Tuple, AF_INET, AF_INET6, KIND_CONN_FOUND, ROLE_DOWNSTREAM,
+    ROLE_UPSTREAM, TCP_ESTABLISHED,
 };
 
 use crate::{
-    emit::{count_lost, new_event, submit},
+    emit::{new_event, submit},
     maps::{LISTEN_PORTS, SOCKS},
     wire::remember_peer,
 };
@@ -90,8 +90,12 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
     } else {
         ROLE_UPSTREAM
     };
+    // A full map is not counted here: this runs on every transfer of an
+    // unknown socket, so a count would repeat per read and write. Such a
+    // socket is either one whose open was refused (counted once, in conn.rs)
+    // or one open before we started (its bytes go to untracked bytes); the
+    // claim is tried again on its next transfer.
     if SOCKS.insert(sk, SockInfo { role, tgid }, 0).is_err() {
-        count_lost(LOST_SOCKS_FULL);
         return;
     }
     let mut event = new_event(KIND_CONN_FOUND);

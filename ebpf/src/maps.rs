@@ -25,9 +25,13 @@ pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_MAX, 0
 #[map]
 pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(LISTEN_PORTS_MAX, 0);
 
-/// Sockets owned by targets, keyed by `struct sock` address.
+/// Sockets owned by targets, keyed by `struct sock` address. A plain,
+/// preallocated hash map, not an LRU one: when it is full a new connection is
+/// refused (and counted as `LOST_SOCKS_FULL`) instead of the kernel silently
+/// evicting a live connection's entry. The agent sets the capacity at load
+/// time (`--max-sockets`); entries leave at `TCP_CLOSE`.
 #[map]
-pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(SOCKS_MAX, 0);
+pub static SOCKS: HashMap<u64, SockInfo> = HashMap::with_max_entries(SOCKS_MAX, 0);
 
 /// Lost-event counters by reason (`LOST_*`), per CPU so increments need no atomics.
 #[map]

@@ -1,9 +1,10 @@
 //! What the client's and the upstream's own counts say the metrics must show:
 //! the traffic several tests drive, and the expected deltas from it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 
 use crate::agent::Expect;
 use crate::client::{Client, Transfer};
@@ -83,6 +84,38 @@ pub fn traffic_deltas(
         Expect::new(UP_CONNS, &[("peer", peer)], up.open as f64),
         plus(DOWN_CONNS, &[("state", "active")], 0)?,
     ])
+}
+
+/// Every `gatescope_events_lost_total` series by reason: the kernel's and the
+/// agent's own.
+pub fn losses(s: &Scrape) -> BTreeMap<String, f64> {
+    s.matching(EVENTS_LOST, &[])
+        .filter_map(|x| Some((x.labels.get("reason")?.clone(), x.value)))
+        .collect()
+}
+
+/// Every loss counter at its value in `base`, plus `more` for the reasons named
+/// there (each must be a reason `base` exports).
+pub fn losses_from(base: &Scrape, more: &[(&str, u64)]) -> Result<Vec<Expect>> {
+    let base = losses(base);
+    ensure!(!base.is_empty(), "no {EVENTS_LOST} series");
+    for (reason, _) in more {
+        ensure!(
+            base.contains_key(*reason),
+            "no {EVENTS_LOST}{{reason={reason:?}}}"
+        );
+    }
+    Ok(base
+        .iter()
+        .map(|(reason, v)| {
+            let extra = more
+                .iter()
+                .filter(|(r, _)| r == reason)
+                .map(|(_, n)| *n as f64)
+                .sum::<f64>();
+            Expect::new(EVENTS_LOST, &[("reason", reason)], v + extra)
+        })
+        .collect())
 }
 
 /// Every connection was opened after the agent started: nothing untracked.

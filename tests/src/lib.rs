@@ -9,6 +9,7 @@ pub mod agent;
 pub mod bpftool;
 pub mod client;
 pub mod expect;
+pub mod holders;
 pub mod metrics;
 pub mod nginx;
 pub mod pcap;

@@ -41,6 +41,14 @@ pub struct Tuning {
     pub listen_host: &'static str,
     /// Directives added to the `server` block.
     pub server_extra: &'static str,
+    /// `listen ... reuseport backlog=4096`: one listening socket per worker, so
+    /// the kernel spreads accepted connections evenly over the workers (each
+    /// worker may hold only RLIMIT_NOFILE of them), and a deep accept queue so
+    /// a burst of connects is not dropped and retried a second later.
+    pub reuseport: bool,
+    /// `client_header_timeout N` (seconds; nginx's default is 60): how long
+    /// a connection may stay idle before its first request.
+    pub client_header_timeout_s: Option<u32>,
 }
 
 impl Default for Tuning {
@@ -52,6 +60,8 @@ impl Default for Tuning {
             upstream_keepalive: 16,
             listen_host: "127.0.0.1",
             server_extra: "",
+            reuseport: false,
+            client_header_timeout_s: None,
         }
     }
 }
@@ -133,8 +143,8 @@ http {{
     }}
 
     server {{
-        listen {host}:{port};
-        access_log {d}/access.log gs;
+        listen {host}:{port}{listen_opts};
+{header_timeout}        access_log {d}/access.log gs;
         {extra}
         location / {{
             proxy_http_version 1.1;
@@ -152,6 +162,15 @@ http {{
                 .unwrap_or_default(),
             wc = t.worker_connections,
             ka = t.upstream_keepalive,
+            listen_opts = if t.reuseport {
+                " reuseport backlog=4096"
+            } else {
+                ""
+            },
+            header_timeout = t
+                .client_header_timeout_s
+                .map(|n| format!("        client_header_timeout {n}s;\n"))
+                .unwrap_or_default(),
             up = cfg.upstream_port,
             port = cfg.listen_port,
             host = t.listen_host,

@@ -223,6 +223,19 @@ pub fn raise_nofile(n: u64) -> Result<u64> {
     }
 }
 
+/// The hard RLIMIT_NOFILE of this process (inherited by the processes it starts).
+pub fn nofile_hard_limit() -> Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    Ok(lim.rlim_max)
+}
+
 /// A TCP connection to `dst` from `src` (port chosen by the kernel): bind before
 /// connect, so several loopback source addresses multiply the ephemeral ports.
 pub fn connect_from(
@@ -262,12 +275,17 @@ pub fn connect_from(
 
 /// VmRSS of `pid` in KiB, from /proc/<pid>/status.
 pub fn vm_rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A KiB field of /proc/<pid>/status (`VmRSS`, `RssAnon`, `RssFile`, ...).
+pub fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let st = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     st.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 /// Inodes of the sockets `pid` holds open (from /proc/<pid>/fd).

@@ -80,6 +80,22 @@ fn listen_address_in_use() -> Result<()> {
 }
 
 #[test]
+fn max_sockets_out_of_range() -> Result<()> {
+    let target = Sleeper::start()?;
+    for bad in ["0", "4194305"] {
+        let mut a = args(target.pid(), &free_listen()?);
+        a.extend(["--max-sockets".into(), bad.into()]);
+        let (st, err) = run_to_exit(&[], &a, EXIT_TIMEOUT)?;
+        check_startup_error(
+            st,
+            &err,
+            &format!("--max-sockets {bad} must be between 1 and 4194304"),
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
 fn not_root() -> Result<()> {
     let target = Sleeper::start()?;
     // A world-readable copy, so uid 65534 can run it wherever the original lives.

@@ -157,7 +157,8 @@ fn tun_client_handshakes_retransmission_and_resets() -> Result<()> {
         1,
         &Tuning {
             listen_host: "0.0.0.0",
-            server_extra: "reset_timedout_connection on; client_header_timeout 1s;",
+            server_extra: "reset_timedout_connection on;",
+            client_header_timeout_s: Some(1),
             ..Tuning::default()
         },
     )?;

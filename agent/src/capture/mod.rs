@@ -13,7 +13,7 @@ use aya::{
 };
 use gatescope_common::{
     SockOffsets, WireCounts, WireKey, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES, GLOBAL_SOCK_OFFSETS,
-    MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE,
+    MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE,
 };
 use tracing::{debug, warn};
 
@@ -22,6 +22,20 @@ use crate::error::StartError;
 /// The kernel programs' object (built by agent/build.rs), shared with
 /// `gatescope check`.
 pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gatescope"));
+
+/// Largest `--max-sockets`: the socket map is preallocated (80 bytes of kernel
+/// memory per entry, measured), so this bounds it to 320 MiB; more is far
+/// beyond what one gateway host holds open.
+pub const MAX_SOCKETS_LIMIT: u32 = 4 << 20;
+
+/// `--max-sockets`, checked before anything is loaded.
+pub fn check_max_sockets(n: u32) -> Result<u32, StartError> {
+    if (1..=MAX_SOCKETS_LIMIT).contains(&n) {
+        Ok(n)
+    } else {
+        Err(StartError::MaxSockets(n))
+    }
+}
 
 /// Each program and the tracepoints it is attached to. Process tracking comes
 /// first so that no worker forked during start-up is missed; buffer saving
@@ -127,11 +141,13 @@ impl Capture {
         &mut self._ebpf
     }
 
-    /// Loads and attaches everything; returns the programs' owner, the maps
-    /// the pipeline maintains, and the ring buffer it reads.
+    /// Loads and attaches everything, the socket map sized `max_sockets`;
+    /// returns the programs' owner, the maps the pipeline maintains, and the
+    /// ring buffer it reads.
     pub fn load(
         ring_buffer_bytes: u32,
         capture_bytes: u32,
+        max_sockets: u32,
         sock_offsets: &SockOffsets,
     ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
@@ -140,8 +156,10 @@ impl Capture {
         if capture_bytes as usize > DATA_HEAD_MAX {
             return Err(StartError::CaptureBytes(capture_bytes));
         }
+        check_max_sockets(max_sockets)?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
+            .map_max_entries(MAP_SOCKS, max_sockets)
             .override_global(GLOBAL_CAPTURE_BYTES, &capture_bytes, true)
             .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
             .load(OBJECT)
@@ -240,4 +258,29 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_sockets_range() {
+        assert_eq!(check_max_sockets(1).unwrap(), 1);
+        assert_eq!(
+            check_max_sockets(gatescope_common::SOCKS_MAX).unwrap(),
+            gatescope_common::SOCKS_MAX
+        );
+        assert_eq!(
+            check_max_sockets(MAX_SOCKETS_LIMIT).unwrap(),
+            MAX_SOCKETS_LIMIT
+        );
+        for bad in [0, MAX_SOCKETS_LIMIT + 1, u32::MAX] {
+            let e = check_max_sockets(bad).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("--max-sockets {bad} must be between 1 and {MAX_SOCKETS_LIMIT}")
+            );
+        }
+    }
 }

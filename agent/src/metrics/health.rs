@@ -18,7 +18,7 @@ pub struct Health {
     pub programs_attached: IntGauge,
     /// Interfaces the wire view taps.
     pub wire_interfaces: IntGauge,
-    /// Fixed capacities of the kernel maps and the ring buffer size, by `map`.
+    /// Capacities of the kernel maps and the ring buffer size, by `map`.
     pub map_capacity: IntGaugeVec,
 }
 
@@ -129,10 +129,10 @@ impl Health {
         }
     }
 
-    /// The ring buffer size actually loaded (`--ring-buffer-bytes`).
-    pub fn set_ring_buffer_bytes(&self, bytes: u32) {
+    /// A capacity set at load time (`--ring-buffer-bytes`, `--max-sockets`).
+    pub fn set_capacity(&self, map: &str, cap: u32) {
         self.map_capacity
-            .with_label_values(&["ring_buffer_bytes"])
-            .set(i64::from(bytes));
+            .with_label_values(&[map])
+            .set(i64::from(cap));
     }
 }
