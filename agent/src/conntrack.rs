@@ -155,7 +155,11 @@ impl ConnTable {
                     });
                 }
             }
-            Observation::Fork { .. } | Observation::Exit { .. } => {}
+            // The process and listener stage (pipeline.rs) handles these.
+            Observation::Fork { .. }
+            | Observation::Exit { .. }
+            | Observation::Exec { .. }
+            | Observation::Listen { .. } => {}
         }
     }
 

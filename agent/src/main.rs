@@ -24,7 +24,7 @@ mod targets;
 use std::{io::ErrorKind, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::watch,
@@ -44,6 +44,11 @@ use crate::{
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = args.validate() {
+        Args::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -93,8 +98,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         warn!("{e}: connections open before gatescope started will not be attributed");
         gatescope_common::SockOffsets::default()
     });
-    let (mut capture, maps, events) =
-        Capture::load(args.ring_buffer_bytes, args.capture_bytes, &sock_offsets)?;
+    let (mut capture, maps, events) = Capture::load(
+        args.ring_buffer_bytes,
+        args.capture_bytes,
+        &sock_offsets,
+        &args.discover,
+    )?;
     check::log_hooks(capture.ebpf_mut());
     let node_id = args
         .node_id
@@ -127,7 +136,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let targets = TargetSet::new(proc, args.pids.clone());
+    let targets = TargetSet::new(proc, args.pids.clone(), args.discover.clone());
     let mut pipeline = Pipeline::new(metrics, router, request_log, targets, maps);
     pipeline.start();
 
@@ -135,6 +144,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = tokio::spawn(server::serve(listener, registry, stop_rx.clone()));
     info!(
         pids = ?args.pids,
+        discover = ?args.discover,
         listen = %args.listen,
         programs = capture.programs_attached,
         "gatescope attached; metrics at http://{}/metrics",

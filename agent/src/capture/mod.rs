@@ -9,8 +9,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    SockOffsets, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES, GLOBAL_SOCK_OFFSETS, MAP_EVENTS,
-    MAP_LISTEN_PORTS, MAP_LOST, MAP_TARGETS,
+    SockOffsets, COMM_LEN, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES, GLOBAL_SOCK_OFFSETS, MAP_DISCOVER,
+    MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_TARGETS,
 };
 use tracing::debug;
 
@@ -21,11 +21,12 @@ use crate::error::StartError;
 pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gatescope"));
 
 /// Each program and the tracepoints it is attached to. Process tracking comes
-/// first so that no worker forked during start-up is missed; buffer saving
-/// before the length tracepoints that read the buffers.
+/// first so that no worker forked (and no gateway started) during start-up is
+/// missed; buffer saving before the length tracepoints that read the buffers.
 const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("sched_process_fork", &[("sched", "sched_process_fork")]),
     ("sched_process_exit", &[("sched", "sched_process_exit")]),
+    ("sched_process_exec", &[("sched", "sched_process_exec")]),
     ("inet_sock_set_state", &[("sock", "inet_sock_set_state")]),
     ("sys_exit_accept4", &[("syscalls", "sys_exit_accept4")]),
     ("sys_exit_accept", &[("syscalls", "sys_exit_accept")]),
@@ -80,7 +81,7 @@ pub struct Capture {
 /// The maps the agent works with, taken out of the loaded object.
 pub struct Maps {
     pub targets: HashMap<MapData, u32, u32>,
-    pub listen_ports: HashMap<MapData, u16, u32>,
+    pub listen_ports: HashMap<MapData, u16, u64>,
     pub lost: PerCpuArray<MapData, u64>,
 }
 
@@ -120,11 +121,13 @@ impl Capture {
     }
 
     /// Loads and attaches everything; returns the programs' owner, the maps
-    /// the pipeline maintains, and the ring buffer it reads.
+    /// the pipeline maintains, and the ring buffer it reads. `discover` are
+    /// the command names (`--discover`) whose execs become targets.
     pub fn load(
         ring_buffer_bytes: u32,
         capture_bytes: u32,
         sock_offsets: &SockOffsets,
+        discover: &[String],
     ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
             return Err(StartError::RingBufferSize(ring_buffer_bytes));
@@ -138,6 +141,20 @@ impl Capture {
             .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
             .load(OBJECT)
             .map_err(|e| StartError::Load(error_chain(&e)))?;
+
+        // The names are in place before the exec program attaches; a gateway
+        // started before that is found by the agent's /proc scan, which runs
+        // after it (target_set.rs).
+        let mut names: HashMap<_, [u8; COMM_LEN], u32> = HashMap::try_from(
+            ebpf.map_mut(MAP_DISCOVER)
+                .ok_or_else(|| StartError::Load(format!("map {MAP_DISCOVER} missing")))?,
+        )
+        .map_err(|e| StartError::Load(format!("map {MAP_DISCOVER}: {e}")))?;
+        for name in discover {
+            names
+                .insert(comm_key(name), 1, 0)
+                .map_err(|e| StartError::Load(format!("map {MAP_DISCOVER}: {e}")))?;
+        }
 
         let mut attached = 0;
         let mut links = Vec::new();
@@ -188,6 +205,17 @@ impl Capture {
     }
 }
 
+/// `name` as the kernel holds a comm: at most 15 bytes, NUL-padded to
+/// [`COMM_LEN`] (as bpf_get_current_comm writes it). Longer names are
+/// refused by the command line; here they are cut as the kernel would.
+pub fn comm_key(name: &str) -> [u8; COMM_LEN] {
+    let mut key = [0u8; COMM_LEN];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(COMM_LEN - 1);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, StartError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -208,4 +236,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_keys_are_nul_padded() {
+        let key = comm_key("nginx");
+        assert_eq!(&key[..6], b"nginx\0");
+        assert!(key[5..].iter().all(|&b| b == 0));
+        let key = comm_key("fifteen-bytes-x");
+        assert_eq!(&key[..15], b"fifteen-bytes-x");
+        assert_eq!(key[15], 0);
+    }
 }
