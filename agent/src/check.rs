@@ -292,7 +292,9 @@ impl Report {
         vec![
             (
                 "process tracking",
-                core("sched:sched_process_fork, sched:sched_process_exit"),
+                core(
+                    "sched:sched_process_fork, sched:sched_process_exit, sched:sched_process_exec",
+                ),
             ),
             (
                 "connection lifecycle",

@@ -3,29 +3,39 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{builder::BoolishValueParser, ArgAction, Parser, Subcommand, ValueEnum};
+use clap::{builder::BoolishValueParser, ArgAction, ArgGroup, Parser, Subcommand, ValueEnum};
+use gatescope_common::{COMM_LEN, DISCOVER_MAX};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "gatescope",
     version,
     about = "See what an API gateway is doing, from the kernel.",
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    group = ArgGroup::new("gateway").args(["pids", "discover"]).multiple(true).required(true)
 )]
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
     /// PID of a gateway process to observe; it and all its descendants
-    /// (workers, reloaded workers) are followed. Repeatable. Required unless
-    /// a subcommand is given.
-    #[arg(
-        long = "pid",
-        env = "GATESCOPE_PID",
-        value_delimiter = ',',
-        required = true
-    )]
+    /// (workers, reloaded workers) are followed. Repeatable. This or
+    /// --discover is required unless a subcommand is given.
+    #[arg(long = "pid", env = "GATESCOPE_PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
+
+    /// Command name (as in /proc/PID/comm, at most 15 bytes) of gateway
+    /// processes to observe, with their descendants: those running when
+    /// gatescope starts and those started later (a restarted gateway).
+    /// Repeatable.
+    #[arg(
+        long = "discover",
+        env = "GATESCOPE_DISCOVER",
+        value_delimiter = ',',
+        value_name = "NAME",
+        value_parser = comm_name
+    )]
+    pub discover: Vec<String>,
 
     /// Address to serve Prometheus metrics on (`/metrics`).
     #[arg(long, env = "GATESCOPE_LISTEN", default_value = "0.0.0.0:9542")]
@@ -116,6 +126,43 @@ pub struct Args {
     pub log: String,
 }
 
+/// A command name the kernel can hold: 1 to 15 bytes, no NUL (the kernel
+/// cuts longer program names to their first 15 bytes, so a longer NAME
+/// would never match).
+fn comm_name(name: &str) -> Result<String, String> {
+    let max = COMM_LEN - 1;
+    if name.is_empty() {
+        Err("empty name".into())
+    } else if name.len() > max {
+        Err(format!(
+            "{name:?} is {} bytes; command names are at most {max} (the kernel keeps the \
+             first {max} bytes of a program's name: pass {:?})",
+            name.len(),
+            name.get(..max).unwrap_or(name)
+        ))
+    } else if name.contains('\0') {
+        Err("a command name cannot hold NUL".into())
+    } else {
+        Ok(name.to_owned())
+    }
+}
+
+impl Args {
+    /// Checks that need every value at once (clap's groups check presence only).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = self.discover.clone();
+        names.sort();
+        names.dedup();
+        if names.len() > DISCOVER_MAX as usize {
+            return Err(format!(
+                "--discover: {} names, at most {DISCOVER_MAX}",
+                names.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Probe what this host allows (capabilities, BTF, tracefs, ring buffer,
@@ -198,10 +245,55 @@ mod tests {
         assert_eq!(a.pids, [7]);
         let a = Args::try_parse_from(["gatescope", "--pid=1,2"]).unwrap();
         assert_eq!(a.pids, [1, 2]);
-        if std::env::var_os("GATESCOPE_PID").is_none() {
+        if std::env::var_os("GATESCOPE_PID").is_none()
+            && std::env::var_os("GATESCOPE_DISCOVER").is_none()
+        {
             let err = Args::try_parse_from(["gatescope"]).unwrap_err();
             assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            let text = err.to_string();
+            assert!(
+                text.contains("--pid") && text.contains("--discover"),
+                "{text}"
+            );
         }
         assert!(Args::try_parse_from(["gatescope", "chekc"]).is_err());
+    }
+
+    #[test]
+    fn discover_replaces_or_joins_pid() {
+        let a = Args::try_parse_from(["gatescope", "--discover", "nginx"]).unwrap();
+        assert_eq!(
+            (a.pids.as_slice(), a.discover.as_slice()),
+            (&[][..], &["nginx".to_owned()][..])
+        );
+        let a = Args::try_parse_from([
+            "gatescope",
+            "--discover=nginx,envoy",
+            "--discover",
+            "haproxy",
+            "--pid=4",
+        ])
+        .unwrap();
+        assert_eq!(a.discover, ["nginx", "envoy", "haproxy"]);
+        assert_eq!(a.pids, [4]);
+        assert!(a.validate().is_ok());
+        // Exactly what the kernel holds as a comm: 15 bytes at most.
+        assert!(Args::try_parse_from(["gatescope", "--discover=fifteen-bytes-x"]).is_ok());
+        let err = Args::try_parse_from(["gatescope", "--discover=sixteen-bytes-xy"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("at most 15") && err.contains("\"sixteen-bytes-x\""),
+            "{err}"
+        );
+        assert!(Args::try_parse_from(["gatescope", "--discover="]).is_err());
+        let many: Vec<String> = (0..=DISCOVER_MAX).map(|i| format!("n{i}")).collect();
+        let a =
+            Args::try_parse_from(["gatescope".into(), format!("--discover={}", many.join(","))])
+                .unwrap();
+        assert!(a
+            .validate()
+            .unwrap_err()
+            .contains(&format!("at most {DISCOVER_MAX}")));
     }
 }

@@ -151,8 +151,13 @@ impl ConnTable {
                 endpoints,
                 event,
             } => facts.push(tcp_fact(role, &endpoints, event)),
-            Observation::Fork { .. } | Observation::Exit { .. } | Observation::Handshake { .. } => {
-            }
+            // The process and listener stage (pipeline.rs) handles these, and
+            // the wire view's handshakes go straight to the metrics.
+            Observation::Fork { .. }
+            | Observation::Exit { .. }
+            | Observation::Exec { .. }
+            | Observation::Listen { .. }
+            | Observation::Handshake { .. } => {}
         }
     }
 

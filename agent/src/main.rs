@@ -24,7 +24,7 @@ mod targets;
 use std::{io::ErrorKind, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::watch,
@@ -48,6 +48,11 @@ use crate::{
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = args.validate() {
+        Args::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -103,6 +108,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.capture_bytes,
         max_sockets,
         &sock_offsets,
+        &args.discover,
     )?;
     check::log_hooks(capture.ebpf_mut());
     let node_id = args
@@ -152,7 +158,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let targets = TargetSet::new(proc, args.pids.clone());
+    let targets = TargetSet::new(proc, args.pids.clone(), args.discover.clone());
     // The agent's table holds what the kernel's socket map can hold.
     let mut pipeline = Pipeline::new(
         metrics,
@@ -169,6 +175,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = tokio::spawn(server::serve(listener, registry, stop_rx.clone()));
     info!(
         pids = ?args.pids,
+        discover = ?args.discover,
         listen = %args.listen,
         programs = capture.programs_attached,
         "gatescope attached; metrics at http://{}/metrics",

@@ -12,7 +12,7 @@ use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::watch,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     capture::{
@@ -50,7 +50,10 @@ pub struct Pipeline {
     maps: Maps,
     /// The wire view's packet sockets, when it is on.
     taps: Option<Taps>,
-    /// Listening port -> listening socket, from the last reconciliation.
+    /// Listening sockets, from the last reconciliation and the kernel's
+    /// listen events since.
+    listen_sockets: Vec<SocketAddr>,
+    /// Listening port -> listening socket, from `listen_sockets`.
     listeners: HashMap<u16, SocketAddr>,
     lost_seen: [u64; LOST_REASONS as usize],
     facts: Vec<Fact>,
@@ -77,6 +80,7 @@ impl Pipeline {
             targets,
             maps,
             taps,
+            listen_sockets: Vec::new(),
             listeners: HashMap::new(),
             lost_seen: [0; LOST_REASONS as usize],
             facts: Vec::with_capacity(1024),
@@ -156,6 +160,7 @@ impl Pipeline {
                 }
                 Ok(obs) => {
                     per_kind[obs.kind_index()] += 1;
+                    self.target_stage(&obs);
                     self.http_stage(&obs);
                     self.table.apply(&obs, &mut self.facts);
                 }
@@ -192,6 +197,25 @@ impl Pipeline {
             if let Err(e) = log.flush() {
                 warn!("request log: {e}");
             }
+        }
+    }
+
+    /// What the kernel learnt about the gateway's processes and listeners
+    /// between two reconciliations.
+    fn target_stage(&mut self, obs: &Observation) {
+        match *obs {
+            // Already a target in the kernel; the next reconcile counts it.
+            Observation::Exec { tgid } => info!(pid = tgid, "gateway process started (--discover)"),
+            // A new listener (a gateway discovered at exec binds right
+            // after): labelled by its own address at once rather than as
+            // `*:port` until the next reconcile reads /proc.
+            Observation::Listen { addr, .. } if !self.listen_sockets.contains(&addr) => {
+                let mut sockets = self.listen_sockets.clone();
+                sockets.push(addr);
+                sockets.sort();
+                self.set_listen_sockets(sockets);
+            }
+            _ => {}
         }
     }
 
@@ -290,8 +314,7 @@ impl Pipeline {
             .health
             .target_processes
             .set(summary.processes as i64);
-        self.metrics.set_listeners(&summary.listeners);
-        self.listeners = summary.listeners.iter().map(|l| (l.port(), *l)).collect();
+        self.set_listen_sockets(summary.listeners);
         if summary.map_full > 0 {
             warn!(
                 ports = summary.map_full,
@@ -326,6 +349,13 @@ impl Pipeline {
             Some(taps) => interface_label(taps, ifindex),
             None => ifindex.to_string(),
         }
+    }
+
+    /// The gateway's listening sockets, as labels name them.
+    fn set_listen_sockets(&mut self, sockets: Vec<SocketAddr>) {
+        self.metrics.set_listeners(&sockets);
+        self.listeners = sockets.iter().map(|l| (l.port(), *l)).collect();
+        self.listen_sockets = sockets;
     }
 
     /// The kernel counts losses per CPU; export the growth since last time.

@@ -1,7 +1,8 @@
 //! Keeps the kernel's TARGETS and LISTEN_PORTS maps in line with /proc. The
-//! kernel follows forks and exits by itself; this seeds the maps at start and
+//! kernel follows forks, exits and execs of `--discover` programs, and adds
+//! ports a target starts listening on; this seeds the maps at start and
 //! repairs them once a second (an exit missed while the agent started, a
-//! listening socket added by a reload).
+//! listening socket added by a reload or closed).
 
 use std::{collections::BTreeSet, net::SocketAddr};
 
@@ -11,7 +12,11 @@ use crate::targets::Proc;
 
 pub struct TargetSet {
     proc: Proc,
+    /// `--pid`: these processes and their descendants.
     roots: Vec<u32>,
+    /// `--discover`: processes running these programs (by comm) and their
+    /// descendants; the kernel adds the ones started later at exec.
+    names: Vec<String>,
 }
 
 /// What a reconciliation found.
@@ -24,18 +29,21 @@ pub struct Summary {
 }
 
 impl TargetSet {
-    pub fn new(proc: Proc, roots: Vec<u32>) -> Self {
-        TargetSet { proc, roots }
+    pub fn new(proc: Proc, roots: Vec<u32>, names: Vec<String>) -> Self {
+        TargetSet { proc, roots, names }
     }
 
-    /// Adds the roots and all their descendants. Run after the fork program
-    /// is attached and repeated until stable, so that a worker forked during
-    /// the scan is either seen here or by the kernel.
+    /// Adds the roots, the processes running a `--discover` program, and all
+    /// their descendants. Run after the fork and exec programs are attached
+    /// and repeated until stable, so that a worker forked or a gateway
+    /// started during the scan is either seen here or by the kernel.
     pub fn seed(&self, targets: &mut HashMap<MapData, u32, u32>) -> u64 {
         let mut full = 0;
         let mut seen = BTreeSet::new();
         loop {
-            let tree = self.proc.with_descendants(&self.roots);
+            let mut roots = self.roots.clone();
+            roots.extend(self.proc.with_comm(&self.names));
+            let tree = self.proc.with_descendants(&roots);
             let new: Vec<u32> = tree.difference(&seen).copied().collect();
             if new.is_empty() {
                 return full;
@@ -52,8 +60,12 @@ impl TargetSet {
     pub fn reconcile(
         &self,
         targets: &mut HashMap<MapData, u32, u32>,
-        listen_ports: &mut HashMap<MapData, u16, u32>,
+        listen_ports: &mut HashMap<MapData, u16, u64>,
     ) -> Summary {
+        // Ports the kernel adds from now on (a target's listen(), stamped
+        // with bpf_ktime_get_ns) may be missing from the /proc read below;
+        // they must survive this round.
+        let scan_start = monotonic_ns();
         let ids: Vec<u32> = targets.keys().filter_map(Result::ok).collect();
         let mut live = BTreeSet::new();
         for id in ids {
@@ -80,13 +92,17 @@ impl TargetSet {
         let wanted: BTreeSet<u16> = listeners.iter().map(SocketAddr::port).collect();
         let present: Vec<u16> = listen_ports.keys().filter_map(Result::ok).collect();
         for port in &present {
-            if !wanted.contains(port) {
+            if !wanted.contains(port)
+                && listen_ports
+                    .get(port, 0)
+                    .is_ok_and(|added| removable(added, scan_start))
+            {
                 let _ = listen_ports.remove(port);
             }
         }
         let mut map_full = 0;
         for port in wanted {
-            if !present.contains(&port) && listen_ports.insert(port, 1, 0).is_err() {
+            if !present.contains(&port) && listen_ports.insert(port, 0, 0).is_err() {
                 map_full += 1;
             }
         }
@@ -95,5 +111,39 @@ impl TargetSet {
             listeners,
             map_full,
         }
+    }
+}
+
+/// A listening port missing from /proc goes, unless the kernel added it
+/// (`added` is its bpf_ktime_get_ns) after the /proc read began: that read
+/// may have come before the listen(). The next round decides.
+fn removable(added: u64, scan_start: u64) -> bool {
+    added < scan_start
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of bpf_ktime_get_ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_the_kernel_added_during_a_scan_survive_it() {
+        let scan_start = monotonic_ns();
+        // Added by the agent (0), or by the kernel before the scan: /proc decides.
+        assert!(removable(0, scan_start));
+        assert!(removable(scan_start - 1, scan_start));
+        // Added by the kernel once the scan began: kept for the next round.
+        assert!(!removable(scan_start, scan_start));
+        assert!(!removable(monotonic_ns() + 1, scan_start));
     }
 }

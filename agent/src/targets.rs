@@ -1,7 +1,8 @@
-//! What /proc says about the gateway: its process tree and the TCP sockets it
-//! listens on. The kernel keeps the target set current on fork and exit; this
-//! module seeds it at start and reconciles it (missed exits, listen sockets
-//! added by a reload).
+//! What /proc says about the gateway: its process tree, the processes running
+//! a program by name (`--discover`), and the TCP sockets it listens on. The
+//! kernel keeps the target set current on fork, exec and exit; this module
+//! seeds it at start and reconciles it (missed exits, listen sockets added by
+//! a reload).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -26,6 +27,43 @@ impl Default for Proc {
 }
 
 impl Proc {
+    /// A /proc-like tree at `root` (tests).
+    #[cfg(test)]
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Proc { root: root.into() }
+    }
+
+    /// Live processes (not zombies) whose command name, as in
+    /// /proc/PID/comm, is exactly one of `names`, sorted.
+    pub fn with_comm(&self, names: &[String]) -> Vec<u32> {
+        let mut out = Vec::new();
+        if names.is_empty() {
+            return out;
+        }
+        let Ok(dir) = fs::read_dir(&self.root) else {
+            return out;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some((comm, state)) = comm_state_from_stat(&stat) {
+                if !matches!(state, 'Z' | 'X' | 'x') && names.iter().any(|n| n == comm) {
+                    out.push(pid);
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
     /// True when `pid` is a live process (thread-group leader), not a zombie.
     pub fn is_process(&self, pid: u32) -> bool {
         match fs::read_to_string(self.root.join(pid.to_string()).join("status")) {
@@ -116,6 +154,20 @@ fn ppid_from_stat(stat: &str) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The command (between the first `(` and the last `)`: it may itself hold
+/// spaces and parentheses) and the state letter after it.
+fn comm_state_from_stat(stat: &str) -> Option<(&str, char)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?;
+    let state = stat[close + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()?;
+    Some((comm, state))
+}
+
 fn socket_inodes(fd_dir: &Path) -> HashSet<u64> {
     let Ok(dir) = fs::read_dir(fd_dir) else {
         return HashSet::new();
@@ -203,6 +255,79 @@ mod tests {
     fn ppid_survives_odd_command_names() {
         assert_eq!(ppid_from_stat("42 (nginx: worker) S 41 42 42 0"), Some(41));
         assert_eq!(ppid_from_stat("42 (a) b) R 7 1"), Some(7));
+    }
+
+    #[test]
+    fn comm_and_state_survive_odd_command_names() {
+        assert_eq!(
+            comm_state_from_stat("42 (nginx) S 41 42 42 0"),
+            Some(("nginx", 'S'))
+        );
+        assert_eq!(
+            comm_state_from_stat("42 (a) b (c) Z 7 1"),
+            Some(("a) b (c", 'Z'))
+        );
+        assert_eq!(comm_state_from_stat("42 nginx S"), None);
+    }
+
+    /// A fake /proc: matching is exact (no prefixes), zombies and non-pid
+    /// entries are skipped.
+    #[test]
+    fn finds_processes_by_comm_in_a_proc_tree() {
+        let root = std::env::temp_dir().join(format!("gatescope-proc-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for (pid, stat) in [
+            ("10", "10 (nginx) S 1 10 10 0"),
+            ("11", "11 (nginx) S 10 10 10 0"),
+            ("12", "12 (nginx) Z 10 10 10 0"),
+            ("13", "13 (nginx-debug) S 1 13 13 0"),
+            ("14", "14 (ngin) S 1 14 14 0"),
+            ("15", "15 (envoy) R 1 15 15 0"),
+            ("self", "10 (nginx) S 1 10 10 0"),
+        ] {
+            fs::create_dir_all(root.join(pid)).unwrap();
+            fs::write(root.join(pid).join("stat"), stat).unwrap();
+        }
+        fs::create_dir_all(root.join("16")).unwrap(); // exited: no stat any more
+        let proc = Proc::at(&root);
+        assert_eq!(proc.with_comm(&["nginx".into()]), [10, 11]);
+        assert_eq!(
+            proc.with_comm(&["envoy".into(), "nginx-debug".into()]),
+            [13, 15]
+        );
+        assert_eq!(proc.with_comm(&["gin".into()]), Vec::<u32>::new());
+        assert_eq!(proc.with_comm(&[]), Vec::<u32>::new());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A real process running a uniquely named copy of `sleep`: found by its
+    /// comm while it lives, gone once it exited.
+    #[test]
+    fn finds_a_real_process_by_comm() {
+        let dir = std::env::temp_dir().join(format!("gatescope-comm-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let name = format!("gsu{}", std::process::id());
+        let bin = dir.join(&name);
+        fs::copy("/bin/sleep", &bin).unwrap();
+        // A child forked by a concurrent test may hold the copy's write
+        // descriptor until it execs (ETXTBSY): retry briefly.
+        let mut child = (0..50)
+            .find_map(
+                |_| match std::process::Command::new(&bin).arg("5").spawn() {
+                    Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        None
+                    }
+                    other => Some(other.unwrap()),
+                },
+            )
+            .expect("the copy stayed busy");
+        let proc = Proc::default();
+        assert_eq!(proc.with_comm(std::slice::from_ref(&name)), [child.id()]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(proc.with_comm(&[name]).is_empty());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

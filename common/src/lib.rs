@@ -10,8 +10,13 @@
 pub const MAP_EVENTS: &str = "EVENTS";
 /// `HashMap<u32 tgid/tid, u32>`: processes (and their threads) being observed.
 pub const MAP_TARGETS: &str = "TARGETS";
-/// `HashMap<u16 port, u32>`: TCP ports the targets listen on (host byte order).
+/// `HashMap<u16 port, u64>`: TCP ports the targets listen on (host byte
+/// order). The value is the `bpf_ktime_get_ns()` of the `listen()` the kernel
+/// saw when a program added the port, 0 when the agent added it from /proc.
 pub const MAP_LISTEN_PORTS: &str = "LISTEN_PORTS";
+/// `HashMap<[u8; COMM_LEN], u32>`: command names (`--discover`) whose
+/// processes become targets when they exec.
+pub const MAP_DISCOVER: &str = "DISCOVER";
 /// `HashMap<u64 sock address, SockInfo>` (preallocated, fixed size): TCP
 /// sockets owned by targets.
 pub const MAP_SOCKS: &str = "SOCKS";
@@ -40,6 +45,11 @@ pub const GLOBAL_SOCK_OFFSETS: &str = "SOCK_OFFSETS";
 pub const TARGETS_MAX: u32 = 16_384;
 /// Capacity of [`MAP_LISTEN_PORTS`].
 pub const LISTEN_PORTS_MAX: u32 = 1_024;
+/// Capacity of [`MAP_DISCOVER`]: distinct `--discover` names.
+pub const DISCOVER_MAX: u32 = 64;
+/// A task's command name as the kernel keeps it (`TASK_COMM_LEN`): at most
+/// 15 bytes and a NUL, NUL-padded by `bpf_get_current_comm`.
+pub const COMM_LEN: usize = 16;
 /// Default capacity of [`MAP_SOCKS`] (the agent's `--max-sockets`). When it
 /// is full new connections are refused and counted ([`LOST_SOCKS_FULL`]),
 /// never evicted; closed connections free their entries.
@@ -99,11 +109,17 @@ pub const KIND_CONN_FOUND: u32 = 7;
 /// a reset the gateway sent on a socket it had just closed (no longer
 /// tracked): `role` and `tuple` say whose.
 pub const KIND_TCP: u32 = 8;
+/// A process exec'd a program whose command name is in [`MAP_DISCOVER`] and
+/// became a target (`tgid`).
+pub const KIND_EXEC: u32 = 9;
+/// A target put a TCP socket into LISTEN (`tuple` holds its local address;
+/// its port is in [`MAP_LISTEN_PORTS`] from then on).
+pub const KIND_LISTEN: u32 = 10;
 
 /// The socket filter saw a client's TCP handshake complete: `value` = ns from
 /// its first SYN to its final ACK, `tuple` = the connection (`l*` the
 /// gateway's end), `tid` = the interface index.
-pub const KIND_HANDSHAKE: u32 = 9;
+pub const KIND_HANDSHAKE: u32 = 11;
 
 /// `tcp:tcp_retransmit_skb`: the gateway retransmitted a segment.
 pub const TCP_EVENT_RETRANSMIT: i64 = 1;
@@ -375,6 +391,12 @@ pub mod tp {
     pub mod sched_process_exit {
         pub const GROUP_DEAD: usize = 32;
     }
+    /// `sched:sched_process_exec` (include/trace/events/sched.h).
+    pub mod sched_process_exec {
+        /// The task's pid after exec: its tgid, since exec made it the
+        /// thread-group leader.
+        pub const PID: usize = 12;
+    }
     /// `tcp:tcp_retransmit_skb` and `tcp:tcp_send_reset`.
     pub mod tcp_skb {
         pub const SKADDR: usize = 16;
@@ -515,6 +537,13 @@ pub mod tp {
             "group_dead",
             sched_process_exit::GROUP_DEAD,
             1,
+        ),
+        (
+            "sched",
+            "sched_process_exec",
+            "pid",
+            sched_process_exec::PID,
+            4,
         ),
         ("tcp", "tcp_retransmit_skb", "skaddr", tcp_skb::SKADDR, 8),
         ("tcp", "tcp_send_reset", "skaddr", tcp_skb::SKADDR, 8),

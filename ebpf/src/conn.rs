@@ -1,6 +1,10 @@
 //! TCP connection lifecycle from sock:inet_sock_set_state (Linux >= 4.16), and
 //! accept counts from the accept syscalls' exits.
 //!
+//! The same tracepoint fires for CLOSE -> LISTEN in the task calling listen(),
+//! so a target's new listening port is known before its first client (a
+//! gateway discovered at exec binds right after start).
+//!
 //! Passive opens (SYN_RECV -> ESTABLISHED) run in softirq with no useful
 //! current task, so they are claimed by local port (LISTEN_PORTS). Active opens
 //! (CLOSE -> SYN_SENT) run in the connecting task, so they are claimed by tgid.
@@ -9,8 +13,8 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{
     tp::inet_sock_set_state as f, tp::sys_exit, Event, SockInfo, Tuple, AF_INET, IPPROTO_TCP,
-    KIND_ACCEPT, KIND_CONN_OPEN, KIND_STATE, LOST_SOCKS_FULL, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
-    TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT,
+    KIND_ACCEPT, KIND_CONN_OPEN, KIND_LISTEN, KIND_STATE, LOST_SOCKS_FULL, ROLE_DOWNSTREAM,
+    ROLE_UPSTREAM, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::{
@@ -33,6 +37,10 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     let sk = field::<u64>(ctx, f::SKADDR);
     let old = field::<i32>(ctx, f::OLDSTATE) as u32;
     let new = field::<i32>(ctx, f::NEWSTATE) as u32;
+
+    if new == TCP_LISTEN {
+        return on_listen(ctx, sk, old, new);
+    }
 
     // An opening transition always starts a new connection, whatever the
     // socket's address held before: a stale entry (a socket freed without a
@@ -90,6 +98,32 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     if role == ROLE_UPSTREAM {
         remember_peer(&event.tuple);
     }
+    submit(&event);
+    Ok(())
+}
+
+/// inet_csk_listen_start() moves the socket to LISTEN in the listen() caller
+/// before it hashes the socket, so the port is in LISTEN_PORTS before any
+/// client can complete a handshake on it. `sport` is 0 only for a socket
+/// that was never bound (its port is picked after this transition); gateways
+/// bind, and /proc at the next reconcile covers the rest. Removal is the
+/// agent's (reconcile), which also sees listeners closing.
+#[inline(always)]
+fn on_listen(ctx: &TracePointContext, sk: u64, old: u32, new: u32) -> Result<(), i32> {
+    let (tgid, tid) = current();
+    if !is_target(tgid) {
+        return Ok(());
+    }
+    let sport = field::<u16>(ctx, f::SPORT);
+    if sport == 0 {
+        return Ok(());
+    }
+    let mut event = new_event(KIND_LISTEN);
+    // Failure means the map is full; the agent's reconcile reports that.
+    let _ = LISTEN_PORTS.insert(sport, event.ts_ns, 0);
+    event.tgid = tgid;
+    event.tid = tid;
+    fill(ctx, &mut event, sk, old, new)?;
     submit(&event);
     Ok(())
 }

@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use gatescope_common::{
-    DataEvent, FlowKey, PeerKey, SockInfo, SyscallArgs, WireCounts, WireKey, ARGS_MAX,
-    EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS, PEERS_MAX, SOCKS_MAX,
-    TARGETS_MAX, WIRE_MAX,
+    DataEvent, FlowKey, PeerKey, SockInfo, SyscallArgs, WireCounts, WireKey, ARGS_MAX, COMM_LEN,
+    DISCOVER_MAX, EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS, PEERS_MAX,
+    SOCKS_MAX, TARGETS_MAX, WIRE_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -19,11 +19,18 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_DEFAULT_BYTES, 0);
 #[map]
 pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_MAX, 0);
 
-/// Local TCP ports the targets listen on, kept current by the agent. Passive
-/// opens complete in softirq context where the owning process is unknown, so
-/// the listening port is what ties a new connection to the gateway.
+/// Local TCP ports the targets listen on, kept current by the agent and
+/// added to by `conn.rs` when a target calls listen(). Passive opens complete
+/// in softirq context where the owning process is unknown, so the listening
+/// port is what ties a new connection to the gateway. Value: when the kernel
+/// added the port (ns), 0 when the agent did.
 #[map]
-pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(LISTEN_PORTS_MAX, 0);
+pub static LISTEN_PORTS: HashMap<u16, u64> = HashMap::with_max_entries(LISTEN_PORTS_MAX, 0);
+
+/// Command names (NUL-padded comm) whose processes become targets when they
+/// exec (`--discover`), filled by the agent before the exec program attaches.
+#[map]
+pub static DISCOVER: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(DISCOVER_MAX, 0);
 
 /// Sockets owned by targets, keyed by `struct sock` address. A plain,
 /// preallocated hash map, not an LRU one: when it is full a new connection is

@@ -1,13 +1,14 @@
 //! The target set follows the gateway's process tree: every child of a target
-//! becomes a target (an nginx reload forks a new set of workers), and exited
-//! processes leave it.
+//! becomes a target (an nginx reload forks a new set of workers), exited
+//! processes leave it, and a process that execs a wanted gateway program
+//! (`--discover`) joins it (a restarted gateway is not a child of the old one).
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use gatescope_common::{tp, KIND_EXIT, KIND_FORK, LOST_TARGETS_FULL};
+use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
+use gatescope_common::{tp, KIND_EXEC, KIND_EXIT, KIND_FORK, LOST_TARGETS_FULL};
 
 use crate::{
     emit::{count_lost, current, field, new_event, submit},
-    maps::{is_target, TARGETS},
+    maps::{is_target, DISCOVER, TARGETS},
 };
 
 /// sched:sched_process_fork runs in the parent. `child_pid` is a thread id
@@ -51,5 +52,36 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         event.tid = tid;
         submit(&event);
     }
+    0
+}
+
+/// sched:sched_process_exec fires in the task that exec'd, once the new
+/// program has replaced the old one, so the current comm is already the new
+/// program's name. A wanted gateway becomes a target here, before its first
+/// listen() or accept(), so none of its traffic waits for the agent's next
+/// reconcile. Every other exec on the host costs one map lookup.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let Ok(comm) = bpf_get_current_comm() else {
+        return 0;
+    };
+    // SAFETY: existence check only.
+    if unsafe { DISCOVER.get(comm) }.is_none() {
+        return 0;
+    }
+    let pid = field::<i32>(&ctx, tp::sched_process_exec::PID) as u32;
+    // Forked by a target (nginx's binary upgrade re-executes itself in a
+    // child): already followed, and the agent already knows it.
+    if is_target(pid) {
+        return 0;
+    }
+    if TARGETS.insert(pid, 1, 0).is_err() {
+        count_lost(LOST_TARGETS_FULL);
+        return 0;
+    }
+    let mut event = new_event(KIND_EXEC);
+    event.tgid = pid;
+    event.tid = pid;
+    submit(&event);
     0
 }

@@ -5,7 +5,7 @@ use crate::util::{self, TempDir};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,9 @@ pub struct Tuning {
     /// `client_header_timeout N` (seconds; nginx's default is 60): how long
     /// a connection may stay idle before its first request.
     pub client_header_timeout_s: Option<u32>,
+    /// The nginx binary to run (default [`NGINX_BIN`]); a [`RenamedBinary`]
+    /// gives nginx a command name no other nginx on the machine has.
+    pub bin: Option<PathBuf>,
 }
 
 impl Default for Tuning {
@@ -62,7 +65,55 @@ impl Default for Tuning {
             server_extra: "",
             reuseport: false,
             client_header_timeout_s: None,
+            bin: None,
         }
+    }
+}
+
+/// A copy of nginx's binary under a unique file name, so that its processes'
+/// command name (/proc/PID/comm: the file name, at most 15 bytes) is this
+/// test's alone, whatever other nginx runs on the machine. Removed on drop.
+pub struct RenamedBinary {
+    _dir: TempDir,
+    path: PathBuf,
+    name: String,
+}
+
+impl RenamedBinary {
+    /// `<prefix><digits>`, at most 15 bytes; `prefix` at most 4.
+    pub fn new(prefix: &str) -> Result<Self> {
+        ensure!(prefix.len() <= 4, "prefix {prefix:?} longer than 4 bytes");
+        ensure!(
+            Path::new(NGINX_BIN).exists(),
+            "{NGINX_BIN} not found (apt-get install nginx)"
+        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos();
+        // pid (at most 7 digits) and the clock's last 4: unique per run.
+        let name = format!("{prefix}{}{:04}", std::process::id(), nanos % 10_000);
+        ensure!(
+            name.len() <= 15,
+            "command name {name:?} longer than 15 bytes"
+        );
+        let dir = TempDir::new("nginx-bin")?;
+        let path = dir.path().join(&name);
+        std::fs::copy(NGINX_BIN, &path)
+            .with_context(|| format!("copying {NGINX_BIN} to {}", path.display()))?;
+        Ok(Self {
+            _dir: dir,
+            path,
+            name,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The command name its processes run under.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -176,7 +227,9 @@ http {{
             host = t.listen_host,
             extra = t.server_extra,
         );
+        let bin = t.bin.as_deref().unwrap_or(Path::new(NGINX_BIN));
         Self::launch_as(
+            bin,
             dir,
             &conf,
             cfg.workers,
@@ -261,10 +314,18 @@ http {{
     /// Write `conf` into `dir`, start `nginx -c conf -p dir` in the foreground and
     /// wait until it listens on `listen_port` and all workers exist.
     fn launch(dir: TempDir, conf: &str, workers: u32, listen_port: u16) -> Result<Self> {
-        Self::launch_as(dir, conf, workers, ("127.0.0.1", listen_port), false)
+        Self::launch_as(
+            Path::new(NGINX_BIN),
+            dir,
+            conf,
+            workers,
+            ("127.0.0.1", listen_port),
+            false,
+        )
     }
 
     fn launch_as(
+        bin: &Path,
         dir: TempDir,
         conf: &str,
         workers: u32,
@@ -274,7 +335,7 @@ http {{
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let stderr = File::create(dir.path().join("stderr.log"))?;
-        let child = Command::new(NGINX_BIN)
+        let child = Command::new(bin)
             .arg("-c")
             .arg(&conf_path)
             .arg("-p")

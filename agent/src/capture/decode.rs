@@ -5,9 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gatescope_common::{
     DataHeader, Event, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX, DIR_EGRESS, DIR_INGRESS,
-    KIND_ACCEPT, KIND_CONN_FOUND, KIND_CONN_OPEN, KIND_DATA, KIND_EXIT, KIND_FORK, KIND_HANDSHAKE,
-    KIND_STATE, KIND_TCP, ROLE_DOWNSTREAM, ROLE_UPSTREAM, TCP_EVENT_RESET_RECEIVED,
-    TCP_EVENT_RESET_SENT, TCP_EVENT_RETRANSMIT,
+    KIND_ACCEPT, KIND_CONN_FOUND, KIND_CONN_OPEN, KIND_DATA, KIND_EXEC, KIND_EXIT, KIND_FORK,
+    KIND_HANDSHAKE, KIND_LISTEN, KIND_STATE, KIND_TCP, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
+    TCP_EVENT_RESET_RECEIVED, TCP_EVENT_RESET_SENT, TCP_EVENT_RETRANSMIT,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,6 +116,15 @@ pub enum Observation<'a> {
     Exit {
         tgid: u32,
     },
+    /// A process exec'd a `--discover` program and became a target.
+    Exec {
+        tgid: u32,
+    },
+    /// A target began listening on `addr`.
+    Listen {
+        addr: SocketAddr,
+        ts_ns: u64,
+    },
     /// A client's TCP handshake as the socket filter saw it on interface
     /// `ifindex`: first SYN to final ACK.
     Handshake {
@@ -127,7 +136,7 @@ pub enum Observation<'a> {
 
 impl Observation<'_> {
     /// [`Self::kind_index`] of a handshake.
-    pub const HANDSHAKE_INDEX: usize = 8;
+    pub const HANDSHAKE_INDEX: usize = 10;
 
     /// Index in [`KINDS`] of this observation's `kind` label of
     /// `gatescope_events_received_total` (counted per record, so no strings).
@@ -141,6 +150,8 @@ impl Observation<'_> {
             Observation::Tcp { .. } | Observation::TcpClosed { .. } => 5,
             Observation::Fork { .. } => 6,
             Observation::Exit { .. } => 7,
+            Observation::Exec { .. } => 8,
+            Observation::Listen { .. } => 9,
             Observation::Handshake { .. } => Self::HANDSHAKE_INDEX,
         }
     }
@@ -158,7 +169,7 @@ pub enum DecodeError {
     Lengths,
 }
 
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 11] = [
     "conn_open",
     "conn_found",
     "state",
@@ -167,6 +178,8 @@ pub const KINDS: [&str; 9] = [
     "tcp",
     "fork",
     "exit",
+    "exec",
+    "listen",
     "handshake",
 ];
 
@@ -232,6 +245,11 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
             child: e.value as u32,
         },
         KIND_EXIT => Observation::Exit { tgid: e.tgid },
+        KIND_EXEC => Observation::Exec { tgid: e.tgid },
+        KIND_LISTEN => Observation::Listen {
+            addr: endpoints(&e.tuple).local,
+            ts_ns: e.ts_ns,
+        },
         other => return Err(DecodeError::Kind(other)),
     })
 }
@@ -421,6 +439,14 @@ mod tests {
                 "fork",
             ),
             (Observation::Exit { tgid: 1 }, "exit"),
+            (Observation::Exec { tgid: 1 }, "exec"),
+            (
+                Observation::Listen {
+                    addr: ep.local,
+                    ts_ns: 0,
+                },
+                "listen",
+            ),
             (
                 Observation::Handshake {
                     ifindex: 1,
@@ -600,5 +626,33 @@ mod tests {
             ..Event::default()
         };
         assert_eq!(decode(&raw(&e)).unwrap(), Observation::Accept { tgid: 3 });
+    }
+
+    #[test]
+    fn decodes_exec_and_listen() {
+        let e = Event {
+            kind: KIND_EXEC,
+            tgid: 42,
+            tid: 42,
+            ..Event::default()
+        };
+        assert_eq!(decode(&raw(&e)).unwrap(), Observation::Exec { tgid: 42 });
+        let mut e = Event {
+            kind: KIND_LISTEN,
+            tgid: 42,
+            ts_ns: 7,
+            old_state: gatescope_common::TCP_CLOSE,
+            new_state: gatescope_common::TCP_LISTEN,
+            ..Event::default()
+        };
+        e.tuple.family = AF_INET6;
+        e.tuple.lport = 8443;
+        assert_eq!(
+            decode(&raw(&e)).unwrap(),
+            Observation::Listen {
+                addr: "[::]:8443".parse().unwrap(),
+                ts_ns: 7
+            }
+        );
     }
 }

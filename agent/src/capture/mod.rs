@@ -12,8 +12,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    SockOffsets, WireCounts, WireKey, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES, GLOBAL_SOCK_OFFSETS,
-    MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE,
+    SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES,
+    GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS,
+    MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE,
 };
 use tracing::{debug, warn};
 
@@ -38,11 +39,12 @@ pub fn check_max_sockets(n: u32) -> Result<u32, StartError> {
 }
 
 /// Each program and the tracepoints it is attached to. Process tracking comes
-/// first so that no worker forked during start-up is missed; buffer saving
-/// before the length tracepoints that read the buffers.
+/// first so that no worker forked (and no gateway started) during start-up is
+/// missed; buffer saving before the length tracepoints that read the buffers.
 const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("sched_process_fork", &[("sched", "sched_process_fork")]),
     ("sched_process_exit", &[("sched", "sched_process_exit")]),
+    ("sched_process_exec", &[("sched", "sched_process_exec")]),
     ("inet_sock_set_state", &[("sock", "inet_sock_set_state")]),
     ("sys_exit_accept4", &[("syscalls", "sys_exit_accept4")]),
     ("sys_exit_accept", &[("syscalls", "sys_exit_accept")]),
@@ -97,7 +99,7 @@ pub struct Capture {
 /// The maps the agent works with, taken out of the loaded object.
 pub struct Maps {
     pub targets: HashMap<MapData, u32, u32>,
-    pub listen_ports: HashMap<MapData, u16, u32>,
+    pub listen_ports: HashMap<MapData, u16, u64>,
     pub lost: PerCpuArray<MapData, u64>,
     /// The wire view's counters (socket filter `wire`).
     pub wire: PerCpuHashMap<MapData, WireKey, WireCounts>,
@@ -143,12 +145,14 @@ impl Capture {
 
     /// Loads and attaches everything, the socket map sized `max_sockets`;
     /// returns the programs' owner, the maps the pipeline maintains, and the
-    /// ring buffer it reads.
+    /// ring buffer it reads. `discover` are the command names
+    /// (`--discover`) whose execs become targets.
     pub fn load(
         ring_buffer_bytes: u32,
         capture_bytes: u32,
         max_sockets: u32,
         sock_offsets: &SockOffsets,
+        discover: &[String],
     ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
             return Err(StartError::RingBufferSize(ring_buffer_bytes));
@@ -164,6 +168,20 @@ impl Capture {
             .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
             .load(OBJECT)
             .map_err(|e| StartError::Load(error_chain(&e)))?;
+
+        // The names are in place before the exec program attaches; a gateway
+        // started before that is found by the agent's /proc scan, which runs
+        // after it (target_set.rs).
+        let mut names: HashMap<_, [u8; COMM_LEN], u32> = HashMap::try_from(
+            ebpf.map_mut(MAP_DISCOVER)
+                .ok_or_else(|| StartError::Load(format!("map {MAP_DISCOVER} missing")))?,
+        )
+        .map_err(|e| StartError::Load(format!("map {MAP_DISCOVER}: {e}")))?;
+        for name in discover {
+            names
+                .insert(comm_key(name), 1, 0)
+                .map_err(|e| StartError::Load(format!("map {MAP_DISCOVER}: {e}")))?;
+        }
 
         let mut attached = 0;
         let mut links = Vec::new();
@@ -238,6 +256,17 @@ fn load_wire(ebpf: &mut Ebpf) -> Result<OwnedFd, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `name` as the kernel holds a comm: at most 15 bytes, NUL-padded to
+/// [`COMM_LEN`] (as bpf_get_current_comm writes it). Longer names are
+/// refused by the command line; here they are cut as the kernel would.
+pub fn comm_key(name: &str) -> [u8; COMM_LEN] {
+    let mut key = [0u8; COMM_LEN];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(COMM_LEN - 1);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, StartError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -282,5 +311,15 @@ mod tests {
                 format!("--max-sockets {bad} must be between 1 and {MAX_SOCKETS_LIMIT}")
             );
         }
+    }
+
+    #[test]
+    fn comm_keys_are_nul_padded() {
+        let key = comm_key("nginx");
+        assert_eq!(&key[..6], b"nginx\0");
+        assert!(key[5..].iter().all(|&b| b == 0));
+        let key = comm_key("fifteen-bytes-x");
+        assert_eq!(&key[..15], b"fifteen-bytes-x");
+        assert_eq!(key[15], 0);
     }
 }
