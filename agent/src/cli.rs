@@ -90,7 +90,7 @@ pub struct Args {
     /// Capacity of the kernel's socket map and of the agent's connection
     /// table: connections tracked at once. When full, new connections are
     /// refused and counted (`gatescope_events_lost_total{reason="sockets_map_full"}`),
-    /// never evicted. Preallocated in the kernel: 80 bytes per entry.
+    /// never evicted. Preallocated in the kernel: 88 bytes per entry.
     #[arg(long, env = "GATESCOPE_MAX_SOCKETS", default_value_t = gatescope_common::SOCKS_MAX, value_name = "N")]
     pub max_sockets: u32,
 

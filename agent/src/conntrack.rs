@@ -7,7 +7,10 @@
 //! leaves it active because the gateway may still be writing. An upstream
 //! connection is open from connect() (SYN_SENT) on, by the same rule.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+};
 
 use gatescope_common::{TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_SYN_SENT};
 
@@ -61,6 +64,8 @@ struct Conn {
     handled: bool,
     /// The gateway process that last moved bytes on it (a worker).
     tgid: u32,
+    /// Time of its open record, as the kernel's socket map also keeps it.
+    opened_ns: u64,
 }
 
 /// What later stages need to know about a tracked connection.
@@ -85,6 +90,8 @@ pub struct ConnTable {
     conns: HashMap<u64, Conn>,
     gauges: Gauges,
     capacity: usize,
+    /// Missing from the kernel at the last [`ConnTable::sweep`].
+    suspects: HashSet<u64>,
 }
 
 fn is_open_state(state: u32) -> bool {
@@ -97,6 +104,7 @@ impl ConnTable {
             conns: HashMap::new(),
             gauges: Gauges::default(),
             capacity,
+            suspects: HashSet::new(),
         }
     }
 
@@ -112,6 +120,32 @@ impl ConnTable {
         &self.gauges
     }
 
+    /// Recovers from close records lost to a full ring buffer: connections
+    /// the kernel no longer tracks are dropped, with their gauges.
+    /// `in_kernel(sk)` is the open time of the kernel's entry for `sk`:
+    /// none (removed at its close), or another connection's (the socket
+    /// memory was reused by a connection whose open record was lost too).
+    /// Only those found stale by two sweeps in a row go, so records still
+    /// queued in the ring buffer at the first sweep are read in between and
+    /// handled normally. Returns the dropped sockets.
+    pub fn sweep(&mut self, mut in_kernel: impl FnMut(u64) -> Option<u64>) -> Vec<u64> {
+        let missing: HashSet<u64> = self
+            .conns
+            .iter()
+            .filter(|(&sk, conn)| in_kernel(sk) != Some(conn.opened_ns))
+            .map(|(&sk, _)| sk)
+            .collect();
+        let gone: Vec<u64> = missing.intersection(&self.suspects).copied().collect();
+        for &sk in &gone {
+            self.remove(sk);
+        }
+        self.suspects = missing;
+        for sk in &gone {
+            self.suspects.remove(sk);
+        }
+        gone
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.conns.len()
@@ -124,16 +158,16 @@ impl ConnTable {
                 sk,
                 role,
                 endpoints,
-                ..
-            } => self.open(sk, role, endpoints, false, facts),
+                ts_ns,
+            } => self.open(sk, role, endpoints, ts_ns, false, facts),
             // Open before we started: active from now on, but it was neither
             // accepted nor opened while we watched, nor is it new to handle.
             Observation::ConnFound {
                 sk,
                 role,
                 endpoints,
-                ..
-            } => self.open(sk, role, endpoints, true, facts),
+                ts_ns,
+            } => self.open(sk, role, endpoints, ts_ns, true, facts),
             Observation::State {
                 sk, new, endpoints, ..
             } => self.change_state(sk, new, endpoints),
@@ -166,6 +200,7 @@ impl ConnTable {
         sk: u64,
         role: Role,
         endpoints: Endpoints,
+        opened_ns: u64,
         found: bool,
         facts: &mut Vec<Fact>,
     ) {
@@ -183,6 +218,7 @@ impl ConnTable {
             open: false,
             handled: found,
             tgid: 0,
+            opened_ns,
         };
         self.conns.insert(sk, conn);
         match role {
@@ -495,5 +531,61 @@ mod tests {
         );
         state(&mut t, 1, TCP_CLOSE, ep(GW, CLIENT));
         assert_eq!(t.gauges().downstream_active, 0);
+    }
+
+    #[test]
+    fn sweep_drops_only_connections_missing_twice() {
+        let mut t = ConnTable::new(16);
+        let mut facts = Vec::new();
+        let ep = Endpoints {
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: "127.0.0.1:40000".parse().unwrap(),
+        };
+        for sk in [1, 2, 3] {
+            t.apply(
+                &Observation::ConnOpen {
+                    sk,
+                    role: Role::Downstream,
+                    endpoints: ep,
+                    ts_ns: 0,
+                },
+                &mut facts,
+            );
+        }
+        assert_eq!(t.gauges().downstream_active, 3);
+        // The kernel lost 2 and 3 (3's close is still queued); 4's address
+        // was reused by a connection whose open record was lost.
+        t.apply(
+            &Observation::ConnOpen {
+                sk: 4,
+                role: Role::Downstream,
+                endpoints: ep,
+                ts_ns: 40,
+            },
+            &mut facts,
+        );
+        let kernel = |sk: u64| match sk {
+            1 => Some(0),
+            4 => Some(41),
+            _ => None,
+        };
+        assert!(t.sweep(kernel).is_empty());
+        t.apply(
+            &Observation::State {
+                sk: 3,
+                old: TCP_ESTABLISHED,
+                new: TCP_CLOSE,
+                endpoints: ep,
+                ts_ns: 1,
+            },
+            &mut facts,
+        );
+        let mut gone = t.sweep(kernel);
+        gone.sort();
+        assert_eq!(gone, vec![2, 4]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.gauges().downstream_active, 1);
+        assert_eq!(t.gauges().tracked_downstream, 1);
+        assert!(t.sweep(kernel).is_empty());
     }
 }

@@ -6,7 +6,8 @@ use std::{collections::HashMap, net::SocketAddr, path::Path, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use gatescope_common::{
-    LOST_REASONS, LOST_REASON_NAMES, TCP_CLOSE, TCP_CLOSING, TCP_FIN_WAIT1, TCP_LAST_ACK,
+    LOST_REASONS, LOST_REASON_NAMES, LOST_RINGBUF_FULL, TCP_CLOSE, TCP_CLOSING, TCP_FIN_WAIT1,
+    TCP_LAST_ACK,
 };
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -56,6 +57,9 @@ pub struct Pipeline {
     /// Listening port -> listening socket, from `listen_sockets`.
     listeners: HashMap<u16, SocketAddr>,
     lost_seen: [u64; LOST_REASONS as usize],
+    /// Reconciliations left that compare the connection table with the
+    /// kernel's, after records were lost (see [`ConnTable::sweep`]).
+    sweeps_left: u8,
     facts: Vec<Fact>,
     http_events: Vec<HttpEvent>,
 }
@@ -83,6 +87,7 @@ impl Pipeline {
             listen_sockets: Vec::new(),
             listeners: HashMap::new(),
             lost_seen: [0; LOST_REASONS as usize],
+            sweeps_left: 0,
             facts: Vec::with_capacity(1024),
             http_events: Vec::with_capacity(64),
         }
@@ -322,7 +327,33 @@ impl Pipeline {
             );
         }
         self.read_kernel_losses();
+        self.sweep_lost_closes();
         self.sync_wire();
+    }
+
+    /// After ring-buffer losses, drops the connections whose close record
+    /// was among them, so gauges heal without a restart.
+    fn sweep_lost_closes(&mut self) {
+        if self.sweeps_left == 0 {
+            return;
+        }
+        self.sweeps_left -= 1;
+        let socks = &self.maps.socks;
+        let gone = self
+            .table
+            .sweep(|sk| socks.get(&sk, 0).ok().map(|info| info.opened_ns));
+        if gone.is_empty() {
+            return;
+        }
+        for &sk in &gone {
+            self.sessions.forget(sk);
+        }
+        warn!(
+            connections = gone.len(),
+            "dropped connections whose close was lost with the ring buffer's overflow"
+        );
+        self.metrics.health.lost_closes.inc_by(gone.len() as u64);
+        self.metrics.set_gauges(self.table.gauges());
     }
 
     /// Follows interfaces that came or went, and exports the wire view's
@@ -379,6 +410,11 @@ impl Pipeline {
                     .with_label_values(&[name])
                     .inc_by(total - *seen);
                 *seen = total;
+                if reason == LOST_RINGBUF_FULL {
+                    // Two sweeps a second apart confirm a lost close; a third
+                    // covers records lost while the first ran.
+                    self.sweeps_left = 3;
+                }
             }
         }
     }

@@ -119,6 +119,12 @@ impl Sessions {
         self.remove(sk, Some(ts_ns), out);
     }
 
+    /// Drops a connection without flushing it: its close was never seen, so
+    /// when it ended is unknown.
+    pub fn forget(&mut self, sk: u64) {
+        self.remove(sk, None, &mut Vec::new());
+    }
+
     fn remove(&mut self, sk: u64, close_at: Option<u64>, out: &mut Vec<HttpEvent>) {
         if let Some(mut session) = self.conns.remove(&sk) {
             self.count(&session, false);

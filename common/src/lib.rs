@@ -275,6 +275,10 @@ pub struct SockOffsets {
 pub struct SockInfo {
     pub role: u32,
     pub tgid: u32,
+    /// `ts_ns` of the connection's open (or found) record: which connection
+    /// at this socket address the entry is, so the agent can tell a stale
+    /// entry of its own from the kernel's current one.
+    pub opened_ns: u64,
 }
 
 /// A wire-view counter's key. Downstream keys are per listening port
@@ -346,7 +350,7 @@ mod pod {
 // run, if a field change introduces implicit padding.
 const _: () = assert!(core::mem::size_of::<Tuple>() == 40);
 const _: () = assert!(core::mem::size_of::<Event>() == 88);
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 8);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 24);
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 32);

@@ -87,11 +87,16 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     // this address is replaced in place). A connection has one opening
     // transition, so a refused one is counted once; its later transitions
     // find no entry and emit nothing.
-    if SOCKS.insert(sk, SockInfo { role, tgid }, 0).is_err() {
+    let mut event = new_event(KIND_CONN_OPEN);
+    let info = SockInfo {
+        role,
+        tgid,
+        opened_ns: event.ts_ns,
+    };
+    if SOCKS.insert(sk, info, 0).is_err() {
         count_lost(LOST_SOCKS_FULL);
         return Ok(());
     }
-    let mut event = new_event(KIND_CONN_OPEN);
     event.role = role;
     event.tgid = tgid;
     fill(ctx, &mut event, sk, old, new)?;

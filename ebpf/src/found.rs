@@ -95,10 +95,15 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
     // socket is either one whose open was refused (counted once, in conn.rs)
     // or one open before we started (its bytes go to untracked bytes); the
     // claim is tried again on its next transfer.
-    if SOCKS.insert(sk, SockInfo { role, tgid }, 0).is_err() {
+    let mut event = new_event(KIND_CONN_FOUND);
+    let info = SockInfo {
+        role,
+        tgid,
+        opened_ns: event.ts_ns,
+    };
+    if SOCKS.insert(sk, info, 0).is_err() {
         return;
     }
-    let mut event = new_event(KIND_CONN_FOUND);
     event.role = role;
     event.tgid = tgid;
     event.sk = sk;

@@ -462,17 +462,26 @@ fn ring_buffer_overrun() -> Result<()> {
     const QUIET: usize = 50;
     let ringbuf = [("reason", "ringbuf_full")];
     let scene = Scene::start(2)?;
+    // Small enough that wrk's burst overflows it many times over, large
+    // enough to hold one one-shot exchange's records (about 3 KB with the
+    // handshake and connection records) in the quiet phase.
     let agent = Agent::start(
         &[scene.nginx.master_pid()],
-        &["--ring-buffer-bytes", "4096"],
+        &["--ring-buffer-bytes", "16384"],
     )?;
     let s = agent.scrape()?;
     ensure!(
-        s.require(MAP_CAPACITY, &[("map", "ring_buffer_bytes")])? == 4096.0,
+        s.require(MAP_CAPACITY, &[("map", "ring_buffer_bytes")])? == 16384.0,
         "ring buffer capacity:\n{}",
         s.text
     );
     ensure!(s.require(EVENTS_LOST, &ringbuf)? == 0.0);
+    let active = [("state", "active")];
+    let tracked = [("role", "downstream")];
+    let (b_active, b_tracked) = (
+        s.get_or_zero(DOWN_CONNS, &active)?,
+        s.get_or_zero(CONNS_TRACKED, &tracked)?,
+    );
 
     let wrk = Wrk::spawn(
         &format!("http://127.0.0.1:{}/size/100", scene.nginx.listen_port()),
@@ -483,43 +492,51 @@ fn ring_buffer_overrun() -> Result<()> {
     let (sum, out) = wrk.wait()?;
     ensure!(sum.errors() == 0 && sum.requests > 0, "wrk: {sum:?}\n{out}");
 
-    // The burst is over; wait until the agent's counters hold still.
+    // The burst is over; wait until the agent's counters hold still for
+    // longer than the 1 s period at which it exports the kernel's losses.
     let mut last = None;
-    let after_burst = util::poll(Duration::from_secs(10), "counters to settle", || {
+    let after_burst = util::poll(Duration::from_secs(15), "counters to settle", || {
         let s = agent.scrape()?;
         let key = (s.require(ACCEPTED, &[])?, s.require(EVENTS_LOST, &ringbuf)?);
         if last == Some(key) {
             return Ok(Some(s));
         }
         last = Some(key);
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1200));
         Ok(None)
     })?;
     let lost = after_burst.require(EVENTS_LOST, &ringbuf)?;
     ensure!(
         lost > 0.0,
-        "no ring buffer loss after a {}-request burst into a 4 KiB ring:\n{}",
+        "no ring buffer loss after a {}-request burst into a 16 KiB ring:\n{}",
         sum.requests,
         after_burst.text
     );
     let accepted = after_burst.require(ACCEPTED, &[])?;
 
-    // Quiet phase: one request at a time, each counted.
+    // Quiet phase: one request at a time, each counted. The gauges heal:
+    // connections whose close record was lost are dropped once the kernel
+    // shows they are gone, so every client connection (all closed now) has
+    // left the active and tracked gauges.
     let mut client = scene.client();
     for _ in 0..QUIET {
         client.one_shot("/size/100")?;
     }
-    agent.wait_all(
+    let s = agent.wait_all(
         &[
             Expect::new(ACCEPTED, &[], accepted + QUIET as f64),
             Expect::new(EVENTS_LOST, &ringbuf, lost),
+            Expect::new(DOWN_CONNS, &active, b_active),
+            Expect::new(CONNS_TRACKED, &tracked, b_tracked),
         ],
         SETTLE_TIMEOUT,
     )?;
     eprintln!(
         "ring_buffer_overrun: wrk {} requests; accepted after burst {accepted}; lost \
-         (ringbuf_full) {lost}; quiet phase {QUIET} one-shots counted exactly, no new loss",
-        sum.requests
+         (ringbuf_full) {lost}; {} connections dropped after lost closes; quiet phase {QUIET} \
+         one-shots counted exactly, no new loss, gauges back to base",
+        sum.requests,
+        s.require("gatescope_lost_closes_total", &[])?
     );
     Ok(())
 }

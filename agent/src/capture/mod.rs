@@ -12,7 +12,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES,
+    SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES,
     GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS,
     MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE,
 };
@@ -24,8 +24,8 @@ use crate::error::StartError;
 /// `gatescope check`.
 pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gatescope"));
 
-/// Largest `--max-sockets`: the socket map is preallocated (80 bytes of kernel
-/// memory per entry, measured), so this bounds it to 320 MiB; more is far
+/// Largest `--max-sockets`: the socket map is preallocated (88 bytes of kernel
+/// memory per entry, measured), so this bounds it to 352 MiB; more is far
 /// beyond what one gateway host holds open.
 pub const MAX_SOCKETS_LIMIT: u32 = 4 << 20;
 
@@ -101,6 +101,8 @@ pub struct Maps {
     pub targets: HashMap<MapData, u32, u32>,
     pub listen_ports: HashMap<MapData, u16, u64>,
     pub lost: PerCpuArray<MapData, u64>,
+    /// The kernel's tracked sockets: read only to recover from lost closes.
+    pub socks: HashMap<MapData, u64, SockInfo>,
     /// The wire view's counters (socket filter `wire`).
     pub wire: PerCpuHashMap<MapData, WireKey, WireCounts>,
     /// The loaded `wire` socket filter, for the taps to attach; `None` when
@@ -226,6 +228,7 @@ impl Capture {
             targets: take(&mut ebpf, MAP_TARGETS)?,
             listen_ports: take(&mut ebpf, MAP_LISTEN_PORTS)?,
             lost: take(&mut ebpf, MAP_LOST)?,
+            socks: take(&mut ebpf, MAP_SOCKS)?,
             wire: take(&mut ebpf, MAP_WIRE)?,
             wire_program,
         };

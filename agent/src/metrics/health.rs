@@ -1,7 +1,7 @@
 //! The agent's own health, in every mode: what it received, what it lost and
 //! why, what it tracks, and what it is.
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::register;
 
@@ -16,6 +16,8 @@ pub struct Health {
     pub target_processes: IntGauge,
     pub listen_sockets: IntGauge,
     pub programs_attached: IntGauge,
+    /// Connections dropped because their close record was lost.
+    pub lost_closes: IntCounter,
     /// Interfaces the wire view taps.
     pub wire_interfaces: IntGauge,
     /// Capacities of the kernel maps and the ring buffer size, by `map`.
@@ -99,6 +101,12 @@ impl Health {
         for role in ["downstream", "upstream"] {
             connections_tracked.with_label_values(&[role]);
         }
+        let lost_closes = IntCounter::new(
+            "gatescope_lost_closes_total",
+            "Connections dropped from the table because their close record was lost with a full ring buffer (the kernel no longer tracked them)",
+        )
+        .expect("valid metric");
+        register(registry, &lost_closes);
         let wire_interfaces = IntGauge::new(
             "gatescope_wire_interfaces",
             "Network interfaces the wire view (AF_PACKET socket filter) taps",
@@ -124,6 +132,7 @@ impl Health {
             target_processes,
             listen_sockets,
             programs_attached,
+            lost_closes,
             wire_interfaces,
             map_capacity,
         }
