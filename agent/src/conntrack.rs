@@ -159,6 +159,7 @@ impl ConnTable {
                 role,
                 endpoints,
                 ts_ns,
+                ..
             } => self.open(sk, role, endpoints, ts_ns, false, facts),
             // Open before we started: active from now on, but it was neither
             // accepted nor opened while we watched, nor is it new to handle.
@@ -185,13 +186,11 @@ impl ConnTable {
                 endpoints,
                 event,
             } => facts.push(tcp_fact(role, &endpoints, event)),
-            // The process and listener stage (pipeline.rs) handles these, and
-            // the wire view's handshakes go straight to the metrics.
+            // The process and listener stage (pipeline.rs) handles these.
             Observation::Fork { .. }
             | Observation::Exit { .. }
             | Observation::Exec { .. }
-            | Observation::Listen { .. }
-            | Observation::Handshake { .. } => {}
+            | Observation::Listen { .. } => {}
         }
     }
 
@@ -352,6 +351,7 @@ mod tests {
                 role,
                 endpoints,
                 ts_ns: 0,
+                handshake: None,
             },
             &mut facts,
         );
@@ -548,6 +548,7 @@ mod tests {
                     role: Role::Downstream,
                     endpoints: ep,
                     ts_ns: 0,
+                    handshake: None,
                 },
                 &mut facts,
             );
@@ -561,6 +562,7 @@ mod tests {
                 role: Role::Downstream,
                 endpoints: ep,
                 ts_ns: 40,
+                handshake: None,
             },
             &mut facts,
         );

@@ -188,13 +188,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = sigterm.recv() => info!("SIGTERM: detaching"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT: detaching"),
     }
-    // Detach first, so the producers stop and the final drain is finite.
-    capture.detach();
-    info!("detached");
+    // Every detach waits for an RCU grace period, which takes long under
+    // load: the tracepoints are detached on a thread of their own while the
+    // pipeline closes the wire view's taps and drains what is left (its
+    // drain is bounded, so it ends even while producers still run).
+    let detaching = std::thread::spawn(move || capture.detach());
     let _ = stop_tx.send(true);
     let _ = server.await;
-    pipeline
-        .await
+    let drained = pipeline.await;
+    if detaching.join().is_err() {
+        warn!("detaching panicked");
+    }
+    info!("detached");
+    drained
         .context("pipeline task")?
         .context("reading the ring buffer")?;
     info!("bye");

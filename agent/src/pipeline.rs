@@ -137,6 +137,9 @@ impl Pipeline {
                 _ = shutdown.changed() => break,
             }
         }
+        if let Some(taps) = self.taps.take() {
+            taps.close();
+        }
         // Whatever is still queued is counted before exit.
         self.drain(ring.get_mut());
         Ok(())
@@ -153,16 +156,6 @@ impl Pipeline {
             let Some(item) = ring.next() else { break };
             budget -= 1;
             match decode(&item) {
-                Ok(Observation::Handshake {
-                    ifindex,
-                    endpoints,
-                    ns,
-                }) => {
-                    per_kind[Observation::HANDSHAKE_INDEX] += 1;
-                    let interface = self.interface_name(ifindex);
-                    self.metrics
-                        .handshake(&interface, endpoints.local.port(), ns as f64 / 1e9);
-                }
                 Ok(obs) => {
                     per_kind[obs.kind_index()] += 1;
                     self.target_stage(&obs);
@@ -228,7 +221,20 @@ impl Pipeline {
     /// same observation, so a closing connection is still known.
     fn http_stage(&mut self, obs: &Observation) {
         match *obs {
-            Observation::ConnOpen { sk, role, .. } => self.sessions.open(sk, role, false),
+            Observation::ConnOpen {
+                sk,
+                role,
+                endpoints,
+                handshake,
+                ..
+            } => {
+                self.sessions.open(sk, role, false);
+                if let Some(h) = handshake {
+                    let interface = self.interface_name(h.ifindex);
+                    self.metrics
+                        .handshake(&interface, endpoints.local.port(), h.ns as f64 / 1e9);
+                }
+            }
             Observation::ConnFound { sk, role, .. } => self.sessions.open(sk, role, true),
             Observation::Data {
                 sk,

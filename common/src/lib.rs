@@ -31,8 +31,8 @@ pub const MAP_WIRE: &str = "WIRE";
 /// `HashMap<PeerKey, u32>`: upstream peers the gateway connected to, so the
 /// socket filter can tell their packets from other traffic.
 pub const MAP_PEERS: &str = "PEERS";
-/// `LruHashMap<FlowKey, u64>`: time of a client's first SYN, until its
-/// handshake completes.
+/// `LruHashMap<FlowKey, SynSeen>`: a client's first SYN, until its handshake
+/// completes.
 pub const MAP_HANDSHAKES: &str = "HANDSHAKES";
 /// The socket filter program (attached by the agent to AF_PACKET sockets).
 pub const PROGRAM_WIRE: &str = "wire";
@@ -88,7 +88,9 @@ pub const LOST_REASON_NAMES: [&str; LOST_REASONS as usize] = [
 
 /// A TCP socket of a target changed to ESTABLISHED (passive open on a
 /// listening port: `role` is downstream) or began connecting (active open by a
-/// target: `role` is upstream).
+/// target: `role` is upstream). For a passive open whose first SYN the wire
+/// view saw, `value` is the handshake's length in ns (first SYN to the final
+/// ACK's processing) and `tid` the interface it came in on; else both 0.
 pub const KIND_CONN_OPEN: u32 = 1;
 /// A tracked socket changed TCP state (`old_state` -> `new_state`).
 pub const KIND_STATE: u32 = 2;
@@ -115,11 +117,6 @@ pub const KIND_EXEC: u32 = 9;
 /// A target put a TCP socket into LISTEN (`tuple` holds its local address;
 /// its port is in [`MAP_LISTEN_PORTS`] from then on).
 pub const KIND_LISTEN: u32 = 10;
-
-/// The socket filter saw a client's TCP handshake complete: `value` = ns from
-/// its first SYN to its final ACK, `tuple` = the connection (`l*` the
-/// gateway's end), `tid` = the interface index.
-pub const KIND_HANDSHAKE: u32 = 11;
 
 /// `tcp:tcp_retransmit_skb`: the gateway retransmitted a segment.
 pub const TCP_EVENT_RETRANSMIT: i64 = 1;
@@ -319,6 +316,15 @@ pub struct PeerKey {
     pub addr: [u8; 16],
 }
 
+/// When and where the socket filter saw a client's first SYN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynSeen {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub _pad: u32,
+}
+
 /// A client's connection during its handshake, as the packets name it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -344,6 +350,7 @@ mod pod {
     unsafe impl aya::Pod for super::WireCounts {}
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::SynSeen {}
 }
 
 // The layouts are part of the kernel/agent contract: fail the build, not the
@@ -358,6 +365,7 @@ const _: () = assert!(core::mem::size_of::<WireKey>() == 32);
 const _: () = assert!(core::mem::size_of::<WireCounts>() == 32);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<SynSeen>() == 16);
 
 /// Field offsets in the tracepoint records we read, as
 /// /sys/kernel/tracing/events/<category>/<name>/format gives them on Linux

@@ -12,15 +12,16 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{
-    tp::inet_sock_set_state as f, tp::sys_exit, Event, SockInfo, Tuple, AF_INET, IPPROTO_TCP,
-    KIND_ACCEPT, KIND_CONN_OPEN, KIND_LISTEN, KIND_STATE, LOST_SOCKS_FULL, ROLE_DOWNSTREAM,
-    ROLE_UPSTREAM, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
+    tp::inet_sock_set_state as f, tp::sys_exit, Event, SockInfo, Tuple, AF_INET, AF_INET6,
+    IPPROTO_TCP, KIND_ACCEPT, KIND_CONN_OPEN, KIND_LISTEN, KIND_STATE, LOST_SOCKS_FULL,
+    ROLE_DOWNSTREAM, ROLE_UPSTREAM, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
+    TCP_SYN_SENT,
 };
 
 use crate::{
     emit::{count_lost, current, field, new_event, submit},
     maps::{is_target, LISTEN_PORTS, SOCKS},
-    wire::remember_peer,
+    wire::{handshake_done, remember_peer},
 };
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
@@ -102,6 +103,9 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     fill(ctx, &mut event, sk, old, new)?;
     if role == ROLE_UPSTREAM {
         remember_peer(&event.tuple);
+    } else if let Some((ns, ifindex)) = handshake_done(&v4_unmapped(event.tuple), event.ts_ns) {
+        event.value = ns as i64;
+        event.tid = ifindex;
     }
     submit(&event);
     Ok(())
@@ -163,6 +167,22 @@ fn fill(
     }
     event.tuple = tuple;
     Ok(())
+}
+
+/// An IPv4 client of a dual-stack (IPv6) listener shows as ::ffff:a.b.c.d
+/// here but as IPv4 on the wire; the wire view keys it as IPv4.
+#[inline(always)]
+fn v4_unmapped(mut t: Tuple) -> Tuple {
+    const MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    if t.family == AF_INET6 && t.raddr[..12] == MAPPED && t.laddr[..12] == MAPPED {
+        t.family = AF_INET;
+        let (l, r) = (t.laddr, t.raddr);
+        t.laddr = [0; 16];
+        t.raddr = [0; 16];
+        t.laddr[..4].copy_from_slice(&l[12..]);
+        t.raddr[..4].copy_from_slice(&r[12..]);
+    }
+    t
 }
 
 #[inline(always)]

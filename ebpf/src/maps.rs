@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use gatescope_common::{
-    DataEvent, FlowKey, PeerKey, SockInfo, SyscallArgs, WireCounts, WireKey, ARGS_MAX, COMM_LEN,
-    DISCOVER_MAX, EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS, PEERS_MAX,
-    SOCKS_MAX, TARGETS_MAX, WIRE_MAX,
+    DataEvent, FlowKey, PeerKey, SockInfo, SynSeen, SyscallArgs, WireCounts, WireKey, ARGS_MAX,
+    COMM_LEN, DISCOVER_MAX, EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS,
+    PEERS_MAX, SOCKS_MAX, TARGETS_MAX, WIRE_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -66,6 +66,7 @@ pub static WIRE: PerCpuHashMap<WireKey, WireCounts> = PerCpuHashMap::with_max_en
 #[map]
 pub static PEERS: HashMap<PeerKey, u32> = HashMap::with_max_entries(PEERS_MAX, 0);
 
-/// Client handshakes in progress: first SYN time (`bpf_ktime_get_ns`).
+/// Client handshakes in progress: when and where the first SYN was seen.
 #[map]
-pub static HANDSHAKES: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(HANDSHAKES_MAX, 0);
+pub static HANDSHAKES: LruHashMap<FlowKey, SynSeen> =
+    LruHashMap::with_max_entries(HANDSHAKES_MAX, 0);

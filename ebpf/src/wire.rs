@@ -15,12 +15,12 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use gatescope_common::{
-    FlowKey, PeerKey, Tuple, WireCounts, WireKey, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS,
-    KIND_HANDSHAKE, LOST_PEERS_FULL, LOST_WIRE_FULL, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
+    FlowKey, PeerKey, SynSeen, Tuple, WireCounts, WireKey, AF_INET, AF_INET6, DIR_EGRESS,
+    DIR_INGRESS, LOST_PEERS_FULL, LOST_WIRE_FULL, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
 };
 
 use crate::{
-    emit::{count_lost, new_event, submit},
+    emit::count_lost,
     maps::{HANDSHAKES, LISTEN_PORTS, PEERS, WIRE},
 };
 
@@ -139,12 +139,19 @@ fn is_listen_port(port: u16) -> bool {
     unsafe { LISTEN_PORTS.get(port) }.is_some()
 }
 
-/// A client's first SYN starts its clock; its first ACK without SYN (the
-/// handshake's last segment, or data if that ACK was lost) stops it. Runs
-/// only for packets to a listening port, before the kernel's TCP stack
-/// processes them (taps see received packets first).
+/// A client's first SYN starts its handshake clock (a retransmitted SYN
+/// keeps the first one's time: the client has been waiting since then). The
+/// clock stops in conn.rs, at the passive open (SYN_RECV -> ESTABLISHED),
+/// which the kernel reaches while processing the final ACK, microseconds
+/// after this tap saw it; so no lookup is needed for every other packet.
+/// A client's reset forgets the SYN.
 #[inline(always)]
 fn handshake(p: &Packet, ifindex: u32) {
+    let syn = p.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let rst = p.flags & TCP_RST != 0;
+    if !syn && !rst {
+        return;
+    }
     let flow = FlowKey {
         family: p.family,
         client_port: p.sport,
@@ -153,40 +160,35 @@ fn handshake(p: &Packet, ifindex: u32) {
         client: p.saddr,
         server: p.daddr,
     };
-    if p.flags & TCP_RST != 0 {
+    if rst {
         let _ = HANDSHAKES.remove(flow);
         return;
     }
-    // SAFETY: a helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if p.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        // A retransmitted SYN keeps the first one's time: the client has
-        // been waiting since then.
-        let _ = HANDSHAKES.insert(flow, now, BPF_NOEXIST as u64);
-        return;
-    }
-    if p.flags & (TCP_SYN | TCP_ACK) != TCP_ACK {
-        return;
-    }
+    let seen = SynSeen {
+        // SAFETY: a helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ifindex,
+        _pad: 0,
+    };
+    let _ = HANDSHAKES.insert(flow, seen, BPF_NOEXIST as u64);
+}
+
+/// The handshake of the connection `tuple` (a passive open), if its first
+/// SYN was seen: (ns from that SYN to `now`, interface index).
+#[inline(always)]
+pub fn handshake_done(tuple: &Tuple, now: u64) -> Option<(u64, u32)> {
+    let flow = FlowKey {
+        family: tuple.family,
+        client_port: tuple.rport,
+        server_port: tuple.lport,
+        _pad: 0,
+        client: tuple.raddr,
+        server: tuple.laddr,
+    };
     // SAFETY: the value is copied out immediately.
-    let Some(start) = (unsafe { HANDSHAKES.get(flow) }).copied() else {
-        return;
-    };
+    let seen = (unsafe { HANDSHAKES.get(flow) }).copied()?;
     let _ = HANDSHAKES.remove(flow);
-    let mut event = new_event(KIND_HANDSHAKE);
-    event.role = ROLE_DOWNSTREAM;
-    event.tid = ifindex;
-    event.value = now.saturating_sub(start) as i64;
-    event.tuple.family = if p.family == AF_INET6 {
-        AF_INET6
-    } else {
-        AF_INET
-    };
-    event.tuple.lport = p.dport;
-    event.tuple.rport = p.sport;
-    event.tuple.laddr = p.daddr;
-    event.tuple.raddr = p.saddr;
-    submit(&event);
+    Some((now.saturating_sub(seen.ts_ns), seen.ifindex))
 }
 
 /// The TCP/IP facts of an IPv4 or IPv6 packet; `None` for anything else

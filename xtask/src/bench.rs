@@ -57,6 +57,8 @@ pub struct BenchArgs {
     pub write: bool,
     /// The agent was given with --agent rather than built from this tree.
     pub given_agent: bool,
+    /// Extra arguments for the agent (`--agent-arg`).
+    pub agent_args: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -155,6 +157,7 @@ pub fn bench(agent: &Path, args: &BenchArgs) -> Result<()> {
 struct Stack {
     dir: PathBuf,
     agent: PathBuf,
+    agent_args: Vec<String>,
     load: wrk::Load,
     proxy: Guard,
     proxy_addr: SocketAddr,
@@ -176,7 +179,15 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
             .map_or_else(|| "unknown".into(), |v| v.replace("nginx version: ", "")),
         wrk: util::banner(Command::new("wrk").arg("--version"))
             .map_or_else(|| "unknown".into(), |v| first_words(&v, 2)),
-        agent: describe_agent(agent, &snapshot, args.given_agent),
+        agent: if args.agent_args.is_empty() {
+            describe_agent(agent, &snapshot, args.given_agent)
+        } else {
+            format!(
+                "{}, run with `{}`",
+                describe_agent(agent, &snapshot, args.given_agent),
+                args.agent_args.join(" ")
+            )
+        },
         load: args.load,
         paced_rate: args.paced_rate,
         load_before,
@@ -229,6 +240,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
     let mut stack = Stack {
         dir: dir.to_path_buf(),
         agent: snapshot,
+        agent_args: args.agent_args.clone(),
         load: args.load,
         proxy,
         proxy_addr,
@@ -448,11 +460,12 @@ impl Stack {
             Mode::Baseline => None,
             Mode::Gatescope => {
                 let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, util::free_port()?));
+                let extra: Vec<&str> = self.agent_args.iter().map(String::as_str).collect();
                 let (guard, attach) = stack::start_gatescope(
                     &self.agent,
                     self.proxy.pid(),
                     metrics,
-                    &[],
+                    &extra,
                     &self.dir.join(format!("{name}.gatescope.log")),
                 )?;
                 Some((guard, attach, metrics))

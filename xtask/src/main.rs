@@ -75,6 +75,9 @@ enum Task {
         /// Measure this gatescope binary instead of building target/release/gatescope
         #[arg(long, value_name = "PATH")]
         agent: Option<std::path::PathBuf>,
+        /// An extra argument for the agent, e.g. `--agent-arg=--wire=false` (repeatable)
+        #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
+        agent_args: Vec<String>,
     },
     /// Run a cargo-fuzz target of agent/fuzz (nightly) for a bounded time, installing
     /// cargo-fuzz if missing; prints any crashing input and how to make it a regression test
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
             paced_rate,
             no_write,
             agent,
+            agent_args,
         } => {
             let given = agent.is_some();
             let agent = match agent {
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
                         },
                         paced_rate,
                         write: !no_write,
+                        agent_args,
                     },
                 )
             })

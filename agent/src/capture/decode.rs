@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use gatescope_common::{
     DataHeader, Event, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX, DIR_EGRESS, DIR_INGRESS,
     KIND_ACCEPT, KIND_CONN_FOUND, KIND_CONN_OPEN, KIND_DATA, KIND_EXEC, KIND_EXIT, KIND_FORK,
-    KIND_HANDSHAKE, KIND_LISTEN, KIND_STATE, KIND_TCP, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
-    TCP_EVENT_RESET_RECEIVED, TCP_EVENT_RESET_SENT, TCP_EVENT_RETRANSMIT,
+    KIND_LISTEN, KIND_STATE, KIND_TCP, ROLE_DOWNSTREAM, ROLE_UPSTREAM, TCP_EVENT_RESET_RECEIVED,
+    TCP_EVENT_RESET_SENT, TCP_EVENT_RETRANSMIT,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +60,14 @@ pub struct Endpoints {
     pub remote: SocketAddr,
 }
 
+/// A client's TCP handshake as the wire view timed it: from its first SYN,
+/// seen on interface `ifindex`, to the final ACK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handshake {
+    pub ifindex: u32,
+    pub ns: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Observation<'a> {
     ConnOpen {
@@ -67,6 +75,8 @@ pub enum Observation<'a> {
         role: Role,
         endpoints: Endpoints,
         ts_ns: u64,
+        /// Client connections whose first SYN the wire view saw.
+        handshake: Option<Handshake>,
     },
     /// A connection open before gatescope started, seen for the first time
     /// when the gateway moved bytes on it.
@@ -125,19 +135,9 @@ pub enum Observation<'a> {
         addr: SocketAddr,
         ts_ns: u64,
     },
-    /// A client's TCP handshake as the socket filter saw it on interface
-    /// `ifindex`: first SYN to final ACK.
-    Handshake {
-        ifindex: u32,
-        endpoints: Endpoints,
-        ns: u64,
-    },
 }
 
 impl Observation<'_> {
-    /// [`Self::kind_index`] of a handshake.
-    pub const HANDSHAKE_INDEX: usize = 10;
-
     /// Index in [`KINDS`] of this observation's `kind` label of
     /// `gatescope_events_received_total` (counted per record, so no strings).
     pub fn kind_index(&self) -> usize {
@@ -152,7 +152,6 @@ impl Observation<'_> {
             Observation::Exit { .. } => 7,
             Observation::Exec { .. } => 8,
             Observation::Listen { .. } => 9,
-            Observation::Handshake { .. } => Self::HANDSHAKE_INDEX,
         }
     }
 }
@@ -169,7 +168,7 @@ pub enum DecodeError {
     Lengths,
 }
 
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 10] = [
     "conn_open",
     "conn_found",
     "state",
@@ -180,7 +179,6 @@ pub const KINDS: [&str; 11] = [
     "exit",
     "exec",
     "listen",
-    "handshake",
 ];
 
 pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
@@ -203,6 +201,10 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
             role: role()?,
             endpoints: endpoints(&e.tuple),
             ts_ns: e.ts_ns,
+            handshake: (e.role == ROLE_DOWNSTREAM && e.value > 0).then_some(Handshake {
+                ifindex: e.tid,
+                ns: e.value as u64,
+            }),
         },
         KIND_CONN_FOUND => Observation::ConnFound {
             sk: e.sk,
@@ -218,11 +220,6 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
             ts_ns: e.ts_ns,
         },
         KIND_ACCEPT => Observation::Accept { tgid: e.tgid },
-        KIND_HANDSHAKE => Observation::Handshake {
-            ifindex: e.tid,
-            endpoints: endpoints(&e.tuple),
-            ns: e.value.max(0) as u64,
-        },
         KIND_TCP => {
             let event = match e.value {
                 TCP_EVENT_RETRANSMIT => TcpEvent::Retransmit,
@@ -340,6 +337,7 @@ mod tests {
             role,
             endpoints,
             ts_ns,
+            ..
         } = decode(&raw(&e)).unwrap()
         else {
             panic!("wrong kind");
@@ -353,12 +351,14 @@ mod tests {
     }
 
     #[test]
-    fn decodes_a_handshake() {
+    fn decodes_a_client_open_with_its_handshake() {
         let mut e = Event {
-            kind: KIND_HANDSHAKE,
+            kind: KIND_CONN_OPEN,
             role: ROLE_DOWNSTREAM,
             tid: 3,
             value: 50_000_000,
+            sk: 9,
+            ts_ns: 77,
             ..Event::default()
         };
         e.tuple.family = AF_INET;
@@ -366,17 +366,32 @@ mod tests {
         e.tuple.rport = 40000;
         e.tuple.laddr[..4].copy_from_slice(&[10, 0, 0, 1]);
         e.tuple.raddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let endpoints = Endpoints {
+            local: "10.0.0.1:8080".parse().unwrap(),
+            remote: "10.0.0.2:40000".parse().unwrap(),
+        };
         assert_eq!(
             decode(&raw(&e)).unwrap(),
-            Observation::Handshake {
-                ifindex: 3,
-                endpoints: Endpoints {
-                    local: "10.0.0.1:8080".parse().unwrap(),
-                    remote: "10.0.0.2:40000".parse().unwrap(),
-                },
-                ns: 50_000_000,
+            Observation::ConnOpen {
+                sk: 9,
+                role: Role::Downstream,
+                endpoints,
+                ts_ns: 77,
+                handshake: Some(Handshake {
+                    ifindex: 3,
+                    ns: 50_000_000
+                }),
             }
         );
+        // Not timed (its SYN was not seen): no handshake.
+        e.value = 0;
+        assert!(matches!(
+            decode(&raw(&e)).unwrap(),
+            Observation::ConnOpen {
+                handshake: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -389,6 +404,7 @@ mod tests {
                     role: Role::Upstream,
                     endpoints: ep,
                     ts_ns: 0,
+                    handshake: None,
                 },
                 "conn_open",
             ),
@@ -446,14 +462,6 @@ mod tests {
                     ts_ns: 0,
                 },
                 "listen",
-            ),
-            (
-                Observation::Handshake {
-                    ifindex: 1,
-                    endpoints: ep,
-                    ns: 5,
-                },
-                "handshake",
             ),
         ];
         for (obs, name) in named {

@@ -162,6 +162,17 @@ impl Taps {
     pub fn tapped(&self) -> usize {
         self.taps.len()
     }
+
+    /// Closes every tap at once: closing a packet socket waits for an RCU
+    /// grace period (net/packet/af_packet.c, packet_release), which under
+    /// load is long enough that one after another would delay shutdown.
+    pub fn close(self) {
+        std::thread::scope(|scope| {
+            for (_, tap) in self.taps {
+                scope.spawn(move || drop(tap));
+            }
+        });
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
