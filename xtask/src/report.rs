@@ -292,6 +292,27 @@ fn connections(t: &mut Table, s: &[Sample], compat: Compat, n: &Names, o: &Obser
             );
         }
     }
+
+    // The wire view, on loopback where the demo's client connects.
+    let lo = [("interface", "lo"), ("listener", o.listener.as_str())];
+    for (name, note) in [
+        (
+            "gatescope_downstream_wire_syn_total",
+            "one SYN per connection the client opened",
+        ),
+        (
+            "gatescope_downstream_tcp_handshake_seconds_count",
+            "one handshake per connection the client opened",
+        ),
+    ] {
+        t.row(
+            format!("{name}{{interface=\"lo\",listener}}"),
+            format!("{name}{{interface=\"lo\",listener=\"{}\"}}", o.listener),
+            value(s, name, &lo),
+            Some(c.connections),
+            note,
+        );
+    }
 }
 
 fn requests(t: &mut Table, s: &[Sample], compat: Compat, n: &Names, o: &Observed) {
