@@ -48,7 +48,7 @@ What gatescope costs the gateway it observes, measured by `cargo xtask bench`
   for the agent: CPU seconds (utime + stime, in `_SC_CLK_TCK` ticks) while wrk runs and until
   its metrics settle afterwards, peak RSS (`VmHWM` from `/proc/<pid>/status` just before it
   is stopped), and `gatescope_events_received_total` / `gatescope_events_lost_total` (all
-  kinds and reasons summed) from scrapes that have settled (two scrapes 500 ms apart
+  kinds and reasons summed) from scrapes that have settled (two scrapes 1.2 s apart
   agree) at the start and the end of the window.
   The machine's load is recorded too: the 1-minute load average before each round, and the
   CPU that processes outside the benchmark used while wrk ran (`/proc/stat` user + nice +

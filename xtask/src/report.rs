@@ -656,6 +656,8 @@ mod tests {
              gatescope_downstream_connections{{state=\"waiting\"}} 0\n\
              gatescope_downstream_bytes_total{{direction=\"ingress\",listener=\"{LISTENER}\"}} 300\n\
              gatescope_downstream_bytes_total{{direction=\"egress\",listener=\"{LISTENER}\"}} 500\n\
+             gatescope_downstream_wire_syn_total{{interface=\"lo\",listener=\"{LISTENER}\"}} 2\n\
+             gatescope_downstream_tcp_handshake_seconds_count{{interface=\"lo\",listener=\"{LISTENER}\"}} 2\n\
              gatescope_http_requests_all_total 3\n\
              gatescope_http_requests_total{{code=\"200\",route=\"/a/{{id}}\",{svc},source=\"service\"}} 2\n\
              gatescope_http_requests_total{{code=\"404\",route=\"/missing\",{svc},source=\"kong\"}} 1\n\

@@ -146,15 +146,16 @@ pub fn scrape(addr: SocketAddr) -> Result<String> {
     Ok(String::from_utf8_lossy(&resp.body).into_owned())
 }
 
-/// Scrapes until two scrapes 500 ms apart agree (events still in flight have landed), at most 5 s.
+/// Scrapes until two scrapes 1.2 s apart agree (events still in flight have landed, and the
+/// counters the agent copies from kernel maps once a second have moved), at most 8 s.
 pub fn settled_scrape(addr: SocketAddr) -> Result<String> {
     let start = Instant::now();
     let strip = |t: &str| -> String { t.lines().filter(|l| !l.starts_with('#')).collect() };
     let mut last = scrape(addr)?;
     loop {
-        thread::sleep(Duration::from_millis(500));
+        thread::sleep(Duration::from_millis(1200));
         let now = scrape(addr)?;
-        if strip(&now) == strip(&last) || start.elapsed() > Duration::from_secs(5) {
+        if strip(&now) == strip(&last) || start.elapsed() > Duration::from_secs(8) {
             return Ok(now);
         }
         last = now;
