@@ -204,36 +204,40 @@ fn parse(ctx: &SkBuffContext) -> Result<Option<Packet>, i64> {
             (*skb).gso_segs,
         )
     };
+    // Each load is a helper call: the headers are read in one call each
+    // (the IPv4 header without options, the IPv6 header, the TCP header's
+    // first 14 bytes).
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];
     let (family, ip_header, ip_len) = if protocol == ETH_P_IP {
-        let vihl: u8 = ctx.load(0)?;
-        if vihl >> 4 != 4 || ctx.load::<u8>(9)? != IPPROTO_TCP {
+        let ip: [u8; 20] = ctx.load(0)?;
+        if ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP {
             return Ok(None);
         }
         // Fragment offset bits: only the first fragment has the TCP header.
-        if u16::from_be(ctx.load::<u16>(6)?) & 0x1fff != 0 {
+        if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
             return Ok(None);
         }
-        saddr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(12)?);
-        daddr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(16)?);
-        let total = u16::from_be(ctx.load::<u16>(2)?);
-        (AF_INET, usize::from(vihl & 0x0f) * 4, u64::from(total))
+        saddr[..4].copy_from_slice(&ip[12..16]);
+        daddr[..4].copy_from_slice(&ip[16..20]);
+        let total = u16::from_be_bytes([ip[2], ip[3]]);
+        (AF_INET, usize::from(ip[0] & 0x0f) * 4, u64::from(total))
     } else if protocol == ETH_P_IPV6 {
-        if ctx.load::<u8>(6)? != IPPROTO_TCP {
+        let ip: [u8; 40] = ctx.load(0)?;
+        if ip[6] != IPPROTO_TCP {
             return Ok(None);
         }
-        saddr = ctx.load(8)?;
-        daddr = ctx.load(24)?;
-        let payload = u16::from_be(ctx.load::<u16>(4)?);
+        saddr.copy_from_slice(&ip[8..24]);
+        daddr.copy_from_slice(&ip[24..40]);
+        let payload = u16::from_be_bytes([ip[4], ip[5]]);
         (AF_INET6, 40, 40 + u64::from(payload))
     } else {
         return Ok(None);
     };
-    let sport = u16::from_be(ctx.load::<u16>(ip_header)?);
-    let dport = u16::from_be(ctx.load::<u16>(ip_header + 2)?);
-    let doff: u8 = ctx.load(ip_header + 12)?;
-    let flags: u8 = ctx.load(ip_header + 13)?;
+    let tcp: [u8; 14] = ctx.load(ip_header)?;
+    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let (doff, flags) = (tcp[12], tcp[13]);
     let headers = ip_header as u64 + u64::from(doff >> 4) * 4;
     // One segment: the IP length field (the frame may carry link-layer
     // padding). Several (GSO on the way out, GRO on the way in): the
