@@ -40,20 +40,7 @@ impl Proc {
         if names.is_empty() {
             return out;
         }
-        let Ok(dir) = fs::read_dir(&self.root) else {
-            return out;
-        };
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
+        for (pid, stat) in self.stats() {
             if let Some((comm, state)) = comm_state_from_stat(&stat) {
                 if !matches!(state, 'Z' | 'X' | 'x') && names.iter().any(|n| n == comm) {
                     out.push(pid);
@@ -80,24 +67,26 @@ impl Proc {
     /// Parent pid of every live process.
     pub fn parents(&self) -> HashMap<u32, u32> {
         let mut parents = HashMap::new();
-        let Ok(dir) = fs::read_dir(&self.root) else {
-            return parents;
-        };
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Ok(stat) = fs::read_to_string(entry.path().join("stat")) {
-                if let Some(ppid) = ppid_from_stat(&stat) {
-                    parents.insert(pid, ppid);
-                }
+        for (pid, stat) in self.stats() {
+            if let Some(ppid) = ppid_from_stat(&stat) {
+                parents.insert(pid, ppid);
             }
         }
         parents
+    }
+
+    /// Every process's pid and /proc/PID/stat text (processes that vanish
+    /// while we look are skipped).
+    fn stats(&self) -> impl Iterator<Item = (u32, String)> + '_ {
+        fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+                let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+                Some((pid, stat))
+            })
     }
 
     /// `roots` and every live descendant of them.

@@ -538,21 +538,7 @@ pub fn reset_clients(port: u16, n: usize) -> Result<()> {
         s.write_all(b"GET /partial HTTP/1.1\r\n")?;
         // Let nginx read it, so the connection is one it is serving.
         std::thread::sleep(Duration::from_millis(50));
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid socket and a linger struct of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        ensure!(rc == 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+        crate::util::set_linger_zero(s.as_raw_fd())?;
         drop(s); // close with a zero linger time: a reset, not a FIN
     }
     Ok(())

@@ -94,6 +94,22 @@ pub fn losses(s: &Scrape) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Every loss counter (all reasons, kernel and agent) is zero; at least the
+/// kernel's reasons must be exported.
+pub fn no_losses(s: &Scrape) -> Result<()> {
+    let all = losses(s);
+    for reason in LOST_REASONS {
+        ensure!(
+            all.contains_key(reason),
+            "no {EVENTS_LOST}{{reason={reason:?}}}"
+        );
+    }
+    for (reason, v) in &all {
+        ensure!(*v == 0.0, "events lost ({reason}) = {v}\n{}", s.text);
+    }
+    Ok(())
+}
+
 /// Every loss counter at its value in `base`, plus `more` for the reasons named
 /// there (each must be a reason `base` exports).
 pub fn losses_from(base: &Scrape, more: &[(&str, u64)]) -> Result<Vec<Expect>> {

@@ -32,5 +32,13 @@ pub const KONG_CONNS: &str = "kong_nginx_connections_total";
 pub const KONG_BANDWIDTH: &str = "kong_bandwidth_bytes";
 pub const KONG_NODE_INFO: &str = "kong_node_info";
 
-/// The `reason` values of `gatescope_events_lost_total`; all are always present.
-pub const LOST_REASONS: [&str; 3] = ["ringbuf_full", "targets_map_full", "sockets_map_full"];
+/// The kernel's `reason` values of `gatescope_events_lost_total`; all are
+/// always present.
+pub const LOST_REASONS: [&str; 6] = [
+    "ringbuf_full",
+    "targets_map_full",
+    "sockets_map_full",
+    "args_map_full",
+    "wire_map_full",
+    "peers_map_full",
+];

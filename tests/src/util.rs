@@ -329,6 +329,27 @@ pub fn tcp_inode(local: std::net::SocketAddrV4, remote: std::net::SocketAddrV4) 
     })
 }
 
+/// Close with a reset: SO_LINGER on with a zero timeout, so close() sends a
+/// RST instead of a FIN.
+pub fn set_linger_zero(fd: std::os::fd::RawFd) -> Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a socket descriptor and a linger struct of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    anyhow::ensure!(rc == 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

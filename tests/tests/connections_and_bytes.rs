@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Result};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
-use gatescope_tests::expect::{nothing_untracked, traffic_deltas};
+use gatescope_tests::expect::{no_losses, nothing_untracked, traffic_deltas};
 use gatescope_tests::metrics::*;
 use gatescope_tests::{util, Scene};
 use std::time::Duration;
@@ -79,10 +79,7 @@ fn connections_and_bytes() -> Result<()> {
     exp.push(Expect::new(HANDLED, &[], b(HANDLED, &[])? + (c + k) as f64));
     exp.extend(nothing_untracked(&base)?);
     let s = agent.wait_all(&exp, SETTLE_TIMEOUT)?;
-    for reason in LOST_REASONS {
-        let v = s.require(EVENTS_LOST, &[("reason", reason)])?;
-        ensure!(v == 0.0, "events lost ({reason}) = {v}\n{}", s.text);
-    }
+    no_losses(&s)?;
     ensure!(
         s.require(TARGET_PROCESSES, &[])? == scene.nginx.process_count() as f64,
         "target processes vs nginx's {} processes:\n{}",

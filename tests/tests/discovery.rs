@@ -10,7 +10,9 @@
 use anyhow::{ensure, Result};
 use gatescope_tests::agent::{run_to_exit, Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::Client;
-use gatescope_tests::expect::{mixed_traffic, nothing_untracked, settled_upstream, traffic_deltas};
+use gatescope_tests::expect::{
+    mixed_traffic, no_losses, nothing_untracked, settled_upstream, traffic_deltas,
+};
 use gatescope_tests::metrics::*;
 use gatescope_tests::nginx::{Nginx, NginxConfig, RenamedBinary, Tuning};
 use gatescope_tests::prom::Scrape;
@@ -67,14 +69,6 @@ fn settle(agent: &Agent, base: &Scrape, scene: &Scene, c: &Client, procs: usize)
     let s = agent.wait_all(&exp, SETTLE_TIMEOUT)?;
     no_losses(&s)?;
     Ok(s)
-}
-
-fn no_losses(s: &Scrape) -> Result<()> {
-    for reason in LOST_REASONS {
-        let v = s.require(EVENTS_LOST, &[("reason", reason)])?;
-        ensure!(v == 0.0, "events lost ({reason}) = {v}\n{}", s.text);
-    }
-    Ok(())
 }
 
 fn events(s: &Scrape, kind: &str) -> Result<f64> {

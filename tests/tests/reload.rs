@@ -4,7 +4,9 @@
 use anyhow::{ensure, Result};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::Client;
-use gatescope_tests::expect::{mixed_traffic, nothing_untracked, settled_upstream, traffic_deltas};
+use gatescope_tests::expect::{
+    mixed_traffic, no_losses, nothing_untracked, settled_upstream, traffic_deltas,
+};
 use gatescope_tests::metrics::*;
 use gatescope_tests::prom::Scrape;
 use gatescope_tests::upstream::UpstreamStats;
@@ -63,10 +65,7 @@ fn reload() -> Result<()> {
     let mut exp = expectations(&base, &l, &p, &client, &up)?;
     exp.push(procs(scene.nginx.process_count()));
     let s = agent.wait_all(&exp, SETTLE_TIMEOUT)?;
-    for reason in LOST_REASONS {
-        let v = s.require(EVENTS_LOST, &[("reason", reason)])?;
-        ensure!(v == 0.0, "events lost ({reason}) = {v}\n{}", s.text);
-    }
+    no_losses(&s)?;
 
     // A second reload, with traffic on the new generation only.
     scene.nginx.reload()?;

@@ -5,7 +5,9 @@
 use anyhow::{ensure, Context, Result};
 use gatescope_tests::agent::{http_get, Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::Client;
-use gatescope_tests::expect::{losses_from, mixed_traffic, settled_upstream, traffic_deltas};
+use gatescope_tests::expect::{
+    losses_from, mixed_traffic, no_losses, settled_upstream, traffic_deltas,
+};
 use gatescope_tests::holders::Holders;
 use gatescope_tests::metrics::*;
 use gatescope_tests::nginx::Tuning;
@@ -47,14 +49,6 @@ fn settle(agent: &Agent, base: &Scrape, scene: &Scene, c: &Client, procs: usize)
     let s = agent.wait_all(&exp, SETTLE_TIMEOUT)?;
     no_losses(&s)?;
     Ok(s)
-}
-
-fn no_losses(s: &Scrape) -> Result<()> {
-    for reason in LOST_REASONS {
-        let v = s.require(EVENTS_LOST, &[("reason", reason)])?;
-        ensure!(v == 0.0, "events lost ({reason}) = {v}\n{}", s.text);
-    }
-    Ok(())
 }
 
 /// The nginx worker holding the accepted end of `conn`, once it is accepted.

@@ -7,6 +7,7 @@ use anyhow::{ensure, Context, Result};
 use gatescope_tests::tun::{
     complete_response as complete, netstat_tcpext, snmp_tcp, TunNet, WireCount,
 };
+use gatescope_tests::util;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -186,21 +187,7 @@ fn withheld_ack_forces_a_kernel_retransmission() -> Result<()> {
 fn server_abort_reaches_client_as_rst() -> Result<()> {
     let net = TunNet::create()?;
     let (port, h) = server(|s| {
-        let l = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid socket fd and a correctly sized linger struct.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                &l as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        ensure!(rc == 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+        util::set_linger_zero(s.as_raw_fd())?;
         drop(s); // close with linger 0: RST instead of FIN
         Ok(())
     })?;
