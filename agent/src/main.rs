@@ -192,14 +192,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // load: the tracepoints are detached on a thread of their own while the
     // pipeline closes the wire view's taps and drains what is left (its
     // drain is bounded, so it ends even while producers still run).
-    let detaching = std::thread::spawn(move || capture.detach());
+    let stopping = std::time::Instant::now();
+    let detaching = std::thread::spawn(move || {
+        capture.detach();
+        info!(elapsed = ?stopping.elapsed(), "tracepoints detached");
+    });
     let _ = stop_tx.send(true);
     let _ = server.await;
     let drained = pipeline.await;
     if detaching.join().is_err() {
         warn!("detaching panicked");
     }
-    info!("detached");
+    info!(elapsed = ?stopping.elapsed(), "detached");
     drained
         .context("pipeline task")?
         .context("reading the ring buffer")?;

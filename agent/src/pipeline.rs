@@ -137,11 +137,14 @@ impl Pipeline {
                 _ = shutdown.changed() => break,
             }
         }
+        let stopping = std::time::Instant::now();
         if let Some(taps) = self.taps.take() {
             taps.close();
+            info!(elapsed = ?stopping.elapsed(), "wire view taps closed");
         }
         // Whatever is still queued is counted before exit.
         self.drain(ring.get_mut());
+        info!(elapsed = ?stopping.elapsed(), "final drain done");
         Ok(())
     }
 

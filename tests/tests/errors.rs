@@ -96,6 +96,15 @@ fn max_sockets_out_of_range() -> Result<()> {
 }
 
 #[test]
+fn unknown_interface() -> Result<()> {
+    let target = Sleeper::start()?;
+    let mut a = args(target.pid(), &free_listen()?);
+    a.extend(["--interface".into(), "lo,gsnosuch0".into()]);
+    let (st, err) = run_to_exit(&[], &a, EXIT_TIMEOUT)?;
+    check_startup_error(st, &err, "--interface gsnosuch0: no such network interface")
+}
+
+#[test]
 fn not_root() -> Result<()> {
     let target = Sleeper::start()?;
     // A world-readable copy, so uid 65534 can run it wherever the original lives.
