@@ -39,6 +39,9 @@ pub struct Tuning {
     pub upstream_keepalive: u32,
     /// The address of `listen` (`0.0.0.0` to be reachable on every interface).
     pub listen_host: &'static str,
+    /// The upstream server's address (`server HOST:upstream_port;`), e.g. a
+    /// [`crate::tun::TunNet`]'s peer address; `None`: `127.0.0.1`.
+    pub upstream_host: Option<String>,
     /// Directives added to the `server` block.
     pub server_extra: &'static str,
     /// `listen ... reuseport backlog=4096`: one listening socket per worker, so
@@ -62,6 +65,7 @@ impl Default for Tuning {
             worker_rlimit_nofile: None,
             upstream_keepalive: 16,
             listen_host: "127.0.0.1",
+            upstream_host: None,
             server_extra: "",
             reuseport: false,
             client_header_timeout_s: None,
@@ -189,7 +193,7 @@ http {{
     scgi_temp_path {d}/scgi_temp;
 
     upstream backend {{
-        server 127.0.0.1:{up};
+        server {up_host}:{up};
         keepalive {ka};
     }}
 
@@ -222,6 +226,7 @@ http {{
                 .client_header_timeout_s
                 .map(|n| format!("        client_header_timeout {n}s;\n"))
                 .unwrap_or_default(),
+            up_host = t.upstream_host.as_deref().unwrap_or("127.0.0.1"),
             up = cfg.upstream_port,
             port = cfg.listen_port,
             host = t.listen_host,

@@ -1,12 +1,20 @@
-//! A user-space TCP client talking to the real kernel stack through a TUN device,
+//! A user-space TCP peer talking to the real kernel stack through a TUN device,
 //! so that every packet of a connection is known and controllable: a chosen
 //! handshake time, a withheld ACK that forces a kernel retransmission, RSTs either
 //! way, and exact per-direction packet and IP byte counts.
 //!
-//! The kernel side of the TUN interface is `10.a.b.1/24`; the client is the
+//! The kernel side of the TUN interface is `10.a.b.1/24`; the peer is the
 //! non-local address `10.a.b.2`, which exists only in this process (the kernel
-//! routes it out of the TUN device and never answers for it itself). Servers
-//! listening on `0.0.0.0` are reached at [`TunNet::kernel_addr`].
+//! routes it out of the TUN device and never answers for it itself). The peer
+//! works both ways:
+//! - as a client ([`TunNet::connect`]): servers listening on `0.0.0.0` are
+//!   reached at [`TunNet::kernel_addr`];
+//! - as a server ([`TunNet::accept`]): connections the kernel opens to
+//!   `peer_addr():port` (e.g. a proxy's upstream connections) are answered by
+//!   this process once it listens on `port` ([`TunNet::listen`]). A SYN to a port
+//!   it does not listen on gets no answer at all (no RST): the kernel retries it.
+//!
+//! Both kinds are a [`TunConn`], with the same send/recv/close/reset and counts.
 //!
 //! There is no reader thread: packets are read from the TUN fd only while a
 //! method of [`TunNet`] or [`TunConn`] runs, and demultiplexed to connections by
@@ -14,12 +22,13 @@
 //! keep gaps between calls short (well under the kernel's 200 ms minimum RTO/TLP
 //! timeout for a single outstanding segment), or call [`TunConn::pump_for`].
 //!
-//! Packet policy, so counts are predictable: the client sends no options except
-//! MSS 1460 on its SYN (no timestamps, SACK or window scaling), a fixed window of
-//! 65535, exactly one pure ACK per received data/FIN segment (including
-//! duplicates and out-of-order ones, as RFC 5681 asks), except the one segment
-//! deliberately discarded by [`TunConn::recv_dropping_first`]. It never
-//! retransmits and sends nothing on drop.
+//! Packet policy, so counts are predictable: the peer sends no options except
+//! MSS 1460 on its SYN or SYN-ACK (no timestamps, SACK or window scaling, so the
+//! kernel uses none either), a fixed window of 65535, exactly one pure ACK per
+//! received data/FIN segment (including duplicates and out-of-order ones, as RFC
+//! 5681 asks), except the one segment deliberately discarded by
+//! [`TunConn::recv_dropping_first`]. It never retransmits (a retransmitted SYN or
+//! SYN-ACK from the kernel is counted, not answered) and sends nothing on drop.
 //!
 //! No global sysctl is changed. Per interface, IPv6 is disabled
 //! (`net.ipv6.conf.<if>.disable_ipv6=1`, before the link goes up) so no router
@@ -66,7 +75,12 @@ struct IfReq {
 }
 
 /// Packets and IPv4 bytes (IP total length) that crossed the TUN interface.
-/// "in" = towards the kernel (written by us), "out" = from the kernel (read by us).
+/// "in" = towards the kernel (written by us, the fake peer), "out" = from the
+/// kernel (read by us), whichever side opened the connection. Seen from a
+/// gateway on the kernel side, "in" is always its `ingress` and "out" its
+/// `egress`: for a client connection ([`TunNet::connect`]) "in" is what the
+/// client sent; for an upstream connection ([`TunNet::accept`]) "out" is what
+/// the gateway sent to its upstream peer and "in" the peer's answers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WireCount {
     pub packets_in: u64,
@@ -75,10 +89,28 @@ pub struct WireCount {
     pub bytes_out: u64,
     pub rst_in: u64,
     pub rst_out: u64,
-    /// SYNs we sent.
+    /// Segments with SYN we sent: SYNs ([`TunNet::connect`]), SYN-ACKs
+    /// ([`TunNet::accept`]).
     pub syn_in: u64,
-    /// SYN-ACKs the kernel sent (more than one per connection = retransmitted).
+    /// Segments with SYN the kernel sent: SYN-ACKs to our SYNs, SYNs to our
+    /// listening ports (more than one per connection = retransmitted).
     pub syn_out: u64,
+}
+
+impl std::ops::Add for WireCount {
+    type Output = WireCount;
+    fn add(self, o: WireCount) -> WireCount {
+        WireCount {
+            packets_in: self.packets_in + o.packets_in,
+            bytes_in: self.bytes_in + o.bytes_in,
+            packets_out: self.packets_out + o.packets_out,
+            bytes_out: self.bytes_out + o.bytes_out,
+            rst_in: self.rst_in + o.rst_in,
+            rst_out: self.rst_out + o.rst_out,
+            syn_in: self.syn_in + o.syn_in,
+            syn_out: self.syn_out + o.syn_out,
+        }
+    }
 }
 
 impl WireCount {
@@ -138,8 +170,14 @@ struct Slot {
 struct Inner {
     /// Keyed by the kernel-side port.
     totals: HashMap<u16, WireCount>,
+    /// Keyed by our (the peer's) port.
+    peer_totals: HashMap<u16, WireCount>,
     /// Keyed by (our port, kernel-side port).
     conns: HashMap<(u16, u16), Slot>,
+    /// Our listening ports: the kernel's SYNs (source port, IP length, segment)
+    /// not yet taken by [`TunNet::accept`]; counted in the totals, and in their
+    /// connection's counts once accepted.
+    listeners: HashMap<u16, VecDeque<(u16, usize, Seg)>>,
     next_port: u16,
     ip_id: u16,
     buf: Vec<u8>,
@@ -211,7 +249,9 @@ impl TunNet {
             peer,
             inner: RefCell::new(Inner {
                 totals: HashMap::new(),
+                peer_totals: HashMap::new(),
                 conns: HashMap::new(),
+                listeners: HashMap::new(),
                 next_port: 40000,
                 ip_id: (pid as u16).wrapping_mul(31),
                 buf: vec![0; 65536],
@@ -232,7 +272,8 @@ impl TunNet {
         self.kernel
     }
 
-    /// `10.a.b.2`: the client's address as the kernel sees it.
+    /// `10.a.b.2`: the fake peer's address as the kernel sees it (the client's of
+    /// [`connect`](Self::connect), the server's of [`accept`](Self::accept)).
     pub fn peer_addr(&self) -> Ipv4Addr {
         self.peer
     }
@@ -242,42 +283,16 @@ impl TunNet {
     pub fn connect(&self, dport: u16, ack_delay: Duration) -> Result<TunConn<'_>> {
         let lport = {
             let mut inner = self.inner.borrow_mut();
-            let p = inner.next_port;
+            // Never one of our listening ports: their packets go to accept().
+            let mut p = inner.next_port;
+            while inner.listeners.contains_key(&p) {
+                p = p.checked_add(1).context("out of local ports")?;
+            }
             inner.next_port = p.checked_add(1).context("out of local ports")?;
-            inner.conns.insert(
-                (p, dport),
-                Slot {
-                    live: true,
-                    ..Slot::default()
-                },
-            );
             p
         };
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let iss = nanos ^ u32::from(lport).wrapping_mul(0x9e37_79b9);
-        let mut c = TunConn {
-            net: self,
-            lport,
-            rport: dport,
-            snd_una: iss,
-            snd_nxt: iss.wrapping_add(1),
-            snd_wnd: 0,
-            mss: OUR_MSS,
-            irs: 0,
-            rcv_nxt: 0,
-            highest_rcv: 0,
-            rx: Vec::new(),
-            fin_sent: false,
-            fin_received: false,
-            reset_sent: false,
-            reset_received: false,
-            drop_next_data: false,
-            retransmits: 0,
-            handshake: Duration::ZERO,
-        };
+        let mut c = self.new_conn(lport, dport);
+        let iss = c.snd_una;
         let t_syn = Instant::now();
         self.write_seg(lport, dport, iss, 0, SYN, Some(OUR_MSS), &[])?;
         let deadline = t_syn + IO_TIMEOUT;
@@ -309,12 +324,164 @@ impl TunNet {
         Ok(c)
     }
 
-    /// Every IPv4/TCP packet to or from kernel-side `port` written or read so far,
-    /// whichever connection (live, dropped or none) it belonged to.
+    /// Listen on `peer_addr():port` from now on: the kernel's SYNs to it are kept
+    /// for [`accept`](Self::accept) (SYNs read before are only counted). Idempotent.
+    pub fn listen(&self, port: u16) -> Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        ensure!(
+            !inner.conns.keys().any(|&(ours, _)| ours == port)
+                || inner.listeners.contains_key(&port),
+            "port {port} is already a client connection's"
+        );
+        inner.listeners.entry(port).or_default();
+        Ok(())
+    }
+
+    /// Accept a connection the kernel opens to `peer_addr():port` (listening on it
+    /// first if not yet): take its first SYN (waiting up to `timeout`), answer
+    /// with a SYN-ACK (MSS 1460, window 65535), wait for the final ACK. A
+    /// retransmitted SYN of the same connection is counted as a retransmission
+    /// and not answered. The final ACK may carry data, which is then received.
+    pub fn accept(&self, port: u16, timeout: Duration) -> Result<TunConn<'_>> {
+        self.listen(port)?;
+        let deadline = Instant::now() + timeout;
+        let (rport, syn_len, syn) = loop {
+            if let Some(first) = self
+                .inner
+                .borrow_mut()
+                .listeners
+                .get_mut(&port)
+                .and_then(VecDeque::pop_front)
+            {
+                break first;
+            }
+            if !self.read_one(deadline)? {
+                bail!("no connection to {}:{port} within {timeout:?}", self.peer);
+            }
+        };
+        let mut c = self.new_conn(port, rport);
+        {
+            // The SYN, and this connection's SYNs still waiting (retransmissions),
+            // are its own: counted as such, and the latter queued for it.
+            let mut inner = self.inner.borrow_mut();
+            let inner = &mut *inner;
+            let waiting = inner.listeners.get_mut(&port).expect("listening");
+            let slot = inner.conns.get_mut(&(port, rport)).expect("just added");
+            slot.counts.add(false, syn_len, syn.flags);
+            let (mine, others): (VecDeque<_>, VecDeque<_>) =
+                waiting.drain(..).partition(|(p, _, _)| *p == rport);
+            *waiting = others;
+            for (_, len, seg) in mine {
+                slot.counts.add(false, len, seg.flags);
+                slot.queue.push_back(seg);
+            }
+        }
+        c.irs = syn.seq;
+        c.rcv_nxt = syn.seq.wrapping_add(1);
+        c.highest_rcv = c.rcv_nxt;
+        c.snd_wnd = u32::from(syn.window);
+        c.mss = syn.mss.unwrap_or(536).min(OUR_MSS);
+        let t_synack = Instant::now();
+        self.write_seg(
+            port,
+            rport,
+            c.snd_una,
+            c.rcv_nxt,
+            SYN | ACK,
+            Some(OUR_MSS),
+            &[],
+        )?;
+        let deadline = t_synack + IO_TIMEOUT;
+        loop {
+            let seg = self.next_for((port, rport), deadline)?.ok_or_else(|| {
+                anyhow!(
+                    "timed out waiting for the final ACK from {}:{rport} to port {port}",
+                    self.kernel
+                )
+            })?;
+            if seg.flags & RST != 0 {
+                bail!(
+                    "the kernel reset {}:{rport} -> {}:{port} during the handshake",
+                    self.kernel,
+                    self.peer
+                );
+            }
+            if seg.flags & SYN != 0 {
+                c.handle(seg)?; // a retransmitted SYN: counted, not answered
+                continue;
+            }
+            if seg.flags & ACK != 0 && seg.ack == c.snd_nxt {
+                c.handshake = t_synack.elapsed();
+                c.snd_una = seg.ack;
+                c.snd_wnd = u32::from(seg.window);
+                if !seg.payload.is_empty() || seg.flags & FIN != 0 {
+                    c.handle(seg)?;
+                }
+                return Ok(c);
+            }
+            // Anything else is counted by the demultiplexer and otherwise ignored.
+        }
+    }
+
+    /// A connection between our `lport` and the kernel's `rport`, registered with
+    /// the demultiplexer, with a fresh initial sequence number and nothing sent.
+    fn new_conn(&self, lport: u16, rport: u16) -> TunConn<'_> {
+        self.inner.borrow_mut().conns.insert(
+            (lport, rport),
+            Slot {
+                live: true,
+                ..Slot::default()
+            },
+        );
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let iss = nanos ^ u32::from(lport).wrapping_mul(0x9e37_79b9) ^ u32::from(rport);
+        TunConn {
+            net: self,
+            lport,
+            rport,
+            snd_una: iss,
+            snd_nxt: iss.wrapping_add(1),
+            snd_wnd: 0,
+            mss: OUR_MSS,
+            irs: 0,
+            rcv_nxt: 0,
+            highest_rcv: 0,
+            rx: Vec::new(),
+            fin_sent: false,
+            fin_received: false,
+            reset_sent: false,
+            reset_received: false,
+            drop_next_data: false,
+            retransmits: 0,
+            handshake: Duration::ZERO,
+        }
+    }
+
+    /// Every IPv4/TCP packet to or from KERNEL-side `port` written or read so far,
+    /// whichever connection (live, dropped or none) it belonged to: for client
+    /// connections, the server's port. ("in" = written by us, as in [`WireCount`].)
     pub fn totals(&self, port: u16) -> WireCount {
         self.inner
             .borrow()
             .totals
+            .get(&port)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Every IPv4/TCP packet to or from PEER-side `port` (our own port, e.g. one
+    /// we listen on) written or read so far, whichever connection (live, dropped,
+    /// none, or a SYN never accepted) it belonged to. "in" = written by us
+    /// towards the kernel, "out" = read from the kernel, as in [`WireCount`]: for
+    /// the kernel's connections to our listening port, "out" is what the kernel
+    /// side (a gateway's upstream connections) sent to us.
+    pub fn peer_totals(&self, port: u16) -> WireCount {
+        self.inner
+            .borrow()
+            .peer_totals
             .get(&port)
             .copied()
             .unwrap_or_default()
@@ -406,10 +573,19 @@ impl TunNet {
             .entry(src_port)
             .or_default()
             .add(false, ip_len, seg.flags);
+        inner
+            .peer_totals
+            .entry(dst_port)
+            .or_default()
+            .add(false, ip_len, seg.flags);
         if let Some(slot) = inner.conns.get_mut(&(dst_port, src_port)) {
             slot.counts.add(false, ip_len, seg.flags);
             if slot.live {
                 slot.queue.push_back(seg);
+            }
+        } else if seg.flags & (SYN | ACK | RST) == SYN {
+            if let Some(waiting) = inner.listeners.get_mut(&dst_port) {
+                waiting.push_back((src_port, ip_len, seg));
             }
         }
         Ok(true)
@@ -455,6 +631,11 @@ impl TunNet {
             .entry(dport)
             .or_default()
             .add(true, pkt.len(), flags);
+        inner
+            .peer_totals
+            .entry(sport)
+            .or_default()
+            .add(true, pkt.len(), flags);
         if let Some(slot) = inner.conns.get_mut(&(sport, dport)) {
             slot.counts.add(true, pkt.len(), flags);
         }
@@ -462,7 +643,8 @@ impl TunNet {
     }
 }
 
-/// A client TCP connection over a [`TunNet`], driven from the calling thread.
+/// A TCP connection over a [`TunNet`], opened by us ([`TunNet::connect`]) or by
+/// the kernel ([`TunNet::accept`]), driven from the calling thread.
 pub struct TunConn<'a> {
     net: &'a TunNet,
     lport: u16,
@@ -488,13 +670,21 @@ pub struct TunConn<'a> {
 }
 
 impl TunConn<'_> {
-    /// From just before our SYN write to just before our final ACK write.
+    /// [`TunNet::connect`]: from just before our SYN write to just before our
+    /// final ACK write. [`TunNet::accept`]: from just before our SYN-ACK write
+    /// to reading the kernel's final ACK.
     pub fn handshake(&self) -> Duration {
         self.handshake
     }
 
+    /// Our (the fake peer's) port.
     pub fn local_port(&self) -> u16 {
         self.lport
+    }
+
+    /// The kernel side's port.
+    pub fn remote_port(&self) -> u16 {
+        self.rport
     }
 
     /// This connection's packets only (as read/written so far).
@@ -642,6 +832,18 @@ impl TunConn<'_> {
         let deadline = Instant::now() + timeout;
         while !self.reset_received {
             self.step(deadline, "an RST from the kernel")?;
+        }
+        Ok(())
+    }
+
+    /// Wait (answering segments) until the kernel's FIN has been received in
+    /// order; returns at once if it already was. Data arriving before it is kept
+    /// for [`recv`](Self::recv).
+    pub fn wait_fin(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.fin_received {
+            self.check_reset("waiting for the kernel's FIN")?;
+            self.step(deadline, "the kernel's FIN")?;
         }
         Ok(())
     }

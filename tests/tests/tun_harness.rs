@@ -1,6 +1,8 @@
-//! Self-test of the TUN client (`gatescope_tests::tun`) against a plain kernel
-//! TcpListener on 0.0.0.0: handshake timing, exact packet counts, a forced kernel
-//! retransmission, and RSTs both ways. Needs root and a usable /dev/net/tun; it
+//! Self-test of the TUN peer (`gatescope_tests::tun`): as a client against a
+//! plain kernel TcpListener on 0.0.0.0 (handshake timing, exact packet counts, a
+//! forced kernel retransmission, and RSTs both ways), and as a server accepting
+//! a kernel TcpStream's connection to the fake peer address (exact counts, a
+//! forced retransmission, a reset). Needs root and a usable /dev/net/tun; it
 //! fails (never skips) without them.
 
 use anyhow::{ensure, Context, Result};
@@ -9,7 +11,7 @@ use gatescope_tests::tun::{
 };
 use gatescope_tests::util;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -253,5 +255,188 @@ fn close_after_the_server_closed_first() -> Result<()> {
         "{counts:?}"
     );
     ensure!(counts == net.totals(port), "conn and totals differ");
+    Ok(())
+}
+
+/// The fake peer's port in the accept tests (any port: the address is ours alone).
+const PEER_PORT: u16 = 8080;
+
+/// A kernel client thread: connect to `addr`, write `request`, read one
+/// complete response, then close (FIN). Returns (its port, the response).
+fn kernel_client(addr: SocketAddr, request: Vec<u8>) -> JoinHandle<Result<(u16, Vec<u8>)>> {
+    std::thread::spawn(move || {
+        let mut s =
+            TcpStream::connect_timeout(&addr, T).with_context(|| format!("connect {addr}"))?;
+        s.set_read_timeout(Some(T))?;
+        let port = s.local_addr()?.port();
+        s.write_all(&request)?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !complete(&got) {
+            let n = s.read(&mut buf)?;
+            ensure!(n > 0, "EOF after {} response bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        Ok((port, got))
+    })
+}
+
+fn head_complete(b: &[u8]) -> bool {
+    b.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+#[test]
+fn accept_kernel_connection_exact_counts() -> Result<()> {
+    const BODY: usize = 3000;
+    let net = TunNet::create()?;
+    net.listen(PEER_PORT)?;
+    let addr = SocketAddr::from((net.peer_addr(), PEER_PORT));
+    let request = format!("GET /x HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes();
+    let h = kernel_client(addr, request.clone());
+
+    let mut c = net.accept(PEER_PORT, T)?;
+    let got_request = c.recv(head_complete, T)?;
+    let resp = response(BODY);
+    c.send(&resp)?;
+    // The client closes once it has the response; then we close.
+    c.wait_fin(T)?;
+    let (client_port, got_response) = join(h)?;
+    c.close()?;
+    net.settle(Duration::from_millis(400))?;
+    let counts = c.counts();
+    let totals = net.peer_totals(PEER_PORT);
+    eprintln!(
+        "accepted {}:{client_port} -> {addr}; handshake {:?}; request {} B, response {} B; \
+         conn {counts:?}",
+        net.kernel_addr(),
+        c.handshake(),
+        request.len(),
+        resp.len()
+    );
+    ensure!(
+        c.remote_port() == client_port,
+        "remote port {}",
+        c.remote_port()
+    );
+    ensure!(got_request == request, "request corrupted: {got_request:?}");
+    ensure!(got_response == resp, "response corrupted");
+    ensure!(
+        counts == totals,
+        "conn {counts:?} != peer totals {totals:?}"
+    );
+    ensure!(
+        counts == net.totals(client_port),
+        "conn {counts:?} != totals of the kernel's port {:?}",
+        net.totals(client_port)
+    );
+    let link = net.link_stats()?;
+    ensure!(
+        (
+            link.packets_in,
+            link.bytes_in,
+            link.packets_out,
+            link.bytes_out
+        ) == (
+            totals.packets_in,
+            totals.bytes_in,
+            totals.packets_out,
+            totals.bytes_out
+        ),
+        "interface counters {link:?} != peer totals {totals:?}"
+    );
+
+    // Packet by packet (IP total lengths). The kernel's SYN carries MSS, SACK
+    // permitted, timestamps and window scale (20 option bytes); our SYN-ACK only
+    // MSS, so nothing after it has options.
+    //  out (kernel -> peer): SYN (60), ACK (40), request (40+R), one ACK per
+    //       response segment (40 each; a new connection is in quick-ACK mode),
+    //       FIN (40), the ACK of our FIN (40: sent at once in FIN_WAIT2).
+    //  in (peer -> kernel): SYN-ACK (44), ACK of the request (40), the response
+    //       in MSS-sized segments (40 + data each), ACK of the FIN (40), our FIN (40).
+    let segs = resp.len().div_ceil(1460) as u64;
+    let r = request.len() as u64;
+    let expected = WireCount {
+        packets_in: 4 + segs,
+        bytes_in: 44 + 40 + (40 * segs + resp.len() as u64) + 40 + 40,
+        packets_out: 5 + segs,
+        bytes_out: 60 + 40 + (40 + r) + 40 * segs + 40 + 40,
+        rst_in: 0,
+        rst_out: 0,
+        syn_in: 1,
+        syn_out: 1,
+    };
+    ensure!(
+        counts == expected,
+        "counts {counts:?}\n expected {expected:?}"
+    );
+    ensure!(
+        c.retransmits_seen() == 0,
+        "{} retransmits",
+        c.retransmits_seen()
+    );
+    Ok(())
+}
+
+#[test]
+fn accepted_connection_retransmission_and_reset() -> Result<()> {
+    const REQUEST: &[u8] = b"a request the peer drops once\r\n\r\n";
+    let net = TunNet::create()?;
+    net.listen(PEER_PORT)?;
+    let addr = SocketAddr::from((net.peer_addr(), PEER_PORT));
+    let (done_tx, done_rx) = mpsc::channel();
+    let h = std::thread::spawn(move || -> Result<Result<usize, ErrorKind>> {
+        let mut s = TcpStream::connect_timeout(&addr, T)?;
+        s.set_read_timeout(Some(T))?;
+        s.write_all(REQUEST)?;
+        done_tx.send(())?;
+        let mut buf = [0u8; 16];
+        Ok(s.read(&mut buf).map_err(|e| e.kind()))
+    });
+    let mut c = net.accept(PEER_PORT, T)?;
+    let got = c.recv_dropping_first(head_complete, T)?;
+    done_rx.recv_timeout(T).context("client write")?;
+    c.reset()?;
+    let read = join(h)?;
+    net.settle(Duration::from_millis(300))?;
+    let counts = c.counts();
+    let seen = c.retransmits_seen();
+    eprintln!("accepted, dropped once, reset: {seen} retransmit(s), client read {read:?}; conn {counts:?}");
+    ensure!(got == REQUEST, "request corrupted: {got:?}");
+    ensure!(seen >= 1, "no retransmission seen");
+    ensure!(
+        read == Err(ErrorKind::ConnectionReset),
+        "client read returned {read:?}"
+    );
+    ensure!(
+        (counts.rst_in, counts.rst_out, counts.syn_in, counts.syn_out) == (1, 0, 1, 1),
+        "{counts:?}"
+    );
+    // out: SYN, ACK, the request (1 + retransmissions); in: SYN-ACK, one ACK
+    // (for the retransmission only), RST.
+    ensure!(
+        (counts.packets_in, counts.packets_out) == (3, 3 + seen),
+        "{counts:?}"
+    );
+    ensure!(
+        counts == net.peer_totals(PEER_PORT),
+        "conn and peer totals differ"
+    );
+    Ok(())
+}
+
+/// A SYN to a port the peer does not listen on is counted and never answered.
+#[test]
+fn syn_to_a_port_not_listened_on_is_only_counted() -> Result<()> {
+    let net = TunNet::create()?;
+    let addr = SocketAddr::from((net.peer_addr(), PEER_PORT));
+    let r = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    ensure!(r.is_err(), "connected to a port nobody listens on");
+    net.settle(Duration::from_millis(100))?;
+    let t = net.peer_totals(PEER_PORT);
+    eprintln!("unanswered SYN: {t:?}");
+    ensure!(
+        (t.packets_in, t.packets_out, t.syn_out) == (0, 1, 1),
+        "{t:?}"
+    );
     Ok(())
 }
