@@ -188,21 +188,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = sigterm.recv() => info!("SIGTERM: detaching"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT: detaching"),
     }
-    // Every detach waits for an RCU grace period, which takes long under
-    // load: the tracepoints are detached on a thread of their own while the
-    // pipeline closes the wire view's taps and drains what is left (its
-    // drain is bounded, so it ends even while producers still run).
+    // The pipeline first quiets the programs (no targets: each returns after
+    // one lookup), closes the wire view's taps and drains what is left; then
+    // the tracepoints are detached. Each detach waits for RCU grace periods
+    // in the kernel, which end sooner once the programs are quiet.
     let stopping = std::time::Instant::now();
-    let detaching = std::thread::spawn(move || {
-        capture.detach();
-        info!(elapsed = ?stopping.elapsed(), "tracepoints detached");
-    });
     let _ = stop_tx.send(true);
     let _ = server.await;
     let drained = pipeline.await;
-    if detaching.join().is_err() {
-        warn!("detaching panicked");
-    }
+    capture.detach();
     info!(elapsed = ?stopping.elapsed(), "detached");
     drained
         .context("pipeline task")?

@@ -138,6 +138,7 @@ impl Pipeline {
             }
         }
         let stopping = std::time::Instant::now();
+        self.quiet_kernel();
         if let Some(taps) = self.taps.take() {
             taps.close();
             info!(elapsed = ?stopping.elapsed(), "wire view taps closed");
@@ -338,6 +339,25 @@ impl Pipeline {
         self.read_kernel_losses();
         self.sweep_lost_closes();
         self.sync_wire();
+    }
+
+    /// At shutdown, before the programs are detached: with no target
+    /// processes and no listening ports left, every program returns after
+    /// its first lookup.
+    fn quiet_kernel(&mut self) {
+        let targets: Vec<u32> = self.maps.targets.keys().filter_map(Result::ok).collect();
+        for pid in targets {
+            let _ = self.maps.targets.remove(&pid);
+        }
+        let ports: Vec<u16> = self
+            .maps
+            .listen_ports
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
+        for port in ports {
+            let _ = self.maps.listen_ports.remove(&port);
+        }
     }
 
     /// After ring-buffer losses, drops the connections whose close record

@@ -36,6 +36,10 @@ pub const MAP_PEERS: &str = "PEERS";
 pub const MAP_HANDSHAKES: &str = "HANDSHAKES";
 /// The socket filter program (attached by the agent to AF_PACKET sockets).
 pub const PROGRAM_WIRE: &str = "wire";
+/// `Array<u32>` indexed by syscall number: what the raw syscall tracepoints
+/// do for it (`SYSCALL_*`). The agent fills it with its architecture's
+/// numbers, so the programs need none compiled in.
+pub const MAP_SYSCALLS: &str = "SYSCALLS";
 /// Global (`.rodata`) holding the head capture size in bytes.
 pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
 /// Global (`.rodata`) holding [`SockOffsets`].
@@ -61,6 +65,9 @@ pub const PEERS_MAX: u32 = 4_096;
 /// Capacity of [`MAP_HANDSHAKES`]; LRU, so a SYN flood that never completes
 /// its handshakes pushes out only untimed handshakes, never other state.
 pub const HANDSHAKES_MAX: u32 = 65_536;
+/// Capacity of [`MAP_SYSCALLS`]: syscall numbers below it (x86_64 and
+/// arm64 use fewer than 500).
+pub const SYSCALLS_MAX: u32 = 1_024;
 /// Default ring buffer size; the agent may override it at load time.
 pub const EVENTS_DEFAULT_BYTES: u32 = 4 << 20;
 
@@ -225,12 +232,19 @@ pub struct DataEvent {
     pub data: [u8; DATA_TAIL_MAX + 2 * DATA_HEAD_MAX],
 }
 
-/// How a syscall passed its buffer (`SyscallArgs::kind`).
+/// How a syscall passed its buffer (`SyscallArgs::kind`), and the
+/// [`MAP_SYSCALLS`] value of the syscalls that pass it so.
 pub const ARGS_BUF: u32 = 1;
 pub const ARGS_IOVEC: u32 = 2;
 pub const ARGS_MSGHDR: u32 = 3;
+/// [`MAP_SYSCALLS`]: a transfer that the length tracepoints may see but whose
+/// buffer is not one of the above (sendfile, splice, the mmsg calls,
+/// io_uring): any saved buffer is forgotten.
+pub const SYSCALL_CLEAR: u32 = 4;
+/// [`MAP_SYSCALLS`]: accept/accept4, counted at exit.
+pub const SYSCALL_ACCEPT: u32 = 5;
 
-/// A send/recv-family syscall's buffer, saved at `sys_enter_*`.
+/// A send/recv-family syscall's buffer, saved at `raw_syscalls:sys_enter`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallArgs {
@@ -424,15 +438,17 @@ pub mod tp {
     pub mod tcp_receive_reset {
         pub const SKADDR: usize = 8;
     }
-    /// `syscalls:sys_exit_*`.
-    pub mod sys_exit {
+    /// `raw_syscalls:sys_enter` and `raw_syscalls:sys_exit`: the syscall
+    /// number, then its six arguments (enter) or its return value (exit).
+    pub mod raw_syscalls {
+        pub const ID: usize = 8;
+        pub const ARGS: usize = 16;
+        /// The second argument: the buffer, iovec array or msghdr of the
+        /// send/recv family.
+        pub const PTR: usize = ARGS + 8;
+        /// The third argument: the buffer length or iovec count.
+        pub const COUNT: usize = ARGS + 16;
         pub const RET: usize = 16;
-    }
-    /// `syscalls:sys_enter_{read,recvfrom,write,sendto,readv,writev,recvmsg,
-    /// sendmsg}`: every argument is 8 bytes wide from offset 16 on.
-    pub mod sys_enter {
-        pub const PTR: usize = 24;
-        pub const COUNT: usize = 32;
     }
 
     /// Every (category, event, field, offset, size) the programs depend on.
@@ -568,28 +584,10 @@ pub mod tp {
             tcp_receive_reset::SKADDR,
             8,
         ),
-        ("syscalls", "sys_exit_accept4", "ret", sys_exit::RET, 8),
-        ("syscalls", "sys_exit_accept", "ret", sys_exit::RET, 8),
-        ("syscalls", "sys_enter_read", "buf", sys_enter::PTR, 8),
-        ("syscalls", "sys_enter_read", "count", sys_enter::COUNT, 8),
-        ("syscalls", "sys_enter_recvfrom", "ubuf", sys_enter::PTR, 8),
-        (
-            "syscalls",
-            "sys_enter_recvfrom",
-            "size",
-            sys_enter::COUNT,
-            8,
-        ),
-        ("syscalls", "sys_enter_write", "buf", sys_enter::PTR, 8),
-        ("syscalls", "sys_enter_write", "count", sys_enter::COUNT, 8),
-        ("syscalls", "sys_enter_sendto", "buff", sys_enter::PTR, 8),
-        ("syscalls", "sys_enter_sendto", "len", sys_enter::COUNT, 8),
-        ("syscalls", "sys_enter_readv", "vec", sys_enter::PTR, 8),
-        ("syscalls", "sys_enter_readv", "vlen", sys_enter::COUNT, 8),
-        ("syscalls", "sys_enter_writev", "vec", sys_enter::PTR, 8),
-        ("syscalls", "sys_enter_writev", "vlen", sys_enter::COUNT, 8),
-        ("syscalls", "sys_enter_recvmsg", "msg", sys_enter::PTR, 8),
-        ("syscalls", "sys_enter_sendmsg", "msg", sys_enter::PTR, 8),
+        ("raw_syscalls", "sys_enter", "id", raw_syscalls::ID, 8),
+        ("raw_syscalls", "sys_enter", "args", raw_syscalls::ARGS, 48),
+        ("raw_syscalls", "sys_exit", "id", raw_syscalls::ID, 8),
+        ("raw_syscalls", "sys_exit", "ret", raw_syscalls::RET, 8),
     ];
 }
 

@@ -7,6 +7,7 @@
 //! - `process`: keeps the TARGETS set current across fork and exit.
 //! - `conn`: TCP connection lifecycle of target sockets, and accept counts.
 //! - `bytes`: bytes per socket moved by target threads.
+//! - `syscalls`: the raw syscall hooks: buffers saved at entry, accepts counted.
 //! - `payload`: the head and tail of those transfers, for HTTP parsing.
 //! - `found`: connections open before gatescope started, claimed on first use.
 //! - `tcp`: retransmissions and resets on tracked connections.
@@ -22,6 +23,7 @@ mod maps;
 mod payload;
 mod probe;
 mod process;
+mod syscalls;
 mod tcp;
 mod wire;
 

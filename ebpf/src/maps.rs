@@ -2,12 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use gatescope_common::{
     DataEvent, FlowKey, PeerKey, SockInfo, SynSeen, SyscallArgs, WireCounts, WireKey, ARGS_MAX,
     COMM_LEN, DISCOVER_MAX, EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS,
-    PEERS_MAX, SOCKS_MAX, TARGETS_MAX, WIRE_MAX,
+    PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX, WIRE_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -70,3 +70,7 @@ pub static PEERS: HashMap<PeerKey, u32> = HashMap::with_max_entries(PEERS_MAX, 0
 #[map]
 pub static HANDSHAKES: LruHashMap<FlowKey, SynSeen> =
     LruHashMap::with_max_entries(HANDSHAKES_MAX, 0);
+
+/// Syscall number -> `SYSCALL_*` (see syscalls.rs), filled by the agent.
+#[map]
+pub static SYSCALLS: Array<u32> = Array::with_max_entries(SYSCALLS_MAX, 0);

@@ -1,6 +1,7 @@
 //! Payload capture without kernel struct offsets (Linux >= 6.3 for
-//! sock:sock_*_length). `sys_enter_*` of the send/recv family saves where the
-//! calling thread's buffer is; `sock:sock_send_length` / `sock_recv_length`,
+//! sock:sock_*_length). The entry of a send/recv-family syscall
+//! (`raw_syscalls:sys_enter`, see syscalls.rs) saves where the calling
+//! thread's buffer is; `sock:sock_send_length` / `sock_recv_length`,
 //! which fire inside that same syscall once the bytes have moved, read a
 //! bounded head and tail of it with `bpf_probe_read_user`, and consume the
 //! entry. No sys_exit hook: that would be one more program run on every
@@ -14,11 +15,10 @@ use core::{cmp::min, mem::size_of, ptr::read_volatile};
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
-    macros::tracepoint,
     programs::TracePointContext,
 };
 use gatescope_common::{
-    tp::sys_enter, DataEvent, DataHeader, SyscallArgs, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR,
+    tp::raw_syscalls, DataEvent, DataHeader, SyscallArgs, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR,
     CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX, KIND_DATA, LOST_ARGS_FULL,
 };
 
@@ -46,45 +46,28 @@ struct Iovec {
     len: u64,
 }
 
-/// Attached to sys_enter_{read,recvfrom,write,sendto}.
-#[tracepoint]
-pub fn enter_buf(ctx: TracePointContext) -> u32 {
-    save(&ctx, ARGS_BUF);
-    0
-}
-
-/// Attached to sys_enter_{readv,writev}.
-#[tracepoint]
-pub fn enter_iovec(ctx: TracePointContext) -> u32 {
-    save(&ctx, ARGS_IOVEC);
-    0
-}
-
-/// Attached to sys_enter_{recvmsg,sendmsg}.
-#[tracepoint]
-pub fn enter_msghdr(ctx: TracePointContext) -> u32 {
-    save(&ctx, ARGS_MSGHDR);
-    0
-}
-
-/// Attached to sys_enter_{sendfile64,splice,sendmmsg,recvmmsg,io_uring_enter}.
-#[tracepoint]
-pub fn enter_clear(_ctx: TracePointContext) -> u32 {
+/// A target thread is leaving a transfer whose buffer we cannot follow
+/// (sendfile, splice, the mmsg calls, io_uring): forget any saved one, so
+/// the length tracepoints count its bytes by length only.
+#[inline(always)]
+pub fn clear() {
     let (tgid, tid) = current();
     if is_target(tgid) {
         let _ = ARGS.remove(tid);
     }
-    0
 }
 
+/// Saves where the calling target thread's buffer (`kind`: a buffer, an
+/// iovec array or a msghdr) is, for the length tracepoints of the same
+/// syscall.
 #[inline(always)]
-fn save(ctx: &TracePointContext, kind: u32) {
+pub fn save(ctx: &TracePointContext, kind: u32) {
     let (tgid, tid) = current();
     if !is_target(tgid) {
         return;
     }
-    let ptr = field::<u64>(ctx, sys_enter::PTR);
-    let count = field::<u64>(ctx, sys_enter::COUNT);
+    let ptr = field::<u64>(ctx, raw_syscalls::PTR);
+    let count = field::<u64>(ctx, raw_syscalls::COUNT);
     let args = SyscallArgs {
         kind,
         _pad: 0,

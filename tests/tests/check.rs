@@ -167,7 +167,10 @@ fn check_as_root_reports_what_this_machine_allows() -> Result<()> {
             "connection lifecycle",
             "tracepoints (sock:inet_sock_set_state",
         ),
-        ("bytes and payload", "tracepoints (syscalls:sys_enter_"),
+        (
+            "bytes and payload",
+            "tracepoints (raw_syscalls:sys_enter for read",
+        ),
         ("TLS", "uprobes on OpenSSL, later: available here"),
         ("wire view", "socket filter on AF_PACKET sockets"),
     ] {

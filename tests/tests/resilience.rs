@@ -458,7 +458,7 @@ fn ring_buffer_overrun() -> Result<()> {
     let scene = Scene::start(2)?;
     // Small enough that wrk's burst overflows it many times over, large
     // enough to hold one one-shot exchange's records (about 3 KB with the
-    // handshake and connection records) in the quiet phase.
+    // connection records) in the quiet phase.
     let agent = Agent::start(
         &[scene.nginx.master_pid()],
         &["--ring-buffer-bytes", "16384"],

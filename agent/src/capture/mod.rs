@@ -7,14 +7,14 @@ pub mod wire;
 use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{trace_point::TracePointLink, Program, SocketFilter, TracePoint},
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
     SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES,
     GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS,
-    MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE,
+    MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_ACCEPT, SYSCALL_CLEAR,
 };
 use tracing::{debug, warn};
 
@@ -46,41 +46,10 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("sched_process_exit", &[("sched", "sched_process_exit")]),
     ("sched_process_exec", &[("sched", "sched_process_exec")]),
     ("inet_sock_set_state", &[("sock", "inet_sock_set_state")]),
-    ("sys_exit_accept4", &[("syscalls", "sys_exit_accept4")]),
-    ("sys_exit_accept", &[("syscalls", "sys_exit_accept")]),
-    (
-        "enter_buf",
-        &[
-            ("syscalls", "sys_enter_read"),
-            ("syscalls", "sys_enter_recvfrom"),
-            ("syscalls", "sys_enter_write"),
-            ("syscalls", "sys_enter_sendto"),
-        ],
-    ),
-    (
-        "enter_iovec",
-        &[
-            ("syscalls", "sys_enter_readv"),
-            ("syscalls", "sys_enter_writev"),
-        ],
-    ),
-    (
-        "enter_msghdr",
-        &[
-            ("syscalls", "sys_enter_recvmsg"),
-            ("syscalls", "sys_enter_sendmsg"),
-        ],
-    ),
-    (
-        "enter_clear",
-        &[
-            ("syscalls", "sys_enter_sendfile64"),
-            ("syscalls", "sys_enter_splice"),
-            ("syscalls", "sys_enter_sendmmsg"),
-            ("syscalls", "sys_enter_recvmmsg"),
-            ("syscalls", "sys_enter_io_uring_enter"),
-        ],
-    ),
+    // Every syscall hook on the two raw syscall tracepoints (see
+    // ebpf/src/syscalls.rs: one detach each at shutdown, not fifteen).
+    ("sys_enter", &[("raw_syscalls", "sys_enter")]),
+    ("sys_exit", &[("raw_syscalls", "sys_exit")]),
     ("tcp_retransmit_skb", &[("tcp", "tcp_retransmit_skb")]),
     ("tcp_send_reset", &[("tcp", "tcp_send_reset")]),
     ("tcp_receive_reset", &[("tcp", "tcp_receive_reset")]),
@@ -170,6 +139,7 @@ impl Capture {
             .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
             .load(OBJECT)
             .map_err(|e| StartError::Load(error_chain(&e)))?;
+        fill_syscalls(&mut ebpf)?;
 
         // The names are in place before the exec program attaches; a gateway
         // started before that is found by the agent's /proc scan, which runs
@@ -242,6 +212,44 @@ impl Capture {
             events,
         ))
     }
+}
+
+/// This architecture's numbers of the syscalls the raw syscall hooks act
+/// on, with what they do for each (`ARGS_*` / `SYSCALL_*`).
+fn syscall_kinds() -> Vec<(libc::c_long, u32)> {
+    use gatescope_common::{ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR};
+    vec![
+        (libc::SYS_read, ARGS_BUF),
+        (libc::SYS_recvfrom, ARGS_BUF),
+        (libc::SYS_write, ARGS_BUF),
+        (libc::SYS_sendto, ARGS_BUF),
+        (libc::SYS_readv, ARGS_IOVEC),
+        (libc::SYS_writev, ARGS_IOVEC),
+        (libc::SYS_recvmsg, ARGS_MSGHDR),
+        (libc::SYS_sendmsg, ARGS_MSGHDR),
+        (libc::SYS_sendfile, SYSCALL_CLEAR),
+        (libc::SYS_splice, SYSCALL_CLEAR),
+        (libc::SYS_sendmmsg, SYSCALL_CLEAR),
+        (libc::SYS_recvmmsg, SYSCALL_CLEAR),
+        (libc::SYS_io_uring_enter, SYSCALL_CLEAR),
+        (libc::SYS_accept, SYSCALL_ACCEPT),
+        (libc::SYS_accept4, SYSCALL_ACCEPT),
+    ]
+}
+
+/// Fills SYSCALLS before anything attaches.
+fn fill_syscalls(ebpf: &mut Ebpf) -> Result<(), StartError> {
+    let map = ebpf
+        .map_mut(MAP_SYSCALLS)
+        .ok_or_else(|| StartError::Load(format!("map {MAP_SYSCALLS} missing from the object")))?;
+    let mut syscalls: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(|e| StartError::Load(format!("map {MAP_SYSCALLS}: {e}")))?;
+    for (nr, kind) in syscall_kinds() {
+        syscalls
+            .set(nr as u32, kind, 0)
+            .map_err(|e| StartError::Load(format!("map {MAP_SYSCALLS}[{nr}]: {e}")))?;
+    }
+    Ok(())
 }
 
 fn load_wire(ebpf: &mut Ebpf) -> Result<OwnedFd, String> {

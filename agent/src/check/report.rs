@@ -128,11 +128,13 @@ impl Report {
             ),
             (
                 "connection lifecycle",
-                core("sock:inet_sock_set_state, syscalls:sys_exit_accept4/accept"),
+                core("sock:inet_sock_set_state, raw_syscalls:sys_exit for accept/accept4"),
             ),
             (
                 "bytes and payload",
-                core("syscalls:sys_enter_read/write/..., sock:sock_send_length/recv_length"),
+                core(
+                    "raw_syscalls:sys_enter for read/write/..., sock:sock_send_length/recv_length",
+                ),
             ),
             ("TLS", later(Hook::Uprobe, "uprobes on OpenSSL")),
             (
