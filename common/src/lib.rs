@@ -241,8 +241,6 @@ pub const ARGS_MSGHDR: u32 = 3;
 /// buffer is not one of the above (sendfile, splice, the mmsg calls,
 /// io_uring): any saved buffer is forgotten.
 pub const SYSCALL_CLEAR: u32 = 4;
-/// [`MAP_SYSCALLS`]: accept/accept4, counted at exit.
-pub const SYSCALL_ACCEPT: u32 = 5;
 
 /// A send/recv-family syscall's buffer, saved at `raw_syscalls:sys_enter`.
 #[repr(C)]
@@ -438,8 +436,11 @@ pub mod tp {
     pub mod tcp_receive_reset {
         pub const SKADDR: usize = 8;
     }
-    /// `raw_syscalls:sys_enter` and `raw_syscalls:sys_exit`: the syscall
-    /// number, then its six arguments (enter) or its return value (exit).
+    /// `syscalls:sys_exit_*`.
+    pub mod sys_exit {
+        pub const RET: usize = 16;
+    }
+    /// `raw_syscalls:sys_enter`: the syscall number, then its six arguments.
     pub mod raw_syscalls {
         pub const ID: usize = 8;
         pub const ARGS: usize = 16;
@@ -448,7 +449,6 @@ pub mod tp {
         pub const PTR: usize = ARGS + 8;
         /// The third argument: the buffer length or iovec count.
         pub const COUNT: usize = ARGS + 16;
-        pub const RET: usize = 16;
     }
 
     /// Every (category, event, field, offset, size) the programs depend on.
@@ -586,8 +586,8 @@ pub mod tp {
         ),
         ("raw_syscalls", "sys_enter", "id", raw_syscalls::ID, 8),
         ("raw_syscalls", "sys_enter", "args", raw_syscalls::ARGS, 48),
-        ("raw_syscalls", "sys_exit", "id", raw_syscalls::ID, 8),
-        ("raw_syscalls", "sys_exit", "ret", raw_syscalls::RET, 8),
+        ("syscalls", "sys_exit_accept4", "ret", sys_exit::RET, 8),
+        ("syscalls", "sys_exit_accept", "ret", sys_exit::RET, 8),
     ];
 }
 

@@ -12,7 +12,7 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{
-    tp::inet_sock_set_state as f, tp::raw_syscalls, Event, SockInfo, Tuple, AF_INET, AF_INET6,
+    tp::inet_sock_set_state as f, tp::sys_exit, Event, SockInfo, Tuple, AF_INET, AF_INET6,
     IPPROTO_TCP, KIND_ACCEPT, KIND_CONN_OPEN, KIND_LISTEN, KIND_STATE, LOST_SOCKS_FULL,
     ROLE_DOWNSTREAM, ROLE_UPSTREAM, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
     TCP_SYN_SENT,
@@ -195,15 +195,27 @@ fn v6(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
     out
 }
 
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    on_accept_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    on_accept_exit(&ctx);
+    0
+}
+
 /// Counts accepted connections as nginx's stub_status does: every accept()
 /// that returned a descriptor.
 #[inline(always)]
-pub fn on_accept_exit(ctx: &TracePointContext) {
+fn on_accept_exit(ctx: &TracePointContext) {
     let (tgid, tid) = current();
     if !is_target(tgid) {
         return;
     }
-    let ret = field::<i64>(ctx, raw_syscalls::RET);
+    let ret = field::<i64>(ctx, sys_exit::RET);
     if ret < 0 {
         return;
     }

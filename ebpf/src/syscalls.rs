@@ -1,14 +1,16 @@
-//! The syscall hooks, on the two raw syscall tracepoints
-//! (`raw_syscalls:sys_enter`, `raw_syscalls:sys_exit`) rather than one
-//! `syscalls:sys_enter_*` tracepoint per syscall.
+//! The syscall entry hook, on the raw syscall tracepoint
+//! (`raw_syscalls:sys_enter`) rather than one `syscalls:sys_enter_*`
+//! tracepoint per syscall.
 //!
 //! Why: detaching a perf tracepoint waits for RCU grace periods while holding
 //! the kernel's global event_mutex (kernel/trace/trace_event_perf.c,
 //! perf_trace_event_unreg), so detaches run one after another: fifteen
 //! per-syscall tracepoints cost fifteen grace-period waits at shutdown (about
-//! 35 ms each under load), two cost two. The price: these run for every
-//! syscall on the host; all but the few we want return after one array
-//! lookup (the verifier inlines it).
+//! 35 ms each under load), one costs one. The price: it runs for every
+//! syscall on the host (about 100 ns under bpf_stats); all but the few we
+//! want return after one array lookup (the verifier inlines it). Accepts
+//! stay on their own exit tracepoints (conn.rs): a raw exit hook for them
+//! alone cost another ~55 ns on every syscall exit.
 //!
 //! Syscall numbers differ by architecture; the agent fills SYSCALLS with its
 //! own. Compat (32-bit) syscalls on a 64-bit kernel carry other numbers and
@@ -16,11 +18,10 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{
-    tp::raw_syscalls, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR, SYSCALLS_MAX, SYSCALL_ACCEPT,
-    SYSCALL_CLEAR,
+    tp::raw_syscalls, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR, SYSCALLS_MAX, SYSCALL_CLEAR,
 };
 
-use crate::{conn::on_accept_exit, emit::field, maps::SYSCALLS, payload};
+use crate::{emit::field, maps::SYSCALLS, payload};
 
 /// What we do for syscall `id` (`SYSCALL_*`, 0 for nothing).
 #[inline(always)]
@@ -42,15 +43,6 @@ pub fn sys_enter(ctx: TracePointContext) -> u32 {
         k @ (ARGS_BUF | ARGS_IOVEC | ARGS_MSGHDR) => payload::save(&ctx, k),
         SYSCALL_CLEAR => payload::clear(),
         _ => {}
-    }
-    0
-}
-
-/// Counts accept/accept4 that returned a connection.
-#[tracepoint(category = "raw_syscalls", name = "sys_exit")]
-pub fn sys_exit(ctx: TracePointContext) -> u32 {
-    if kind(&ctx) == SYSCALL_ACCEPT {
-        on_accept_exit(&ctx);
     }
     0
 }

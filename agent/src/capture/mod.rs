@@ -14,7 +14,7 @@ use aya::{
 use gatescope_common::{
     SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES,
     GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS,
-    MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_ACCEPT, SYSCALL_CLEAR,
+    MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
 };
 use tracing::{debug, warn};
 
@@ -46,10 +46,11 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("sched_process_exit", &[("sched", "sched_process_exit")]),
     ("sched_process_exec", &[("sched", "sched_process_exec")]),
     ("inet_sock_set_state", &[("sock", "inet_sock_set_state")]),
-    // Every syscall hook on the two raw syscall tracepoints (see
-    // ebpf/src/syscalls.rs: one detach each at shutdown, not fifteen).
+    ("sys_exit_accept4", &[("syscalls", "sys_exit_accept4")]),
+    ("sys_exit_accept", &[("syscalls", "sys_exit_accept")]),
+    // Every syscall entry hook on the raw syscall tracepoint (see
+    // ebpf/src/syscalls.rs: one detach at shutdown, not thirteen).
     ("sys_enter", &[("raw_syscalls", "sys_enter")]),
-    ("sys_exit", &[("raw_syscalls", "sys_exit")]),
     ("tcp_retransmit_skb", &[("tcp", "tcp_retransmit_skb")]),
     ("tcp_send_reset", &[("tcp", "tcp_send_reset")]),
     ("tcp_receive_reset", &[("tcp", "tcp_receive_reset")]),
@@ -232,8 +233,6 @@ fn syscall_kinds() -> Vec<(libc::c_long, u32)> {
         (libc::SYS_sendmmsg, SYSCALL_CLEAR),
         (libc::SYS_recvmmsg, SYSCALL_CLEAR),
         (libc::SYS_io_uring_enter, SYSCALL_CLEAR),
-        (libc::SYS_accept, SYSCALL_ACCEPT),
-        (libc::SYS_accept4, SYSCALL_ACCEPT),
     ]
 }
 

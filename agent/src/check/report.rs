@@ -128,7 +128,7 @@ impl Report {
             ),
             (
                 "connection lifecycle",
-                core("sock:inet_sock_set_state, raw_syscalls:sys_exit for accept/accept4"),
+                core("sock:inet_sock_set_state, syscalls:sys_exit_accept4/accept"),
             ),
             (
                 "bytes and payload",
