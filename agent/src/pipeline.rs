@@ -233,10 +233,16 @@ impl Pipeline {
                 ..
             } => {
                 self.sessions.open(sk, role, false);
-                if let Some(h) = handshake {
-                    let interface = self.interface_name(h.ifindex);
-                    self.metrics
-                        .handshake(&interface, endpoints.local.port(), h.ns as f64 / 1e9);
+                let port = endpoints.local.port();
+                match handshake {
+                    Some(h) => {
+                        let interface = self.interface_name(h.ifindex);
+                        self.metrics.handshake(&interface, port, h.ns as f64 / 1e9);
+                    }
+                    None if role == Role::Downstream && self.taps.is_some() => {
+                        self.metrics.handshake_untimed(port);
+                    }
+                    None => {}
                 }
             }
             Observation::ConnFound { sk, role, .. } => self.sessions.open(sk, role, true),

@@ -26,6 +26,7 @@ pub const UP_WIRE_RESETS: &str = "gatescope_upstream_wire_resets_total";
 pub const HANDSHAKE_SECONDS: &str = "gatescope_downstream_tcp_handshake_seconds";
 pub const DOWN_TCP_EVENTS: &str = "gatescope_downstream_tcp_events_total";
 pub const UP_TCP_EVENTS: &str = "gatescope_upstream_tcp_events_total";
+pub const HANDSHAKES_UNTIMED: &str = "gatescope_downstream_tcp_handshakes_untimed_total";
 pub const WIRE_INTERFACES: &str = "gatescope_wire_interfaces";
 pub const REQUESTS_ALL: &str = "gatescope_http_requests_all_total";
 

@@ -112,6 +112,13 @@ fn loopback_counts_equal_tcpdump() -> Result<()> {
         &down,
         base.get_or_zero(&count, &down)? + connections as f64,
     ));
+    // Every handshake was timed.
+    let by_listener = [("listener", listener.as_str())];
+    exp.push(Expect::new(
+        HANDSHAKES_UNTIMED,
+        &by_listener,
+        base.get_or_zero(HANDSHAKES_UNTIMED, &by_listener)?,
+    ));
     let s = agent.wait_all(&exp, SETTLE_TIMEOUT)?;
     let sum = s.require(&format!("{HANDSHAKE_SECONDS}_sum"), &down)?
         - base.get_or_zero(&format!("{HANDSHAKE_SECONDS}_sum"), &down)?;
@@ -230,6 +237,11 @@ fn tun_client_handshakes_retransmission_and_resets() -> Result<()> {
         ))
     };
     exp.push(plus(DOWN_WIRE_SYNS, &down, connections as f64)?);
+    exp.push(plus(
+        HANDSHAKES_UNTIMED,
+        &[("listener", listener.as_str())],
+        0.0,
+    )?);
     // Each handshake in its histogram bucket: 30 ms <= 0.05, 60 and 90 ms
     // <= 0.1; the other three took microseconds.
     let bucket = format!("{HANDSHAKE_SECONDS}_bucket");

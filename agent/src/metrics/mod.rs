@@ -222,6 +222,12 @@ impl Metrics {
         self.wire.sync(totals, &names);
     }
 
+    /// A client connection on `port` whose handshake the wire view did not
+    /// time (while it was on).
+    pub fn handshake_untimed(&self, port: u16) {
+        self.wire.untimed(&self.listener_label(port));
+    }
+
     /// One client's TCP handshake on listening port `port`.
     pub fn handshake(&self, interface: &str, port: u16, seconds: f64) {
         self.wire

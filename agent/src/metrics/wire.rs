@@ -61,6 +61,7 @@ pub struct WireMetrics {
     upstream: Side,
     syns: IntCounterVec,
     handshake: HistogramVec,
+    untimed: IntCounterVec,
     /// Totals already exported, per key.
     seen: HashMap<WireKey, WireCounts>,
 }
@@ -92,6 +93,15 @@ impl WireMetrics {
         )
         .expect("valid metric");
         register(registry, &handshake);
+        let untimed = IntCounterVec::new(
+            Opts::new(
+                "gatescope_downstream_tcp_handshakes_untimed_total",
+                "Client connections whose handshake the wire view did not time: its first SYN crossed no tapped interface, or was pushed out of the HANDSHAKES map (LRU) by a flood of handshakes that never completed",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        register(registry, &untimed);
         WireMetrics {
             downstream: Side::new(
                 registry,
@@ -107,6 +117,7 @@ impl WireMetrics {
             ),
             syns,
             handshake,
+            untimed,
             seen: HashMap::new(),
         }
     }
@@ -153,6 +164,10 @@ impl WireMetrics {
         self.handshake
             .with_label_values(&[interface, listener])
             .observe(seconds);
+    }
+
+    pub fn untimed(&self, listener: &str) {
+        self.untimed.with_label_values(&[listener]).inc();
     }
 }
 
@@ -221,6 +236,7 @@ mod tests {
             &Names,
         );
         m.handshake("if1", "0.0.0.0:8080", 0.05);
+        m.untimed("0.0.0.0:8080");
         let text = render(&registry);
         for line in [
             r#"gatescope_downstream_wire_packets_total{direction="ingress",interface="if1",listener="0.0.0.0:8080"} 5"#,
@@ -232,6 +248,7 @@ mod tests {
             r#"gatescope_downstream_tcp_handshake_seconds_bucket{interface="if1",listener="0.0.0.0:8080",le="0.05"} 1"#,
             r#"gatescope_downstream_tcp_handshake_seconds_bucket{interface="if1",listener="0.0.0.0:8080",le="0.025"} 0"#,
             r#"gatescope_downstream_tcp_handshake_seconds_count{interface="if1",listener="0.0.0.0:8080"} 1"#,
+            r#"gatescope_downstream_tcp_handshakes_untimed_total{listener="0.0.0.0:8080"} 1"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),
