@@ -5,6 +5,7 @@
 //! The agent binary comes from `$GATESCOPE_BIN`, else `target/release/gatescope`.
 
 pub mod access_log;
+pub mod accuracy;
 pub mod agent;
 pub mod bpftool;
 pub mod client;

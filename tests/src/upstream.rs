@@ -160,24 +160,29 @@ pub fn chunked_body_len(n: usize) -> usize {
 /// Body bytes of a `/slow/MS` response.
 pub const SLOW_BODY: usize = 100;
 
+/// Appends what the next read brings to `buf`, counting it; false at EOF.
+fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, counters: &Counters) -> Result<bool> {
+    let mut chunk = [0u8; 16384];
+    let n = s.read(&mut chunk)?;
+    counters
+        .bytes_received
+        .fetch_add(n as u64, Ordering::SeqCst);
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
+}
+
 /// Serve one connection until the peer closes it (or asks to).
 fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 16384];
     loop {
         // Read a request head.
         let head_end = loop {
             if let Some(i) = find(&buf, b"\r\n\r\n") {
                 break i + 4;
             }
-            let n = s.read(&mut chunk)?;
-            if n == 0 {
+            if !read_more(&mut s, &mut buf, counters)? {
                 return Ok(());
             }
-            counters
-                .bytes_received
-                .fetch_add(n as u64, Ordering::SeqCst);
-            buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         let mut lines = head.split("\r\n");
@@ -202,14 +207,9 @@ fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
         }
         // Read (and discard) the body.
         while buf.len() < head_end + content_length {
-            let n = s.read(&mut chunk)?;
-            if n == 0 {
+            if !read_more(&mut s, &mut buf, counters)? {
                 return Ok(());
             }
-            counters
-                .bytes_received
-                .fetch_add(n as u64, Ordering::SeqCst);
-            buf.extend_from_slice(&chunk[..n]);
         }
         buf.drain(..head_end + content_length);
         let mut ex = UpstreamExchange {
@@ -263,7 +263,7 @@ fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
                 .and_then(|n| n.parse::<u64>().ok())
             {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
-                if peer_closed(&s)? {
+                if crate::util::peek(&s)? == crate::util::Peek::Closed {
                     counters.exchanges.lock().unwrap().push(ex);
                     return Ok(());
                 }
@@ -296,20 +296,6 @@ fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
             return Ok(());
         }
     }
-}
-
-/// True if the peer has closed its side (a non-blocking peek sees EOF or an error).
-fn peer_closed(s: &TcpStream) -> Result<bool> {
-    s.set_nonblocking(true)?;
-    let mut b = [0u8; 1];
-    let r = s.peek(&mut b);
-    s.set_nonblocking(false)?;
-    Ok(match r {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-        Err(_) => true,
-    })
 }
 
 fn pattern(n: usize) -> Vec<u8> {

@@ -350,6 +350,31 @@ pub fn set_linger_zero(fd: std::os::fd::RawFd) -> Result<()> {
     Ok(())
 }
 
+/// What a non-blocking peek at a connection sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    /// Open, nothing to read.
+    Open,
+    /// The peer closed its side (EOF), or the connection failed.
+    Closed,
+    /// This many bytes are waiting.
+    Data(usize),
+}
+
+/// Peeks at `s` without blocking or consuming anything.
+pub fn peek(s: &std::net::TcpStream) -> Result<Peek> {
+    s.set_nonblocking(true)?;
+    let mut b = [0u8; 1];
+    let r = s.peek(&mut b);
+    s.set_nonblocking(false)?;
+    Ok(match r {
+        Ok(0) => Peek::Closed,
+        Ok(n) => Peek::Data(n),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Peek::Open,
+        Err(_) => Peek::Closed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

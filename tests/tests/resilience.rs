@@ -72,16 +72,10 @@ fn worker_of(scene: &Scene, conn: &TcpStream) -> Result<u32> {
 
 /// True once the server side has gone: EOF or an error on a non-blocking peek.
 fn closed_by_peer(s: &TcpStream) -> Result<bool> {
-    s.set_nonblocking(true)?;
-    let mut b = [0u8; 1];
-    let r = s.peek(&mut b);
-    s.set_nonblocking(false)?;
-    Ok(match r {
-        Ok(0) => true,
-        Ok(n) => anyhow::bail!("{n} unexpected bytes on an idle connection"),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-        Err(_) => true,
-    })
+    match util::peek(s)? {
+        util::Peek::Data(n) => anyhow::bail!("{n} unexpected bytes on an idle connection"),
+        p => Ok(p == util::Peek::Closed),
+    }
 }
 
 /// Light background traffic: one exchange at a time, each under `lock`, so

@@ -96,21 +96,7 @@ fn handshake_exchange_and_exact_counts() -> Result<()> {
     );
     ensure!(counts == totals, "conn {counts:?} != totals {totals:?}");
     // The interface's own counters see every packet, TCP or not: nothing else crossed.
-    let link = net.link_stats()?;
-    ensure!(
-        (
-            link.packets_in,
-            link.bytes_in,
-            link.packets_out,
-            link.bytes_out
-        ) == (
-            totals.packets_in,
-            totals.bytes_in,
-            totals.packets_out,
-            totals.bytes_out
-        ),
-        "interface counters {link:?} != totals {totals:?}"
-    );
+    net.ensure_only(&totals)?;
 
     // The exchange, packet by packet (IP total lengths; we send only MSS on the
     // SYN, so the SYN-ACK carries only MSS too, and no timestamps anywhere):
@@ -329,21 +315,7 @@ fn accept_kernel_connection_exact_counts() -> Result<()> {
         "conn {counts:?} != totals of the kernel's port {:?}",
         net.totals(client_port)
     );
-    let link = net.link_stats()?;
-    ensure!(
-        (
-            link.packets_in,
-            link.bytes_in,
-            link.packets_out,
-            link.bytes_out
-        ) == (
-            totals.packets_in,
-            totals.bytes_in,
-            totals.packets_out,
-            totals.bytes_out
-        ),
-        "interface counters {link:?} != peer totals {totals:?}"
-    );
+    net.ensure_only(&totals)?;
 
     // Packet by packet (IP total lengths). The kernel's SYN carries MSS, SACK
     // permitted, timestamps and window scale (20 option bytes); our SYN-ACK only

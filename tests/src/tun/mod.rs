@@ -47,18 +47,18 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod conn;
+mod packet;
+
+pub use self::conn::TunConn;
+use self::packet::*;
+
 /// How long any single exchange (SYN-ACK, ACK of our data, FIN exchange) may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The MSS we announce and the largest segment we send.
 const OUR_MSS: u16 = 1460;
 /// Our fixed receive window (no window scaling, so this is the real window).
 const OUR_WINDOW: u16 = 65535;
-
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
 
 // <linux/if_tun.h>; defined here rather than relying on the libc crate's coverage.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -145,17 +145,6 @@ pub struct LinkStats {
     pub bytes_in: u64,
     pub packets_out: u64,
     pub bytes_out: u64,
-}
-
-/// One parsed TCP segment from the kernel.
-#[derive(Debug)]
-struct Seg {
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    window: u16,
-    mss: Option<u16>,
-    payload: Vec<u8>,
 }
 
 /// A connection's share of the demultiplexer.
@@ -507,6 +496,23 @@ impl TunNet {
         })
     }
 
+    /// Fails unless the interface's own counters equal `totals`: nothing but
+    /// the TCP packets counted there crossed it.
+    pub fn ensure_only(&self, totals: &WireCount) -> Result<()> {
+        let link = self.link_stats()?;
+        let ours = LinkStats {
+            packets_in: totals.packets_in,
+            bytes_in: totals.bytes_in,
+            packets_out: totals.packets_out,
+            bytes_out: totals.bytes_out,
+        };
+        ensure!(
+            link == ours,
+            "interface counters {link:?} != counted {totals:?}"
+        );
+        Ok(())
+    }
+
     /// Read (count and queue for their connections) packets until none has arrived
     /// for `quiet`; use before comparing counts to be sure nothing is still coming.
     pub fn settle(&self, quiet: Duration) -> Result<()> {
@@ -643,319 +649,6 @@ impl TunNet {
     }
 }
 
-/// A TCP connection over a [`TunNet`], opened by us ([`TunNet::connect`]) or by
-/// the kernel ([`TunNet::accept`]), driven from the calling thread.
-pub struct TunConn<'a> {
-    net: &'a TunNet,
-    lport: u16,
-    rport: u16,
-    snd_una: u32,
-    snd_nxt: u32,
-    snd_wnd: u32,
-    mss: u16,
-    irs: u32,
-    rcv_nxt: u32,
-    /// End of the highest sequence range received (kept or discarded): a segment
-    /// starting below it is a retransmission.
-    highest_rcv: u32,
-    /// In-order data not yet returned by `recv`.
-    rx: Vec<u8>,
-    fin_sent: bool,
-    fin_received: bool,
-    reset_sent: bool,
-    reset_received: bool,
-    drop_next_data: bool,
-    retransmits: u64,
-    handshake: Duration,
-}
-
-impl TunConn<'_> {
-    /// [`TunNet::connect`]: from just before our SYN write to just before our
-    /// final ACK write. [`TunNet::accept`]: from just before our SYN-ACK write
-    /// to reading the kernel's final ACK.
-    pub fn handshake(&self) -> Duration {
-        self.handshake
-    }
-
-    /// Our (the fake peer's) port.
-    pub fn local_port(&self) -> u16 {
-        self.lport
-    }
-
-    /// The kernel side's port.
-    pub fn remote_port(&self) -> u16 {
-        self.rport
-    }
-
-    /// This connection's packets only (as read/written so far).
-    pub fn counts(&self) -> WireCount {
-        self.net.inner.borrow().conns[&(self.lport, self.rport)].counts
-    }
-
-    /// Data/FIN segments (and SYN-ACKs) received whose sequence range had already
-    /// been received or discarded: what the kernel retransmitted to us.
-    pub fn retransmits_seen(&self) -> u64 {
-        self.retransmits
-    }
-
-    /// Send `data` in segments of at most the MSS within the kernel's window (PSH
-    /// on the last), and wait until all of it is acknowledged.
-    pub fn send(&mut self, data: &[u8]) -> Result<()> {
-        ensure!(!self.fin_sent, "send after close");
-        ensure!(!self.reset_sent, "send after reset");
-        let deadline = Instant::now() + IO_TIMEOUT;
-        let mut off = 0;
-        while off < data.len() {
-            self.check_reset("sending")?;
-            let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
-            if in_flight >= self.snd_wnd {
-                self.step(deadline, "window space from the kernel")?;
-                continue;
-            }
-            let n = (data.len() - off)
-                .min(usize::from(self.mss))
-                .min((self.snd_wnd - in_flight) as usize);
-            let last = off + n == data.len();
-            let flags = if last { ACK | PSH } else { ACK };
-            self.net.write_seg(
-                self.lport,
-                self.rport,
-                self.snd_nxt,
-                self.rcv_nxt,
-                flags,
-                None,
-                &data[off..off + n],
-            )?;
-            self.snd_nxt = self.snd_nxt.wrapping_add(n as u32);
-            off += n;
-        }
-        while self.snd_una != self.snd_nxt {
-            self.check_reset("waiting for the ACK of our data")?;
-            self.step(deadline, "the ACK of our data")?;
-        }
-        Ok(())
-    }
-
-    /// Receive in-order data, ACKing each data segment at once, until `until`
-    /// holds for the bytes received since the previous `recv`; return (and
-    /// consume) those bytes.
-    pub fn recv(&mut self, until: impl Fn(&[u8]) -> bool, timeout: Duration) -> Result<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if until(&self.rx) {
-                return Ok(std::mem::take(&mut self.rx));
-            }
-            self.check_reset("receiving")?;
-            ensure!(
-                !self.fin_received,
-                "the kernel closed (FIN) after {} bytes, before the receive condition held",
-                self.rx.len()
-            );
-            let have = self.rx.len();
-            self.step(deadline, "data")
-                .with_context(|| format!("{have} bytes received so far"))?;
-        }
-    }
-
-    /// Like [`recv`](Self::recv), but the next data segment is discarded without an
-    /// ACK, so the kernel has to retransmit it.
-    pub fn recv_dropping_first(
-        &mut self,
-        until: impl Fn(&[u8]) -> bool,
-        timeout: Duration,
-    ) -> Result<Vec<u8>> {
-        self.drop_next_data = true;
-        self.recv(until, timeout)
-    }
-
-    /// Process (and answer) incoming segments for `d`, e.g. to let the kernel's
-    /// pending packets arrive while the test does something else.
-    pub fn pump_for(&mut self, d: Duration) -> Result<()> {
-        let deadline = Instant::now() + d;
-        while let Some(seg) = self.net.next_for(self.key(), deadline)? {
-            self.handle(seg)?;
-        }
-        Ok(())
-    }
-
-    /// Orderly close: send our FIN (if not sent), then wait until it is ACKed and
-    /// the kernel's FIN has arrived (and been ACKed). Works whether the server
-    /// closed first or not.
-    pub fn close(&mut self) -> Result<()> {
-        ensure!(!self.reset_sent, "close after reset");
-        self.check_reset("closing")?;
-        if !self.fin_sent {
-            self.net.write_seg(
-                self.lport,
-                self.rport,
-                self.snd_nxt,
-                self.rcv_nxt,
-                FIN | ACK,
-                None,
-                &[],
-            )?;
-            self.snd_nxt = self.snd_nxt.wrapping_add(1);
-            self.fin_sent = true;
-        }
-        let deadline = Instant::now() + IO_TIMEOUT;
-        while self.snd_una != self.snd_nxt || !self.fin_received {
-            self.check_reset("closing")?;
-            let what = if self.snd_una != self.snd_nxt {
-                "the ACK of our FIN"
-            } else {
-                "the kernel's FIN"
-            };
-            self.step(deadline, what)?;
-        }
-        Ok(())
-    }
-
-    /// Abort: send RST|ACK at our next sequence number (the exact value the kernel
-    /// accepts; an in-window mismatch would only earn a challenge ACK).
-    pub fn reset(&mut self) -> Result<()> {
-        ensure!(!self.reset_sent, "reset sent twice");
-        self.net.write_seg(
-            self.lport,
-            self.rport,
-            self.snd_nxt,
-            self.rcv_nxt,
-            RST | ACK,
-            None,
-            &[],
-        )?;
-        self.reset_sent = true;
-        Ok(())
-    }
-
-    /// Wait for an RST from the kernel (returns at once if one already came).
-    pub fn wait_reset(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while !self.reset_received {
-            self.step(deadline, "an RST from the kernel")?;
-        }
-        Ok(())
-    }
-
-    /// Wait (answering segments) until the kernel's FIN has been received in
-    /// order; returns at once if it already was. Data arriving before it is kept
-    /// for [`recv`](Self::recv).
-    pub fn wait_fin(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while !self.fin_received {
-            self.check_reset("waiting for the kernel's FIN")?;
-            self.step(deadline, "the kernel's FIN")?;
-        }
-        Ok(())
-    }
-
-    /// True once the kernel's FIN has been received in order.
-    pub fn fin_received(&self) -> bool {
-        self.fin_received
-    }
-
-    fn key(&self) -> (u16, u16) {
-        (self.lport, self.rport)
-    }
-
-    fn check_reset(&self, doing: &str) -> Result<()> {
-        ensure!(
-            !self.reset_received,
-            "connection {}->{}:{} reset by the kernel while {doing}",
-            self.lport,
-            self.net.kernel,
-            self.rport
-        );
-        Ok(())
-    }
-
-    /// Process the next segment for this connection or fail naming `what`.
-    fn step(&mut self, deadline: Instant, what: &str) -> Result<()> {
-        let seg = self.net.next_for(self.key(), deadline)?.ok_or_else(|| {
-            anyhow!(
-                "timed out waiting for {what} on {}:{} -> {}:{}",
-                self.net.peer,
-                self.lport,
-                self.net.kernel,
-                self.rport
-            )
-        })?;
-        self.handle(seg)
-    }
-
-    fn send_ack(&self) -> Result<()> {
-        self.net.write_seg(
-            self.lport,
-            self.rport,
-            self.snd_nxt,
-            self.rcv_nxt,
-            ACK,
-            None,
-            &[],
-        )
-    }
-
-    fn handle(&mut self, seg: Seg) -> Result<()> {
-        if seg.flags & RST != 0 {
-            self.reset_received = true;
-            return Ok(());
-        }
-        if seg.flags & SYN != 0 {
-            // A retransmitted SYN-ACK (our ACK came late, or was sent after it):
-            // our ACK already covers it, so it is not answered.
-            if seg.seq == self.irs {
-                self.retransmits += 1;
-            }
-            return Ok(());
-        }
-        if seg.flags & ACK != 0 {
-            if seq_lt(self.snd_una, seg.ack) && seq_le(seg.ack, self.snd_nxt) {
-                self.snd_una = seg.ack;
-            }
-            self.snd_wnd = u32::from(seg.window);
-        }
-        let fin = seg.flags & FIN != 0;
-        let len = seg.payload.len() as u32 + u32::from(fin);
-        if len == 0 {
-            return Ok(()); // pure ACK / window update: nothing to answer
-        }
-        let end = seg.seq.wrapping_add(len);
-        if seq_lt(seg.seq, self.highest_rcv) {
-            self.retransmits += 1;
-        }
-        if seq_lt(self.highest_rcv, end) {
-            self.highest_rcv = end;
-        }
-        if self.drop_next_data && !seg.payload.is_empty() {
-            self.drop_next_data = false;
-            return Ok(());
-        }
-        if seq_le(seg.seq, self.rcv_nxt) && seq_lt(self.rcv_nxt, end) {
-            let skip = self.rcv_nxt.wrapping_sub(seg.seq) as usize;
-            if skip < seg.payload.len() {
-                self.rx.extend_from_slice(&seg.payload[skip..]);
-            }
-            let data_end = seg.seq.wrapping_add(seg.payload.len() as u32);
-            self.rcv_nxt = data_end;
-            if fin {
-                self.rcv_nxt = data_end.wrapping_add(1);
-                self.fin_received = true;
-            }
-        }
-        // In order, duplicate or out of order: one ACK (a dup ACK for the latter two).
-        self.send_ack()
-    }
-}
-
-impl Drop for TunConn<'_> {
-    fn drop(&mut self) {
-        // Stop queueing; later packets of this connection are still counted.
-        if let Some(slot) = self.net.inner.borrow_mut().conns.get_mut(&self.key()) {
-            slot.live = false;
-            slot.queue.clear();
-        }
-    }
-}
-
 /// A value of the `Tcp:` line of /proc/net/snmp, e.g. "RetransSegs" (system-wide).
 pub fn snmp_tcp(field: &str) -> Result<u64> {
     proc_net_counter("/proc/net/snmp", "Tcp:", field)
@@ -983,14 +676,6 @@ fn proc_net_counter(path: &str, prefix: &str, field: &str) -> Result<u64> {
         .with_context(|| format!("{prefix} {field}: no value in {path}"))?
         .parse()
         .with_context(|| format!("{prefix} {field} in {path}"))
-}
-
-fn seq_lt(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
-}
-
-fn seq_le(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) <= 0
 }
 
 fn run_ip(args: &[&str]) -> Result<()> {
@@ -1035,127 +720,6 @@ fn free_subnet(pid: u32, n: u32) -> Result<(u8, u8)> {
         }
     }
     bail!("no free 10.x.y.0/24 subnet")
-}
-
-fn checksum_add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-fn checksum_fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    id: u16,
-    sport: u16,
-    dport: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    mss: Option<u16>,
-    payload: &[u8],
-) -> Vec<u8> {
-    let tcp_hlen = if mss.is_some() { 24 } else { 20 };
-    let total = 20 + tcp_hlen + payload.len();
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&0x4000u16.to_be_bytes()); // DF, like the kernel's own TCP
-    p.extend_from_slice(&[64, libc::IPPROTO_TCP as u8, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let ip_sum = checksum_fold(checksum_add(0, &p[..20]));
-    p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ack.to_be_bytes());
-    p.push(((tcp_hlen / 4) as u8) << 4);
-    p.push(flags);
-    p.extend_from_slice(&OUR_WINDOW.to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
-    if let Some(m) = mss {
-        p.extend_from_slice(&[2, 4]);
-        p.extend_from_slice(&m.to_be_bytes());
-    }
-    p.extend_from_slice(payload);
-
-    let tcp_len = (total - 20) as u16;
-    let mut sum = checksum_add(0, &src.octets());
-    sum = checksum_add(sum, &dst.octets());
-    sum = checksum_add(sum, &[0, libc::IPPROTO_TCP as u8]);
-    sum = checksum_add(sum, &tcp_len.to_be_bytes());
-    sum = checksum_add(sum, &p[20..]);
-    let tcp_sum = checksum_fold(sum);
-    p[36..38].copy_from_slice(&tcp_sum.to_be_bytes());
-    p
-}
-
-/// An IPv4/TCP packet addressed to `peer`: (source port, destination port, IP
-/// total length, segment). Anything else (IPv6, other protocols, fragments,
-/// truncated packets) is None.
-fn parse(pkt: &[u8], peer: Ipv4Addr) -> Option<(u16, u16, usize, Seg)> {
-    if pkt.len() < 20 || pkt[0] >> 4 != 4 || pkt[9] != libc::IPPROTO_TCP as u8 {
-        return None;
-    }
-    if pkt[16..20] != peer.octets() {
-        return None;
-    }
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-    let frag = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff;
-    if ihl < 20 || total < ihl + 20 || total > pkt.len() || frag != 0 {
-        return None;
-    }
-    let t = &pkt[ihl..total];
-    let doff = usize::from(t[12] >> 4) * 4;
-    if doff < 20 || doff > t.len() {
-        return None;
-    }
-    let mut mss = None;
-    let mut opts = &t[20..doff];
-    while let Some(&kind) = opts.first() {
-        match kind {
-            0 => break,
-            1 => opts = &opts[1..],
-            _ => {
-                let l = usize::from(*opts.get(1)?);
-                if l < 2 || l > opts.len() {
-                    break;
-                }
-                if kind == 2 && l == 4 {
-                    mss = Some(u16::from_be_bytes([opts[2], opts[3]]));
-                }
-                opts = &opts[l..];
-            }
-        }
-    }
-    let seg = Seg {
-        seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
-        ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
-        flags: t[13],
-        window: u16::from_be_bytes([t[14], t[15]]),
-        mss,
-        payload: t[doff..].to_vec(),
-    };
-    let sport = u16::from_be_bytes([t[0], t[1]]);
-    let dport = u16::from_be_bytes([t[2], t[3]]);
-    Some((sport, dport, total, seg))
 }
 
 /// The buffer holds a complete HTTP response with a Content-Length body.
