@@ -146,6 +146,11 @@ impl ConnTable {
         gone
     }
 
+    /// Whether the last sweep found connections it has yet to confirm gone.
+    pub fn has_suspects(&self) -> bool {
+        !self.suspects.is_empty()
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.conns.len()

@@ -18,6 +18,7 @@ mod requestlog;
 mod routes;
 mod server;
 mod sessions;
+mod sweep;
 mod target_set;
 mod targets;
 

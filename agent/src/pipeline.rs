@@ -2,7 +2,12 @@
 //! HTTP sessions -> correlation -> metrics (and the request log), plus a
 //! once-a-second reconciliation of targets and loss counters.
 
-use std::{collections::HashMap, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{MapData, RingBuf};
 use gatescope_common::{
@@ -28,6 +33,7 @@ use crate::{
     requestlog::RequestLog,
     routes::Router,
     sessions::Sessions,
+    sweep::SweepSchedule,
     target_set::TargetSet,
 };
 
@@ -57,9 +63,9 @@ pub struct Pipeline {
     /// Listening port -> listening socket, from `listen_sockets`.
     listeners: HashMap<u16, SocketAddr>,
     lost_seen: [u64; LOST_REASONS as usize],
-    /// Reconciliations left that compare the connection table with the
-    /// kernel's, after records were lost (see [`ConnTable::sweep`]).
-    sweeps_left: u8,
+    /// When the connection table is compared with the kernel's (see
+    /// [`ConnTable::sweep`]).
+    sweeps: SweepSchedule,
     facts: Vec<Fact>,
     http_events: Vec<HttpEvent>,
 }
@@ -87,7 +93,7 @@ impl Pipeline {
             listen_sockets: Vec::new(),
             listeners: HashMap::new(),
             lost_seen: [0; LOST_REASONS as usize],
-            sweeps_left: 0,
+            sweeps: SweepSchedule::new(Instant::now()),
             facts: Vec::with_capacity(1024),
             http_events: Vec::with_capacity(64),
         }
@@ -121,6 +127,9 @@ impl Pipeline {
         let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // A loop starved by a burst catches up with one reconciliation, not
+        // several back to back.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The kernel wakes us only when a backlog builds (see ebpf/src/emit.rs);
         // in between, records are collected on this timer.
         let mut poll = tokio::time::interval(DRAIN_EVERY);
@@ -366,13 +375,12 @@ impl Pipeline {
         }
     }
 
-    /// After ring-buffer losses, drops the connections whose close record
-    /// was among them, so gauges heal without a restart.
+    /// Drops the connections whose close record was lost (after ring-buffer
+    /// losses, see [`crate::sweep`]), so gauges heal without a restart.
     fn sweep_lost_closes(&mut self) {
-        if self.sweeps_left == 0 {
+        if !self.sweeps.due(Instant::now(), self.table.has_suspects()) {
             return;
         }
-        self.sweeps_left -= 1;
         let socks = &self.maps.socks;
         let gone = self
             .table
@@ -446,9 +454,7 @@ impl Pipeline {
                     .inc_by(total - *seen);
                 *seen = total;
                 if reason == LOST_RINGBUF_FULL {
-                    // Two sweeps a second apart confirm a lost close; a third
-                    // covers records lost while the first ran.
-                    self.sweeps_left = 3;
+                    self.sweeps.loss(Instant::now());
                 }
             }
         }

@@ -150,6 +150,15 @@ impl Agent {
         &self.addr
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the agent: the extreme of an
+    /// agent starved of CPU by the gateway's load.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        util::signal(
+            self.pid(),
+            if frozen { libc::SIGSTOP } else { libc::SIGCONT },
+        )
+    }
+
     /// Everything the agent wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()

@@ -375,6 +375,26 @@ pub fn peek(s: &std::net::TcpStream) -> Result<Peek> {
     })
 }
 
+/// `ss`'s count of TCP sockets by state with local port `port`, for failure
+/// messages.
+pub fn sockets_on_port(port: u16) -> String {
+    let out = std::process::Command::new("ss")
+        .args(["-Htan", &format!("( sport = :{port} )")])
+        .output();
+    match out {
+        Ok(out) => {
+            let mut by_state = std::collections::BTreeMap::<String, usize>::new();
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(state) = line.split_whitespace().next() {
+                    *by_state.entry(state.to_owned()).or_default() += 1;
+                }
+            }
+            format!("{by_state:?}")
+        }
+        Err(e) => format!("ss: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
