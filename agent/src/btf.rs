@@ -192,6 +192,7 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets, BtfError> {
         daddr: field("skc_daddr")?,
         v6_rcv_saddr: field("skc_v6_rcv_saddr")?,
         v6_daddr: field("skc_v6_daddr")?,
+        state: field("skc_state")?,
     })
 }
 
@@ -206,10 +207,17 @@ mod tests {
         let off = sock_offsets(Path::new(VMLINUX)).expect("BTF of the running kernel");
         // include/net/sock.h: skc_addrpair { skc_daddr; skc_rcv_saddr } at 0,
         // skc_hash at 8, skc_portpair { skc_dport; skc_num } at 12,
-        // skc_family at 16.
+        // skc_family at 16, skc_state at 18.
         assert_eq!(
-            (off.daddr, off.rcv_saddr, off.dport, off.num, off.family),
-            (0, 4, 12, 14, 16)
+            (
+                off.daddr,
+                off.rcv_saddr,
+                off.dport,
+                off.num,
+                off.family,
+                off.state
+            ),
+            (0, 4, 12, 14, 16, 18)
         );
         assert!(
             off.v6_daddr > 16 && off.v6_rcv_saddr == off.v6_daddr + 16,

@@ -8,7 +8,7 @@
 //! connection is open from connect() (SYN_SENT) on, by the same rule.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
 };
 
@@ -68,6 +68,9 @@ struct Conn {
     opened_ns: u64,
 }
 
+/// Closed connections remembered for the bytes read after their close.
+const CLOSED_KEEP: usize = 4096;
+
 /// What later stages need to know about a tracked connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnInfo {
@@ -92,6 +95,14 @@ pub struct ConnTable {
     capacity: usize,
     /// Missing from the kernel at the last [`ConnTable::sweep`].
     suspects: HashSet<u64>,
+    /// The last [`CLOSED_KEEP`] connections closed, oldest first in
+    /// `closed_order` (with their open time, to tell a socket address closed
+    /// twice apart). The gateway can still read bytes on a closed socket: a
+    /// request queued before a client's reset is read after the reset closed
+    /// it, even when the socket had not been accepted yet. Those bytes are
+    /// the closed connection's; they neither reopen it nor go untracked.
+    closed: HashMap<u64, Conn>,
+    closed_order: VecDeque<(u64, u64)>,
 }
 
 fn is_open_state(state: u32) -> bool {
@@ -105,6 +116,8 @@ impl ConnTable {
             gauges: Gauges::default(),
             capacity,
             suspects: HashSet::new(),
+            closed: HashMap::new(),
+            closed_order: VecDeque::new(),
         }
     }
 
@@ -212,6 +225,7 @@ impl ConnTable {
         // the socket freed unseen): the kernel reused the socket memory. End
         // the old one first.
         self.remove(sk);
+        self.closed.remove(&sk);
         if self.conns.len() >= self.capacity {
             facts.push(Fact::TableFull);
             return;
@@ -253,7 +267,7 @@ impl ConnTable {
     }
 
     fn bytes(&mut self, sk: u64, dir: Direction, len: u64, tgid: u32, facts: &mut Vec<Fact>) {
-        let Some(conn) = self.conns.get_mut(&sk) else {
+        let Some(conn) = self.conns.get_mut(&sk).or_else(|| self.closed.get_mut(&sk)) else {
             if len > 0 {
                 facts.push(Fact::UntrackedBytes { dir, len });
             }
@@ -306,7 +320,24 @@ impl ConnTable {
                 Role::Downstream => self.gauges.tracked_downstream -= 1,
                 Role::Upstream => self.gauges.tracked_upstream -= 1,
             }
+            self.remember_closed(sk, conn);
         }
+    }
+
+    fn remember_closed(&mut self, sk: u64, conn: Conn) {
+        if self.closed_order.len() == CLOSED_KEEP {
+            if let Some((old, opened_ns)) = self.closed_order.pop_front() {
+                if self
+                    .closed
+                    .get(&old)
+                    .is_some_and(|c| c.opened_ns == opened_ns)
+                {
+                    self.closed.remove(&old);
+                }
+            }
+        }
+        self.closed_order.push_back((sk, conn.opened_ns));
+        self.closed.insert(sk, conn);
     }
 }
 
@@ -491,6 +522,58 @@ mod tests {
             vec![Fact::TableFull]
         );
         assert_eq!(t.gauges().downstream_active, 1);
+    }
+
+    #[test]
+    fn bytes_read_after_the_close_are_the_closed_connections() {
+        let mut t = ConnTable::new(10);
+        open(&mut t, 1, Role::Downstream, ep(GW, CLIENT));
+        // The client's reset closed it before the gateway read its request.
+        state(&mut t, 1, TCP_CLOSE, ep(GW, CLIENT));
+        let port = ep(GW, CLIENT).local.port();
+        assert_eq!(
+            bytes(&mut t, 1, Direction::Ingress, 43),
+            vec![
+                Fact::Handled,
+                Fact::DownstreamBytes {
+                    port,
+                    dir: Direction::Ingress,
+                    len: 43
+                }
+            ]
+        );
+        assert_eq!(bytes(&mut t, 1, Direction::Ingress, 0), vec![]);
+        // Not reopened.
+        let g = t.gauges();
+        assert_eq!(
+            (t.len(), g.downstream_active, g.tracked_downstream),
+            (0, 0, 0)
+        );
+        // A new connection at the address ends the closed one's claim.
+        open(&mut t, 1, Role::Upstream, ep("127.0.0.1:40000", UP));
+        state(&mut t, 1, TCP_CLOSE, ep("127.0.0.1:40000", UP));
+        assert!(matches!(
+            bytes(&mut t, 1, Direction::Ingress, 5)[..],
+            [Fact::UpstreamBytes { len: 5, .. }]
+        ));
+    }
+
+    #[test]
+    fn closed_connections_are_remembered_up_to_a_bound() {
+        let mut t = ConnTable::new(CLOSED_KEEP + 10);
+        for sk in 0..CLOSED_KEEP as u64 + 1 {
+            open(&mut t, sk, Role::Downstream, ep(GW, CLIENT));
+            state(&mut t, sk, TCP_CLOSE, ep(GW, CLIENT));
+        }
+        assert_eq!(t.closed.len(), CLOSED_KEEP);
+        assert!(matches!(
+            bytes(&mut t, 0, Direction::Egress, 7)[..],
+            [Fact::UntrackedBytes { len: 7, .. }]
+        ));
+        assert!(matches!(
+            bytes(&mut t, 1, Direction::Egress, 7)[..],
+            [Fact::DownstreamBytes { len: 7, .. }]
+        ));
     }
 
     #[test]

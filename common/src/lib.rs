@@ -276,6 +276,8 @@ pub struct SockOffsets {
     pub v6_rcv_saddr: u32,
     /// `skc_v6_daddr` (16 bytes).
     pub v6_daddr: u32,
+    /// `skc_state` (u8).
+    pub state: u32,
 }
 
 /// What the kernel remembers about a tracked socket.
@@ -372,7 +374,7 @@ const _: () = assert!(core::mem::size_of::<Event>() == 88);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 24);
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 36);
 const _: () = assert!(core::mem::size_of::<WireKey>() == 32);
 const _: () = assert!(core::mem::size_of::<WireCounts>() == 32);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);

@@ -51,8 +51,8 @@ fn on_length(ctx: &TracePointContext, dir: u32) -> Result<(), i32> {
     let sk = field::<u64>(ctx, f::SK);
     // A socket open before gatescope started is claimed before its first
     // data record, so the agent knows whose bytes these are. Only on a
-    // transfer that moved bytes: after TCP_CLOSE a read returns 0 or an
-    // error, so a dead socket is never claimed again.
+    // transfer that moved bytes, and only while the socket is open (see
+    // found.rs: a read after a reset can still return queued bytes).
     if ret > 0 {
         claim_if_unknown(sk, tgid);
     }

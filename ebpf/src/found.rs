@@ -10,7 +10,7 @@ use core::ptr::read_volatile;
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use gatescope_common::{
     SockInfo, SockOffsets, Tuple, AF_INET, AF_INET6, KIND_CONN_FOUND, ROLE_DOWNSTREAM,
-    ROLE_UPSTREAM, TCP_ESTABLISHED,
+    ROLE_UPSTREAM, TCP_CLOSE_WAIT, TCP_ESTABLISHED,
 };
 
 use crate::{
@@ -30,6 +30,7 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     daddr: 0,
     v6_rcv_saddr: 0,
     v6_daddr: 0,
+    state: 0,
 };
 
 #[inline(always)]
@@ -49,6 +50,14 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
     let off: SockOffsets = unsafe { read_volatile(&SOCK_OFFSETS) };
     if off.enabled == 0 {
         return;
+    }
+    // A transfer can move bytes on a dead socket: data queued before a
+    // client's RST is still read after the kernel closed the socket (tcp_recvmsg
+    // serves the receive queue before the error). Claiming it would open a
+    // connection no TCP_CLOSE will ever end.
+    match read::<u8>(sk, off.state).map(u32::from) {
+        Some(TCP_ESTABLISHED | TCP_CLOSE_WAIT) => {}
+        _ => return,
     }
     let Some(family) = read::<u16>(sk, off.family) else {
         return;

@@ -16,7 +16,9 @@ use gatescope_tests::upstream::UpstreamStats;
 use gatescope_tests::wrk::Wrk;
 use gatescope_tests::{bpftool, util, Scene};
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -670,6 +672,76 @@ fn many_idle_connections() -> Result<()> {
          sockets per worker {per_worker:?}; agent (VmRSS, RssAnon) KiB: {rss_before:?} \
          before, {rss_open:?} with them open, {rss_after:?} after closing (closed and \
          settled in {close_time:?})"
+    );
+    Ok(())
+}
+
+/// Clients that send a request and reset before the gateway accepted them
+/// (health probes with a short timeout, impatient clients). When nginx
+/// accepts such a socket the kernel has already closed it, yet nginx still
+/// reads the request queued before the reset. Each is counted accepted and
+/// handled, its bytes downstream, and none stays active.
+#[test]
+fn client_resets_before_the_gateway_reads() -> Result<()> {
+    const N: usize = 20;
+    let scene = Scene::start(2)?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let base = agent.scrape()?;
+    let request = "GET /size/100 HTTP/1.1\r\nHost: gatescope\r\n\r\n";
+
+    // Workers stopped: the kernel completes each handshake and queues the
+    // request, then the reset closes the socket, all before any accept().
+    let workers = scene.nginx.worker_pids();
+    for &w in &workers {
+        util::signal(w, libc::SIGSTOP)?;
+    }
+    let sent = (|| -> Result<()> {
+        for _ in 0..N {
+            let mut s = TcpStream::connect(scene.nginx.listen_addr())?;
+            s.write_all(request.as_bytes())?;
+            util::set_linger_zero(s.as_raw_fd())?;
+        }
+        Ok(())
+    })();
+    for &w in &workers {
+        util::signal(w, libc::SIGCONT)?;
+    }
+    sent?;
+
+    let listener = [("listener", scene.nginx.listen_addr())];
+    let lb = |dir: &'static str| [("direction", dir), ("listener", listener[0].1.as_str())];
+    let expect = |name: &str, labels: &[(&str, &str)], delta: f64| -> Result<Expect> {
+        Ok(Expect::new(
+            name,
+            labels,
+            base.get_or_zero(name, labels)? + delta,
+        ))
+    };
+    let found = [("kind", "conn_found")];
+    agent
+        .wait_all(
+            &[
+                expect(ACCEPTED, &[], N as f64)?,
+                expect(HANDLED, &[], N as f64)?,
+                expect(DOWN_BYTES, &lb("ingress"), (N * request.len()) as f64)?,
+                expect(DOWN_BYTES, &lb("egress"), 0.0)?,
+                expect(DOWN_CONNS, &[("state", "active")], 0.0)?,
+                expect(CONNS_TRACKED, &[("role", "downstream")], 0.0)?,
+                expect(EVENTS_RECEIVED, &found, 0.0)?,
+            ],
+            SETTLE_TIMEOUT,
+        )
+        .with_context(|| scene.nginx.diagnostics())?;
+    no_losses(&agent.scrape()?)?;
+    // nginx's own account agrees: it read every request in full, after the
+    // client had gone (499), and sent nothing.
+    let log = scene.nginx.wait_access_log(N, SETTLE_TIMEOUT)?;
+    ensure!(
+        log.len() == N
+            && log.iter().all(|e| e.status == 499
+                && e.request_length == request.len() as u64
+                && e.bytes_sent == 0),
+        "access log: {log:?}"
     );
     Ok(())
 }
