@@ -129,6 +129,15 @@ impl ConnTable {
         })
     }
 
+    /// A connection closed lately (see `closed`).
+    pub fn closed_info(&self, sk: u64) -> Option<ConnInfo> {
+        self.closed.get(&sk).map(|c| ConnInfo {
+            role: c.role,
+            endpoints: c.endpoints,
+            tgid: c.tgid,
+        })
+    }
+
     pub fn gauges(&self) -> &Gauges {
         &self.gauges
     }

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     capture::{
-        decode::{decode, Observation, Role, KINDS},
+        decode::{decode, Direction, Observation, Role, KINDS},
         wire::{read_counters, Taps},
         Maps,
     },
@@ -241,6 +241,7 @@ impl Pipeline {
                 handshake,
                 ..
             } => {
+                self.end_late(sk);
                 self.sessions.open(sk, role, false);
                 let port = endpoints.local.port();
                 match handshake {
@@ -254,7 +255,10 @@ impl Pipeline {
                     None => {}
                 }
             }
-            Observation::ConnFound { sk, role, .. } => self.sessions.open(sk, role, true),
+            Observation::ConnFound { sk, role, .. } => {
+                self.end_late(sk);
+                self.sessions.open(sk, role, true);
+            }
             Observation::Data {
                 sk,
                 dir,
@@ -264,16 +268,24 @@ impl Pipeline {
                 head,
                 tail,
             } => {
-                let Some(mut conn) = self.table.info(sk) else {
-                    return;
-                };
-                conn.tgid = tgid;
                 let seg = Segment {
                     ts_ns,
                     len,
                     head,
                     tail,
                 };
+                let Some(mut conn) = self.table.info(sk) else {
+                    // A request read after the client's reset closed the
+                    // socket: nginx logs it (499), so it counts.
+                    if let Some(conn) = self.table.closed_info(sk) {
+                        if conn.role == Role::Downstream && dir == Direction::Ingress {
+                            self.sessions.late_data(sk, &seg, &mut self.http_events);
+                            self.finish_http(ConnInfo { tgid, ..conn });
+                        }
+                    }
+                    return;
+                };
+                conn.tgid = tgid;
                 self.sessions.data(sk, dir, &seg, &mut self.http_events);
                 self.finish_http(conn);
             }
@@ -293,6 +305,19 @@ impl Pipeline {
             }
             Observation::Exit { tgid } => self.correlator.forget(tgid),
             _ => {}
+        }
+    }
+
+    /// Ends the late reads of a closed client connection (see
+    /// [`Sessions::late_data`]): at the next reconciliation, or when its
+    /// socket address opens again.
+    fn end_late(&mut self, sk: u64) {
+        if !self.sessions.close_late(sk, &mut self.http_events) {
+            return;
+        }
+        match self.table.closed_info(sk) {
+            Some(conn) => self.finish_http(conn),
+            None => self.http_events.clear(),
         }
     }
 
@@ -350,6 +375,9 @@ impl Pipeline {
                 ports = summary.map_full,
                 "listen-port map full: connections to those ports are not tracked"
             );
+        }
+        for sk in self.sessions.late() {
+            self.end_late(sk);
         }
         self.read_kernel_losses();
         self.sweep_lost_closes();

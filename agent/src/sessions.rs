@@ -36,10 +36,20 @@ struct Session {
     last_response_ns: u64,
 }
 
+/// A client connection the kernel had closed before the gateway read from it
+/// (the client reset it with a request queued, see `ConnTable::closed`).
+struct LateSession {
+    http: HttpConn,
+    last_ns: u64,
+}
+
 #[derive(Default)]
 pub struct Sessions {
     conns: HashMap<u64, Session>,
     phases: PhaseCounts,
+    /// Parsed apart and outside the phase counts: the connection is no
+    /// longer active. Flushed by [`Sessions::close_late`].
+    late: HashMap<u64, LateSession>,
 }
 
 impl Sessions {
@@ -113,6 +123,34 @@ impl Sessions {
         self.conns.insert(sk, session);
     }
 
+    /// Bytes the gateway read from a client connection after the kernel
+    /// closed it. What they hold is abandoned (499) when [`Sessions::close_late`]
+    /// ends it: the client is gone, nothing can be answered.
+    pub fn late_data(&mut self, sk: u64, seg: &Segment, out: &mut Vec<HttpEvent>) {
+        let late = self.late.entry(sk).or_insert_with(|| LateSession {
+            http: HttpConn::new(Side::Server),
+            last_ns: seg.ts_ns,
+        });
+        late.last_ns = late.last_ns.max(seg.ts_ns);
+        if seg.len > 0 {
+            late.http.on_request_bytes(seg, out);
+        }
+    }
+
+    /// Connections with late bytes.
+    pub fn late(&self) -> Vec<u64> {
+        self.late.keys().copied().collect()
+    }
+
+    /// Ends a late connection at its last read. False when it had none.
+    pub fn close_late(&mut self, sk: u64, out: &mut Vec<HttpEvent>) -> bool {
+        let Some(mut late) = self.late.remove(&sk) else {
+            return false;
+        };
+        late.http.on_close(late.last_ns, out);
+        true
+    }
+
     /// The gateway closed its side of the connection, or it was reset: flush
     /// what it had in progress.
     pub fn close(&mut self, sk: u64, ts_ns: u64, out: &mut Vec<HttpEvent>) {
@@ -146,5 +184,48 @@ impl Sessions {
                 *slot = slot.saturating_sub(1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(ts_ns: u64, bytes: &[u8]) -> Segment<'_> {
+        Segment {
+            ts_ns,
+            len: bytes.len() as u64,
+            head: bytes,
+            tail: &[],
+        }
+    }
+
+    #[test]
+    fn late_reads_of_a_closed_client_connection_end_as_abandoned() {
+        let mut s = Sessions::default();
+        let mut out = Vec::new();
+        // The head arrives in two reads, after the kernel closed the socket.
+        s.late_data(7, &seg(100, b"GET /a?x=1 HTTP/1.1\r\nHo"), &mut out);
+        s.late_data(7, &seg(150, b"st: gs\r\n\r\n"), &mut out);
+        s.late_data(7, &seg(160, b""), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(s.phases(), PhaseCounts::default(), "not active");
+        assert_eq!(s.late(), vec![7]);
+        assert!(s.close_late(7, &mut out));
+        assert!(!s.close_late(7, &mut out));
+        let [HttpEvent::Exchange(ex)] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(
+            (
+                ex.path.as_str(),
+                ex.status,
+                ex.request_bytes,
+                ex.response_bytes
+            ),
+            ("/a", 499, 33, 0)
+        );
+        assert_eq!((ex.request_first_ns, ex.closed_ns), (100, 160));
+        assert!(s.late().is_empty());
     }
 }

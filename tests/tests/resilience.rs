@@ -3,6 +3,7 @@
 //! under load, a ring buffer overrun, and 50,000 idle connections.
 
 use anyhow::{ensure, Context, Result};
+use gatescope_tests::accuracy::{sum_by_code, HTTP_REQUESTS};
 use gatescope_tests::agent::{http_get, Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::Client;
 use gatescope_tests::expect::{
@@ -728,11 +729,19 @@ fn client_resets_before_the_gateway_reads() -> Result<()> {
                 expect(DOWN_CONNS, &[("state", "active")], 0.0)?,
                 expect(CONNS_TRACKED, &[("role", "downstream")], 0.0)?,
                 expect(EVENTS_RECEIVED, &found, 0.0)?,
+                // Each request as nginx logs it: read, abandoned (499).
+                expect(REQUESTS_ALL, &[], N as f64)?,
             ],
             SETTLE_TIMEOUT,
         )
         .with_context(|| scene.nginx.diagnostics())?;
-    no_losses(&agent.scrape()?)?;
+    let s = agent.scrape()?;
+    no_losses(&s)?;
+    let codes = sum_by_code(&s, HTTP_REQUESTS);
+    ensure!(
+        codes == [("499".to_owned(), N as f64)].into(),
+        "requests by code: {codes:?}"
+    );
     // nginx's own account agrees: it read every request in full, after the
     // client had gone (499), and sent nothing.
     let log = scene.nginx.wait_access_log(N, SETTLE_TIMEOUT)?;
