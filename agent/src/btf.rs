@@ -177,7 +177,7 @@ impl Btf {
     }
 }
 
-/// Offsets of the `sock_common` fields within `struct sock`.
+/// Offsets of the `struct sock` fields the programs read.
 pub fn sock_offsets(path: &Path) -> Result<SockOffsets, BtfError> {
     let data = fs::read(path).map_err(|e| BtfError::Read(path.display().to_string(), e))?;
     let btf = Btf::parse(data)?;
@@ -193,6 +193,8 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets, BtfError> {
         v6_rcv_saddr: field("skc_v6_rcv_saddr")?,
         v6_daddr: field("skc_v6_daddr")?,
         state: field("skc_state")?,
+        receive_queue_len: btf.offset("sock", "sk_receive_queue")?
+            + btf.offset("sk_buff_head", "qlen")?,
     })
 }
 
@@ -223,6 +225,8 @@ mod tests {
             off.v6_daddr > 16 && off.v6_rcv_saddr == off.v6_daddr + 16,
             "{off:?}"
         );
+        // sk_receive_queue follows sock_common; qlen after its two pointers.
+        assert!(off.receive_queue_len > off.v6_rcv_saddr, "{off:?}");
     }
 
     #[test]

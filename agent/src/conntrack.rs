@@ -410,6 +410,7 @@ mod tests {
                 new,
                 endpoints,
                 ts_ns: 0,
+                queued: 0,
             },
             &mut vec![],
         );
@@ -676,6 +677,7 @@ mod tests {
                 new: TCP_CLOSE,
                 endpoints: ep,
                 ts_ns: 1,
+                queued: 0,
             },
             &mut facts,
         );

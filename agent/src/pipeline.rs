@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     capture::{
-        decode::{decode, Direction, Observation, Role, KINDS},
+        decode::{decode, Observation, Role, KINDS},
         wire::{read_counters, Taps},
         Maps,
     },
@@ -275,13 +275,18 @@ impl Pipeline {
                     tail,
                 };
                 let Some(mut conn) = self.table.info(sk) else {
-                    // A request read after the client's reset closed the
-                    // socket: nginx logs it (499), so it counts.
+                    // Read after a reset closed the socket: a client's
+                    // request (nginx logs it, 499), an upstream's response.
                     if let Some(conn) = self.table.closed_info(sk) {
-                        if conn.role == Role::Downstream && dir == Direction::Ingress {
-                            self.sessions.late_data(sk, &seg, &mut self.http_events);
-                            self.finish_http(ConnInfo { tgid, ..conn });
-                        }
+                        self.sessions.late_data(
+                            sk,
+                            conn.role,
+                            dir,
+                            &seg,
+                            Instant::now(),
+                            &mut self.http_events,
+                        );
+                        self.finish_http(ConnInfo { tgid, ..conn });
                     }
                     return;
                 };
@@ -289,6 +294,14 @@ impl Pipeline {
                 self.sessions.data(sk, dir, &seg, &mut self.http_events);
                 self.finish_http(conn);
             }
+            // A reset with bytes still queued: the gateway reads them next.
+            Observation::State {
+                sk,
+                new: TCP_CLOSE,
+                ts_ns,
+                queued: 1..,
+                ..
+            } => self.sessions.defer(sk, ts_ns, Instant::now()),
             // The gateway closed its side (FIN_WAIT1 from ESTABLISHED, LAST_ACK
             // from CLOSE_WAIT), both sides at once (CLOSING), or a reset.
             Observation::State {
@@ -308,9 +321,9 @@ impl Pipeline {
         }
     }
 
-    /// Ends the late reads of a closed client connection (see
-    /// [`Sessions::late_data`]): at the next reconciliation, or when its
-    /// socket address opens again.
+    /// Ends the late reads of a closed connection (see
+    /// [`Sessions::late_data`]): once the gateway has not read from it for a
+    /// second, or when its socket address opens again.
     fn end_late(&mut self, sk: u64) {
         if !self.sessions.close_late(sk, &mut self.http_events) {
             return;
@@ -376,7 +389,7 @@ impl Pipeline {
                 "listen-port map full: connections to those ports are not tracked"
             );
         }
-        for sk in self.sessions.late() {
+        for sk in self.sessions.idle_late(Instant::now()) {
             self.end_late(sk);
         }
         self.read_kernel_losses();

@@ -3,7 +3,10 @@
 //! and the stub_status phase counts (reading / writing / waiting) of the
 //! downstream connections, kept incrementally.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use crate::{
     capture::decode::{Direction, Role},
@@ -36,12 +39,18 @@ struct Session {
     last_response_ns: u64,
 }
 
-/// A client connection the kernel had closed before the gateway read from it
-/// (the client reset it with a request queued, see `ConnTable::closed`).
+/// A connection the kernel closed (a reset) with bytes still queued for the
+/// gateway to read: a client's request, an upstream's response.
 struct LateSession {
     http: HttpConn,
+    side: Side,
     last_ns: u64,
+    /// When the agent last fed it, for [`Sessions::idle_late`].
+    touched: Instant,
 }
+
+/// How long a late session waits for the gateway's next read before it ends.
+pub const LATE_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Sessions {
@@ -100,11 +109,7 @@ impl Sessions {
         }
         self.count(&session, false);
         let first_new = out.len();
-        let requests = match session.side {
-            Side::Server => Direction::Ingress,
-            Side::Client => Direction::Egress,
-        };
-        if dir == requests {
+        if dir == requests_direction(session.side) {
             session.http.on_request_bytes(seg, out);
         } else {
             session.http.on_response_bytes(seg, out);
@@ -123,23 +128,68 @@ impl Sessions {
         self.conns.insert(sk, session);
     }
 
-    /// Bytes the gateway read from a client connection after the kernel
-    /// closed it. What they hold is abandoned (499) when [`Sessions::close_late`]
-    /// ends it: the client is gone, nothing can be answered.
-    pub fn late_data(&mut self, sk: u64, seg: &Segment, out: &mut Vec<HttpEvent>) {
+    /// The kernel closed `sk` at `ts_ns` with bytes still queued: its parsing
+    /// goes on with what the gateway reads next, outside the phase counts.
+    pub fn defer(&mut self, sk: u64, ts_ns: u64, now: Instant) {
+        let Some(session) = self.conns.remove(&sk) else {
+            return;
+        };
+        self.count(&session, false);
+        self.late.insert(
+            sk,
+            LateSession {
+                http: session.http,
+                side: session.side,
+                last_ns: ts_ns,
+                touched: now,
+            },
+        );
+    }
+
+    /// Bytes the gateway read from a connection after the kernel closed it.
+    /// A response completes the upstream call in flight. A request is
+    /// abandoned (499) when [`Sessions::close_late`] ends it: the client is
+    /// gone. Without a deferred session (the kernel could not say what was
+    /// queued), only a client's bytes are parsed, from a fresh start: at an
+    /// unaccepted connection's reset nothing had been read yet.
+    pub fn late_data(
+        &mut self,
+        sk: u64,
+        role: Role,
+        dir: Direction,
+        seg: &Segment,
+        now: Instant,
+        out: &mut Vec<HttpEvent>,
+    ) {
+        let client_request = role == Role::Downstream && dir == Direction::Ingress;
+        if !client_request && !self.late.contains_key(&sk) {
+            return;
+        }
         let late = self.late.entry(sk).or_insert_with(|| LateSession {
             http: HttpConn::new(Side::Server),
+            side: Side::Server,
             last_ns: seg.ts_ns,
+            touched: now,
         });
         late.last_ns = late.last_ns.max(seg.ts_ns);
-        if seg.len > 0 {
+        late.touched = now;
+        if seg.len == 0 {
+            return;
+        }
+        if dir == requests_direction(late.side) {
             late.http.on_request_bytes(seg, out);
+        } else {
+            late.http.on_response_bytes(seg, out);
         }
     }
 
-    /// Connections with late bytes.
-    pub fn late(&self) -> Vec<u64> {
-        self.late.keys().copied().collect()
+    /// Late sessions the gateway has not read from for [`LATE_IDLE`].
+    pub fn idle_late(&self, now: Instant) -> Vec<u64> {
+        self.late
+            .iter()
+            .filter(|(_, l)| now.saturating_duration_since(l.touched) >= LATE_IDLE)
+            .map(|(&sk, _)| sk)
+            .collect()
     }
 
     /// Ends a late connection at its last read. False when it had none.
@@ -187,6 +237,14 @@ impl Sessions {
     }
 }
 
+/// Which way requests travel on a connection the gateway is `side` of.
+fn requests_direction(side: Side) -> Direction {
+    match side {
+        Side::Server => Direction::Ingress,
+        Side::Client => Direction::Egress,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,13 +262,36 @@ mod tests {
     fn late_reads_of_a_closed_client_connection_end_as_abandoned() {
         let mut s = Sessions::default();
         let mut out = Vec::new();
+        let t0 = Instant::now();
         // The head arrives in two reads, after the kernel closed the socket.
-        s.late_data(7, &seg(100, b"GET /a?x=1 HTTP/1.1\r\nHo"), &mut out);
-        s.late_data(7, &seg(150, b"st: gs\r\n\r\n"), &mut out);
-        s.late_data(7, &seg(160, b""), &mut out);
+        s.late_data(
+            7,
+            Role::Downstream,
+            Direction::Ingress,
+            &seg(100, b"GET /a?x=1 HTTP/1.1\r\nHo"),
+            t0,
+            &mut out,
+        );
+        s.late_data(
+            7,
+            Role::Downstream,
+            Direction::Ingress,
+            &seg(150, b"st: gs\r\n\r\n"),
+            t0,
+            &mut out,
+        );
+        s.late_data(
+            7,
+            Role::Downstream,
+            Direction::Ingress,
+            &seg(160, b""),
+            t0,
+            &mut out,
+        );
         assert!(out.is_empty());
         assert_eq!(s.phases(), PhaseCounts::default(), "not active");
-        assert_eq!(s.late(), vec![7]);
+        assert!(s.idle_late(t0 + LATE_IDLE / 2).is_empty());
+        assert_eq!(s.idle_late(t0 + LATE_IDLE), vec![7]);
         assert!(s.close_late(7, &mut out));
         assert!(!s.close_late(7, &mut out));
         let [HttpEvent::Exchange(ex)] = &out[..] else {
@@ -226,6 +307,47 @@ mod tests {
             ("/a", 499, 33, 0)
         );
         assert_eq!((ex.request_first_ns, ex.closed_ns), (100, 160));
-        assert!(s.late().is_empty());
+        assert!(s.idle_late(t0 + LATE_IDLE).is_empty());
+    }
+
+    #[test]
+    fn a_deferred_upstream_call_completes_with_the_response_read_late() {
+        let mut s = Sessions::default();
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        s.open(3, Role::Upstream, false);
+        let req = b"GET /x HTTP/1.1\r\nHost: up\r\n\r\n";
+        s.data(3, Direction::Egress, &seg(10, req), &mut out);
+        // The upstream answered and reset before the gateway read.
+        s.defer(3, 20, t0);
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        s.late_data(
+            3,
+            Role::Upstream,
+            Direction::Ingress,
+            &seg(30, resp),
+            t0,
+            &mut out,
+        );
+        let [HttpEvent::Exchange(ex)] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(
+            (ex.status, ex.response_bytes, ex.response_last_ns),
+            (200, 40, 30)
+        );
+        out.clear();
+        assert!(s.close_late(3, &mut out));
+        assert!(out.is_empty(), "{out:?}");
+        // Without a deferred session an upstream's late bytes are not parsed.
+        s.late_data(
+            4,
+            Role::Upstream,
+            Direction::Ingress,
+            &seg(30, resp),
+            t0,
+            &mut out,
+        );
+        assert!(out.is_empty() && s.idle_late(t0 + LATE_IDLE).is_empty());
     }
 }

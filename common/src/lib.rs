@@ -254,7 +254,7 @@ pub struct SyscallArgs {
     pub count: u64,
 }
 
-/// Byte offsets of `struct sock_common` fields inside `struct sock`,
+/// Byte offsets of `struct sock` fields (most in its `struct sock_common`),
 /// resolved by the agent from the running kernel's BTF (rustc emits no CO-RE
 /// relocations, so offsets are never compiled in). `enabled == 0` when BTF
 /// was unavailable: sockets open before start then stay untracked.
@@ -278,6 +278,8 @@ pub struct SockOffsets {
     pub v6_daddr: u32,
     /// `skc_state` (u8).
     pub state: u32,
+    /// `sk_receive_queue.qlen`: buffers queued for reading (u32).
+    pub receive_queue_len: u32,
 }
 
 /// What the kernel remembers about a tracked socket.
@@ -374,7 +376,7 @@ const _: () = assert!(core::mem::size_of::<Event>() == 88);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 24);
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 36);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 40);
 const _: () = assert!(core::mem::size_of::<WireKey>() == 32);
 const _: () = assert!(core::mem::size_of::<WireCounts>() == 32);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);

@@ -21,6 +21,7 @@ use gatescope_common::{
 use crate::{
     emit::{count_lost, current, field, new_event, submit},
     maps::{is_target, LISTEN_PORTS, SOCKS},
+    sock::queued_buffers,
     wire::{handshake_done, remember_peer},
 };
 
@@ -75,6 +76,11 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
                 event.role = info.role;
                 event.tgid = info.tgid;
                 fill(ctx, &mut event, sk, old, new)?;
+                if new == TCP_CLOSE {
+                    // Bytes the gateway may still read: the agent keeps the
+                    // connection's HTTP parsing open for them.
+                    event.value = i64::from(queued_buffers(sk));
+                }
                 submit(&event);
                 if new == TCP_CLOSE {
                     let _ = SOCKS.remove(sk);

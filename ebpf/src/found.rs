@@ -5,39 +5,17 @@
 //! emits no CO-RE relocations, ../shared/KERNEL.md), its role decided by
 //! whether its local port is a listening port of the gateway.
 
-use core::ptr::read_volatile;
-
-use aya_ebpf::helpers::bpf_probe_read_kernel;
 use gatescope_common::{
-    SockInfo, SockOffsets, Tuple, AF_INET, AF_INET6, KIND_CONN_FOUND, ROLE_DOWNSTREAM,
-    ROLE_UPSTREAM, TCP_CLOSE_WAIT, TCP_ESTABLISHED,
+    SockInfo, Tuple, AF_INET, AF_INET6, KIND_CONN_FOUND, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
+    TCP_CLOSE_WAIT, TCP_ESTABLISHED,
 };
 
 use crate::{
     emit::{new_event, submit},
     maps::{LISTEN_PORTS, SOCKS},
+    sock::{offsets, read},
     wire::remember_peer,
 };
-
-/// Set by the agent at load time; `enabled == 0` leaves such sockets untracked.
-#[unsafe(no_mangle)]
-static SOCK_OFFSETS: SockOffsets = SockOffsets {
-    enabled: 0,
-    family: 0,
-    num: 0,
-    dport: 0,
-    rcv_saddr: 0,
-    daddr: 0,
-    v6_rcv_saddr: 0,
-    v6_daddr: 0,
-    state: 0,
-};
-
-#[inline(always)]
-fn read<T>(sk: u64, offset: u32) -> Option<T> {
-    // SAFETY: the helper checks the kernel address and may fail.
-    unsafe { bpf_probe_read_kernel((sk + offset as u64) as *const T) }.ok()
-}
 
 /// Claims socket `sk` of process `tgid` if nothing tracks it yet.
 #[inline(always)]
@@ -46,11 +24,9 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
     if unsafe { SOCKS.get(sk) }.is_some() {
         return;
     }
-    // SAFETY: a constant global the agent patches before load.
-    let off: SockOffsets = unsafe { read_volatile(&SOCK_OFFSETS) };
-    if off.enabled == 0 {
+    let Some(off) = offsets() else {
         return;
-    }
+    };
     // A transfer can move bytes on a dead socket: data queued before a
     // client's RST is still read after the kernel closed the socket (tcp_recvmsg
     // serves the receive queue before the error). Claiming it would open a

@@ -23,6 +23,7 @@ mod maps;
 mod payload;
 mod probe;
 mod process;
+mod sock;
 mod syscalls;
 mod tcp;
 mod wire;

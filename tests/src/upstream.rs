@@ -228,6 +228,32 @@ fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
             return Ok(());
         }
 
+        // A complete response, then a reset: the gateway reads the response
+        // from its socket after the kernel closed it.
+        if let Some(ms) = path
+            .strip_prefix("/reply-reset/")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            let body = pattern(SLOW_BODY);
+            let mut resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            resp.extend_from_slice(&body);
+            s.write_all(&resp)?;
+            counters
+                .bytes_sent
+                .fetch_add(resp.len() as u64, Ordering::SeqCst);
+            ex.status = 200;
+            ex.response_bytes = resp.len() as u64;
+            counters.exchanges.lock().unwrap().push(ex);
+            counters.requests.fetch_add(1, Ordering::SeqCst);
+            reset(&s)?;
+            return Ok(());
+        }
+
         if let Some(n) = path
             .strip_prefix("/chunked/")
             .and_then(|n| n.parse::<usize>().ok())

@@ -4,7 +4,9 @@
 use anyhow::{ensure, Result};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::{reset_clients, Conn, Req};
-use gatescope_tests::Scene;
+use gatescope_tests::metrics::{REQUESTS_ALL, UP_BYTES};
+use gatescope_tests::{util, Scene};
+use std::time::Duration;
 
 const DOWN_TCP: &str = "gatescope_downstream_tcp_events_total";
 const UP_TCP: &str = "gatescope_upstream_tcp_events_total";
@@ -40,5 +42,64 @@ fn resets_are_counted_per_listener_and_peer() -> Result<()> {
         ],
         SETTLE_TIMEOUT,
     )?;
+    Ok(())
+}
+
+/// An upstream that answers in full and then resets: the gateway reads the
+/// response from a socket the kernel has already closed (its workers are
+/// held stopped until then). The upstream call counts with its real status,
+/// its bytes as the upstream's own count, as nginx's access log has it.
+#[test]
+fn upstream_reply_then_reset_is_read_after_the_close() -> Result<()> {
+    const UP_REQUESTS: &str = "gatescope_http_upstream_requests_total";
+    let scene = Scene::start(2)?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let peer = scene.upstream.addr();
+    let base = agent.scrape()?;
+    let up_base = scene.upstream.stats();
+
+    let port = scene.nginx.listen_port();
+    let client = std::thread::spawn(move || -> Result<u16> {
+        let mut conn = Conn::open(port)?;
+        Ok(conn.exchange(Req::get("/reply-reset/300"))?.status)
+    });
+    // The request is with the upstream, which answers at 300 ms and resets.
+    std::thread::sleep(Duration::from_millis(100));
+    let workers = scene.nginx.worker_pids();
+    for &w in &workers {
+        util::signal(w, libc::SIGSTOP)?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for &w in &workers {
+        util::signal(w, libc::SIGCONT)?;
+    }
+    let status = client.join().expect("client thread")?;
+    ensure!(status == 200, "the client got {status}");
+    let up = scene.upstream.stats();
+    let response = up.bytes_sent - up_base.bytes_sent;
+
+    let code = |c: &'static str| [("peer", peer.as_str()), ("code", c)];
+    let up_in = [("direction", "ingress"), ("peer", peer.as_str())];
+    let delta = |name: &str, labels: &[(&str, &str)], d: f64| -> Result<Expect> {
+        Ok(Expect::new(
+            name,
+            labels,
+            base.get_or_zero(name, labels)? + d,
+        ))
+    };
+    agent.wait_all(
+        &[
+            delta(UP_REQUESTS, &code("200"), 1.0)?,
+            delta(UP_REQUESTS, &code("0"), 0.0)?,
+            delta(UP_BYTES, &up_in, response as f64)?,
+            delta(REQUESTS_ALL, &[], 1.0)?,
+        ],
+        SETTLE_TIMEOUT,
+    )?;
+    let log = scene.nginx.wait_access_log(1, SETTLE_TIMEOUT)?;
+    ensure!(
+        log.len() == 1 && log[0].status == 200 && log[0].upstream_bytes_received == response,
+        "access log {log:?}, upstream sent {response}"
+    );
     Ok(())
 }

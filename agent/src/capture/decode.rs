@@ -92,6 +92,9 @@ pub enum Observation<'a> {
         new: u32,
         endpoints: Endpoints,
         ts_ns: u64,
+        /// At TCP_CLOSE: buffers still queued for the gateway to read (data
+        /// that arrived before a reset), 0 otherwise or when unknown.
+        queued: u32,
     },
     /// `len` bytes moved by the gateway; `len == 0` is a read that returned
     /// end-of-file. `head`/`tail` are the transfer's first and last bytes as
@@ -218,6 +221,7 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
             new: e.new_state,
             endpoints: endpoints(&e.tuple),
             ts_ns: e.ts_ns,
+            queued: u32::try_from(e.value).unwrap_or(0),
         },
         KIND_ACCEPT => Observation::Accept { tgid: e.tgid },
         KIND_TCP => {
@@ -424,6 +428,7 @@ mod tests {
                     new: 0,
                     endpoints: ep,
                     ts_ns: 0,
+                    queued: 0,
                 },
                 "state",
             ),

@@ -1,0 +1,48 @@
+//! Fields of `struct sock` read directly, at offsets the agent resolves from
+//! the running kernel's BTF and patches in before load (rustc emits no CO-RE
+//! relocations, ../shared/KERNEL.md), never compiled in.
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use gatescope_common::SockOffsets;
+
+/// Set by the agent at load time; `enabled == 0` when BTF was unavailable.
+#[unsafe(no_mangle)]
+static SOCK_OFFSETS: SockOffsets = SockOffsets {
+    enabled: 0,
+    family: 0,
+    num: 0,
+    dport: 0,
+    rcv_saddr: 0,
+    daddr: 0,
+    v6_rcv_saddr: 0,
+    v6_daddr: 0,
+    state: 0,
+    receive_queue_len: 0,
+};
+
+/// The offsets, when the agent could resolve them.
+#[inline(always)]
+pub fn offsets() -> Option<SockOffsets> {
+    // SAFETY: a constant global the agent patches before load.
+    let off: SockOffsets = unsafe { read_volatile(&SOCK_OFFSETS) };
+    (off.enabled != 0).then_some(off)
+}
+
+#[inline(always)]
+pub fn read<T>(sk: u64, offset: u32) -> Option<T> {
+    // SAFETY: the helper checks the kernel address and may fail.
+    unsafe { bpf_probe_read_kernel((sk + offset as u64) as *const T) }.ok()
+}
+
+/// Buffers still queued for reading on `sk` (0 when unknown). At TCP_CLOSE
+/// after a reset the receive queue is kept (tcp_reset() purges only the write
+/// queue), so the gateway still reads what is in it; a close by the gateway
+/// itself has emptied it (tcp_close()).
+#[inline(always)]
+pub fn queued_buffers(sk: u64) -> u32 {
+    offsets()
+        .and_then(|off| read::<u32>(sk, off.receive_queue_len))
+        .unwrap_or(0)
+}
