@@ -36,6 +36,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const LLVM_MAJOR: &str = "22";
 const TRACEFS: &str = "/sys/kernel/tracing";
+/// Validates deploy/kubernetes/ against Kubernetes' schemas (tests/tests/deploy.rs).
+const KUBERNETES_VALIDATE: &str = "1.37.0";
 const DISTRO_NGINX_PID: &str = "/run/nginx.pid";
 
 pub fn setup() -> Result<()> {
@@ -47,7 +49,51 @@ pub fn setup() -> Result<()> {
     )?;
     step(&format!("tracefs at {TRACEFS}"), tracefs)?;
     step("distro nginx service", stop_distro_nginx)?;
+    step(
+        &format!("kubernetes-validate {KUBERNETES_VALIDATE} (PyPI)"),
+        kubernetes_validate,
+    )?;
     Ok(())
+}
+
+fn kubernetes_validate_version() -> Option<String> {
+    let out = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--version"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn kubernetes_validate() -> Result<String> {
+    if kubernetes_validate_version().as_deref() == Some(KUBERNETES_VALIDATE) {
+        return Ok("ok (already installed)".into());
+    }
+    let start = Instant::now();
+    waiting(&format!(
+        "installing with pip (logs in {})",
+        util::target_dir().join("xtask").display()
+    ));
+    run_logged(
+        Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("kubernetes-validate=={KUBERNETES_VALIDATE}"),
+        ]),
+        &log_path("pip"),
+    )
+    .context("pip install failed: check network access to PyPI (pypi.org)")?;
+    match kubernetes_validate_version() {
+        Some(v) if v == KUBERNETES_VALIDATE => Ok(format!("ok (installed in {})", elapsed(start))),
+        other => bail!(
+            "pip finished but `python3 -m kubernetes_validate --version` says {other:?} (see {})",
+            log_path("pip").display()
+        ),
+    }
 }
 
 /// Prints `setup: NAME ... `, runs the step (which may print more on the same line while it

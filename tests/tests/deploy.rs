@@ -1,0 +1,174 @@
+//! deploy/kubernetes/gatescope.yaml: valid for Kubernetes by its published
+//! schemas, strictly, and the agent it describes runs as described: the
+//! container's environment (what a kubelet would give it, down to the node
+//! name) discovers a real nginx, counts its traffic, and answers the probes
+//! at the path and port the manifest names.
+
+use anyhow::{bail, ensure, Context, Result};
+use gatescope_tests::agent::{gatescope_bin, http_get, SETTLE_TIMEOUT};
+use gatescope_tests::metrics::{ACCEPTED, TARGET_PROCESSES};
+use gatescope_tests::prom::Scrape;
+use gatescope_tests::{util, Scene};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn manifest_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/gatescope.yaml")
+}
+
+/// kubernetes-validate (PyPI, installed by `cargo xtask setup`) checks each
+/// resource against the API's OpenAPI schemas; `--strict` refuses fields the
+/// API does not have. The oldest and the newest minor versions we claim.
+#[test]
+fn manifest_is_valid_kubernetes() -> Result<()> {
+    for version in ["1.29.0", "1.37.0"] {
+        let out = Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict", "-k", version])
+            .arg(manifest_path())
+            .output()
+            .context("running kubernetes-validate (`cargo xtask setup` installs it)")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.success(), "Kubernetes {version}:\n{text}");
+        for resource in ["namespace/gatescope", "daemonset/gatescope"] {
+            ensure!(
+                text.contains(&format!("passed for resource {resource}")),
+                "Kubernetes {version}, {resource} not validated:\n{text}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The DaemonSet's one container, as a YAML node.
+fn container(docs: &[Yaml]) -> Result<&Yaml> {
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("DaemonSet"))
+        .context("no DaemonSet in the manifest")?;
+    let containers = ds["spec"]["template"]["spec"]["containers"]
+        .as_vec()
+        .context("no containers")?;
+    ensure!(containers.len() == 1, "expected one container");
+    Ok(&containers[0])
+}
+
+/// The container's environment as the kubelet resolves it on node `node`.
+fn environment(c: &Yaml, node: &str) -> Result<Vec<(String, String)>> {
+    let mut env = Vec::new();
+    for var in c["env"].as_vec().map(Vec::as_slice).unwrap_or_default() {
+        let name = var["name"].as_str().context("env without a name")?;
+        let value = match (var["value"].as_str(), &var["valueFrom"]) {
+            (Some(v), _) => v.to_owned(),
+            (None, from) if from["fieldRef"]["fieldPath"].as_str() == Some("spec.nodeName") => {
+                node.to_owned()
+            }
+            _ => bail!("env {name}: neither a value nor spec.nodeName"),
+        };
+        env.push((name.to_owned(), value));
+    }
+    Ok(env)
+}
+
+/// The port a probe names, by number or by the container port's name.
+fn probe_port(c: &Yaml, probe: &str) -> Result<(String, u16)> {
+    let get = &c[probe]["httpGet"];
+    let path = get["path"]
+        .as_str()
+        .context("probe without a path")?
+        .to_owned();
+    let port = match (&get["port"], get["port"].as_str()) {
+        (Yaml::Integer(n), _) => *n,
+        (_, Some(name)) => c["ports"]
+            .as_vec()
+            .context("no ports")?
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .and_then(|p| p["containerPort"].as_i64())
+            .with_context(|| format!("no container port named {name}"))?,
+        _ => bail!("{probe}: no port"),
+    };
+    Ok((path, u16::try_from(port)?))
+}
+
+/// Processes whose command name is `comm`, from /proc.
+fn processes_named(comm: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("comm"))
+                        .is_ok_and(|c| c.trim_end() == comm)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn manifest_environment_runs_the_agent() -> Result<()> {
+    const REQUESTS: usize = 7;
+    let text = std::fs::read_to_string(manifest_path())?;
+    let docs = YamlLoader::load_from_str(&text).context("parsing the manifest")?;
+    let c = container(&docs)?;
+    ensure!(
+        c["args"].is_badvalue() && c["command"].is_badvalue(),
+        "the image's entrypoint runs the agent; flags come from the environment"
+    );
+    let env = environment(c, "node-under-test")?;
+    let (ready_path, ready_port) = probe_port(c, "readinessProbe")?;
+    ensure!(probe_port(c, "livenessProbe")? == (ready_path.clone(), ready_port));
+
+    let scene = Scene::start(2)?;
+    let dir = util::TempDir::new("deploy")?;
+    let mut agent = Command::new(gatescope_bin()?);
+    // Only the manifest's settings: none of ours leak in.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GATESCOPE_") {
+            agent.env_remove(key);
+        }
+    }
+    let mut agent = agent
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log"))?)
+        .spawn()?;
+    let stderr = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    let addr = format!("127.0.0.1:{ready_port}");
+    let result = (|| -> Result<()> {
+        util::poll(Duration::from_secs(10), "the readiness probe", || {
+            if let Some(st) = agent.try_wait()? {
+                bail!("gatescope exited ({st}):\n{}", stderr());
+            }
+            Ok(matches!(http_get(&addr, &ready_path), Ok((200, _))).then_some(()))
+        })?;
+        // Discovery found the gateway: every nginx process here is a target.
+        let nginx = processes_named("nginx");
+        ensure!(nginx >= 3, "{nginx} nginx processes");
+        let base = util::poll(SETTLE_TIMEOUT, "the targets", || {
+            let s = Scrape::parse(&http_get(&addr, "/metrics")?.1)?;
+            Ok((s.require(TARGET_PROCESSES, &[])? == nginx as f64).then_some(s))
+        })
+        .with_context(stderr)?;
+        let mut client = scene.client();
+        for _ in 0..REQUESTS {
+            client.one_shot("/size/100")?;
+        }
+        let want = base.require(ACCEPTED, &[])? + REQUESTS as f64;
+        util::poll(SETTLE_TIMEOUT, "the requests to be counted", || {
+            let s = Scrape::parse(&http_get(&addr, "/metrics")?.1)?;
+            Ok((s.require(ACCEPTED, &[])? == want).then_some(()))
+        })
+        .with_context(stderr)?;
+        Ok(())
+    })();
+    util::signal(agent.id(), libc::SIGTERM)?;
+    let status = agent.wait()?;
+    result?;
+    ensure!(status.success(), "gatescope exited {status}:\n{}", stderr());
+    Ok(())
+}
