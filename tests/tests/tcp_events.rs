@@ -96,6 +96,19 @@ fn upstream_reply_then_reset_is_read_after_the_close() -> Result<()> {
         ],
         SETTLE_TIMEOUT,
     )?;
+    // The client's request is joined with that upstream call.
+    let s = agent.scrape()?;
+    let from_service: f64 = s
+        .matching(
+            "gatescope_http_requests_total",
+            &[("code", "200"), ("source", "service")],
+        )
+        .map(|x| x.value)
+        .sum();
+    ensure!(
+        from_service == 1.0,
+        "requests answered by the upstream: {from_service}"
+    );
     let log = scene.nginx.wait_access_log(1, SETTLE_TIMEOUT)?;
     ensure!(
         log.len() == 1 && log[0].status == 200 && log[0].upstream_bytes_received == response,
