@@ -62,6 +62,8 @@ impl Upstream {
     /// - `/slow/MS`: sleeps MS milliseconds, then 200 with a 100-byte body, unless
     ///   the peer closed the connection meanwhile (then nothing is sent);
     /// - `/reset`: no response; the connection is reset (`SO_LINGER` 0 close);
+    /// - `/reply-reset/MS`: sleeps MS milliseconds, then 200 with a 100-byte
+    ///   body, then resets the connection;
     /// - anything else: 404 with a short body.
     ///
     /// HEAD gets the same head as GET and no body.

@@ -63,8 +63,13 @@ fn upstream_reply_then_reset_is_read_after_the_close() -> Result<()> {
         let mut conn = Conn::open(port)?;
         Ok(conn.exchange(Req::get("/reply-reset/300"))?.status)
     });
-    // The request is with the upstream, which answers at 300 ms and resets.
-    std::thread::sleep(Duration::from_millis(100));
+    // Once the request is with the upstream (which answers 300 ms later and
+    // resets), the workers stop: the answer and the reset wait in the kernel.
+    util::poll(
+        Duration::from_secs(5),
+        "the request to reach the upstream",
+        || Ok((scene.upstream.stats().bytes_received > up_base.bytes_received).then_some(())),
+    )?;
     let workers = scene.nginx.worker_pids();
     for &w in &workers {
         util::signal(w, libc::SIGSTOP)?;
