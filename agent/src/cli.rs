@@ -116,6 +116,13 @@ pub struct Args {
     )]
     pub interfaces: Vec<String>,
 
+    /// The syscall entry hook that finds the gateway's buffers: `auto` uses
+    /// the raw tracepoint where the host allows it (cheaper for every syscall
+    /// on the host), else the `raw_syscalls:sys_enter` trace event, which
+    /// `trace-event` forces.
+    #[arg(long, env = "GATESCOPE_SYSCALL_HOOK", value_enum, default_value_t = SyscallHook::Auto)]
+    pub syscall_hook: SyscallHook,
+
     /// Append one JSON line per finished HTTP exchange to this file (method,
     /// path without query, status, bytes, timings; never header values).
     #[arg(long, env = "GATESCOPE_REQUEST_LOG")]
@@ -169,6 +176,14 @@ pub enum Command {
     /// and whether each eBPF program type loads and attaches), say what
     /// gatescope uses for each job, and exit non-zero when it cannot run.
     Check,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SyscallHook {
+    /// The raw tracepoint where it attaches, else the trace event.
+    Auto,
+    /// The `raw_syscalls:sys_enter` trace event.
+    TraceEvent,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

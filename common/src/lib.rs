@@ -44,6 +44,8 @@ pub const MAP_SYSCALLS: &str = "SYSCALLS";
 pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
 /// Global (`.rodata`) holding [`SockOffsets`].
 pub const GLOBAL_SOCK_OFFSETS: &str = "SOCK_OFFSETS";
+/// Global (`.rodata`) holding [`PtRegsArgs`].
+pub const GLOBAL_PT_REGS_ARGS: &str = "PT_REGS_ARGS";
 
 /// Capacity of [`MAP_TARGETS`]: processes plus threads of all targets.
 pub const TARGETS_MAX: u32 = 16_384;
@@ -254,6 +256,20 @@ pub struct SyscallArgs {
     pub count: u64,
 }
 
+/// Where a syscall's second and third arguments are in the `struct pt_regs`
+/// that the raw `sys_enter` tracepoint passes (the user registers at syscall
+/// entry; a fixed layout per architecture, which the agent knows from its
+/// own). `enabled == 0` on an architecture the agent has no layout for: the
+/// syscall entry hook then uses the `raw_syscalls:sys_enter` trace event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PtRegsArgs {
+    pub enabled: u32,
+    pub arg1: u32,
+    pub arg2: u32,
+    pub _pad: u32,
+}
+
 /// Byte offsets of `struct sock` fields (most in its `struct sock_common`),
 /// resolved by the agent from the running kernel's BTF (rustc emits no CO-RE
 /// relocations, so offsets are never compiled in). `enabled == 0` when BTF
@@ -362,6 +378,7 @@ mod pod {
     unsafe impl aya::Pod for super::DataHeader {}
     unsafe impl aya::Pod for super::SyscallArgs {}
     unsafe impl aya::Pod for super::SockOffsets {}
+    unsafe impl aya::Pod for super::PtRegsArgs {}
     unsafe impl aya::Pod for super::WireKey {}
     unsafe impl aya::Pod for super::WireCounts {}
     unsafe impl aya::Pod for super::PeerKey {}
@@ -377,6 +394,7 @@ const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 24);
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<PtRegsArgs>() == 16);
 const _: () = assert!(core::mem::size_of::<WireKey>() == 32);
 const _: () = assert!(core::mem::size_of::<WireCounts>() == 32);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);

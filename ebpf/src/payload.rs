@@ -1,6 +1,6 @@
 //! Payload capture without kernel struct offsets (Linux >= 6.3 for
 //! sock:sock_*_length). The entry of a send/recv-family syscall
-//! (`raw_syscalls:sys_enter`, see syscalls.rs) saves where the calling
+//! (the `sys_enter` hook, see syscalls.rs) saves where the calling
 //! thread's buffer is; `sock:sock_send_length` / `sock_recv_length`,
 //! which fire inside that same syscall once the bytes have moved, read a
 //! bounded head and tail of it with `bpf_probe_read_user`, and consume the
@@ -13,17 +13,14 @@
 
 use core::{cmp::min, mem::size_of, ptr::read_volatile};
 
-use aya_ebpf::{
-    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
-    programs::TracePointContext,
-};
+use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
 use gatescope_common::{
-    tp::raw_syscalls, DataEvent, DataHeader, SyscallArgs, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR,
-    CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX, KIND_DATA, LOST_ARGS_FULL,
+    DataEvent, DataHeader, SyscallArgs, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT,
+    DATA_HEAD_MAX, DATA_TAIL_MAX, KIND_DATA, LOST_ARGS_FULL,
 };
 
 use crate::{
-    emit::{count_lost, current, field, new_event, wakeup_flags},
+    emit::{count_lost, current, new_event, wakeup_flags},
     maps::{is_target, ARGS, EVENTS, SCRATCH},
 };
 
@@ -59,15 +56,17 @@ pub fn clear() {
 
 /// Saves where the calling target thread's buffer (`kind`: a buffer, an
 /// iovec array or a msghdr) is, for the length tracepoints of the same
-/// syscall.
+/// syscall. `args` gives the syscall's second and third arguments: read only
+/// for a target.
 #[inline(always)]
-pub fn save(ctx: &TracePointContext, kind: u32) {
+pub fn save(kind: u32, args: impl FnOnce() -> Option<(u64, u64)>) {
     let (tgid, tid) = current();
     if !is_target(tgid) {
         return;
     }
-    let ptr = field::<u64>(ctx, raw_syscalls::PTR);
-    let count = field::<u64>(ctx, raw_syscalls::COUNT);
+    let Some((ptr, count)) = args() else {
+        return;
+    };
     let args = SyscallArgs {
         kind,
         _pad: 0,

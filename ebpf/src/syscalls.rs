@@ -1,32 +1,56 @@
-//! The syscall entry hook, on the raw syscall tracepoint
-//! (`raw_syscalls:sys_enter`) rather than one `syscalls:sys_enter_*`
-//! tracepoint per syscall.
+//! The syscall entry hook: one hook on every syscall entry rather than one
+//! `syscalls:sys_enter_*` trace event per syscall.
 //!
-//! Why: detaching a perf tracepoint waits for RCU grace periods while holding
-//! the kernel's global event_mutex (kernel/trace/trace_event_perf.c,
+//! Why one: detaching a perf trace event waits for RCU grace periods while
+//! holding the kernel's global event_mutex (kernel/trace/trace_event_perf.c,
 //! perf_trace_event_unreg), so detaches run one after another: fifteen
-//! per-syscall tracepoints cost fifteen grace-period waits at shutdown (about
-//! 35 ms each under load), one costs one. The price: it runs for every
-//! syscall on the host (about 100 ns under bpf_stats); all but the few we
-//! want return after one array lookup (the verifier inlines it). Accepts
-//! stay on their own exit tracepoints (conn.rs): a raw exit hook for them
-//! alone cost another ~55 ns on every syscall exit.
+//! per-syscall trace events cost fifteen grace-period waits at shutdown
+//! (about 35 ms each under load). Accepts stay on their own exit trace events
+//! (conn.rs): a hook on every syscall exit for them alone cost more.
+//!
+//! It runs for every syscall on the host, so it comes in two forms and the
+//! agent attaches the cheaper one the host allows:
+//! - `sys_enter_raw`, a raw tracepoint on `sys_enter` (Linux >= 4.17): the
+//!   kernel passes the user registers and the syscall number as they are,
+//!   and every syscall we do not act on returns after one array lookup.
+//!   Measured on getppid(2): +25 to +60 ns per syscall on every process of
+//!   the host (most of it the kernel's slow syscall-entry path, which any
+//!   sys_enter hook turns on), against about +85 ns for the trace event
+//!   below, which first copies the number and six arguments into a perf
+//!   record.
+//! - `sys_enter`, on the `raw_syscalls:sys_enter` trace event, where raw
+//!   tracepoints are refused or `--syscall-hook trace-event` asks for it.
 //!
 //! Syscall numbers differ by architecture; the agent fills SYSCALLS with its
-//! own. Compat (32-bit) syscalls on a 64-bit kernel carry other numbers and
-//! would be misread: gatescope observes 64-bit gateways.
+//! own, and PT_REGS_ARGS with where its `struct pt_regs` keeps the arguments.
+//! Compat (32-bit) syscalls on a 64-bit kernel carry other numbers and would
+//! be misread: gatescope observes 64-bit gateways.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use gatescope_common::{
-    tp::raw_syscalls, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR, SYSCALLS_MAX, SYSCALL_CLEAR,
+    tp::raw_syscalls, PtRegsArgs, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR, SYSCALLS_MAX, SYSCALL_CLEAR,
 };
 
 use crate::{emit::field, maps::SYSCALLS, payload};
 
+/// Set by the agent at load time for its architecture.
+#[unsafe(no_mangle)]
+static PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
+    enabled: 0,
+    arg1: 0,
+    arg2: 0,
+    _pad: 0,
+};
+
 /// What we do for syscall `id` (`SYSCALL_*`, 0 for nothing).
 #[inline(always)]
-fn kind(ctx: &TracePointContext) -> u32 {
-    let id = field::<i64>(ctx, raw_syscalls::ID);
+fn kind(id: i64) -> u32 {
     if !(0..i64::from(SYSCALLS_MAX)).contains(&id) {
         return 0;
     }
@@ -36,13 +60,43 @@ fn kind(ctx: &TracePointContext) -> u32 {
 /// Saves the buffer of a send/recv-family call (read, recvfrom, write,
 /// sendto: a buffer; readv, writev: an iovec array; recvmsg, sendmsg: a
 /// msghdr) for the length tracepoints, or forgets it for transfers whose
-/// buffer we cannot follow.
-#[tracepoint(category = "raw_syscalls", name = "sys_enter")]
-pub fn sys_enter(ctx: TracePointContext) -> u32 {
-    match kind(&ctx) {
-        k @ (ARGS_BUF | ARGS_IOVEC | ARGS_MSGHDR) => payload::save(&ctx, k),
+/// buffer we cannot follow. `args` reads the call's second and third
+/// arguments.
+#[inline(always)]
+fn on_enter(id: i64, args: impl FnOnce() -> Option<(u64, u64)>) {
+    match kind(id) {
+        k @ (ARGS_BUF | ARGS_IOVEC | ARGS_MSGHDR) => payload::save(k, args),
         SYSCALL_CLEAR => payload::clear(),
         _ => {}
     }
+}
+
+/// `TP_PROTO(struct pt_regs *regs, long id)` (include/trace/events/syscalls.h).
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
+    let id: i64 = ctx.arg(1);
+    on_enter(id, || {
+        // SAFETY: a constant global the agent patches before load.
+        let at: PtRegsArgs = unsafe { read_volatile(&PT_REGS_ARGS) };
+        if at.enabled == 0 {
+            return None;
+        }
+        let regs: u64 = ctx.arg(0);
+        // SAFETY: kernel memory read through the helper, which may fail.
+        let read =
+            |off: u32| unsafe { bpf_probe_read_kernel((regs + u64::from(off)) as *const u64) };
+        Some((read(at.arg1).ok()?, read(at.arg2).ok()?))
+    });
+    0
+}
+
+#[tracepoint(category = "raw_syscalls", name = "sys_enter")]
+pub fn sys_enter(ctx: TracePointContext) -> u32 {
+    on_enter(field::<i64>(&ctx, raw_syscalls::ID), || {
+        Some((
+            field::<u64>(&ctx, raw_syscalls::PTR),
+            field::<u64>(&ctx, raw_syscalls::COUNT),
+        ))
+    });
     0
 }

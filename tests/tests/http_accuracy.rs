@@ -133,10 +133,33 @@ fn agent_matches_nginx_access_log() -> Result<()> {
         &[master],
         &["--request-log", &req_log_arg, "--capture-bytes", "256"],
     )?;
+    // The Kong-mode agent finds buffers through the syscall entry hook's
+    // fallback (the trace event), the native one through the raw tracepoint:
+    // each must agree with nginx's log on its own.
     let kong = Agent::start(
         &[master],
-        &["--metrics-compat", "kong", "--capture-bytes", "256"],
+        &[
+            "--metrics-compat",
+            "kong",
+            "--capture-bytes",
+            "256",
+            "--syscall-hook",
+            "trace-event",
+        ],
     )?;
+    for (agent, hook) in [
+        (&native, "syscall entry hook: raw tracepoint sys_enter"),
+        (
+            &kong,
+            "syscall entry hook: raw_syscalls:sys_enter trace event",
+        ),
+    ] {
+        ensure!(
+            agent.stderr().contains(hook),
+            "expected `{hook}` in:\n{}",
+            agent.stderr()
+        );
+    }
     let listener = scene.nginx.listen_addr();
     let backend = scene.upstream.addr();
     let down = format!("127.0.0.1:{}", scene.down_port);

@@ -8,15 +8,19 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{trace_point::TracePointLink, Program, SocketFilter, TracePoint},
+    programs::{
+        raw_trace_point::RawTracePointLink, trace_point::TracePointLink, Program, RawTracePoint,
+        SocketFilter, TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_HEAD_MAX, GLOBAL_CAPTURE_BYTES,
-    GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS,
-    MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
+    PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_HEAD_MAX,
+    GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS,
+    MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE,
+    SYSCALL_CLEAR,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::StartError;
 
@@ -48,9 +52,10 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("inet_sock_set_state", &[("sock", "inet_sock_set_state")]),
     ("sys_exit_accept4", &[("syscalls", "sys_exit_accept4")]),
     ("sys_exit_accept", &[("syscalls", "sys_exit_accept")]),
-    // Every syscall entry hook on the raw syscall tracepoint (see
-    // ebpf/src/syscalls.rs: one detach at shutdown, not thirteen).
-    ("sys_enter", &[("raw_syscalls", "sys_enter")]),
+    // Every syscall entry hook in one (see ebpf/src/syscalls.rs: one detach
+    // at shutdown, not thirteen), on the raw tracepoint where the host
+    // allows it (`attach_syscall_entry`), else on this trace event.
+    (SYSCALL_ENTRY, &[("raw_syscalls", "sys_enter")]),
     ("tcp_retransmit_skb", &[("tcp", "tcp_retransmit_skb")]),
     ("tcp_send_reset", &[("tcp", "tcp_send_reset")]),
     ("tcp_receive_reset", &[("tcp", "tcp_receive_reset")]),
@@ -58,11 +63,48 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("sock_recv_length", &[("sock", "sock_recv_length")]),
 ];
 
+/// The syscall entry hook's trace-event form; its raw tracepoint form is
+/// [`SYSCALL_ENTRY_RAW`].
+const SYSCALL_ENTRY: &str = "sys_enter";
+const SYSCALL_ENTRY_RAW: &str = "sys_enter_raw";
+
+/// Where this architecture's `struct pt_regs` keeps a syscall's second and
+/// third arguments, for the raw `sys_enter` tracepoint.
+#[cfg(target_arch = "x86_64")]
+const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
+    enabled: 1,
+    // si and dx (arch/x86/include/asm/ptrace.h: r15 .. di, 8 bytes each).
+    arg1: 13 * 8,
+    arg2: 12 * 8,
+    _pad: 0,
+};
+#[cfg(target_arch = "aarch64")]
+const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
+    enabled: 1,
+    // regs[1] and regs[2] (arch/arm64/include/asm/ptrace.h).
+    arg1: 8,
+    arg2: 16,
+    _pad: 0,
+};
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
+    enabled: 0,
+    arg1: 0,
+    arg2: 0,
+    _pad: 0,
+};
+
+/// One attachment; dropping it detaches the program.
+enum Link {
+    TraceEvent(#[allow(dead_code)] TracePointLink),
+    Raw(#[allow(dead_code)] RawTracePointLink),
+}
+
 /// The loaded programs; dropping it detaches them all.
 pub struct Capture {
     _ebpf: Ebpf,
     /// Every attachment, owned here so that each can be detached on its own.
-    links: Vec<TracePointLink>,
+    links: Vec<Link>,
     pub programs_attached: usize,
 }
 
@@ -118,13 +160,15 @@ impl Capture {
     /// Loads and attaches everything, the socket map sized `max_sockets`;
     /// returns the programs' owner, the maps the pipeline maintains, and the
     /// ring buffer it reads. `discover` are the command names
-    /// (`--discover`) whose execs become targets.
+    /// (`--discover`) whose execs become targets. `raw_syscall_entry` lets
+    /// the syscall entry hook use the raw tracepoint where it attaches.
     pub fn load(
         ring_buffer_bytes: u32,
         capture_bytes: u32,
         max_sockets: u32,
         sock_offsets: &SockOffsets,
         discover: &[String],
+        raw_syscall_entry: bool,
     ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
             return Err(StartError::RingBufferSize(ring_buffer_bytes));
@@ -138,6 +182,7 @@ impl Capture {
             .map_max_entries(MAP_SOCKS, max_sockets)
             .override_global(GLOBAL_CAPTURE_BYTES, &capture_bytes, true)
             .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
+            .override_global(GLOBAL_PT_REGS_ARGS, &PT_REGS_ARGS, true)
             .load(OBJECT)
             .map_err(|e| StartError::Load(error_chain(&e)))?;
         fill_syscalls(&mut ebpf)?;
@@ -165,6 +210,23 @@ impl Capture {
                 name: name.into(),
                 reason,
             };
+            if program == SYSCALL_ENTRY && !raw_syscall_entry {
+                info!("syscall entry hook: raw_syscalls:sys_enter trace event (--syscall-hook)");
+            } else if program == SYSCALL_ENTRY {
+                match attach_raw_syscall_entry(&mut ebpf) {
+                    Ok(link) => {
+                        info!("syscall entry hook: raw tracepoint sys_enter");
+                        links.push(Link::Raw(link));
+                        attached += 1;
+                        continue;
+                    }
+                    Err(reason) => warn!(
+                        "syscall entry hook: the raw tracepoint sys_enter is not available \
+                         ({reason}); using the raw_syscalls:sys_enter trace event, which costs \
+                         every syscall on the host more"
+                    ),
+                }
+            }
             let first = tracepoints[0];
             let tracepoint: &mut TracePoint = ebpf
                 .program_mut(program)
@@ -181,7 +243,7 @@ impl Capture {
                 let link = tracepoint
                     .take_link(id)
                     .map_err(|e| attach_err((category, name), error_chain(&e)))?;
-                links.push(link);
+                links.push(Link::TraceEvent(link));
                 debug!(program, "attached to {category}:{name}");
             }
             attached += 1;
@@ -249,6 +311,25 @@ fn fill_syscalls(ebpf: &mut Ebpf) -> Result<(), StartError> {
             .map_err(|e| StartError::Load(format!("map {MAP_SYSCALLS}[{nr}]: {e}")))?;
     }
     Ok(())
+}
+
+/// The syscall entry hook on the raw tracepoint (ebpf/src/syscalls.rs).
+fn attach_raw_syscall_entry(ebpf: &mut Ebpf) -> Result<RawTracePointLink, String> {
+    if PT_REGS_ARGS.enabled == 0 {
+        return Err("no pt_regs layout for this architecture".into());
+    }
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(SYSCALL_ENTRY_RAW)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(|e| error_chain(&e))?;
+    program.load().map_err(|e| error_chain(&e))?;
+    let id = program.attach("sys_enter").map_err(|e| error_chain(&e))?;
+    let link = program.take_link(id).map_err(|e| error_chain(&e));
+    if link.is_err() {
+        let _ = program.unload();
+    }
+    link
 }
 
 fn load_wire(ebpf: &mut Ebpf) -> Result<OwnedFd, String> {

@@ -132,8 +132,14 @@ impl Report {
             ),
             (
                 "bytes and payload",
+                // The syscall entry hook's cheaper form where it works
+                // (ebpf/src/syscalls.rs), the trace event otherwise.
                 core(
-                    "raw_syscalls:sys_enter for read/write/..., sock:sock_send_length/recv_length",
+                    if self.hook(Hook::RawTracepoint).is_some_and(|h| h.works()) {
+                        "raw tracepoint sys_enter for read/write/..., sock:sock_send_length/recv_length"
+                    } else {
+                        "raw_syscalls:sys_enter for read/write/..., sock:sock_send_length/recv_length"
+                    },
                 ),
             ),
             ("TLS", later(Hook::Uprobe, "uprobes on OpenSSL")),
