@@ -66,6 +66,13 @@ pub static WIRE: PerCpuHashMap<WireKey, WireCounts> = PerCpuHashMap::with_max_en
 #[map]
 pub static PEERS: HashMap<PeerKey, u32> = HashMap::with_max_entries(PEERS_MAX, 0);
 
+/// 1 at every port number some entry of PEERS has: the wire filter's
+/// first, inlined, check, so a packet whose ports no peer uses (a client's
+/// of the gateway, anyone else's on the host) costs no PEERS hash lookup.
+/// Set with PEERS, never cleared (nor are PEERS entries).
+#[map]
+pub static PEER_PORTS: Array<u8> = Array::with_max_entries(1 << 16, 0);
+
 /// Client handshakes in progress: when and where the first SYN was seen.
 #[map]
 pub static HANDSHAKES: LruHashMap<FlowKey, SynSeen> =

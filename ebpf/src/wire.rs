@@ -21,7 +21,7 @@ use gatescope_common::{
 
 use crate::{
     emit::count_lost,
-    maps::{HANDSHAKES, LISTEN_PORTS, PEERS, WIRE},
+    maps::{HANDSHAKES, LISTEN_PORTS, PEERS, PEER_PORTS, WIRE},
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -59,7 +59,9 @@ fn observe(ctx: &SkBuffContext) -> Result<(), i64> {
     // SAFETY: a field of the context the verifier allows socket filters to read.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // Peers first: an upstream may listen on the same port number as the
-    // gateway. Non-gateway packets cost these four lookups.
+    // gateway. A port no peer uses costs an inlined array load instead of a
+    // PEERS lookup, so a packet that is not the gateway's costs two
+    // LISTEN_PORTS lookups.
     let (role, dir, port, family, addr) = if is_peer(p.family, &p.daddr, p.dport) {
         (ROLE_UPSTREAM, DIR_EGRESS, p.dport, p.family, p.daddr)
     } else if is_peer(p.family, &p.saddr, p.sport) {
@@ -110,6 +112,10 @@ fn observe(ctx: &SkBuffContext) -> Result<(), i64> {
 #[inline(always)]
 pub fn remember_peer(tuple: &Tuple) {
     const E2BIG: i32 = 7;
+    if let Some(used) = PEER_PORTS.get_ptr_mut(u32::from(tuple.rport)) {
+        // SAFETY: an array slot; every writer writes 1.
+        unsafe { *used = 1 };
+    }
     let key = PeerKey {
         family: tuple.family,
         port: tuple.rport,
@@ -124,6 +130,9 @@ pub fn remember_peer(tuple: &Tuple) {
 
 #[inline(always)]
 fn is_peer(family: u16, addr: &[u8; 16], port: u16) -> bool {
+    if PEER_PORTS.get(u32::from(port)).copied().unwrap_or(0) == 0 {
+        return false;
+    }
     let key = PeerKey {
         family,
         port,
