@@ -324,9 +324,12 @@ fn attach_raw_syscall_entry(ebpf: &mut Ebpf) -> Result<RawTracePointLink, String
         .try_into()
         .map_err(|e| error_chain(&e))?;
     program.load().map_err(|e| error_chain(&e))?;
-    let id = program.attach("sys_enter").map_err(|e| error_chain(&e))?;
-    let link = program.take_link(id).map_err(|e| error_chain(&e));
+    let link = program
+        .attach("sys_enter")
+        .and_then(|id| program.take_link(id))
+        .map_err(|e| error_chain(&e));
     if link.is_err() {
+        // The trace event takes over; nothing of this one stays loaded.
         let _ = program.unload();
     }
     link
