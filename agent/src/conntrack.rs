@@ -12,6 +12,8 @@ use std::{
     net::SocketAddr,
 };
 
+use rustc_hash::FxHashMap;
+
 use gatescope_common::{TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_SYN_SENT};
 
 use crate::capture::decode::{Direction, Endpoints, Observation, Role, TcpEvent};
@@ -90,7 +92,9 @@ pub struct Gauges {
 }
 
 pub struct ConnTable {
-    conns: HashMap<u64, Conn>,
+    /// By socket address. FxHash: these are looked up once or more per
+    /// record, and the keys (kernel addresses) are not attacker-chosen.
+    conns: FxHashMap<u64, Conn>,
     gauges: Gauges,
     capacity: usize,
     /// Missing from the kernel at the last [`ConnTable::sweep`].
@@ -101,7 +105,7 @@ pub struct ConnTable {
     /// request queued before a client's reset is read after the reset closed
     /// it, even when the socket had not been accepted yet. Those bytes are
     /// the closed connection's; they neither reopen it nor go untracked.
-    closed: HashMap<u64, Conn>,
+    closed: FxHashMap<u64, Conn>,
     closed_order: VecDeque<(u64, u64)>,
 }
 
@@ -112,11 +116,11 @@ fn is_open_state(state: u32) -> bool {
 impl ConnTable {
     pub fn new(capacity: usize) -> Self {
         ConnTable {
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             gauges: Gauges::default(),
             capacity,
             suspects: HashSet::new(),
-            closed: HashMap::new(),
+            closed: FxHashMap::default(),
             closed_order: VecDeque::new(),
         }
     }

@@ -3,10 +3,9 @@
 //! and the stub_status phase counts (reading / writing / waiting) of the
 //! downstream connections, kept incrementally.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::{
     capture::decode::{Direction, Role},
@@ -54,11 +53,13 @@ pub const LATE_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Sessions {
-    conns: HashMap<u64, Session>,
+    /// By socket address (FxHash: one lookup per transfer; kernel
+    /// addresses are not attacker-chosen).
+    conns: FxHashMap<u64, Session>,
     phases: PhaseCounts,
     /// Parsed apart and outside the phase counts: the connection is no
     /// longer active. Flushed by [`Sessions::close_late`].
-    late: HashMap<u64, LateSession>,
+    late: FxHashMap<u64, LateSession>,
 }
 
 impl Sessions {
@@ -84,7 +85,7 @@ impl Sessions {
             side,
             last_response_ns: 0,
         };
-        self.count(&session, true);
+        count(&mut self.phases, &session, true);
         self.conns.insert(sk, session);
     }
 
@@ -95,19 +96,21 @@ impl Sessions {
     /// and the exchange ends when the gateway closes the client connection
     /// (see [`Sessions::close`]), as nginx accounts for it.
     pub fn data(&mut self, sk: u64, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
-        let Some(mut session) = self.conns.remove(&sk) else {
-            return;
-        };
         if seg.len == 0 {
-            if dir == Direction::Ingress && session.side == Side::Client {
-                self.count(&session, false);
+            let upstream_eof = dir == Direction::Ingress
+                && self.conns.get(&sk).is_some_and(|s| s.side == Side::Client);
+            if let Some(mut session) = upstream_eof.then(|| self.conns.remove(&sk)).flatten() {
+                count(&mut self.phases, &session, false);
                 session.http.on_close(seg.ts_ns, out);
-            } else {
-                self.conns.insert(sk, session);
             }
             return;
         }
-        self.count(&session, false);
+        // In place: a session is a few hundred bytes, and this runs for
+        // every transfer.
+        let Some(session) = self.conns.get_mut(&sk) else {
+            return;
+        };
+        count(&mut self.phases, session, false);
         let first_new = out.len();
         if dir == requests_direction(session.side) {
             session.http.on_request_bytes(seg, out);
@@ -124,8 +127,7 @@ impl Sessions {
                 }
             }
         }
-        self.count(&session, true);
-        self.conns.insert(sk, session);
+        count(&mut self.phases, session, true);
     }
 
     /// The kernel closed `sk` at `ts_ns` with bytes still queued: its parsing
@@ -134,7 +136,7 @@ impl Sessions {
         let Some(session) = self.conns.remove(&sk) else {
             return;
         };
-        self.count(&session, false);
+        count(&mut self.phases, &session, false);
         self.late.insert(
             sk,
             LateSession {
@@ -215,24 +217,24 @@ impl Sessions {
 
     fn remove(&mut self, sk: u64, close_at: Option<u64>, out: &mut Vec<HttpEvent>) {
         if let Some(mut session) = self.conns.remove(&sk) {
-            self.count(&session, false);
+            count(&mut self.phases, &session, false);
             if let Some(ts) = close_at {
                 session.http.on_close(ts, out);
             }
         }
     }
+}
 
-    /// Adds (or removes) a downstream session's phase to the counts.
-    fn count(&mut self, session: &Session, add: bool) {
-        if session.side != Side::Server {
-            return;
-        }
-        if let Some(slot) = self.phases.slot(session.http.phase()) {
-            if add {
-                *slot += 1;
-            } else {
-                *slot = slot.saturating_sub(1);
-            }
+/// Adds (or removes) a downstream session's phase to the counts.
+fn count(phases: &mut PhaseCounts, session: &Session, add: bool) {
+    if session.side != Side::Server {
+        return;
+    }
+    if let Some(slot) = phases.slot(session.http.phase()) {
+        if add {
+            *slot += 1;
+        } else {
+            *slot = slot.saturating_sub(1);
         }
     }
 }
