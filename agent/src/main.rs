@@ -191,18 +191,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => info!("SIGINT: detaching"),
     }
     // The pipeline first quiets the programs (no targets: each returns after
-    // one lookup), closes the wire view's taps and drains what is left; then
-    // the tracepoints are detached. Each detach waits for RCU grace periods
-    // in the kernel, which end sooner once the programs are quiet.
+    // one lookup), starts closing the wire view's taps and drains what is
+    // left; then the tracepoints are detached while the taps finish closing.
+    // Both wait for RCU grace periods in the kernel, so they overlap.
     let stopping = std::time::Instant::now();
     let _ = stop_tx.send(true);
     let _ = server.await;
     let drained = pipeline.await;
     capture.detach();
     info!(elapsed = ?stopping.elapsed(), "detached");
-    drained
+    let closing = drained
         .context("pipeline task")?
         .context("reading the ring buffer")?;
+    if let Some(taps) = closing {
+        taps.wait();
+        info!(elapsed = ?stopping.elapsed(), "wire view taps closed");
+    }
     info!("bye");
     Ok(())
 }

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::{
     capture::{
         decode::{decode, Observation, Role, KINDS},
-        wire::{read_counters, Taps},
+        wire::{read_counters, ClosingTaps, Taps},
         Maps,
     },
     conntrack::{ConnInfo, ConnTable, Fact},
@@ -121,7 +121,7 @@ impl Pipeline {
         mut self,
         events: RingBuf<MapData>,
         mut shutdown: watch::Receiver<bool>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<Option<ClosingTaps>> {
         // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
         // for as long as the AsyncFd owns the ring buffer.
         let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
@@ -148,14 +148,13 @@ impl Pipeline {
         }
         let stopping = std::time::Instant::now();
         self.quiet_kernel();
-        if let Some(taps) = self.taps.take() {
-            taps.close();
-            info!(elapsed = ?stopping.elapsed(), "wire view taps closed");
-        }
+        // The taps close while the final drain runs and the tracepoints
+        // detach (main.rs); their packets were never the gateway's traffic.
+        let closing = self.taps.take().map(Taps::close);
         // Whatever is still queued is counted before exit.
         self.drain(ring.get_mut());
         info!(elapsed = ?stopping.elapsed(), "final drain done");
-        Ok(())
+        Ok(closing)
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {

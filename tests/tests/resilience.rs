@@ -438,6 +438,9 @@ fn sigterm_under_load() -> Result<()> {
         accepted_at_stop >= 50.0,
         "the agent saw only {accepted_at_stop} accepts under load"
     );
+    for line in agent.stderr().lines().filter(|l| l.contains("elapsed")) {
+        eprintln!("sigterm_under_load: agent: {line}");
+    }
     eprintln!(
         "sigterm_under_load: exit 0 after {exit_time:?} ({:?} into the run); scrapes {:?}; \
          {} programs unloaded; wrk {sum:?}",

@@ -163,15 +163,30 @@ impl Taps {
         self.taps.len()
     }
 
-    /// Closes every tap at once: closing a packet socket waits for an RCU
-    /// grace period (net/packet/af_packet.c, packet_release), which under
-    /// load is long enough that one after another would delay shutdown.
-    pub fn close(self) {
-        std::thread::scope(|scope| {
-            for (_, tap) in self.taps {
-                scope.spawn(move || drop(tap));
-            }
-        });
+    /// Starts closing every tap at once, each on its own thread: closing a
+    /// packet socket waits for an RCU grace period (net/packet/af_packet.c,
+    /// packet_release), which under load is long enough (once 1.6 s in CI)
+    /// that the agent overlaps it with detaching the tracepoints, which wait
+    /// for grace periods too.
+    pub fn close(self) -> ClosingTaps {
+        ClosingTaps(
+            self.taps
+                .into_values()
+                .map(|tap| std::thread::spawn(move || drop(tap)))
+                .collect(),
+        )
+    }
+}
+
+/// Taps being closed (see [`Taps::close`]).
+pub struct ClosingTaps(Vec<std::thread::JoinHandle<()>>);
+
+impl ClosingTaps {
+    /// Returns once every tap is closed.
+    pub fn wait(self) {
+        for handle in self.0 {
+            let _ = handle.join();
+        }
     }
 }
 
