@@ -116,12 +116,13 @@ pub struct Args {
     )]
     pub interfaces: Vec<String>,
 
-    /// The syscall entry hook that finds the gateway's buffers: `auto` uses
-    /// the raw tracepoint where the host allows it (cheaper for every syscall
-    /// on the host), else the `raw_syscalls:sys_enter` trace event, which
-    /// `trace-event` forces.
-    #[arg(long, env = "GATESCOPE_SYSCALL_HOOK", value_enum, default_value_t = SyscallHook::Auto)]
-    pub syscall_hook: SyscallHook,
+    /// Attach the programs that have a raw tracepoint form (the syscall entry
+    /// hook, process exit, retransmissions, received resets) as raw
+    /// tracepoints where the host allows it: cheaper per run (the syscall
+    /// entry hook runs for every syscall on the host) and at shutdown.
+    /// `false` keeps every program on its perf trace event.
+    #[arg(long, env = "GATESCOPE_RAW_TRACEPOINTS", value_name = "BOOL", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub raw_tracepoints: bool,
 
     /// Append one JSON line per finished HTTP exchange to this file (method,
     /// path without query, status, bytes, timings; never header values).
@@ -176,14 +177,6 @@ pub enum Command {
     /// and whether each eBPF program type loads and attaches), say what
     /// gatescope uses for each job, and exit non-zero when it cannot run.
     Check,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SyscallHook {
-    /// The raw tracepoint where it attaches, else the trace event.
-    Auto,
-    /// The `raw_syscalls:sys_enter` trace event.
-    TraceEvent,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -110,7 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_sockets,
         &sock_offsets,
         &args.discover,
-        args.syscall_hook == cli::SyscallHook::Auto,
+        args.raw_tracepoints,
     )?;
     check::log_hooks(capture.ebpf_mut());
     let node_id = args

@@ -3,7 +3,11 @@
 //! processes leave it, and a process that execs a wanted gateway program
 //! (`--discover`) joins it (a restarted gateway is not a child of the old one).
 
-use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_comm,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use gatescope_common::{tp, KIND_EXEC, KIND_EXIT, KIND_FORK, LOST_TARGETS_FULL};
 
 use crate::{
@@ -37,22 +41,35 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 /// the last thread of the process, which may not be the leader.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    on_exit(|| field::<u8>(&ctx, tp::sched_process_exit::GROUP_DEAD) != 0);
+    0
+}
+
+/// The raw tracepoint form, which the agent attaches where the host allows
+/// it (it detaches without grace-period waits; see tcp.rs).
+/// `TP_PROTO(struct task_struct *p, bool group_dead)`.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit_raw(ctx: RawTracePointContext) -> i32 {
+    on_exit(|| ctx.arg::<u64>(1) & 1 != 0);
+    0
+}
+
+#[inline(always)]
+fn on_exit(group_dead: impl FnOnce() -> bool) {
     let (tgid, tid) = current();
     if !is_target(tgid) {
-        return 0;
+        return;
     }
     if tid != tgid {
         let _ = TARGETS.remove(tid);
     }
-    let group_dead = field::<u8>(&ctx, tp::sched_process_exit::GROUP_DEAD);
-    if group_dead != 0 {
+    if group_dead() {
         let _ = TARGETS.remove(tgid);
         let mut event = new_event(KIND_EXIT);
         event.tgid = tgid;
         event.tid = tid;
         submit(&event);
     }
-    0
 }
 
 /// sched:sched_process_exec fires in the task that exec'd, once the new

@@ -19,7 +19,7 @@
 //!   below, which first copies the number and six arguments into a perf
 //!   record.
 //! - `sys_enter`, on the `raw_syscalls:sys_enter` trace event, where raw
-//!   tracepoints are refused or `--syscall-hook trace-event` asks for it.
+//!   tracepoints are refused or `--raw-tracepoints=false` asks for it.
 //!
 //! Syscall numbers differ by architecture; the agent fills SYSCALLS with its
 //! own, and PT_REGS_ARGS with where its `struct pt_regs` keeps the arguments.

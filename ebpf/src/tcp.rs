@@ -3,7 +3,11 @@
 //! 4.15 and later). They fire in any context, so sockets are matched by
 //! address against the tracked ones, not by process.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
+};
 use gatescope_common::{
     tp, Tuple, AF_INET, AF_INET6, KIND_TCP, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
     TCP_EVENT_RESET_RECEIVED, TCP_EVENT_RESET_SENT, TCP_EVENT_RETRANSMIT,
@@ -20,6 +24,17 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
         field::<u64>(&ctx, tp::tcp_skb::SKADDR),
         TCP_EVENT_RETRANSMIT,
     );
+    0
+}
+
+/// The raw tracepoint forms below are what the agent attaches where the
+/// host allows it: a raw tracepoint detaches without the grace-period waits
+/// a perf trace event holds the kernel's event_mutex for (see syscalls.rs),
+/// which is what makes shutdown under load slow. `TP_PROTO(const struct
+/// sock *sk, const struct sk_buff *skb)` (include/trace/events/tcp.h).
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_raw(ctx: RawTracePointContext) -> i32 {
+    on_tcp_event(ctx.arg::<u64>(0), TCP_EVENT_RETRANSMIT);
     0
 }
 
@@ -104,6 +119,13 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
         field::<u64>(&ctx, tp::tcp_receive_reset::SKADDR),
         TCP_EVENT_RESET_RECEIVED,
     );
+    0
+}
+
+/// `TP_PROTO(struct sock *sk)`.
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn tcp_receive_reset_raw(ctx: RawTracePointContext) -> i32 {
+    on_tcp_event(ctx.arg::<u64>(0), TCP_EVENT_RESET_RECEIVED);
     0
 }
 

@@ -133,9 +133,9 @@ fn agent_matches_nginx_access_log() -> Result<()> {
         &[master],
         &["--request-log", &req_log_arg, "--capture-bytes", "256"],
     )?;
-    // The Kong-mode agent finds buffers through the syscall entry hook's
-    // fallback (the trace event), the native one through the raw tracepoint:
-    // each must agree with nginx's log on its own.
+    // The Kong-mode agent runs every program on its trace event (the
+    // fallback), the native one on raw tracepoints where they exist: each
+    // must agree with nginx's log on its own.
     let kong = Agent::start(
         &[master],
         &[
@@ -143,16 +143,12 @@ fn agent_matches_nginx_access_log() -> Result<()> {
             "kong",
             "--capture-bytes",
             "256",
-            "--syscall-hook",
-            "trace-event",
+            "--raw-tracepoints=false",
         ],
     )?;
     for (agent, hook) in [
-        (&native, "syscall entry hook: raw tracepoint sys_enter"),
-        (
-            &kong,
-            "syscall entry hook: raw_syscalls:sys_enter trace event",
-        ),
+        (&native, "attached as the raw tracepoint sys_enter"),
+        (&kong, "raw tracepoints off (--raw-tracepoints=false)"),
     ] {
         ensure!(
             agent.stderr().contains(hook),

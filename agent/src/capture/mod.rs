@@ -53,14 +53,38 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("sys_exit_accept4", &[("syscalls", "sys_exit_accept4")]),
     ("sys_exit_accept", &[("syscalls", "sys_exit_accept")]),
     // Every syscall entry hook in one (see ebpf/src/syscalls.rs: one detach
-    // at shutdown, not thirteen), on the raw tracepoint where the host
-    // allows it (`attach_syscall_entry`), else on this trace event.
+    // at shutdown, not thirteen).
     (SYSCALL_ENTRY, &[("raw_syscalls", "sys_enter")]),
     ("tcp_retransmit_skb", &[("tcp", "tcp_retransmit_skb")]),
     ("tcp_send_reset", &[("tcp", "tcp_send_reset")]),
     ("tcp_receive_reset", &[("tcp", "tcp_receive_reset")]),
     ("sock_send_length", &[("sock", "sock_send_length")]),
     ("sock_recv_length", &[("sock", "sock_recv_length")]),
+];
+
+/// Programs with a raw tracepoint form (program, raw tracepoint), which the
+/// agent attaches instead where the host allows it: a raw tracepoint runs
+/// without a perf record built first, and detaches without the grace-period
+/// waits a perf trace event holds the kernel's global event_mutex for
+/// (perf_trace_event_unreg), one trace event after another, which is most
+/// of a shutdown under load. The trace event stays the fallback.
+const RAW_FORMS: &[(&str, &str, &str)] = &[
+    (SYSCALL_ENTRY, SYSCALL_ENTRY_RAW, "sys_enter"),
+    (
+        "sched_process_exit",
+        "sched_process_exit_raw",
+        "sched_process_exit",
+    ),
+    (
+        "tcp_retransmit_skb",
+        "tcp_retransmit_skb_raw",
+        "tcp_retransmit_skb",
+    ),
+    (
+        "tcp_receive_reset",
+        "tcp_receive_reset_raw",
+        "tcp_receive_reset",
+    ),
 ];
 
 /// The syscall entry hook's trace-event form; its raw tracepoint form is
@@ -160,15 +184,15 @@ impl Capture {
     /// Loads and attaches everything, the socket map sized `max_sockets`;
     /// returns the programs' owner, the maps the pipeline maintains, and the
     /// ring buffer it reads. `discover` are the command names
-    /// (`--discover`) whose execs become targets. `raw_syscall_entry` lets
-    /// the syscall entry hook use the raw tracepoint where it attaches.
+    /// (`--discover`) whose execs become targets. `raw_tracepoints` lets
+    /// the programs in [`RAW_FORMS`] use their raw tracepoint form.
     pub fn load(
         ring_buffer_bytes: u32,
         capture_bytes: u32,
         max_sockets: u32,
         sock_offsets: &SockOffsets,
         discover: &[String],
-        raw_syscall_entry: bool,
+        raw_tracepoints: bool,
     ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
             return Err(StartError::RingBufferSize(ring_buffer_bytes));
@@ -201,6 +225,11 @@ impl Capture {
                 .map_err(|e| StartError::Load(format!("map {MAP_DISCOVER}: {e}")))?;
         }
 
+        if !raw_tracepoints {
+            info!(
+                "raw tracepoints off (--raw-tracepoints=false): every program on its trace event"
+            );
+        }
         let mut attached = 0;
         let mut links = Vec::new();
         for &(program, tracepoints) in PROGRAMS {
@@ -210,20 +239,19 @@ impl Capture {
                 name: name.into(),
                 reason,
             };
-            if program == SYSCALL_ENTRY && !raw_syscall_entry {
-                info!("syscall entry hook: raw_syscalls:sys_enter trace event (--syscall-hook)");
-            } else if program == SYSCALL_ENTRY {
-                match attach_raw_syscall_entry(&mut ebpf) {
+            let raw_form = RAW_FORMS.iter().find(|(p, _, _)| *p == program);
+            if let (Some(&(_, raw, tp_name)), true) = (raw_form, raw_tracepoints) {
+                match attach_raw(&mut ebpf, raw, tp_name) {
                     Ok(link) => {
-                        info!("syscall entry hook: raw tracepoint sys_enter");
+                        info!(program, "attached as the raw tracepoint {tp_name}");
                         links.push(Link::Raw(link));
                         attached += 1;
                         continue;
                     }
                     Err(reason) => warn!(
-                        "syscall entry hook: the raw tracepoint sys_enter is not available \
-                         ({reason}); using the raw_syscalls:sys_enter trace event, which costs \
-                         every syscall on the host more"
+                        program,
+                        "the raw tracepoint {tp_name} is not available ({reason}); using the \
+                         trace event, which costs more per run and at shutdown"
                     ),
                 }
             }
@@ -313,24 +341,28 @@ fn fill_syscalls(ebpf: &mut Ebpf) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The syscall entry hook on the raw tracepoint (ebpf/src/syscalls.rs).
-fn attach_raw_syscall_entry(ebpf: &mut Ebpf) -> Result<RawTracePointLink, String> {
-    if PT_REGS_ARGS.enabled == 0 {
+/// `program` on the raw tracepoint `tracepoint`.
+fn attach_raw(
+    ebpf: &mut Ebpf,
+    program: &str,
+    tracepoint: &str,
+) -> Result<RawTracePointLink, String> {
+    if program == SYSCALL_ENTRY_RAW && PT_REGS_ARGS.enabled == 0 {
         return Err("no pt_regs layout for this architecture".into());
     }
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(SYSCALL_ENTRY_RAW)
+    let raw: &mut RawTracePoint = ebpf
+        .program_mut(program)
         .ok_or("program missing from the object")?
         .try_into()
         .map_err(|e| error_chain(&e))?;
-    program.load().map_err(|e| error_chain(&e))?;
-    let link = program
-        .attach("sys_enter")
-        .and_then(|id| program.take_link(id))
+    raw.load().map_err(|e| error_chain(&e))?;
+    let link = raw
+        .attach(tracepoint)
+        .and_then(|id| raw.take_link(id))
         .map_err(|e| error_chain(&e));
     if link.is_err() {
         // The trace event takes over; nothing of this one stays loaded.
-        let _ = program.unload();
+        let _ = raw.unload();
     }
     link
 }
