@@ -70,6 +70,16 @@ struct Conn {
     opened_ns: u64,
 }
 
+impl Conn {
+    fn info(&self) -> ConnInfo {
+        ConnInfo {
+            role: self.role,
+            endpoints: self.endpoints,
+            tgid: self.tgid,
+        }
+    }
+}
+
 /// Closed connections remembered for the bytes read after their close.
 const CLOSED_KEEP: usize = 4096;
 
@@ -126,20 +136,12 @@ impl ConnTable {
     }
 
     pub fn info(&self, sk: u64) -> Option<ConnInfo> {
-        self.conns.get(&sk).map(|c| ConnInfo {
-            role: c.role,
-            endpoints: c.endpoints,
-            tgid: c.tgid,
-        })
+        self.conns.get(&sk).map(Conn::info)
     }
 
     /// A connection closed lately (see `closed`).
     pub fn closed_info(&self, sk: u64) -> Option<ConnInfo> {
-        self.closed.get(&sk).map(|c| ConnInfo {
-            role: c.role,
-            endpoints: c.endpoints,
-            tgid: c.tgid,
-        })
+        self.closed.get(&sk).map(Conn::info)
     }
 
     pub fn gauges(&self) -> &Gauges {

@@ -285,7 +285,6 @@ impl Pipeline {
                     if let Some(conn) = self.table.closed_info(sk) {
                         self.sessions.late_data(
                             sk,
-                            conn.role,
                             dir,
                             &seg,
                             Instant::now(),

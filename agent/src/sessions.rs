@@ -148,31 +148,23 @@ impl Sessions {
         );
     }
 
-    /// Bytes the gateway read from a connection after the kernel closed it.
-    /// A response completes the upstream call in flight. A request is
-    /// abandoned (499) when [`Sessions::close_late`] ends it: the client is
-    /// gone. Without a deferred session (the kernel could not say what was
-    /// queued), only a client's bytes are parsed, from a fresh start: at an
-    /// unaccepted connection's reset nothing had been read yet.
+    /// Bytes the gateway read from a deferred connection (see
+    /// [`Sessions::defer`]) after the kernel closed it. A response completes
+    /// the upstream call in flight. A request is abandoned (499) when
+    /// [`Sessions::close_late`] ends it: the client is gone. Bytes of a
+    /// connection that was not deferred (the kernel could not read its queue:
+    /// no BTF) are not parsed.
     pub fn late_data(
         &mut self,
         sk: u64,
-        role: Role,
         dir: Direction,
         seg: &Segment,
         now: Instant,
         out: &mut Vec<HttpEvent>,
     ) {
-        let client_request = role == Role::Downstream && dir == Direction::Ingress;
-        if !client_request && !self.late.contains_key(&sk) {
+        let Some(late) = self.late.get_mut(&sk) else {
             return;
-        }
-        let late = self.late.entry(sk).or_insert_with(|| LateSession {
-            http: HttpConn::new(Side::Server),
-            side: Side::Server,
-            last_ns: seg.ts_ns,
-            touched: now,
-        });
+        };
         late.last_ns = late.last_ns.max(seg.ts_ns);
         late.touched = now;
         if seg.len == 0 {
@@ -265,10 +257,12 @@ mod tests {
         let mut s = Sessions::default();
         let mut out = Vec::new();
         let t0 = Instant::now();
+        // The client reset an unaccepted connection with its request queued.
+        s.open(7, Role::Downstream, false);
+        s.defer(7, 90, t0);
         // The head arrives in two reads, after the kernel closed the socket.
         s.late_data(
             7,
-            Role::Downstream,
             Direction::Ingress,
             &seg(100, b"GET /a?x=1 HTTP/1.1\r\nHo"),
             t0,
@@ -276,20 +270,12 @@ mod tests {
         );
         s.late_data(
             7,
-            Role::Downstream,
             Direction::Ingress,
             &seg(150, b"st: gs\r\n\r\n"),
             t0,
             &mut out,
         );
-        s.late_data(
-            7,
-            Role::Downstream,
-            Direction::Ingress,
-            &seg(160, b""),
-            t0,
-            &mut out,
-        );
+        s.late_data(7, Direction::Ingress, &seg(160, b""), t0, &mut out);
         assert!(out.is_empty());
         assert_eq!(s.phases(), PhaseCounts::default(), "not active");
         assert!(s.idle_late(t0 + LATE_IDLE / 2).is_empty());
@@ -323,14 +309,7 @@ mod tests {
         // The upstream answered and reset before the gateway read.
         s.defer(3, 20, t0);
         let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        s.late_data(
-            3,
-            Role::Upstream,
-            Direction::Ingress,
-            &seg(30, resp),
-            t0,
-            &mut out,
-        );
+        s.late_data(3, Direction::Ingress, &seg(30, resp), t0, &mut out);
         let [HttpEvent::Exchange(ex)] = &out[..] else {
             panic!("{out:?}");
         };
@@ -341,15 +320,8 @@ mod tests {
         out.clear();
         assert!(s.close_late(3, &mut out));
         assert!(out.is_empty(), "{out:?}");
-        // Without a deferred session an upstream's late bytes are not parsed.
-        s.late_data(
-            4,
-            Role::Upstream,
-            Direction::Ingress,
-            &seg(30, resp),
-            t0,
-            &mut out,
-        );
+        // Without a deferred session late bytes are not parsed.
+        s.late_data(4, Direction::Ingress, &seg(30, resp), t0, &mut out);
         assert!(out.is_empty() && s.idle_late(t0 + LATE_IDLE).is_empty());
     }
 }

@@ -524,6 +524,16 @@ http {{
         util::children_of(self.master_pid())
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) every worker: the kernel goes on
+    /// accepting connections and queuing bytes for them meanwhile.
+    pub fn freeze_workers(&self, frozen: bool) -> Result<()> {
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        for w in self.worker_pids() {
+            util::signal(w, sig)?;
+        }
+        Ok(())
+    }
+
     /// Master + live workers.
     pub fn process_count(&self) -> usize {
         1 + self.worker_pids().len()

@@ -695,10 +695,7 @@ fn client_resets_before_the_gateway_reads() -> Result<()> {
 
     // Workers stopped: the kernel completes each handshake and queues the
     // request, then the reset closes the socket, all before any accept().
-    let workers = scene.nginx.worker_pids();
-    for &w in &workers {
-        util::signal(w, libc::SIGSTOP)?;
-    }
+    scene.nginx.freeze_workers(true)?;
     let sent = (|| -> Result<()> {
         for _ in 0..N {
             let mut s = TcpStream::connect(scene.nginx.listen_addr())?;
@@ -707,9 +704,7 @@ fn client_resets_before_the_gateway_reads() -> Result<()> {
         }
         Ok(())
     })();
-    for &w in &workers {
-        util::signal(w, libc::SIGCONT)?;
-    }
+    scene.nginx.freeze_workers(false)?;
     sent?;
 
     let listener = [("listener", scene.nginx.listen_addr())];

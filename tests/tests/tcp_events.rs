@@ -70,14 +70,9 @@ fn upstream_reply_then_reset_is_read_after_the_close() -> Result<()> {
         "the request to reach the upstream",
         || Ok((scene.upstream.stats().bytes_received > up_base.bytes_received).then_some(())),
     )?;
-    let workers = scene.nginx.worker_pids();
-    for &w in &workers {
-        util::signal(w, libc::SIGSTOP)?;
-    }
+    scene.nginx.freeze_workers(true)?;
     std::thread::sleep(Duration::from_millis(500));
-    for &w in &workers {
-        util::signal(w, libc::SIGCONT)?;
-    }
+    scene.nginx.freeze_workers(false)?;
     let status = client.join().expect("client thread")?;
     ensure!(status == 200, "the client got {status}");
     let up = scene.upstream.stats();
