@@ -14,7 +14,7 @@ use std::{
 
 use rustc_hash::FxHashMap;
 
-use gatescope_common::{TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_SYN_SENT};
+use gatescope_common::TcpState;
 
 use crate::capture::decode::{Direction, Endpoints, Observation, Role, TcpEvent};
 
@@ -119,8 +119,11 @@ pub struct ConnTable {
     closed_order: VecDeque<(u64, u64)>,
 }
 
-fn is_open_state(state: u32) -> bool {
-    matches!(state, TCP_SYN_SENT | TCP_ESTABLISHED | TCP_CLOSE_WAIT)
+fn is_open_state(state: TcpState) -> bool {
+    matches!(
+        state,
+        TcpState::SYN_SENT | TcpState::ESTABLISHED | TcpState::CLOSE_WAIT
+    )
 }
 
 impl ConnTable {
@@ -268,13 +271,13 @@ impl ConnTable {
         self.set_open(sk, true);
     }
 
-    fn change_state(&mut self, sk: u64, new: u32, endpoints: Endpoints) {
+    fn change_state(&mut self, sk: u64, new: TcpState, endpoints: Endpoints) {
         let Some(conn) = self.conns.get_mut(&sk) else {
             return;
         };
         // The local port of an active open is assigned after SYN_SENT.
         conn.endpoints.local = endpoints.local;
-        if new == TCP_CLOSE {
+        if new == TcpState::CLOSE {
             self.remove(sk);
         } else {
             self.set_open(sk, is_open_state(new));
@@ -380,7 +383,6 @@ fn tcp_fact(role: Role, endpoints: &Endpoints, event: TcpEvent) -> Fact {
 
 #[cfg(test)]
 mod tests {
-    use gatescope_common::{TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK};
 
     use super::*;
 
@@ -408,11 +410,11 @@ mod tests {
         );
         facts
     }
-    fn state(table: &mut ConnTable, sk: u64, new: u32, endpoints: Endpoints) {
+    fn state(table: &mut ConnTable, sk: u64, new: TcpState, endpoints: Endpoints) {
         table.apply(
             &Observation::State {
                 sk,
-                old: 0,
+                old: TcpState(0),
                 new,
                 endpoints,
                 ts_ns: 0,
@@ -455,15 +457,15 @@ mod tests {
         );
         // Handled only once.
         assert_eq!(bytes(&mut t, 1, Direction::Ingress, 5).len(), 1);
-        state(&mut t, 1, TCP_FIN_WAIT1, e);
+        state(&mut t, 1, TcpState::FIN_WAIT1, e);
         assert_eq!(t.gauges().downstream_active, 0);
         assert_eq!(
             t.len(),
             1,
             "kept until CLOSE so late bytes are still attributed"
         );
-        state(&mut t, 1, TCP_FIN_WAIT2, e);
-        state(&mut t, 1, TCP_CLOSE, e);
+        state(&mut t, 1, TcpState::FIN_WAIT2, e);
+        state(&mut t, 1, TcpState::CLOSE, e);
         assert_eq!(
             (
                 t.len(),
@@ -479,13 +481,13 @@ mod tests {
         let mut t = ConnTable::new(10);
         let e = ep(GW, CLIENT);
         open(&mut t, 1, Role::Downstream, e);
-        state(&mut t, 1, TCP_CLOSE_WAIT, e);
+        state(&mut t, 1, TcpState::CLOSE_WAIT, e);
         assert_eq!(t.gauges().downstream_active, 1);
         // An EOF read is the gateway handling the connection, with no bytes.
         assert_eq!(bytes(&mut t, 1, Direction::Ingress, 0), vec![Fact::Handled]);
-        state(&mut t, 1, TCP_LAST_ACK, e);
+        state(&mut t, 1, TcpState::LAST_ACK, e);
         assert_eq!(t.gauges().downstream_active, 0);
-        state(&mut t, 1, TCP_CLOSE, e);
+        state(&mut t, 1, TcpState::CLOSE, e);
         assert_eq!(t.len(), 0);
     }
 
@@ -500,7 +502,7 @@ mod tests {
         );
         open(&mut t, 8, Role::Upstream, connecting);
         assert_eq!(t.gauges().upstream_open[&peer], 2);
-        state(&mut t, 7, TCP_ESTABLISHED, ep("127.0.0.1:40000", UP));
+        state(&mut t, 7, TcpState::ESTABLISHED, ep("127.0.0.1:40000", UP));
         assert_eq!(
             bytes(&mut t, 7, Direction::Egress, 300),
             vec![Fact::UpstreamBytes {
@@ -510,9 +512,9 @@ mod tests {
             }]
         );
         // Refused connect: SYN_SENT -> CLOSE.
-        state(&mut t, 8, TCP_CLOSE, connecting);
+        state(&mut t, 8, TcpState::CLOSE, connecting);
         assert_eq!(t.gauges().upstream_open[&peer], 1);
-        state(&mut t, 7, TCP_CLOSE, connecting);
+        state(&mut t, 7, TcpState::CLOSE, connecting);
         assert_eq!(t.gauges().upstream_open[&peer], 0);
         assert_eq!(t.gauges().tracked_upstream, 0);
     }
@@ -528,7 +530,7 @@ mod tests {
             }]
         );
         assert!(bytes(&mut t, 99, Direction::Ingress, 0).is_empty());
-        state(&mut t, 99, TCP_CLOSE, ep(GW, CLIENT)); // ignored
+        state(&mut t, 99, TcpState::CLOSE, ep(GW, CLIENT)); // ignored
         open(&mut t, 1, Role::Downstream, ep(GW, CLIENT));
         // Same address opens again without a close: one connection, not two.
         open(&mut t, 1, Role::Downstream, ep(GW, "127.0.0.1:50001"));
@@ -545,7 +547,7 @@ mod tests {
         let mut t = ConnTable::new(10);
         open(&mut t, 1, Role::Downstream, ep(GW, CLIENT));
         // The client's reset closed it before the gateway read its request.
-        state(&mut t, 1, TCP_CLOSE, ep(GW, CLIENT));
+        state(&mut t, 1, TcpState::CLOSE, ep(GW, CLIENT));
         let port = ep(GW, CLIENT).local.port();
         assert_eq!(
             bytes(&mut t, 1, Direction::Ingress, 43),
@@ -567,7 +569,7 @@ mod tests {
         );
         // A new connection at the address ends the closed one's claim.
         open(&mut t, 1, Role::Upstream, ep("127.0.0.1:40000", UP));
-        state(&mut t, 1, TCP_CLOSE, ep("127.0.0.1:40000", UP));
+        state(&mut t, 1, TcpState::CLOSE, ep("127.0.0.1:40000", UP));
         assert!(matches!(
             bytes(&mut t, 1, Direction::Ingress, 5)[..],
             [Fact::UpstreamBytes { len: 5, .. }]
@@ -579,7 +581,7 @@ mod tests {
         let mut t = ConnTable::new(CLOSED_KEEP + 10);
         for sk in 0..CLOSED_KEEP as u64 + 1 {
             open(&mut t, sk, Role::Downstream, ep(GW, CLIENT));
-            state(&mut t, sk, TCP_CLOSE, ep(GW, CLIENT));
+            state(&mut t, sk, TcpState::CLOSE, ep(GW, CLIENT));
         }
         assert_eq!(t.closed.len(), CLOSED_KEEP);
         assert!(matches!(
@@ -633,7 +635,7 @@ mod tests {
                 len: 40
             }]
         );
-        state(&mut t, 1, TCP_CLOSE, ep(GW, CLIENT));
+        state(&mut t, 1, TcpState::CLOSE, ep(GW, CLIENT));
         assert_eq!(t.gauges().downstream_active, 0);
     }
 
@@ -679,8 +681,8 @@ mod tests {
         t.apply(
             &Observation::State {
                 sk: 3,
-                old: TCP_ESTABLISHED,
-                new: TCP_CLOSE,
+                old: TcpState::ESTABLISHED,
+                new: TcpState::CLOSE,
                 endpoints: ep,
                 ts_ns: 1,
                 queued: 0,

@@ -10,10 +10,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use gatescope_common::{
-    LOST_REASONS, LOST_REASON_NAMES, LOST_RINGBUF_FULL, TCP_CLOSE, TCP_CLOSING, TCP_FIN_WAIT1,
-    TCP_LAST_ACK,
-};
+use gatescope_common::{LostReason, TcpState, LOST_REASONS, LOST_REASON_NAMES};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::watch,
@@ -301,7 +298,7 @@ impl Pipeline {
             // A reset with bytes still queued: the gateway reads them next.
             Observation::State {
                 sk,
-                new: TCP_CLOSE,
+                new: TcpState::CLOSE,
                 ts_ns,
                 queued: 1..,
                 ..
@@ -310,7 +307,7 @@ impl Pipeline {
             // from CLOSE_WAIT), both sides at once (CLOSING), or a reset.
             Observation::State {
                 sk,
-                new: TCP_FIN_WAIT1 | TCP_LAST_ACK | TCP_CLOSING | TCP_CLOSE,
+                new: TcpState::FIN_WAIT1 | TcpState::LAST_ACK | TcpState::CLOSING | TcpState::CLOSE,
                 ts_ns,
                 ..
             } => {
@@ -498,7 +495,7 @@ impl Pipeline {
                     .with_label_values(&[name])
                     .inc_by(total - *seen);
                 *seen = total;
-                if reason == LOST_RINGBUF_FULL {
+                if reason == LostReason::RINGBUF_FULL.0 {
                     self.sweeps.loss(Instant::now());
                 }
             }

@@ -90,7 +90,7 @@ pub fn mount_tracefs() -> std::io::Result<()> {
 
 /// Compares every field offset the programs read with the kernel's format.
 pub fn verify_tracepoints(tracefs: &Path) -> Result<(), StartError> {
-    for &(category, event, field, offset, size) in tp::EXPECTED {
+    for (category, event, field, offset, size) in tp::expected() {
         let name = format!("{category}:{event}");
         let path = tracefs
             .join("events")

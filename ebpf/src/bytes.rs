@@ -3,9 +3,7 @@
 //! current tgid says whether the gateway moved the bytes.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use gatescope_common::{
-    tp::sock_length as f, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS, IPPROTO_TCP, MSG_PEEK,
-};
+use gatescope_common::{tp::sock_length as f, Direction, AF_INET, AF_INET6, IPPROTO_TCP, MSG_PEEK};
 
 use crate::{
     emit::{current, field},
@@ -16,37 +14,37 @@ use crate::{
 
 #[tracepoint(category = "sock", name = "sock_send_length")]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    let _ = on_length(&ctx, DIR_EGRESS);
+    on_length(&ctx, Direction::EGRESS);
     0
 }
 
 #[tracepoint(category = "sock", name = "sock_recv_length")]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let _ = on_length(&ctx, DIR_INGRESS);
+    on_length(&ctx, Direction::INGRESS);
     0
 }
 
 #[inline(always)]
-fn on_length(ctx: &TracePointContext, dir: u32) -> Result<(), i32> {
+fn on_length(ctx: &TracePointContext, dir: Direction) {
     let (tgid, tid) = current();
     if !is_target(tgid) {
-        return Ok(());
+        return;
     }
     let family = field::<u16>(ctx, f::FAMILY);
     let protocol = field::<u16>(ctx, f::PROTOCOL);
     if (family != AF_INET && family != AF_INET6) || protocol != IPPROTO_TCP {
-        return Ok(());
+        return;
     }
     let ret = field::<i32>(ctx, f::RET);
-    if dir == DIR_INGRESS {
+    if dir == Direction::INGRESS {
         // A peek leaves the bytes queued: they are counted when really read.
         let flags = field::<i32>(ctx, f::FLAGS);
         // A read of 0 (EOF) is kept: it shows the gateway handled the socket.
         if flags & MSG_PEEK != 0 || ret < 0 {
-            return Ok(());
+            return;
         }
     } else if ret <= 0 {
-        return Ok(());
+        return;
     }
     let sk = field::<u64>(ctx, f::SK);
     // A socket open before gatescope started is claimed before its first
@@ -57,5 +55,4 @@ fn on_length(ctx: &TracePointContext, dir: u32) -> Result<(), i32> {
         claim_if_unknown(sk, tgid);
     }
     emit_data(dir, tgid, tid, sk, ret as u64);
-    Ok(())
 }

@@ -12,14 +12,12 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{
-    tp::inet_sock_set_state as f, tp::sys_exit, Event, SockInfo, Tuple, AF_INET, AF_INET6,
-    IPPROTO_TCP, KIND_ACCEPT, KIND_CONN_OPEN, KIND_LISTEN, KIND_STATE, LOST_SOCKS_FULL,
-    ROLE_DOWNSTREAM, ROLE_UPSTREAM, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
-    TCP_SYN_SENT,
+    tp::inet_sock_set_state as f, tp::sys_exit, Accept, ConnOpen, Listen, LostReason, Role,
+    SockInfo, State, TcpState, Tuple, AF_INET, AF_INET6, IPPROTO_TCP,
 };
 
 use crate::{
-    emit::{count_lost, current, field, new_event, submit},
+    emit::{count_lost, current, field, now, submit},
     maps::{is_target, LISTEN_PORTS, SOCKS},
     sock::queued_buffers,
     wire::{handshake_done, remember_peer},
@@ -27,36 +25,37 @@ use crate::{
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_set_state(&ctx);
+    on_set_state(&ctx);
     0
 }
 
-fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
+#[inline(always)]
+fn on_set_state(ctx: &TracePointContext) {
     let protocol = field::<u16>(ctx, f::PROTOCOL);
     if protocol != IPPROTO_TCP {
-        return Ok(());
+        return;
     }
     let sk = field::<u64>(ctx, f::SKADDR);
-    let old = field::<i32>(ctx, f::OLDSTATE) as u32;
-    let new = field::<i32>(ctx, f::NEWSTATE) as u32;
+    let old = TcpState(field::<i32>(ctx, f::OLDSTATE) as u32);
+    let new = TcpState(field::<i32>(ctx, f::NEWSTATE) as u32);
 
-    if new == TCP_LISTEN {
-        return on_listen(ctx, sk, old, new);
+    if new == TcpState::LISTEN {
+        return on_listen(ctx);
     }
 
     // An opening transition always starts a new connection, whatever the
     // socket's address held before: a stale entry (a socket freed without a
     // close we saw, its memory reused) must not swallow a new open.
-    let opening = if old == TCP_CLOSE && new == TCP_SYN_SENT {
+    let opening = if old == TcpState::CLOSE && new == TcpState::SYN_SENT {
         let (tgid, _) = current();
-        Some(is_target(tgid).then_some((ROLE_UPSTREAM, tgid)))
-    } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
+        Some(is_target(tgid).then_some((Role::UPSTREAM, tgid)))
+    } else if old == TcpState::SYN_RECV && new == TcpState::ESTABLISHED {
         let sport = field::<u16>(ctx, f::SPORT);
         // SAFETY: existence check only.
         Some(
             unsafe { LISTEN_PORTS.get(sport) }
                 .is_some()
-                .then_some((ROLE_DOWNSTREAM, 0)),
+                .then_some((Role::DOWNSTREAM, 0)),
         )
     } else {
         None
@@ -67,26 +66,34 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         // Not the gateway's: forget anything the address held before.
         Some(None) => {
             let _ = SOCKS.remove(sk);
-            return Ok(());
+            return;
         }
         None => {
             // SAFETY: the value is copied out immediately.
             if let Some(info) = unsafe { SOCKS.get(sk) }.copied() {
-                let mut event = new_event(KIND_STATE);
-                event.role = info.role;
-                event.tgid = info.tgid;
-                fill(ctx, &mut event, sk, old, new)?;
-                if new == TCP_CLOSE {
-                    // Bytes the gateway may still read: the agent keeps the
-                    // connection's HTTP parsing open for them.
-                    event.value = i64::from(queued_buffers(sk));
-                }
-                submit(&event);
-                if new == TCP_CLOSE {
+                let ts_ns = now();
+                let tuple = tuple(ctx);
+                // Bytes the gateway may still read: the agent keeps the
+                // connection's HTTP parsing open for them.
+                let queued = if new == TcpState::CLOSE {
+                    queued_buffers(sk)
+                } else {
+                    0
+                };
+                let state = State {
+                    sk,
+                    old,
+                    new,
+                    queued,
+                    _pad: 0,
+                    tuple,
+                };
+                submit(info.tgid, 0, ts_ns, state);
+                if new == TcpState::CLOSE {
                     let _ = SOCKS.remove(sk);
                 }
             }
-            return Ok(());
+            return;
         }
     };
 
@@ -94,27 +101,30 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     // this address is replaced in place). A connection has one opening
     // transition, so a refused one is counted once; its later transitions
     // find no entry and emit nothing.
-    let mut event = new_event(KIND_CONN_OPEN);
+    let ts_ns = now();
     let info = SockInfo {
         role,
         tgid,
-        opened_ns: event.ts_ns,
+        opened_ns: ts_ns,
     };
     if SOCKS.insert(sk, info, 0).is_err() {
-        count_lost(LOST_SOCKS_FULL);
-        return Ok(());
+        count_lost(LostReason::SOCKS_FULL);
+        return;
     }
-    event.role = role;
-    event.tgid = tgid;
-    fill(ctx, &mut event, sk, old, new)?;
-    if role == ROLE_UPSTREAM {
-        remember_peer(&event.tuple);
-    } else if let Some((ns, ifindex)) = handshake_done(&v4_unmapped(event.tuple), event.ts_ns) {
-        event.value = ns as i64;
-        event.tid = ifindex;
+    let mut open = ConnOpen {
+        sk,
+        role,
+        ifindex: 0,
+        handshake_ns: 0,
+        tuple: tuple(ctx),
+    };
+    if role == Role::UPSTREAM {
+        remember_peer(&open.tuple);
+    } else if let Some((ns, ifindex)) = handshake_done(&v4_unmapped(open.tuple), ts_ns) {
+        open.handshake_ns = ns;
+        open.ifindex = ifindex;
     }
-    submit(&event);
-    Ok(())
+    submit(tgid, 0, ts_ns, open);
 }
 
 /// inet_csk_listen_start() moves the socket to LISTEN in the listen() caller
@@ -124,36 +134,24 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 /// bind, and /proc at the next reconcile covers the rest. Removal is the
 /// agent's (reconcile), which also sees listeners closing.
 #[inline(always)]
-fn on_listen(ctx: &TracePointContext, sk: u64, old: u32, new: u32) -> Result<(), i32> {
+fn on_listen(ctx: &TracePointContext) {
     let (tgid, tid) = current();
     if !is_target(tgid) {
-        return Ok(());
+        return;
     }
     let sport = field::<u16>(ctx, f::SPORT);
     if sport == 0 {
-        return Ok(());
+        return;
     }
-    let mut event = new_event(KIND_LISTEN);
+    let ts_ns = now();
     // Failure means the map is full; the agent's reconcile reports that.
-    let _ = LISTEN_PORTS.insert(sport, event.ts_ns, 0);
-    event.tgid = tgid;
-    event.tid = tid;
-    fill(ctx, &mut event, sk, old, new)?;
-    submit(&event);
-    Ok(())
+    let _ = LISTEN_PORTS.insert(sport, ts_ns, 0);
+    submit(tgid, tid, ts_ns, Listen { tuple: tuple(ctx) });
 }
 
+/// The socket's addresses from the record.
 #[inline(always)]
-fn fill(
-    ctx: &TracePointContext,
-    event: &mut Event,
-    sk: u64,
-    old: u32,
-    new: u32,
-) -> Result<(), i32> {
-    event.sk = sk;
-    event.old_state = old;
-    event.new_state = new;
+fn tuple(ctx: &TracePointContext) -> Tuple {
     let family = field::<u16>(ctx, f::FAMILY);
     let mut tuple = Tuple {
         family,
@@ -171,8 +169,7 @@ fn fill(
         tuple.laddr = v6(ctx, f::SADDR_V6);
         tuple.raddr = v6(ctx, f::DADDR_V6);
     }
-    event.tuple = tuple;
-    Ok(())
+    tuple
 }
 
 /// An IPv4 client of a dual-stack (IPv6) listener shows as ::ffff:a.b.c.d
@@ -225,9 +222,9 @@ fn on_accept_exit(ctx: &TracePointContext) {
     if ret < 0 {
         return;
     }
-    let mut event = new_event(KIND_ACCEPT);
-    event.tgid = tgid;
-    event.tid = tid;
-    event.value = ret;
-    submit(&event);
+    let accept = Accept {
+        fd: ret as u32,
+        _pad: 0,
+    };
+    submit(tgid, tid, now(), accept);
 }

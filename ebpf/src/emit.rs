@@ -1,4 +1,4 @@
-//! Getting events to the agent, and counting every one that does not make it.
+//! Getting records to the agent, and counting every one that does not make it.
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
@@ -6,7 +6,7 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use gatescope_common::{Event, LOST_RINGBUF_FULL};
+use gatescope_common::{LostReason, Payload, Record};
 
 use crate::maps::{EVENTS, LOST};
 
@@ -29,15 +29,11 @@ pub fn current() -> (u32, u32) {
     ((id >> 32) as u32, id as u32)
 }
 
-/// A zeroed event of `kind`, stamped with the current time.
+/// The time a record is stamped with (CLOCK_MONOTONIC, ns).
 #[inline(always)]
-pub fn new_event(kind: u32) -> Event {
-    Event {
-        kind,
-        // SAFETY: a helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        ..Event::default()
-    }
+pub fn now() -> u64 {
+    // SAFETY: a helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// Ring buffer flags for the next submission. Records are submitted without
@@ -55,16 +51,19 @@ pub fn wakeup_flags() -> u64 {
     }
 }
 
+/// Sends a record of `data`'s kind for process `tgid` (thread `tid`),
+/// stamped `ts_ns` (from [`now`]).
 #[inline(always)]
-pub fn submit(event: &Event) {
-    if EVENTS.output::<Event>(event, wakeup_flags()).is_err() {
-        count_lost(LOST_RINGBUF_FULL);
+pub fn submit<T: Payload>(tgid: u32, tid: u32, ts_ns: u64, data: T) {
+    let record = Record::new(tgid, tid, ts_ns, data);
+    if EVENTS.output::<Record<T>>(&record, wakeup_flags()).is_err() {
+        count_lost(LostReason::RINGBUF_FULL);
     }
 }
 
 #[inline(always)]
-pub fn count_lost(reason: u32) {
-    if let Some(counter) = LOST.get_ptr_mut(reason) {
+pub fn count_lost(reason: LostReason) {
+    if let Some(counter) = LOST.get_ptr_mut(reason.0) {
         // SAFETY: per-CPU slot, and programs do not migrate while running.
         unsafe { *counter += 1 };
     }

@@ -5,13 +5,10 @@
 //! emits no CO-RE relocations, ../shared/KERNEL.md), its role decided by
 //! whether its local port is a listening port of the gateway.
 
-use gatescope_common::{
-    SockInfo, Tuple, AF_INET, AF_INET6, KIND_CONN_FOUND, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
-    TCP_CLOSE_WAIT, TCP_ESTABLISHED,
-};
+use gatescope_common::{ConnFound, Role, SockInfo, TcpState, Tuple, AF_INET, AF_INET6};
 
 use crate::{
-    emit::{new_event, submit},
+    emit::{now, submit},
     maps::{LISTEN_PORTS, SOCKS},
     sock::{offsets, read},
     wire::remember_peer,
@@ -31,8 +28,8 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
     // client's RST is still read after the kernel closed the socket (tcp_recvmsg
     // serves the receive queue before the error). Claiming it would open a
     // connection no TCP_CLOSE will ever end.
-    match read::<u8>(sk, off.state).map(u32::from) {
-        Some(TCP_ESTABLISHED | TCP_CLOSE_WAIT) => {}
+    match read::<u8>(sk, off.state).map(|s| TcpState(u32::from(s))) {
+        Some(TcpState::ESTABLISHED | TcpState::CLOSE_WAIT) => {}
         _ => return,
     }
     let Some(family) = read::<u16>(sk, off.family) else {
@@ -71,31 +68,32 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
     }
     // SAFETY: existence check only.
     let role = if unsafe { LISTEN_PORTS.get(lport) }.is_some() {
-        ROLE_DOWNSTREAM
+        Role::DOWNSTREAM
     } else {
-        ROLE_UPSTREAM
+        Role::UPSTREAM
     };
     // A full map is not counted here: this runs on every transfer of an
     // unknown socket, so a count would repeat per read and write. Such a
     // socket is either one whose open was refused (counted once, in conn.rs)
     // or one open before we started (its bytes go to untracked bytes); the
     // claim is tried again on its next transfer.
-    let mut event = new_event(KIND_CONN_FOUND);
+    let ts_ns = now();
     let info = SockInfo {
         role,
         tgid,
-        opened_ns: event.ts_ns,
+        opened_ns: ts_ns,
     };
     if SOCKS.insert(sk, info, 0).is_err() {
         return;
     }
-    event.role = role;
-    event.tgid = tgid;
-    event.sk = sk;
-    event.new_state = TCP_ESTABLISHED;
-    event.tuple = tuple;
-    if role == ROLE_UPSTREAM {
-        remember_peer(&event.tuple);
+    if role == Role::UPSTREAM {
+        remember_peer(&tuple);
     }
-    submit(&event);
+    let found = ConnFound {
+        sk,
+        role,
+        _pad: 0,
+        tuple,
+    };
+    submit(tgid, 0, ts_ns, found);
 }

@@ -34,13 +34,13 @@ pub static DISCOVER: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(DI
 
 /// Sockets owned by targets, keyed by `struct sock` address. A plain,
 /// preallocated hash map, not an LRU one: when it is full a new connection is
-/// refused (and counted as `LOST_SOCKS_FULL`) instead of the kernel silently
+/// refused (and counted as `LostReason::SOCKS_FULL`) instead of the kernel silently
 /// evicting a live connection's entry. The agent sets the capacity at load
 /// time (`--max-sockets`); entries leave at `TCP_CLOSE`.
 #[map]
 pub static SOCKS: HashMap<u64, SockInfo> = HashMap::with_max_entries(SOCKS_MAX, 0);
 
-/// Lost-event counters by reason (`LOST_*`), per CPU so increments need no atomics.
+/// Lost-event counters by reason (`LostReason`), per CPU so increments need no atomics.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_REASONS, 0);
 

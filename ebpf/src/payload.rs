@@ -15,12 +15,12 @@ use core::{cmp::min, mem::size_of, ptr::read_volatile};
 
 use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
 use gatescope_common::{
-    DataEvent, DataHeader, SyscallArgs, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT,
-    DATA_HEAD_MAX, DATA_TAIL_MAX, KIND_DATA, LOST_ARGS_FULL,
+    Data, DataEvent, DataHeader, Direction, LostReason, SyscallArgs, ARGS_BUF, ARGS_IOVEC,
+    ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX,
 };
 
 use crate::{
-    emit::{count_lost, current, new_event, wakeup_flags},
+    emit::{count_lost, current, now, wakeup_flags},
     maps::{is_target, ARGS, EVENTS, SCRATCH},
 };
 
@@ -74,31 +74,28 @@ pub fn save(kind: u32, args: impl FnOnce() -> Option<(u64, u64)>) {
         count,
     };
     if ARGS.insert(tid, args, 0).is_err() {
-        count_lost(LOST_ARGS_FULL);
+        count_lost(LostReason::ARGS_FULL);
     }
 }
 
 /// Emits a data record for `len` bytes moved on socket `sk` by the current
 /// thread, with head and tail when its buffer is known.
 #[inline(always)]
-pub fn emit_data(dir: u32, tgid: u32, tid: u32, sk: u64, len: u64) {
+pub fn emit_data(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64) {
     let Some(event) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
     let event: &mut DataEvent = unsafe { &mut *event };
-    let stamp = new_event(KIND_DATA);
-    event.header = DataHeader {
-        kind: KIND_DATA,
-        dir,
-        tgid,
-        tid,
-        ts_ns: stamp.ts_ns,
+    let data = Data {
         sk,
         len,
+        dir,
         head_len: 0,
         tail_len: 0,
+        _pad: 0,
     };
+    event.header = DataHeader::new(tgid, tid, now(), data);
     if len > 0 {
         // SAFETY: copied out at once.
         if let Some(args) = unsafe { ARGS.get(tid) }.copied() {
@@ -106,7 +103,7 @@ pub fn emit_data(dir: u32, tgid: u32, tid: u32, sk: u64, len: u64) {
             capture(event, &args, len);
         }
     }
-    let head = (event.header.head_len as usize) & (DATA_HEAD_MAX * 2 - 1);
+    let head = (event.header.data.head_len as usize) & (DATA_HEAD_MAX * 2 - 1);
     let size = size_of::<DataHeader>() + DATA_TAIL_MAX + head;
     if size > size_of::<DataEvent>() {
         return;
@@ -115,7 +112,7 @@ pub fn emit_data(dir: u32, tgid: u32, tid: u32, sk: u64, len: u64) {
     let record =
         unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
-        count_lost(gatescope_common::LOST_RINGBUF_FULL);
+        count_lost(LostReason::RINGBUF_FULL);
     }
 }
 
@@ -145,11 +142,14 @@ fn capture(event: &mut DataEvent, args: &SyscallArgs, len: u64) {
 fn capture_buf(event: &mut DataEvent, buf: u64, len: u64, cap: u64) {
     let head = min(len, cap) as usize;
     if read_into(event, DATA_TAIL_MAX, buf, head) {
-        event.header.head_len = head as u32;
+        event.header.data.head_len = head as u32;
     }
-    let tail = min(len - event.header.head_len as u64, DATA_TAIL_MAX as u64) as usize;
+    let tail = min(
+        len - event.header.data.head_len as u64,
+        DATA_TAIL_MAX as u64,
+    ) as usize;
     if tail > 0 && read_into(event, 0, buf + len - tail as u64, tail) {
-        event.header.tail_len = tail as u32;
+        event.header.data.tail_len = tail as u32;
     }
 }
 
@@ -177,7 +177,7 @@ fn capture_iovecs(event: &mut DataEvent, iov: u64, count: u64, len: u64, cap: u6
         }
         filled += n as u64;
     }
-    event.header.head_len = filled as u32;
+    event.header.data.head_len = filled as u32;
 
     // Tail: the end of the transfer lies in the iovec where the running
     // total reaches `len`; take what of it is past the head.
@@ -193,7 +193,7 @@ fn capture_iovecs(event: &mut DataEvent, iov: u64, count: u64, len: u64, cap: u6
             let in_this = len - before;
             let tail = min(min(in_this, len - filled), DATA_TAIL_MAX as u64) as usize;
             if tail > 0 && read_into(event, 0, v.base + in_this - tail as u64, tail) {
-                event.header.tail_len = tail as u32;
+                event.header.data.tail_len = tail as u32;
             }
             break;
         }

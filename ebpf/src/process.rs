@@ -8,10 +8,10 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use gatescope_common::{tp, KIND_EXEC, KIND_EXIT, KIND_FORK, LOST_TARGETS_FULL};
+use gatescope_common::{tp, Exec, Exit, Fork, LostReason};
 
 use crate::{
-    emit::{count_lost, current, field, new_event, submit},
+    emit::{count_lost, current, field, now, submit},
     maps::{is_target, DISCOVER, TARGETS},
 };
 
@@ -26,14 +26,14 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     }
     let child = field::<i32>(&ctx, tp::sched_process_fork::CHILD_PID);
     if TARGETS.insert(child as u32, 1, 0).is_err() {
-        count_lost(LOST_TARGETS_FULL);
+        count_lost(LostReason::TARGETS_FULL);
         return 0;
     }
-    let mut event = new_event(KIND_FORK);
-    event.tgid = tgid;
-    event.tid = tid;
-    event.value = child as i64;
-    submit(&event);
+    let fork = Fork {
+        child: child as u32,
+        _pad: 0,
+    };
+    submit(tgid, tid, now(), fork);
     0
 }
 
@@ -65,10 +65,7 @@ fn on_exit(group_dead: impl FnOnce() -> bool) {
     }
     if group_dead() {
         let _ = TARGETS.remove(tgid);
-        let mut event = new_event(KIND_EXIT);
-        event.tgid = tgid;
-        event.tid = tid;
-        submit(&event);
+        submit(tgid, tid, now(), Exit {});
     }
 }
 
@@ -93,12 +90,9 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if TARGETS.insert(pid, 1, 0).is_err() {
-        count_lost(LOST_TARGETS_FULL);
+        count_lost(LostReason::TARGETS_FULL);
         return 0;
     }
-    let mut event = new_event(KIND_EXEC);
-    event.tgid = pid;
-    event.tid = pid;
-    submit(&event);
+    submit(pid, pid, now(), Exec {});
     0
 }

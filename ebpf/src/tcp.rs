@@ -8,13 +8,10 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
-use gatescope_common::{
-    tp, Tuple, AF_INET, AF_INET6, KIND_TCP, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
-    TCP_EVENT_RESET_RECEIVED, TCP_EVENT_RESET_SENT, TCP_EVENT_RETRANSMIT,
-};
+use gatescope_common::{tp, Role, Tcp, TcpEvent, Tuple, AF_INET, AF_INET6};
 
 use crate::{
-    emit::{current, field, new_event, submit},
+    emit::{current, field, now, submit},
     maps::{is_target, LISTEN_PORTS, SOCKS},
 };
 
@@ -22,7 +19,7 @@ use crate::{
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     on_tcp_event(
         field::<u64>(&ctx, tp::tcp_skb::SKADDR),
-        TCP_EVENT_RETRANSMIT,
+        TcpEvent::RETRANSMIT,
     );
     0
 }
@@ -34,14 +31,14 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 /// sock *sk, const struct sk_buff *skb)` (include/trace/events/tcp.h).
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb_raw(ctx: RawTracePointContext) -> i32 {
-    on_tcp_event(ctx.arg::<u64>(0), TCP_EVENT_RETRANSMIT);
+    on_tcp_event(ctx.arg::<u64>(0), TcpEvent::RETRANSMIT);
     0
 }
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let sk = field::<u64>(&ctx, tp::tcp_skb::SKADDR);
-    if !on_tcp_event(sk, TCP_EVENT_RESET_SENT) && sk != 0 {
+    if !on_tcp_event(sk, TcpEvent::RESET_SENT) && sk != 0 {
         closed_socket_reset(&ctx);
     }
     0
@@ -77,16 +74,18 @@ fn closed_socket_reset(ctx: &TracePointContext) {
     }
     // SAFETY: existence check only.
     let listening = unsafe { LISTEN_PORTS.get(tuple.lport) }.is_some();
-    let mut event = new_event(KIND_TCP);
-    event.role = if listening {
-        ROLE_DOWNSTREAM
+    let role = if listening {
+        Role::DOWNSTREAM
     } else {
-        ROLE_UPSTREAM
+        Role::UPSTREAM
     };
-    event.tgid = tgid;
-    event.value = TCP_EVENT_RESET_SENT;
-    event.tuple = tuple;
-    submit(&event);
+    let reset = Tcp {
+        sk: 0,
+        event: TcpEvent::RESET_SENT,
+        role,
+        tuple,
+    };
+    submit(tgid, 0, now(), reset);
 }
 
 /// 16 address bytes as four u32 loads (these record offsets are only
@@ -117,7 +116,7 @@ fn word(ctx: &TracePointContext, offset: usize) -> [u8; 4] {
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     on_tcp_event(
         field::<u64>(&ctx, tp::tcp_receive_reset::SKADDR),
-        TCP_EVENT_RESET_RECEIVED,
+        TcpEvent::RESET_RECEIVED,
     );
     0
 }
@@ -125,13 +124,13 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 /// `TP_PROTO(struct sock *sk)`.
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn tcp_receive_reset_raw(ctx: RawTracePointContext) -> i32 {
-    on_tcp_event(ctx.arg::<u64>(0), TCP_EVENT_RESET_RECEIVED);
+    on_tcp_event(ctx.arg::<u64>(0), TcpEvent::RESET_RECEIVED);
     0
 }
 
 /// Reports `what` on tracked socket `sk`; false when `sk` is not tracked.
 #[inline(always)]
-fn on_tcp_event(sk: u64, what: i64) -> bool {
+fn on_tcp_event(sk: u64, what: TcpEvent) -> bool {
     // A reset answering a segment for no socket has no address: not ours.
     if sk == 0 {
         return false;
@@ -140,11 +139,12 @@ fn on_tcp_event(sk: u64, what: i64) -> bool {
     let Some(info) = (unsafe { SOCKS.get(sk) }).copied() else {
         return false;
     };
-    let mut event = new_event(KIND_TCP);
-    event.role = info.role;
-    event.tgid = info.tgid;
-    event.sk = sk;
-    event.value = what;
-    submit(&event);
+    let event = Tcp {
+        sk,
+        event: what,
+        role: info.role,
+        tuple: Tuple::default(),
+    };
+    submit(info.tgid, 0, now(), event);
     true
 }

@@ -15,8 +15,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use gatescope_common::{
-    FlowKey, PeerKey, SynSeen, Tuple, WireCounts, WireKey, AF_INET, AF_INET6, DIR_EGRESS,
-    DIR_INGRESS, LOST_PEERS_FULL, LOST_WIRE_FULL, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
+    Direction, FlowKey, LostReason, PeerKey, Role, SynSeen, Tuple, WireCounts, WireKey, AF_INET,
+    AF_INET6,
 };
 
 use crate::{
@@ -63,14 +63,26 @@ fn observe(ctx: &SkBuffContext) -> Result<(), i64> {
     // PEERS lookup, so a packet that is not the gateway's costs two
     // LISTEN_PORTS lookups.
     let (role, dir, port, family, addr) = if is_peer(p.family, &p.daddr, p.dport) {
-        (ROLE_UPSTREAM, DIR_EGRESS, p.dport, p.family, p.daddr)
+        (
+            Role::UPSTREAM,
+            Direction::EGRESS,
+            p.dport,
+            p.family,
+            p.daddr,
+        )
     } else if is_peer(p.family, &p.saddr, p.sport) {
-        (ROLE_UPSTREAM, DIR_INGRESS, p.sport, p.family, p.saddr)
+        (
+            Role::UPSTREAM,
+            Direction::INGRESS,
+            p.sport,
+            p.family,
+            p.saddr,
+        )
     } else if is_listen_port(p.dport) {
         handshake(&p, ifindex);
-        (ROLE_DOWNSTREAM, DIR_INGRESS, p.dport, 0, [0; 16])
+        (Role::DOWNSTREAM, Direction::INGRESS, p.dport, 0, [0; 16])
     } else if is_listen_port(p.sport) {
-        (ROLE_DOWNSTREAM, DIR_EGRESS, p.sport, 0, [0; 16])
+        (Role::DOWNSTREAM, Direction::EGRESS, p.sport, 0, [0; 16])
     } else {
         return Ok(());
     };
@@ -101,7 +113,7 @@ fn observe(ctx: &SkBuffContext) -> Result<(), i64> {
         syns,
     };
     if WIRE.insert(key, first, 0).is_err() {
-        count_lost(LOST_WIRE_FULL);
+        count_lost(LostReason::WIRE_FULL);
     }
     Ok(())
 }
@@ -123,7 +135,7 @@ pub fn remember_peer(tuple: &Tuple) {
     };
     if let Err(e) = PEERS.insert(key, 1, BPF_NOEXIST as u64) {
         if e == -E2BIG {
-            count_lost(LOST_PEERS_FULL);
+            count_lost(LostReason::PEERS_FULL);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use gatescope_common::{WireCounts, WireKey, AF_INET6, DIR_INGRESS, ROLE_DOWNSTREAM};
+use gatescope_common::{Direction, Role, WireCounts, WireKey, AF_INET6};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use super::register;
@@ -137,12 +137,12 @@ impl WireMetrics {
                 continue;
             }
             let interface = labels.interface(key.ifindex);
-            let dir = if key.dir == DIR_INGRESS {
+            let dir = if key.dir == Direction::INGRESS {
                 "ingress"
             } else {
                 "egress"
             };
-            let (side, who) = if key.role == ROLE_DOWNSTREAM {
+            let (side, who) = if key.role == Role::DOWNSTREAM {
                 (&self.downstream, labels.listener(key.port))
             } else {
                 (&self.upstream, peer(key).to_string())
@@ -152,7 +152,7 @@ impl WireMetrics {
             side.bytes.with_label_values(&l).inc_by(bytes);
             side.resets.with_label_values(&l).inc_by(resets);
             // The gateway's own SYNs to its upstreams are not client attempts.
-            if syns > 0 && key.role == ROLE_DOWNSTREAM && key.dir == DIR_INGRESS {
+            if syns > 0 && key.role == Role::DOWNSTREAM && key.dir == Direction::INGRESS {
                 self.syns
                     .with_label_values(&[interface.as_str(), who.as_str()])
                     .inc_by(syns);
@@ -185,7 +185,7 @@ fn peer(key: &WireKey) -> SocketAddr {
 mod tests {
     use super::*;
     use crate::metrics::render;
-    use gatescope_common::{AF_INET, DIR_EGRESS, ROLE_UPSTREAM};
+    use gatescope_common::AF_INET;
 
     struct Names;
     impl Labels for Names {
@@ -212,8 +212,8 @@ mod tests {
         let mut m = WireMetrics::new(&registry);
         let down = WireKey {
             ifindex: 1,
-            role: ROLE_DOWNSTREAM,
-            dir: DIR_INGRESS,
+            role: Role::DOWNSTREAM,
+            dir: Direction::INGRESS,
             port: 8080,
             ..WireKey::default()
         };
@@ -221,8 +221,8 @@ mod tests {
         addr[..4].copy_from_slice(&[127, 0, 0, 1]);
         let up = WireKey {
             ifindex: 1,
-            role: ROLE_UPSTREAM,
-            dir: DIR_EGRESS,
+            role: Role::UPSTREAM,
+            dir: Direction::EGRESS,
             port: 9000,
             family: AF_INET,
             addr,

@@ -1,0 +1,208 @@
+//! Maps and globals the programs share with the agent: names, capacities, keys and values.
+
+use crate::values::{Direction, Role};
+
+/// Ring buffer holding every record ([`crate::records`]) for the agent.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// `HashMap<u32 tgid/tid, u32>`: processes (and their threads) being observed.
+pub const MAP_TARGETS: &str = "TARGETS";
+/// `HashMap<u16 port, u64>`: TCP ports the targets listen on (host byte
+/// order). The value is the `bpf_ktime_get_ns()` of the `listen()` the kernel
+/// saw when a program added the port, 0 when the agent added it from /proc.
+pub const MAP_LISTEN_PORTS: &str = "LISTEN_PORTS";
+/// `HashMap<[u8; COMM_LEN], u32>`: command names (`--discover`) whose
+/// processes become targets when they exec.
+pub const MAP_DISCOVER: &str = "DISCOVER";
+/// `HashMap<u64 sock address, SockInfo>` (preallocated, fixed size): TCP
+/// sockets owned by targets.
+pub const MAP_SOCKS: &str = "SOCKS";
+/// `PerCpuArray<u64>` indexed by [`crate::values::LostReason`]: every place
+/// an event can be lost.
+pub const MAP_LOST: &str = "LOST";
+/// `HashMap<u32 tid, SyscallArgs>`: buffer arguments of a target thread's
+/// send/recv-family syscall in progress, joined at sock_*_length.
+pub const MAP_ARGS: &str = "ARGS";
+/// `PerCpuHashMap<WireKey, WireCounts>`: packets seen by the socket filter on
+/// the gateway's listening ports and upstream peers.
+pub const MAP_WIRE: &str = "WIRE";
+/// `HashMap<PeerKey, u32>`: upstream peers the gateway connected to, so the
+/// socket filter can tell their packets from other traffic.
+pub const MAP_PEERS: &str = "PEERS";
+/// `LruHashMap<FlowKey, SynSeen>`: a client's first SYN, until its handshake
+/// completes.
+pub const MAP_HANDSHAKES: &str = "HANDSHAKES";
+/// The socket filter program (attached by the agent to AF_PACKET sockets).
+pub const PROGRAM_WIRE: &str = "wire";
+/// `Array<u32>` indexed by syscall number: what the raw syscall tracepoints
+/// do for it (`ARGS_*`, [`SYSCALL_CLEAR`]). The agent fills it with its
+/// architecture's numbers, so the programs need none compiled in.
+pub const MAP_SYSCALLS: &str = "SYSCALLS";
+/// Global (`.rodata`) holding the head capture size in bytes.
+pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
+/// Global (`.rodata`) holding [`crate::offsets::SockOffsets`].
+pub const GLOBAL_SOCK_OFFSETS: &str = "SOCK_OFFSETS";
+/// Global (`.rodata`) holding [`crate::offsets::PtRegsArgs`].
+pub const GLOBAL_PT_REGS_ARGS: &str = "PT_REGS_ARGS";
+
+/// Capacity of [`MAP_TARGETS`]: processes plus threads of all targets.
+pub const TARGETS_MAX: u32 = 16_384;
+/// Capacity of [`MAP_LISTEN_PORTS`].
+pub const LISTEN_PORTS_MAX: u32 = 1_024;
+/// Capacity of [`MAP_DISCOVER`]: distinct `--discover` names.
+pub const DISCOVER_MAX: u32 = 64;
+/// A task's command name as the kernel keeps it (`TASK_COMM_LEN`): at most
+/// 15 bytes and a NUL, NUL-padded by `bpf_get_current_comm`.
+pub const COMM_LEN: usize = 16;
+/// Default capacity of [`MAP_SOCKS`] (the agent's `--max-sockets`). When it
+/// is full new connections are refused and counted
+/// ([`crate::values::LostReason::SOCKS_FULL`]), never evicted; closed
+/// connections free their entries.
+pub const SOCKS_MAX: u32 = 262_144;
+/// Capacity of [`MAP_WIRE`]: (interface, port or peer, direction) keys.
+pub const WIRE_MAX: u32 = 4_096;
+/// Capacity of [`MAP_PEERS`].
+pub const PEERS_MAX: u32 = 4_096;
+/// Capacity of [`MAP_HANDSHAKES`]; LRU, so a SYN flood that never completes
+/// its handshakes pushes out only untimed handshakes, never other state.
+pub const HANDSHAKES_MAX: u32 = 65_536;
+/// Capacity of [`MAP_SYSCALLS`]: syscall numbers below it (x86_64 and
+/// arm64 use fewer than 500).
+pub const SYSCALLS_MAX: u32 = 1_024;
+/// Capacity of [`MAP_ARGS`]: threads inside a send/recv syscall at once.
+pub const ARGS_MAX: u32 = 16_384;
+/// Default ring buffer size; the agent may override it at load time.
+pub const EVENTS_DEFAULT_BYTES: u32 = 4 << 20;
+
+/// What the kernel remembers about a tracked socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockInfo {
+    pub role: Role,
+    pub tgid: u32,
+    /// `ts_ns` of the connection's open (or found) record: which connection
+    /// at this socket address the entry is, so the agent can tell a stale
+    /// entry of its own from the kernel's current one.
+    pub opened_ns: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers without implicit padding (size asserted).
+unsafe impl aya::Pod for SockInfo {}
+
+/// How a syscall passed its buffer (`SyscallArgs::kind`), and the
+/// [`MAP_SYSCALLS`] value of the syscalls that pass it so.
+pub const ARGS_BUF: u32 = 1;
+pub const ARGS_IOVEC: u32 = 2;
+pub const ARGS_MSGHDR: u32 = 3;
+/// [`MAP_SYSCALLS`]: a transfer that the length tracepoints may see but whose
+/// buffer is not one of the above (sendfile, splice, the mmsg calls,
+/// io_uring): any saved buffer is forgotten.
+pub const SYSCALL_CLEAR: u32 = 4;
+
+/// A send/recv-family syscall's buffer, saved at `raw_syscalls:sys_enter`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallArgs {
+    /// `ARGS_*`.
+    pub kind: u32,
+    pub _pad: u32,
+    /// User address of the buffer, the iovec array or the msghdr.
+    pub ptr: u64,
+    /// Buffer length or iovec count (unused for msghdr).
+    pub count: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers without implicit padding (size asserted).
+unsafe impl aya::Pod for SyscallArgs {}
+
+/// A wire-view counter's key. Downstream keys are per listening port
+/// (`family` and `addr` zero); upstream keys per peer address and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WireKey {
+    pub ifindex: u32,
+    pub role: Role,
+    /// From the gateway's point of view.
+    pub dir: Direction,
+    pub port: u16,
+    pub family: u16,
+    pub addr: [u8; 16],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers without implicit padding (size asserted).
+unsafe impl aya::Pod for WireKey {}
+
+/// A wire-view counter's value. `bytes` are IP bytes (headers included) as
+/// they crossed the interface, segment by segment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WireCounts {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Segments with RST set.
+    pub resets: u64,
+    /// Segments with SYN set and ACK clear (connection attempts).
+    pub syns: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers without implicit padding (size asserted).
+unsafe impl aya::Pod for WireCounts {}
+
+/// An upstream peer as the socket filter matches it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers without implicit padding (size asserted).
+unsafe impl aya::Pod for PeerKey {}
+
+/// When and where the socket filter saw a client's first SYN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynSeen {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers without implicit padding (size asserted).
+unsafe impl aya::Pod for SynSeen {}
+
+/// A client's connection during its handshake, as the packets name it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub family: u16,
+    pub client_port: u16,
+    pub server_port: u16,
+    pub _pad: u16,
+    pub client: [u8; 16],
+    pub server: [u8; 16],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers without implicit padding (size asserted).
+unsafe impl aya::Pod for FlowKey {}
+
+// Map layouts are shared with the kernel: fail the build, not the run, if a
+// field change introduces implicit padding.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<SockInfo>() == 16);
+    assert!(size_of::<SyscallArgs>() == 24);
+    assert!(size_of::<WireKey>() == 32);
+    assert!(size_of::<WireCounts>() == 32);
+    assert!(size_of::<PeerKey>() == 20);
+    assert!(size_of::<FlowKey>() == 40);
+    assert!(size_of::<SynSeen>() == 16);
+};
