@@ -36,7 +36,7 @@ use crate::{
     capture::{
         decode::KINDS,
         wire::{Selection, Taps},
-        Capture,
+        Capture, CaptureConfig,
     },
     cli::Args,
     error::StartError,
@@ -104,15 +104,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         warn!("{e}: connections open before gatescope started will not be attributed");
         gatescope_common::SockOffsets::default()
     });
-    let (mut capture, mut maps, events) = Capture::load(
-        args.ring_buffer_bytes,
-        args.capture_bytes,
+    let (capture, mut maps, events) = Capture::load(&CaptureConfig {
+        ring_buffer_bytes: args.ring_buffer_bytes,
+        capture_bytes: args.capture_bytes,
         max_sockets,
-        &sock_offsets,
-        &args.discover,
-        args.raw_tracepoints,
-    )?;
-    check::log_hooks(capture.ebpf_mut());
+        sock_offsets,
+        discover: &args.discover,
+        raw_tracepoints: args.raw_tracepoints,
+    })?;
     let node_id = args
         .node_id
         .clone()

@@ -118,6 +118,23 @@ const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
     _pad: 0,
 };
 
+/// What [`Capture::load`] loads and how.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig<'a> {
+    /// Ring buffer size (`--ring-buffer-bytes`): a power of two, at least 4096.
+    pub ring_buffer_bytes: u32,
+    /// Head capture per transfer (`--capture-bytes`), at most `DATA_HEAD_MAX`.
+    pub capture_bytes: u32,
+    /// Capacity of the socket map (`--max-sockets`).
+    pub max_sockets: u32,
+    /// `struct sock` offsets from BTF (`enabled == 0` without BTF).
+    pub sock_offsets: SockOffsets,
+    /// Command names (`--discover`) whose execs become targets.
+    pub discover: &'a [String],
+    /// Lets the programs in [`RAW_FORMS`] use their raw tracepoint form.
+    pub raw_tracepoints: bool,
+}
+
 /// One attachment; dropping it detaches the program.
 enum Link {
     TraceEvent(#[allow(dead_code)] TracePointLink),
@@ -176,24 +193,20 @@ impl Capture {
         });
     }
 
-    /// The loaded object, for the start-up hook probe.
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self._ebpf
-    }
-
-    /// Loads and attaches everything, the socket map sized `max_sockets`;
-    /// returns the programs' owner, the maps the pipeline maintains, and the
-    /// ring buffer it reads. `discover` are the command names
-    /// (`--discover`) whose execs become targets. `raw_tracepoints` lets
-    /// the programs in [`RAW_FORMS`] use their raw tracepoint form.
+    /// Loads and attaches everything as `config` says; returns the
+    /// programs' owner, the maps the pipeline maintains, and the ring buffer
+    /// it reads. Logs the hooks it chose.
     pub fn load(
-        ring_buffer_bytes: u32,
-        capture_bytes: u32,
-        max_sockets: u32,
-        sock_offsets: &SockOffsets,
-        discover: &[String],
-        raw_tracepoints: bool,
+        config: &CaptureConfig<'_>,
     ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
+        let &CaptureConfig {
+            ring_buffer_bytes,
+            capture_bytes,
+            max_sockets,
+            ref sock_offsets,
+            discover,
+            raw_tracepoints,
+        } = config;
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
             return Err(StartError::RingBufferSize(ring_buffer_bytes));
         }
@@ -232,6 +245,10 @@ impl Capture {
         }
         let mut attached = 0;
         let mut links = Vec::new();
+        // Which programs run on raw tracepoints and which on trace events,
+        // for the start-up line.
+        let mut on_raw = Vec::new();
+        let mut on_trace_events = Vec::new();
         for &(program, tracepoints) in PROGRAMS {
             let attach_err = |(category, name): (&str, &str), reason: String| StartError::Attach {
                 program: program.into(),
@@ -245,6 +262,7 @@ impl Capture {
                     Ok(link) => {
                         info!(program, "attached as the raw tracepoint {tp_name}");
                         links.push(Link::Raw(link));
+                        on_raw.push(program);
                         attached += 1;
                         continue;
                     }
@@ -274,6 +292,7 @@ impl Capture {
                 links.push(Link::TraceEvent(link));
                 debug!(program, "attached to {category}:{name}");
             }
+            on_trace_events.push(program);
             attached += 1;
         }
 
@@ -283,6 +302,10 @@ impl Capture {
         let wire_program = load_wire(&mut ebpf)
             .map_err(|reason| warn!("wire view off: the socket filter does not load: {reason}"))
             .ok();
+        info!(
+            "{}",
+            hooks_line(&on_raw, &on_trace_events, wire_program.is_some())
+        );
 
         let events = take(&mut ebpf, MAP_EVENTS)?;
         let maps = Maps {
@@ -303,6 +326,26 @@ impl Capture {
             events,
         ))
     }
+}
+
+/// The start-up line naming the hooks chosen: "hooks: process
+/// tracking=tracepoint, ...; raw tracepoints: sys_enter, ...; trace events:
+/// ...". Only `gatescope check` tries the hook types the agent does not use.
+fn hooks_line(on_raw: &[&str], on_trace_events: &[&str], wire: bool) -> String {
+    let list = |programs: &[&str]| {
+        if programs.is_empty() {
+            "none".to_owned()
+        } else {
+            programs.join(", ")
+        }
+    };
+    format!(
+        "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall \
+         tracepoints, wire view={}; raw tracepoints: {}; trace events: {}",
+        if wire { "socket filter" } else { "off" },
+        list(on_raw),
+        list(on_trace_events),
+    )
 }
 
 /// This architecture's numbers of the syscalls the raw syscall hooks act
@@ -437,6 +480,25 @@ mod tests {
                 format!("--max-sockets {bad} must be between 1 and {MAX_SOCKETS_LIMIT}")
             );
         }
+    }
+
+    #[test]
+    fn start_up_line_names_the_hooks_chosen() {
+        assert_eq!(
+            hooks_line(
+                &["sys_enter", "sched_process_exit"],
+                &["sched_process_fork"],
+                true
+            ),
+            "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall \
+             tracepoints, wire view=socket filter; raw tracepoints: sys_enter, \
+             sched_process_exit; trace events: sched_process_fork"
+        );
+        assert_eq!(
+            hooks_line(&[], &["sys_enter"], false),
+            "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall \
+             tracepoints, wire view=off; raw tracepoints: none; trace events: sys_enter"
+        );
     }
 
     #[test]

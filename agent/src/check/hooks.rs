@@ -39,16 +39,6 @@ impl Hook {
         Hook::SocketFilter,
     ];
 
-    /// What the agent does not already prove by attaching its tracepoints.
-    pub const OPTIONAL: [Hook; 6] = [
-        Hook::RawTracepoint,
-        Hook::BtfTracepoint,
-        Hook::Fentry,
-        Hook::Kprobe,
-        Hook::Uprobe,
-        Hook::SocketFilter,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Hook::Tracepoint => "tracepoint",
@@ -161,8 +151,10 @@ impl HookResult {
     }
 }
 
+/// Loads and attaches one program per hook, detaching at once. The probe
+/// programs are unloaded again; the agent's own tracepoint program is left
 /// loaded (only `gatescope check`, which exits next, tries it).
-pub(super) fn probe_hooks(ebpf: &mut Ebpf, hooks: &[Hook], detach: Detach) -> Vec<HookResult> {
+pub(super) fn probe_hooks(ebpf: &mut Ebpf, hooks: &[Hook]) -> Vec<HookResult> {
     // Parsed once, and only when a hook needs it.
     let mut btf: Option<Result<Btf, String>> = None;
     hooks
@@ -178,7 +170,7 @@ pub(super) fn probe_hooks(ebpf: &mut Ebpf, hooks: &[Hook], detach: Detach) -> Ve
                 ),
                 Some(program) => {
                     let started = Instant::now();
-                    let r = probe_one(program, hook, &mut btf, detach);
+                    let r = probe_one(program, hook, &mut btf);
                     debug!(hook = hook.name(), elapsed = ?started.elapsed(), "probed");
                     r
                 }
@@ -196,7 +188,6 @@ pub(super) fn probe_one(
     program: &mut Program,
     hook: Hook,
     btf: &mut Option<Result<Btf, String>>,
-    detach: Detach,
 ) -> (Outcome, Outcome) {
     // BTF is parsed at most once per probe, only for the hooks that need it.
     let btf = move || -> Result<&Btf, String> {
@@ -269,20 +260,9 @@ pub(super) fn probe_one(
                 let id = p
                     .attach("getpid", &libc, UProbeScope::CallingProcess)
                     .map_err(|e| reason(&e))?;
-                match detach {
-                    Detach::Now => p.detach(id).map_err(|e| reason(&e)),
-                    Detach::InBackground => {
-                        // Unregistering a uprobe waits for the kernel's RCU
-                        // grace periods (~140 ms here): off the start-up path.
-                        let link = p.take_link(id).map_err(|e| reason(&e))?;
-                        std::thread::spawn(move || drop(link));
-                        Ok(())
-                    }
-                }
+                p.detach(id).map_err(|e| reason(&e))
             },
-            // A program whose link is still being dropped stays loaded (until the
-            // agent exits), so the programs the agent holds are stable.
-            detach == Detach::Now,
+            true,
         ),
         Hook::SocketFilter => try_hook_with::<SocketFilter>(
             program,
@@ -296,14 +276,6 @@ pub(super) fn probe_one(
             true,
         ),
     }
-}
-
-/// When a probe's attachment is undone: at once (`gatescope check`), or, for
-/// the slow ones, on a thread of its own (agent start).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Detach {
-    Now,
-    InBackground,
 }
 
 /// Program types whose probe program can be unloaded again.

@@ -3,9 +3,10 @@
 //! attach is detached again at once), prints a table, says what gatescope
 //! uses for each job, and exits non-zero when the core cannot run.
 //!
-//! The agent runs the hook part of the same probe at start ([`log_hooks`]) to
-//! log its choice per job. The tracepoint path is complete on its own; the
-//! other hook types are optional accelerators or later features.
+//! Only `gatescope check` tries every hook type; the agent logs at start the
+//! hooks it attached (capture/mod.rs). The tracepoint path is complete on
+//! its own; the other hook types are optional accelerators or later
+//! features.
 //!
 //! `hooks` tries each hook type, `host` reads what needs no eBPF
 //! (capabilities, tracefs, libc), `report` renders the table and the verdict;
@@ -15,11 +16,10 @@ mod hooks;
 mod host;
 mod report;
 
-use std::{fs, path::Path, process::ExitCode, time::Instant};
+use std::{fs, path::Path, process::ExitCode};
 
-use aya::{Ebpf, EbpfLoader};
+use aya::EbpfLoader;
 use gatescope_common::{EVENTS_DEFAULT_BYTES, MAP_EVENTS};
-use tracing::{debug, info};
 
 use crate::{capture::OBJECT, identity};
 
@@ -57,7 +57,7 @@ pub fn probe_host() -> Report {
                 Some(_) => Outcome::No(format!("{MAP_EVENTS} is not a ring buffer")),
                 None => Outcome::No(format!("{MAP_EVENTS} missing from the object")),
             };
-            let hooks = probe_hooks(&mut ebpf, &Hook::ALL, Detach::Now);
+            let hooks = probe_hooks(&mut ebpf, &Hook::ALL);
             (ring_buffer, hooks)
         }
         Err(e) => {
@@ -83,53 +83,6 @@ pub fn probe_host() -> Report {
     }
 }
 
-/// At agent start: which optional hook types work here, tried on the
-/// agent's loaded object, logged as the choice per job. Never fails.
-pub fn log_hooks(ebpf: &mut Ebpf) {
-    let started = Instant::now();
-    let hooks = probe_hooks(ebpf, &Hook::OPTIONAL, Detach::InBackground);
-    debug!(elapsed = ?started.elapsed(), "hook probe done");
-    info!("{}", hooks_line(&hooks));
-}
-
-/// "hooks: process tracking=tracepoint, ...; fentry unavailable (EPERM), ..."
-pub fn hooks_line(hooks: &[HookResult]) -> String {
-    let wire = match hooks.iter().find(|h| h.hook == Hook::SocketFilter) {
-        Some(h) if h.works() => "socket filter",
-        Some(_) => "off",
-        None => "not probed",
-    };
-    let optional = hooks
-        .iter()
-        .filter(|h| h.hook != Hook::SocketFilter)
-        .map(|h| {
-            let name = match h.hook {
-                Hook::Tracepoint => "tracepoints",
-                Hook::RawTracepoint => "raw tracepoints",
-                Hook::BtfTracepoint => "BTF tracepoints",
-                Hook::Fentry => "fentry",
-                Hook::Kprobe => "kprobes",
-                Hook::Uprobe => "uprobes",
-                Hook::SocketFilter => "socket filters",
-            };
-            if h.works() {
-                format!("{name} available")
-            } else {
-                format!("{name} unavailable ({})", h.short_reason())
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "hooks: process tracking=tracepoint, connections=tracepoint, \
-         payload=syscall tracepoints, wire view={wire}; {optional} (optional accelerators: \
-         none used yet)"
-    )
-}
-
-/// Loads and attaches one program per hook, detaching at once. The probe
-/// programs are unloaded again (but for the uprobe one while its link is
-/// dropped in the background); the agent's own tracepoint program is left
 #[cfg(test)]
 mod tests {
     use std::{io, path::PathBuf};
@@ -288,18 +241,6 @@ mod tests {
         assert!(r
             .render()
             .contains("wire view             off: socket filters unavailable here: EPERM"));
-    }
-
-    #[test]
-    fn start_up_line_names_the_choice_and_the_unavailable_accelerators() {
-        let hooks = this_machine().hooks[1..].to_vec();
-        assert_eq!(
-            hooks_line(&hooks),
-            "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall \
-             tracepoints, wire view=socket filter; raw tracepoints available, BTF tracepoints \
-             available, fentry unavailable (EPERM), kprobes unavailable (not built into this \
-             kernel), uprobes available (optional accelerators: none used yet)"
-        );
     }
 
     #[test]
