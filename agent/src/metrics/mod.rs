@@ -9,6 +9,9 @@ mod kong;
 mod native;
 mod wire;
 
+#[cfg(test)]
+mod golden;
+
 use std::{collections::HashMap, net::SocketAddr};
 
 use prometheus::{
