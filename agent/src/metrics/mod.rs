@@ -3,10 +3,10 @@
 //! (`--metrics-compat kong`). Families without a Kong equivalent keep
 //! gatescope's names in both modes.
 
+mod downstream;
+mod families;
 mod health;
 mod http;
-mod kong;
-mod native;
 mod wire;
 
 #[cfg(test)]
@@ -14,9 +14,7 @@ mod golden;
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use prometheus::{
-    core::Collector, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry, TextEncoder};
 
 /// Cached counter handles per family, at most (bounded like the labels).
 const HANDLE_CACHE_MAX: usize = 4096;
@@ -26,7 +24,12 @@ pub use http::MetricGroups;
 
 use gatescope_common::{WireCounts, WireKey};
 
-use self::{http::HttpMetrics, wire::WireMetrics};
+use self::{
+    downstream::Downstream,
+    families::{Stat, KONG, NATIVE},
+    http::HttpMetrics,
+    wire::WireMetrics,
+};
 use crate::{
     capture::decode::Direction,
     cli::Compat,
@@ -35,23 +38,6 @@ use crate::{
     http::Anomaly,
     routes::{Role, RouteInput, Router},
 };
-
-/// The downstream connection families that exist in both naming schemes.
-trait Downstream: Send {
-    fn accepted(&mut self);
-    fn handled(&mut self);
-    fn active(&mut self, value: u64);
-    /// stub_status's reading / writing / waiting connections.
-    fn phases(&mut self, reading: u64, writing: u64, waiting: u64);
-    /// One more client request (stub_status's requests).
-    fn request(&mut self);
-}
-
-fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: &C) {
-    registry
-        .register(Box::new(collector.clone()))
-        .expect("metric names are unique");
-}
 
 pub struct Identity<'a> {
     pub node_id: &'a str,
@@ -63,10 +49,13 @@ pub struct Identity<'a> {
 /// the registry.
 pub struct Metrics {
     registry: Registry,
-    downstream: Box<dyn Downstream>,
+    /// stub_status's families, under the schema's names.
+    downstream: Downstream,
     /// Per listening socket, in both modes (Kong's bandwidth is per route).
     downstream_bytes: IntCounterVec,
     http: HttpMetrics,
+    /// non_http, desync, resync.
+    anomalies: [IntCounter; 3],
     upstream_open: IntGaugeVec,
     upstream_opened: IntCounterVec,
     upstream_bytes: IntCounterVec,
@@ -86,92 +75,31 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(compat: Compat, id: &Identity, event_kinds: &[&str], groups: MetricGroups) -> Self {
         let registry = Registry::new();
-        let downstream: Box<dyn Downstream> = match compat {
-            Compat::None => Box::new(native::Native::new(&registry)),
-            Compat::Kong => Box::new(kong::Kong::new(&registry, id.node_id, id.version)),
+        let schema = match compat {
+            Compat::None => &NATIVE,
+            Compat::Kong => &KONG,
         };
-        let http = HttpMetrics::new(&registry, compat == Compat::Kong, groups);
-        let downstream_bytes = IntCounterVec::new(
-            Opts::new(
-                "gatescope_downstream_bytes_total",
-                "TCP payload bytes the gateway received (ingress) or sent (egress) on client connections, per listening socket",
-            ),
-            &["listener", "direction"],
-        )
-        .expect("valid metric");
-        register(&registry, &downstream_bytes);
-        let upstream_open = IntGaugeVec::new(
-            Opts::new(
-                "gatescope_upstream_connections",
-                "Open connections from the gateway to each upstream peer (connecting, established, or half-closed by the peer)",
-            ),
-            &["peer"],
-        )
-        .expect("valid metric");
-        let upstream_opened = IntCounterVec::new(
-            Opts::new(
-                "gatescope_upstream_connections_opened_total",
-                "Connections the gateway started to each upstream peer",
-            ),
-            &["peer"],
-        )
-        .expect("valid metric");
-        let upstream_bytes = IntCounterVec::new(
-            Opts::new(
-                "gatescope_upstream_bytes_total",
-                "TCP payload bytes the gateway received from (ingress) or sent to (egress) each upstream peer",
-            ),
-            &["peer", "direction"],
-        )
-        .expect("valid metric");
-        let untracked_bytes = IntCounterVec::new(
-            Opts::new(
-                "gatescope_untracked_bytes_total",
-                "Bytes the gateway moved on TCP sockets whose connection gatescope did not see open (e.g. open before it started)",
-            ),
-            &["direction"],
-        )
-        .expect("valid metric");
-        register(&registry, &upstream_open);
-        register(&registry, &upstream_opened);
-        register(&registry, &upstream_bytes);
-        register(&registry, &untracked_bytes);
-        let downstream_tcp = IntCounterVec::new(
-            Opts::new(
-                "gatescope_downstream_tcp_events_total",
-                "Retransmissions and resets on client connections, per listening socket (tcp:* tracepoints)",
-            ),
-            &["listener", "event"],
-        )
-        .expect("valid metric");
-        let upstream_tcp = IntCounterVec::new(
-            Opts::new(
-                "gatescope_upstream_tcp_events_total",
-                "Retransmissions and resets on connections to each upstream peer (tcp:* tracepoints)",
-            ),
-            &["peer", "event"],
-        )
-        .expect("valid metric");
-        register(&registry, &downstream_tcp);
-        register(&registry, &upstream_tcp);
+        let downstream = Downstream::new(&registry, schema, id.node_id, id.version);
+        let http = HttpMetrics::new(&registry, &schema.http, downstream.clone(), groups);
+        let anomalies = families::HTTP_ANOMALIES.counter(&registry);
+        let untracked_bytes = families::UNTRACKED_BYTES.counter(&registry);
         for dir in [Direction::Ingress, Direction::Egress] {
             untracked_bytes.with_label_values(&[dir.as_str()]);
         }
-        let wire = WireMetrics::new(&registry);
-        let health = Health::new(&registry, id.version, id.kernel, event_kinds);
         Metrics {
-            registry,
             downstream,
-            downstream_bytes,
+            downstream_bytes: families::DOWNSTREAM_BYTES.counter(&registry),
             http,
-            upstream_open,
-            upstream_opened,
-            upstream_bytes,
+            anomalies: ["non_http", "desync", "resync"].map(|k| anomalies.with_label_values(&[k])),
+            upstream_open: families::UPSTREAM_CONNECTIONS.gauge(&registry),
+            upstream_opened: families::UPSTREAM_OPENED.counter(&registry),
+            upstream_bytes: families::UPSTREAM_BYTES.counter(&registry),
             untracked_bytes,
-            downstream_tcp,
-            upstream_tcp,
-            wire,
-            health,
+            downstream_tcp: families::DOWNSTREAM_TCP_EVENTS.counter(&registry),
+            upstream_tcp: families::UPSTREAM_TCP_EVENTS.counter(&registry),
+            wire: WireMetrics::new(&registry),
+            health: Health::new(&registry, id.version, id.kernel, event_kinds),
+            registry,
             listeners: HashMap::new(),
             downstream_bytes_by: HashMap::new(),
             upstream_bytes_by: HashMap::new(),
@@ -239,8 +167,8 @@ impl Metrics {
 
     pub fn record(&mut self, fact: &Fact) {
         match *fact {
-            Fact::Accepted => self.downstream.accepted(),
-            Fact::Handled => self.downstream.handled(),
+            Fact::Accepted => self.downstream.add(Stat::Accepted, 1),
+            Fact::Handled => self.downstream.add(Stat::Handled, 1),
             Fact::DownstreamBytes { port, dir, len } => {
                 if let Some(counter) = self.downstream_bytes_by.get(&(port, dir)) {
                     counter.inc_by(len);
@@ -305,7 +233,7 @@ impl Metrics {
                 listener,
                 upstream,
             } => {
-                self.downstream.request();
+                self.http.request_read();
                 if !self.http.wants_downstream_route() {
                     return;
                 }
@@ -347,16 +275,23 @@ impl Metrics {
 
     /// stub_status's reading / writing / waiting downstream connections.
     pub fn set_phases(&mut self, reading: u64, writing: u64, waiting: u64) {
-        self.downstream.phases(reading, writing, waiting);
+        self.downstream.set(Stat::Reading, reading);
+        self.downstream.set(Stat::Writing, writing);
+        self.downstream.set(Stat::Waiting, waiting);
     }
 
     pub fn record_anomaly(&mut self, a: &Anomaly) {
-        self.http.anomaly(a);
+        let i = match a {
+            Anomaly::NonHttp { .. } => 0,
+            Anomaly::Desync => 1,
+            Anomaly::Resync { .. } => 2,
+        };
+        self.anomalies[i].inc();
     }
 
     /// Copies the connection table's gauges.
     pub fn set_gauges(&mut self, gauges: &Gauges) {
-        self.downstream.active(gauges.downstream_active);
+        self.downstream.set(Stat::Active, gauges.downstream_active);
         for (peer, open) in &gauges.upstream_open {
             self.upstream_open
                 .with_label_values(&[&peer.to_string()])
