@@ -21,7 +21,8 @@ use crate::{
     conntrack::{Fact, Gauges},
     correlate::{Completed, UpstreamLeg},
     http::{Anomaly, Exchange},
-    routes::Router,
+    label::{Labeller, Router},
+    sinks::{request_log::RequestLog, Sinks},
 };
 
 const ID: Identity = Identity {
@@ -186,14 +187,12 @@ fn counts(packets: u64, bytes: u64, resets: u64, syns: u64) -> WireCounts {
     }
 }
 
-/// Feeds one finished exchange to the export stage.
-fn export(m: &mut Metrics, router: &mut Router, done: &Completed, _remote: SocketAddr) {
-    m.record_exchange(done, router);
-}
-
 /// Every kind of input, in a fixed order; then the exposition.
-fn run(compat: Compat, groups: MetricGroups, mut router: Router) -> String {
-    let mut m = Metrics::new(compat, &ID, &["bytes", "http", "close"], groups);
+fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
+    let mut m = Metrics::new(compat, &ID, &["bytes", "http", "close"]);
+    let mut sinks = Sinks::default();
+    sinks.push(m.http(groups));
+    let mut labeller = Labeller::new(router, sinks.needs());
     let peer = addr("127.0.0.1:9000");
     m.set_listeners(&[addr("127.0.0.1:8080"), addr("[::1]:8443")]);
     m.health.set_capacity("ring_buffer_bytes", 1 << 20);
@@ -298,7 +297,7 @@ fn run(compat: Compat, groups: MetricGroups, mut router: Router) -> String {
         m.record_anomaly(&a);
     }
     for (done, remote) in exchanges() {
-        export(&mut m, &mut router, &done, remote);
+        sinks.exchange(&labeller.label(done, remote));
     }
     m.handshake("eth0", 8080, 0.0004);
     m.handshake("eth0", 8080, 0.03);
@@ -467,11 +466,13 @@ fn golden_some_groups() {
 fn golden_request_log() {
     let path = std::env::temp_dir().join(format!("gatescope-golden-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let mut log = crate::requestlog::RequestLog::create(&path).unwrap();
+    let mut sinks = Sinks::default();
+    sinks.push(RequestLog::create(&path).unwrap());
+    let mut labeller = Labeller::new(auto_router(), sinks.needs());
     for (done, remote) in exchanges() {
-        log.write(&done, remote).unwrap();
+        sinks.exchange(&labeller.label(done, remote));
     }
-    log.flush().unwrap();
+    sinks.flush();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     check("request_log.jsonl", &text);

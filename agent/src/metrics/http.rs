@@ -15,7 +15,7 @@ use super::{
     downstream::Downstream,
     families::{self, Stat, UpstreamTime},
 };
-use crate::{correlate::UpstreamLeg, http::Exchange};
+use crate::{correlate::UpstreamLeg, http::Exchange, label::Source};
 
 /// Optional metric groups, switched like the Kong plugin's
 /// `status_code_metrics`, `latency_metrics`, `bandwidth_metrics` and
@@ -43,10 +43,6 @@ impl Default for MetricGroups {
     }
 }
 
-/// Label values Kong's `source` takes.
-const SOURCE_SERVICE: &str = "service";
-const SOURCE_GATEWAY: &str = "kong";
-
 /// Cached (peer, code) handles kept; beyond it the registry is asked each time.
 const MAX_PEER_HANDLES: usize = 4096;
 
@@ -54,8 +50,8 @@ const MAX_PEER_HANDLES: usize = 4096;
 /// observed series are exported (as Kong does).
 #[derive(Default)]
 struct RouteHandles {
-    /// (status, from the service, counter)
-    codes: Vec<(u16, bool, IntCounter)>,
+    /// (status, source, counter)
+    codes: Vec<(u16, Source, IntCounter)>,
     request_latency: Option<Histogram>,
     upstream_latency: Option<Histogram>,
     gateway_latency: Option<Histogram>,
@@ -140,11 +136,13 @@ impl HttpMetrics {
         self.stub_status.add(Stat::Requests, 1);
     }
 
-    /// A client's exchange with the gateway, labelled `service`/`route`.
+    /// A client's exchange with the gateway, answered by `source`, labelled
+    /// `service`/`route`.
     pub fn downstream(
         &mut self,
         ex: &Exchange,
         leg: Option<&UpstreamLeg>,
+        source: Source,
         service: &Arc<str>,
         route: &Arc<str>,
     ) {
@@ -167,19 +165,13 @@ impl HttpMetrics {
         };
 
         if let Some(family) = requests {
-            let from_service = leg.is_some() && ex.status != 499;
             let found = h
                 .codes
                 .iter()
-                .position(|(code, s, _)| *code == ex.status && *s == from_service);
+                .position(|(code, s, _)| *code == ex.status && *s == source);
             let i = found.unwrap_or_else(|| {
-                let source = if from_service {
-                    SOURCE_SERVICE
-                } else {
-                    SOURCE_GATEWAY
-                };
-                let counter = with_labels(family, &[&ex.status.to_string(), source]);
-                h.codes.push((ex.status, from_service, counter));
+                let counter = with_labels(family, &[&ex.status.to_string(), source.as_str()]);
+                h.codes.push((ex.status, source, counter));
                 h.codes.len() - 1
             });
             h.codes[i].2.inc();

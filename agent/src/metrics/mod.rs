@@ -1,7 +1,8 @@
-//! Last stage, export: facts from the connection table and finished HTTP
-//! exchanges become Prometheus families, under gatescope's names or Kong's
-//! (`--metrics-compat kong`). Families without a Kong equivalent keep
-//! gatescope's names in both modes.
+//! The Prometheus registry: facts from the connection table, the parser's
+//! anomalies, the wire view and the agent's health become families under
+//! gatescope's names or Kong's (`--metrics-compat kong`); finished exchanges
+//! reach the HTTP families through the metrics sink (sinks/metrics.rs). Each
+//! family is described once, in families.rs.
 
 mod downstream;
 mod families;
@@ -20,23 +21,20 @@ use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry, TextEncoder};
 const HANDLE_CACHE_MAX: usize = 4096;
 
 pub use health::Health;
-pub use http::MetricGroups;
+pub use http::{HttpMetrics, MetricGroups};
 
 use gatescope_common::{WireCounts, WireKey};
 
 use self::{
     downstream::Downstream,
-    families::{Stat, KONG, NATIVE},
-    http::HttpMetrics,
+    families::{Schema, Stat, KONG, NATIVE},
     wire::WireMetrics,
 };
 use crate::{
     capture::decode::Direction,
     cli::Compat,
     conntrack::{Fact, Gauges},
-    correlate::Completed,
     http::Anomaly,
-    routes::{Role, RouteInput, Router},
 };
 
 pub struct Identity<'a> {
@@ -49,11 +47,12 @@ pub struct Identity<'a> {
 /// the registry.
 pub struct Metrics {
     registry: Registry,
+    /// The naming schema (`--metrics-compat`).
+    schema: &'static Schema,
     /// stub_status's families, under the schema's names.
     downstream: Downstream,
     /// Per listening socket, in both modes (Kong's bandwidth is per route).
     downstream_bytes: IntCounterVec,
-    http: HttpMetrics,
     /// non_http, desync, resync.
     anomalies: [IntCounter; 3],
     upstream_open: IntGaugeVec,
@@ -73,23 +72,22 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(compat: Compat, id: &Identity, event_kinds: &[&str], groups: MetricGroups) -> Self {
+    pub fn new(compat: Compat, id: &Identity, event_kinds: &[&str]) -> Self {
         let registry = Registry::new();
         let schema = match compat {
             Compat::None => &NATIVE,
             Compat::Kong => &KONG,
         };
         let downstream = Downstream::new(&registry, schema, id.node_id, id.version);
-        let http = HttpMetrics::new(&registry, &schema.http, downstream.clone(), groups);
         let anomalies = families::HTTP_ANOMALIES.counter(&registry);
         let untracked_bytes = families::UNTRACKED_BYTES.counter(&registry);
         for dir in [Direction::Ingress, Direction::Egress] {
             untracked_bytes.with_label_values(&[dir.as_str()]);
         }
         Metrics {
+            schema,
             downstream,
             downstream_bytes: families::DOWNSTREAM_BYTES.counter(&registry),
-            http,
             anomalies: ["non_http", "desync", "resync"].map(|k| anomalies.with_label_values(&[k])),
             upstream_open: families::UPSTREAM_CONNECTIONS.gauge(&registry),
             upstream_opened: families::UPSTREAM_OPENED.counter(&registry),
@@ -108,6 +106,17 @@ impl Metrics {
 
     pub fn registry(&self) -> Registry {
         self.registry.clone()
+    }
+
+    /// Registers the HTTP families of the `groups` that are on, for the
+    /// metrics sink (sinks/metrics.rs). Call once.
+    pub fn http(&self, groups: MetricGroups) -> HttpMetrics {
+        HttpMetrics::new(
+            &self.registry,
+            &self.schema.http,
+            self.downstream.clone(),
+            groups,
+        )
     }
 
     pub fn set_listeners(&mut self, sockets: &[SocketAddr]) {
@@ -224,55 +233,6 @@ impl Metrics {
         }
     }
 
-    /// One finished exchange: requests, latencies and bandwidth per service
-    /// and route (named by `router`), upstream requests per peer.
-    pub fn record_exchange(&mut self, done: &Completed, router: &mut Router) {
-        match done {
-            Completed::Downstream {
-                exchange,
-                listener,
-                upstream,
-            } => {
-                self.http.request_read();
-                if !self.http.wants_downstream_route() {
-                    return;
-                }
-                let routed = router.route(&RouteInput {
-                    role: Role::Downstream,
-                    listener: Some(*listener),
-                    peer: None,
-                    host: exchange.host.as_deref(),
-                    method: &exchange.method,
-                    path: &exchange.path,
-                });
-                if routed.overflow {
-                    self.http.overflowed(&routed.service);
-                }
-                self.http
-                    .downstream(exchange, upstream.as_ref(), &routed.service, &routed.route);
-            }
-            Completed::Upstream { exchange, peer } => {
-                self.http.upstream_request(*peer, exchange.status);
-                if !self.http.wants_upstream_route() {
-                    return;
-                }
-                let routed = router.route(&RouteInput {
-                    role: Role::Upstream,
-                    listener: None,
-                    peer: Some(*peer),
-                    host: exchange.host.as_deref(),
-                    method: &exchange.method,
-                    path: &exchange.path,
-                });
-                if routed.overflow {
-                    self.http.overflowed(&routed.service);
-                }
-                self.http
-                    .upstream_latency(exchange, &routed.service, &routed.route);
-            }
-        }
-    }
-
     /// stub_status's reading / writing / waiting downstream connections.
     pub fn set_phases(&mut self, reading: u64, writing: u64, waiting: u64) {
         self.downstream.set(Stat::Reading, reading);
@@ -334,7 +294,7 @@ mod tests {
     };
 
     fn metrics(compat: Compat) -> Metrics {
-        let mut m = Metrics::new(compat, &ID, &["bytes"], MetricGroups::default());
+        let mut m = Metrics::new(compat, &ID, &["bytes"]);
         m.set_listeners(&["127.0.0.1:8080".parse().unwrap()]);
         let peer = "127.0.0.1:9000".parse().unwrap();
         for fact in [
@@ -423,7 +383,7 @@ mod tests {
 
     #[test]
     fn unknown_listener_port_is_still_counted() {
-        let mut m = Metrics::new(Compat::None, &ID, &[], MetricGroups::default());
+        let mut m = Metrics::new(Compat::None, &ID, &[]);
         m.record(&Fact::DownstreamBytes {
             port: 81,
             dir: Direction::Ingress,

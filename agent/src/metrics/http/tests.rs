@@ -9,8 +9,9 @@ use crate::{
     config::Config,
     correlate::Completed,
     http::Anomaly,
+    label::{Labeller, Router},
     metrics::{render, Identity, Metrics},
-    routes::Router,
+    sinks::Sinks,
 };
 
 const ID: Identity = Identity {
@@ -58,7 +59,12 @@ fn peer() -> SocketAddr {
 /// A proxied 200 (40 ms, of which 30 ms upstream), a 404 the gateway
 /// answered itself (2 ms), a client that gave up (499), the upstream
 /// exchange of the 200, and a few anomalies and phases.
-fn feed(m: &mut Metrics, router: &mut Router) {
+fn feed(m: &mut Metrics, groups: MetricGroups, router: Router) {
+    let mut sinks = Sinks::default();
+    sinks.push(m.http(groups));
+    let mut labeller = Labeller::new(router, sinks.needs());
+    let client = "10.0.0.7:40000".parse().unwrap();
+    let mut export = |done| sinks.exchange(&labeller.label(done, client));
     let leg = UpstreamLeg {
         peer: peer(),
         status: 200,
@@ -71,35 +77,29 @@ fn feed(m: &mut Metrics, router: &mut Router) {
         (exchange("POST", "/orders/13", 499, 0), None),
     ];
     for (exchange, upstream) in downstream {
-        m.record_exchange(
-            &Completed::Downstream {
-                exchange,
-                listener: listener(),
-                upstream,
-            },
-            router,
-        );
+        export(Completed::Downstream {
+            exchange,
+            listener: listener(),
+            upstream,
+        });
     }
     let mut up = exchange("GET", "/orders/12", 200, 35);
     up.request_first_ns = 1005 * MS;
     up.host = Some("backend".into());
-    m.record_exchange(
-        &Completed::Upstream {
-            exchange: up,
-            peer: peer(),
-        },
-        router,
-    );
+    export(Completed::Upstream {
+        exchange: up,
+        peer: peer(),
+    });
     m.record_anomaly(&Anomaly::NonHttp { bytes: 10 });
     m.record_anomaly(&Anomaly::Desync);
     m.record_anomaly(&Anomaly::Desync);
     m.set_phases(1, 2, 3);
 }
 
-fn rendered(compat: Compat, groups: MetricGroups, router: &mut Router) -> String {
-    let mut m = Metrics::new(compat, &ID, &["bytes"], groups);
+fn rendered(compat: Compat, groups: MetricGroups, router: Router) -> String {
+    let mut m = Metrics::new(compat, &ID, &["bytes"]);
     m.set_listeners(&[listener()]);
-    feed(&mut m, router);
+    feed(&mut m, groups, router);
     render(&m.registry())
 }
 
@@ -126,7 +126,7 @@ fn native_http_families() {
     let text = rendered(
         Compat::None,
         MetricGroups::default(),
-        &mut Router::from_config(None, 100),
+        Router::from_config(None, 100),
     );
     let s = "route=\"/orders/{id}\",service=\"127.0.0.1:8080\"";
     assert_lines(
@@ -185,8 +185,8 @@ fn kong_http_families_with_config() {
             Path::new("t.toml"),
         )
         .unwrap();
-    let mut router = Router::from_config(Some(config), 100);
-    let text = rendered(Compat::Kong, MetricGroups::default(), &mut router);
+    let router = Router::from_config(Some(config), 100);
+    let text = rendered(Compat::Kong, MetricGroups::default(), router);
     let s = "route=\"orders-route\",service=\"orders\"";
     assert_lines(
             &text,
@@ -270,8 +270,8 @@ fn groups_switch_families_off() {
         upstream_health: false,
     };
     for compat in [Compat::None, Compat::Kong] {
-        let mut router = Router::from_config(None, 100);
-        let text = rendered(compat, off, &mut router);
+        let router = Router::from_config(None, 100);
+        let text = rendered(compat, off, router);
         for family in [
             "kong_http_requests_total",
             "_latency_ms",
@@ -295,19 +295,15 @@ fn groups_switch_families_off() {
         latency: true,
         ..off
     };
-    let text = rendered(
-        Compat::Kong,
-        only_latency,
-        &mut Router::from_config(None, 100),
-    );
+    let text = rendered(Compat::Kong, only_latency, Router::from_config(None, 100));
     assert!(text.contains("kong_request_latency_ms_count"), "{text}");
     assert!(!text.contains("kong_http_requests_total"), "{text}");
 }
 
 #[test]
 fn route_overflow_is_counted() {
-    let mut router = Router::from_config(None, 1);
-    let text = rendered(Compat::None, MetricGroups::default(), &mut router);
+    let router = Router::from_config(None, 1);
+    let text = rendered(Compat::None, MetricGroups::default(), router);
     // "/orders/{id}" took the only slot; "/missing" overflowed.
     assert_lines(
             &text,
@@ -363,15 +359,15 @@ fn promtool_problems(text: &str) -> Option<Vec<String>> {
 
 #[test]
 fn promtool_accepts_both_modes() {
-    let mut router = Router::from_config(None, 100);
-    let native = rendered(Compat::None, MetricGroups::default(), &mut router);
+    let router = Router::from_config(None, 100);
+    let native = rendered(Compat::None, MetricGroups::default(), router);
     let Some(problems) = promtool_problems(&native) else {
         return;
     };
     assert!(problems.is_empty(), "native mode lints: {problems:#?}");
 
-    let mut router = Router::from_config(None, 100);
-    let kong = rendered(Compat::Kong, MetricGroups::default(), &mut router);
+    let router = Router::from_config(None, 100);
+    let kong = rendered(Compat::Kong, MetricGroups::default(), router);
     let problems = promtool_problems(&kong).unwrap();
     // Kong's own names and types, kept so its dashboards work: a counter
     // without `_total`, two gauges with it, milliseconds.
