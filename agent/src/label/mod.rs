@@ -1,6 +1,7 @@
-//! Stage 6, labelling: turns each finished, correlated exchange into one
-//! [`Labelled`] record (service, route, source, the connection's ends) that
-//! every sink reads.
+//! Stage 6, labelling: one labelled record per finished exchange.
+//!
+//! Each correlated exchange becomes one [`Labelled`] record (service, route,
+//! source, the connection's ends) that every sink reads.
 //!
 //! Names come from the [`Router`] (routes.rs). Naming is done only for the
 //! roles some sink asked for ([`Needs`]): it scans route prefixes and may take

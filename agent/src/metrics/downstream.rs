@@ -1,5 +1,7 @@
-//! Client connections and requests as stub_status counts them, moved under
-//! the series a naming schema gives each (see [`families::Schema`]).
+//! stub_status's families: client connections and requests, as counted.
+//!
+//! Each count moves the series a naming schema gives it (see
+//! [`super::families::Schema`]).
 
 use prometheus::{IntCounter, IntGauge, Registry};
 

@@ -1,7 +1,7 @@
-//! Every metric family gatescope exports, described once: name, help, label
-//! names, type and buckets, per naming schema (native or Kong's).
+//! Every metric family gatescope exports, described once as data.
 //!
-//! Registration reads these descriptions ([`Family::counter`] and friends);
+//! Each has its name, help, label names, type and buckets, per naming schema
+//! (native or Kong's) where the schemas differ. Registration reads these descriptions ([`Family::counter`] and friends);
 //! no other file spells a family's name. Kong's names, labels, help texts and
 //! bucket boundaries are the Kong Prometheus plugin's, so existing Kong
 //! dashboards (Grafana 7424) work unchanged. Kong types
@@ -162,6 +162,14 @@ pub struct Series {
     pub values: &'static [&'static str],
 }
 
+const fn series(stat: Stat, family: &'static Family, values: &'static [&'static str]) -> Series {
+    Series {
+        stat,
+        family,
+        values,
+    }
+}
+
 /// One naming schema: the downstream series and the HTTP families.
 #[derive(Debug)]
 pub struct Schema {
@@ -232,13 +240,13 @@ const NATIVE_BUCKETS: &[f64] = &[
 /// `_total` counters).
 pub const NATIVE: Schema = Schema {
     downstream: &[
-        Series { stat: Stat::Accepted, family: &NATIVE_ACCEPTED, values: &[] },
-        Series { stat: Stat::Handled, family: &NATIVE_HANDLED, values: &[] },
-        Series { stat: Stat::Requests, family: &NATIVE_REQUESTS_ALL, values: &[] },
-        Series { stat: Stat::Active, family: &NATIVE_CONNECTIONS, values: &["active"] },
-        Series { stat: Stat::Reading, family: &NATIVE_CONNECTIONS, values: &["reading"] },
-        Series { stat: Stat::Writing, family: &NATIVE_CONNECTIONS, values: &["writing"] },
-        Series { stat: Stat::Waiting, family: &NATIVE_CONNECTIONS, values: &["waiting"] },
+        series(Stat::Accepted, &NATIVE_ACCEPTED, &[]),
+        series(Stat::Handled, &NATIVE_HANDLED, &[]),
+        series(Stat::Requests, &NATIVE_REQUESTS_ALL, &[]),
+        series(Stat::Active, &NATIVE_CONNECTIONS, &["active"]),
+        series(Stat::Reading, &NATIVE_CONNECTIONS, &["reading"]),
+        series(Stat::Writing, &NATIVE_CONNECTIONS, &["writing"]),
+        series(Stat::Waiting, &NATIVE_CONNECTIONS, &["waiting"]),
     ],
     http: Http {
         requests: counter(
@@ -299,16 +307,16 @@ const KONG_LATENCY_BUCKETS: &[f64] = &[
 /// `subsystem` label is `http`: the HTTP subsystem is what we observe.
 pub const KONG: Schema = Schema {
     downstream: &[
-        Series { stat: Stat::Accepted, family: &KONG_CONNECTIONS, values: &[NODE_ID, "http", "accepted"] },
-        Series { stat: Stat::Handled, family: &KONG_CONNECTIONS, values: &[NODE_ID, "http", "handled"] },
+        series(Stat::Accepted, &KONG_CONNECTIONS, &[NODE_ID, "http", "accepted"]),
+        series(Stat::Handled, &KONG_CONNECTIONS, &[NODE_ID, "http", "handled"]),
         // `state="total"`: requests, as stub_status counts them.
-        Series { stat: Stat::Requests, family: &KONG_CONNECTIONS, values: &[NODE_ID, "http", "total"] },
-        Series { stat: Stat::Active, family: &KONG_CONNECTIONS, values: &[NODE_ID, "http", "active"] },
-        Series { stat: Stat::Reading, family: &KONG_CONNECTIONS, values: &[NODE_ID, "http", "reading"] },
-        Series { stat: Stat::Writing, family: &KONG_CONNECTIONS, values: &[NODE_ID, "http", "writing"] },
-        Series { stat: Stat::Waiting, family: &KONG_CONNECTIONS, values: &[NODE_ID, "http", "waiting"] },
-        Series { stat: Stat::Requests, family: &KONG_REQUESTS, values: &[NODE_ID, "http"] },
-        Series { stat: Stat::Info, family: &KONG_NODE_INFO, values: &[NODE_ID, VERSION] },
+        series(Stat::Requests, &KONG_CONNECTIONS, &[NODE_ID, "http", "total"]),
+        series(Stat::Active, &KONG_CONNECTIONS, &[NODE_ID, "http", "active"]),
+        series(Stat::Reading, &KONG_CONNECTIONS, &[NODE_ID, "http", "reading"]),
+        series(Stat::Writing, &KONG_CONNECTIONS, &[NODE_ID, "http", "writing"]),
+        series(Stat::Waiting, &KONG_CONNECTIONS, &[NODE_ID, "http", "waiting"]),
+        series(Stat::Requests, &KONG_REQUESTS, &[NODE_ID, "http"]),
+        series(Stat::Info, &KONG_NODE_INFO, &[NODE_ID, VERSION]),
     ],
     http: Http {
         requests: counter(

@@ -1,6 +1,7 @@
-//! Golden test of the whole exposition: a fixed sequence of inputs rendered in
-//! every naming schema and compared byte for byte with `golden/*.prom`.
+//! Golden test of the whole exposition and of the request log.
 //!
+//! A fixed sequence of inputs is rendered in every naming schema and
+//! compared byte for byte with `golden/*.prom` (and `request_log.jsonl`).
 //! It pins names, HELP texts, label names and order, bucket boundaries and
 //! values, so a refactor of how families are described or fed cannot change
 //! what a scrape returns. After a deliberate change to the exposition, rewrite

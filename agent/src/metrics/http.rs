@@ -1,7 +1,7 @@
-//! The HTTP families: requests by status, latencies and bandwidth per
-//! service and route, upstream requests per peer, and route overflow.
+//! The HTTP families and how an exchange moves them.
 //!
-//! Names, labels, units and buckets come from the schema's description
+//! Requests by status, latencies and bandwidth per service and route,
+//! upstream requests per peer, and route overflow. Names, labels, units and buckets come from the schema's description
 //! ([`families::Http`]). Families are registered only when their group is
 //! on, as Kong's plugin does. Metric handles are cached per (service, route)
 //! and per (peer, code), so a repeat exchange costs no label hashing by the

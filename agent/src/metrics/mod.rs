@@ -1,5 +1,7 @@
-//! The Prometheus registry: facts from the connection table, the parser's
-//! anomalies, the wire view and the agent's health become families under
+//! The Prometheus registry and the families not fed by exchanges.
+//!
+//! Facts from the connection table, the parser's anomalies, the wire view
+//! and the agent's health become families under
 //! gatescope's names or Kong's (`--metrics-compat kong`); finished exchanges
 //! reach the HTTP families through the metrics sink (sinks/metrics.rs). Each
 //! family is described once, in families.rs.

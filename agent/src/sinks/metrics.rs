@@ -1,6 +1,8 @@
-//! The metrics sink: each labelled exchange moves the HTTP families
-//! (requests, latencies, bandwidth per service and route; upstream requests
-//! per peer; stub_status's request count), described in metrics/families.rs.
+//! The metrics sink: labelled exchanges into the HTTP families.
+//!
+//! Requests, latencies and bandwidth per service and route, upstream
+//! requests per peer and stub_status's request count; the families are
+//! described in metrics/families.rs and kept in metrics/http.rs.
 
 use super::Sink;
 use crate::{

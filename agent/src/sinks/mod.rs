@@ -1,6 +1,7 @@
-//! Last stage: the consumers of labelled exchanges. Each [`Sink`] receives
-//! every [`Labelled`] record, in order; capture, parsing, correlation and
-//! labelling do not know which sinks there are.
+//! Last stage, sinks: the consumers of labelled exchanges.
+//!
+//! Each [`Sink`] receives every [`Labelled`] record, in order; capture,
+//! parsing, correlation and labelling do not know which sinks there are.
 //!
 //! Today: the HTTP metric families ([`metrics`]) and the request log
 //! ([`request_log`], `--request-log`). A new consumer (spans over OTLP, say)

@@ -1,7 +1,8 @@
-//! The request log sink: one JSON line per finished exchange (`--request-log`),
-//! an access log written from the kernel's view. It carries method, path
-//! without query string, status, byte counts and timings; never header
-//! values, query strings or bodies.
+//! The request log sink: one JSON line per finished exchange.
+//!
+//! `--request-log`: an access log written from the kernel's view. It
+//! carries method, path without query string, status, byte counts and
+//! timings; never header values, query strings or bodies.
 
 use std::{
     fs::{File, OpenOptions},
