@@ -133,3 +133,84 @@ impl Labeller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(status: u16) -> Exchange {
+        Exchange {
+            method: "GET".into(),
+            path: "/orders/12".into(),
+            host: Some("api.example.com".into()),
+            status,
+            request_bytes: 10,
+            response_bytes: 20,
+            request_first_ns: 100,
+            request_last_ns: 100,
+            response_first_ns: 200,
+            response_last_ns: 200,
+            closed_ns: 0,
+            upgraded: false,
+            traceparent: None,
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn down(status: u16, leg: bool) -> Completed {
+        Completed::Downstream {
+            exchange: exchange(status),
+            listener: addr("127.0.0.1:8080"),
+            upstream: leg.then(|| UpstreamLeg {
+                peer: addr("127.0.0.1:9000"),
+                status,
+                first_ns: 120,
+                last_ns: 180,
+            }),
+        }
+    }
+
+    #[test]
+    fn source_is_the_service_only_when_an_upstream_answered_in_time() {
+        let mut l = Labeller::new(Router::from_config(None, 10), Needs::default());
+        let client = addr("10.0.0.1:5000");
+        assert_eq!(l.label(down(200, true), client).source, Source::Service);
+        assert_eq!(l.label(down(404, false), client).source, Source::Gateway);
+        // The client gave up first: the gateway's answer, leg or not.
+        assert_eq!(l.label(down(499, true), client).source, Source::Gateway);
+    }
+
+    #[test]
+    fn names_only_the_roles_a_sink_needs() {
+        let needs = Needs {
+            downstream: true,
+            upstream: false,
+        };
+        let mut l = Labeller::new(Router::from_config(None, 10), needs);
+        let client = addr("10.0.0.1:5000");
+        let r = l.label(down(200, true), client);
+        assert_eq!(r.role, Role::Downstream);
+        assert_eq!(
+            (r.remote, r.listener),
+            (client, Some(addr("127.0.0.1:8080")))
+        );
+        let name = r.name.unwrap();
+        assert_eq!(
+            (&*name.service, &*name.route),
+            ("127.0.0.1:8080", "/orders/{id}")
+        );
+
+        let peer = addr("127.0.0.1:9000");
+        let up = Completed::Upstream {
+            exchange: exchange(200),
+            peer,
+        };
+        let r = l.label(up, client);
+        // An upstream exchange's remote end is its peer.
+        assert_eq!((r.role, r.remote, r.listener), (Role::Upstream, peer, None));
+        assert!(r.name.is_none());
+    }
+}

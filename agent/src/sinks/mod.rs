@@ -60,3 +60,89 @@ impl Sinks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{capture::decode::Role, correlate::Completed, http::Exchange, label::Labeller};
+
+    /// Records what it receives, for the test to read.
+    struct Probe {
+        needs: Needs,
+        name: &'static str,
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Sink for Probe {
+        fn needs(&self) -> Needs {
+            self.needs
+        }
+        fn exchange(&mut self, r: &Labelled) {
+            let name = r.name.as_ref().map(|n| n.route.to_string());
+            self.seen.lock().unwrap().push(format!(
+                "{} {:?} {}",
+                self.name,
+                r.role,
+                name.unwrap_or_default()
+            ));
+        }
+        fn flush(&mut self) {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(format!("{} flush", self.name));
+        }
+    }
+
+    #[test]
+    fn every_sink_gets_every_record_in_order_and_needs_combine() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut sinks = Sinks::default();
+        for (name, downstream) in [("a", false), ("b", true)] {
+            sinks.push(Probe {
+                needs: Needs {
+                    downstream,
+                    upstream: false,
+                },
+                name,
+                seen: seen.clone(),
+            });
+        }
+        let needs = sinks.needs();
+        assert_eq!((needs.downstream, needs.upstream), (true, false));
+        let mut labeller = Labeller::new(crate::label::Router::from_config(None, 10), needs);
+        let exchange = Exchange {
+            method: "GET".into(),
+            path: "/a/1".into(),
+            host: None,
+            status: 200,
+            request_bytes: 1,
+            response_bytes: 1,
+            request_first_ns: 1,
+            request_last_ns: 1,
+            response_first_ns: 2,
+            response_last_ns: 2,
+            closed_ns: 0,
+            upgraded: false,
+            traceparent: None,
+        };
+        let done = Completed::Downstream {
+            exchange,
+            listener: "127.0.0.1:80".parse().unwrap(),
+            upstream: None,
+        };
+        sinks.exchange(&labeller.label(done, "10.0.0.1:1".parse().unwrap()));
+        sinks.flush();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                format!("a {:?} /a/{{id}}", Role::Downstream),
+                format!("b {:?} /a/{{id}}", Role::Downstream),
+                "a flush".to_owned(),
+                "b flush".to_owned(),
+            ]
+        );
+    }
+}
