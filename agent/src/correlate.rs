@@ -21,7 +21,7 @@ pub struct UpstreamLeg {
     pub last_ns: u64,
 }
 
-/// A finished exchange with everything the export stage labels it by.
+/// A finished, correlated exchange, as the labelling stage (label/) takes it.
 #[derive(Clone, Debug)]
 pub enum Completed {
     /// A client's request to the gateway.

@@ -11,13 +11,13 @@ mod correlate;
 mod error;
 mod http;
 mod identity;
+mod label;
 mod metrics;
 mod pipeline;
 mod preflight;
-mod requestlog;
-mod routes;
 mod server;
 mod sessions;
+mod sinks;
 mod sweep;
 mod target_set;
 mod targets;
@@ -42,7 +42,7 @@ use crate::{
     error::StartError,
     metrics::{Identity, MetricGroups, Metrics},
     pipeline::Pipeline,
-    requestlog::RequestLog,
+    sinks::{request_log::RequestLog, Sinks},
     target_set::TargetSet,
     targets::Proc,
 };
@@ -92,7 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .as_deref()
         .map(config::Config::load)
         .transpose()?;
-    let router = routes::Router::from_config(config, args.max_routes_per_service);
+    let router = label::Router::from_config(config, args.max_routes_per_service);
     let max_sockets = capture::check_max_sockets(args.max_sockets)?;
     preflight::check_host()?;
     let listener = bind(&args)?;
@@ -128,7 +128,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bandwidth: args.bandwidth_metrics,
         upstream_health: args.upstream_health_metrics,
     };
-    let metrics = Metrics::new(args.metrics_compat, &id, &KINDS, groups);
+    let metrics = Metrics::new(args.metrics_compat, &id, &KINDS);
     metrics
         .health
         .set_capacity("ring_buffer_bytes", args.ring_buffer_bytes);
@@ -139,13 +139,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .set(capture.programs_attached as i64);
     let registry = metrics.registry();
 
-    let request_log = match &args.request_log {
-        Some(path) => Some(
+    // The consumers of labelled exchanges (sinks/), in the order they get them.
+    let mut sinks = Sinks::default();
+    sinks.push(metrics.http(groups));
+    if let Some(path) = &args.request_log {
+        sinks.push(
             RequestLog::create(path)
                 .with_context(|| format!("cannot open the request log {}", path.display()))?,
-        ),
-        None => None,
-    };
+        );
+    }
+    let labeller = label::Labeller::new(router, sinks.needs());
     let taps = match (args.wire, maps.wire_program.take()) {
         (true, Some(program)) => {
             let selection = if args.interfaces.is_empty() {
@@ -163,8 +166,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The agent's table holds what the kernel's socket map can hold.
     let mut pipeline = Pipeline::new(
         metrics,
-        router,
-        request_log,
+        labeller,
+        sinks,
         targets,
         maps,
         taps,

@@ -1,6 +1,6 @@
 //! Wires the stages together: ring buffer -> decode -> connection table ->
-//! HTTP sessions -> correlation -> metrics (and the request log), plus a
-//! once-a-second reconciliation of targets and loss counters.
+//! HTTP sessions -> correlation -> labelling -> sinks (metrics, request log),
+//! plus a once-a-second reconciliation of targets and loss counters.
 
 use std::{
     collections::HashMap,
@@ -26,10 +26,10 @@ use crate::{
     conntrack::{ConnInfo, ConnTable, Fact},
     correlate::{Completed, Correlator},
     http::{HttpEvent, Segment},
+    label::Labeller,
     metrics::Metrics,
-    requestlog::RequestLog,
-    routes::Router,
     sessions::Sessions,
+    sinks::Sinks,
     sweep::SweepSchedule,
     target_set::TargetSet,
 };
@@ -48,9 +48,10 @@ pub struct Pipeline {
     table: ConnTable,
     sessions: Sessions,
     correlator: Correlator,
-    router: Router,
+    labeller: Labeller,
     metrics: Metrics,
-    request_log: Option<RequestLog>,
+    /// The consumers of labelled exchanges.
+    sinks: Sinks,
     targets: TargetSet,
     maps: Maps,
     /// The wire view's packet sockets, when it is on.
@@ -71,8 +72,8 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(
         metrics: Metrics,
-        router: Router,
-        request_log: Option<RequestLog>,
+        labeller: Labeller,
+        sinks: Sinks,
         targets: TargetSet,
         maps: Maps,
         taps: Option<Taps>,
@@ -82,9 +83,9 @@ impl Pipeline {
             table: ConnTable::new(max_connections),
             sessions: Sessions::default(),
             correlator: Correlator::default(),
-            router,
+            labeller,
             metrics,
-            request_log,
+            sinks,
             targets,
             maps,
             taps,
@@ -206,11 +207,7 @@ impl Pipeline {
         let phases = self.sessions.phases();
         self.metrics
             .set_phases(phases.reading, phases.writing, phases.waiting);
-        if let Some(log) = &mut self.request_log {
-            if let Err(e) = log.flush() {
-                warn!("request log: {e}");
-            }
-        }
+        self.sinks.flush();
     }
 
     /// What the kernel learnt about the gateway's processes and listeners
@@ -335,7 +332,8 @@ impl Pipeline {
         }
     }
 
-    /// Correlates and exports what the HTTP stage finished on `conn`.
+    /// Correlates, labels and hands to the sinks what the HTTP stage
+    /// finished on `conn`.
     fn finish_http(&mut self, conn: ConnInfo) {
         for event in std::mem::take(&mut self.http_events) {
             let exchange = match event {
@@ -366,12 +364,8 @@ impl Pipeline {
                     }
                 }
             };
-            self.metrics.record_exchange(&done, &mut self.router);
-            if let Some(log) = &mut self.request_log {
-                if let Err(e) = log.write(&done, conn.endpoints.remote) {
-                    warn!("request log: {e}");
-                }
-            }
+            let record = self.labeller.label(done, conn.endpoints.remote);
+            self.sinks.exchange(&record);
         }
     }
 

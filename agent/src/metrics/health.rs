@@ -1,9 +1,9 @@
 //! The agent's own health, in every mode: what it received, what it lost and
 //! why, what it tracks, and what it is.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use super::register;
+use super::families;
 
 /// Loss reasons counted by the agent itself (the kernel's come from
 /// `gatescope_common::LOST_REASON_NAMES`).
@@ -26,93 +26,24 @@ pub struct Health {
 
 impl Health {
     pub fn new(registry: &Registry, version: &str, kernel: &str, kinds: &[&str]) -> Self {
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "gatescope_build_info",
-                "gatescope version and the kernel it runs on",
-            ),
-            &["version", "kernel"],
-        )
-        .expect("valid metric");
-        let events_received = IntCounterVec::new(
-            Opts::new(
-                "gatescope_events_received_total",
-                "Events received from the kernel, by kind",
-            ),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let events_lost = IntCounterVec::new(
-            Opts::new(
-                "gatescope_events_lost_total",
-                "Events lost, by reason (ring buffer full, a kernel map full, undecodable, connection table full)",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let connections_tracked = IntGaugeVec::new(
-            Opts::new(
-                "gatescope_connections_tracked",
-                "Connections in the agent's connection table",
-            ),
-            &["role"],
-        )
-        .expect("valid metric");
-        let target_processes = IntGauge::new(
-            "gatescope_target_processes",
-            "Gateway processes being observed",
-        )
-        .expect("valid metric");
-        let listen_sockets = IntGauge::new(
-            "gatescope_listen_sockets",
-            "TCP listening sockets of the observed gateway",
-        )
-        .expect("valid metric");
-        let programs_attached =
-            IntGauge::new("gatescope_programs_attached", "eBPF programs attached")
-                .expect("valid metric");
-        register(registry, &build_info);
-        register(registry, &events_received);
-        register(registry, &events_lost);
-        register(registry, &connections_tracked);
-        register(registry, &target_processes);
-        register(registry, &listen_sockets);
-        let map_capacity = IntGaugeVec::new(
-            Opts::new(
-                "gatescope_map_capacity",
-                "Capacity of each kernel map (entries) and of the ring buffer (bytes)",
-            ),
-            &["map"],
-        )
-        .expect("valid metric");
-        register(registry, &programs_attached);
-        register(registry, &map_capacity);
-
+        let build_info = families::BUILD_INFO.gauge(registry);
         build_info.with_label_values(&[version, kernel]).set(1);
+        let events_received = families::EVENTS_RECEIVED.counter(registry);
         for kind in kinds {
             events_received.with_label_values(&[kind]);
         }
+        let events_lost = families::EVENTS_LOST.counter(registry);
         for reason in gatescope_common::LOST_REASON_NAMES
             .iter()
             .chain(&AGENT_LOSS_REASONS)
         {
             events_lost.with_label_values(&[reason]);
         }
+        let connections_tracked = families::CONNECTIONS_TRACKED.gauge(registry);
         for role in ["downstream", "upstream"] {
             connections_tracked.with_label_values(&[role]);
         }
-        let lost_closes = IntCounter::new(
-            "gatescope_lost_closes_total",
-            "Connections dropped from the table because their close record was lost with a full ring buffer (the kernel no longer tracked them)",
-        )
-        .expect("valid metric");
-        register(registry, &lost_closes);
-        let wire_interfaces = IntGauge::new(
-            "gatescope_wire_interfaces",
-            "Network interfaces the wire view (AF_PACKET socket filter) taps",
-        )
-        .expect("valid metric");
-        register(registry, &wire_interfaces);
+        let map_capacity = families::MAP_CAPACITY.gauge(registry);
         for (map, cap) in [
             ("targets", gatescope_common::TARGETS_MAX),
             ("sockets", gatescope_common::SOCKS_MAX),
@@ -129,11 +60,11 @@ impl Health {
             events_received,
             events_lost,
             connections_tracked,
-            target_processes,
-            listen_sockets,
-            programs_attached,
-            lost_closes,
-            wire_interfaces,
+            target_processes: families::TARGET_PROCESSES.single_gauge(registry),
+            listen_sockets: families::LISTEN_SOCKETS.single_gauge(registry),
+            programs_attached: families::PROGRAMS_ATTACHED.single_gauge(registry),
+            lost_closes: families::LOST_CLOSES.single_counter(registry),
+            wire_interfaces: families::WIRE_INTERFACES.single_gauge(registry),
             map_capacity,
         }
     }

@@ -1,54 +1,43 @@
-//! Last stage, export: facts from the connection table and finished HTTP
-//! exchanges become Prometheus families, under gatescope's names or Kong's
-//! (`--metrics-compat kong`). Families without a Kong equivalent keep
-//! gatescope's names in both modes.
+//! The Prometheus registry and the families not fed by exchanges.
+//!
+//! Facts from the connection table, the parser's anomalies, the wire view
+//! and the agent's health become families under
+//! gatescope's names or Kong's (`--metrics-compat kong`); finished exchanges
+//! reach the HTTP families through the metrics sink (sinks/metrics.rs). Each
+//! family is described once, in families.rs.
 
+mod downstream;
+mod families;
 mod health;
 mod http;
-mod kong;
-mod native;
 mod wire;
+
+#[cfg(test)]
+mod golden;
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use prometheus::{
-    core::Collector, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry, TextEncoder};
 
 /// Cached counter handles per family, at most (bounded like the labels).
 const HANDLE_CACHE_MAX: usize = 4096;
 
 pub use health::Health;
-pub use http::MetricGroups;
+pub use http::{HttpMetrics, MetricGroups};
 
 use gatescope_common::{WireCounts, WireKey};
 
-use self::{http::HttpMetrics, wire::WireMetrics};
+use self::{
+    downstream::Downstream,
+    families::{Schema, Stat, KONG, NATIVE},
+    wire::WireMetrics,
+};
 use crate::{
     capture::decode::Direction,
     cli::Compat,
     conntrack::{Fact, Gauges},
-    correlate::Completed,
     http::Anomaly,
-    routes::{Role, RouteInput, Router},
 };
-
-/// The downstream connection families that exist in both naming schemes.
-trait Downstream: Send {
-    fn accepted(&mut self);
-    fn handled(&mut self);
-    fn active(&mut self, value: u64);
-    /// stub_status's reading / writing / waiting connections.
-    fn phases(&mut self, reading: u64, writing: u64, waiting: u64);
-    /// One more client request (stub_status's requests).
-    fn request(&mut self);
-}
-
-fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: &C) {
-    registry
-        .register(Box::new(collector.clone()))
-        .expect("metric names are unique");
-}
 
 pub struct Identity<'a> {
     pub node_id: &'a str,
@@ -60,10 +49,14 @@ pub struct Identity<'a> {
 /// the registry.
 pub struct Metrics {
     registry: Registry,
-    downstream: Box<dyn Downstream>,
+    /// The naming schema (`--metrics-compat`).
+    schema: &'static Schema,
+    /// stub_status's families, under the schema's names.
+    downstream: Downstream,
     /// Per listening socket, in both modes (Kong's bandwidth is per route).
     downstream_bytes: IntCounterVec,
-    http: HttpMetrics,
+    /// non_http, desync, resync.
+    anomalies: [IntCounter; 3],
     upstream_open: IntGaugeVec,
     upstream_opened: IntCounterVec,
     upstream_bytes: IntCounterVec,
@@ -81,94 +74,32 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(compat: Compat, id: &Identity, event_kinds: &[&str], groups: MetricGroups) -> Self {
+    pub fn new(compat: Compat, id: &Identity, event_kinds: &[&str]) -> Self {
         let registry = Registry::new();
-        let downstream: Box<dyn Downstream> = match compat {
-            Compat::None => Box::new(native::Native::new(&registry)),
-            Compat::Kong => Box::new(kong::Kong::new(&registry, id.node_id, id.version)),
+        let schema = match compat {
+            Compat::None => &NATIVE,
+            Compat::Kong => &KONG,
         };
-        let http = HttpMetrics::new(&registry, compat == Compat::Kong, groups);
-        let downstream_bytes = IntCounterVec::new(
-            Opts::new(
-                "gatescope_downstream_bytes_total",
-                "TCP payload bytes the gateway received (ingress) or sent (egress) on client connections, per listening socket",
-            ),
-            &["listener", "direction"],
-        )
-        .expect("valid metric");
-        register(&registry, &downstream_bytes);
-        let upstream_open = IntGaugeVec::new(
-            Opts::new(
-                "gatescope_upstream_connections",
-                "Open connections from the gateway to each upstream peer (connecting, established, or half-closed by the peer)",
-            ),
-            &["peer"],
-        )
-        .expect("valid metric");
-        let upstream_opened = IntCounterVec::new(
-            Opts::new(
-                "gatescope_upstream_connections_opened_total",
-                "Connections the gateway started to each upstream peer",
-            ),
-            &["peer"],
-        )
-        .expect("valid metric");
-        let upstream_bytes = IntCounterVec::new(
-            Opts::new(
-                "gatescope_upstream_bytes_total",
-                "TCP payload bytes the gateway received from (ingress) or sent to (egress) each upstream peer",
-            ),
-            &["peer", "direction"],
-        )
-        .expect("valid metric");
-        let untracked_bytes = IntCounterVec::new(
-            Opts::new(
-                "gatescope_untracked_bytes_total",
-                "Bytes the gateway moved on TCP sockets whose connection gatescope did not see open (e.g. open before it started)",
-            ),
-            &["direction"],
-        )
-        .expect("valid metric");
-        register(&registry, &upstream_open);
-        register(&registry, &upstream_opened);
-        register(&registry, &upstream_bytes);
-        register(&registry, &untracked_bytes);
-        let downstream_tcp = IntCounterVec::new(
-            Opts::new(
-                "gatescope_downstream_tcp_events_total",
-                "Retransmissions and resets on client connections, per listening socket (tcp:* tracepoints)",
-            ),
-            &["listener", "event"],
-        )
-        .expect("valid metric");
-        let upstream_tcp = IntCounterVec::new(
-            Opts::new(
-                "gatescope_upstream_tcp_events_total",
-                "Retransmissions and resets on connections to each upstream peer (tcp:* tracepoints)",
-            ),
-            &["peer", "event"],
-        )
-        .expect("valid metric");
-        register(&registry, &downstream_tcp);
-        register(&registry, &upstream_tcp);
+        let downstream = Downstream::new(&registry, schema, id.node_id, id.version);
+        let anomalies = families::HTTP_ANOMALIES.counter(&registry);
+        let untracked_bytes = families::UNTRACKED_BYTES.counter(&registry);
         for dir in [Direction::Ingress, Direction::Egress] {
             untracked_bytes.with_label_values(&[dir.as_str()]);
         }
-        let wire = WireMetrics::new(&registry);
-        let health = Health::new(&registry, id.version, id.kernel, event_kinds);
         Metrics {
-            registry,
+            schema,
             downstream,
-            downstream_bytes,
-            http,
-            upstream_open,
-            upstream_opened,
-            upstream_bytes,
+            downstream_bytes: families::DOWNSTREAM_BYTES.counter(&registry),
+            anomalies: ["non_http", "desync", "resync"].map(|k| anomalies.with_label_values(&[k])),
+            upstream_open: families::UPSTREAM_CONNECTIONS.gauge(&registry),
+            upstream_opened: families::UPSTREAM_OPENED.counter(&registry),
+            upstream_bytes: families::UPSTREAM_BYTES.counter(&registry),
             untracked_bytes,
-            downstream_tcp,
-            upstream_tcp,
-            wire,
-            health,
+            downstream_tcp: families::DOWNSTREAM_TCP_EVENTS.counter(&registry),
+            upstream_tcp: families::UPSTREAM_TCP_EVENTS.counter(&registry),
+            wire: WireMetrics::new(&registry),
+            health: Health::new(&registry, id.version, id.kernel, event_kinds),
+            registry,
             listeners: HashMap::new(),
             downstream_bytes_by: HashMap::new(),
             upstream_bytes_by: HashMap::new(),
@@ -177,6 +108,17 @@ impl Metrics {
 
     pub fn registry(&self) -> Registry {
         self.registry.clone()
+    }
+
+    /// Registers the HTTP families of the `groups` that are on, for the
+    /// metrics sink (sinks/metrics.rs). Call once.
+    pub fn http(&self, groups: MetricGroups) -> HttpMetrics {
+        HttpMetrics::new(
+            &self.registry,
+            &self.schema.http,
+            self.downstream.clone(),
+            groups,
+        )
     }
 
     pub fn set_listeners(&mut self, sockets: &[SocketAddr]) {
@@ -236,8 +178,8 @@ impl Metrics {
 
     pub fn record(&mut self, fact: &Fact) {
         match *fact {
-            Fact::Accepted => self.downstream.accepted(),
-            Fact::Handled => self.downstream.handled(),
+            Fact::Accepted => self.downstream.add(Stat::Accepted, 1),
+            Fact::Handled => self.downstream.add(Stat::Handled, 1),
             Fact::DownstreamBytes { port, dir, len } => {
                 if let Some(counter) = self.downstream_bytes_by.get(&(port, dir)) {
                     counter.inc_by(len);
@@ -293,67 +235,25 @@ impl Metrics {
         }
     }
 
-    /// One finished exchange: requests, latencies and bandwidth per service
-    /// and route (named by `router`), upstream requests per peer.
-    pub fn record_exchange(&mut self, done: &Completed, router: &mut Router) {
-        match done {
-            Completed::Downstream {
-                exchange,
-                listener,
-                upstream,
-            } => {
-                self.downstream.request();
-                if !self.http.wants_downstream_route() {
-                    return;
-                }
-                let routed = router.route(&RouteInput {
-                    role: Role::Downstream,
-                    listener: Some(*listener),
-                    peer: None,
-                    host: exchange.host.as_deref(),
-                    method: &exchange.method,
-                    path: &exchange.path,
-                });
-                if routed.overflow {
-                    self.http.overflowed(&routed.service);
-                }
-                self.http
-                    .downstream(exchange, upstream.as_ref(), &routed.service, &routed.route);
-            }
-            Completed::Upstream { exchange, peer } => {
-                self.http.upstream_request(*peer, exchange.status);
-                if !self.http.wants_upstream_route() {
-                    return;
-                }
-                let routed = router.route(&RouteInput {
-                    role: Role::Upstream,
-                    listener: None,
-                    peer: Some(*peer),
-                    host: exchange.host.as_deref(),
-                    method: &exchange.method,
-                    path: &exchange.path,
-                });
-                if routed.overflow {
-                    self.http.overflowed(&routed.service);
-                }
-                self.http
-                    .upstream_latency(exchange, &routed.service, &routed.route);
-            }
-        }
-    }
-
     /// stub_status's reading / writing / waiting downstream connections.
     pub fn set_phases(&mut self, reading: u64, writing: u64, waiting: u64) {
-        self.downstream.phases(reading, writing, waiting);
+        self.downstream.set(Stat::Reading, reading);
+        self.downstream.set(Stat::Writing, writing);
+        self.downstream.set(Stat::Waiting, waiting);
     }
 
     pub fn record_anomaly(&mut self, a: &Anomaly) {
-        self.http.anomaly(a);
+        let i = match a {
+            Anomaly::NonHttp { .. } => 0,
+            Anomaly::Desync => 1,
+            Anomaly::Resync { .. } => 2,
+        };
+        self.anomalies[i].inc();
     }
 
     /// Copies the connection table's gauges.
     pub fn set_gauges(&mut self, gauges: &Gauges) {
-        self.downstream.active(gauges.downstream_active);
+        self.downstream.set(Stat::Active, gauges.downstream_active);
         for (peer, open) in &gauges.upstream_open {
             self.upstream_open
                 .with_label_values(&[&peer.to_string()])
@@ -396,7 +296,7 @@ mod tests {
     };
 
     fn metrics(compat: Compat) -> Metrics {
-        let mut m = Metrics::new(compat, &ID, &["bytes"], MetricGroups::default());
+        let mut m = Metrics::new(compat, &ID, &["bytes"]);
         m.set_listeners(&["127.0.0.1:8080".parse().unwrap()]);
         let peer = "127.0.0.1:9000".parse().unwrap();
         for fact in [
@@ -485,7 +385,7 @@ mod tests {
 
     #[test]
     fn unknown_listener_port_is_still_counted() {
-        let mut m = Metrics::new(Compat::None, &ID, &[], MetricGroups::default());
+        let mut m = Metrics::new(Compat::None, &ID, &[]);
         m.record(&Fact::DownstreamBytes {
             port: 81,
             dir: Direction::Ingress,

@@ -9,16 +9,9 @@ use std::{
 };
 
 use gatescope_common::{Direction, Role, WireCounts, WireKey, AF_INET6};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramVec, IntCounterVec, Registry};
 
-use super::register;
-
-/// Handshake times from a loopback client (tens of microseconds) to a
-/// client across the world with SYN retransmissions (seconds).
-const HANDSHAKE_BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
+use super::families::{self, WireSide};
 
 /// One family per (side, quantity), labelled by interface, the listener or
 /// peer, and direction.
@@ -29,29 +22,11 @@ struct Side {
 }
 
 impl Side {
-    fn new(registry: &Registry, side: &str, whose: &str, label: &str) -> Self {
-        let family = |what: &str, help: String| {
-            let c = IntCounterVec::new(
-                Opts::new(format!("gatescope_{side}_wire_{what}_total"), help),
-                &["interface", label, "direction"],
-            )
-            .expect("valid metric");
-            register(registry, &c);
-            c
-        };
+    fn new(registry: &Registry, side: &WireSide) -> Self {
         Side {
-            packets: family(
-                "packets",
-                format!("TCP segments on the wire {whose}, per interface (socket filter on AF_PACKET; ingress = towards the gateway)"),
-            ),
-            bytes: family(
-                "bytes",
-                format!("IP bytes (headers included) on the wire {whose}, per interface"),
-            ),
-            resets: family(
-                "resets",
-                format!("TCP segments with RST set on the wire {whose}, per interface (egress = sent by the gateway)"),
-            ),
+            packets: side.packets.counter(registry),
+            bytes: side.bytes.counter(registry),
+            resets: side.resets.counter(registry),
         }
     }
 }
@@ -74,50 +49,12 @@ pub trait Labels {
 
 impl WireMetrics {
     pub fn new(registry: &Registry) -> Self {
-        let syns = IntCounterVec::new(
-            Opts::new(
-                "gatescope_downstream_wire_syn_total",
-                "Connection attempts (SYN without ACK) from clients on the wire, per interface and listening socket",
-            ),
-            &["interface", "listener"],
-        )
-        .expect("valid metric");
-        register(registry, &syns);
-        let handshake = HistogramVec::new(
-            HistogramOpts::new(
-                "gatescope_downstream_tcp_handshake_seconds",
-                "Client TCP handshakes from the first SYN to the final ACK as the gateway's interface saw them (the connect latency a client sees), per listening socket",
-            )
-            .buckets(HANDSHAKE_BUCKETS.to_vec()),
-            &["interface", "listener"],
-        )
-        .expect("valid metric");
-        register(registry, &handshake);
-        let untimed = IntCounterVec::new(
-            Opts::new(
-                "gatescope_downstream_tcp_handshakes_untimed_total",
-                "Client connections whose handshake the wire view did not time: its first SYN crossed no tapped interface, or was pushed out of the HANDSHAKES map (LRU) by a flood of handshakes that never completed",
-            ),
-            &["listener"],
-        )
-        .expect("valid metric");
-        register(registry, &untimed);
         WireMetrics {
-            downstream: Side::new(
-                registry,
-                "downstream",
-                "of the gateway's client connections",
-                "listener",
-            ),
-            upstream: Side::new(
-                registry,
-                "upstream",
-                "between the gateway and each upstream peer",
-                "peer",
-            ),
-            syns,
-            handshake,
-            untimed,
+            downstream: Side::new(registry, &families::DOWNSTREAM_WIRE),
+            upstream: Side::new(registry, &families::UPSTREAM_WIRE),
+            syns: families::WIRE_SYNS.counter(registry),
+            handshake: families::HANDSHAKE.histogram(registry),
+            untimed: families::HANDSHAKES_UNTIMED.counter(registry),
             seen: HashMap::new(),
         }
     }

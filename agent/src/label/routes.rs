@@ -21,7 +21,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::config::Config;
+use crate::{capture::decode::Role, config::Config};
 
 /// The route of exchanges over a service's template cap, and the service of
 /// exchanges over [`MAX_AUTO_SERVICES`].
@@ -32,14 +32,6 @@ pub const MAX_AUTO_SERVICES: usize = 1024;
 pub const MAX_TEMPLATE_BYTES: usize = 256;
 /// Stands for an identifier segment in a template.
 pub const ID: &str = "{id}";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// A client's request to the gateway.
-    Downstream,
-    /// The gateway's request to an upstream.
-    Upstream,
-}
 
 #[derive(Clone, Copy, Debug)]
 pub struct RouteInput<'a> {

@@ -1,0 +1,216 @@
+//! Stage 6, labelling: one labelled record per finished exchange.
+//!
+//! Each correlated exchange becomes one [`Labelled`] record (service, route,
+//! source, the connection's ends) that every sink reads.
+//!
+//! Names come from the [`Router`] (routes.rs). Naming is done only for the
+//! roles some sink asked for ([`Needs`]): it scans route prefixes and may take
+//! one of a service's bounded template slots, so exchanges nobody labels by
+//! name do not use them up.
+
+pub mod routes;
+
+use std::net::SocketAddr;
+
+pub use routes::{Routed, Router};
+
+use self::routes::RouteInput;
+use crate::{
+    capture::decode::Role,
+    correlate::{Completed, UpstreamLeg},
+    http::Exchange,
+};
+
+/// Who produced a response (Kong's `source` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An upstream answered: a downstream exchange with an upstream leg that
+    /// the client waited for, and every upstream exchange.
+    Service,
+    /// The gateway answered itself, or the client gave up first (499).
+    Gateway,
+}
+
+impl Source {
+    /// The label value, as Kong spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Service => "service",
+            Source::Gateway => "kong",
+        }
+    }
+}
+
+/// For which roles the sinks need a service and route name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub downstream: bool,
+    pub upstream: bool,
+}
+
+impl Needs {
+    /// What either needs.
+    pub fn or(self, other: Needs) -> Needs {
+        Needs {
+            downstream: self.downstream || other.downstream,
+            upstream: self.upstream || other.upstream,
+        }
+    }
+
+    fn names(self, role: Role) -> bool {
+        match role {
+            Role::Downstream => self.downstream,
+            Role::Upstream => self.upstream,
+        }
+    }
+}
+
+/// One finished exchange with everything the sinks label it by.
+#[derive(Clone, Debug)]
+pub struct Labelled {
+    /// Downstream: a client's request to the gateway; upstream: a request
+    /// the gateway made to an upstream.
+    pub role: Role,
+    /// Method, path, status, byte counts, timestamps, traceparent.
+    pub exchange: Exchange,
+    /// The other end of the connection: the client, or the upstream peer.
+    pub remote: SocketAddr,
+    /// The gateway's listening socket the client connected to (downstream).
+    pub listener: Option<SocketAddr>,
+    /// The upstream call made on behalf of a downstream request, when
+    /// correlation found one.
+    pub upstream: Option<UpstreamLeg>,
+    /// Service and route; `None` when no sink needs them for this role.
+    pub name: Option<Routed>,
+    pub source: Source,
+}
+
+/// Names exchanges by service and route.
+pub struct Labeller {
+    router: Router,
+    needs: Needs,
+}
+
+impl Labeller {
+    /// `needs`: what the sinks need named ([`crate::sinks::Sinks::needs`]).
+    pub fn new(router: Router, needs: Needs) -> Self {
+        Labeller { router, needs }
+    }
+
+    /// Labels `done`; `client` is the other end of a downstream exchange's
+    /// connection.
+    pub fn label(&mut self, done: Completed, client: SocketAddr) -> Labelled {
+        let (role, exchange, remote, listener, upstream) = match done {
+            Completed::Downstream {
+                exchange,
+                listener,
+                upstream,
+            } => (Role::Downstream, exchange, client, Some(listener), upstream),
+            Completed::Upstream { exchange, peer } => (Role::Upstream, exchange, peer, None, None),
+        };
+        let source = match role {
+            Role::Downstream if upstream.is_none() || exchange.status == 499 => Source::Gateway,
+            Role::Downstream | Role::Upstream => Source::Service,
+        };
+        let name = self.needs.names(role).then(|| {
+            self.router.route(&RouteInput {
+                role,
+                listener,
+                peer: (role == Role::Upstream).then_some(remote),
+                host: exchange.host.as_deref(),
+                method: &exchange.method,
+                path: &exchange.path,
+            })
+        });
+        Labelled {
+            role,
+            exchange,
+            remote,
+            listener,
+            upstream,
+            name,
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(status: u16) -> Exchange {
+        Exchange {
+            method: "GET".into(),
+            path: "/orders/12".into(),
+            host: Some("api.example.com".into()),
+            status,
+            request_bytes: 10,
+            response_bytes: 20,
+            request_first_ns: 100,
+            request_last_ns: 100,
+            response_first_ns: 200,
+            response_last_ns: 200,
+            closed_ns: 0,
+            upgraded: false,
+            traceparent: None,
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn down(status: u16, leg: bool) -> Completed {
+        Completed::Downstream {
+            exchange: exchange(status),
+            listener: addr("127.0.0.1:8080"),
+            upstream: leg.then(|| UpstreamLeg {
+                peer: addr("127.0.0.1:9000"),
+                status,
+                first_ns: 120,
+                last_ns: 180,
+            }),
+        }
+    }
+
+    #[test]
+    fn source_is_the_service_only_when_an_upstream_answered_in_time() {
+        let mut l = Labeller::new(Router::from_config(None, 10), Needs::default());
+        let client = addr("10.0.0.1:5000");
+        assert_eq!(l.label(down(200, true), client).source, Source::Service);
+        assert_eq!(l.label(down(404, false), client).source, Source::Gateway);
+        // The client gave up first: the gateway's answer, leg or not.
+        assert_eq!(l.label(down(499, true), client).source, Source::Gateway);
+    }
+
+    #[test]
+    fn names_only_the_roles_a_sink_needs() {
+        let needs = Needs {
+            downstream: true,
+            upstream: false,
+        };
+        let mut l = Labeller::new(Router::from_config(None, 10), needs);
+        let client = addr("10.0.0.1:5000");
+        let r = l.label(down(200, true), client);
+        assert_eq!(r.role, Role::Downstream);
+        assert_eq!(
+            (r.remote, r.listener),
+            (client, Some(addr("127.0.0.1:8080")))
+        );
+        let name = r.name.unwrap();
+        assert_eq!(
+            (&*name.service, &*name.route),
+            ("127.0.0.1:8080", "/orders/{id}")
+        );
+
+        let peer = addr("127.0.0.1:9000");
+        let up = Completed::Upstream {
+            exchange: exchange(200),
+            peer,
+        };
+        let r = l.label(up, client);
+        // An upstream exchange's remote end is its peer.
+        assert_eq!((r.role, r.remote, r.listener), (Role::Upstream, peer, None));
+        assert!(r.name.is_none());
+    }
+}

@@ -1,0 +1,148 @@
+//! Last stage, sinks: the consumers of labelled exchanges.
+//!
+//! Each [`Sink`] receives every [`Labelled`] record, in order; capture,
+//! parsing, correlation and labelling do not know which sinks there are.
+//!
+//! Today: the HTTP metric families ([`metrics`]) and the request log
+//! ([`request_log`], `--request-log`). A new consumer (spans over OTLP, say)
+//! is one more module here implementing [`Sink`], added to [`Sinks`] where
+//! `main.rs` builds them.
+
+pub mod metrics;
+pub mod request_log;
+
+use crate::label::{Labelled, Needs};
+
+/// A consumer of labelled exchanges. Runs on the pipeline's task: it must
+/// not block (buffer, and write out in [`Sink::flush`]), and it reports its
+/// own errors (a sink's failure does not stop the others).
+pub trait Sink: Send {
+    /// For which roles this sink needs service and route names.
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+
+    /// One finished exchange.
+    fn exchange(&mut self, record: &Labelled);
+
+    /// Called after each drain of the ring buffer: write out what is
+    /// buffered.
+    fn flush(&mut self) {}
+}
+
+/// The sinks, in the order they receive each record.
+#[derive(Default)]
+pub struct Sinks {
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Sinks {
+    pub fn push(&mut self, sink: impl Sink + 'static) {
+        self.sinks.push(Box::new(sink));
+    }
+
+    /// What any sink needs named (give it to the labelling stage).
+    pub fn needs(&self) -> Needs {
+        self.sinks
+            .iter()
+            .fold(Needs::default(), |needs, s| needs.or(s.needs()))
+    }
+
+    pub fn exchange(&mut self, record: &Labelled) {
+        for sink in &mut self.sinks {
+            sink.exchange(record);
+        }
+    }
+
+    pub fn flush(&mut self) {
+        for sink in &mut self.sinks {
+            sink.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{capture::decode::Role, correlate::Completed, http::Exchange, label::Labeller};
+
+    /// Records what it receives, for the test to read.
+    struct Probe {
+        needs: Needs,
+        name: &'static str,
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Sink for Probe {
+        fn needs(&self) -> Needs {
+            self.needs
+        }
+        fn exchange(&mut self, r: &Labelled) {
+            let name = r.name.as_ref().map(|n| n.route.to_string());
+            self.seen.lock().unwrap().push(format!(
+                "{} {:?} {}",
+                self.name,
+                r.role,
+                name.unwrap_or_default()
+            ));
+        }
+        fn flush(&mut self) {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(format!("{} flush", self.name));
+        }
+    }
+
+    #[test]
+    fn every_sink_gets_every_record_in_order_and_needs_combine() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut sinks = Sinks::default();
+        for (name, downstream) in [("a", false), ("b", true)] {
+            sinks.push(Probe {
+                needs: Needs {
+                    downstream,
+                    upstream: false,
+                },
+                name,
+                seen: seen.clone(),
+            });
+        }
+        let needs = sinks.needs();
+        assert_eq!((needs.downstream, needs.upstream), (true, false));
+        let mut labeller = Labeller::new(crate::label::Router::from_config(None, 10), needs);
+        let exchange = Exchange {
+            method: "GET".into(),
+            path: "/a/1".into(),
+            host: None,
+            status: 200,
+            request_bytes: 1,
+            response_bytes: 1,
+            request_first_ns: 1,
+            request_last_ns: 1,
+            response_first_ns: 2,
+            response_last_ns: 2,
+            closed_ns: 0,
+            upgraded: false,
+            traceparent: None,
+        };
+        let done = Completed::Downstream {
+            exchange,
+            listener: "127.0.0.1:80".parse().unwrap(),
+            upstream: None,
+        };
+        sinks.exchange(&labeller.label(done, "10.0.0.1:1".parse().unwrap()));
+        sinks.flush();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                format!("a {:?} /a/{{id}}", Role::Downstream),
+                format!("b {:?} /a/{{id}}", Role::Downstream),
+                "a flush".to_owned(),
+                "b flush".to_owned(),
+            ]
+        );
+    }
+}
