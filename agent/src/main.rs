@@ -11,16 +11,14 @@ mod correlate;
 mod error;
 mod http;
 mod identity;
+mod kernel_targets;
 mod label;
 mod metrics;
 mod pipeline;
 mod preflight;
+mod procfs;
 mod server;
-mod sessions;
 mod sinks;
-mod sweep;
-mod target_set;
-mod targets;
 
 use std::{io::ErrorKind, process::ExitCode};
 
@@ -40,11 +38,11 @@ use crate::{
     },
     cli::Args,
     error::StartError,
+    kernel_targets::TargetSet,
     metrics::{Identity, MetricGroups, Metrics},
     pipeline::Pipeline,
+    procfs::Proc,
     sinks::{request_log::RequestLog, Sinks},
-    target_set::TargetSet,
-    targets::Proc,
 };
 
 fn main() -> ExitCode {
@@ -164,15 +162,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let targets = TargetSet::new(proc, args.pids.clone(), args.discover.clone());
     // The agent's table holds what the kernel's socket map can hold.
-    let mut pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(pipeline::Parts {
         metrics,
         labeller,
         sinks,
         targets,
         maps,
         taps,
-        max_sockets as usize,
-    );
+        max_connections: max_sockets as usize,
+    });
     pipeline.start();
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,6 +1,8 @@
-//! Wires the stages together: ring buffer -> decode -> connection table ->
-//! HTTP sessions -> correlation -> labelling -> sinks (metrics, request log),
-//! plus a once-a-second reconciliation of targets and loss counters.
+//! Wires the stages together for every kernel record: capture (ring buffer,
+//! decode) -> connections (`conntrack`: facts, lifecycle, protocol parsing) ->
+//! correlation -> labelling (`label`) -> sinks (metrics, request log); plus a
+//! once-a-second reconciliation of targets, late connections, kernel losses
+//! and lost closes.
 
 use std::{
     collections::HashMap,
@@ -10,7 +12,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use gatescope_common::{LostReason, TcpState, LOST_REASONS, LOST_REASON_NAMES};
+use gatescope_common::{LostReason, LOST_REASONS, LOST_REASON_NAMES};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::watch,
@@ -19,19 +21,17 @@ use tracing::{debug, info, warn};
 
 use crate::{
     capture::{
-        decode::{decode, Observation, Role, KINDS},
+        decode::{decode, Handshake, Observation, Role, KINDS},
         wire::{read_counters, ClosingTaps, Taps},
         Maps,
     },
-    conntrack::{ConnInfo, ConnTable, Fact},
+    conntrack::{lost_close_sweeps::SweepSchedule, ConnInfo, ConnTable, Finished},
     correlate::{Completed, Correlator},
-    http::{HttpEvent, Segment},
-    label::Labeller,
+    http::{Exchange, HttpEvent},
+    kernel_targets::TargetSet,
     metrics::Metrics,
-    sessions::Sessions,
+    label::Labeller,
     sinks::Sinks,
-    sweep::SweepSchedule,
-    target_set::TargetSet,
 };
 
 /// Records read per drain before yielding to the rest of the loop (scrapes,
@@ -44,9 +44,23 @@ pub const SYS_CLASS_NET: &str = "/sys/class/net";
 /// How often the ring buffer is drained without a wake-up from the kernel.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
+/// What a pipeline is built from.
+pub struct Parts {
+    pub metrics: Metrics,
+    /// Names services and routes (labelling).
+    pub labeller: Labeller,
+    /// The consumers of labelled exchanges.
+    pub sinks: Sinks,
+    pub targets: TargetSet,
+    pub maps: Maps,
+    /// The wire view's packet sockets, when it is on.
+    pub taps: Option<Taps>,
+    /// Open connections the table holds at most.
+    pub max_connections: usize,
+}
+
 pub struct Pipeline {
     table: ConnTable,
-    sessions: Sessions,
     correlator: Correlator,
     labeller: Labeller,
     metrics: Metrics,
@@ -65,23 +79,23 @@ pub struct Pipeline {
     /// When the connection table is compared with the kernel's (see
     /// [`ConnTable::sweep`]).
     sweeps: SweepSchedule,
-    facts: Vec<Fact>,
-    http_events: Vec<HttpEvent>,
+    /// What the connection table finished and later stages have yet to take.
+    finished: Finished,
 }
 
 impl Pipeline {
-    pub fn new(
-        metrics: Metrics,
-        labeller: Labeller,
-        sinks: Sinks,
-        targets: TargetSet,
-        maps: Maps,
-        taps: Option<Taps>,
-        max_connections: usize,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            metrics,
+            labeller,
+            sinks,
+            targets,
+            maps,
+            taps,
+            max_connections,
+        } = parts;
         Pipeline {
             table: ConnTable::new(max_connections),
-            sessions: Sessions::default(),
             correlator: Correlator::default(),
             labeller,
             metrics,
@@ -93,8 +107,10 @@ impl Pipeline {
             listeners: HashMap::new(),
             lost_seen: [0; LOST_REASONS as usize],
             sweeps: SweepSchedule::new(Instant::now()),
-            facts: Vec::with_capacity(1024),
-            http_events: Vec::with_capacity(64),
+            finished: Finished {
+                facts: Vec::with_capacity(1024),
+                http: Vec::with_capacity(64),
+            },
         }
     }
 
@@ -174,9 +190,12 @@ impl Pipeline {
             match decode(&item) {
                 Ok(obs) => {
                     per_kind[obs.kind_index()] += 1;
-                    self.target_stage(&obs);
-                    self.http_stage(&obs);
-                    self.table.apply(&obs, &mut self.facts);
+                    self.process_stage(&obs);
+                    // Connections, reassembly and protocol parsing in one
+                    // step; its facts are counted at the end of the drain,
+                    // its exchanges correlated at once, in record order.
+                    self.table.apply(&obs, Instant::now, &mut self.finished);
+                    self.finish_http();
                 }
                 Err(e) => {
                     debug!("dropping record: {e}");
@@ -200,173 +219,115 @@ impl Pipeline {
                 .with_label_values(&["undecodable"])
                 .inc_by(undecodable);
         }
-        for fact in self.facts.drain(..) {
+        for fact in self.finished.facts.drain(..) {
             self.metrics.record(&fact);
         }
         self.metrics.set_gauges(self.table.gauges());
-        let phases = self.sessions.phases();
+        let phases = self.table.phases();
         self.metrics
             .set_phases(phases.reading, phases.writing, phases.waiting);
         self.sinks.flush();
     }
 
-    /// What the kernel learnt about the gateway's processes and listeners
-    /// between two reconciliations.
-    fn target_stage(&mut self, obs: &Observation) {
+    /// What the records say outside the connection table: the gateway's
+    /// processes and listeners, and the wire view's handshake times.
+    fn process_stage(&mut self, obs: &Observation) {
         match *obs {
             // Already a target in the kernel; the next reconcile counts it.
             Observation::Exec { tgid } => info!(pid = tgid, "gateway process started (--discover)"),
             // A new listener (a gateway discovered at exec binds right
             // after): labelled by its own address at once rather than as
             // `*:port` until the next reconcile reads /proc.
-            Observation::Listen { addr, .. } if !self.listen_sockets.contains(&addr) => {
-                let mut sockets = self.listen_sockets.clone();
-                sockets.push(addr);
-                sockets.sort();
-                self.set_listen_sockets(sockets);
+            Observation::Listen { addr, ts_ns: _ } => {
+                if !self.listen_sockets.contains(&addr) {
+                    let mut sockets = self.listen_sockets.clone();
+                    sockets.push(addr);
+                    sockets.sort();
+                    self.set_listen_sockets(sockets);
+                }
             }
-            _ => {}
-        }
-    }
-
-    /// Feeds the HTTP sessions; runs before the connection table applies the
-    /// same observation, so a closing connection is still known.
-    fn http_stage(&mut self, obs: &Observation) {
-        match *obs {
+            Observation::Exit { tgid } => self.correlator.forget(tgid),
             Observation::ConnOpen {
-                sk,
                 role,
                 endpoints,
                 handshake,
                 ..
-            } => {
-                self.end_late(sk);
-                self.sessions.open(sk, role, false);
-                let port = endpoints.local.port();
-                match handshake {
-                    Some(h) => {
-                        let interface = self.interface_name(h.ifindex);
-                        self.metrics.handshake(&interface, port, h.ns as f64 / 1e9);
-                    }
-                    None if role == Role::Downstream && self.taps.is_some() => {
-                        self.metrics.handshake_untimed(port);
-                    }
-                    None => {}
-                }
-            }
-            Observation::ConnFound { sk, role, .. } => {
-                self.end_late(sk);
-                self.sessions.open(sk, role, true);
-            }
-            Observation::Data {
-                sk,
-                dir,
-                len,
-                tgid,
-                ts_ns,
-                head,
-                tail,
-            } => {
-                let seg = Segment {
-                    ts_ns,
-                    len,
-                    head,
-                    tail,
-                };
-                let Some(mut conn) = self.table.info(sk) else {
-                    // Read after a reset closed the socket: a client's
-                    // request (nginx logs it, 499), an upstream's response.
-                    if let Some(conn) = self.table.closed_info(sk) {
-                        self.sessions.late_data(
-                            sk,
-                            dir,
-                            &seg,
-                            Instant::now(),
-                            &mut self.http_events,
-                        );
-                        self.finish_http(ConnInfo { tgid, ..conn });
-                    }
-                    return;
-                };
-                conn.tgid = tgid;
-                self.sessions.data(sk, dir, &seg, &mut self.http_events);
-                self.finish_http(conn);
-            }
-            // A reset with bytes still queued: the gateway reads them next.
-            Observation::State {
-                sk,
-                new: TcpState::CLOSE,
-                ts_ns,
-                queued: 1..,
-                ..
-            } => self.sessions.defer(sk, ts_ns, Instant::now()),
-            // The gateway closed its side (FIN_WAIT1 from ESTABLISHED, LAST_ACK
-            // from CLOSE_WAIT), both sides at once (CLOSING), or a reset.
-            Observation::State {
-                sk,
-                new: TcpState::FIN_WAIT1 | TcpState::LAST_ACK | TcpState::CLOSING | TcpState::CLOSE,
-                ts_ns,
-                ..
-            } => {
-                let Some(conn) = self.table.info(sk) else {
-                    return;
-                };
-                self.sessions.close(sk, ts_ns, &mut self.http_events);
-                self.finish_http(conn);
-            }
-            Observation::Exit { tgid } => self.correlator.forget(tgid),
-            _ => {}
+            } => self.handshake(role, endpoints.local.port(), handshake),
+            // The kernel made the child a target already.
+            Observation::Fork { .. } => {}
+            // The connection table's alone.
+            Observation::ConnFound { .. }
+            | Observation::State { .. }
+            | Observation::Data { .. }
+            | Observation::Accept { .. }
+            | Observation::Tcp { .. }
+            | Observation::TcpClosed { .. } => {}
         }
     }
 
-    /// Ends the late reads of a closed connection (see
-    /// [`Sessions::late_data`]): once the gateway has not read from it for a
-    /// second, or when its socket address opens again.
-    fn end_late(&mut self, sk: u64) {
-        if !self.sessions.close_late(sk, &mut self.http_events) {
+    /// The wire view's time for a client connection's handshake.
+    fn handshake(&mut self, role: Role, port: u16, handshake: Option<Handshake>) {
+        match handshake {
+            Some(h) => {
+                let interface = self.interface_name(h.ifindex);
+                self.metrics.handshake(&interface, port, h.ns as f64 / 1e9);
+            }
+            None if role == Role::Downstream && self.taps.is_some() => {
+                self.metrics.handshake_untimed(port);
+            }
+            None => {}
+        }
+    }
+
+    /// Correlates what the connection table finished and hands each exchange
+    /// to the sinks, in order.
+    fn finish_http(&mut self) {
+        if self.finished.http.is_empty() {
             return;
         }
-        match self.table.closed_info(sk) {
-            Some(conn) => self.finish_http(conn),
-            None => self.http_events.clear(),
+        let mut http = std::mem::take(&mut self.finished.http);
+        for (conn, event) in http.drain(..) {
+            match event {
+                HttpEvent::Exchange(exchange) => {
+                    let done = self.correlate(conn, exchange);
+                    self.export(done, conn);
+                }
+                HttpEvent::Anomaly(anomaly) => self.metrics.record_anomaly(&anomaly),
+            }
+        }
+        // Its allocation is kept for the next record.
+        self.finished.http = http;
+    }
+
+    /// Joins a client's exchange with the upstream call its worker made.
+    fn correlate(&mut self, conn: ConnInfo, exchange: Exchange) -> Completed {
+        match conn.role {
+            Role::Upstream => {
+                let peer = conn.endpoints.remote;
+                self.correlator.upstream_done(conn.tgid, &exchange, peer);
+                Completed::Upstream { exchange, peer }
+            }
+            Role::Downstream => {
+                let upstream = self.correlator.downstream_done(conn.tgid, &exchange);
+                let port = conn.endpoints.local.port();
+                let listener = self
+                    .listeners
+                    .get(&port)
+                    .copied()
+                    .unwrap_or(conn.endpoints.local);
+                Completed::Downstream {
+                    exchange,
+                    listener,
+                    upstream,
+                }
+            }
         }
     }
 
-    /// Correlates, labels and hands to the sinks what the HTTP stage
-    /// finished on `conn`.
-    fn finish_http(&mut self, conn: ConnInfo) {
-        for event in std::mem::take(&mut self.http_events) {
-            let exchange = match event {
-                HttpEvent::Exchange(exchange) => exchange,
-                HttpEvent::Anomaly(anomaly) => {
-                    self.metrics.record_anomaly(&anomaly);
-                    continue;
-                }
-            };
-            let done = match conn.role {
-                Role::Upstream => {
-                    let peer = conn.endpoints.remote;
-                    self.correlator.upstream_done(conn.tgid, &exchange, peer);
-                    Completed::Upstream { exchange, peer }
-                }
-                Role::Downstream => {
-                    let upstream = self.correlator.downstream_done(conn.tgid, &exchange);
-                    let port = conn.endpoints.local.port();
-                    let listener = self
-                        .listeners
-                        .get(&port)
-                        .copied()
-                        .unwrap_or(conn.endpoints.local);
-                    Completed::Downstream {
-                        exchange,
-                        listener,
-                        upstream,
-                    }
-                }
-            };
-            let record = self.labeller.label(done, conn.endpoints.remote);
-            self.sinks.exchange(&record);
-        }
+    /// Labels one finished exchange and hands it to every sink.
+    fn export(&mut self, done: Completed, conn: ConnInfo) {
+        let record = self.labeller.label(done, conn.endpoints.remote);
+        self.sinks.exchange(&record);
     }
 
     fn reconcile(&mut self) {
@@ -384,9 +345,8 @@ impl Pipeline {
                 "listen-port map full: connections to those ports are not tracked"
             );
         }
-        for sk in self.sessions.idle_late(Instant::now()) {
-            self.end_late(sk);
-        }
+        self.table.end_idle_late(Instant::now(), &mut self.finished);
+        self.finish_http();
         self.read_kernel_losses();
         self.sweep_lost_closes();
         self.sync_wire();
@@ -412,7 +372,8 @@ impl Pipeline {
     }
 
     /// Drops the connections whose close record was lost (after ring-buffer
-    /// losses, see [`crate::sweep`]), so gauges heal without a restart.
+    /// losses, see [`crate::conntrack::lost_close_sweeps`]), so gauges heal
+    /// without a restart.
     fn sweep_lost_closes(&mut self) {
         if !self.sweeps.due(Instant::now(), self.table.has_suspects()) {
             return;
@@ -423,9 +384,6 @@ impl Pipeline {
             .sweep(|sk| socks.get(&sk, 0).ok().map(|info| info.opened_ns));
         if gone.is_empty() {
             return;
-        }
-        for &sk in &gone {
-            self.sessions.forget(sk);
         }
         warn!(
             connections = gone.len(),

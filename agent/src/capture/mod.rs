@@ -226,7 +226,7 @@ impl Capture {
 
         // The names are in place before the exec program attaches; a gateway
         // started before that is found by the agent's /proc scan, which runs
-        // after it (target_set.rs).
+        // after it (kernel_targets.rs).
         let mut names: HashMap<_, [u8; COMM_LEN], u32> = HashMap::try_from(
             ebpf.map_mut(MAP_DISCOVER)
                 .ok_or_else(|| StartError::Load(format!("map {MAP_DISCOVER} missing")))?,

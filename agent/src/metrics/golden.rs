@@ -11,7 +11,7 @@
 use std::{net::SocketAddr, path::Path};
 
 use gatescope_common::{
-    WireCounts, WireKey, AF_INET, DIR_EGRESS, DIR_INGRESS, ROLE_DOWNSTREAM, ROLE_UPSTREAM,
+    Direction as KernelDirection, Role as KernelRole, WireCounts, WireKey, AF_INET,
 };
 
 use super::{render, Identity, MetricGroups, Metrics};
@@ -164,9 +164,9 @@ fn exchanges() -> Vec<(Completed, SocketAddr)> {
     ]
 }
 
-fn wire_key(role: u32, dir: u32, port: u16, ip: [u8; 4]) -> WireKey {
+fn wire_key(role: KernelRole, dir: KernelDirection, port: u16, ip: [u8; 4]) -> WireKey {
     let mut addr = [0u8; 16];
-    if role != ROLE_DOWNSTREAM {
+    if role != KernelRole::DOWNSTREAM {
         addr[..4].copy_from_slice(&ip);
     }
     WireKey {
@@ -174,7 +174,7 @@ fn wire_key(role: u32, dir: u32, port: u16, ip: [u8; 4]) -> WireKey {
         role,
         dir,
         port,
-        family: if role == ROLE_DOWNSTREAM { 0 } else { AF_INET },
+        family: if role == KernelRole::DOWNSTREAM { 0 } else { AF_INET },
         addr,
     }
 }
@@ -306,9 +306,9 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
     m.handshake("lo", 82, 0.0001);
     m.handshake_untimed(8080);
     m.handshake_untimed(83);
-    let down_in = wire_key(ROLE_DOWNSTREAM, DIR_INGRESS, 8080, [0; 4]);
-    let down_out = wire_key(ROLE_DOWNSTREAM, DIR_EGRESS, 8080, [0; 4]);
-    let up_out = wire_key(ROLE_UPSTREAM, DIR_EGRESS, 9000, [127, 0, 0, 1]);
+    let down_in = wire_key(KernelRole::DOWNSTREAM, KernelDirection::INGRESS, 8080, [0; 4]);
+    let down_out = wire_key(KernelRole::DOWNSTREAM, KernelDirection::EGRESS, 8080, [0; 4]);
+    let up_out = wire_key(KernelRole::UPSTREAM, KernelDirection::EGRESS, 9000, [127, 0, 0, 1]);
     let interface = |i: u32| format!("if{i}");
     m.sync_wire(
         &[

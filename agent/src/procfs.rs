@@ -1,8 +1,8 @@
-//! What /proc says about the gateway: its process tree, the processes running
-//! a program by name (`--discover`), and the TCP sockets it listens on. The
-//! kernel keeps the target set current on fork, exec and exit; this module
-//! seeds it at start and reconciles it (missed exits, listen sockets added by
-//! a reload).
+//! A read-only view of /proc: the gateway's process tree, the processes
+//! running a program by name (`--discover`), and the TCP sockets it listens
+//! on. `kernel_targets.rs` seeds the kernel's target maps from it at start and
+//! reconciles them with it (missed exits, listen sockets added by a reload);
+//! the kernel keeps them current on fork, exec and exit in between.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},

@@ -1,6 +1,6 @@
-//! When the connection table is compared with the kernel's socket map
-//! ([`crate::conntrack::ConnTable::sweep`]), the recovery from close records
-//! lost to a full ring buffer.
+//! The lost-close sweep schedule: when the connection table is compared with
+//! the kernel's socket map ([`super::ConnTable::sweep`]) to recover from close
+//! records lost to a full ring buffer.
 //!
 //! A sweep is due
 //! - on every reconciliation for [`AFTER_LOSS`] after the last loss, so

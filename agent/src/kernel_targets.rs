@@ -1,14 +1,14 @@
-//! Keeps the kernel's TARGETS and LISTEN_PORTS maps in line with /proc. The
-//! kernel follows forks, exits and execs of `--discover` programs, and adds
-//! ports a target starts listening on; this seeds the maps at start and
-//! repairs them once a second (an exit missed while the agent started, a
-//! listening socket added by a reload or closed).
+//! The kernel's target maps (TARGETS, LISTEN_PORTS), kept in line with
+//! /proc (`procfs.rs`). The kernel follows forks, exits and execs of
+//! `--discover` programs, and adds ports a target starts listening on; this
+//! seeds the maps at start and repairs them once a second (an exit missed
+//! while the agent started, a listening socket added by a reload or closed).
 
 use std::{collections::BTreeSet, net::SocketAddr};
 
 use aya::maps::{HashMap, MapData};
 
-use crate::targets::Proc;
+use crate::procfs::Proc;
 
 pub struct TargetSet {
     proc: Proc,

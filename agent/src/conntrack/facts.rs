@@ -1,0 +1,120 @@
+//! What the connection table reports: facts for the metrics, finished HTTP
+//! events with their connection for correlation, gauges and phase counts.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use crate::{
+    capture::decode::{Direction, Endpoints, Role, TcpEvent},
+    http::{HttpEvent, Phase},
+};
+
+/// What the export stage counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fact {
+    /// accept() returned a connection in a target.
+    Accepted,
+    /// The gateway read from a downstream connection for the first time.
+    Handled,
+    DownstreamBytes {
+        port: u16,
+        dir: Direction,
+        len: u64,
+    },
+    UpstreamOpened {
+        peer: SocketAddr,
+    },
+    UpstreamBytes {
+        peer: SocketAddr,
+        dir: Direction,
+        len: u64,
+    },
+    /// Bytes on a target socket whose open was not seen (open before start,
+    /// or not TCP-tracked), so they are still accounted for.
+    UntrackedBytes {
+        dir: Direction,
+        len: u64,
+    },
+    /// A retransmission or reset on a client connection (by listening port).
+    DownstreamTcp {
+        port: u16,
+        event: TcpEvent,
+    },
+    /// A retransmission or reset on a connection to an upstream peer.
+    UpstreamTcp {
+        peer: SocketAddr,
+        event: TcpEvent,
+    },
+    /// The table was full and a connection could not be tracked.
+    TableFull,
+}
+
+/// A TCP event, per listener for client connections and per peer upstream.
+pub(super) fn tcp_fact(role: Role, endpoints: &Endpoints, event: TcpEvent) -> Fact {
+    match role {
+        Role::Downstream => Fact::DownstreamTcp {
+            port: endpoints.local.port(),
+            event,
+        },
+        Role::Upstream => Fact::UpstreamTcp {
+            peer: endpoints.remote,
+            event,
+        },
+    }
+}
+
+/// What later stages need to know about a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub role: Role,
+    pub endpoints: Endpoints,
+    /// The gateway process that last moved bytes on it (a worker).
+    pub tgid: u32,
+}
+
+/// What applying observations finished, for the stages after the table. The
+/// table only appends; the caller drains both when it likes.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub facts: Vec<Fact>,
+    /// Ended HTTP exchanges and anomalies, in order, each with its connection.
+    pub http: Vec<(ConnInfo, HttpEvent)>,
+}
+
+/// Gauges derived from the table, maintained incrementally so they always
+/// agree with its content.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub downstream_active: u64,
+    pub upstream_open: HashMap<SocketAddr, u64>,
+    pub tracked_downstream: u64,
+    pub tracked_upstream: u64,
+}
+
+/// stub_status's reading / writing / waiting downstream connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseCounts {
+    pub reading: u64,
+    pub writing: u64,
+    pub waiting: u64,
+}
+
+impl PhaseCounts {
+    /// Adds (or takes away) one connection in `phase`.
+    pub(super) fn adjust(&mut self, phase: Phase, add: bool) {
+        let slot = match phase {
+            Phase::Reading => &mut self.reading,
+            Phase::Writing => &mut self.writing,
+            Phase::Waiting => &mut self.waiting,
+            Phase::Opaque => return,
+        };
+        adjust(slot, add);
+    }
+}
+
+pub(super) fn adjust(value: &mut u64, up: bool) {
+    if up {
+        *value += 1;
+    } else {
+        *value = value.saturating_sub(1);
+    }
+}
