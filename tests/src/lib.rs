@@ -11,6 +11,7 @@ pub mod bpftool;
 pub mod client;
 pub mod expect;
 pub mod holders;
+pub mod http;
 pub mod metrics;
 pub mod nginx;
 pub mod pcap;

@@ -607,7 +607,7 @@ http {{
         format!(
             "--- nginx stderr ---\n{}\n--- nginx error.log (tail) ---\n{}",
             read("stderr.log"),
-            tail(&read("error.log"), 40)
+            util::tail(&read("error.log"), 40)
         )
     }
 
@@ -664,11 +664,6 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// `$upstream_bytes_*` list one value per attempt ("1, 2" or "1 : 2"); "-" means none.

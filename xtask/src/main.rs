@@ -5,21 +5,18 @@ mod bench_report;
 mod compile;
 mod demo;
 mod fuzz;
-mod http;
-mod metrics;
 mod procfs;
 mod report;
 mod setup;
 mod stack;
 mod test;
 mod traffic;
-mod upstream;
 mod util;
-mod wrk;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
+use gatescope_tests::wrk;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]

@@ -4,12 +4,15 @@
 //! those label values out (`{listener,direction="ingress"}`); the list of differences at the
 //! end names every series in full.
 
-use std::{collections::BTreeSet, sync::atomic::Ordering::Relaxed};
+use std::collections::{BTreeMap, BTreeSet};
+
+use gatescope_tests::{
+    prom::{label_values, sum as value, Sample},
+    upstream::UpstreamStats,
+};
 
 use crate::{
-    metrics::{label_values, value, Sample},
     traffic::{Counts, GATEWAY},
-    upstream::Stats,
     Compat,
 };
 
@@ -17,7 +20,9 @@ pub struct Observed<'a> {
     pub listener: String,
     pub peer: String,
     pub client: &'a Counts,
-    pub upstream: &'a Stats,
+    pub upstream: UpstreamStats,
+    /// Responses the upstream sent, by status code.
+    pub upstream_codes: BTreeMap<u16, u64>,
 }
 
 /// A row whose value is not what the demo counted.
@@ -469,9 +474,9 @@ fn requests(t: &mut Table, s: &[Sample], compat: Compat, n: &Names, o: &Observed
 
 fn upstream(t: &mut Table, s: &[Sample], o: &Observed) {
     let u = o.upstream;
-    let (open, accepted) = (u.open.load(Relaxed), u.connections.load(Relaxed));
-    let (got, sent) = (u.bytes_in.load(Relaxed), u.bytes_out.load(Relaxed));
-    let codes = u.codes();
+    let (open, accepted) = (u.open, u.accepted);
+    let (got, sent) = (u.bytes_received, u.bytes_sent);
+    let codes = &o.upstream_codes;
     let mut peers = label_values(s, "gatescope_upstream_connections_opened_total", "peer");
     if !peers.contains(&o.peer) {
         peers.insert(0, o.peer.clone());
@@ -610,7 +615,7 @@ fn health(t: &mut Table, s: &[Sample]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{metrics, traffic::SERVICE};
+    use crate::traffic::SERVICE;
 
     const LISTENER: &str = "127.0.0.1:8080";
     const PEER: &str = "127.0.0.1:9000";
@@ -633,15 +638,14 @@ mod tests {
         c
     }
 
-    fn stats() -> Stats {
-        let s = Stats::default();
-        s.connections.store(1, Relaxed);
-        s.open.store(1, Relaxed);
-        s.requests.store(2, Relaxed);
-        s.bytes_in.store(100, Relaxed);
-        s.bytes_out.store(200, Relaxed);
-        s.codes.lock().unwrap().insert(200, 2);
-        s
+    fn stats() -> UpstreamStats {
+        UpstreamStats {
+            accepted: 1,
+            open: 1,
+            requests: 2,
+            bytes_received: 100,
+            bytes_sent: 200,
+        }
     }
 
     /// A native scrape that agrees with `counts()` and `stats()`, with `extra` appended.
@@ -683,7 +687,7 @@ mod tests {
              gatescope_listen_sockets 1\n\
              {extra}"
         );
-        metrics::parse(&text)
+        gatescope_tests::prom::Scrape::parse(&text).unwrap().samples
     }
 
     fn differences_in(samples: &[Sample]) -> Vec<String> {
@@ -692,7 +696,8 @@ mod tests {
             listener: LISTENER.into(),
             peer: PEER.into(),
             client: &c,
-            upstream: &u,
+            upstream: u,
+            upstream_codes: BTreeMap::from([(200, 2)]),
         };
         print(samples, Compat::None, &o)
             .into_iter()

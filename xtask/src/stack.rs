@@ -12,10 +12,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{
-    http,
-    util::{self, Guard},
-};
+use gatescope_tests::http;
+
+use crate::util::{self, Guard};
 
 pub const NGINX_READY: Duration = Duration::from_secs(10);
 pub const GATESCOPE_READY: Duration = Duration::from_secs(30);
