@@ -1,7 +1,7 @@
 //! The real gatescope binary: start, scrape, poll for values, stop.
 
-use crate::prom::{selector, Scrape};
 use crate::http;
+use crate::prom::{selector, Scrape};
 use crate::util::{self, TempDir};
 use anyhow::{bail, ensure, Context, Result};
 use std::fs::File;

@@ -22,7 +22,7 @@ use gatescope_tests::{
 };
 
 use crate::{
-    bench_report, procfs,
+    bench_summary, procfs,
     stack::{self, Template},
     util::{self, Guard},
 };
@@ -206,7 +206,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         info.machine.kernel,
         info.nginx,
         info.wrk,
-        bench_report::loadavg_text(load_before)
+        bench_summary::loadavg_text(load_before)
     );
     println!("bench: agent {}", info.agent);
 
@@ -272,7 +272,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         };
         for mode in order {
             let round = stack.round(rounds.len() + 1, pair, mode, None)?;
-            println!("{}", bench_report::round_line(&round));
+            println!("{}", bench_summary::round_line(&round));
             rounds.push(round);
         }
     }
@@ -280,7 +280,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         let pair = args.rounds as usize + 1;
         for mode in [Mode::Baseline, Mode::Gatescope] {
             let round = stack.round(rounds.len() + 1, pair, mode, Some(args.paced_rate))?;
-            println!("{}", bench_report::round_line(&round));
+            println!("{}", bench_summary::round_line(&round));
             rounds.push(round);
         }
     }
@@ -292,11 +292,11 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         load_after: procfs::loadavg(),
         ..info
     };
-    let text = bench_report::render(&info, &rounds);
+    let text = bench_summary::render(&info, &rounds);
     println!("\n{text}");
     if args.write {
         let path = util::workspace_root().join("BENCHMARKS.md");
-        bench_report::write(&path, &text)?;
+        bench_summary::write(&path, &text)?;
         println!("bench: wrote {}", path.display());
     }
     Ok(())

@@ -17,7 +17,7 @@ use gatescope_tests::{
 };
 
 use crate::{
-    report,
+    demo_summary,
     stack::{self, Template},
     traffic, util, Compat,
 };
@@ -38,7 +38,10 @@ pub fn demo(agent: &Path, args: &DemoArgs) -> Result<()> {
     let result = run(agent, args, dir.path());
     if result.is_err() {
         dir.keep();
-        eprintln!("xtask: demo files and logs kept in {}", dir.path().display());
+        eprintln!(
+            "xtask: demo files and logs kept in {}",
+            dir.path().display()
+        );
     }
     result
 }
@@ -93,14 +96,14 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
     let samples = Scrape::parse(&scrape)
         .with_context(|| format!("reading gatescope's metrics:\n{scrape}"))?
         .samples;
-    let observed = report::Observed {
+    let observed = demo_summary::Observed {
         listener: nginx_addr.to_string(),
         peer: upstream.addr(),
         client: &counts,
         upstream: upstream.stats(),
         upstream_codes: upstream.codes(),
     };
-    let differences = report::print(&samples, args.compat, &observed);
+    let differences = demo_summary::print(&samples, args.compat, &observed);
     if differences.is_empty() {
         println!("demo: every expected value agrees with what the demo counted");
     } else {

@@ -1,12 +1,12 @@
 //! `cargo xtask <setup|build|test|demo|bench|fuzz>` (alias in .cargo/config.toml).
 
 mod bench;
-mod bench_report;
+mod bench_summary;
 mod compile;
 mod demo;
+mod demo_summary;
 mod fuzz;
 mod procfs;
-mod report;
 mod setup;
 mod stack;
 mod test;
@@ -16,8 +16,8 @@ mod util;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use gatescope_tests::wrk;
 use clap::{Parser, Subcommand, ValueEnum};
+use gatescope_tests::wrk;
 
 #[derive(Parser)]
 #[command(
