@@ -43,6 +43,20 @@ pub fn gatescope_bin() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The agent's arguments: `--pid P...` for each of `pids`, `--listen <listen>`, `extra`
+/// (also how `cargo xtask demo` and `bench` start it).
+pub fn args(pids: &[u32], listen: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    for p in pids {
+        args.push("--pid".into());
+        args.push(p.to_string());
+    }
+    args.push("--listen".into());
+    args.push(listen.to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// A running agent.
 pub struct Agent {
     child: Child,
@@ -93,14 +107,7 @@ impl Agent {
     pub fn start(pids: &[u32], extra: &[&str]) -> Result<Self> {
         let port = util::free_port()?;
         let addr = format!("127.0.0.1:{port}");
-        let mut args: Vec<String> = Vec::new();
-        for p in pids {
-            args.push("--pid".into());
-            args.push(p.to_string());
-        }
-        args.push("--listen".into());
-        args.push(addr.clone());
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args = args(pids, &addr, extra);
         let dir = TempDir::new("agent")?;
         let bin = gatescope_bin()?;
         let child = Command::new(&bin)

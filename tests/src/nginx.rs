@@ -119,6 +119,19 @@ impl RenamedBinary {
     }
 }
 
+/// `<bin> -c <conf> -p <dir> -e <dir>/error.log`: nginx on `conf` with every file it writes
+/// in `dir` (also how `cargo xtask demo` and `bench` start it).
+pub fn command(bin: &Path, conf: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(conf)
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"));
+    cmd
+}
+
 /// See [`Nginx::start_accuracy`].
 pub struct AccuracyConfig {
     pub workers: u32,
@@ -326,13 +339,7 @@ http {{
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let stderr = File::create(dir.path().join("stderr.log"))?;
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
+        let child = command(bin, &conf_path, dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
