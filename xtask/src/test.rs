@@ -95,5 +95,8 @@ fn clippy_ebpf() -> Result<()> {
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
             format!("--cfg=bpf_target_arch=\"{arch}\""),
-        ))
+        )
+        // As aya-build does: a RUSTC from the caller's toolchain must not replace nightly's.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER"))
 }
