@@ -1,7 +1,58 @@
-//! nginx's own per-request account, in the `acc` log format of the accuracy tests.
+//! nginx's own per-request account: the harness's `gs` log and the accuracy tests' `acc` log.
 
 use anyhow::{ensure, Context, Result};
 use std::net::SocketAddr;
+
+/// `log_format gs ...;`, the harness's access log: `|`-separated `connection,
+/// request_length, bytes_sent, upstream_bytes_sent, upstream_bytes_received, status`
+/// (the upstream fields may hold ", "/" : " separated lists, never a `|`).
+pub const GS_LOG_FORMAT: &str = "'$connection|$request_length|$bytes_sent|$upstream_bytes_sent|$upstream_bytes_received|$status'";
+
+/// One access-log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogEntry {
+    pub connection: u64,
+    pub request_length: u64,
+    pub bytes_sent: u64,
+    /// Sum over all upstream attempts of the request ("-" counts as 0).
+    pub upstream_bytes_sent: u64,
+    pub upstream_bytes_received: u64,
+    pub status: u16,
+}
+
+/// `$upstream_bytes_*` list one value per attempt ("1, 2" or "1 : 2"); "-" means none.
+fn sum_upstream(field: &str) -> Result<u64> {
+    let mut total = 0;
+    for part in field.split([',', ':']) {
+        let p = part.trim();
+        if p.is_empty() || p == "-" {
+            continue;
+        }
+        total += p
+            .parse::<u64>()
+            .with_context(|| format!("bad number {p:?}"))?;
+    }
+    Ok(total)
+}
+
+pub(crate) fn parse_access_line(line: &str) -> Result<AccessLogEntry> {
+    let f: Vec<&str> = line.split('|').collect();
+    ensure!(f.len() == 6, "bad access-log line {line:?}");
+    let n = |s: &str| -> Result<u64> {
+        s.parse::<u64>()
+            .with_context(|| format!("bad number {s:?} in {line:?}"))
+    };
+    Ok(AccessLogEntry {
+        connection: n(f[0])?,
+        request_length: n(f[1])?,
+        bytes_sent: n(f[2])?,
+        upstream_bytes_sent: sum_upstream(f[3])?,
+        upstream_bytes_received: sum_upstream(f[4])?,
+        status: f[5]
+            .parse()
+            .with_context(|| format!("bad status in {line:?}"))?,
+    })
+}
 
 /// `log_format acc ...;` (space separated; the three upstream fields may be lists,
 /// "a, b : c", when nginx tried several servers).
@@ -199,5 +250,23 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn access_line() {
+        let e = parse_access_line("7|83|1456|90|1300|200").unwrap();
+        assert_eq!(
+            e,
+            AccessLogEntry {
+                connection: 7,
+                request_length: 83,
+                bytes_sent: 1456,
+                upstream_bytes_sent: 90,
+                upstream_bytes_received: 1300,
+                status: 200
+            }
+        );
+        assert_eq!(sum_upstream("-").unwrap(), 0);
+        assert_eq!(sum_upstream("1, 2 : 3").unwrap(), 6);
     }
 }

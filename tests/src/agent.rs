@@ -1,12 +1,11 @@
 //! The real gatescope binary: start, scrape, poll for values, stop.
 
+use crate::http;
 use crate::prom::{selector, Scrape};
-use crate::upstream::find;
 use crate::util::{self, TempDir};
 use anyhow::{bail, ensure, Context, Result};
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +41,20 @@ pub fn gatescope_bin() -> Result<PathBuf> {
         p.display()
     );
     Ok(p)
+}
+
+/// The agent's arguments: `--pid P...` for each of `pids`, `--listen <listen>`, `extra`
+/// (also how `cargo xtask demo` and `bench` start it).
+pub fn args(pids: &[u32], listen: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    for p in pids {
+        args.push("--pid".into());
+        args.push(p.to_string());
+    }
+    args.push("--listen".into());
+    args.push(listen.to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 /// A running agent.
@@ -94,14 +107,7 @@ impl Agent {
     pub fn start(pids: &[u32], extra: &[&str]) -> Result<Self> {
         let port = util::free_port()?;
         let addr = format!("127.0.0.1:{port}");
-        let mut args: Vec<String> = Vec::new();
-        for p in pids {
-            args.push("--pid".into());
-            args.push(p.to_string());
-        }
-        args.push("--listen".into());
-        args.push(addr.clone());
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args = args(pids, &addr, extra);
         let dir = TempDir::new("agent")?;
         let bin = gatescope_bin()?;
         let child = Command::new(&bin)
@@ -212,7 +218,7 @@ impl Agent {
                     "after {timeout:?}:\n  {}\n--- last scrape ---\n{}\n--- agent stderr (tail) ---\n{}",
                     bad.join("\n  "),
                     s.text,
-                    tail(&self.stderr(), 30)
+                    util::tail(&self.stderr(), 30)
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -338,73 +344,17 @@ pub fn run_bin_to_exit(
     }
 }
 
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// A minimal HTTP/1.1 GET (Connection: close); returns (status, body). Handles
 /// Content-Length, chunked and read-to-EOF bodies.
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let end = find(&raw, b"\r\n\r\n").context("no response head")? + 4;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let code: u16 = head
-        .split(' ')
-        .nth(1)
-        .context("no status")?
-        .parse()
-        .context("bad status")?;
-    let header = |name: &str| {
-        head.split("\r\n")
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    let body = &raw[end..];
-    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(body)?
-    } else if let Some(cl) = header("content-length") {
-        let cl: usize = cl.parse().context("bad Content-Length")?;
-        ensure!(body.len() >= cl, "short body: {} < {cl}", body.len());
-        body[..cl].to_vec()
-    } else {
-        body.to_vec()
-    };
-    Ok((code, String::from_utf8(body).context("body not UTF-8")?))
-}
-
-fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let i = find(b, b"\r\n").context("bad chunk header")?;
-        let size_str = std::str::from_utf8(&b[..i])?;
-        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
-            .with_context(|| format!("bad chunk size {size_str:?}"))?;
-        b = &b[i + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        ensure!(b.len() >= size + 2, "truncated chunk");
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dechunks() {
-        let b = b"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n";
-        assert_eq!(dechunk(b).unwrap(), b"hello, world");
-    }
+    let sock = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("no address for {addr}"))?;
+    let resp = http::get(sock, path).with_context(|| format!("GET http://{addr}{path}"))?;
+    Ok((
+        resp.status,
+        String::from_utf8(resp.body).context("body not UTF-8")?,
+    ))
 }

@@ -1,5 +1,6 @@
 //! Test harness for gatescope: a real nginx in front of a counting upstream, a
-//! byte-counting client, and the real agent binary.
+//! byte-counting client, and the real agent binary. `cargo xtask demo` and `bench`
+//! use the same toolkit (upstream, HTTP, wrk, Prometheus text, processes).
 //!
 //! Run: `cargo test --release -p gatescope-tests -- --test-threads=1` as root.
 //! The agent binary comes from `$GATESCOPE_BIN`, else `target/release/gatescope`.
@@ -11,6 +12,7 @@ pub mod bpftool;
 pub mod client;
 pub mod expect;
 pub mod holders;
+pub mod http;
 pub mod metrics;
 pub mod nginx;
 pub mod pcap;

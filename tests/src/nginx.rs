@@ -1,6 +1,9 @@
 //! A real nginx (master + N workers) as a reverse proxy in front of one upstream.
 
-use crate::access_log::{parse_acc_log, AccEntry, ACC_LOG_FORMAT};
+pub use crate::access_log::AccessLogEntry;
+use crate::access_log::{
+    parse_acc_log, parse_access_line, AccEntry, ACC_LOG_FORMAT, GS_LOG_FORMAT,
+};
 use crate::util::{self, TempDir};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeSet;
@@ -10,11 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const NGINX_BIN: &str = "/usr/sbin/nginx";
-
-/// Access-log format the harness parses: `|`-separated `connection, request_length,
-/// bytes_sent, upstream_bytes_sent, upstream_bytes_received, status` (the upstream
-/// fields may hold ", "/" : " separated lists, never a `|`).
-const LOG_FORMAT: &str = "'$connection|$request_length|$bytes_sent|$upstream_bytes_sent|$upstream_bytes_received|$status'";
 
 pub struct NginxConfig {
     pub workers: u32,
@@ -121,6 +119,19 @@ impl RenamedBinary {
     }
 }
 
+/// `<bin> -c <conf> -p <dir> -e <dir>/error.log`: nginx on `conf` with every file it writes
+/// in `dir` (also how `cargo xtask demo` and `bench` start it).
+pub fn command(bin: &Path, conf: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(conf)
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"));
+    cmd
+}
+
 /// See [`Nginx::start_accuracy`].
 pub struct AccuracyConfig {
     pub workers: u32,
@@ -142,18 +153,6 @@ pub struct Nginx {
     listen_port: u16,
     /// The worker set after start / the last reload.
     current_workers: Vec<u32>,
-}
-
-/// One access-log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessLogEntry {
-    pub connection: u64,
-    pub request_length: u64,
-    pub bytes_sent: u64,
-    /// Sum over all upstream attempts of the request ("-" counts as 0).
-    pub upstream_bytes_sent: u64,
-    pub upstream_bytes_received: u64,
-    pub status: u16,
 }
 
 impl Nginx {
@@ -185,7 +184,7 @@ events {{
 
 http {{
     access_log off;
-    log_format gs {LOG_FORMAT};
+    log_format gs {GS_LOG_FORMAT};
     client_body_temp_path {d}/client_body_temp;
     proxy_temp_path {d}/proxy_temp;
     fastcgi_temp_path {d}/fastcgi_temp;
@@ -340,13 +339,7 @@ http {{
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let stderr = File::create(dir.path().join("stderr.log"))?;
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
+        let child = command(bin, &conf_path, dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -607,7 +600,7 @@ http {{
         format!(
             "--- nginx stderr ---\n{}\n--- nginx error.log (tail) ---\n{}",
             read("stderr.log"),
-            tail(&read("error.log"), 40)
+            util::tail(&read("error.log"), 40)
         )
     }
 
@@ -663,67 +656,5 @@ http {{
 impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// `$upstream_bytes_*` list one value per attempt ("1, 2" or "1 : 2"); "-" means none.
-fn sum_upstream(field: &str) -> Result<u64> {
-    let mut total = 0;
-    for part in field.split([',', ':']) {
-        let p = part.trim();
-        if p.is_empty() || p == "-" {
-            continue;
-        }
-        total += p
-            .parse::<u64>()
-            .with_context(|| format!("bad number {p:?}"))?;
-    }
-    Ok(total)
-}
-
-fn parse_access_line(line: &str) -> Result<AccessLogEntry> {
-    let f: Vec<&str> = line.split('|').collect();
-    ensure!(f.len() == 6, "bad access-log line {line:?}");
-    let n = |s: &str| -> Result<u64> {
-        s.parse::<u64>()
-            .with_context(|| format!("bad number {s:?} in {line:?}"))
-    };
-    Ok(AccessLogEntry {
-        connection: n(f[0])?,
-        request_length: n(f[1])?,
-        bytes_sent: n(f[2])?,
-        upstream_bytes_sent: sum_upstream(f[3])?,
-        upstream_bytes_received: sum_upstream(f[4])?,
-        status: f[5]
-            .parse()
-            .with_context(|| format!("bad status in {line:?}"))?,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn access_line() {
-        let e = parse_access_line("7|83|1456|90|1300|200").unwrap();
-        assert_eq!(
-            e,
-            AccessLogEntry {
-                connection: 7,
-                request_length: 83,
-                bytes_sent: 1456,
-                upstream_bytes_sent: 90,
-                upstream_bytes_received: 1300,
-                status: 200
-            }
-        );
-        assert_eq!(sum_upstream("-").unwrap(), 0);
-        assert_eq!(sum_upstream("1, 2 : 3").unwrap(), 6);
     }
 }

@@ -10,6 +10,39 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+
+    /// Named `name`, with every pair of `labels` among its labels.
+    pub fn matches(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.name == name && labels.iter().all(|(k, v)| self.label(k) == Some(*v))
+    }
+}
+
+/// Sum of the samples called `name` whose labels include `labels`; `None` if there are none.
+pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|s| s.matches(name, labels))
+        .map(|s| s.value)
+        .reduce(|a, b| a + b)
+}
+
+/// The distinct values of label `key` over the samples called `name`, in order of appearance.
+pub fn label_values(samples: &[Sample], name: &str, key: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in samples.iter().filter(|s| s.name == name) {
+        if let Some(v) = s.label(key) {
+            if !out.iter().any(|o| o == v) {
+                out.push(v.to_string());
+            }
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
     pub text: String,
@@ -51,12 +84,7 @@ impl Scrape {
         name: &'a str,
         labels: &'a [(&str, &str)],
     ) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.samples.iter().filter(move |s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
+        self.samples.iter().filter(move |s| s.matches(name, labels))
     }
 
     /// The value of the one sample named `name` whose labels include `labels`;
@@ -249,6 +277,17 @@ inf_metric +Inf
         assert!(w.value.is_nan());
         assert_eq!(s.require("inf_metric", &[]).unwrap(), f64::INFINITY);
         assert!(s.require("nope", &[]).is_err());
+    }
+
+    #[test]
+    fn sums_and_lists_label_values() {
+        let text = "b{peer=\"127.0.0.1:9\",direction=\"in\\\"x\"} 1.5e3 1700000000\nb{peer=\"127.0.0.1:9\",direction=\"out\",} 2\nc{} +Inf\n";
+        let s = Scrape::parse(text).unwrap().samples;
+        assert_eq!(sum(&s, "b", &[("direction", "in\"x")]), Some(1500.0));
+        assert_eq!(sum(&s, "b", &[("peer", "127.0.0.1:9")]), Some(1502.0));
+        assert_eq!(sum(&s, "b", &[("peer", "other")]), None);
+        assert_eq!(label_values(&s, "b", "peer"), vec!["127.0.0.1:9"]);
+        assert!(sum(&s, "c", &[]).unwrap().is_infinite());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! A real HTTP/1.1 upstream server (std threads) that counts exactly what it
 //! accepted, received and sent: the independent truth for the upstream leg.
+//! It answers the tests' paths (see [`Upstream::start`]) or, for the demo, what a
+//! given [`Answer`] says (see [`Upstream::start_answering`]).
 
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
@@ -44,6 +46,19 @@ pub struct UpstreamStats {
     pub requests: u64,
 }
 
+/// One response of an [`Answer`]: sent with `Content-Type` and `Content-Length`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub reason: &'static str,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// The response to request number `n` (from 1, over all connections) with `method` and
+/// `path`; HEAD gets the head only.
+pub type Answer = fn(method: &str, path: &str, n: u64) -> Reply;
+
 pub struct Upstream {
     port: u16,
     counters: Arc<Counters>,
@@ -68,6 +83,15 @@ impl Upstream {
     ///
     /// HEAD gets the same head as GET and no body.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Like [`Upstream::start`], but every request gets what `answer` says.
+    pub fn start_answering(answer: Answer) -> Result<Self> {
+        Self::start_with(Some(answer))
+    }
+
+    fn start_with(answer: Option<Answer>) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding upstream")?;
         let port = listener.local_addr()?.port();
         let counters = Arc::new(Counters::default());
@@ -88,7 +112,7 @@ impl Upstream {
                     }
                     let counters = counters.clone();
                     std::thread::spawn(move || {
-                        let _ = serve(s, &counters);
+                        let _ = serve(s, &counters, answer);
                         counters.open.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
@@ -126,6 +150,17 @@ impl Upstream {
     /// Every request read completely so far, in the order they were answered.
     pub fn exchanges(&self) -> Vec<UpstreamExchange> {
         self.counters.exchanges.lock().unwrap().clone()
+    }
+
+    /// Responses sent so far, by status code.
+    pub fn codes(&self) -> std::collections::BTreeMap<u16, u64> {
+        let mut codes = std::collections::BTreeMap::new();
+        for ex in self.counters.exchanges.lock().unwrap().iter() {
+            if ex.status != 0 {
+                *codes.entry(ex.status).or_default() += 1;
+            }
+        }
+        codes
     }
 }
 
@@ -174,7 +209,7 @@ fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, counters: &Counters) -> Resul
 }
 
 /// Serve one connection until the peer closes it (or asks to).
-fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
+fn serve(mut s: TcpStream, counters: &Counters, answer: Option<Answer>) -> Result<()> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         // Read a request head.
@@ -223,6 +258,36 @@ fn serve(mut s: TcpStream, counters: &Counters) -> Result<()> {
         };
         let head_only = method == "HEAD";
         let conn_hdr = if close { "Connection: close\r\n" } else { "" };
+
+        if let Some(answer) = answer {
+            let n = counters.requests.load(Ordering::SeqCst) + 1;
+            let reply = answer(&method, &path, n);
+            let mut resp = format!(
+                "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{conn_hdr}\r\n",
+                reply.status,
+                reply.reason,
+                reply.content_type,
+                reply.body.len(),
+            )
+            .into_bytes();
+            if !head_only {
+                resp.extend_from_slice(&reply.body);
+            }
+            s.write_all(&resp)?;
+            counters
+                .bytes_sent
+                .fetch_add(resp.len() as u64, Ordering::SeqCst);
+            ex.status = reply.status;
+            ex.response_bytes = resp.len() as u64;
+            counters.exchanges.lock().unwrap().push(ex);
+            counters.requests.fetch_add(1, Ordering::SeqCst);
+            if close {
+                // The acceptor keeps a clone of the socket: dropping ours would not close it.
+                s.shutdown(Shutdown::Both)?;
+                return Ok(());
+            }
+            continue;
+        }
 
         if path == "/reset" {
             counters.exchanges.lock().unwrap().push(ex);
@@ -353,4 +418,62 @@ fn reset(s: &TcpStream) -> Result<()> {
     };
     anyhow::ensure!(rc == 0, "disconnect: {}", std::io::Error::last_os_error());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http;
+    use std::io::BufReader;
+
+    fn json(method: &str, path: &str, n: u64) -> Reply {
+        let status = match method {
+            "POST" => 201,
+            _ if path == "/gone" => 404,
+            _ => 200,
+        };
+        Reply {
+            status,
+            reason: "Whatever",
+            content_type: "application/json",
+            body: format!("{{\"request\":{n}}}\n").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn answering_upstream_keeps_alive_reads_bodies_and_heads() {
+        let up = Upstream::start_answering(json).unwrap();
+        let stream = http::connect(up.addr().parse().unwrap()).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        for (method, path, body, status) in [
+            ("POST", "/api/items", Some("{\"a\":1}"), 201),
+            ("HEAD", "/api/items/1", None, 200),
+            ("GET", "/gone", None, 404),
+        ] {
+            let req = http::request(method, path, "test", true, body);
+            writer.write_all(req.as_bytes()).unwrap();
+            let resp = http::read_response_to(&mut reader, method).unwrap();
+            assert_eq!(resp.status, status, "{method} {path}");
+            assert_eq!(resp.body.is_empty(), method == "HEAD", "{method} {path}");
+        }
+        let req = http::get_request("/last", "test", false);
+        writer.write_all(req.as_bytes()).unwrap();
+        assert_eq!(http::read_response(&mut reader).unwrap().status, 200);
+        assert_eq!(
+            reader.read(&mut [0u8; 8]).unwrap(),
+            0,
+            "closed after Connection: close"
+        );
+        let stats = up.stats();
+        assert_eq!((stats.requests, stats.accepted), (4, 1));
+        assert_eq!(
+            up.codes(),
+            std::collections::BTreeMap::from([(200, 2), (201, 1), (404, 1)])
+        );
+        assert_eq!(stats.bytes_received, {
+            let ex = up.exchanges();
+            ex.iter().map(|e| e.request_bytes).sum::<u64>()
+        });
+    }
 }

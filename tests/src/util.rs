@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A directory removed (recursively) on drop, unless `GATESCOPE_KEEP_TMP` is set.
+/// A directory removed (recursively) on drop, unless `GATESCOPE_KEEP_TMP` is set or
+/// [`TempDir::keep`] was called.
 pub struct TempDir {
     path: PathBuf,
+    keep: bool,
 }
 
 impl TempDir {
@@ -25,17 +27,22 @@ impl TempDir {
         );
         let path = std::env::temp_dir().join(name);
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self { path })
+        Ok(Self { path, keep: false })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Leave the directory in place (its logs explain a failure).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::env::var_os("GATESCOPE_KEEP_TMP").is_none() {
+        if !self.keep && std::env::var_os("GATESCOPE_KEEP_TMP").is_none() {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
@@ -46,6 +53,12 @@ pub fn free_port() -> Result<u16> {
     // Any address: free for a listener on 0.0.0.0 too.
     let l = TcpListener::bind("0.0.0.0:0").context("binding 0.0.0.0:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// The last `n` lines of `text` (for failure messages).
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Poll `f` every 20 ms until it returns `Some`, or fail after `timeout` with `what`.

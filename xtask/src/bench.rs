@@ -14,11 +14,17 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _, Result};
 
-use crate::{
-    bench_report, http, metrics, procfs,
-    stack::{self, Template},
-    util::{self, Guard, TempDir},
+use gatescope_tests::{
+    http,
+    prom::{self, Sample, Scrape},
+    util::{free_port, TempDir},
     wrk,
+};
+
+use crate::{
+    bench_summary, procfs,
+    stack::{self, Template},
+    util::{self, Guard},
 };
 
 const PROXY_CONF: Template = Template {
@@ -142,13 +148,13 @@ pub fn bench(agent: &Path, args: &BenchArgs) -> Result<()> {
         "wrk needs at least one thread and at least as many connections as threads"
     );
     util::catch_signals();
-    let mut dir = TempDir::new("gatescope-bench")?;
-    let result = run(agent, args, &dir.path);
+    let mut dir = TempDir::new("bench")?;
+    let result = run(agent, args, dir.path());
     if result.is_err() {
         dir.keep();
         eprintln!(
             "xtask: benchmark files and logs kept in {}",
-            dir.path.display()
+            dir.path().display()
         );
     }
     result
@@ -200,11 +206,11 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         info.machine.kernel,
         info.nginx,
         info.wrk,
-        bench_report::loadavg_text(load_before)
+        bench_summary::loadavg_text(load_before)
     );
     println!("bench: agent {}", info.agent);
 
-    let upstream_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, util::free_port()?));
+    let upstream_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let (upstream, took) = stack::start_nginx(
         "upstream nginx",
         &UPSTREAM_CONF,
@@ -216,7 +222,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         "bench: upstream nginx master pid {} answers on http://{upstream_addr}/ after {took:.1?}",
         upstream.pid()
     );
-    let proxy_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, util::free_port()?));
+    let proxy_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let (proxy, took) = stack::start_nginx(
         "proxy nginx",
         &PROXY_CONF,
@@ -227,7 +233,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
     println!(
         "bench: proxy nginx master pid {} (workers {:?}) answers on http://{proxy_addr}/ after {took:.1?}",
         proxy.pid(),
-        procfs::children(proxy.pid())
+        gatescope_tests::util::children_of(proxy.pid())
     );
     let resp = http::get(proxy_addr, "/").context("GET / through the proxy")?;
     ensure!(
@@ -266,7 +272,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         };
         for mode in order {
             let round = stack.round(rounds.len() + 1, pair, mode, None)?;
-            println!("{}", bench_report::round_line(&round));
+            println!("{}", bench_summary::round_line(&round));
             rounds.push(round);
         }
     }
@@ -274,7 +280,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         let pair = args.rounds as usize + 1;
         for mode in [Mode::Baseline, Mode::Gatescope] {
             let round = stack.round(rounds.len() + 1, pair, mode, Some(args.paced_rate))?;
-            println!("{}", bench_report::round_line(&round));
+            println!("{}", bench_summary::round_line(&round));
             rounds.push(round);
         }
     }
@@ -286,11 +292,11 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         load_after: procfs::loadavg(),
         ..info
     };
-    let text = bench_report::render(&info, &rounds);
+    let text = bench_summary::render(&info, &rounds);
     println!("\n{text}");
     if args.write {
         let path = util::workspace_root().join("BENCHMARKS.md");
-        bench_report::write(&path, &text)?;
+        bench_summary::write(&path, &text)?;
         println!("bench: wrote {}", path.display());
     }
     Ok(())
@@ -374,7 +380,7 @@ impl Stack {
         wrk.stop(Duration::ZERO)?;
         let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
         ensure!(status.success(), "wrk failed ({status}):\n{text}");
-        let report = wrk::parse(&text)?;
+        let report = wrk::parse_report(&text)?;
         let share = report.errors as f64 / report.requests.max(1) as f64;
         ensure!(
             share <= MAX_ERROR_SHARE,
@@ -459,7 +465,7 @@ impl Stack {
         let mut agent = match mode {
             Mode::Baseline => None,
             Mode::Gatescope => {
-                let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, util::free_port()?));
+                let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
                 let extra: Vec<&str> = self.agent_args.iter().map(String::as_str).collect();
                 let (guard, attach) = stack::start_gatescope(
                     &self.agent,
@@ -480,7 +486,7 @@ impl Stack {
         // Counters at the start of the window (after any calibration traffic has landed).
         let counted = match &agent {
             None => Vec::new(),
-            Some((_, _, metrics)) => metrics::parse(&stack::settled_scrape(*metrics)?),
+            Some((_, _, metrics)) => scrape_samples(*metrics)?,
         };
         let before = self.snapshot(agent_pid)?;
         let (report, wall, foreign_agents) =
@@ -493,7 +499,7 @@ impl Stack {
                 if let Some(status) = guard.exited()? {
                     return Err(guard.died(status));
                 }
-                let samples = metrics::parse(&stack::settled_scrape(*metrics)?);
+                let samples = scrape_samples(*metrics)?;
                 let pid = guard.pid();
                 let cpu_total = procfs::cpu_seconds(pid)? - before.agent.unwrap_or(0.0);
                 let peak_rss = procfs::peak_rss_bytes(pid)?;
@@ -532,10 +538,18 @@ impl Stack {
 const RECEIVED: &str = "gatescope_events_received_total";
 const LOST: &str = "gatescope_events_lost_total";
 
+/// The samples of a settled scrape of `/metrics` at `addr`.
+fn scrape_samples(addr: SocketAddr) -> Result<Vec<Sample>> {
+    let text = stack::settled_scrape(addr)?;
+    Ok(Scrape::parse(&text)
+        .with_context(|| format!("reading gatescope's metrics:\n{text}"))?
+        .samples)
+}
+
 /// The agent's numbers for the window between the scrapes `start` and `end`.
 fn agent_numbers(
-    start: &[metrics::Sample],
-    end: &[metrics::Sample],
+    start: &[Sample],
+    end: &[Sample],
     attach: Duration,
     before: &Snapshot,
     after: &Snapshot,
@@ -543,10 +557,9 @@ fn agent_numbers(
     peak_rss: u64,
 ) -> AgentRound {
     let delta = |name: &str, labels: &[(&str, &str)]| {
-        metrics::value(end, name, labels)
-            .map(|v| v - metrics::value(start, name, labels).unwrap_or(0.0))
+        prom::sum(end, name, labels).map(|v| v - prom::sum(start, name, labels).unwrap_or(0.0))
     };
-    let lost_reasons = metrics::label_values(end, LOST, "reason")
+    let lost_reasons = prom::label_values(end, LOST, "reason")
         .into_iter()
         .filter_map(|reason| {
             let lost = delta(LOST, &[("reason", &reason)])?;

@@ -10,12 +10,16 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 
+use gatescope_tests::{
+    prom::Scrape,
+    upstream::Upstream,
+    util::{free_port, TempDir},
+};
+
 use crate::{
-    metrics, report,
+    demo_summary,
     stack::{self, Template},
-    traffic, upstream,
-    util::{self, TempDir},
-    Compat,
+    traffic, util, Compat,
 };
 
 pub const NGINX_CONF: Template = Template {
@@ -30,35 +34,39 @@ pub struct DemoArgs {
 
 pub fn demo(agent: &Path, args: &DemoArgs) -> Result<()> {
     util::catch_signals();
-    let mut dir = TempDir::new("gatescope-demo")?;
-    let result = run(agent, args, &dir.path);
+    let mut dir = TempDir::new("demo")?;
+    let result = run(agent, args, dir.path());
     if result.is_err() {
         dir.keep();
-        eprintln!("xtask: demo files and logs kept in {}", dir.path.display());
+        eprintln!(
+            "xtask: demo files and logs kept in {}",
+            dir.path().display()
+        );
     }
     result
 }
 
 fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
-    let upstream = upstream::start().context("starting the demo upstream")?;
+    let upstream =
+        Upstream::start_answering(traffic::answer).context("starting the demo upstream")?;
     println!(
         "demo: upstream server on {} (thread in xtask)",
-        upstream.addr
+        upstream.addr()
     );
-    let nginx_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, util::free_port()?));
+    let nginx_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let (mut nginx, took) = stack::start_nginx(
         "nginx",
         &NGINX_CONF,
         dir,
         nginx_addr,
-        &[("upstream_port", upstream.addr.port().to_string())],
+        &[("upstream_port", upstream.port().to_string())],
     )?;
     println!(
         "demo: nginx master pid {} (2 workers) answers on http://{nginx_addr}/ after {took:.1?}",
         nginx.pid()
     );
 
-    let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, util::free_port()?));
+    let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let compat: &[&str] = match args.compat {
         Compat::Kong => &["--metrics-compat", "kong"],
         Compat::None => &[],
@@ -84,14 +92,18 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         counts.bytes_sent,
         counts.bytes_received
     );
-    let samples = metrics::parse(&stack::settled_scrape(metrics_addr)?);
-    let observed = report::Observed {
+    let scrape = stack::settled_scrape(metrics_addr)?;
+    let samples = Scrape::parse(&scrape)
+        .with_context(|| format!("reading gatescope's metrics:\n{scrape}"))?
+        .samples;
+    let observed = demo_summary::Observed {
         listener: nginx_addr.to_string(),
-        peer: upstream.addr.to_string(),
+        peer: upstream.addr(),
         client: &counts,
-        upstream: &upstream.stats,
+        upstream: upstream.stats(),
+        upstream_codes: upstream.codes(),
     };
-    let differences = report::print(&samples, args.compat, &observed);
+    let differences = demo_summary::print(&samples, args.compat, &observed);
     if differences.is_empty() {
         println!("demo: every expected value agrees with what the demo counted");
     } else {

@@ -1,26 +1,23 @@
 //! `cargo xtask <setup|build|test|demo|bench|fuzz>` (alias in .cargo/config.toml).
 
 mod bench;
-mod bench_report;
+mod bench_summary;
 mod compile;
 mod demo;
+mod demo_summary;
 mod fuzz;
-mod http;
-mod metrics;
 mod procfs;
-mod report;
 mod setup;
 mod stack;
 mod test;
 mod traffic;
-mod upstream;
 mod util;
-mod wrk;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
+use gatescope_tests::wrk;
 
 #[derive(Parser)]
 #[command(

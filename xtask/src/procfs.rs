@@ -38,28 +38,6 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks as f64 / clock_ticks_per_second())
 }
 
-/// The live children of `pid` (nginx's workers, for its master).
-pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&child| {
-            fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|t| {
-                    let f = stat_fields(&t)?;
-                    Some(f.first()? != &"Z" && f.get(1)?.parse::<u32>().ok()? == pid)
-                })
-                .unwrap_or(false)
-        })
-        .collect();
-    out.sort_unstable();
-    out
-}
-
 /// The processes whose command name (`/proc/<pid>/comm`) starts with `prefix`.
 pub fn processes_named(prefix: &str) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -77,7 +55,7 @@ pub fn processes_named(prefix: &str) -> Vec<u32> {
 /// CPU seconds of `pid` and its live children (an nginx master and its workers).
 pub fn family_cpu_seconds(pid: u32) -> Result<f64> {
     let mut total = cpu_seconds(pid)?;
-    for child in children(pid) {
+    for child in gatescope_tests::util::children_of(pid) {
         // A child that exited between the listing and the read has no time to add.
         total += cpu_seconds(child).unwrap_or(0.0);
     }
@@ -114,21 +92,9 @@ pub fn machine_busy_seconds() -> Result<f64> {
     Ok(ticks as f64 / clock_ticks_per_second())
 }
 
-/// The `VmHWM` (peak resident set) line of /proc/<pid>/status, in KiB.
-pub fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
+/// The peak resident set (`VmHWM`), in bytes.
 pub fn peak_rss_bytes(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    Ok(parse_vm_hwm_kib(&text).with_context(|| format!("no VmHWM in {path}"))? * 1024)
+    Ok(gatescope_tests::util::status_kib(pid, "VmHWM")? * 1024)
 }
 
 /// The 1-, 5- and 15-minute load averages.
@@ -174,8 +140,6 @@ mod tests {
         let stat = "1234 (nginx: worker (x) ) S 1200 1200 1200 0 -1 4194368 100 0 0 0 250 75 0 0 20 0 1 0 500 1000 200";
         assert_eq!(parse_cpu_ticks(stat), Some(325));
         assert_eq!(stat_fields(stat).unwrap()[1], "1200");
-        let status = "Name:\tgatescope\nVmPeak:\t  100 kB\nVmHWM:\t   20480 kB\nVmRSS:\t 1 kB\n";
-        assert_eq!(parse_vm_hwm_kib(status), Some(20480));
         let proc_stat = "cpu  100 5 50 1000 3 0 7 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
         assert_eq!(parse_machine_busy_ticks(proc_stat), Some(155));
     }

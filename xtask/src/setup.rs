@@ -377,7 +377,7 @@ fn stop_distro_nginx() -> Result<String> {
         thread::sleep(Duration::from_millis(100));
     }
     if alive() {
-        util::send_signal(pid, libc::SIGTERM);
+        let _ = gatescope_tests::util::signal(pid, libc::SIGTERM);
         thread::sleep(Duration::from_secs(1));
     }
     if alive() {

@@ -1,5 +1,7 @@
 //! What `demo` and `bench` both run: nginx from a `deploy/` template, gatescope attached to
-//! an nginx master, and scrapes of gatescope's `/metrics`.
+//! an nginx master, and scrapes of gatescope's `/metrics`. The command lines are the test
+//! toolkit's; the processes are xtask's [`Guard`]s (own process group, stopped in order on
+//! Ctrl-C), and readiness is an HTTP answer rather than the tests' /proc checks.
 
 use std::{
     fs,
@@ -12,10 +14,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{
-    http,
-    util::{self, Guard},
-};
+use gatescope_tests::{agent, http, nginx};
+
+use crate::util::{self, Guard};
 
 pub const NGINX_READY: Duration = Duration::from_secs(10);
 pub const GATESCOPE_READY: Duration = Duration::from_secs(30);
@@ -69,17 +70,10 @@ pub fn start_nginx(
     let conf = dir.join("nginx.conf");
     fs::write(&conf, render(template, &all)?)
         .with_context(|| format!("writing {}", conf.display()))?;
-    let error_log = dir.join("error.log");
     let mut nginx = Guard::spawn(
         name,
-        Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg(&error_log),
-        &error_log,
+        &mut nginx::command(Path::new("nginx"), &conf, dir),
+        &dir.join("error.log"),
     )?;
     let took = util::wait_for(
         &format!("{name} on {listen}"),
@@ -101,12 +95,7 @@ pub fn start_gatescope(
 ) -> Result<(Guard, Duration)> {
     let mut gatescope = Guard::spawn(
         "gatescope",
-        Command::new(agent)
-            .arg("--pid")
-            .arg(pid.to_string())
-            .arg("--listen")
-            .arg(metrics.to_string())
-            .args(extra),
+        Command::new(agent).args(agent::args(&[pid], &metrics.to_string(), extra)),
         log,
     )?;
     let took = util::wait_for(

@@ -1,15 +1,32 @@
-//! `cargo xtask test`: unit tests, then the integration tests against the release agent.
+//! `cargo xtask test`: formatting and lints, unit tests, then the integration tests against
+//! the release agent. Every step runs; the end names the ones that failed.
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::util::{cargo, run};
+use crate::util::{cargo, run, workspace_root};
+
+/// The eBPF crate's target, as agent/build.rs (aya-build) builds it.
+const BPF_TARGET: &str = "bpfel-unknown-none";
 
 pub fn test(agent: &Path) -> Result<()> {
-    let steps = [
-        (
-            "unit tests",
+    let steps: [(&str, &dyn Fn() -> Result<()>); 5] = [
+        ("format", &|| run(cargo().args(["fmt", "--all", "--check"]))),
+        ("clippy (agent, xtask, tests)", &|| {
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "gatescope-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }),
+        ("clippy (eBPF, bpfel-unknown-none)", &clippy_ebpf),
+        ("unit tests", &|| {
             // gatescope-tests holds only the integration tests, run below with the agent.
             run(cargo().args([
                 "test",
@@ -18,29 +35,68 @@ pub fn test(agent: &Path) -> Result<()> {
                 "gatescope-ebpf",
                 "--exclude",
                 "gatescope-tests",
-            ])),
-        ),
-        (
-            "integration tests",
+            ]))
+        }),
+        ("integration tests", &|| {
             run(cargo()
                 .args([
                     "test",
                     "--release",
                     "-p",
                     "gatescope-tests",
+                    "--no-fail-fast",
                     "--",
                     "--test-threads=1",
                 ])
-                .env("GATESCOPE_BIN", agent)),
-        ),
+                .env("GATESCOPE_BIN", agent))
+        }),
     ];
-    let failed: Vec<String> = steps
-        .into_iter()
-        .filter_map(|(name, result)| result.err().map(|e| format!("{name}: {e:#}")))
-        .collect();
-    if !failed.is_empty() {
-        bail!("{}", failed.join("\n"));
+    let mut failed = Vec::new();
+    for (name, step) in steps {
+        println!("xtask: step `{name}`");
+        if let Err(e) = step() {
+            eprintln!("xtask: step `{name}` failed: {e:#}");
+            failed.push(name);
+        }
     }
-    println!("xtask: all tests passed");
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} steps failed: {}",
+            failed.len(),
+            steps.len(),
+            failed.join(", ")
+        );
+    }
+    println!("xtask: all steps passed");
     Ok(())
+}
+
+/// Clippy on the kernel programs for their own target, as aya-build compiles them: nightly,
+/// `core` built from source, and the `bpf_target_arch` cfg aya-ebpf reads.
+fn clippy_ebpf() -> Result<()> {
+    let arch = std::env::consts::ARCH;
+    run(cargo()
+        .current_dir(workspace_root().join("ebpf"))
+        .args([
+            "+nightly",
+            "clippy",
+            "--package",
+            "gatescope-ebpf",
+            "--bins",
+            "--release",
+            "--target",
+            BPF_TARGET,
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{arch}\""),
+        )
+        // As aya-build does: a RUSTC from the caller's toolchain must not replace nightly's.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER"))
 }

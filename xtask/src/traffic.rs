@@ -1,7 +1,8 @@
 //! The demo's client load: keep-alive connections plus one-shot connections of GETs, and
 //! one keep-alive connection of mixed requests (POSTs with bodies, HEADs, 404s from the
 //! upstream and from nginx itself). It counts bytes and, per route template and status,
-//! requests, so the report can compare them with gatescope's.
+//! requests, so the summary can compare them with gatescope's. [`answer`] is how the
+//! demo's upstream answers them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -11,7 +12,46 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 
-use crate::http::{self, Counting};
+use gatescope_tests::{
+    http::{self, Counting},
+    upstream::Reply,
+};
+
+/// Items `/api/items/{n}` with `n` below this exist; others are 404.
+pub const ITEMS: u64 = 100;
+
+/// The demo upstream's JSON answer to request number `n`: POST creates (201),
+/// `GET|HEAD /api/items/{n}` is 404 unless `n < ITEMS`, anything else is 200.
+pub fn answer(method: &str, path: &str, n: u64) -> Reply {
+    let item = path
+        .strip_prefix("/api/items/")
+        .map(|id| id.parse::<u64>().is_ok_and(|id| id < ITEMS));
+    let (status, reason, body) = match (method, item) {
+        ("POST", _) => (
+            201,
+            "Created",
+            format!("{{\"upstream\":\"gatescope-demo\",\"request\":{n},\"created\":true}}\n"),
+        ),
+        (_, Some(false)) => (
+            404,
+            "Not Found",
+            format!(
+                "{{\"upstream\":\"gatescope-demo\",\"request\":{n},\"error\":\"no such item\"}}\n"
+            ),
+        ),
+        _ => (
+            200,
+            "OK",
+            format!("{{\"upstream\":\"gatescope-demo\",\"request\":{n}}}\n"),
+        ),
+    };
+    Reply {
+        status,
+        reason,
+        content_type: "application/json",
+        body: body.into_bytes(),
+    }
+}
 
 pub const KEEPALIVE_CONNECTIONS: usize = 10;
 pub const REQUESTS_PER_KEEPALIVE: usize = 5;
@@ -54,7 +94,7 @@ const fn mixed(
 
 /// The mixed connection, in order. The 3000-byte body is more than gatescope copies of a
 /// send (1024 bytes by default): the rest is counted, not parsed. `/missing` is nginx's
-/// `return 404`; `/api/items/{n}` with `n` >= [`crate::upstream::ITEMS`] the upstream's 404.
+/// `return 404`; `/api/items/{n}` with `n` >= [`ITEMS`] the upstream's 404.
 const MIXED: &[Mixed] = &[
     mixed("POST", "/api/items", Some(48), "/api/items", 201, SERVICE),
     mixed(
@@ -253,6 +293,17 @@ pub fn send(addr: SocketAddr) -> Result<Counts> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_by_method_and_item() {
+        assert_eq!(answer("POST", "/api/items", 1).status, 201);
+        assert_eq!(answer("GET", "/api/items/7", 1).status, 200);
+        assert_eq!(answer("HEAD", "/api/items/7", 1).status, 200);
+        assert_eq!(answer("GET", &format!("/api/items/{ITEMS}"), 1).status, 404);
+        assert_eq!(answer("GET", "/api/items/x", 1).status, 404);
+        assert_eq!(answer("GET", "/api/keepalive/1/2", 1).status, 200);
+        assert!(String::from_utf8_lossy(&answer("GET", "/", 3).body).contains("gatescope-demo"));
+    }
 
     #[test]
     fn json_bodies_have_the_asked_length() {

@@ -6,7 +6,6 @@ use std::{
     fmt::Write as _,
     fs,
     io::Write as _,
-    net::{Ipv4Addr, TcpListener},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -174,9 +173,7 @@ pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
 pub fn tail(path: &Path, lines: usize) -> String {
     match fs::read(path) {
         Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            let text = all[all.len().saturating_sub(lines)..].join("\n");
+            let text = gatescope_tests::util::tail(&String::from_utf8_lossy(&bytes), lines);
             if text.is_empty() {
                 "    (empty)".to_string()
             } else {
@@ -185,21 +182,6 @@ pub fn tail(path: &Path, lines: usize) -> String {
         }
         Err(e) => format!("    (cannot read {}: {e})", path.display()),
     }
-}
-
-pub fn send_signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
-    unsafe {
-        libc::kill(pid as libc::pid_t, signal);
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (bound, then released for the caller to use).
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .context("binding 127.0.0.1:0 to find a free port")?
-        .local_addr()?
-        .port())
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -322,7 +304,8 @@ impl Guard {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
-        send_signal(child.id(), libc::SIGTERM);
+        // Our own child, not yet waited for: the pid is still its own.
+        let _ = gatescope_tests::util::signal(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait()? {
@@ -343,33 +326,6 @@ impl Drop for Guard {
     fn drop(&mut self) {
         if self.child.is_some() {
             let _ = self.stop(Duration::from_secs(5));
-        }
-    }
-}
-
-/// A directory removed on drop unless `keep` was called.
-pub struct TempDir {
-    pub path: PathBuf,
-    keep: bool,
-}
-
-impl TempDir {
-    pub fn new(prefix: &str) -> Result<TempDir> {
-        let path = env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(TempDir { path, keep: false })
-    }
-
-    pub fn keep(&mut self) {
-        self.keep = true;
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_dir_all(&self.path);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Just enough HTTP/1.1 (std only) for the demo's client, its upstream server and scraping.
+//! Just enough blocking HTTP/1.1 (std only) for scrapes and the demo's client: requests,
+//! and responses read by Content-Length, chunked or to EOF.
 
 use std::{
     io::{self, BufRead, BufReader, Read, Write as _},
@@ -6,7 +7,8 @@ use std::{
     time::Duration,
 };
 
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// Connect, read and write timeout of [`connect`].
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counts the bytes read through it (what came over the socket).
 pub struct Counting<R> {
