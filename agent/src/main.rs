@@ -9,7 +9,7 @@ mod config;
 mod conntrack;
 mod correlate;
 mod error;
-mod http;
+use gatescope_http as http;
 mod identity;
 mod metrics;
 mod pipeline;
