@@ -222,7 +222,6 @@ pub(crate) fn cat(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 /// An exchange with curl's host and no traceparent.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn ex(
     method: &str,
     path: &str,
