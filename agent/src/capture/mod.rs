@@ -15,10 +15,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_HEAD_MAX,
-    GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS,
-    MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE,
-    SYSCALL_CLEAR,
+    PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, GLOBAL_CAPTURE_BYTES,
+    GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST,
+    MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
 };
 use tracing::{debug, info, warn};
 
@@ -33,7 +32,7 @@ pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 /// beyond what one gateway host holds open.
 pub const MAX_SOCKETS_LIMIT: u32 = 4 << 20;
 
-/// `--max-sockets`, checked before anything is loaded.
+/// `--max-sockets`, checked by its value parser (cli.rs) before anything is loaded.
 pub fn check_max_sockets(n: u32) -> Result<u32, StartError> {
     if (1..=MAX_SOCKETS_LIMIT).contains(&n) {
         Ok(n)
@@ -194,13 +193,7 @@ impl Capture {
         discover: &[String],
         raw_tracepoints: bool,
     ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
-        if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
-            return Err(StartError::RingBufferSize(ring_buffer_bytes));
-        }
-        if capture_bytes as usize > DATA_HEAD_MAX {
-            return Err(StartError::CaptureBytes(capture_bytes));
-        }
-        check_max_sockets(max_sockets)?;
+        // The sizes were checked by the command line's value parsers (cli.rs).
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
             .map_max_entries(MAP_SOCKS, max_sockets)
