@@ -1,5 +1,6 @@
-//! Command line. Every flag can also be set with a `GATESCOPE_*` variable, as
-//! a DaemonSet would.
+//! The command line and its value checks.
+//!
+//! Every flag can also be set with a `GATESCOPE_*` variable, as a DaemonSet would.
 
 use std::{net::SocketAddr, path::PathBuf};
 

@@ -1,5 +1,7 @@
-//! The `--config` file (TOML): services and routes, named as Kong's entities
-//! are, so exchanges are labelled by the names an operator already uses.
+//! The `--config` file (TOML): services and routes.
+//!
+//! Named as Kong's entities are, so exchanges are labelled by the names an operator
+//! already uses.
 //!
 //! ```toml
 //! [[service]]

@@ -85,7 +85,8 @@ pub enum StartError {
         program: String,
         category: String,
         name: String,
+        /// Boxed: aya's error is large and this one is rare.
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }

@@ -1,6 +1,8 @@
-//! gatescope's binary, wiring only: parses the command line, starts logging, builds the
-//! stages of the library crate (capture -> conntrack -> metrics, driven by `pipeline`,
-//! served by `server`) and runs them, or runs `gatescope check`.
+//! gatescope's binary: wiring only.
+//!
+//! Parses the command line, starts logging, builds the stages of the library crate
+//! (capture -> conntrack -> metrics, driven by `pipeline`, served by `server`) and runs
+//! them, or runs `gatescope check`.
 
 use std::process::ExitCode;
 

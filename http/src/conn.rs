@@ -1,5 +1,7 @@
-//! One connection's HTTP/1.x: both directions' streams, and requests paired
-//! with their responses in order (pipelining answered FIFO).
+//! One connection's HTTP/1.x (`HttpConn`).
+//!
+//! Both directions' streams, and requests paired with their responses in order
+//! (pipelining answered FIFO).
 
 use std::collections::VecDeque;
 

@@ -1,6 +1,7 @@
-//! Regression tests from the `http_conn` fuzz target (http/fuzz, `cargo xtask fuzz`): its
-//! seed corpus and every input it found crashing, replayed through the same decoding and
-//! invariants (`script.rs`, which the target runs).
+//! Regression tests from the `http_conn` fuzz target (http/fuzz, `cargo xtask fuzz`).
+//!
+//! Its seed corpus and every input it found crashing, replayed through the same decoding
+//! and invariants (`script.rs`, which the target runs).
 
 use std::{fs, path::Path};
 

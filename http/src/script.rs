@@ -1,5 +1,7 @@
-//! The `http_conn` fuzz target's input: a script of sparse captures fed to one `HttpConn`, and
-//! the invariants checked on what it reports. Shared with this crate's regression tests
+//! The `http_conn` fuzz target's input format and the invariants it checks.
+//!
+//! A script of sparse captures fed to one `HttpConn`, and the invariants checked on what
+//! it reports. Shared with this crate's regression tests
 //! (regress.rs), so a crashing input replays there exactly; the fuzz target (fuzz/) gets it
 //! with the `script` feature.
 //!

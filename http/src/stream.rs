@@ -1,4 +1,4 @@
-//! Per-direction framing over sparse segments.
+//! Per-direction framing over sparse segments (`Stream`, reporting to a `Sink`).
 //!
 //! A segment is seen as known bytes (its head), an uncaptured region of known
 //! length (the gap), and known bytes again (its tail). A [`Stream`] walks one

@@ -1,5 +1,7 @@
-//! Test helpers: captured segments as the kernel makes them, and traffic as
-//! curl sends it and nginx 1.22 answers it.
+//! Test helpers for the crate's unit tests.
+//!
+//! Captured segments as the kernel makes them, and traffic as curl sends it and nginx 1.22
+//! answers it.
 
 use super::{Anomaly, Exchange, HttpConn, HttpEvent, Segment, Side};
 

@@ -233,7 +233,7 @@ impl Capture {
                 program: program.into(),
                 category: category.into(),
                 name: name.into(),
-                source,
+                source: Box::new(source),
             };
             let raw_form = RAW_FORMS.iter().find(|(p, _, _)| *p == program);
             if let (Some(&(_, raw, tp_name)), true) = (raw_form, raw_tracepoints) {

@@ -1,6 +1,8 @@
-//! HttpConn's tests on well-formed traffic as curl sends it and nginx answers it: keep-alive,
-//! pipelining, bodies, chunked coding, bodiless responses, upgrades; captured whole, split and
-//! sparsely. Degraded captures and non-HTTP bytes are in tests/degraded.rs.
+//! HttpConn's tests on well-formed traffic.
+//!
+//! Traffic as curl sends it and nginx answers it: keep-alive, pipelining, bodies, chunked
+//! coding, bodiless responses, upgrades; captured whole, split and sparsely. Degraded
+//! captures and non-HTTP bytes are in tests/degraded.rs.
 
 mod degraded;
 

@@ -1,5 +1,7 @@
-//! The chunked transfer coding decoder, which skips uncaptured chunk data by arithmetic, and
-//! the check for a chunked body's last chunk at the end of a segment.
+//! The chunked transfer coding decoder.
+//!
+//! It skips uncaptured chunk data by arithmetic; beside it, the check for a chunked body's
+//! last chunk at the end of a segment.
 
 /// Chunked transfer coding decoder over known bytes, skipping uncaptured
 /// chunk data by arithmetic.

@@ -1,5 +1,6 @@
-//! The head accumulator: one message head gathered across segments and gaps, bounded by
-//! MAX_HEAD.
+//! The head accumulator: one message head gathered across segments and gaps.
+//!
+//! Bounded by MAX_HEAD.
 
 use crate::parse::{
     check_start, check_start_strict, find_head_end, synth_start_line, Kind, Start, MAX_HEAD,

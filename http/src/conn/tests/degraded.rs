@@ -1,6 +1,7 @@
-//! HttpConn's tests on what is not a clean exchange: non-HTTP bytes, connections joined
-//! mid-stream, requests left unanswered at close, oversized heads, malformed segments and
-//! pipelining beyond what was captured.
+//! HttpConn's tests on what is not a clean exchange.
+//!
+//! Non-HTTP bytes, connections joined mid-stream, requests left unanswered at close,
+//! oversized heads, malformed segments and pipelining beyond what was captured.
 
 use super::*;
 
