@@ -1,10 +1,17 @@
-//! Command line. Every flag can also be set with a `GATESCOPE_*` variable, as
-//! a DaemonSet would.
+//! The command line and its value checks.
+//!
+//! Every flag can also be set with a `GATESCOPE_*` variable, as a DaemonSet would.
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{builder::BoolishValueParser, ArgAction, ArgGroup, Parser, Subcommand, ValueEnum};
-use gatescope_common::{COMM_LEN, DISCOVER_MAX};
+use clap::{
+    builder::{BoolishValueParser, TypedValueParser as _},
+    error::ErrorKind,
+    value_parser, ArgAction, ArgGroup, CommandFactory as _, Parser, Subcommand, ValueEnum,
+};
+use gatescope_common::{COMM_LEN, DATA_HEAD_MAX, DISCOVER_MAX};
+
+use crate::{capture::check_max_sockets, error::StartError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,19 +91,35 @@ pub struct Args {
 
     /// Size of the kernel-to-agent ring buffer in bytes (a power of two, at
     /// least one page).
-    #[arg(long, env = "GATESCOPE_RING_BUFFER_BYTES", default_value_t = gatescope_common::EVENTS_DEFAULT_BYTES)]
+    #[arg(
+        long,
+        env = "GATESCOPE_RING_BUFFER_BYTES",
+        default_value_t = gatescope_common::EVENTS_DEFAULT_BYTES,
+        value_parser = value_parser!(u32).try_map(ring_buffer_bytes)
+    )]
     pub ring_buffer_bytes: u32,
 
     /// Capacity of the kernel's socket map and of the agent's connection
     /// table: connections tracked at once. When full, new connections are
     /// refused and counted (`gatescope_events_lost_total{reason="sockets_map_full"}`),
     /// never evicted. Preallocated in the kernel: 88 bytes per entry.
-    #[arg(long, env = "GATESCOPE_MAX_SOCKETS", default_value_t = gatescope_common::SOCKS_MAX, value_name = "N")]
+    #[arg(
+        long,
+        env = "GATESCOPE_MAX_SOCKETS",
+        default_value_t = gatescope_common::SOCKS_MAX,
+        value_name = "N",
+        value_parser = value_parser!(u32).try_map(check_max_sockets)
+    )]
     pub max_sockets: u32,
 
     /// Bytes copied from the start of each send/recv for HTTP parsing (at
     /// most 4096); bodies beyond it are counted, not copied.
-    #[arg(long, env = "GATESCOPE_CAPTURE_BYTES", default_value_t = gatescope_common::CAPTURE_BYTES_DEFAULT)]
+    #[arg(
+        long,
+        env = "GATESCOPE_CAPTURE_BYTES",
+        default_value_t = gatescope_common::CAPTURE_BYTES_DEFAULT,
+        value_parser = value_parser!(u32).try_map(capture_bytes)
+    )]
     pub capture_bytes: u32,
 
     /// The wire view: packets, bytes and resets of the gateway's ports and
@@ -155,19 +178,60 @@ fn comm_name(name: &str) -> Result<String, String> {
     }
 }
 
+/// `--ring-buffer-bytes`: the kernel takes a power of two, at least one page.
+fn ring_buffer_bytes(n: u32) -> Result<u32, StartError> {
+    if n.is_power_of_two() && n >= 4096 {
+        Ok(n)
+    } else {
+        Err(StartError::RingBufferSize(n))
+    }
+}
+
+/// `--capture-bytes`: at most what the programs' buffer holds.
+fn capture_bytes(n: u32) -> Result<u32, StartError> {
+    if n as usize <= DATA_HEAD_MAX {
+        Ok(n)
+    } else {
+        Err(StartError::CaptureBytes(n))
+    }
+}
+
+/// The command line, or the process ends: as clap does (usage, status 2) for what does not
+/// parse, and with one `error:` line and status 1, like every other start-up error, for a
+/// number out of the range the kernel accepts ([`StartError`], from the value parsers).
+pub fn parse() -> Args {
+    Args::try_parse_checked_from(std::env::args_os()).unwrap_or_else(|e| {
+        let start = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<StartError>());
+        match start {
+            Some(start) => {
+                eprintln!("error: {start}");
+                std::process::exit(1)
+            }
+            None => e.exit(),
+        }
+    })
+}
+
 impl Args {
-    /// Checks that need every value at once (clap's groups check presence only).
-    pub fn validate(&self) -> Result<(), String> {
-        let mut names = self.discover.clone();
+    /// Parses `args`, each value by its value parser, then the one check that needs every
+    /// occurrence of a flag at once: clap's parsers see one value and its groups see only
+    /// presence, so the number of distinct `--discover` names is counted here.
+    pub fn try_parse_checked_from<I, T>(args: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args = Args::try_parse_from(args)?;
+        let mut names = args.discover.clone();
         names.sort();
         names.dedup();
         if names.len() > DISCOVER_MAX as usize {
-            return Err(format!(
-                "--discover: {} names, at most {DISCOVER_MAX}",
-                names.len()
+            return Err(Args::command().error(
+                ErrorKind::ValueValidation,
+                format!("--discover: {} names, at most {DISCOVER_MAX}", names.len()),
             ));
         }
-        Ok(())
+        Ok(args)
     }
 }
 
@@ -236,10 +300,56 @@ mod tests {
         }
         let a = Args::try_parse_from(["gatescope", "--pid=1", "--max-sockets", "1000"]).unwrap();
         assert_eq!(a.max_sockets, 1000);
-        // Range is checked at start (one `error:` line, exit 1), not by clap;
-        // what clap refuses is what is not a u32 at all.
-        assert!(Args::try_parse_from(["gatescope", "--pid=1", "--max-sockets=-1"]).is_err());
-        assert!(Args::try_parse_from(["gatescope", "--pid=1", "--max-sockets=lots"]).is_err());
+        // What is not a u32 at all is a usage error; a u32 out of range is a start-up
+        // error (`parse` prints it as one `error:` line and exits 1).
+        for bad in ["-1", "lots"] {
+            let e = Args::try_parse_from(["gatescope", "--pid=1", &format!("--max-sockets={bad}")])
+                .unwrap_err();
+            assert!(start_error(&e).is_none(), "{e}");
+        }
+        for (bad, max) in [("0", 4194304), ("4194305", 4194304)] {
+            let e = Args::try_parse_from(["gatescope", "--pid=1", &format!("--max-sockets={bad}")])
+                .unwrap_err();
+            assert_eq!(
+                start_error(&e).map(ToString::to_string).as_deref(),
+                Some(&*format!("--max-sockets {bad} must be between 1 and {max}"))
+            );
+        }
+    }
+
+    fn start_error(e: &clap::Error) -> Option<&StartError> {
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<StartError>())
+    }
+
+    #[test]
+    fn ring_buffer_and_capture_bytes_are_checked_by_their_parsers() {
+        let parse = |flag: &str| Args::try_parse_from(["gatescope", "--pid=1", flag]);
+        assert_eq!(
+            parse("--ring-buffer-bytes=8192").unwrap().ring_buffer_bytes,
+            8192
+        );
+        assert_eq!(parse("--capture-bytes=4096").unwrap().capture_bytes, 4096);
+        for (flag, message) in [
+            (
+                "--ring-buffer-bytes=6000",
+                "--ring-buffer-bytes 6000 must be a power of two and at least 4096",
+            ),
+            (
+                "--ring-buffer-bytes=2048",
+                "--ring-buffer-bytes 2048 must be a power of two and at least 4096",
+            ),
+            (
+                "--capture-bytes=4097",
+                "--capture-bytes 4097 is larger than the maximum, 4096",
+            ),
+        ] {
+            let e = parse(flag).unwrap_err();
+            assert_eq!(
+                start_error(&e).map(ToString::to_string).as_deref(),
+                Some(message),
+                "{flag}"
+            );
+        }
     }
 
     #[test]
@@ -284,7 +394,6 @@ mod tests {
         .unwrap();
         assert_eq!(a.discover, ["nginx", "envoy", "haproxy"]);
         assert_eq!(a.pids, [4]);
-        assert!(a.validate().is_ok());
         // Exactly what the kernel holds as a comm: 15 bytes at most.
         assert!(Args::try_parse_from(["gatescope", "--discover=fifteen-bytes-x"]).is_ok());
         let err = Args::try_parse_from(["gatescope", "--discover=sixteen-bytes-xy"])
@@ -296,12 +405,27 @@ mod tests {
         );
         assert!(Args::try_parse_from(["gatescope", "--discover="]).is_err());
         let many: Vec<String> = (0..=DISCOVER_MAX).map(|i| format!("n{i}")).collect();
-        let a =
-            Args::try_parse_from(["gatescope".into(), format!("--discover={}", many.join(","))])
-                .unwrap();
-        assert!(a
-            .validate()
-            .unwrap_err()
-            .contains(&format!("at most {DISCOVER_MAX}")));
+        let err = Args::try_parse_checked_from([
+            "gatescope".into(),
+            format!("--discover={}", many.join(",")),
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "--discover: {} names, at most {DISCOVER_MAX}",
+                DISCOVER_MAX + 1
+            )),
+            "{text}"
+        );
+        // the same name twice counts once
+        let mut twice = many[..DISCOVER_MAX as usize].to_vec();
+        twice.push("n0".into());
+        assert!(Args::try_parse_checked_from([
+            "gatescope".into(),
+            format!("--discover={}", twice.join(",")),
+        ])
+        .is_ok());
     }
 }

@@ -1,5 +1,7 @@
-//! The `--config` file (TOML): services and routes, named as Kong's entities
-//! are, so exchanges are labelled by the names an operator already uses.
+//! The `--config` file (TOML): services and routes.
+//!
+//! Named as Kong's entities are, so exchanges are labelled by the names an operator
+//! already uses.
 //!
 //! ```toml
 //! [[service]]
@@ -20,7 +22,7 @@
 
 use std::{
     collections::HashSet,
-    fmt,
+    fmt, io,
     net::{SocketAddr, ToSocketAddrs},
     path::{Path, PathBuf},
 };
@@ -71,26 +73,62 @@ pub struct Route {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {}: {io}", path.display())]
-    Read { path: PathBuf, io: std::io::Error },
-    #[error("config file {}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
+    #[error("cannot read the config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("config file {}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        problem: Problem,
+    },
+}
+
+/// What is wrong in a config file, on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// A value the file may not hold, or TOML that does not parse (toml's own error is a
+    /// multi-line snippet; this says where and what).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}: upstream {spec:?} does not resolve")]
+    Resolve {
+        what: String,
+        spec: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<String> for Problem {
+    fn from(message: String) -> Self {
+        Problem::Invalid(message)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(message: &str) -> Self {
+        Problem::Invalid(message.into())
+    }
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|io| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
-            io,
+            source,
         })?;
         Config::parse(&text, path)
     }
 
     /// Parses and validates `text`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
+        let invalid = |problem: Problem| ConfigError::Invalid {
             path: path.to_owned(),
-            message,
+            problem,
         };
         let mut config: Config = toml::from_str(text).map_err(|e| {
             // toml's Display is a multi-line snippet; start-up errors are
@@ -99,16 +137,16 @@ impl Config {
             match e.span() {
                 Some(span) => {
                     let (line, column) = line_column(text, span.start);
-                    invalid(format!("line {line}, column {column}: {message}"))
+                    invalid(format!("line {line}, column {column}: {message}").into())
                 }
-                None => invalid(message),
+                None => invalid(message.into()),
             }
         })?;
         config.validate().map_err(invalid)?;
         Ok(config)
     }
 
-    fn validate(&mut self) -> Result<(), String> {
+    fn validate(&mut self) -> Result<(), Problem> {
         let mut names = HashSet::new();
         let mut upstream_owner: Vec<(SocketAddr, String)> = Vec::new();
         for service in &mut self.services {
@@ -117,17 +155,18 @@ impl Config {
                 return Err("a service has an empty name".into());
             }
             if !names.insert(name.clone()) {
-                return Err(format!("service {name:?} is defined twice"));
+                return Err(format!("service {name:?} is defined twice").into());
             }
             let what = format!("service {name:?}");
             normalise_hosts(&mut service.hosts, &what)?;
             for spec in &service.upstream_specs {
-                for addr in resolve(spec).map_err(|e| format!("{what}: upstream {e}"))? {
+                for addr in resolve(spec, &what)? {
                     if let Some((_, other)) = upstream_owner.iter().find(|(a, _)| *a == addr) {
                         if *other != name {
                             return Err(format!(
                                 "{what}: upstream {addr} already belongs to service {other:?}"
-                            ));
+                            )
+                            .into());
                         }
                         continue;
                     }
@@ -138,22 +177,23 @@ impl Config {
             let mut route_names = HashSet::new();
             for route in &mut service.routes {
                 if route.name.trim().is_empty() {
-                    return Err(format!("{what} has a route with an empty name"));
+                    return Err(format!("{what} has a route with an empty name").into());
                 }
                 if !route_names.insert(route.name.clone()) {
-                    return Err(format!("{what}: route {:?} is defined twice", route.name));
+                    return Err(format!("{what}: route {:?} is defined twice", route.name).into());
                 }
                 let what = format!("{what}, route {:?}", route.name);
                 for path in &route.paths {
                     if !path.starts_with('/') {
                         return Err(format!(
                             "{what}: path {path:?} must start with \"/\" (paths are prefixes; regular expressions are not supported)"
-                        ));
+                        )
+                        .into());
                     }
                 }
                 for method in &mut route.methods {
                     if method.is_empty() || !method.bytes().all(is_token_byte) {
-                        return Err(format!("{what}: {method:?} is not an HTTP method"));
+                        return Err(format!("{what}: {method:?} is not an HTTP method").into());
                     }
                     method.make_ascii_uppercase();
                 }
@@ -166,7 +206,7 @@ impl Config {
 
 /// Lower-cases host patterns and checks their shape: a name or address,
 /// optionally with one leading `*.` or one trailing `.*` wildcard.
-fn normalise_hosts(hosts: &mut [String], what: &str) -> Result<(), String> {
+fn normalise_hosts(hosts: &mut [String], what: &str) -> Result<(), Problem> {
     for host in hosts {
         host.make_ascii_lowercase();
         let bare = host
@@ -180,13 +220,15 @@ fn normalise_hosts(hosts: &mut [String], what: &str) -> Result<(), String> {
         if !ok {
             return Err(format!(
                 "{what}: host {host:?} is not a host name (a leading \"*.\" or trailing \".*\" wildcard is allowed)"
-            ));
+            )
+            .into());
         }
     }
     Ok(())
 }
 
-fn resolve(spec: &str) -> Result<Vec<SocketAddr>, String> {
+/// The addresses of service `what`'s upstream `spec`.
+fn resolve(spec: &str, what: &str) -> Result<Vec<SocketAddr>, Problem> {
     if let Ok(addr) = spec.parse::<SocketAddr>() {
         return Ok(vec![addr]);
     }
@@ -195,15 +237,20 @@ fn resolve(spec: &str) -> Result<Vec<SocketAddr>, String> {
         .is_none_or(|(_, port)| port.parse::<u16>().is_err())
     {
         return Err(format!(
-            "{spec:?} is not an address with a port (e.g. \"127.0.0.1:9000\")"
-        ));
+            "{what}: upstream {spec:?} is not an address with a port (e.g. \"127.0.0.1:9000\")"
+        )
+        .into());
     }
     let addrs: Vec<SocketAddr> = spec
         .to_socket_addrs()
-        .map_err(|e| format!("{spec:?} does not resolve: {e}"))?
+        .map_err(|source| Problem::Resolve {
+            what: what.into(),
+            spec: spec.into(),
+            source,
+        })?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("{spec:?} resolves to no address"));
+        return Err(format!("{what}: upstream {spec:?} resolves to no address").into());
     }
     Ok(addrs)
 }
@@ -247,8 +294,10 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 mod tests {
     use super::*;
 
+    /// The error as the agent prints it: with its sources.
     fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(text, Path::new("/etc/gatescope.toml")).map_err(|e| e.to_string())
+        Config::parse(text, Path::new("/etc/gatescope.toml"))
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
     }
 
     const GOOD: &str = r#"
@@ -379,9 +428,8 @@ upstream = ["127.0.0.1:9001", "[::1]:9001"]
 
     #[test]
     fn missing_file_names_the_file() {
-        let err = Config::load(Path::new("/nonexistent/gatescope.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(Path::new("/nonexistent/gatescope.toml")).unwrap_err();
+        let err = format!("{:#}", anyhow::Error::from(err));
         assert!(
             err.starts_with("cannot read the config file /nonexistent/gatescope.toml: "),
             "{err}"

@@ -1,6 +1,12 @@
 //! Errors that stop the agent before it runs, each saying what to do.
+//!
+//! aya's and std's errors are kept as they are: as the `#[source]` when they end the
+//! message (the binary prints the whole chain, anyhow's `{:#}`), as a field written in
+//! place when the advice follows them.
 
 use std::{io, net::SocketAddr};
+
+use aya::{maps::MapError, programs::ProgramError, EbpfError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -17,12 +23,13 @@ pub enum StartError {
         "tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}; \
          mount it with `mount -t tracefs nodev /sys/kernel/tracing` (needs CAP_SYS_ADMIN)"
     )]
-    Tracefs(String),
+    Tracefs(io::Error),
 
     #[error(
-        "tracepoint {0} is not available on this kernel ({1}); gatescope needs Linux 6.3 or newer"
+        "tracepoint {name} is not available on this kernel ({error}); gatescope needs Linux 6.3 \
+         or newer"
     )]
-    MissingTracepoint(String, String),
+    MissingTracepoint { name: String, error: io::Error },
 
     #[error(
         "tracepoint {event}: field `{field}` is {found} on this kernel, the programs expect \
@@ -53,14 +60,33 @@ pub enum StartError {
     #[error("--capture-bytes {0} is larger than the maximum, 4096")]
     CaptureBytes(u32),
 
-    #[error("loading the eBPF programs failed: {0}")]
-    Load(String),
+    #[error("loading the eBPF programs failed")]
+    Load(#[source] EbpfError),
 
-    #[error("attaching {program} to {category}:{name} failed: {reason}")]
+    #[error("loading the eBPF programs failed: map {0} missing from the object")]
+    MapMissing(String),
+
+    #[error("loading the eBPF programs failed: map {name}")]
+    Map {
+        name: String,
+        #[source]
+        source: MapError,
+    },
+
+    #[error("attaching {program} to {category}:{name} failed: program missing from the object")]
+    ProgramMissing {
+        program: String,
+        category: String,
+        name: String,
+    },
+
+    #[error("attaching {program} to {category}:{name} failed")]
     Attach {
         program: String,
         category: String,
         name: String,
-        reason: String,
+        /// Boxed: aya's error is large and this one is rare.
+        #[source]
+        source: Box<ProgramError>,
     },
 }

@@ -1,57 +1,43 @@
-//! gatescope agent: wiring only. The stages live in their modules:
-//! capture -> conntrack -> metrics, driven by `pipeline`, served by `server`.
+//! gatescope's binary: wiring only.
+//!
+//! Parses the command line, starts logging, builds the stages of the library crate
+//! (capture -> conntrack -> correlation -> labelling -> sinks, driven by `pipeline`;
+//! `/metrics` served by `server`) and runs
+//! them, or runs `gatescope check`.
 
-mod btf;
-mod capture;
-mod check;
-mod cli;
-mod config;
-mod conntrack;
-mod correlate;
-mod error;
-mod http;
-mod identity;
-mod kernel_targets;
-mod label;
-mod metrics;
-mod pipeline;
-mod preflight;
-mod procfs;
-mod server;
-mod sinks;
-
-use std::{io::ErrorKind, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{CommandFactory, Parser};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::watch,
 };
 use tracing::{info, warn};
 
-use crate::{
+use gatescope::{
+    btf,
     capture::{
         decode::KINDS,
         wire::{Selection, Taps},
         Capture, CaptureConfig,
     },
-    cli::Args,
+    check,
+    cli::{self, Args},
+    config,
     error::StartError,
+    identity,
     kernel_targets::TargetSet,
+    label,
     metrics::{Identity, MetricGroups, Metrics},
-    pipeline::Pipeline,
+    pipeline::{self, Pipeline},
+    preflight,
     procfs::Proc,
+    server,
     sinks::{request_log::RequestLog, Sinks},
 };
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if let Err(e) = args.validate() {
-        Args::command()
-            .error(clap::error::ErrorKind::ValueValidation, e)
-            .exit();
-    }
+    let args = cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -91,9 +77,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(config::Config::load)
         .transpose()?;
     let router = label::Router::from_config(config, args.max_routes_per_service);
-    let max_sockets = capture::check_max_sockets(args.max_sockets)?;
+    let max_sockets = args.max_sockets;
     preflight::check_host()?;
-    let listener = bind(&args)?;
+    let listener = server::bind(args.listen)?;
 
     // Connections open before we start are picked up on first use, with
     // socket field offsets from the kernel's BTF; without BTF they stay
@@ -209,17 +195,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     info!("bye");
     Ok(())
-}
-
-/// Binds before loading anything, so a busy port fails fast and clearly.
-fn bind(args: &Args) -> Result<tokio::net::TcpListener, StartError> {
-    let addr = args.listen;
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| match source.kind() {
-        ErrorKind::AddrInUse => StartError::AddrInUse { addr },
-        _ => StartError::Listen { addr, source },
-    })?;
-    listener
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::TcpListener::from_std(listener))
-        .map_err(|source| StartError::Listen { addr, source })
 }

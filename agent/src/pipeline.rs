@@ -29,8 +29,8 @@ use crate::{
     correlate::{Completed, Correlator},
     http::{Exchange, HttpEvent},
     kernel_targets::TargetSet,
-    metrics::Metrics,
     label::Labeller,
+    metrics::Metrics,
     sinks::Sinks,
 };
 

@@ -58,7 +58,7 @@ fn ensure_tracefs() -> Result<(), StartError> {
         return Ok(());
     }
     info!("tracefs is not mounted; mounting it at {TRACEFS}");
-    mount_tracefs().map_err(|e| StartError::Tracefs(e.to_string()))
+    mount_tracefs().map_err(StartError::Tracefs)
 }
 
 /// Mounts tracefs at [`TRACEFS`] (needs CAP_SYS_ADMIN), as other observers
@@ -97,8 +97,10 @@ pub fn verify_tracepoints(tracefs: &Path) -> Result<(), StartError> {
             .join(category)
             .join(event)
             .join("format");
-        let format = fs::read_to_string(&path)
-            .map_err(|e| StartError::MissingTracepoint(name.clone(), e.to_string()))?;
+        let format = fs::read_to_string(&path).map_err(|error| StartError::MissingTracepoint {
+            name: name.clone(),
+            error,
+        })?;
         match field_layout(&format, field) {
             Some((o, s)) if o == offset && s == size => {}
             found => {

@@ -1,6 +1,6 @@
 //! Serves `/metrics` over HTTP/1.1 (hyper).
 
-use std::convert::Infallible;
+use std::{convert::Infallible, io::ErrorKind, net::SocketAddr};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,9 +13,21 @@ use prometheus::Registry;
 use tokio::{net::TcpListener, sync::watch};
 use tracing::debug;
 
-use crate::metrics::render;
+use crate::{error::StartError, metrics::render};
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Binds before loading anything, so a busy port fails fast and clearly.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| match source.kind() {
+        ErrorKind::AddrInUse => StartError::AddrInUse { addr },
+        _ => StartError::Listen { addr, source },
+    })?;
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+        .map_err(|source| StartError::Listen { addr, source })
+}
 
 pub async fn serve(listener: TcpListener, registry: Registry, mut shutdown: watch::Receiver<bool>) {
     loop {

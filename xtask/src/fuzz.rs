@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz`: runs a cargo-fuzz target of agent/fuzz for a bounded time (not part of
+//! `cargo xtask fuzz`: runs a cargo-fuzz target of http/fuzz for a bounded time (not part of
 //! `cargo xtask test` or CI). Installs cargo-fuzz when it is missing.
 
 use std::{
@@ -19,8 +19,8 @@ pub struct FuzzArgs {
 
 pub fn fuzz(args: &FuzzArgs) -> Result<()> {
     ensure_cargo_fuzz()?;
-    let agent = workspace_root().join("agent");
-    let fuzz_dir = agent.join("fuzz");
+    let crate_dir = workspace_root().join("http");
+    let fuzz_dir = crate_dir.join("fuzz");
     let seeds = fuzz_dir.join("corpus").join(&args.target);
     // New inputs go to a working corpus under fuzz/target, so the checked-in seeds stay as
     // they are; libFuzzer reads both and writes only to the first.
@@ -29,7 +29,7 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
     let artifacts = fuzz_dir.join("artifacts").join(&args.target);
     let started = SystemTime::now();
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(&agent)
+    cmd.current_dir(&crate_dir)
         .args(["+nightly", "fuzz", "run", &args.target])
         .arg(&work)
         .arg(&seeds)
@@ -60,12 +60,12 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
     }
     let example = example.display();
     println!(
-        "xtask: fuzz: to reproduce: (cd agent && cargo +nightly fuzz run {target} {example})\n\
-         xtask: fuzz: to minimise:  (cd agent && cargo +nightly fuzz tmin {target} {example})\n\
-         xtask: fuzz: then make it a regression test: in agent/src/http/regress.rs, a #[test] \
+        "xtask: fuzz: to reproduce: (cd http && cargo +nightly fuzz run {target} {example})\n\
+         xtask: fuzz: to minimise:  (cd http && cargo +nightly fuzz tmin {target} {example})\n\
+         xtask: fuzz: then make it a regression test: in http/src/regress.rs, a #[test] \
          calling script::replay(&[..]) with the input's bytes (e.g. from `od -An -tu1 -v \
          {example}`); it replays through the same decoding and invariants. Fix the parser \
-         until `cargo test -p gatescope http::` passes.",
+         until `cargo test -p gatescope-http` passes.",
         target = args.target,
     );
     match result {

@@ -76,13 +76,13 @@ enum Task {
         #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
         agent_args: Vec<String>,
     },
-    /// Run a cargo-fuzz target of agent/fuzz (nightly) for a bounded time, installing
+    /// Run a cargo-fuzz target of http/fuzz (nightly) for a bounded time, installing
     /// cargo-fuzz if missing; prints any crashing input and how to make it a regression test
     Fuzz {
         /// Seconds to fuzz (libFuzzer's -max_total_time)
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Fuzz target (agent/fuzz/fuzz_targets)
+        /// Fuzz target (http/fuzz/fuzz_targets)
         #[arg(long, default_value = "http_conn")]
         target: String,
     },

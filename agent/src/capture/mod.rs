@@ -6,6 +6,7 @@ pub mod wire;
 
 use std::os::fd::{AsFd, OwnedFd};
 
+use anyhow::Context as _;
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
@@ -15,10 +16,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_HEAD_MAX,
-    GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS,
-    MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE,
-    SYSCALL_CLEAR,
+    PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, GLOBAL_CAPTURE_BYTES,
+    GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST,
+    MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
 };
 use tracing::{debug, info, warn};
 
@@ -33,7 +33,7 @@ pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 /// beyond what one gateway host holds open.
 pub const MAX_SOCKETS_LIMIT: u32 = 4 << 20;
 
-/// `--max-sockets`, checked before anything is loaded.
+/// `--max-sockets`, checked by its value parser (cli.rs) before anything is loaded.
 pub fn check_max_sockets(n: u32) -> Result<u32, StartError> {
     if (1..=MAX_SOCKETS_LIMIT).contains(&n) {
         Ok(n)
@@ -137,8 +137,10 @@ pub struct CaptureConfig<'a> {
 
 /// One attachment; dropping it detaches the program.
 enum Link {
-    TraceEvent(#[allow(dead_code)] TracePointLink),
-    Raw(#[allow(dead_code)] RawTracePointLink),
+    TraceEvent(
+        #[expect(dead_code, reason = "held only to be dropped, which detaches")] TracePointLink,
+    ),
+    Raw(#[expect(dead_code, reason = "held only to be dropped, which detaches")] RawTracePointLink),
 }
 
 /// The loaded programs; dropping it detaches them all.
@@ -207,13 +209,7 @@ impl Capture {
             discover,
             raw_tracepoints,
         } = config;
-        if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
-            return Err(StartError::RingBufferSize(ring_buffer_bytes));
-        }
-        if capture_bytes as usize > DATA_HEAD_MAX {
-            return Err(StartError::CaptureBytes(capture_bytes));
-        }
-        check_max_sockets(max_sockets)?;
+        // The sizes were checked by the command line's value parsers (cli.rs).
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
             .map_max_entries(MAP_SOCKS, max_sockets)
@@ -221,7 +217,7 @@ impl Capture {
             .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
             .override_global(GLOBAL_PT_REGS_ARGS, &PT_REGS_ARGS, true)
             .load(OBJECT)
-            .map_err(|e| StartError::Load(error_chain(&e)))?;
+            .map_err(StartError::Load)?;
         fill_syscalls(&mut ebpf)?;
 
         // The names are in place before the exec program attaches; a gateway
@@ -229,13 +225,13 @@ impl Capture {
         // after it (kernel_targets.rs).
         let mut names: HashMap<_, [u8; COMM_LEN], u32> = HashMap::try_from(
             ebpf.map_mut(MAP_DISCOVER)
-                .ok_or_else(|| StartError::Load(format!("map {MAP_DISCOVER} missing")))?,
+                .ok_or_else(|| StartError::MapMissing(MAP_DISCOVER.into()))?,
         )
-        .map_err(|e| StartError::Load(format!("map {MAP_DISCOVER}: {e}")))?;
+        .map_err(|source| map_err(MAP_DISCOVER, source))?;
         for name in discover {
             names
                 .insert(comm_key(name), 1, 0)
-                .map_err(|e| StartError::Load(format!("map {MAP_DISCOVER}: {e}")))?;
+                .map_err(|source| map_err(MAP_DISCOVER, source))?;
         }
 
         if !raw_tracepoints {
@@ -250,11 +246,11 @@ impl Capture {
         let mut on_raw = Vec::new();
         let mut on_trace_events = Vec::new();
         for &(program, tracepoints) in PROGRAMS {
-            let attach_err = |(category, name): (&str, &str), reason: String| StartError::Attach {
+            let attach_err = |(category, name): (&str, &str), source| StartError::Attach {
                 program: program.into(),
                 category: category.into(),
                 name: name.into(),
-                reason,
+                source: Box::new(source),
             };
             let raw_form = RAW_FORMS.iter().find(|(p, _, _)| *p == program);
             if let (Some(&(_, raw, tp_name)), true) = (raw_form, raw_tracepoints) {
@@ -268,7 +264,7 @@ impl Capture {
                     }
                     Err(reason) => warn!(
                         program,
-                        "the raw tracepoint {tp_name} is not available ({reason}); using the \
+                        "the raw tracepoint {tp_name} is not available ({reason:#}); using the \
                          trace event, which costs more per run and at shutdown"
                     ),
                 }
@@ -276,19 +272,21 @@ impl Capture {
             let first = tracepoints[0];
             let tracepoint: &mut TracePoint = ebpf
                 .program_mut(program)
-                .ok_or_else(|| attach_err(first, "program missing from the object".into()))?
+                .ok_or_else(|| StartError::ProgramMissing {
+                    program: program.into(),
+                    category: first.0.into(),
+                    name: first.1.into(),
+                })?
                 .try_into()
-                .map_err(|e| attach_err(first, error_chain(&e)))?;
-            tracepoint
-                .load()
-                .map_err(|e| attach_err(first, error_chain(&e)))?;
+                .map_err(|e| attach_err(first, e))?;
+            tracepoint.load().map_err(|e| attach_err(first, e))?;
             for &(category, name) in tracepoints {
                 let id = tracepoint
                     .attach(category, name)
-                    .map_err(|e| attach_err((category, name), error_chain(&e)))?;
+                    .map_err(|e| attach_err((category, name), e))?;
                 let link = tracepoint
                     .take_link(id)
-                    .map_err(|e| attach_err((category, name), error_chain(&e)))?;
+                    .map_err(|e| attach_err((category, name), e))?;
                 links.push(Link::TraceEvent(link));
                 debug!(program, "attached to {category}:{name}");
             }
@@ -300,7 +298,7 @@ impl Capture {
         // attach it to their own packet sockets (capture/wire.rs). It is
         // optional: without it the agent runs without the wire view.
         let wire_program = load_wire(&mut ebpf)
-            .map_err(|reason| warn!("wire view off: the socket filter does not load: {reason}"))
+            .map_err(|reason| warn!("wire view off: the socket filter does not load: {reason:#}"))
             .ok();
         info!(
             "{}",
@@ -373,13 +371,13 @@ fn syscall_kinds() -> Vec<(libc::c_long, u32)> {
 fn fill_syscalls(ebpf: &mut Ebpf) -> Result<(), StartError> {
     let map = ebpf
         .map_mut(MAP_SYSCALLS)
-        .ok_or_else(|| StartError::Load(format!("map {MAP_SYSCALLS} missing from the object")))?;
+        .ok_or_else(|| StartError::MapMissing(MAP_SYSCALLS.into()))?;
     let mut syscalls: Array<&mut MapData, u32> =
-        Array::try_from(map).map_err(|e| StartError::Load(format!("map {MAP_SYSCALLS}: {e}")))?;
+        Array::try_from(map).map_err(|source| map_err(MAP_SYSCALLS, source))?;
     for (nr, kind) in syscall_kinds() {
         syscalls
             .set(nr as u32, kind, 0)
-            .map_err(|e| StartError::Load(format!("map {MAP_SYSCALLS}[{nr}]: {e}")))?;
+            .map_err(|source| map_err(&format!("{MAP_SYSCALLS}[{nr}]"), source))?;
     }
     Ok(())
 }
@@ -389,20 +387,19 @@ fn attach_raw(
     ebpf: &mut Ebpf,
     program: &str,
     tracepoint: &str,
-) -> Result<RawTracePointLink, String> {
+) -> anyhow::Result<RawTracePointLink> {
     if program == SYSCALL_ENTRY_RAW && PT_REGS_ARGS.enabled == 0 {
-        return Err("no pt_regs layout for this architecture".into());
+        anyhow::bail!("no pt_regs layout for this architecture");
     }
     let raw: &mut RawTracePoint = ebpf
         .program_mut(program)
-        .ok_or("program missing from the object")?
-        .try_into()
-        .map_err(|e| error_chain(&e))?;
-    raw.load().map_err(|e| error_chain(&e))?;
+        .context("program missing from the object")?
+        .try_into()?;
+    raw.load()?;
     let link = raw
         .attach(tracepoint)
         .and_then(|id| raw.take_link(id))
-        .map_err(|e| error_chain(&e));
+        .map_err(anyhow::Error::from);
     if link.is_err() {
         // The trace event takes over; nothing of this one stays loaded.
         let _ = raw.unload();
@@ -410,19 +407,13 @@ fn attach_raw(
     link
 }
 
-fn load_wire(ebpf: &mut Ebpf) -> Result<OwnedFd, String> {
+fn load_wire(ebpf: &mut Ebpf) -> anyhow::Result<OwnedFd> {
     let filter: &mut SocketFilter = ebpf
         .program_mut(PROGRAM_WIRE)
-        .ok_or("program missing from the object")?
-        .try_into()
-        .map_err(|e| error_chain(&e))?;
-    filter.load().map_err(|e| error_chain(&e))?;
-    filter
-        .fd()
-        .map_err(|e| error_chain(&e))?
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| e.to_string())
+        .context("program missing from the object")?
+        .try_into()?;
+    filter.load()?;
+    Ok(filter.fd()?.as_fd().try_clone_to_owned()?)
 }
 
 /// `name` as the kernel holds a comm: at most 15 bytes, NUL-padded to
@@ -442,20 +433,15 @@ where
 {
     let map = ebpf
         .take_map(name)
-        .ok_or_else(|| StartError::Load(format!("map {name} missing from the object")))?;
-    T::try_from(map).map_err(|e| StartError::Load(format!("map {name}: {e}")))
+        .ok_or_else(|| StartError::MapMissing(name.into()))?;
+    T::try_from(map).map_err(|source| map_err(name, source))
 }
 
-/// aya's errors keep the useful part (e.g. the verifier log) in their sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+fn map_err(name: &str, source: aya::maps::MapError) -> StartError {
+    StartError::Map {
+        name: name.into(),
+        source,
     }
-    text
 }
 
 #[cfg(test)]

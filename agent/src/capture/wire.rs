@@ -143,10 +143,10 @@ impl Taps {
                         },
                     );
                 }
-                Err(source) if matches!(self.selection, Selection::Named(_)) => {
+                Err(error) if matches!(self.selection, Selection::Named(_)) => {
                     return Err(TapError::Open {
                         interface: iface.name.clone(),
-                        source,
+                        error,
                     })
                 }
                 Err(e) => warn!(interface = %iface.name, "wire view: cannot tap: {e}"),
@@ -196,11 +196,10 @@ pub enum TapError {
     List(io::Error),
     #[error("--interface {0}: no such network interface")]
     NoInterface(String),
-    #[error("cannot open a packet socket on {interface}: {source}")]
-    Open {
-        interface: String,
-        source: io::Error,
-    },
+    // `error`, not `source`: thiserror would make a field so named the source, and the
+    // chain printed at start-up would say it twice.
+    #[error("cannot open a packet socket on {interface}: {error}")]
+    Open { interface: String, error: io::Error },
 }
 
 /// An AF_PACKET socket on `iface` with the filter attached. The filter is

@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{hooks::*, report::*};
+use super::{findings::*, hooks::*};
 use crate::preflight::{self, TRACEFS};
 
 pub fn libc_path(maps: &str) -> Option<PathBuf> {

@@ -9,12 +9,12 @@
 //! features.
 //!
 //! `hooks` tries each hook type, `host` reads what needs no eBPF
-//! (capabilities, tracefs, libc), `report` renders the table and the verdict;
+//! (capabilities, tracefs, libc), `findings` holds what was found, renders the table and the verdict;
 //! this module holds the two entry points.
 
+mod findings;
 mod hooks;
 mod host;
-mod report;
 
 use std::{fs, path::Path, process::ExitCode};
 
@@ -23,7 +23,7 @@ use gatescope_common::{EVENTS_DEFAULT_BYTES, MAP_EVENTS};
 
 use crate::{capture::OBJECT, identity};
 
-use self::{hooks::*, host::*, report::*};
+use self::{findings::*, hooks::*, host::*};
 
 /// `gatescope check`: probe, print, exit 0 only when the core can run.
 pub fn run() -> ExitCode {

@@ -113,7 +113,10 @@ pub struct ConnTable {
 }
 
 fn is_open_state(state: TcpState) -> bool {
-    matches!(state, TcpState::SYN_SENT | TcpState::ESTABLISHED | TcpState::CLOSE_WAIT)
+    matches!(
+        state,
+        TcpState::SYN_SENT | TcpState::ESTABLISHED | TcpState::CLOSE_WAIT
+    )
 }
 
 /// The gateway closed its side (FIN_WAIT1 from ESTABLISHED, LAST_ACK from

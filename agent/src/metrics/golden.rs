@@ -174,7 +174,11 @@ fn wire_key(role: KernelRole, dir: KernelDirection, port: u16, ip: [u8; 4]) -> W
         role,
         dir,
         port,
-        family: if role == KernelRole::DOWNSTREAM { 0 } else { AF_INET },
+        family: if role == KernelRole::DOWNSTREAM {
+            0
+        } else {
+            AF_INET
+        },
         addr,
     }
 }
@@ -306,9 +310,24 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
     m.handshake("lo", 82, 0.0001);
     m.handshake_untimed(8080);
     m.handshake_untimed(83);
-    let down_in = wire_key(KernelRole::DOWNSTREAM, KernelDirection::INGRESS, 8080, [0; 4]);
-    let down_out = wire_key(KernelRole::DOWNSTREAM, KernelDirection::EGRESS, 8080, [0; 4]);
-    let up_out = wire_key(KernelRole::UPSTREAM, KernelDirection::EGRESS, 9000, [127, 0, 0, 1]);
+    let down_in = wire_key(
+        KernelRole::DOWNSTREAM,
+        KernelDirection::INGRESS,
+        8080,
+        [0; 4],
+    );
+    let down_out = wire_key(
+        KernelRole::DOWNSTREAM,
+        KernelDirection::EGRESS,
+        8080,
+        [0; 4],
+    );
+    let up_out = wire_key(
+        KernelRole::UPSTREAM,
+        KernelDirection::EGRESS,
+        9000,
+        [127, 0, 0, 1],
+    );
     let interface = |i: u32| format!("if{i}");
     m.sync_wire(
         &[

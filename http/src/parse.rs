@@ -1,4 +1,6 @@
-//! Message heads: validating a start line from its first bytes (to tell HTTP
+//! Message heads: start-line checks and head parsing.
+//!
+//! Validating a start line from its first bytes (to tell HTTP
 //! from anything else early, and to find message starts when resynchronising)
 //! and parsing a complete head with `httparse` into the few fields gatescope
 //! keeps. Header values are dropped except the framing headers (used here)

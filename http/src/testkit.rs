@@ -1,5 +1,7 @@
-//! Test helpers: captured segments as the kernel makes them, and traffic as
-//! curl sends it and nginx 1.22 answers it.
+//! Test helpers for the crate's unit tests.
+//!
+//! Captured segments as the kernel makes them, and traffic as curl sends it and nginx 1.22
+//! answers it.
 
 use super::{Anomaly, Exchange, HttpConn, HttpEvent, Segment, Side};
 
@@ -222,7 +224,6 @@ pub(crate) fn cat(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 /// An exchange with curl's host and no traceparent.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn ex(
     method: &str,
     path: &str,

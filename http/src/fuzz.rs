@@ -1,4 +1,6 @@
-//! Fuzz-style tests: a realistic keep-alive conversation (pipelining,
+//! Fuzz-style tests of `HttpConn` with a seeded generator.
+//!
+//! A realistic keep-alive conversation (pipelining,
 //! chunked both ways, Content-Length, HEAD, 100-continue, 204/304, bodies
 //! larger than any capture) cut into segments at random and captured
 //! sparsely at random, checked against the exchanges it is known to hold;

@@ -1,13 +1,11 @@
-//! Regression tests from the `http_conn` fuzz target (agent/fuzz, `cargo xtask fuzz`): its
-//! seed corpus and every input it found crashing, replayed through the same decoding and
-//! invariants (the target's `script.rs`, included here).
-
-#[path = "../../fuzz/src/script.rs"]
-mod script;
+//! Regression tests from the `http_conn` fuzz target (http/fuzz, `cargo xtask fuzz`).
+//!
+//! Its seed corpus and every input it found crashing, replayed through the same decoding
+//! and invariants (`script.rs`, which the target runs).
 
 use std::{fs, path::Path};
 
-use super::{HttpEvent, Side};
+use super::{script, HttpEvent, Side};
 
 /// Real curl/nginx traffic (downstream and upstream legs) the fuzzer starts from: each
 /// replays without breaking an invariant and yields an exchange.
@@ -15,7 +13,7 @@ use super::{HttpEvent, Side};
 fn seed_corpus_replays_cleanly() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/http_conn");
     let mut n = 0;
-    for entry in fs::read_dir(&dir).expect("agent/fuzz/corpus/http_conn") {
+    for entry in fs::read_dir(&dir).expect("http/fuzz/corpus/http_conn") {
         let path = entry.unwrap().path();
         let events = script::replay(&fs::read(&path).unwrap());
         assert!(

@@ -1,5 +1,6 @@
-//! What `gatescope check` found, as a table, and its verdict: what
-//! gatescope uses for each job here and whether the core can run.
+//! What `gatescope check` found, rendered as a table, and its verdict.
+//!
+//! The verdict says what gatescope uses for each job here and whether the core can run.
 
 use std::fmt::Write as _;
 

@@ -1,6 +1,8 @@
-//! Stages 3 and 4, stream reassembly and HTTP/1.x parsing: from the sparse
-//! byte segments the kernel captured (a prefix and a suffix of each syscall's
-//! transfer, with its true length) to complete request/response exchanges.
+//! gatescope-http: the agent's stages 3 and 4, stream reassembly and HTTP/1.x parsing.
+//!
+//! From the sparse byte segments the kernel captured (a prefix and a suffix of each
+//! syscall's transfer, with its true length) to complete request/response exchanges,
+//! with no I/O (the agent feeds it; the fuzz target and the tests script it).
 //!
 //! The kernel copies only a bounded head and tail of each transfer, so bodies
 //! are counted, not copied; framing (Content-Length, chunked, close-delimited)
@@ -123,6 +125,8 @@ mod fuzz;
 mod parse;
 #[cfg(test)]
 mod regress;
+#[cfg(any(test, feature = "script"))]
+pub mod script;
 mod stream;
 #[cfg(test)]
 mod testkit;

@@ -1,6 +1,9 @@
-//! The `http_conn` fuzz target's input: a script of sparse captures fed to one `HttpConn`, and
-//! the invariants checked on what it reports. Shared with the agent's regression tests
-//! (agent/src/http/regress.rs includes this file), so a crashing input replays there exactly.
+//! The `http_conn` fuzz target's input format and the invariants it checks.
+//!
+//! A script of sparse captures fed to one `HttpConn`, and the invariants checked on what
+//! it reports. Shared with this crate's regression tests
+//! (regress.rs), so a crashing input replays there exactly; the fuzz target (fuzz/) gets it
+//! with the `script` feature.
 //!
 //! Format (all integers little-endian; a truncated input just ends the script early):
 //!
@@ -20,7 +23,7 @@
 //! The true length is head + gap + tail, so `head.len() + tail.len() <= len` always holds.
 //! After the script the connection is closed (a no-op when the script closed it).
 
-use crate::http::{Anomaly, HttpConn, HttpEvent, Segment, Side};
+use crate::{Anomaly, HttpConn, HttpEvent, Segment, Side};
 
 /// One step of a script.
 #[derive(Debug)]
