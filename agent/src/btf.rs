@@ -135,7 +135,7 @@ impl Btf {
                         KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
                     ) =>
                 {
-                    id = target
+                    id = target;
                 }
                 _ => break,
             }

@@ -150,7 +150,7 @@ pub struct Args {
     /// Append one JSON line per finished HTTP exchange to this file (method,
     /// path without query, status, bytes, timings; never header values).
     #[arg(long, env = "GATESCOPE_REQUEST_LOG")]
-    pub request_log: Option<std::path::PathBuf>,
+    pub request_log: Option<PathBuf>,
 
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, env = "GATESCOPE_LOG", default_value = "info")]
@@ -367,7 +367,7 @@ mod tests {
             && std::env::var_os("GATESCOPE_DISCOVER").is_none()
         {
             let err = Args::try_parse_from(["gatescope"]).unwrap_err();
-            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
             let text = err.to_string();
             assert!(
                 text.contains("--pid") && text.contains("--discover"),

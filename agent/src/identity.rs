@@ -19,12 +19,10 @@ pub fn default_node_id() -> String {
         }
     }
     fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
+        .map_or_else(|_| "unknown".into(), |h| h.trim().to_owned())
 }
 
 pub fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|r| r.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
+        .map_or_else(|_| "unknown".into(), |r| r.trim().to_owned())
 }

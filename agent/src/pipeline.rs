@@ -166,7 +166,7 @@ impl Pipeline {
                 _ = poll.tick() => self.drain(ring.get_mut()),
             }
         }
-        let stopping = std::time::Instant::now();
+        let stopping = Instant::now();
         self.quiet_kernel();
         // The taps close while the final drain runs and the tracepoints
         // detach (main.rs); their packets were never the gateway's traffic.

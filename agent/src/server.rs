@@ -54,6 +54,10 @@ pub async fn serve(listener: TcpListener, registry: Registry, mut shutdown: watc
     }
 }
 
+#[expect(
+    clippy::unused_async,
+    reason = "hyper's service_fn takes a function that returns a future"
+)]
 async fn respond(
     req: Request<Incoming>,
     registry: Registry,

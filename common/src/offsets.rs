@@ -50,5 +50,5 @@ pub struct SockOffsets {
 // SAFETY: #[repr(C)] integers without implicit padding (size asserted).
 unsafe impl aya::Pod for SockOffsets {}
 
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 40);
-const _: () = assert!(core::mem::size_of::<PtRegsArgs>() == 16);
+const _: () = assert!(size_of::<SockOffsets>() == 40);
+const _: () = assert!(size_of::<PtRegsArgs>() == 16);

@@ -43,11 +43,11 @@ pub fn now() -> u64 {
 /// short timer, so nothing waits long (see agent/src/pipeline.rs).
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
-    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if waiting >= EVENTS.query(BPF_RB_RING_SIZE as u64) / 8 {
-        BPF_RB_FORCE_WAKEUP as u64
+    let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    if waiting >= EVENTS.query(u64::from(BPF_RB_RING_SIZE)) / 8 {
+        u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
-        BPF_RB_NO_WAKEUP as u64
+        u64::from(BPF_RB_NO_WAKEUP)
     }
 }
 

@@ -109,8 +109,9 @@ pub fn emit_data(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64) {
         return;
     }
     // SAFETY: `size` is within the scratch value, which is plain bytes.
-    let record =
-        unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), size) };
+    let record = unsafe {
+        core::slice::from_raw_parts(core::ptr::from_ref::<DataEvent>(event).cast::<u8>(), size)
+    };
     if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
         count_lost(LostReason::RINGBUF_FULL);
     }
@@ -120,7 +121,7 @@ pub fn emit_data(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64) {
 fn capture(event: &mut DataEvent, args: &SyscallArgs, len: u64) {
     // SAFETY: a constant global the agent may patch before load.
     let cap = min(
-        unsafe { read_volatile(&CAPTURE_BYTES) } as u64,
+        u64::from(unsafe { read_volatile(&raw const CAPTURE_BYTES) }),
         DATA_HEAD_MAX as u64,
     );
     match args.kind {
@@ -145,7 +146,7 @@ fn capture_buf(event: &mut DataEvent, buf: u64, len: u64, cap: u64) {
         event.header.data.head_len = head as u32;
     }
     let tail = min(
-        len - event.header.data.head_len as u64,
+        len - u64::from(event.header.data.head_len),
         DATA_TAIL_MAX as u64,
     ) as usize;
     if tail > 0 && read_into(event, 0, buf + len - tail as u64, tail) {
@@ -219,7 +220,7 @@ static SCRATCH_MASK: u64 = (DATA_HEAD_MAX * 2 - 1) as u64;
 #[inline(always)]
 fn read_into(event: &mut DataEvent, offset: usize, src: u64, n: usize) -> bool {
     // SAFETY: a constant global.
-    let mask = unsafe { read_volatile(&SCRATCH_MASK) } as usize;
+    let mask = unsafe { read_volatile(&raw const SCRATCH_MASK) } as usize;
     let offset = offset & mask;
     let n = n & mask;
     if n == 0 || n > DATA_HEAD_MAX || offset + n > event.data.len() {

@@ -26,14 +26,14 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
 #[inline(always)]
 pub fn offsets() -> Option<SockOffsets> {
     // SAFETY: a constant global the agent patches before load.
-    let off: SockOffsets = unsafe { read_volatile(&SOCK_OFFSETS) };
+    let off: SockOffsets = unsafe { read_volatile(&raw const SOCK_OFFSETS) };
     (off.enabled != 0).then_some(off)
 }
 
 #[inline(always)]
 pub fn read<T>(sk: u64, offset: u32) -> Option<T> {
     // SAFETY: the helper checks the kernel address and may fail.
-    unsafe { bpf_probe_read_kernel((sk + offset as u64) as *const T) }.ok()
+    unsafe { bpf_probe_read_kernel((sk + u64::from(offset)) as *const T) }.ok()
 }
 
 /// Buffers still queued for reading on `sk` (0 when unknown). At TCP_CLOSE

@@ -77,7 +77,7 @@ pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
     on_enter(id, || {
         // SAFETY: a constant global the agent patches before load.
-        let at: PtRegsArgs = unsafe { read_volatile(&PT_REGS_ARGS) };
+        let at: PtRegsArgs = unsafe { read_volatile(&raw const PT_REGS_ARGS) };
         if at.enabled == 0 {
             return None;
         }

@@ -133,7 +133,7 @@ pub fn remember_peer(tuple: &Tuple) {
         port: tuple.rport,
         addr: tuple.raddr,
     };
-    if let Err(e) = PEERS.insert(key, 1, BPF_NOEXIST as u64) {
+    if let Err(e) = PEERS.insert(key, 1, u64::from(BPF_NOEXIST)) {
         if e == -E2BIG {
             count_lost(LostReason::PEERS_FULL);
         }
@@ -191,7 +191,7 @@ fn handshake(p: &Packet, ifindex: u32) {
         ifindex,
         _pad: 0,
     };
-    let _ = HANDSHAKES.insert(flow, seen, BPF_NOEXIST as u64);
+    let _ = HANDSHAKES.insert(flow, seen, u64::from(BPF_NOEXIST));
 }
 
 /// The handshake of the connection `tuple` (a passive open), if its first

@@ -175,7 +175,7 @@ impl HttpConn {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.req.heap_bytes()
             + self.resp.heap_bytes()
-            + self.pairs.pending.capacity() * std::mem::size_of::<Pending>()
+            + self.pairs.pending.capacity() * size_of::<Pending>()
             + self
                 .pairs
                 .pending

@@ -277,7 +277,7 @@ pub(crate) fn synth_start_line(kind: Kind, b: &[u8]) -> Option<Vec<u8>> {
             let rest = &b[sp + 1..];
             let target = rest.split(|&c| c == b' ').next().unwrap_or(rest);
             let mut line = Vec::with_capacity(sp + target.len() + 12);
-            line.extend_from_slice(&b[..sp + 1]);
+            line.extend_from_slice(&b[..=sp]);
             line.extend_from_slice(target);
             line.extend_from_slice(b" HTTP/1.1\r\n");
             Some(line)
@@ -302,6 +302,10 @@ fn config() -> httparse::ParserConfig {
 /// Header slots for a head that overflowed the stack array: one per line is
 /// always enough.
 fn header_slots<'b>(head: &[u8]) -> Vec<httparse::Header<'b>> {
+    #[expect(
+        clippy::naive_bytecount,
+        reason = "heads are at most 64 KiB and rare here; not worth a dependency"
+    )]
     let lines = head.iter().filter(|&&c| c == b'\n').count();
     vec![httparse::EMPTY_HEADER; lines + 1]
 }
@@ -468,7 +472,7 @@ fn body_header(headers: &[httparse::Header<'_>]) -> BodyHeader {
             if let Some(last) = h
                 .value
                 .split(|&c| c == b',')
-                .map(|c| c.trim_ascii())
+                .map(<[u8]>::trim_ascii)
                 .rfind(|c| !c.is_empty())
             {
                 coding = Some(last.eq_ignore_ascii_case(b"chunked"));

@@ -206,8 +206,9 @@ fn check(out: &[HttpEvent], fed: [u128; 2], now: u64) {
                 bytes[0] += u128::from(x.request_bytes);
                 bytes[1] += u128::from(x.response_bytes);
             }
-            HttpEvent::Anomaly(Anomaly::NonHttp { bytes: b })
-            | HttpEvent::Anomaly(Anomaly::Resync { skipped: b }) => lost += u128::from(*b),
+            HttpEvent::Anomaly(Anomaly::NonHttp { bytes: b } | Anomaly::Resync { skipped: b }) => {
+                lost += u128::from(*b);
+            }
             HttpEvent::Anomaly(Anomaly::Desync) => {}
         }
     }

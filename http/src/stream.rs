@@ -354,11 +354,11 @@ impl Stream {
                                 b = &b[end..];
                             }
                             None => {
-                                self.state = State::Head(HeadAcc::new(ts, strict, sink.clock()))
+                                self.state = State::Head(HeadAcc::new(ts, strict, sink.clock()));
                             }
                         },
                         Start::Partial { .. } => {
-                            self.state = State::Head(HeadAcc::new(ts, strict, sink.clock()))
+                            self.state = State::Head(HeadAcc::new(ts, strict, sink.clock()));
                         }
                     }
                 }
@@ -368,7 +368,7 @@ impl Stream {
                     let (holed, total) = (acc.holed, acc.total);
                     match step {
                         HeadStep::More if holed && total > MAX_HEAD as u64 => {
-                            self.finish_holed(Ending::HoledOpen, sink)
+                            self.finish_holed(Ending::HoledOpen, sink);
                         }
                         HeadStep::More => {}
                         HeadStep::Complete => {

@@ -186,7 +186,7 @@ pub fn client_vs_nginx(
         };
         report.pass("client->nginx: logged");
         let c = |r: &mut Report, name: &str, ok: bool, n: String, cl: String| {
-            r.check(name, ok, &ks, n, format!("client: {cl}"))
+            r.check(name, ok, &ks, n, format!("client: {cl}"));
         };
         c(
             report,
@@ -265,8 +265,8 @@ impl Diffs {
     pub fn render(&self, title: &str) -> String {
         let mut out = format!("=== {title}: agent - nginx (ms) by kind: n, min, max ===\n");
         for (k, v) in &self.0 {
-            let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
-            let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let _ = writeln!(out, "{k:<32} n={:<3} min={min:+.3} max={max:+.3}", v.len());
         }
         out
@@ -274,7 +274,10 @@ impl Diffs {
 }
 
 /// Request by request: the agent's downstream lines against nginx's log.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the two accounts and each tolerance, named at the call site"
+)]
 pub fn agent_vs_nginx(
     nginx: &BTreeMap<Key, AccEntry>,
     agent: &BTreeMap<Key, ReqLine>,

@@ -20,19 +20,19 @@ pub const OVERSHOOT_PAUSE: Duration = Duration::from_millis(300);
 /// `$GATESCOPE_BIN`, else `<workspace>/target/release/gatescope` (honouring
 /// `CARGO_TARGET_DIR`). Missing binary is an error, never a skip.
 pub fn gatescope_bin() -> Result<PathBuf> {
-    let (p, from) = match std::env::var_os("GATESCOPE_BIN") {
-        Some(p) => (PathBuf::from(p), "GATESCOPE_BIN"),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                        .parent()
-                        .expect("tests/ has a parent")
-                        .join("target")
-                });
-            (target.join("release/gatescope"), "default path")
-        }
+    let (p, from) = if let Some(p) = std::env::var_os("GATESCOPE_BIN") {
+        (PathBuf::from(p), "GATESCOPE_BIN")
+    } else {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+            || {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .parent()
+                    .expect("tests/ has a parent")
+                    .join("target")
+            },
+            PathBuf::from,
+        );
+        (target.join("release/gatescope"), "default path")
     };
     ensure!(
         p.is_file(),
@@ -53,7 +53,7 @@ pub fn args(pids: &[u32], listen: &str, extra: &[&str]) -> Vec<String> {
     }
     args.push("--listen".into());
     args.push(listen.to_string());
-    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(ToString::to_string));
     args
 }
 

@@ -3,6 +3,7 @@
 
 use crate::upstream::{body_size_for, find};
 use anyhow::{bail, ensure, Context, Result};
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -66,9 +67,10 @@ impl Client {
             self.port
         );
         if body_len > 0 {
-            r.push_str(&format!(
+            let _ = write!(
+                r,
                 "Content-Type: application/octet-stream\r\nContent-Length: {body_len}\r\n"
-            ));
+            );
         }
         if close {
             r.push_str("Connection: close\r\n");
@@ -223,6 +225,7 @@ impl Req {
     }
 
     /// The same request with `Connection: close`.
+    #[must_use]
     pub fn close(mut self) -> Self {
         self.close = true;
         self
@@ -234,10 +237,11 @@ impl Req {
             self.method, self.path
         );
         if self.body > 0 || self.method == "POST" {
-            r.push_str(&format!(
+            let _ = write!(
+                r,
                 "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n",
                 self.body
-            ));
+            );
         }
         if self.close {
             r.push_str("Connection: close\r\n");
@@ -305,7 +309,7 @@ impl Conn {
             local,
             buf: Vec::new(),
             next_seq: 1,
-            pending: Default::default(),
+            pending: std::collections::VecDeque::default(),
             done: Vec::new(),
             eof: false,
             close_sent: false,
@@ -418,7 +422,7 @@ impl Conn {
     /// Read into `buf`; false on EOF.
     fn fill(&mut self) -> Result<bool> {
         ensure!(!self.eof, "connection already at EOF");
-        let mut chunk = [0u8; 65536];
+        let mut chunk = vec![0u8; 65536];
         let n = self.s.read(&mut chunk)?;
         if n == 0 {
             self.eof = true;

@@ -8,7 +8,10 @@ use anyhow::{ensure, Result};
 
 use crate::agent::Expect;
 use crate::client::{Client, Transfer};
-use crate::metrics::*;
+use crate::metrics::{
+    ACCEPTED, DOWN_BYTES, DOWN_CONNS, EVENTS_LOST, LOST_REASONS, UNTRACKED_BYTES, UP_BYTES,
+    UP_CONNS, UP_OPENED,
+};
 use crate::prom::Scrape;
 use crate::upstream::UpstreamStats;
 use crate::{util, Scene};

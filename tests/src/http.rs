@@ -2,6 +2,7 @@
 //! and responses read by Content-Length, chunked or to EOF.
 
 use std::{
+    fmt::Write as _,
     io::{self, BufRead, BufReader, Read, Write as _},
     net::{SocketAddr, TcpStream},
     time::Duration,
@@ -161,10 +162,11 @@ pub fn request(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gatescope-xtask-demo\r\nAccept: */*\r\nConnection: {connection}\r\n"
     );
     if let Some(body) = body {
-        req.push_str(&format!(
+        let _ = write!(
+            req,
             "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        ));
+        );
     } else {
         req.push_str("\r\n");
     }

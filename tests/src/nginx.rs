@@ -165,7 +165,7 @@ impl Nginx {
     /// [`Nginx::start`] with process-level [`Tuning`].
     pub fn start_tuned(cfg: &NginxConfig, t: &Tuning) -> Result<Self> {
         ensure!(
-            std::path::Path::new(NGINX_BIN).exists(),
+            Path::new(NGINX_BIN).exists(),
             "{NGINX_BIN} not found (apt-get install nginx)"
         );
         let dir = TempDir::new("nginx")?;
@@ -250,7 +250,7 @@ http {{
     /// - `location = /missing`: `return 404` from nginx itself.
     pub fn start_accuracy(cfg: &AccuracyConfig) -> Result<Self> {
         ensure!(
-            std::path::Path::new(NGINX_BIN).exists(),
+            Path::new(NGINX_BIN).exists(),
             "{NGINX_BIN} not found (apt-get install nginx)"
         );
         let dir = TempDir::new("nginx-acc")?;
@@ -553,7 +553,7 @@ http {{
                 self.diagnostics()
             )
         })?;
-        self.current_workers = new.clone();
+        self.current_workers.clone_from(&new);
         Ok(new)
     }
 

@@ -412,8 +412,8 @@ fn reset(s: &TcpStream) -> Result<()> {
     let rc = unsafe {
         libc::connect(
             s.as_raw_fd(),
-            &addr,
-            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+            &raw const addr,
+            size_of::<libc::sockaddr>() as libc::socklen_t,
         )
     };
     anyhow::ensure!(rc == 0, "disconnect: {}", std::io::Error::last_os_error());

@@ -18,8 +18,7 @@ impl TempDir {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.subsec_nanos());
         let name = format!(
             "gatescope-{prefix}-{}-{}-{nanos}",
             std::process::id(),
@@ -200,7 +199,7 @@ pub fn set_child_subreaper(on: bool) -> Result<()> {
 pub fn reap(pid: u32) {
     let mut status = 0;
     // SAFETY: waitpid writes only into `status`.
-    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    unsafe { libc::waitpid(pid as libc::pid_t, &raw mut status, libc::WNOHANG) };
 }
 
 /// Raise this process's RLIMIT_NOFILE (soft and hard) to `n`; where raising the
@@ -209,11 +208,11 @@ pub fn reap(pid: u32) {
 pub fn raise_nofile(n: u64) -> Result<u64> {
     let set = |cur: u64, max: u64| {
         let lim = libc::rlimit {
-            rlim_cur: cur as libc::rlim_t,
-            rlim_max: max as libc::rlim_t,
+            rlim_cur: cur,
+            rlim_max: max,
         };
         // SAFETY: setrlimit reads the struct we pass.
-        (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0)
+        (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) } == 0)
             .then_some(())
             .ok_or_else(std::io::Error::last_os_error)
     };
@@ -225,7 +224,7 @@ pub fn raise_nofile(n: u64) -> Result<u64> {
                 rlim_max: 0,
             };
             // SAFETY: getrlimit writes only into `lim`.
-            if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
                 return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
             }
             let hard: u64 = lim.rlim_max;
@@ -243,7 +242,7 @@ pub fn nofile_hard_limit() -> Result<u64> {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes only into `lim`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
         return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
     }
     Ok(lim.rlim_max)
@@ -264,7 +263,7 @@ pub fn connect_from(
         },
         sin_zero: [0; 8],
     };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
     // SAFETY: plain socket syscalls on a fd we own; the fd is handed to TcpStream
     // (which closes it) or closed here on error.
     unsafe {
@@ -274,11 +273,11 @@ pub fn connect_from(
         }
         let stream = std::net::TcpStream::from_raw_fd(fd);
         let a = sin(std::net::SocketAddrV4::new(src, 0));
-        if libc::bind(fd, &a as *const _ as *const libc::sockaddr, len) != 0 {
+        if libc::bind(fd, (&raw const a).cast::<libc::sockaddr>(), len) != 0 {
             return Err(std::io::Error::last_os_error()).with_context(|| format!("bind({src}:0)"));
         }
         let d = sin(dst);
-        if libc::connect(fd, &d as *const _ as *const libc::sockaddr, len) != 0 {
+        if libc::connect(fd, (&raw const d).cast::<libc::sockaddr>(), len) != 0 {
             return Err(std::io::Error::last_os_error())
                 .with_context(|| format!("connect({src} -> {dst})"));
         }
@@ -355,8 +354,8 @@ pub fn set_linger_zero(fd: std::os::fd::RawFd) -> Result<()> {
             fd,
             libc::SOL_SOCKET,
             libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
         )
     };
     anyhow::ensure!(rc == 0, "SO_LINGER: {}", std::io::Error::last_os_error());

@@ -95,17 +95,14 @@ fn probe_port(c: &Yaml, probe: &str) -> Result<(String, u16)> {
 
 /// Processes whose command name is `comm`, from /proc.
 fn processes_named(comm: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-                .filter(|e| {
-                    std::fs::read_to_string(e.path().join("comm"))
-                        .is_ok_and(|c| c.trim_end() == comm)
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    std::fs::read_dir("/proc").map_or(0, |dir| {
+        dir.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
+            })
+            .count()
+    })
 }
 
 #[test]

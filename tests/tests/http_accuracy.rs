@@ -87,7 +87,7 @@ fn workload_matches_nginx_access_log() -> Result<()> {
     ensure!(!r.failed(), "a perfect agent fails:\n{}", r.render());
     // Fault: the last downstream line's response bytes are off by one, and an
     // upstream line is missing.
-    let last_down = perfect.iter().rposition(|l| l.is_downstream()).unwrap();
+    let last_down = perfect.iter().rposition(ReqLine::is_downstream).unwrap();
     perfect[last_down].response_bytes += 1;
     let first_up = perfect.iter().position(|l| !l.is_downstream()).unwrap();
     perfect.remove(first_up);

@@ -17,7 +17,7 @@ fn request(s: &mut TcpStream, port: u16, size: usize) -> Result<(u64, u64)> {
     let req = format!("GET /size/{size} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     s.write_all(req.as_bytes())?;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
+    let mut chunk = vec![0u8; 65536];
     loop {
         let n = s.read(&mut chunk)?;
         ensure!(n > 0, "EOF");

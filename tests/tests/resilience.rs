@@ -93,7 +93,7 @@ impl Background {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let handle = std::thread::spawn(move || -> Result<u64> {
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let deadline = Instant::now() + Duration::from_mins(1);
             let mut n = 0u64;
             while !s.load(Ordering::SeqCst) && Instant::now() < deadline && n < 5_000 {
                 {
@@ -599,7 +599,7 @@ fn many_idle_connections() -> Result<()> {
         ("sockets", 262_144.0),
         ("args", 16_384.0),
         ("listen_ports", 1_024.0),
-        ("ring_buffer_bytes", RING_BYTES as f64),
+        ("ring_buffer_bytes", f64::from(RING_BYTES)),
     ] {
         let v = base.require(MAP_CAPACITY, &[("map", map)])?;
         ensure!(v == cap, "{MAP_CAPACITY}{{map={map:?}}} = {v}, want {cap}");
@@ -631,7 +631,7 @@ fn many_idle_connections() -> Result<()> {
         dst,
         N,
         PER_CLIENT_PROCESS,
-        Duration::from_secs(120),
+        Duration::from_mins(2),
     )?;
     let open_time = t0.elapsed();
     let mut exp = vec![
@@ -640,7 +640,7 @@ fn many_idle_connections() -> Result<()> {
         Expect::new(ACCEPTED, &[], b_accepted + N as f64),
     ];
     exp.extend(no_loss.iter().cloned());
-    agent.wait_all(&exp, Duration::from_secs(60))?;
+    agent.wait_all(&exp, Duration::from_mins(1))?;
     let settle_time = t0.elapsed();
     let rss_open = rss()?;
     ensure!(
@@ -663,7 +663,7 @@ fn many_idle_connections() -> Result<()> {
         Expect::new(ACCEPTED, &[], b_accepted + N as f64),
     ];
     exp.extend(no_loss);
-    agent.wait_all(&exp, Duration::from_secs(60))?;
+    agent.wait_all(&exp, Duration::from_mins(1))?;
     let close_time = t1.elapsed();
     let rss_after = rss()?;
     ensure!(

@@ -93,7 +93,7 @@ fn median(values: &mut [f64]) -> f64 {
     match n {
         0 => f64::NAN,
         _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        _ => f64::midpoint(values[n / 2 - 1], values[n / 2]),
     }
 }
 
@@ -163,7 +163,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             .collect();
         format!("| {} |\n", padded.join(" | "))
     };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    let mut out = line(header.iter().map(ToString::to_string).collect());
     out += &line(widths.iter().map(|&w| "-".repeat(w)).collect());
     for r in rows {
         out += &line(r.clone());

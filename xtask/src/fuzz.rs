@@ -102,7 +102,7 @@ fn new_artifacts(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
         return Vec::new();
     };
     let mut found: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|e| {
             e.metadata()
                 .and_then(|m| m.modified())

@@ -67,7 +67,7 @@ pub fn reaped_children_cpu_seconds() -> f64 {
     // SAFETY: an all-zero rusage is valid; getrusage only writes into it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut usage) } != 0 {
         return 0.0;
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
@@ -122,8 +122,7 @@ pub fn machine() -> Machine {
         })
         .unwrap_or_else(|| "unknown".to_string());
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".to_string());
+        .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string());
     Machine {
         cpus: thread::available_parallelism().map_or(0, usize::from),
         model,

@@ -177,7 +177,8 @@ pub fn tail(path: &Path, lines: usize) -> String {
             if text.is_empty() {
                 "    (empty)".to_string()
             } else {
-                text.lines().map(|l| format!("    {l}\n")).collect()
+                text.lines()
+                    .fold(String::new(), |out, l| out + "    " + l + "\n")
             }
         }
         Err(e) => format!("    (cannot read {}: {e})", path.display()),

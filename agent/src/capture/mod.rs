@@ -145,7 +145,7 @@ enum Link {
 
 /// The loaded programs; dropping it detaches them all.
 pub struct Capture {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// Every attachment, owned here so that each can be detached on its own.
     links: Vec<Link>,
     pub programs_attached: usize,
@@ -178,7 +178,7 @@ impl Capture {
                 scope.spawn(move || drop(link));
             }
         });
-        let programs: Vec<&mut Program> = self._ebpf.programs_mut().map(|(_, p)| p).collect();
+        let programs: Vec<&mut Program> = self.ebpf.programs_mut().map(|(_, p)| p).collect();
         std::thread::scope(|scope| {
             for program in programs {
                 scope.spawn(move || {
@@ -316,7 +316,7 @@ impl Capture {
         };
         Ok((
             Capture {
-                _ebpf: ebpf,
+                ebpf,
                 links,
                 programs_attached: attached,
             },

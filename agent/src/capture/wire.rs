@@ -80,6 +80,10 @@ struct Tap {
 pub struct Taps {
     program: OwnedFd,
     selection: Selection,
+    #[expect(
+        clippy::struct_field_names,
+        reason = "the taps of the Taps, by ifindex"
+    )]
     taps: BTreeMap<u32, Tap>,
     /// ifindex -> name of every interface ever tapped, so counters of an
     /// interface that went away keep their label.
@@ -193,13 +197,13 @@ impl ClosingTaps {
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
     #[error("cannot list network interfaces in /sys/class/net: {0}")]
-    List(io::Error),
+    List(Error),
     #[error("--interface {0}: no such network interface")]
     NoInterface(String),
     // `error`, not `source`: thiserror would make a field so named the source, and the
     // chain printed at start-up would say it twice.
     #[error("cannot open a packet socket on {interface}: {error}")]
-    Open { interface: String, error: io::Error },
+    Open { interface: String, error: Error },
 }
 
 /// An AF_PACKET socket on `iface` with the filter attached. The filter is
@@ -234,7 +238,7 @@ fn open_tap(program: &OwnedFd, iface: &Interface) -> io::Result<OwnedFd> {
     let rc = unsafe {
         libc::bind(
             socket.as_raw_fd(),
-            (&addr as *const libc::sockaddr_ll).cast(),
+            (&raw const addr).cast(),
             size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     };
@@ -256,7 +260,7 @@ fn setsockopt(
             socket.as_raw_fd(),
             level,
             name,
-            (&value as *const libc::c_int).cast(),
+            (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use gatescope_common::{EVENTS_DEFAULT_BYTES, MAP_EVENTS};
 
-use super::hooks::*;
+use super::hooks::{Hook, HookResult, Outcome, BTF_PATH};
 use crate::preflight::TRACEFS;
 
 pub(super) const CAP_NET_RAW: u32 = 13;
@@ -136,7 +136,10 @@ impl Report {
                 // The syscall entry hook's cheaper form where it works
                 // (ebpf/src/syscalls.rs), the trace event otherwise.
                 core(
-                    if self.hook(Hook::RawTracepoint).is_some_and(|h| h.works()) {
+                    if self
+                        .hook(Hook::RawTracepoint)
+                        .is_some_and(HookResult::works)
+                    {
                         "raw tracepoint sys_enter for read/write/..., sock:sock_send_length/recv_length"
                     } else {
                         "raw_syscalls:sys_enter for read/write/..., sock:sock_send_length/recv_length"

@@ -12,7 +12,7 @@ use aya::{
 };
 use tracing::debug;
 
-use super::host::*;
+use super::host::libc_path;
 
 pub(super) const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 pub(super) const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";

@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{findings::*, hooks::*};
+use super::{findings::Tracefs, hooks::errno};
 use crate::preflight::{self, TRACEFS};
 
 pub fn libc_path(maps: &str) -> Option<PathBuf> {
@@ -13,7 +13,8 @@ pub fn libc_path(maps: &str) -> Option<PathBuf> {
         .filter_map(|line| line.split_whitespace().nth(5))
         .find(|path| {
             let name = path.rsplit('/').next().unwrap_or(path);
-            name.starts_with("libc.so") || (name.starts_with("libc-") && name.ends_with(".so"))
+            name.starts_with("libc.so")
+                || (name.starts_with("libc-") && Path::new(name).extension() == Some("so".as_ref()))
         })
         .map(PathBuf::from)
 }

@@ -82,7 +82,7 @@ mod tests {
         let mut s = SweepSchedule::new(t0);
         // Losses during a 3 s burst, then quiet.
         for i in 0..3 {
-            s.loss(t0 + secs(i as f64 + 0.5));
+            s.loss(t0 + secs(f64::from(i) + 0.5));
         }
         let due: Vec<u64> = (1..=12)
             .filter(|&i| s.due(t0 + secs(i as f64), false))

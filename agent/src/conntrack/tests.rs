@@ -201,7 +201,7 @@ fn bytes_read_after_the_close_are_the_closed_connections() {
 #[test]
 fn closed_connections_are_remembered_up_to_a_bound() {
     let mut t = ConnTable::new(CLOSED_KEEP + 10);
-    for sk in 0..CLOSED_KEEP as u64 + 1 {
+    for sk in 0..=(CLOSED_KEEP as u64) {
         open(&mut t, sk, Role::Downstream, ep(GW, CLIENT));
         state(&mut t, sk, TcpState::CLOSE, ep(GW, CLIENT));
     }
@@ -317,7 +317,7 @@ fn sweep_drops_only_connections_missing_twice() {
         .facts,
     );
     let mut gone = t.sweep(kernel);
-    gone.sort();
+    gone.sort_unstable();
     assert_eq!(gone, vec![2, 4]);
     assert_eq!(t.len(), 1);
     assert_eq!(t.gauges().downstream_active, 1);

@@ -50,6 +50,7 @@ pub struct Needs {
 
 impl Needs {
     /// What either needs.
+    #[must_use]
     pub fn or(self, other: Needs) -> Needs {
         Needs {
             downstream: self.downstream || other.downstream,

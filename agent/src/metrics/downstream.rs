@@ -37,21 +37,20 @@ impl Downstream {
         let mut by_stat: [Vec<Handle>; STATS] = Default::default();
         for series in schema.downstream {
             let f = series.family;
-            let i = match families.iter().position(|(name, _)| *name == f.name) {
-                Some(i) => i,
-                None => {
-                    let registered = match (f.kind, f.labels.is_empty()) {
-                        (Kind::Counter, true) => Registered::Counter(f.single_counter(registry)),
-                        (Kind::Counter, false) => Registered::Counters(f.counter(registry)),
-                        (Kind::Gauge, true) => Registered::Gauge(f.single_gauge(registry)),
-                        (Kind::Gauge, false) => Registered::Gauges(f.gauge(registry)),
-                        (Kind::Histogram(_), _) => {
-                            panic!("{}: stub_status has no histograms", f.name)
-                        }
-                    };
-                    families.push((f.name, registered));
-                    families.len() - 1
-                }
+            let i = if let Some(i) = families.iter().position(|(name, _)| *name == f.name) {
+                i
+            } else {
+                let registered = match (f.kind, f.labels.is_empty()) {
+                    (Kind::Counter, true) => Registered::Counter(f.single_counter(registry)),
+                    (Kind::Counter, false) => Registered::Counters(f.counter(registry)),
+                    (Kind::Gauge, true) => Registered::Gauge(f.single_gauge(registry)),
+                    (Kind::Gauge, false) => Registered::Gauges(f.gauge(registry)),
+                    (Kind::Histogram(_), _) => {
+                        panic!("{}: stub_status has no histograms", f.name)
+                    }
+                };
+                families.push((f.name, registered));
+                families.len() - 1
             };
             let values: Vec<&str> = series
                 .values

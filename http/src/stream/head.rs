@@ -110,15 +110,7 @@ impl HeadAcc {
     /// `n` uncaptured bytes inside the head. False when too little of the
     /// start line is visible to go on.
     pub(super) fn gap(&mut self, kind: Kind, n: u64, ts: u64) -> bool {
-        if !self.start_ok {
-            match synth_start_line(kind, &self.buf) {
-                Some(line) => {
-                    self.buf = line;
-                    self.start_ok = true;
-                }
-                None => return false,
-            }
-        } else {
+        if self.start_ok {
             // a line cut by the gap is dropped (a partial value would lie)
             let keep = self
                 .buf
@@ -126,6 +118,14 @@ impl HeadAcc {
                 .rposition(|&c| c == b'\n')
                 .map_or(0, |i| i + 1);
             self.buf.truncate(keep);
+        } else {
+            match synth_start_line(kind, &self.buf) {
+                Some(line) => {
+                    self.buf = line;
+                    self.start_ok = true;
+                }
+                None => return false,
+            }
         }
         self.holed = true;
         self.skip_line = true;

@@ -162,10 +162,10 @@ impl TunConn<'_> {
         let deadline = Instant::now() + IO_TIMEOUT;
         while self.snd_una != self.snd_nxt || !self.fin_received {
             self.check_reset("closing")?;
-            let what = if self.snd_una != self.snd_nxt {
-                "the ACK of our FIN"
-            } else {
+            let what = if self.snd_una == self.snd_nxt {
                 "the kernel's FIN"
+            } else {
+                "the ACK of our FIN"
             };
             self.step(deadline, what)?;
         }

@@ -208,7 +208,7 @@ impl TunNet {
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
         // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which IfReq lays out.
-        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) } != 0 {
+        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } != 0 {
             return Err(std::io::Error::last_os_error())
                 .with_context(|| format!("TUNSETIFF {name}"));
         }
@@ -424,8 +424,7 @@ impl TunNet {
         );
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.subsec_nanos());
         let iss = nanos ^ u32::from(lport).wrapping_mul(0x9e37_79b9) ^ u32::from(rport);
         TunConn {
             net: self,
@@ -564,7 +563,7 @@ impl TunNet {
                 revents: 0,
             };
             // SAFETY: one valid pollfd.
-            if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+            if unsafe { libc::poll(&raw mut pfd, 1, ms) } < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     return Err(e).context("poll on the tun fd");
@@ -598,7 +597,10 @@ impl TunNet {
     }
 
     /// Build, write and count one segment from `peer:sport` to `kernel:dport`.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per header field of the segment"
+    )]
     fn write_seg(
         &self,
         sport: u16,

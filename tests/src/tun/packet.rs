@@ -48,7 +48,10 @@ pub(super) fn checksum_fold(mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per header field of the segment"
+)]
 pub(super) fn build(
     src: Ipv4Addr,
     dst: Ipv4Addr,

@@ -12,7 +12,7 @@ fn raw<T: Payload>(record: &Record<T>) -> Vec<u8> {
     // asserted in gatescope_common).
     unsafe {
         std::slice::from_raw_parts(
-            (record as *const Record<T>).cast::<u8>(),
+            std::ptr::from_ref::<Record<T>>(record).cast::<u8>(),
             size_of::<Record<T>>(),
         )
     }

@@ -379,6 +379,6 @@ fn promtool_accepts_both_modes() {
         "kong_request_latency_ms metric names should not contain abbreviated units",
         "kong_upstream_latency_ms metric names should not contain abbreviated units",
     ];
-    inherent.sort();
+    inherent.sort_unstable();
     assert_eq!(problems, inherent, "Kong mode:\n{kong}");
 }
