@@ -202,7 +202,7 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets, BtfError> {
 mod tests {
     use super::*;
 
-    /// The running kernel's BTF (our machines have it, KERNEL.md): the
+    /// The running kernel's BTF (our machines have /sys/kernel/btf/vmlinux): the
     /// offsets of the fields that have not moved in years.
     #[test]
     fn resolves_sock_common_from_the_running_kernel() {

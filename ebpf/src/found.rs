@@ -2,7 +2,7 @@
 //! so the first time a target moves bytes on such a socket it is claimed
 //! here: its addresses are read from `struct sock_common` at offsets the
 //! agent resolved from the running kernel's BTF (never compiled in: rustc
-//! emits no CO-RE relocations, ../shared/KERNEL.md), its role decided by
+//! emits no CO-RE relocations with our toolchain), its role decided by
 //! whether its local port is a listening port of the gateway.
 
 use gatescope_common::{ConnFound, Role, SockInfo, TcpState, Tuple, AF_INET, AF_INET6};

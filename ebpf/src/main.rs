@@ -1,7 +1,7 @@
 //! gatescope's kernel programs.
 //!
-//! Everything stands on tracepoints (no kprobes or fentry on our kernels, see
-//! ../shared/KERNEL.md), and on values that need no kernel struct offsets:
+//! Everything stands on tracepoints (our kernels have no kprobe PMU and
+//! refuse fentry programs: `gatescope check` shows it), and on values that need no kernel struct offsets:
 //! tracepoint records and the current task's pid/tgid.
 //!
 //! - `process`: keeps the TARGETS set current across fork and exit.

@@ -1,6 +1,6 @@
 //! Fields of `struct sock` read directly, at offsets the agent resolves from
 //! the running kernel's BTF and patches in before load (rustc emits no CO-RE
-//! relocations, ../shared/KERNEL.md), never compiled in.
+//! relocations with our bpf-linker toolchain), never compiled in.
 
 use core::ptr::read_volatile;
 
