@@ -1,9 +1,9 @@
 //! gatescope's binary: wiring only.
 //!
-//! Parses the command line, starts logging, builds the stages of the library crate
-//! (capture -> conntrack -> correlation -> labelling -> sinks, driven by `pipeline`;
-//! `/metrics` served by `server`) and runs
-//! them, or runs `gatescope check`.
+//! Parses the command line, starts logging, builds the stages of the library
+//! crate (capture -> conntrack -> correlation -> labelling -> sinks, driven by
+//! `pipeline`; `/metrics` served by `server`) and runs them, or runs
+//! `gatescope check`.
 
 use std::process::ExitCode;
 
