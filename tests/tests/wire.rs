@@ -6,37 +6,13 @@
 use anyhow::{ensure, Result};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::{reset_clients, Conn, Req};
-use gatescope_tests::expect::mixed_traffic;
+use gatescope_tests::expect::{mixed_traffic, wire_deltas};
 use gatescope_tests::metrics::*;
 use gatescope_tests::nginx::Tuning;
 use gatescope_tests::pcap::{self, Wire};
-use gatescope_tests::prom::Scrape;
 use gatescope_tests::tun::{complete_response, TunNet, WireCount};
 use gatescope_tests::Scene;
 use std::time::Duration;
-
-/// Expectations that `side`'s families grew by exactly `ingress`/`egress`.
-fn wire_deltas(
-    base: &Scrape,
-    families: [&str; 3],
-    labels: &[(&str, &str)],
-    ingress: Wire,
-    egress: Wire,
-) -> Result<Vec<Expect>> {
-    let mut out = Vec::new();
-    for (dir, w) in [("ingress", ingress), ("egress", egress)] {
-        let mut l = labels.to_vec();
-        l.push(("direction", dir));
-        for (family, n) in families.iter().zip([w.packets, w.bytes, w.resets]) {
-            out.push(Expect::new(
-                family,
-                &l,
-                base.get_or_zero(family, &l)? + n as f64,
-            ));
-        }
-    }
-    Ok(out)
-}
 
 #[test]
 fn loopback_counts_equal_tcpdump() -> Result<()> {
