@@ -659,7 +659,7 @@ pub fn netstat_tcpext(field: &str) -> Result<u64> {
     proc_net_counter("/proc/net/netstat", "TcpExt:", field)
 }
 
-fn proc_net_counter(path: &str, prefix: &str, field: &str) -> Result<u64> {
+pub(crate) fn proc_net_counter(path: &str, prefix: &str, field: &str) -> Result<u64> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let mut lines = text.lines().filter(|l| l.starts_with(prefix));
     let (names, values) = lines
@@ -678,7 +678,7 @@ fn proc_net_counter(path: &str, prefix: &str, field: &str) -> Result<u64> {
         .with_context(|| format!("{prefix} {field} in {path}"))
 }
 
-fn run_ip(args: &[&str]) -> Result<()> {
+pub(crate) fn run_ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -694,7 +694,7 @@ fn run_ip(args: &[&str]) -> Result<()> {
 
 /// A `10.a.b.0/24` that no address or route on the machine mentions, starting
 /// from a pid-derived candidate so concurrent test processes rarely collide.
-fn free_subnet(pid: u32, n: u32) -> Result<(u8, u8)> {
+pub(crate) fn free_subnet(pid: u32, n: u32) -> Result<(u8, u8)> {
     let mut used = String::new();
     for args in [
         &["-4", "-o", "addr", "show"][..],
