@@ -29,15 +29,20 @@ impl std::ops::AddAssign for Transfer {
 }
 
 pub struct Client {
-    port: u16,
+    server: SocketAddr,
     totals: Transfer,
 }
 
 impl Client {
     /// A client of 127.0.0.1:`port`.
     pub fn new(port: u16) -> Self {
+        Self::of(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// A client of `server` (e.g. `[::1]:port`).
+    pub fn of(server: SocketAddr) -> Self {
         Self {
-            port,
+            server,
             totals: Transfer::default(),
         }
     }
@@ -53,8 +58,8 @@ impl Client {
     }
 
     fn connect(&self) -> Result<TcpStream> {
-        let s = TcpStream::connect(("127.0.0.1", self.port))
-            .with_context(|| format!("connecting to 127.0.0.1:{}", self.port))?;
+        let s = TcpStream::connect(self.server)
+            .with_context(|| format!("connecting to {}", self.server))?;
         s.set_read_timeout(Some(IO_TIMEOUT))?;
         s.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(s)
@@ -63,8 +68,8 @@ impl Client {
     fn request(&self, path: &str, body_len: usize, close: bool) -> Vec<u8> {
         let method = if body_len > 0 { "POST" } else { "GET" };
         let mut r = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: gatescope-tests\r\n",
-            self.port
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: gatescope-tests\r\n",
+            self.server
         );
         if body_len > 0 {
             let _ = write!(

@@ -8,10 +8,8 @@ use anyhow::{ensure, Result};
 
 use crate::agent::Expect;
 use crate::client::{Client, Transfer};
-use crate::metrics::{
-    ACCEPTED, DOWN_BYTES, DOWN_CONNS, EVENTS_LOST, LOST_REASONS, UNTRACKED_BYTES, UP_BYTES,
-    UP_CONNS, UP_OPENED,
-};
+use crate::metrics::*;
+use crate::pcap::Wire;
 use crate::prom::Scrape;
 use crate::upstream::UpstreamStats;
 use crate::{util, Scene};
@@ -150,4 +148,27 @@ pub fn nothing_untracked(base: &Scrape) -> Result<Vec<Expect>> {
             ))
         })
         .collect()
+}
+
+/// Expectations that `side`'s families grew by exactly `ingress`/`egress`.
+pub fn wire_deltas(
+    base: &Scrape,
+    families: [&str; 3],
+    labels: &[(&str, &str)],
+    ingress: Wire,
+    egress: Wire,
+) -> Result<Vec<Expect>> {
+    let mut out = Vec::new();
+    for (dir, w) in [("ingress", ingress), ("egress", egress)] {
+        let mut l = labels.to_vec();
+        l.push(("direction", dir));
+        for (family, n) in families.iter().zip([w.packets, w.bytes, w.resets]) {
+            out.push(Expect::new(
+                family,
+                &l,
+                base.get_or_zero(family, &l)? + n as f64,
+            ));
+        }
+    }
+    Ok(out)
 }

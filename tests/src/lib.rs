@@ -14,6 +14,7 @@ pub mod expect;
 pub mod holders;
 pub mod http;
 pub mod metrics;
+pub mod netns;
 pub mod nginx;
 pub mod pcap;
 pub mod prom;

@@ -35,10 +35,11 @@ pub struct Tuning {
     /// load generator's connection count, or short-lived upstream connections
     /// exhaust loopback ephemeral ports (TIME_WAIT) and nginx answers 502.
     pub upstream_keepalive: u32,
-    /// The address of `listen` (`0.0.0.0` to be reachable on every interface).
+    /// The address of `listen` (`0.0.0.0` to be reachable on every interface;
+    /// an IPv6 address such as `::1` is written in brackets).
     pub listen_host: &'static str,
     /// The upstream server's address (`server HOST:upstream_port;`), e.g. a
-    /// [`crate::tun::TunNet`]'s peer address; `None`: `127.0.0.1`.
+    /// [`crate::tun::TunNet`]'s peer address or `::1`; `None`: `127.0.0.1`.
     pub upstream_host: Option<String>,
     /// Directives added to the `server` block.
     pub server_extra: &'static str,
@@ -116,6 +117,15 @@ impl RenamedBinary {
     /// The command name its processes run under.
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// `host` as the host part of `host:port`: an IPv6 address in brackets.
+fn host_part(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
     }
 }
 
@@ -225,10 +235,10 @@ http {{
                 .client_header_timeout_s
                 .map(|n| format!("        client_header_timeout {n}s;\n"))
                 .unwrap_or_default(),
-            up_host = t.upstream_host.as_deref().unwrap_or("127.0.0.1"),
+            up_host = host_part(t.upstream_host.as_deref().unwrap_or("127.0.0.1")),
             up = cfg.upstream_port,
             port = cfg.listen_port,
-            host = t.listen_host,
+            host = host_part(t.listen_host),
             extra = t.server_extra,
         );
         let bin = t.bin.as_deref().unwrap_or(Path::new(NGINX_BIN));
@@ -392,7 +402,10 @@ http {{
                 bail!("nginx exited during start-up ({st}):\n{}", ng.diagnostics());
             }
             let pids = ng.worker_pids();
-            if util::is_listening_v4(listen_host, listen_port) && pids.len() == workers as usize {
+            let listening = listen_host
+                .parse()
+                .is_ok_and(|ip| util::is_listening(ip, listen_port));
+            if listening && pids.len() == workers as usize {
                 ng.current_workers = pids;
                 return Ok(ng);
             }
@@ -507,9 +520,10 @@ http {{
         self.listen_port
     }
 
-    /// "<host>:<port>" (127.0.0.1 unless tuned), as the agent labels the listener.
+    /// "<host>:<port>" (127.0.0.1 unless tuned; `[::1]:<port>` for IPv6), as the
+    /// agent labels the listener.
     pub fn listen_addr(&self) -> String {
-        format!("{}:{}", self.listen_host, self.listen_port)
+        format!("{}:{}", host_part(&self.listen_host), self.listen_port)
     }
 
     /// Live (non-zombie) children of the master, sorted.

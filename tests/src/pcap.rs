@@ -26,8 +26,11 @@ pub struct Packet {
     pub sport: u16,
     pub dport: u16,
     pub flags: u8,
-    /// IP total length (headers included).
+    /// IP total length (headers included; for a GSO/GRO packet, of all its
+    /// segments' payload under one set of headers).
     pub ip_len: u64,
+    /// IP and TCP header bytes.
+    pub headers: u64,
 }
 
 pub const SYN: u8 = 0x02;
@@ -230,6 +233,7 @@ fn tcp_ip(ip: &[u8]) -> Option<Packet> {
         dport: u16::from_be_bytes([tcp[2], tcp[3]]),
         flags: tcp[13],
         ip_len,
+        headers: (header + usize::from(tcp[12] >> 4) * 4) as u64,
     })
 }
 
@@ -259,6 +263,7 @@ mod tests {
         let mut ip = vec![0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0];
         ip.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
         let mut tcp = vec![0u8; 20];
+        tcp[12] = 5 << 4;
         tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
         tcp[2..4].copy_from_slice(&8080u16.to_be_bytes());
         tcp[13] = SYN;
@@ -272,7 +277,8 @@ mod tests {
                 sport: 40000,
                 dport: 8080,
                 flags: SYN,
-                ip_len: 60
+                ip_len: 60,
+                headers: 40
             }]
         );
         let (ingress, egress) = count(&packets, 8080, true);

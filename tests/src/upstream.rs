@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -60,7 +60,7 @@ pub struct Reply {
 pub type Answer = fn(method: &str, path: &str, n: u64) -> Reply;
 
 pub struct Upstream {
-    port: u16,
+    addr: SocketAddr,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
@@ -83,17 +83,23 @@ impl Upstream {
     ///
     /// HEAD gets the same head as GET and no body.
     pub fn start() -> Result<Self> {
-        Self::start_with(None)
+        Self::start_with(Ipv4Addr::LOCALHOST.into(), None)
+    }
+
+    /// Like [`Upstream::start`], listening on `ip` (e.g. `::1`) instead.
+    pub fn start_on(ip: IpAddr) -> Result<Self> {
+        Self::start_with(ip, None)
     }
 
     /// Like [`Upstream::start`], but every request gets what `answer` says.
     pub fn start_answering(answer: Answer) -> Result<Self> {
-        Self::start_with(Some(answer))
+        Self::start_with(Ipv4Addr::LOCALHOST.into(), Some(answer))
     }
 
-    fn start_with(answer: Option<Answer>) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding upstream")?;
-        let port = listener.local_addr()?.port();
+    fn start_with(ip: IpAddr, answer: Option<Answer>) -> Result<Self> {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("binding upstream on {ip}"))?;
+        let addr = listener.local_addr()?;
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(Vec::new()));
@@ -119,7 +125,7 @@ impl Upstream {
             })
         };
         Ok(Self {
-            port,
+            addr,
             counters,
             stop,
             conns,
@@ -128,12 +134,12 @@ impl Upstream {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.addr.port()
     }
 
-    /// "127.0.0.1:<port>", as the agent labels the peer.
+    /// "127.0.0.1:<port>" (`[::1]:<port>` on IPv6), as the agent labels the peer.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.addr.to_string()
     }
 
     pub fn stats(&self) -> UpstreamStats {
@@ -168,7 +174,7 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the acceptor; it sees the flag before counting this connection.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let _ = TcpStream::connect(self.addr);
         if let Some(h) = self.acceptor.take() {
             let _ = h.join();
         }

@@ -157,14 +157,32 @@ pub fn is_listening_v4_loopback(port: u16) -> bool {
 
 /// True if something listens on IPv4 `host`:`port` (TCP, from /proc/net/tcp).
 pub fn is_listening_v4(host: &str, port: u16) -> bool {
-    let Ok(ip) = host.parse::<std::net::Ipv4Addr>() else {
+    host.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| is_listening(std::net::IpAddr::V4(ip), port))
+}
+
+/// True if something listens on `ip`:`port` (TCP, from /proc/net/tcp or
+/// /proc/net/tcp6).
+pub fn is_listening(ip: std::net::IpAddr, port: u16) -> bool {
+    // /proc shows an address as native-endian u32 words in hex.
+    let (file, addr) = match ip {
+        std::net::IpAddr::V4(ip) => (
+            "/proc/net/tcp",
+            format!("{:08X}", u32::from_ne_bytes(ip.octets())),
+        ),
+        std::net::IpAddr::V6(ip) => (
+            "/proc/net/tcp6",
+            ip.octets().chunks(4).fold(String::new(), |mut out, w| {
+                let word = u32::from_ne_bytes(w.try_into().expect("4 bytes"));
+                out += &format!("{word:08X}");
+                out
+            }),
+        ),
+    };
+    let Ok(tcp) = std::fs::read_to_string(file) else {
         return false;
     };
-    let Ok(tcp) = std::fs::read_to_string("/proc/net/tcp") else {
-        return false;
-    };
-    // /proc shows the address as a native-endian u32 in hex.
-    let want = format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip.octets()));
+    let want = format!("{addr}:{port:04X}");
     tcp.lines().skip(1).any(|l| {
         let mut f = l.split_whitespace();
         let _sl = f.next();

@@ -134,6 +134,161 @@ fn not_root() -> Result<()> {
     check_startup_error(st, &err, "CAP_BPF")
 }
 
+/// Exit code 1 and `want` as one whole line of stderr.
+fn check_error_line(st: ExitStatus, stderr: &str, want: &str) -> Result<()> {
+    ensure!(
+        st.code() == Some(1),
+        "exit status {st}, want 1; stderr:\n{stderr}"
+    );
+    ensure!(
+        stderr.lines().any(|l| l == want),
+        "no line {want:?} in stderr:\n{stderr}"
+    );
+    Ok(())
+}
+
+/// `unshare -m sh -c SCRIPT`, then exec the agent with its arguments: the agent
+/// runs in a private mount namespace that `script` prepared, so what it does
+/// there leaves the host's mounts alone.
+fn in_mount_namespace(script: &str) -> Vec<String> {
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &format!("set -e; {script}; exec \"$0\" \"$@\""),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// A tracepoint whose format differs from what the programs were built for:
+/// in a private mount namespace, a copy of the kernel's own
+/// `sock:inet_sock_set_state` format with `sport` two bytes later is
+/// bind-mounted over the real one (the kernel is not changed).
+#[test]
+fn tracepoint_layout_mismatch() -> Result<()> {
+    let target = Sleeper::start()?;
+    let real = format!("{TRACEFS}/events/sock/inet_sock_set_state/format");
+    let text = std::fs::read_to_string(&real).with_context(|| format!("reading {real}"))?;
+    // The kernel's own layout of `sport` (which is what the programs expect,
+    // on the kernel they run on), and the file with it moved.
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("field:") && l.contains(" sport;"))
+        .with_context(|| format!("no sport field in {real}:\n{text}"))?;
+    let num = |key: &str| -> Result<usize> {
+        let v = line
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix(key))
+            .with_context(|| format!("no {key} in {line:?}"))?;
+        Ok(v.parse()?)
+    };
+    let (offset, size) = (num("offset:")?, num("size:")?);
+    let moved = line.replace(
+        &format!("offset:{offset};"),
+        &format!("offset:{};", offset + 2),
+    );
+    let dir = TempDir::new("tp-format")?;
+    let fake = dir.path().join("format");
+    std::fs::write(&fake, text.replace(line, &moved))?;
+    let wrapper = in_mount_namespace(&format!("mount --bind {} {real}", fake.display()));
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let (st, err) = run_to_exit(&wrapper, &args(target.pid(), &free_listen()?), EXIT_TIMEOUT)?;
+    check_error_line(
+        st,
+        &err,
+        &format!(
+            "error: tracepoint sock:inet_sock_set_state: field `sport` is at offset {} size {size} \
+             on this kernel, the programs expect offset {offset} size {size}; this kernel's \
+             layout is not supported yet",
+            offset + 2
+        ),
+    )
+}
+
+/// tracefs not mounted, and mounting refused: in a private mount namespace
+/// with tracefs unmounted, the agent runs as root without CAP_SYS_ADMIN (it
+/// keeps CAP_BPF and CAP_PERFMON, enough for everything else).
+#[test]
+fn tracefs_not_mountable() -> Result<()> {
+    let target = Sleeper::start()?;
+    let mut wrapper = in_mount_namespace(&format!(
+        "while mountpoint -q {TRACEFS}; do umount {TRACEFS}; done; \
+         test ! -e {TRACEFS}/events"
+    ));
+    wrapper.extend(
+        [
+            "setpriv",
+            "--bounding-set=-sys_admin",
+            "--inh-caps=-sys_admin",
+        ]
+        .map(String::from),
+    );
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let (st, err) = run_to_exit(&wrapper, &args(target.pid(), &free_listen()?), EXIT_TIMEOUT)?;
+    ensure!(
+        !err.contains("unshare:") && !err.contains("setpriv:") && !err.contains("umount:"),
+        "the wrapper itself failed ({st}):\n{err}"
+    );
+    check_error_line(
+        st,
+        &err,
+        "error: tracefs is not mounted at /sys/kernel/tracing and mounting it failed: \
+         Operation not permitted (os error 1); mount it with \
+         `mount -t tracefs nodev /sys/kernel/tracing` (needs CAP_SYS_ADMIN)",
+    )?;
+    // The host's tracefs is untouched.
+    ensure!(
+        std::path::Path::new(TRACEFS).join("events").is_dir(),
+        "{TRACEFS} is no longer mounted on the host"
+    );
+    Ok(())
+}
+
+/// A config file that cannot be read, and one with an unknown key: the
+/// message names the file, the line and the problem.
+#[test]
+fn config_file_errors() -> Result<()> {
+    let target = Sleeper::start()?;
+    let dir = TempDir::new("config-errors")?;
+    let missing = dir.path().join("missing.toml");
+    let mut a = args(target.pid(), &free_listen()?);
+    a.extend(["--config".into(), missing.display().to_string()]);
+    let (st, err) = run_to_exit(&[], &a, EXIT_TIMEOUT)?;
+    check_error_line(
+        st,
+        &err,
+        &format!(
+            "error: cannot read the config file {}: No such file or directory (os error 2)",
+            missing.display()
+        ),
+    )?;
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[service]]\nname = \"api\"\nupstream = \"127.0.0.1:1\"\n\n  [[service.route]]\n  \
+         name = \"r\"\n  path = [\"/x\"]\n",
+    )?;
+    let mut a = args(target.pid(), &free_listen()?);
+    a.extend(["--config".into(), bad.display().to_string()]);
+    let (st, err) = run_to_exit(&[], &a, EXIT_TIMEOUT)?;
+    check_error_line(
+        st,
+        &err,
+        &format!(
+            "error: config file {}: line 7, column 3: unknown field `path`, expected one of \
+             `name`, `paths`, `methods`, `hosts`",
+            bad.display()
+        ),
+    )
+}
+
 #[test]
 fn sigterm_detaches_programs() -> Result<()> {
     let scene = Scene::start(2)?;

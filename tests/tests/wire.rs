@@ -6,37 +6,13 @@
 use anyhow::{ensure, Result};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::{reset_clients, Conn, Req};
-use gatescope_tests::expect::mixed_traffic;
+use gatescope_tests::expect::{mixed_traffic, wire_deltas};
 use gatescope_tests::metrics::*;
 use gatescope_tests::nginx::Tuning;
 use gatescope_tests::pcap::{self, Wire};
-use gatescope_tests::prom::Scrape;
 use gatescope_tests::tun::{complete_response, TunNet, WireCount};
 use gatescope_tests::Scene;
 use std::time::Duration;
-
-/// Expectations that `side`'s families grew by exactly `ingress`/`egress`.
-fn wire_deltas(
-    base: &Scrape,
-    families: [&str; 3],
-    labels: &[(&str, &str)],
-    ingress: Wire,
-    egress: Wire,
-) -> Result<Vec<Expect>> {
-    let mut out = Vec::new();
-    for (dir, w) in [("ingress", ingress), ("egress", egress)] {
-        let mut l = labels.to_vec();
-        l.push(("direction", dir));
-        for (family, n) in families.iter().zip([w.packets, w.bytes, w.resets]) {
-            out.push(Expect::new(
-                family,
-                &l,
-                base.get_or_zero(family, &l)? + n as f64,
-            ));
-        }
-    }
-    Ok(out)
-}
 
 #[test]
 fn loopback_counts_equal_tcpdump() -> Result<()> {
@@ -275,6 +251,181 @@ fn tun_client_handshakes_retransmission_and_resets() -> Result<()> {
     eprintln!(
         "wire on {}: ingress {ingress:?}, egress {egress:?}; handshakes agent {:.3} ms, \
          client {:.3} ms; {retransmits} retransmission(s)",
+        net.name(),
+        measured * 1e3,
+        client * 1e3
+    );
+    Ok(())
+}
+
+/// A client whose SYN is retransmitted (it sends the same SYN again 60 ms
+/// after the first, as a client does when its SYN-ACK is lost): both SYNs
+/// are counted, and the handshake is timed from the first (README: a
+/// retransmitted SYN keeps the first one's time), against the client's own
+/// clocks.
+#[test]
+fn tun_retransmitted_syn_keeps_the_first_time() -> Result<()> {
+    const T: Duration = Duration::from_secs(5);
+    const AGAIN: Duration = Duration::from_millis(60);
+    let scene = Scene::start_tuned(
+        1,
+        &Tuning {
+            listen_host: "0.0.0.0",
+            ..Tuning::default()
+        },
+    )?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let before = agent.scrape()?.require(WIRE_INTERFACES, &[])?;
+    let net = TunNet::create()?;
+    let base = agent.wait_all(
+        &[Expect::new(WIRE_INTERFACES, &[], before + 1.0)],
+        SETTLE_TIMEOUT,
+    )?;
+    let port = scene.nginx.listen_port();
+    let listener = scene.nginx.listen_addr();
+    let mut c = net.connect_with(port, Some(AGAIN), || Ok(()))?;
+    c.send(
+        format!(
+            "GET /size/10 HTTP/1.1\r\nHost: {}:{port}\r\n\r\n",
+            net.kernel_addr()
+        )
+        .as_bytes(),
+    )?;
+    c.recv(complete_response, T)?;
+    c.close()?;
+    let handshake = c.handshake();
+    net.settle(Duration::from_millis(300))?;
+    let counted = net.totals(port);
+    ensure!(
+        counted.syn_in == 2 && handshake >= AGAIN,
+        "the client's own counts: {counted:?}, handshake {handshake:?}"
+    );
+
+    let down = [("interface", net.name()), ("listener", listener.as_str())];
+    let (ingress, egress) = tun_wire(&counted);
+    let mut exp = wire_deltas(
+        &base,
+        [DOWN_WIRE_PACKETS, DOWN_WIRE_BYTES, DOWN_WIRE_RESETS],
+        &down,
+        ingress,
+        egress,
+    )?;
+    let plus = |name: &str, labels: &[(&str, &str)], n: f64| -> Result<Expect> {
+        Ok(Expect::new(
+            name,
+            labels,
+            base.get_or_zero(name, labels)? + n,
+        ))
+    };
+    exp.push(plus(DOWN_WIRE_SYNS, &down, 2.0)?);
+    exp.push(plus(
+        HANDSHAKES_UNTIMED,
+        &[("listener", listener.as_str())],
+        0.0,
+    )?);
+    // One handshake of 60 ms and a little: in the 0.1 s bucket, not the 0.05
+    // s one (timed from the second SYN it would take microseconds).
+    let bucket = format!("{HANDSHAKE_SECONDS}_bucket");
+    for (le, n) in [("0.05", 0.0), ("0.1", 1.0)] {
+        let mut l = down.to_vec();
+        l.push(("le", le));
+        exp.push(plus(&bucket, &l, n)?);
+    }
+    let s = agent.wait_all(&exp, SETTLE_TIMEOUT)?;
+    let sum = format!("{HANDSHAKE_SECONDS}_sum");
+    let measured = s.require(&sum, &down)? - base.get_or_zero(&sum, &down)?;
+    let client = handshake.as_secs_f64();
+    ensure!(
+        (measured - client).abs() < 0.001,
+        "handshake: agent {measured:.6} s, client {client:.6} s from its first SYN"
+    );
+    eprintln!(
+        "retransmitted SYN on {}: handshake agent {:.3} ms, client {:.3} ms",
+        net.name(),
+        measured * 1e3,
+        client * 1e3
+    );
+    Ok(())
+}
+
+/// A SYN flood that never completes pushes only untimed handshakes out of
+/// `HANDSHAKES` (an LRU): a client whose first SYN came before a flood three
+/// times the map's capacity and whose final ACK came after it is counted as
+/// untimed, never timed wrongly; a client after the flood is timed as its
+/// own clocks say; every SYN of the flood is counted.
+#[test]
+fn tun_syn_flood_pushes_out_only_untimed_handshakes() -> Result<()> {
+    const T: Duration = Duration::from_secs(5);
+    let scene = Scene::start_tuned(
+        1,
+        &Tuning {
+            listen_host: "0.0.0.0",
+            ..Tuning::default()
+        },
+    )?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let before = agent.scrape()?.require(WIRE_INTERFACES, &[])?;
+    let net = TunNet::create()?;
+    let base = agent.wait_all(
+        &[Expect::new(WIRE_INTERFACES, &[], before + 1.0)],
+        SETTLE_TIMEOUT,
+    )?;
+    let capacity = base.require(MAP_CAPACITY, &[("map", "handshakes")])?;
+    let flood = 3 * capacity as u32;
+    let port = scene.nginx.listen_port();
+    let listener = scene.nginx.listen_addr();
+    let request = format!(
+        "GET /size/10 HTTP/1.1\r\nHost: {}:{port}\r\n\r\n",
+        net.kernel_addr()
+    );
+    let started = std::time::Instant::now();
+    let mut early = net.connect_with(port, None, || net.syn_flood(port, flood))?;
+    let flood_time = started.elapsed();
+    early.send(request.as_bytes())?;
+    early.recv(complete_response, T)?;
+    early.close()?;
+    // After the flood: a handshake whose final ACK is held 30 ms.
+    let mut late = net.connect(port, Duration::from_millis(30))?;
+    late.send(request.as_bytes())?;
+    late.recv(complete_response, T)?;
+    late.close()?;
+    net.settle(Duration::from_millis(300))?;
+    let counted = net.totals(port);
+    ensure!(
+        counted.syn_in == u64::from(flood) + 2,
+        "the client's own counts: {counted:?}"
+    );
+
+    let down = [("interface", net.name()), ("listener", listener.as_str())];
+    let plus = |name: &str, labels: &[(&str, &str)], n: f64| -> Result<Expect> {
+        Ok(Expect::new(
+            name,
+            labels,
+            base.get_or_zero(name, labels)? + n,
+        ))
+    };
+    let mut exp = vec![
+        plus(DOWN_WIRE_SYNS, &down, counted.syn_in as f64)?,
+        plus(HANDSHAKES_UNTIMED, &[("listener", listener.as_str())], 1.0)?,
+        plus(&format!("{HANDSHAKE_SECONDS}_count"), &down, 1.0)?,
+    ];
+    let bucket = format!("{HANDSHAKE_SECONDS}_bucket");
+    for (le, n) in [("0.025", 0.0), ("0.05", 1.0)] {
+        let mut l = down.to_vec();
+        l.push(("le", le));
+        exp.push(plus(&bucket, &l, n)?);
+    }
+    let s = agent.wait_all(&exp, SETTLE_TIMEOUT)?;
+    let sum = format!("{HANDSHAKE_SECONDS}_sum");
+    let measured = s.require(&sum, &down)? - base.get_or_zero(&sum, &down)?;
+    let client = late.handshake().as_secs_f64();
+    ensure!(
+        (measured - client).abs() < 0.001,
+        "handshake after the flood: agent {measured:.6} s, client {client:.6} s"
+    );
+    eprintln!(
+        "SYN flood of {flood} on {} in {flood_time:?}: the early handshake untimed, the late one \
+         agent {:.3} ms, client {:.3} ms",
         net.name(),
         measured * 1e3,
         client * 1e3

@@ -270,6 +270,23 @@ impl TunNet {
     /// Open a connection to `kernel_addr():dport`: SYN (MSS 1460, window 65535),
     /// wait for the SYN-ACK, sleep `ack_delay`, send the final ACK.
     pub fn connect(&self, dport: u16, ack_delay: Duration) -> Result<TunConn<'_>> {
+        self.connect_with(dport, None, || {
+            std::thread::sleep(ack_delay);
+            Ok(())
+        })
+    }
+
+    /// [`connect`](Self::connect), sending the SYN again `syn_again` after the
+    /// first (the same SYN: a retransmission, as a client whose SYN-ACK was
+    /// lost sends) and waiting for the kernel's SYN-ACK to it before the final
+    /// ACK; and running `before_ack` (a sleep, a flood) between the SYN-ACK and
+    /// the final ACK. [`TunConn::handshake`] runs from the first SYN.
+    pub fn connect_with(
+        &self,
+        dport: u16,
+        syn_again: Option<Duration>,
+        before_ack: impl FnOnce() -> Result<()>,
+    ) -> Result<TunConn<'_>> {
         let lport = {
             let mut inner = self.inner.borrow_mut();
             // Never one of our listening ports: their packets go to accept().
@@ -285,6 +302,7 @@ impl TunNet {
         let t_syn = Instant::now();
         self.write_seg(lport, dport, iss, 0, SYN, Some(OUR_MSS), &[])?;
         let deadline = t_syn + IO_TIMEOUT;
+        let mut syn_again = syn_again;
         loop {
             let seg = self.next_for((lport, dport), deadline)?.ok_or_else(|| {
                 anyhow!(
@@ -302,15 +320,64 @@ impl TunNet {
                 c.snd_una = seg.ack;
                 c.snd_wnd = u32::from(seg.window);
                 c.mss = seg.mss.unwrap_or(536).min(OUR_MSS);
+                // The retransmitted SYN, answered by the SYN-ACK again.
+                if let Some(after) = syn_again.take() {
+                    std::thread::sleep((t_syn + after).saturating_duration_since(Instant::now()));
+                    self.write_seg(lport, dport, iss, 0, SYN, Some(OUR_MSS), &[])?;
+                    continue;
+                }
                 break;
             }
             // Anything else is counted by the demultiplexer and otherwise ignored.
         }
-        std::thread::sleep(ack_delay);
+        before_ack()?;
         let t_ack = Instant::now();
         c.send_ack()?;
         c.handshake = t_ack - t_syn;
         Ok(c)
+    }
+
+    /// Write `n` SYNs to `kernel_addr():dport` that are never followed up, each
+    /// from its own address and port (`10.a.b.3` upwards, ports from 1024),
+    /// so that each is a distinct handshake in progress; a SYN flood. They
+    /// are counted in [`totals`](Self::totals); the kernel's answers, to
+    /// addresses other than the peer's, are not read.
+    pub fn syn_flood(&self, dport: u16, n: u32) -> Result<()> {
+        const PER_ADDR: u32 = 60_000;
+        let [a, b, c, _] = self.peer.octets();
+        for i in 0..n {
+            let host = 3 + i / PER_ADDR;
+            ensure!(
+                host < 255,
+                "a flood of {n} SYNs needs more addresses than a /24"
+            );
+            let src = Ipv4Addr::new(a, b, c, host as u8);
+            let sport = 1024 + (i % PER_ADDR) as u16;
+            let mut inner = self.inner.borrow_mut();
+            inner.ip_id = inner.ip_id.wrapping_add(1);
+            let pkt = build(
+                src,
+                self.kernel,
+                inner.ip_id,
+                sport,
+                dport,
+                i.wrapping_mul(0x9e37_79b9),
+                0,
+                SYN,
+                Some(OUR_MSS),
+                &[],
+            );
+            let n = (&self.file)
+                .write(&pkt)
+                .with_context(|| format!("writing a packet to {}", self.name))?;
+            ensure!(n == pkt.len(), "short write to {}", self.name);
+            inner
+                .totals
+                .entry(dport)
+                .or_default()
+                .add(true, pkt.len(), SYN);
+        }
+        Ok(())
     }
 
     /// Listen on `peer_addr():port` from now on: the kernel's SYNs to it are kept
@@ -661,7 +728,7 @@ pub fn netstat_tcpext(field: &str) -> Result<u64> {
     proc_net_counter("/proc/net/netstat", "TcpExt:", field)
 }
 
-fn proc_net_counter(path: &str, prefix: &str, field: &str) -> Result<u64> {
+pub(crate) fn proc_net_counter(path: &str, prefix: &str, field: &str) -> Result<u64> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let mut lines = text.lines().filter(|l| l.starts_with(prefix));
     let (names, values) = lines
@@ -680,7 +747,7 @@ fn proc_net_counter(path: &str, prefix: &str, field: &str) -> Result<u64> {
         .with_context(|| format!("{prefix} {field} in {path}"))
 }
 
-fn run_ip(args: &[&str]) -> Result<()> {
+pub(crate) fn run_ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -696,7 +763,7 @@ fn run_ip(args: &[&str]) -> Result<()> {
 
 /// A `10.a.b.0/24` that no address or route on the machine mentions, starting
 /// from a pid-derived candidate so concurrent test processes rarely collide.
-fn free_subnet(pid: u32, n: u32) -> Result<(u8, u8)> {
+pub(crate) fn free_subnet(pid: u32, n: u32) -> Result<(u8, u8)> {
     let mut used = String::new();
     for args in [
         &["-4", "-o", "addr", "show"][..],
