@@ -1,6 +1,7 @@
 //! Small helpers shared by the harness: temp dirs, free ports, polling, signals.
 
 use anyhow::{bail, Context, Result};
+use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -174,7 +175,7 @@ pub fn is_listening(ip: std::net::IpAddr, port: u16) -> bool {
             "/proc/net/tcp6",
             ip.octets().chunks(4).fold(String::new(), |mut out, w| {
                 let word = u32::from_ne_bytes(w.try_into().expect("4 bytes"));
-                out += &format!("{word:08X}");
+                let _ = write!(out, "{word:08X}");
                 out
             }),
         ),
