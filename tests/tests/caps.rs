@@ -303,7 +303,7 @@ fn kernel_map_memory() -> Result<()> {
     );
     eprintln!(
         "kernel_map_memory: SOCKS {} B ({per_entry} B per entry), HANDSHAKES {} B, WIRE + \
-         PEERS {wire_peers} B, all {} maps but the ring buffer {total} B: {:?}",
+         PEERS {wire_peers} B; {} maps, all but the ring buffer {total} B: {:?}",
         socks.memlock,
         handshakes.memlock,
         default.len(),
