@@ -8,7 +8,7 @@ use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::Client;
 use gatescope_tests::expect::{losses_from, nothing_untracked, settled_upstream, traffic_deltas};
 use gatescope_tests::metrics::*;
-use gatescope_tests::{util, Scene};
+use gatescope_tests::{bpftool, util, Scene};
 use std::time::Instant;
 
 #[test]
@@ -150,6 +150,167 @@ fn connection_flood() -> Result<()> {
         after.require(ACCEPTED, &[])? - closed.require(ACCEPTED, &[])?,
         after.require(REQUESTS_ALL, &[])? - closed.get_or_zero(REQUESTS_ALL, &[])?,
         upstream.accepted,
+    );
+    Ok(())
+}
+
+/// The number of possible CPUs (/sys/devices/system/cpu/possible, e.g.
+/// `0-1` or `0,2-5`): per-CPU maps take memory for each.
+fn possible_cpus() -> Result<u64> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let mut n = 0;
+    for range in text.trim().split(',') {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let (a, b): (u64, u64) = (a.parse()?, b.parse()?);
+        n += b - a + 1;
+    }
+    Ok(n)
+}
+
+/// The kernel map memory the README states and the DaemonSet's 512 MiB limit
+/// relies on (README, "Bounded memory"; deploy/kubernetes/gatescope.yaml),
+/// against the kernel's own account of each of the agent's maps: `bpftool map
+/// show`'s memlock, which is what the agent's memory cgroup is charged. The
+/// per-entry cost of `SOCKS` is derived from two agents with different
+/// `--max-sockets` (both powers of two, as the kernel rounds the bucket count
+/// up to one), so the fixed part of the map cancels out.
+#[test]
+fn kernel_map_memory() -> Result<()> {
+    const MIB: u64 = 1 << 20;
+    /// README: 88 bytes of kernel memory per `SOCKS` entry.
+    const SOCK_ENTRY_BYTES: u64 = 88;
+    /// README: 120 bytes per `HANDSHAKES` entry, 7.5 MiB.
+    const HANDSHAKE_ENTRY_BYTES: u64 = 120;
+    /// A hash map's fixed part: its header and per-CPU locks, a few KiB.
+    const FIXED: u64 = 64 * 1024;
+    const SMALL: u64 = 65_536;
+    let scene = Scene::start(1)?;
+    let maps_of = |extra: &[&str]| -> Result<Vec<bpftool::Map>> {
+        let mut agent = Agent::start(&[scene.nginx.master_pid()], extra)?;
+        let pid = agent.pid();
+        // The agent's maps: those its descriptors name (bpftool shows no
+        // `pids` lines here).
+        let held = bpftool::map_ids_held_by(pid)?;
+        let ours: Vec<_> = bpftool::maps()?
+            .into_iter()
+            .filter(|m| held.contains(&m.id))
+            .collect();
+        agent.stop_ok()?;
+        ensure!(
+            !ours.is_empty(),
+            "bpftool shows no map held by the agent ({pid})"
+        );
+        Ok(ours)
+    };
+    let find = |maps: &[bpftool::Map], name: &str| -> Result<bpftool::Map> {
+        maps.iter()
+            .find(|m| m.name == name)
+            .cloned()
+            .with_context(|| format!("no map {name} held by the agent: {maps:#?}"))
+    };
+    let default = maps_of(&[])?;
+    let small = maps_of(&["--max-sockets", &SMALL.to_string()])?;
+
+    // Capacities as the README states them.
+    for (name, entries) in [
+        ("SOCKS", 262_144),
+        ("HANDSHAKES", 65_536),
+        ("WIRE", 4_096),
+        ("PEERS", 4_096),
+    ] {
+        let m = find(&default, name)?;
+        ensure!(
+            m.max_entries == entries,
+            "{name}: max_entries {}, README says {entries}",
+            m.max_entries
+        );
+    }
+    let socks = find(&default, "SOCKS")?;
+    let socks_small = find(&small, "SOCKS")?;
+    ensure!(
+        socks_small.max_entries == SMALL,
+        "--max-sockets {SMALL}: {socks_small:?}"
+    );
+    let per_entry =
+        (socks.memlock - socks_small.memlock) as f64 / (socks.max_entries - SMALL) as f64;
+    ensure!(
+        socks.memlock - socks_small.memlock == SOCK_ENTRY_BYTES * (socks.max_entries - SMALL),
+        "SOCKS: {per_entry} B per entry ({} B at {} entries, {} B at {SMALL}), README says \
+         {SOCK_ENTRY_BYTES}",
+        socks.memlock,
+        socks.max_entries,
+        socks_small.memlock
+    );
+    // 22 MiB by default: the entries plus a fixed part (the map's header and
+    // per-CPU locks) of a few KiB.
+    ensure!(
+        SOCK_ENTRY_BYTES * socks.max_entries == 22 * MIB
+            && (22 * MIB..22 * MIB + FIXED).contains(&socks.memlock),
+        "SOCKS: {} B by default, README says 22 MiB",
+        socks.memlock
+    );
+    // The same kind of map (preallocated hash; LRU lists cost no more here)
+    // with a 40-byte key and a 16-byte value instead of 8 and 16.
+    let handshakes = find(&default, "HANDSHAKES")?;
+    let want = HANDSHAKE_ENTRY_BYTES * handshakes.max_entries;
+    ensure!(
+        want == 7 * MIB + MIB / 2 && (want..want + FIXED).contains(&handshakes.memlock),
+        "HANDSHAKES: {} B for {} entries, README says {HANDSHAKE_ENTRY_BYTES} B per entry, \
+         7.5 MiB",
+        handshakes.memlock,
+        handshakes.max_entries
+    );
+    ensure!(
+        (handshakes.key_bytes, handshakes.value_bytes) == (40, 16)
+            && (socks.key_bytes, socks.value_bytes) == (8, 16),
+        "entry sizes changed: SOCKS {socks:?}, HANDSHAKES {handshakes:?}"
+    );
+    // README: `WIRE` (per-CPU values) 104 B per entry plus 32 B per entry
+    // and possible CPU, `PEERS` 96 B per entry.
+    let cpus = possible_cpus()?;
+    let wire = find(&default, "WIRE")?;
+    let peers = find(&default, "PEERS")?;
+    for (m, per_entry) in [(&wire, 104 + 32 * cpus), (&peers, 96)] {
+        let want = per_entry * m.max_entries;
+        ensure!(
+            (want..want + FIXED).contains(&m.memlock),
+            "{}: {} B for {} entries, README says {per_entry} B per entry with {cpus} \
+             possible CPUs",
+            m.name,
+            m.memlock,
+            m.max_entries
+        );
+    }
+    let wire_peers = wire.memlock + peers.memlock;
+    // README: `PEER_PORTS`, one byte per port number, takes 512 KiB: an
+    // array's elements are 8 bytes apart in the kernel.
+    let peer_ports = find(&default, "PEER_PORTS")?;
+    ensure!(
+        peer_ports.max_entries == 65_536
+            && (512 * 1024..512 * 1024 + FIXED).contains(&peer_ports.memlock),
+        "PEER_PORTS: {peer_ports:?}, README says 512 KiB"
+    );
+    // deploy/kubernetes/gatescope.yaml: about 34 MiB of kernel maps besides
+    // the ring buffer at the default --max-sockets on a few CPUs.
+    let total: u64 = default
+        .iter()
+        .filter(|m| m.kind != "ringbuf")
+        .map(|m| m.memlock)
+        .sum();
+    ensure!(
+        total <= 36 * MIB,
+        "the agent's maps besides the ring buffer take {total} B of kernel memory: {default:#?}"
+    );
+    eprintln!(
+        "kernel_map_memory: SOCKS {} B ({per_entry} B per entry), HANDSHAKES {} B, WIRE + \
+         PEERS {wire_peers} B; {} maps, all but the ring buffer {total} B: {:?}",
+        socks.memlock,
+        handshakes.memlock,
+        default.len(),
+        default
+            .iter()
+            .map(|m| (m.name.as_str(), m.memlock))
+            .collect::<Vec<_>>()
     );
     Ok(())
 }

@@ -410,6 +410,11 @@ fn sigterm_under_load() -> Result<()> {
         );
     }
     stopped?;
+    // README: exit 0 within 2 s under load, the bound this asserts (and the
+    // DaemonSet's terminationGracePeriodSeconds, 10, leaves room above). The
+    // "about 0.4 s" there is a measurement of this machine (printed below),
+    // not asserted: it is mostly the kernel's RCU grace periods, which the
+    // host's load stretches.
     ensure!(
         exit_time <= Duration::from_secs(2),
         "exit took {exit_time:?}"
@@ -571,6 +576,11 @@ fn many_idle_connections() -> Result<()> {
     /// The ring is mapped into the agent twice (2 x 32 MiB of VmRSS from the
     /// start); the rest is the agent's own.
     const RSS_LIMIT_KIB: u64 = 160 * 1024;
+    /// README: at most 1 KiB of the agent's own memory per idle connection
+    /// (measured 200 to 650 bytes).
+    const PER_CONN_BYTES: u64 = 1024;
+    /// README: not given back after they close, within this.
+    const KEPT_SLACK_KIB: u64 = 2 * 1024;
     let hard = util::nofile_hard_limit()?;
     ensure!(
         hard >= u64::from(NOFILE),
@@ -643,6 +653,16 @@ fn many_idle_connections() -> Result<()> {
     agent.wait_all(&exp, Duration::from_mins(1))?;
     let settle_time = t0.elapsed();
     let rss_open = rss()?;
+    // README, "Bounded memory": at most 1 KiB of the agent's own memory per
+    // open connection. RssAnon (heap and stacks, not the ring buffer's shared
+    // mapping) may grow by no more than that.
+    let growth_kib = rss_open.1.saturating_sub(rss_before.1);
+    ensure!(
+        growth_kib * 1024 <= PER_CONN_BYTES * N as u64,
+        "agent RssAnon grew {growth_kib} KiB for {N} idle connections ({} B each, \
+         limit {PER_CONN_BYTES} B): {rss_before:?} -> {rss_open:?} (VmRSS, RssAnon) KiB",
+        growth_kib * 1024 / N as u64
+    );
     ensure!(
         rss_open.0 < RSS_LIMIT_KIB,
         "agent VmRSS {} KiB with {N} idle connections (limit {RSS_LIMIT_KIB} KiB)",
@@ -666,6 +686,26 @@ fn many_idle_connections() -> Result<()> {
     agent.wait_all(&exp, Duration::from_mins(1))?;
     let close_time = t1.elapsed();
     let rss_after = rss()?;
+    // README: after the connections close, the agent's memory is within the
+    // same 1 KiB per connection over where it started (the burst of closes
+    // may raise the high-water mark, but no further), and is not given back
+    // (the table's allocation is kept for reuse).
+    let kib = |r: (u64, u64)| r.1;
+    ensure!(
+        kib(rss_after).saturating_sub(kib(rss_before)) * 1024 <= PER_CONN_BYTES * N as u64,
+        "agent RssAnon {} KiB after closing {N} connections, {} KiB before they opened: more \
+         than {PER_CONN_BYTES} B per connection ({} KiB with them open)",
+        kib(rss_after),
+        kib(rss_before),
+        kib(rss_open)
+    );
+    ensure!(
+        kib(rss_after) + KEPT_SLACK_KIB >= kib(rss_open),
+        "agent RssAnon {} KiB after closing {N} connections, {} KiB with them open: given \
+         back, not kept at the high-water mark within {KEPT_SLACK_KIB} KiB",
+        kib(rss_after),
+        kib(rss_open)
+    );
     ensure!(
         rss_after.0 < RSS_LIMIT_KIB,
         "agent VmRSS {} KiB after closing (limit {RSS_LIMIT_KIB} KiB)",

@@ -160,14 +160,40 @@ fn tun_client_handshakes_retransmission_and_resets() -> Result<()> {
         net.kernel_addr()
     );
 
-    // Handshakes whose final ACK the client holds back 30, 60 and 90 ms.
+    // Handshakes whose final ACK the client holds back 30, 60 and 90 ms,
+    // each checked on its own: the agent's time for it (the histogram's
+    // `_sum` step when its `_count` steps by one) must lie in the window the
+    // client's clock readings around its SYN and ACK writes allow (see
+    // `TunConn::handshake_window`), give or take 1 us of rounding (the kernel
+    // and `Instant` both read CLOCK_MONOTONIC, in ns; the agent's sum is
+    // seconds in an f64).
+    let down = [("interface", net.name()), ("listener", listener.as_str())];
+    let count = format!("{HANDSHAKE_SECONDS}_count");
+    let sum = format!("{HANDSHAKE_SECONDS}_sum");
     let mut handshakes = Vec::new();
+    let mut windows = Vec::new();
+    let mut prev = base.clone();
     for delay_ms in [30, 60, 90] {
         let mut c = net.connect(port, Duration::from_millis(delay_ms))?;
         c.send(request.as_bytes())?;
         c.recv(complete_response, T)?;
         c.close()?;
         handshakes.push(c.handshake());
+        let (lo, hi) = c.handshake_window();
+        let n = prev.get_or_zero(&count, &down)? + 1.0;
+        let s = agent.wait_all(&[Expect::new(&count, &down, n)], SETTLE_TIMEOUT)?;
+        let agent_s = s.require(&sum, &down)? - prev.get_or_zero(&sum, &down)?;
+        const ROUNDING: f64 = 1e-6;
+        ensure!(
+            lo.as_secs_f64() - ROUNDING <= agent_s && agent_s <= hi.as_secs_f64() + ROUNDING,
+            "handshake held {delay_ms} ms: the agent measured {:.1} us, outside the client's \
+             window [{:.1} us, {:.1} us] around its SYN and ACK writes",
+            agent_s * 1e6,
+            lo.as_secs_f64() * 1e6,
+            hi.as_secs_f64() * 1e6
+        );
+        windows.push((agent_s, lo, hi));
+        prev = s;
     }
     // A response segment the client does not acknowledge: the kernel
     // retransmits it (RTO, about 200 ms here).
@@ -195,8 +221,6 @@ fn tun_client_handshakes_retransmission_and_resets() -> Result<()> {
         "the client's own counts: {counted:?}"
     );
 
-    let iface = ("interface", net.name());
-    let down = [iface, ("listener", listener.as_str())];
     let (ingress, egress) = tun_wire(&counted);
     let mut exp = wire_deltas(
         &base,
@@ -241,7 +265,6 @@ fn tun_client_handshakes_retransmission_and_resets() -> Result<()> {
     // The kernel's handshake times against the client's own clocks (taken
     // just before its SYN and ACK writes; the tap sees each within
     // microseconds).
-    let sum = format!("{HANDSHAKE_SECONDS}_sum");
     let measured = s.require(&sum, &down)? - base.get_or_zero(&sum, &down)?;
     let client: f64 = handshakes.iter().map(Duration::as_secs_f64).sum();
     ensure!(
@@ -250,7 +273,8 @@ fn tun_client_handshakes_retransmission_and_resets() -> Result<()> {
     );
     eprintln!(
         "wire on {}: ingress {ingress:?}, egress {egress:?}; handshakes agent {:.3} ms, \
-         client {:.3} ms; {retransmits} retransmission(s)",
+         client {:.3} ms; delayed ones (agent, client's window) {windows:?}; \
+         {retransmits} retransmission(s)",
         net.name(),
         measured * 1e3,
         client * 1e3

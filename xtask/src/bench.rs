@@ -41,6 +41,22 @@ const UPSTREAM_MARK: &str = "gatescope-bench";
 const WARM_UP_SECONDS: u32 = 3;
 /// Pause before each round: the previous round's sockets and the agent's attach settle.
 const QUIET: Duration = Duration::from_secs(1);
+/// getppid(2) calls per timing: the syscall entry hook's cost (below).
+const GETPPID_CALLS: u32 = 5_000_000;
+/// Timings per agent mode, the modes alternating.
+const GETPPID_REPEATS: usize = 3;
+/// The agent modes getppid(2) is timed under: none, the syscall entry hook on
+/// the raw tracepoint `sys_enter`, and on the `raw_syscalls:sys_enter` trace
+/// event (README, `syscalls.rs`). `--wire=false`: the packet filter runs on
+/// packets, not system calls, and is measured by the rounds.
+const GETPPID_MODES: [(&str, Option<&[&str]>); 3] = [
+    ("no agent", None),
+    ("raw tracepoint", Some(&["--wire=false"])),
+    (
+        "trace event",
+        Some(&["--wire=false", "--raw-tracepoints=false"]),
+    ),
+];
 /// How often other gatescope processes are looked for while wrk runs.
 const FOREIGN_SAMPLE: Duration = Duration::from_millis(500);
 /// More than this share of failed requests means the stack is broken, not slow.
@@ -284,6 +300,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
             rounds.push(round);
         }
     }
+    let getppid = stack.getppid_costs()?;
     let proxy_status = stack.proxy.stop(stack::STOP_GRACE)?;
     let upstream_status = stack.upstream.stop(stack::STOP_GRACE)?;
     println!("bench: stopped the proxy ({proxy_status}) and the upstream ({upstream_status})");
@@ -292,7 +309,8 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         load_after: procfs::loadavg(),
         ..info
     };
-    let text = bench_summary::render(&info, &rounds);
+    let mut text = bench_summary::render(&info, &rounds);
+    text.push_str(&getppid_section(&getppid));
     println!("\n{text}");
     if args.write {
         let path = util::workspace_root().join("BENCHMARKS.md");
@@ -313,7 +331,78 @@ struct Snapshot {
     agent: Option<f64>,
 }
 
+/// ns per getppid(2) call in this process, `GETPPID_CALLS` calls.
+fn getppid_ns() -> f64 {
+    let t = Instant::now();
+    for _ in 0..GETPPID_CALLS {
+        // SAFETY: getppid has no preconditions and cannot fail; glibc does
+        // not cache it, so each call is a system call.
+        std::hint::black_box(unsafe { libc::getppid() });
+    }
+    t.elapsed().as_secs_f64() * 1e9 / f64::from(GETPPID_CALLS)
+}
+
+/// The getppid(2) section of the summary: each mode's timings.
+fn getppid_section(costs: &[Vec<f64>]) -> String {
+    let mut s = format!(
+        "\n### Syscall entry hook\n\n\
+         getppid(2) timed in xtask's own process ({} million calls per timing, the modes \
+         alternating, {GETPPID_REPEATS} timings each; the agent attached to the proxy with \
+         `--wire=false`): the hook runs on every system call of the host.\n\n\
+         | agent | ns per call | added, median |\n| --- | --- | --- |\n",
+        GETPPID_CALLS / 1_000_000
+    );
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let none = median(&costs[0]);
+    for (i, ((name, _), v)) in GETPPID_MODES.iter().zip(costs).enumerate() {
+        let list: Vec<String> = v.iter().map(|ns| format!("{ns:.0}")).collect();
+        let added = if i == 0 {
+            "—".to_string()
+        } else {
+            format!("{:+.0} ns", median(v) - none)
+        };
+        s.push_str(&format!("| {name} | {} | {added} |\n", list.join(", ")));
+    }
+    s
+}
+
 impl Stack {
+    /// getppid(2) under each of `GETPPID_MODES`, alternating.
+    fn getppid_costs(&self) -> Result<Vec<Vec<f64>>> {
+        let mut costs = vec![Vec::new(); GETPPID_MODES.len()];
+        for repeat in 1..=GETPPID_REPEATS {
+            for (i, (name, args)) in GETPPID_MODES.iter().enumerate() {
+                util::check_interrupted()?;
+                let mut agent = match args {
+                    None => None,
+                    Some(args) => {
+                        let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+                        let (guard, _) = stack::start_gatescope(
+                            &self.agent,
+                            self.proxy.pid(),
+                            metrics,
+                            args,
+                            &self.dir.join(format!("getppid-{repeat}-{i}.gatescope.log")),
+                        )?;
+                        Some(guard)
+                    }
+                };
+                thread::sleep(QUIET);
+                let ns = getppid_ns();
+                if let Some(guard) = agent.as_mut() {
+                    stack::stop_gatescope(guard)?;
+                }
+                println!("bench: getppid(2), {name}: {ns:.0} ns per call");
+                costs[i].push(ns);
+            }
+        }
+        Ok(costs)
+    }
+
     fn snapshot(&self, agent: Option<u32>) -> Result<Snapshot> {
         Ok(Snapshot {
             at: Instant::now(),

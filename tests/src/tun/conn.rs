@@ -29,6 +29,7 @@ pub struct TunConn<'a> {
     pub(super) drop_next_data: bool,
     pub(super) retransmits: u64,
     pub(super) handshake: Duration,
+    pub(super) handshake_window: (Duration, Duration),
 }
 
 impl TunConn<'_> {
@@ -37,6 +38,19 @@ impl TunConn<'_> {
     /// to reading the kernel's final ACK.
     pub fn handshake(&self) -> Duration {
         self.handshake
+    }
+
+    /// [`TunNet::connect`] only: the shortest and longest time the kernel can
+    /// have measured from our SYN to our final ACK. A TUN write hands the
+    /// packet to `netif_receive_skb` inside the `write(2)` itself (packet taps
+    /// and TCP's receive path run before it returns), so the kernel's reading
+    /// of `CLOCK_MONOTONIC` for each packet lies between our readings of the
+    /// same clock (`Instant`) just before and just after that write: from
+    /// (before the ACK write - after the SYN write) to (after the ACK write -
+    /// before the SYN write). Its width is what our own writes took, usually
+    /// tens of microseconds; more if the scheduler preempted us in between.
+    pub fn handshake_window(&self) -> (Duration, Duration) {
+        self.handshake_window
     }
 
     /// Our (the fake peer's) port.

@@ -301,6 +301,7 @@ impl TunNet {
         let iss = c.snd_una;
         let t_syn = Instant::now();
         self.write_seg(lport, dport, iss, 0, SYN, Some(OUR_MSS), &[])?;
+        let t_syn_written = Instant::now();
         let deadline = t_syn + IO_TIMEOUT;
         let mut syn_again = syn_again;
         loop {
@@ -333,7 +334,9 @@ impl TunNet {
         before_ack()?;
         let t_ack = Instant::now();
         c.send_ack()?;
+        let t_ack_written = Instant::now();
         c.handshake = t_ack - t_syn;
+        c.handshake_window = (t_ack - t_syn_written, t_ack_written - t_syn);
         Ok(c)
     }
 
@@ -512,6 +515,7 @@ impl TunNet {
             drop_next_data: false,
             retransmits: 0,
             handshake: Duration::ZERO,
+            handshake_window: (Duration::ZERO, Duration::ZERO),
         }
     }
 
