@@ -111,7 +111,7 @@ fn parse_maps(text: &str) -> Vec<Map> {
                     "key" => m.key_bytes = bytes(f.next()),
                     "value" => m.value_bytes = bytes(f.next()),
                     "max_entries" => {
-                        m.max_entries = f.next().and_then(|n| n.parse().ok()).unwrap_or_default()
+                        m.max_entries = f.next().and_then(|n| n.parse().ok()).unwrap_or_default();
                     }
                     "memlock" => m.memlock = bytes(f.next()),
                     _ => {}

@@ -3,6 +3,7 @@
 //! Measures throughput, latency, the agent's CPU, peak RSS and lost events per round, then
 //! prints the summary against the targets of issue 3 and writes it to BENCHMARKS.md.
 
+use std::fmt::Write as _;
 use std::{
     fs,
     net::{Ipv4Addr, SocketAddr},
@@ -365,7 +366,7 @@ fn getppid_section(costs: &[Vec<f64>]) -> String {
         } else {
             format!("{:+.0} ns", median(v) - none)
         };
-        s.push_str(&format!("| {name} | {} | {added} |\n", list.join(", ")));
+        let _ = writeln!(s, "| {name} | {} | {added} |", list.join(", "));
     }
     s
 }
