@@ -54,11 +54,12 @@ pub(crate) fn parse_access_line(line: &str) -> Result<AccessLogEntry> {
     })
 }
 
-/// `log_format acc ...;` (space separated; the three upstream fields may be lists,
-/// "a, b : c", when nginx tried several servers).
+/// `log_format acc ...;` (space separated; the four upstream fields may be lists,
+/// "a, b : c", when nginx tried several servers). The times are nginx's: seconds with
+/// millisecond resolution, differences of its cached clock.
 pub const ACC_LOG_FORMAT: &str = "'$remote_addr:$remote_port $status $request_method $uri \
 $request_length $bytes_sent $request_time $upstream_addr $upstream_status \
-$upstream_response_time $connection $connection_requests'";
+$upstream_response_time $upstream_header_time $connection $connection_requests'";
 
 /// One line of the `acc` log.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +90,18 @@ pub struct UpstreamAttempt {
     pub status: Option<u16>,
     /// Seconds; `None` for "-".
     pub response_time: Option<f64>,
+    /// `$upstream_header_time`: seconds until the upstream's response head was
+    /// read; `None` ("-") when no head came (e.g. nginx timed out: its
+    /// `$upstream_status` is then 504, a status nginx made up, not the upstream's).
+    pub header_time: Option<f64>,
+}
+
+impl UpstreamAttempt {
+    /// The upstream answered: nginx read a response head from it, whose status
+    /// `$upstream_status` holds.
+    pub fn answered(&self) -> bool {
+        self.status.is_some() && self.header_time.is_some()
+    }
 }
 
 impl AccEntry {
@@ -124,21 +137,22 @@ fn list_values(tokens: &[&str]) -> Vec<String> {
 
 pub fn parse_acc_line(line: &str) -> Result<AccEntry> {
     let t: Vec<&str> = line.split_whitespace().collect();
-    // 7 fixed fields in front, 2 at the back, three equally long lists between.
-    ensure!(t.len() >= 12, "too few fields in {line:?}");
+    // 7 fixed fields in front, 2 at the back, four equally long lists between.
+    ensure!(t.len() >= 13, "too few fields in {line:?}");
     let mid = &t[7..t.len() - 2];
     ensure!(
-        mid.len().is_multiple_of(3),
+        mid.len().is_multiple_of(4),
         "uneven upstream fields in {line:?}"
     );
-    let k = mid.len() / 3;
-    let (addrs, statuses, times) = (
+    let k = mid.len() / 4;
+    let (addrs, statuses, times, heads) = (
         list_values(&mid[..k]),
         list_values(&mid[k..2 * k]),
-        list_values(&mid[2 * k..]),
+        list_values(&mid[2 * k..3 * k]),
+        list_values(&mid[3 * k..]),
     );
     ensure!(
-        addrs.len() == statuses.len() && addrs.len() == times.len(),
+        addrs.len() == statuses.len() && addrs.len() == times.len() && addrs.len() == heads.len(),
         "upstream lists of different lengths in {line:?}"
     );
     let num = |s: &str| -> Result<u64> {
@@ -156,7 +170,7 @@ pub fn parse_acc_line(line: &str) -> Result<AccEntry> {
     };
     let mut upstream = Vec::new();
     if !(addrs.len() == 1 && addrs[0] == "-") {
-        for ((a, s), tm) in addrs.iter().zip(&statuses).zip(&times) {
+        for (((a, s), tm), h) in addrs.iter().zip(&statuses).zip(&times).zip(&heads) {
             upstream.push(UpstreamAttempt {
                 addr: a.clone(),
                 status: if s == "-" {
@@ -168,6 +182,7 @@ pub fn parse_acc_line(line: &str) -> Result<AccEntry> {
                     )
                 },
                 response_time: secs(tm)?,
+                header_time: secs(h)?,
             });
         }
     }
@@ -196,7 +211,7 @@ mod tests {
     #[test]
     fn proxied_line() {
         let e = parse_acc_line(
-            "127.0.0.1:50312 200 GET /size/100 95 343 0.002 127.0.0.1:9000 200 0.001 17 3",
+            "127.0.0.1:50312 200 GET /size/100 95 343 0.002 127.0.0.1:9000 200 0.001 0.001 17 3",
         )
         .unwrap();
         assert_eq!(e.client, "127.0.0.1:50312".parse().unwrap());
@@ -210,31 +225,42 @@ mod tests {
             vec![UpstreamAttempt {
                 addr: "127.0.0.1:9000".into(),
                 status: Some(200),
-                response_time: Some(0.001)
+                response_time: Some(0.001),
+                header_time: Some(0.001),
             }]
         );
+        assert!(e.last_upstream().unwrap().answered());
         assert_eq!((e.connection, e.connection_requests), (17, 3));
     }
 
     #[test]
     fn no_upstream_and_dash_fields() {
-        let e = parse_acc_line("127.0.0.1:1 404 GET /missing 80 300 0.000 - - - 5 1").unwrap();
+        let e = parse_acc_line("127.0.0.1:1 404 GET /missing 80 300 0.000 - - - - 5 1").unwrap();
         assert!(e.upstream.is_empty());
         assert_eq!(e.last_upstream(), None);
         // Client abort while waiting for the upstream: no status, a time.
         let e =
-            parse_acc_line("127.0.0.1:2 499 GET /slow/300 80 0 0.101 127.0.0.1:9000 - 0.100 6 1")
+            parse_acc_line("127.0.0.1:2 499 GET /slow/300 80 0 0.101 127.0.0.1:9000 - 0.100 - 6 1")
                 .unwrap();
         assert_eq!(e.status, 499);
         let u = e.last_upstream().unwrap();
         assert_eq!((u.status, u.response_time), (None, Some(0.1)));
+        assert!(!u.answered());
+        // nginx timed out: a status of its own, no head from the upstream.
+        let e = parse_acc_line(
+            "127.0.0.1:2 504 GET /slow/900 80 0 0.451 127.0.0.1:9000 504 0.450 - 6 1",
+        )
+        .unwrap();
+        let u = e.last_upstream().unwrap();
+        assert_eq!(u.status, Some(504));
+        assert!(!u.answered());
     }
 
     #[test]
     fn several_attempts() {
         let e = parse_acc_line(
             "127.0.0.1:3 502 GET /x 80 300 0.004 127.0.0.1:1, 127.0.0.1:2 : up 502, 504 : 502 \
-             0.001, 0.002 : 0.000 9 2",
+             0.001, 0.002 : 0.000 -, - : - 9 2",
         )
         .unwrap();
         let addrs: Vec<&str> = e.upstream.iter().map(|u| u.addr.as_str()).collect();
@@ -242,10 +268,10 @@ mod tests {
         let st: Vec<Option<u16>> = e.upstream.iter().map(|u| u.status).collect();
         assert_eq!(st, [Some(502), Some(504), Some(502)]);
         assert_eq!(e.connection_requests, 2);
-        assert!(parse_acc_line("127.0.0.1:3 200 GET /x 1 2 0.1 a b 3 4").is_err());
+        assert!(parse_acc_line("127.0.0.1:3 200 GET /x 1 2 0.1 a b c 3 4").is_err());
         assert!(parse_acc_line("nonsense").is_err());
         assert_eq!(
-            parse_acc_log("\n127.0.0.1:1 404 GET /m 1 2 0.000 - - - 5 1\n")
+            parse_acc_log("\n127.0.0.1:1 404 GET /m 1 2 0.000 - - - - 5 1\n")
                 .unwrap()
                 .len(),
             1

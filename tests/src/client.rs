@@ -340,6 +340,22 @@ impl Conn {
             .with_context(|| format!("writing {} request(s) from {}", reqs.len(), self.local))
     }
 
+    /// Write `req`'s head and half its body, wait `pause`, write the rest: nginx
+    /// reads the whole body before it goes upstream, so the pause is time the
+    /// gateway adds (Kong's `kong_latency`).
+    pub fn send_with_pause(&mut self, req: &Req, pause: std::time::Duration) -> Result<()> {
+        ensure!(req.body >= 2, "a pause needs a body to split");
+        self.close_sent |= req.close;
+        let e = req.encode(self.port);
+        self.pending.push_back((req.clone(), e.len() as u64, false));
+        let split = e.len() - req.body / 2;
+        self.s.write_all(&e[..split])?;
+        std::thread::sleep(pause);
+        self.s
+            .write_all(&e[split..])
+            .with_context(|| format!("writing the rest of {} from {}", req.path, self.local))
+    }
+
     /// Read the response to the oldest unanswered request.
     pub fn recv(&mut self) -> Result<Sent> {
         let (req, written, pipelined) = self

@@ -5,6 +5,7 @@ use crate::access_log::{
     parse_acc_log, parse_access_line, AccEntry, ACC_LOG_FORMAT, GS_LOG_FORMAT,
 };
 use crate::util::{self, TempDir};
+use crate::workload::SLOW_TIMEOUT_MS;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -255,7 +256,8 @@ http {{
     /// The accuracy tests' nginx: `workers` workers on `listen_port`, the `acc` access
     /// log (see [`crate::access_log`]) in [`Nginx::acc_log_path`], and
     /// - `location /`: the upstream on `upstream_port`, HTTP/1.1 keep-alive (16 idle);
-    /// - `location /slow/`: the same with `proxy_read_timeout 500ms` (`/slow/2000` -> 504);
+    /// - `location /slow/`: the same with `proxy_read_timeout` [`SLOW_TIMEOUT_MS`](crate::workload::SLOW_TIMEOUT_MS)
+    ///   (`/slow/2000` -> 504);
     /// - `location /down`: a closed port `down_port` (-> 502);
     /// - `location = /missing`: `return 404` from nginx itself.
     pub fn start_accuracy(cfg: &AccuracyConfig) -> Result<Self> {
@@ -305,7 +307,7 @@ http {{
             proxy_pass http://backend;
         }}
         location /slow/ {{
-            proxy_read_timeout 500ms;
+            proxy_read_timeout {slow}ms;
             proxy_pass http://backend;
         }}
         location /down {{
@@ -321,6 +323,7 @@ http {{
             up = cfg.upstream_port,
             down = cfg.down_port,
             port = cfg.listen_port,
+            slow = SLOW_TIMEOUT_MS,
         );
         Self::launch(dir, &conf, cfg.workers, cfg.listen_port)
     }

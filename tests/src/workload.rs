@@ -13,12 +13,27 @@ use anyhow::{ensure, Context, Result};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// nginx's `proxy_read_timeout` on `/slow/` in the accuracy config (ms).
-pub const SLOW_TIMEOUT_MS: u64 = 500;
+// The delays below put every slow request mid-bucket in all latency histograms
+// (native seconds: 5, 10, 25, 50, 100, 250, 500 ms; Kong's request and upstream
+// latency: 25, 50, 80, 100, 250, 400, 700 ms; Kong's gateway-added latency: 5, 7,
+// 10, 15, 20, 30, 50, 75, 100 ms), at least 5 ms from any edge, so that the
+// accuracy test's bucket comparisons are decided for them (it leaves out only
+// requests whose logged time is within nginx's resolution of an edge).
+
+/// nginx's `proxy_read_timeout` on `/slow/` in the accuracy config (ms): a 504
+/// lasts about 450 ms (native 250-500 ms, Kong 400-700 ms).
+pub const SLOW_TIMEOUT_MS: u64 = 450;
 /// How long an aborting client waits before closing (its upstream answer is due
-/// after [`ABORT_SLOW_MS`]).
-pub const ABORT_AFTER: Duration = Duration::from_millis(100);
+/// after [`ABORT_SLOW_MS`]): a 499 lasts about 150 ms (100-250 ms in both).
+pub const ABORT_AFTER: Duration = Duration::from_millis(150);
 pub const ABORT_SLOW_MS: u64 = 300;
+/// Upstream delays (ms) of the slow requests that are answered: about 16, 37 and
+/// 62 ms with nginx's own time (native 10-25, 25-50, 50-100 ms; Kong under 25,
+/// 25-50, 50-80 ms).
+pub const SLOW_MS: [u64; 3] = [15, 36, 60];
+/// Pauses (ms) between a POST's head and the rest of its body: time the gateway
+/// adds before it goes upstream (Kong's gateway-added latency 30-50 and 50-75 ms).
+pub const BODY_PAUSE_MS: [u64; 2] = [40, 62];
 
 /// What a request should get from the accuracy nginx (if the client waits).
 pub fn expected_status(path: &str) -> u16 {
@@ -127,7 +142,7 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
         Req::head("/chunked/3"),
         Req::get("/missing"),
         Req::get("/down"),
-        Req::get("/slow/50"),
+        Req::get(&format!("/slow/{}", SLOW_MS[2])),
         Req::get(&timeout),
     ] {
         all.extend(one_shot(port, r)?);
@@ -145,7 +160,7 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
             Req::get("/size/70000"),
             Req::post("/size/0", 4097),
             Req::get("/down"),
-            Req::get("/slow/20"),
+            Req::get(&format!("/slow/{}", SLOW_MS[0])),
             Req::get("/size/1"),
         ],
     )?);
@@ -177,10 +192,21 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
     {
         let mut c = Conn::open(port)?;
         c.pipeline(&[
-            Req::get("/slow/30"),
+            Req::get(&format!("/slow/{}", SLOW_MS[1])),
             Req::get("/size/100"),
             Req::get("/size/100"),
         ])?;
+        all.extend(c.close()?);
+    }
+
+    // Bodies that arrive late: nginx waits for them before it goes upstream.
+    for ms in BODY_PAUSE_MS {
+        let mut c = Conn::open(port)?;
+        c.send_with_pause(
+            &Req::post("/size/10", 6000).close(),
+            Duration::from_millis(ms),
+        )?;
+        c.recv()?;
         all.extend(c.close()?);
     }
 

@@ -223,6 +223,11 @@ fn agent_matches_nginx_access_log() -> Result<()> {
             format!("{within} within 1 ms"),
         );
         let median = d.median();
+        let worst = d.0.values().flatten().fold(0.0f64, |m, x| m.max(x.abs()));
+        report.notes.push(format!(
+            "{what}: worst |agent - nginx| {worst:.3} ms, {within}/{all} within 1 ms, \
+             median {median:+.3} ms"
+        ));
         report.check(
             &format!("agent: {what} median difference within 0.5 ms"),
             median.abs() <= MEDIAN_MS,
@@ -292,6 +297,19 @@ fn agent_matches_nginx_access_log() -> Result<()> {
         |s| sum_by_code(s, KONG_HTTP_REQUESTS),
     )?;
 
+    // Latency histograms, bytes and the source label, per service and route,
+    // against the log (both modes).
+    check_route_rule(&log)?;
+    log_vs_upstream_answers(&log, &truth, &backend, &mut report);
+    latency_bytes_source(
+        &mut report,
+        &log,
+        &agent,
+        [&native, &kong],
+        &listener,
+        &backend,
+    )?;
+
     // Connection phases (stub_status semantics): all closed now; then one idle
     // keep-alive connection (waiting), one half-sent head (reading), one request
     // waiting for its response (writing).
@@ -351,6 +369,210 @@ fn agent_matches_nginx_access_log() -> Result<()> {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+    }
+    Ok(())
+}
+
+/// Per route, each request's values.
+type PerRoute = BTreeMap<String, Vec<Timed>>;
+
+/// Whether the upstream answered, by the log (a response head read: `$upstream_status`
+/// and `$upstream_header_time`), against the upstream's own record (a status sent).
+fn log_vs_upstream_answers(
+    log: &[gatescope_tests::access_log::AccEntry],
+    truth: &[gatescope_tests::upstream::UpstreamExchange],
+    backend: &str,
+    report: &mut Report,
+) {
+    let answered = log
+        .iter()
+        .filter(|e| {
+            e.last_upstream()
+                .is_some_and(|u| u.addr == backend && u.answered())
+        })
+        .count();
+    let sent = truth.iter().filter(|t| t.status != 0).count();
+    report.check(
+        "nginx: upstream answers = upstream's own record",
+        answered == sent && answered > 0 && answered < log.len(),
+        "(all)",
+        format!("{answered} answered in the log"),
+        format!("upstream: {sent} answered"),
+    );
+}
+
+/// The latency histograms, `gatescope_http_bytes_total`/`kong_bandwidth_bytes`
+/// and the `source` label, per service and route, against nginx's log.
+///
+/// Each request's values come from the log; the agent's `--request-log` line for
+/// it (matched by client and order) says only on which side of a bucket edge the
+/// agent's clock put it, when that differs from the log's (see
+/// [`histogram_vs_log`]).
+fn latency_bytes_source(
+    report: &mut Report,
+    log: &[gatescope_tests::access_log::AccEntry],
+    lines: &BTreeMap<Key, ReqLine>,
+    [native, kong]: [&Agent; 2],
+    listener: &str,
+    backend: &str,
+) -> Result<()> {
+    let ms = |t: Option<f64>| t.unwrap_or(0.0) * 1000.0;
+    let mut request = PerRoute::new();
+    let mut upstream = PerRoute::new();
+    let mut added = PerRoute::new();
+    let mut bytes: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut by_source: BTreeMap<(String, String, String), f64> = BTreeMap::new();
+    for e in log {
+        let route = route_of(&e.uri);
+        let line = lines.get(&(e.client, e.connection_requests));
+        let leg = line
+            .and_then(|l| l.upstream.as_ref())
+            .map(|l| l.duration_ms);
+        request.entry(route.clone()).or_default().push(Timed {
+            log_ms: e.request_ms(),
+            agent_ms: line.map(|l| l.duration_ms),
+        });
+        // Kong's gateway-added latency: $request_time less the time nginx spent
+        // on upstreams.
+        let up_total: f64 = e.upstream.iter().map(|u| ms(u.response_time)).sum();
+        added.entry(route.clone()).or_default().push(Timed {
+            log_ms: e.request_ms() - up_total,
+            agent_ms: line.map(|l| l.duration_ms - leg.unwrap_or(0.0)),
+        });
+        if let Some(u) = e.last_upstream().filter(|u| u.addr == backend) {
+            upstream.entry(route.clone()).or_default().push(Timed {
+                log_ms: ms(u.response_time),
+                agent_ms: leg,
+            });
+        }
+        // nginx's $request_length is the request line, head and body as read;
+        // $bytes_sent every byte written to the client, head included: the
+        // agent's ingress and egress. Zero sizes add no series (as Kong).
+        for (dir, n) in [("ingress", e.request_length), ("egress", e.bytes_sent)] {
+            if n > 0 {
+                *bytes.entry((route.clone(), dir.into())).or_default() += n as f64;
+            }
+        }
+        let source = if e.last_upstream().is_some_and(|u| u.answered()) {
+            "service"
+        } else {
+            "kong"
+        };
+        *by_source
+            .entry((route, e.status.to_string(), source.into()))
+            .or_default() += 1.0;
+    }
+    let routes_of = |m: &PerRoute| -> BTreeMap<String, f64> {
+        m.iter().map(|(r, v)| (r.clone(), v.len() as f64)).collect()
+    };
+    // Each family once its counts are all in (polled), then compared.
+    let histograms: [(&Agent, Histogram, &PerRoute); 5] = [
+        (
+            native,
+            Histogram {
+                family: "gatescope_http_request_duration_seconds",
+                service: listener,
+                ms_per_unit: 1000.0,
+                resolution_ms: WITHIN_RESOLUTION_MS,
+                min_buckets: 6,
+            },
+            &request,
+        ),
+        (
+            // Native: per the upstream request's own service (the peer) and route.
+            native,
+            Histogram {
+                family: "gatescope_http_upstream_duration_seconds",
+                service: backend,
+                ms_per_unit: 1000.0,
+                resolution_ms: WITHIN_RESOLUTION_MS,
+                min_buckets: 6,
+            },
+            &upstream,
+        ),
+        (
+            kong,
+            Histogram {
+                family: "kong_request_latency_ms",
+                service: listener,
+                ms_per_unit: 1.0,
+                resolution_ms: WITHIN_RESOLUTION_MS,
+                min_buckets: 5,
+            },
+            &request,
+        ),
+        (
+            // Kong: per the client request's service and route.
+            kong,
+            Histogram {
+                family: "kong_upstream_latency_ms",
+                service: listener,
+                ms_per_unit: 1.0,
+                resolution_ms: WITHIN_RESOLUTION_MS,
+                min_buckets: 5,
+            },
+            &upstream,
+        ),
+        (
+            // A difference of two logged times: twice the resolution.
+            kong,
+            Histogram {
+                family: "kong_kong_latency_ms",
+                service: listener,
+                ms_per_unit: 1.0,
+                resolution_ms: 2.0 * WITHIN_RESOLUTION_MS,
+                min_buckets: 3,
+            },
+            &added,
+        ),
+    ];
+    for (agent, h, want) in &histograms {
+        let count = format!("{}_count", h.family);
+        let scrape = metric_check(
+            report,
+            &format!("{}: counts settled", h.family),
+            agent,
+            &routes_of(want),
+            |s| {
+                let mut m: BTreeMap<String, f64> = BTreeMap::new();
+                for x in s.matching(&count, &[("service", h.service)]) {
+                    *m.entry(x.label("route").unwrap_or_default().into())
+                        .or_default() += x.value;
+                }
+                m.retain(|_, v| *v != 0.0);
+                m
+            },
+        )?;
+        histogram_vs_log(report, h, &scrape, want);
+    }
+    for (agent, family) in [
+        (native, "gatescope_http_bytes_total"),
+        (kong, "kong_bandwidth_bytes"),
+    ] {
+        metric_check(
+            report,
+            &format!("{family}: = sums of $request_length, $bytes_sent per route"),
+            agent,
+            &bytes,
+            |s| sum_by_route(s, family, listener, "direction"),
+        )?;
+    }
+    for (agent, family) in [(native, HTTP_REQUESTS), (kong, KONG_HTTP_REQUESTS)] {
+        metric_check(
+            report,
+            &format!("{family}: source=service exactly when the upstream answered"),
+            agent,
+            &by_source,
+            |s| {
+                let mut m = BTreeMap::new();
+                for x in s.matching(family, &[("service", listener)]) {
+                    let l = |k| x.label(k).unwrap_or_default().to_string();
+                    *m.entry((l("route"), l("code"), l("source"))).or_insert(0.0) += x.value;
+                }
+                m.retain(|_, v| *v != 0.0);
+                m
+            },
+        )?;
     }
     Ok(())
 }

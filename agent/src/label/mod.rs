@@ -24,10 +24,14 @@ use crate::{
 /// Who produced a response (Kong's `source` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// An upstream answered: a downstream exchange with an upstream leg that
-    /// the client waited for, and every upstream exchange.
+    /// An upstream answered: a downstream exchange whose upstream leg has a
+    /// response status and that the client waited for, and every upstream
+    /// exchange.
     Service,
-    /// The gateway answered itself, or the client gave up first (499).
+    /// The gateway answered itself: no upstream was involved, the upstream
+    /// never answered (nginx's 502 or 504 after a failed connect or a
+    /// timeout; as Kong, whose source is then "error"), or the client gave
+    /// up first (499).
     Gateway,
 }
 
@@ -110,7 +114,12 @@ impl Labeller {
             Completed::Upstream { exchange, peer } => (Role::Upstream, exchange, peer, None, None),
         };
         let source = match role {
-            Role::Downstream if upstream.is_none() || exchange.status == 499 => Source::Gateway,
+            // A leg's status is 0 when the upstream sent no response head.
+            Role::Downstream
+                if upstream.as_ref().is_none_or(|l| l.status == 0) || exchange.status == 499 =>
+            {
+                Source::Gateway
+            }
             Role::Downstream | Role::Upstream => Source::Service,
         };
         let name = self.needs.names(role).then(|| {
@@ -162,10 +171,15 @@ mod tests {
     }
 
     fn down(status: u16, leg: bool) -> Completed {
+        down_leg(status, leg.then_some(status))
+    }
+
+    /// A downstream exchange with `status`, and a leg with `leg_status`.
+    fn down_leg(status: u16, leg_status: Option<u16>) -> Completed {
         Completed::Downstream {
             exchange: exchange(status),
             listener: addr("127.0.0.1:8080"),
-            upstream: leg.then(|| UpstreamLeg {
+            upstream: leg_status.map(|status| UpstreamLeg {
                 peer: addr("127.0.0.1:9000"),
                 status,
                 first_ns: 120,
@@ -182,6 +196,13 @@ mod tests {
         assert_eq!(l.label(down(404, false), client).source, Source::Gateway);
         // The client gave up first: the gateway's answer, leg or not.
         assert_eq!(l.label(down(499, true), client).source, Source::Gateway);
+        // The upstream timed out (no response head, leg status 0): the
+        // gateway's 504.
+        let timeout = l.label(down_leg(504, Some(0)), client);
+        assert_eq!(timeout.source, Source::Gateway);
+        // An upstream's own 504 is the service's.
+        let own = l.label(down_leg(504, Some(504)), client);
+        assert_eq!(own.source, Source::Service);
     }
 
     #[test]
