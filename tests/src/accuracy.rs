@@ -810,15 +810,22 @@ mod tests {
         let mut t = String::from("# TYPE h_ms histogram\n");
         for le in EDGES {
             let n = values.iter().filter(|v| **v <= le).count();
-            t += &format!("h_ms_bucket{{service=\"s\",route=\"r\",le=\"{le}\"}} {n}\n");
+            let _ = write!(
+                t,
+                "h_ms_bucket{{service=\"s\",route=\"r\",le=\"{le}\"}} {n}\n"
+            );
         }
         let n = values.len();
-        t += &format!("h_ms_bucket{{service=\"s\",route=\"r\",le=\"+Inf\"}} {n}\n");
-        t += &format!(
+        let _ = write!(
+            t,
+            "h_ms_bucket{{service=\"s\",route=\"r\",le=\"+Inf\"}} {n}\n"
+        );
+        let _ = write!(
+            t,
             "h_ms_sum{{service=\"s\",route=\"r\"}} {}\n",
             values.iter().sum::<f64>()
         );
-        t += &format!("h_ms_count{{service=\"s\",route=\"r\"}} {n}\n");
+        let _ = write!(t, "h_ms_count{{service=\"s\",route=\"r\"}} {n}\n");
         Scrape::parse(&t).unwrap()
     }
 

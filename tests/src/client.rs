@@ -343,7 +343,7 @@ impl Conn {
     /// Write `req`'s head and half its body, wait `pause`, write the rest: nginx
     /// reads the whole body before it goes upstream, so the pause is time the
     /// gateway adds (Kong's `kong_latency`).
-    pub fn send_with_pause(&mut self, req: &Req, pause: std::time::Duration) -> Result<()> {
+    pub fn send_with_pause(&mut self, req: &Req, pause: Duration) -> Result<()> {
         ensure!(req.body >= 2, "a pause needs a body to split");
         self.close_sent |= req.close;
         let e = req.encode(self.port);

@@ -453,7 +453,10 @@ fn latency_bytes_source(
                 *bytes.entry((route.clone(), dir.into())).or_default() += n as f64;
             }
         }
-        let source = if e.last_upstream().is_some_and(|u| u.answered()) {
+        let source = if e
+            .last_upstream()
+            .is_some_and(gatescope_tests::access_log::UpstreamAttempt::answered)
+        {
             "service"
         } else {
             "kong"
