@@ -810,22 +810,22 @@ mod tests {
         let mut t = String::from("# TYPE h_ms histogram\n");
         for le in EDGES {
             let n = values.iter().filter(|v| **v <= le).count();
-            let _ = write!(
+            let _ = writeln!(
                 t,
-                "h_ms_bucket{{service=\"s\",route=\"r\",le=\"{le}\"}} {n}\n"
+                "h_ms_bucket{{service=\"s\",route=\"r\",le=\"{le}\"}} {n}"
             );
         }
         let n = values.len();
-        let _ = write!(
+        let _ = writeln!(
             t,
-            "h_ms_bucket{{service=\"s\",route=\"r\",le=\"+Inf\"}} {n}\n"
+            "h_ms_bucket{{service=\"s\",route=\"r\",le=\"+Inf\"}} {n}"
         );
-        let _ = write!(
+        let _ = writeln!(
             t,
-            "h_ms_sum{{service=\"s\",route=\"r\"}} {}\n",
+            "h_ms_sum{{service=\"s\",route=\"r\"}} {}",
             values.iter().sum::<f64>()
         );
-        let _ = write!(t, "h_ms_count{{service=\"s\",route=\"r\"}} {n}\n");
+        let _ = writeln!(t, "h_ms_count{{service=\"s\",route=\"r\"}} {n}");
         Scrape::parse(&t).unwrap()
     }
 
