@@ -26,10 +26,13 @@ fn seed_corpus_replays_cleanly() {
     assert!(n >= 10, "only {n} seeds in {}", dir.display());
 }
 
+/// method, target, path, first status, final status
+type Golden = (&'static str, &'static str, &'static str, u16, u16);
+
 /// What a recorded seed holds, read off its bytes by hand (see `xxd`): per exchange, the
 /// method, the request target as sent, the path reported (no query), the first status line's
 /// code (a 1xx counts with its final response) and the final status.
-const SEEDS: &[(&str, &[(&str, &str, &str, u16, u16)])] = &[
+const SEEDS: &[(&str, &[Golden])] = &[
     (
         "down-1-index.html",
         &[("GET", "/index.html", "/index.html", 200, 200)],
@@ -82,6 +85,9 @@ const SEEDS: &[(&str, &[(&str, &str, &str, u16, u16)])] = &[
         &[("GET", "/api/pipelined", "/api/pipelined", 201, 201)],
     ),
 ];
+
+/// method, path, status, request bytes, response bytes
+type Outcome<'a> = (&'a str, &'a str, u16, u64, u64);
 
 /// Offsets where each of `needles` starts in `hay`, each searched after the one before.
 fn starts_in_order(hay: &[u8], needles: &[String], what: &str) -> Vec<usize> {
@@ -181,7 +187,7 @@ fn complete_seeds_are_exact() {
             .filter(|e| matches!(e, HttpEvent::Anomaly(_)))
             .collect();
         assert_eq!(anomalies, Vec::<&HttpEvent>::new(), "{name}");
-        let got: Vec<(&str, &str, u16, u64, u64)> = events
+        let got: Vec<Outcome> = events
             .iter()
             .filter_map(|e| match e {
                 HttpEvent::Exchange(x) => Some(x),
@@ -197,7 +203,7 @@ fn complete_seeds_are_exact() {
                 )
             })
             .collect();
-        let want: Vec<(&str, &str, u16, u64, u64)> = golden
+        let want: Vec<Outcome> = golden
             .iter()
             .zip(req_bytes.iter().zip(&resp_bytes))
             .map(|(&(m, _, p, _, status), (&q, &r))| (m, p, status, q, r))
