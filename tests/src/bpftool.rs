@@ -87,6 +87,39 @@ fn parse(text: &str) -> Vec<Prog> {
     progs
 }
 
+/// The kernel's support of each eBPF program type, from `bpftool feature probe kernel`
+/// (which loads a minimal program of each type): name (`kprobe`, `tracing`, …) to
+/// available.
+pub fn program_types() -> Result<std::collections::BTreeMap<String, bool>> {
+    let out = Command::new("bpftool")
+        .args(["feature", "probe", "kernel"])
+        .output()
+        .context("running bpftool (apt-get install bpftool)")?;
+    ensure!(
+        out.status.success(),
+        "bpftool feature probe kernel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let types: std::collections::BTreeMap<String, bool> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("eBPF program_type "))
+        .filter_map(|l| {
+            if let Some(t) = l.strip_suffix(" is available") {
+                Some((t.to_string(), true))
+            } else {
+                l.strip_suffix(" is NOT available")
+                    .map(|t| (t.to_string(), false))
+            }
+        })
+        .collect();
+    ensure!(
+        !types.is_empty(),
+        "no `eBPF program_type` lines in bpftool feature probe kernel:\n{text}"
+    );
+    Ok(types)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
