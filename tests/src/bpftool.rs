@@ -47,6 +47,33 @@ pub fn prog_ids_held_by(pid: u32) -> Result<BTreeSet<u32>> {
     Ok(ids)
 }
 
+/// Ids of the BPF programs `pid` has attached through a BPF link (fds whose
+/// /proc/<pid>/fdinfo has a `link_id:` line, with the `prog_id:` it links), and the ids
+/// of those it holds through a program fd (`prog_type:`, no `link_id:`).
+pub fn prog_ids_linked_and_loaded(pid: u32) -> Result<(BTreeSet<u32>, BTreeSet<u32>)> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let (mut linked, mut loaded) = (BTreeSet::new(), BTreeSet::new());
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Ok(text) = std::fs::read_to_string(e?.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let Some(id) = field("prog_id:").and_then(|v| v.parse().ok()) else {
+            continue;
+        };
+        if field("link_id:").is_some() {
+            linked.insert(id);
+        } else if field("prog_type:").is_some() {
+            loaded.insert(id);
+        }
+    }
+    Ok((linked, loaded))
+}
+
 fn parse(text: &str) -> Vec<Prog> {
     let mut progs: Vec<Prog> = Vec::new();
     for line in text.lines() {
