@@ -275,13 +275,32 @@ impl Stream {
                     return;
                 }
             }
-            State::BodyLost if starts(self.kind) => {
+            // as above, a fully captured segment holding only the beginning
+            // of a start line (one split across writes) ends the lost body
+            // too, or the message it starts would be counted in it
+            State::BodyLost
+                if starts(self.kind)
+                    || (head.len() as u64 == len
+                        && head.len() > leading_newlines(head)
+                        && matches!(
+                            check_start_strict(self.kind, head),
+                            Start::Partial { .. }
+                        )) =>
+            {
                 sink.end();
                 self.state = State::Idle;
                 self.uncertain = true;
             }
             State::Head(acc) if acc.holed && starts(self.kind) => {
                 self.finish_holed(Ending::HoledEnded, sink);
+                // a head nothing could be attributed to leaves the stream
+                // lost, but this segment starts a message: resume here
+                if let State::Lost { why, skipped } = self.state {
+                    if sink.accept_resync(ts) {
+                        self.resumed = Some((why, skipped));
+                        self.state = State::Idle;
+                    }
+                }
             }
             _ => {}
         }

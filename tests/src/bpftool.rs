@@ -152,6 +152,33 @@ fn ids_held_by(pid: u32, key: &str) -> Result<BTreeSet<u32>> {
     Ok(ids)
 }
 
+/// Ids of the BPF programs `pid` has attached through a BPF link (fds whose
+/// /proc/<pid>/fdinfo has a `link_id:` line, with the `prog_id:` it links), and the ids
+/// of those it holds through a program fd (`prog_type:`, no `link_id:`).
+pub fn prog_ids_linked_and_loaded(pid: u32) -> Result<(BTreeSet<u32>, BTreeSet<u32>)> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let (mut linked, mut loaded) = (BTreeSet::new(), BTreeSet::new());
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Ok(text) = std::fs::read_to_string(e?.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let Some(id) = field("prog_id:").and_then(|v| v.parse().ok()) else {
+            continue;
+        };
+        if field("link_id:").is_some() {
+            linked.insert(id);
+        } else if field("prog_type:").is_some() {
+            loaded.insert(id);
+        }
+    }
+    Ok((linked, loaded))
+}
+
 fn parse(text: &str) -> Vec<Prog> {
     let mut progs: Vec<Prog> = Vec::new();
     for line in text.lines() {
@@ -181,6 +208,39 @@ fn parse(text: &str) -> Vec<Prog> {
         }
     }
     progs
+}
+
+/// The kernel's support of each eBPF program type, from `bpftool feature probe kernel`
+/// (which loads a minimal program of each type): name (`kprobe`, `tracing`, …) to
+/// available.
+pub fn program_types() -> Result<std::collections::BTreeMap<String, bool>> {
+    let out = Command::new("bpftool")
+        .args(["feature", "probe", "kernel"])
+        .output()
+        .context("running bpftool (apt-get install bpftool)")?;
+    ensure!(
+        out.status.success(),
+        "bpftool feature probe kernel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let types: std::collections::BTreeMap<String, bool> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("eBPF program_type "))
+        .filter_map(|l| {
+            if let Some(t) = l.strip_suffix(" is available") {
+                Some((t.to_string(), true))
+            } else {
+                l.strip_suffix(" is NOT available")
+                    .map(|t| (t.to_string(), false))
+            }
+        })
+        .collect();
+    ensure!(
+        !types.is_empty(),
+        "no `eBPF program_type` lines in bpftool feature probe kernel:\n{text}"
+    );
+    Ok(types)
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 //! at the path and port the manifest names.
 
 use anyhow::{bail, ensure, Context, Result};
+use gatescope_tests::accuracy::{sum_by_code, HTTP_REQUESTS};
 use gatescope_tests::agent::{gatescope_bin, http_get, SETTLE_TIMEOUT};
-use gatescope_tests::metrics::{ACCEPTED, TARGET_PROCESSES};
+use gatescope_tests::metrics::{ACCEPTED, REQUESTS_ALL, TARGET_PROCESSES};
 use gatescope_tests::prom::Scrape;
 use gatescope_tests::{util, Scene};
 use std::path::PathBuf;
@@ -155,12 +156,39 @@ fn manifest_environment_runs_the_agent() -> Result<()> {
         for _ in 0..REQUESTS {
             client.one_shot("/size/100")?;
         }
-        let want = base.require(ACCEPTED, &[])? + REQUESTS as f64;
+        // The client's own counts: one connection per request, each answered 200.
+        let t = client.totals();
+        ensure!(
+            t.requests == REQUESTS as u64 && t.connections == REQUESTS as u64,
+            "client: {t:?}"
+        );
+        let ok = |s: &Scrape| {
+            sum_by_code(s, HTTP_REQUESTS)
+                .get("200")
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let want = (
+            base.require(ACCEPTED, &[])? + REQUESTS as f64,
+            base.get_or_zero(REQUESTS_ALL, &[])? + REQUESTS as f64,
+            ok(&base) + REQUESTS as f64,
+        );
+        let mut got = (0.0, 0.0, 0.0);
         util::poll(SETTLE_TIMEOUT, "the requests to be counted", || {
             let s = Scrape::parse(&http_get(&addr, "/metrics")?.1)?;
-            Ok((s.require(ACCEPTED, &[])? == want).then_some(()))
+            got = (
+                s.require(ACCEPTED, &[])?,
+                s.get_or_zero(REQUESTS_ALL, &[])?,
+                ok(&s),
+            );
+            Ok((got == want).then_some(()))
         })
-        .with_context(stderr)?;
+        .with_context(|| {
+            format!(
+                "(accepted, requests, code 200) = {got:?}, want {want:?}\n{}",
+                stderr()
+            )
+        })?;
         Ok(())
     })();
     util::signal(agent.id(), libc::SIGTERM)?;

@@ -305,7 +305,22 @@ fn sigterm_detaches_programs() -> Result<()> {
     );
     let s = agent.scrape()?;
     let attached = s.require(PROGRAMS_ATTACHED, &[])?;
+    // Each program attached holds one or more links (a trace-event program one per
+    // tracepoint); the socket filter is only loaded (the wire taps attach it to their own
+    // sockets) and is not counted.
+    let (linked, loaded) = bpftool::prog_ids_linked_and_loaded(agent.pid())?;
     ensure!(attached >= 1.0, "programs_attached = {attached}");
+    ensure!(
+        attached == linked.len() as f64,
+        "programs_attached = {attached}, the agent's link fds name {} programs: {linked:?} \
+         (program fds: {loaded:?})",
+        linked.len()
+    );
+    let filters: Vec<&&bpftool::Prog> = mine.iter().filter(|p| !linked.contains(&p.id)).collect();
+    ensure!(
+        filters.iter().all(|p| p.kind == "socket_filter") && filters.len() <= 1,
+        "programs held but not linked, other than the socket filter: {filters:#?}"
+    );
     ensure!(
         mine.iter().any(|p| p.kind == "tracepoint"),
         "the agent loaded no tracepoint program: {mine:#?}"

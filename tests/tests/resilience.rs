@@ -469,6 +469,7 @@ fn ring_buffer_overrun() -> Result<()> {
         &["--ring-buffer-bytes", "16384"],
     )?;
     let s = agent.scrape()?;
+    let base = s.clone();
     ensure!(
         s.require(MAP_CAPACITY, &[("map", "ring_buffer_bytes")])? == 16384.0,
         "ring buffer capacity:\n{}",
@@ -477,6 +478,7 @@ fn ring_buffer_overrun() -> Result<()> {
     ensure!(s.require(EVENTS_LOST, &ringbuf)? == 0.0);
     let active = [("state", "active")];
     let tracked = [("role", "downstream")];
+    let b_accepted = s.require(ACCEPTED, &[])?;
     let (b_active, b_tracked) = (
         s.get_or_zero(DOWN_CONNS, &active)?,
         s.get_or_zero(CONNS_TRACKED, &tracked)?,
@@ -518,8 +520,22 @@ fn ring_buffer_overrun() -> Result<()> {
         after_burst.text
     );
     let accepted = after_burst.require(ACCEPTED, &[])?;
+    // The upstream once the burst's last requests (some answered after wrk
+    // stopped counting) are done: its counters hold still.
+    let mut last = None;
+    let up0 = util::poll(Duration::from_secs(10), "upstream to settle", || {
+        let st = scene.upstream.stats();
+        if last == Some(st) {
+            return Ok(Some(st));
+        }
+        last = Some(st);
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(None)
+    })?;
 
-    // Quiet phase: one request at a time, each counted. The gauges heal:
+    // Quiet phase: one request at a time, each counted exactly: bytes and
+    // connections from the client's and the upstream's own counts, requests
+    // and their code 200 downstream and upstream. The gauges heal:
     // connections whose close record was lost are dropped once the kernel
     // shows they are gone, so every client connection (all closed now) has
     // left the active and tracked gauges.
@@ -527,16 +543,49 @@ fn ring_buffer_overrun() -> Result<()> {
     for _ in 0..QUIET {
         client.one_shot("/size/100")?;
     }
+    let t = client.totals();
+    ensure!(t.requests == QUIET as u64, "client: {t:?}");
+    let up1 = settled_upstream(&scene, up0.requests + QUIET as u64)?;
+    ensure!(
+        up1.accepted == up0.accepted,
+        "nginx opened upstream connections in the quiet phase: {up0:?} -> {up1:?}"
+    );
+    let (l, p) = (scene.nginx.listen_addr(), scene.upstream.addr());
+    let code = |name: &str| {
+        sum_by_code(&after_burst, name)
+            .get("200")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let quiet = QUIET as f64;
+    let plus = |name: &str, labels: &[(&str, &str)], n: u64| -> Result<Expect> {
+        Ok(Expect::new(
+            name,
+            labels,
+            after_burst.get_or_zero(name, labels)? + n as f64,
+        ))
+    };
+    let exp = [
+        Expect::new(ACCEPTED, &[], accepted + quiet),
+        plus(
+            DOWN_BYTES,
+            &[("listener", &l), ("direction", "ingress")],
+            t.written,
+        )?,
+        plus(
+            DOWN_BYTES,
+            &[("listener", &l), ("direction", "egress")],
+            t.read,
+        )?,
+        plus(REQUESTS_ALL, &[], t.requests)?,
+        // nginx reused its pooled upstream connections (the upstream's count)
+        plus(UP_OPENED, &[("peer", &p)], 0)?,
+        Expect::new(EVENTS_LOST, &ringbuf, lost),
+        Expect::new(DOWN_CONNS, &active, b_active),
+        Expect::new(CONNS_TRACKED, &tracked, b_tracked),
+    ];
     let s = agent
-        .wait_all(
-            &[
-                Expect::new(ACCEPTED, &[], accepted + QUIET as f64),
-                Expect::new(EVENTS_LOST, &ringbuf, lost),
-                Expect::new(DOWN_CONNS, &active, b_active),
-                Expect::new(CONNS_TRACKED, &tracked, b_tracked),
-            ],
-            SETTLE_TIMEOUT,
-        )
+        .wait_all(&exp, SETTLE_TIMEOUT)
         // Whether the kernel still holds connections the agent counts tells
         // a gauge that failed to heal from connections really still open.
         .with_context(|| {
@@ -546,6 +595,37 @@ fn ring_buffer_overrun() -> Result<()> {
                 util::sockets_on_port(scene.nginx.listen_port())
             )
         })?;
+    let got = sum_by_code(&s, HTTP_REQUESTS)
+        .get("200")
+        .copied()
+        .unwrap_or(0.0);
+    ensure!(
+        got == code(HTTP_REQUESTS) + quiet,
+        "{HTTP_REQUESTS}{{code=\"200\"}} = {got}, want {} after the burst plus {QUIET}:\n{}",
+        code(HTTP_REQUESTS),
+        s.text
+    );
+    // Lost closes: which records fit in the frozen ring depends on how the
+    // burst's first records interleave, so the exact count is not knowable;
+    // its bounds are. Every downstream connection the agent saw accepted in
+    // the burst had its close lost (wrk keeps its connections to the end,
+    // long after the ring filled), so all of them were dropped; and nothing
+    // is dropped that the agent did not see opened (accepted, or connected
+    // upstream) in the burst.
+    let lost_closes = s.require("gatescope_lost_closes_total", &[])?;
+    let seen = |s: &Scrape, kind: &str| s.get_or_zero(EVENTS_RECEIVED, &[("kind", kind)]);
+    let opened_in_burst = seen(&after_burst, "accept")? - seen(&base, "accept")?
+        + seen(&after_burst, "conn_open")?
+        - seen(&base, "conn_open")?;
+    let accepted_in_burst = accepted - b_accepted;
+    ensure!(
+        accepted_in_burst > 0.0
+            && accepted_in_burst <= lost_closes
+            && lost_closes <= opened_in_burst,
+        "lost closes {lost_closes}, want between the {accepted_in_burst} connections accepted \
+         in the burst and the {opened_in_burst} the agent saw opened in it:\n{}",
+        s.text
+    );
     eprintln!(
         "ring_buffer_overrun: wrk {} requests; accepted after burst {accepted}; lost \
          (ringbuf_full) {lost}; {} connections dropped after lost closes; quiet phase {QUIET} \

@@ -34,15 +34,17 @@ fn restart_under_load_picks_up_open_connections() -> Result<()> {
     // Background load on its own connections, through the whole restart.
     let stop = Arc::new(AtomicBool::new(false));
     let load_requests = Arc::new(AtomicU64::new(0));
+    let load_conns = Arc::new(AtomicU64::new(0));
     let load: Vec<_> = (0..LOAD_THREADS)
         .map(|_| {
-            let (stop, done) = (stop.clone(), load_requests.clone());
+            let (stop, done, opened) = (stop.clone(), load_requests.clone(), load_conns.clone());
             thread::spawn(move || -> Result<()> {
                 let start = Instant::now();
                 // nginx closes a keep-alive connection after 1000 requests
                 // (keepalive_requests): take a fresh one well before that.
                 'conns: while start.elapsed() < LOAD_LIMIT {
                     let mut conn = Conn::open(port)?;
+                    opened.fetch_add(1, Ordering::SeqCst);
                     for _ in 0..200 {
                         if stop.load(Ordering::Relaxed) || start.elapsed() >= LOAD_LIMIT {
                             break 'conns;
@@ -67,12 +69,17 @@ fn restart_under_load_picks_up_open_connections() -> Result<()> {
         }
     }
 
-    // Restart under load.
+    // Restart under load. What may be open when the second agent attaches:
+    // the load's current connections and those it opens until the second
+    // agent is up, and the upstream connections open before the stop or
+    // opened until then (the upstream's own counts).
+    let (load_before, up_before) = (load_conns.load(Ordering::SeqCst), scene.upstream.stats());
     first.stop_ok()?;
     let log_dir = TempDir::new("restart")?;
     let log = log_dir.path().join("requests.jsonl");
     let second = Agent::start(&[pid], &["--request-log", log.to_str().context("path")?])?;
     let before = load_requests.load(Ordering::Relaxed);
+    let (load_after, up_after) = (load_conns.load(Ordering::SeqCst), scene.upstream.stats());
 
     // Second phase on the same, already open connections.
     let mut truth: Vec<Sent> = Vec::new();
@@ -147,5 +154,20 @@ fn restart_under_load_picks_up_open_connections() -> Result<()> {
         found >= MEASURED_CONNS as f64,
         "only {found} connections found mid-stream, want at least {MEASURED_CONNS}"
     );
+    // Which of the others moved bytes after the attach (and so were found) is
+    // a race with the load; how many could have is not.
+    let could = MEASURED_CONNS as u64
+        + LOAD_THREADS as u64
+        + (load_after - load_before)
+        + up_before.open
+        + (up_after.accepted - up_before.accepted);
+    ensure!(
+        found <= could as f64,
+        "{found} connections found mid-stream, but at most {could} were open when the second \
+         agent attached ({MEASURED_CONNS} measured, {LOAD_THREADS} + {} load, upstream \
+         {up_before:?} -> {up_after:?})",
+        load_after - load_before
+    );
+    eprintln!("restart_under_load: {found} connections found mid-stream, at most {could} open");
     Ok(())
 }
