@@ -261,6 +261,11 @@ impl Stream {
             Start::Partial { confident } => confident && (head.len() as u64) < len,
             Start::Invalid => false,
         };
+        // A fully captured segment holding only the beginning of a start
+        // line (one split across writes) may be the first piece of a message.
+        let split_start = head.len() as u64 == len
+            && head.len() > leading_newlines(head)
+            && matches!(check_start_strict(self.kind, head), Start::Partial { .. });
         match &mut self.state {
             State::Lost { why, skipped } => {
                 // A fully captured segment holding only the beginning of a
@@ -275,23 +280,17 @@ impl Stream {
                     return;
                 }
             }
-            // as above, a fully captured segment holding only the beginning
-            // of a start line (one split across writes) ends the lost body
-            // too, or the message it starts would be counted in it
-            State::BodyLost
-                if starts(self.kind)
-                    || (head.len() as u64 == len
-                        && head.len() > leading_newlines(head)
-                        && matches!(
-                            check_start_strict(self.kind, head),
-                            Start::Partial { .. }
-                        )) =>
-            {
+            // a tentative start ends the lost body too, or the message it
+            // starts would be counted in it
+            State::BodyLost if starts(self.kind) || split_start => {
                 sink.end();
                 self.state = State::Idle;
                 self.uncertain = true;
             }
-            State::Head(acc) if acc.holed && starts(self.kind) => {
+            // and a head whose end was lost in a gap: where it ended is a
+            // guess anyway, and the message the segment starts would
+            // otherwise be taken for the rest of it
+            State::Head(acc) if acc.holed && (starts(self.kind) || split_start) => {
                 self.finish_holed(Ending::HoledEnded, sink);
                 // a head nothing could be attributed to leaves the stream
                 // lost, but this segment starts a message: resume here
