@@ -301,6 +301,13 @@ impl Stream {
                     }
                 }
             }
+            // Otherwise the segment is taken for more of the head, as it may
+            // be; but it may as well be, or hold, other messages, whose loss
+            // must show: reported once per head.
+            State::Head(acc) if acc.holed && !acc.spilled => {
+                acc.spilled = true;
+                sink.anomaly(Anomaly::Desync);
+            }
             _ => {}
         }
         self.known(head, ts, sink);
@@ -368,7 +375,7 @@ impl Stream {
                                     uncertain: false,
                                     clock: sink.clock(),
                                 };
-                                self.complete_head(&b[..end], info, Ending::Normal, sink);
+                                self.complete_head(&b[..end], info, Ending::Normal, false, sink);
                                 b = &b[end..];
                             }
                             None => {
@@ -402,7 +409,7 @@ impl Stream {
                                 uncertain: false,
                                 clock: acc.clock,
                             };
-                            self.complete_head(&acc.buf, info, Ending::Normal, sink);
+                            self.complete_head(&acc.buf, info, Ending::Normal, acc.spilled, sink);
                         }
                         HeadStep::Invalid if holed => self.finish_holed(Ending::HoledOpen, sink),
                         HeadStep::Invalid => self.lose(LostWhy::NonHttp, total, ts, sink),
@@ -545,14 +552,17 @@ impl Stream {
             uncertain: false,
             clock: acc.clock,
         };
-        self.complete_head(&acc.buf, info, ending, sink);
+        self.complete_head(&acc.buf, info, ending, acc.spilled, sink);
     }
 
+    /// `reported`: a desync was reported for this head already (it took in
+    /// later segments, see [`HeadAcc::spilled`]); not reported again.
     fn complete_head(
         &mut self,
         buf: &[u8],
         mut info: HeadInfo,
         ending: Ending,
+        reported: bool,
         sink: &mut impl Sink,
     ) {
         let parse = |b: &[u8]| match self.kind {
@@ -581,6 +591,14 @@ impl Stream {
         self.uncertain = info.holed;
         let Some(framing) = sink.head(head, info) else {
             // nothing to attribute it to
+            if reported {
+                sink.lost(info.last_ts);
+                self.state = State::Lost {
+                    why: LostWhy::Desync,
+                    skipped: 0,
+                };
+                return;
+            }
             return self.lose(LostWhy::Desync, 0, info.last_ts, sink);
         };
         self.state = match (ending, framing) {
@@ -598,7 +616,9 @@ impl Stream {
                 State::Idle
             }
             (Ending::HoledOpen, _) | (Ending::Normal, Framing::Unknown) => {
-                sink.anomaly(Anomaly::Desync);
+                if !reported {
+                    sink.anomaly(Anomaly::Desync);
+                }
                 sink.lost(info.last_ts);
                 State::BodyLost
             }

@@ -643,3 +643,30 @@ fn split_status_line_ends_a_head_whose_end_was_lost() {
     assert_eq!((x[0].path.as_str(), x[0].status), ("/gone", 204));
     assert_eq!(t.anomalies(), vec![]);
 }
+
+#[test]
+fn a_request_taken_into_a_holed_head_is_an_anomaly() {
+    // fuzz seed 5 (SCALE=4) run 3582: the POST's head is cut by a gap and
+    // its end never seen; the HEAD that follows starts in a segment too
+    // sparse to tell ("HEAD", a gap, " /s HT..."), so it is taken for more
+    // of the POST's head until the response ends it (its end not seen
+    // either, or the POST would be found to have lost its framing). The
+    // HEAD is dropped: that must show as an anomaly.
+    let mut t = Conn::new(Side::Server);
+    let data = cat(&[&curl_body_head("POST", "/o", 10), b"0123456789"]);
+    let q2 = curl("HEAD", "/s");
+    let r1 = nginx_resp(201, "application/json", b"{}");
+    t.req(cap(100, &data, 20, 0))
+        .req(cap(200, &q2, 4, 0))
+        .resp(full(300, &r1))
+        .close(400);
+    let x = t.exchanges();
+    assert_eq!(x.len(), 1, "{x:#?}");
+    assert_eq!((x[0].path.as_str(), x[0].status), ("/o", 201));
+    assert_eq!(
+        x[0].request_bytes,
+        (data.len() + q2.len()) as u64,
+        "the HEAD's bytes are counted in the POST"
+    );
+    assert_eq!(t.anomalies(), vec![Anomaly::Desync]);
+}
