@@ -622,6 +622,13 @@ impl Stream {
                 sink.lost(info.last_ts);
                 State::BodyLost
             }
+            // a head that took in later segments may have taken its
+            // framing header from another message's lines: where its body
+            // ends is not known (the desync is reported already)
+            (Ending::Normal, _) if reported => {
+                sink.lost(info.last_ts);
+                State::BodyLost
+            }
             (Ending::Normal, Framing::Length(n)) => State::Length(n),
             (Ending::Normal, Framing::Chunked) => State::Chunked(Chunk::new()),
             (Ending::Normal, Framing::Close) => State::Close,

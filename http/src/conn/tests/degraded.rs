@@ -670,3 +670,35 @@ fn a_request_taken_into_a_holed_head_is_an_anomaly() {
     );
     assert_eq!(t.anomalies(), vec![Anomaly::Desync]);
 }
+
+#[test]
+fn a_holed_head_takes_no_framing_from_later_segments() {
+    // fuzz seed 1 (SCALE=4) run 716: the first response's head is cut by a
+    // gap and its end never seen; the next response comes in later segments
+    // not recognised as a start (its first piece "HTTP" then a gap), so its
+    // lines were taken for the rest of the first head, Content-Length:
+    // 1048576 included, and that body swallowed every later response.
+    let mut t = Conn::new(Side::Server);
+    let q1 = curl_get("/a");
+    let r1 = nginx_resp(200, "application/json", &json(300));
+    let q2 = curl("HEAD", "/s");
+    let r2 = nginx_head(200, "application/javascript", 1_048_576);
+    let q3 = curl_get("/c");
+    let r3 = nginx_resp(200, "text/plain", b"c");
+    t.req(full(100, &q1))
+        .resp(cap(200, &r1, 32, 0))
+        .req(full(300, &q2))
+        .resp(cap(400, &r2[..20], 4, 0))
+        .resp(full(401, &r2[20..]))
+        .req(full(500, &q3))
+        .resp(full(600, &r3))
+        .close(700);
+    let x = t.exchanges();
+    assert_eq!(x.len(), 3, "{x:#?}");
+    assert_eq!((x[0].path.as_str(), x[1].path.as_str()), ("/a", "/s"));
+    assert_eq!(
+        x[2],
+        ex("GET", "/c", 200, q3.len(), r3.len(), (500, 500), (600, 600))
+    );
+    assert!(!t.anomalies().is_empty());
+}
