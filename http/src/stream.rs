@@ -331,10 +331,16 @@ impl Stream {
                 self.finish_holed(Ending::HoledEnded, sink);
             }
             State::Head(acc) => {
-                // An incomplete head is no request; only a resynchronisation
-                // it was confirming is reported.
-                if let Some((why, skipped)) = self.resumed.take() {
-                    report_skip(why, skipped.saturating_add(acc.total), sink);
+                // An incomplete head is no message: its bytes are counted
+                // with the skip it was ending, if any; else as not HTTP if
+                // its start line was not even complete, or as a message cut
+                // short.
+                match self.resumed.take() {
+                    Some((why, skipped)) => {
+                        report_skip(why, skipped.saturating_add(acc.total), sink);
+                    }
+                    None if acc.start_ok => sink.anomaly(Anomaly::Desync),
+                    None => report_skip(LostWhy::NonHttp, acc.total, sink),
                 }
             }
             State::Length(_) | State::Chunked(_) | State::Close | State::BodyLost => sink.end(),

@@ -736,3 +736,22 @@ fn requests_hidden_in_a_holed_head_show_by_their_responses() {
     assert_eq!(t.exchanges(), vec![want]);
     assert_eq!(t.anomalies(), vec![Anomaly::Desync]);
 }
+
+#[test]
+fn an_incomplete_head_at_close_is_an_anomaly() {
+    // fuzz pure_garbage_is_all_non_http, seed 11 (SCALE=4) run 324: one
+    // byte of garbage that could begin a method, then the close. Nothing
+    // says it was HTTP: not HTTP, counted.
+    let mut t = Conn::new(Side::Server);
+    t.req(full(100, b"X")).close(200);
+    assert_eq!(t.exchanges(), vec![]);
+    assert_eq!(t.anomalies(), vec![Anomaly::NonHttp { bytes: 1 }]);
+
+    // a request whose start line came but not the rest of its head: no
+    // request, but a message cut short
+    let mut t = Conn::new(Side::Server);
+    let q = curl_get("/cut");
+    t.req(full(100, &q[..30])).close(200);
+    assert_eq!(t.exchanges(), vec![]);
+    assert_eq!(t.anomalies(), vec![Anomaly::Desync]);
+}
