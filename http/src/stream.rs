@@ -261,6 +261,11 @@ impl Stream {
             Start::Partial { confident } => confident && (head.len() as u64) < len,
             Start::Invalid => false,
         };
+        // A fully captured segment holding only the beginning of a start
+        // line (one split across writes) may be the first piece of a message.
+        let split_start = head.len() as u64 == len
+            && head.len() > leading_newlines(head)
+            && matches!(check_start_strict(self.kind, head), Start::Partial { .. });
         match &mut self.state {
             State::Lost { why, skipped } => {
                 // A fully captured segment holding only the beginning of a
@@ -275,23 +280,17 @@ impl Stream {
                     return;
                 }
             }
-            // as above, a fully captured segment holding only the beginning
-            // of a start line (one split across writes) ends the lost body
-            // too, or the message it starts would be counted in it
-            State::BodyLost
-                if starts(self.kind)
-                    || (head.len() as u64 == len
-                        && head.len() > leading_newlines(head)
-                        && matches!(
-                            check_start_strict(self.kind, head),
-                            Start::Partial { .. }
-                        )) =>
-            {
+            // a tentative start ends the lost body too, or the message it
+            // starts would be counted in it
+            State::BodyLost if starts(self.kind) || split_start => {
                 sink.end();
                 self.state = State::Idle;
                 self.uncertain = true;
             }
-            State::Head(acc) if acc.holed && starts(self.kind) => {
+            // and a head whose end was lost in a gap: where it ended is a
+            // guess anyway, and the message the segment starts would
+            // otherwise be taken for the rest of it
+            State::Head(acc) if acc.holed && (starts(self.kind) || split_start) => {
                 self.finish_holed(Ending::HoledEnded, sink);
                 // a head nothing could be attributed to leaves the stream
                 // lost, but this segment starts a message: resume here
@@ -301,6 +300,13 @@ impl Stream {
                         self.state = State::Idle;
                     }
                 }
+            }
+            // Otherwise the segment is taken for more of the head, as it may
+            // be; but it may as well be, or hold, other messages, whose loss
+            // must show: reported once per head.
+            State::Head(acc) if acc.holed && !acc.spilled => {
+                acc.spilled = true;
+                sink.anomaly(Anomaly::Desync);
             }
             _ => {}
         }
@@ -325,10 +331,16 @@ impl Stream {
                 self.finish_holed(Ending::HoledEnded, sink);
             }
             State::Head(acc) => {
-                // An incomplete head is no request; only a resynchronisation
-                // it was confirming is reported.
-                if let Some((why, skipped)) = self.resumed.take() {
-                    report_skip(why, skipped.saturating_add(acc.total), sink);
+                // An incomplete head is no message: its bytes are counted
+                // with the skip it was ending, if any; else as not HTTP if
+                // its start line was not even complete, or as a message cut
+                // short.
+                match self.resumed.take() {
+                    Some((why, skipped)) => {
+                        report_skip(why, skipped.saturating_add(acc.total), sink);
+                    }
+                    None if acc.start_ok => sink.anomaly(Anomaly::Desync),
+                    None => report_skip(LostWhy::NonHttp, acc.total, sink),
                 }
             }
             State::Length(_) | State::Chunked(_) | State::Close | State::BodyLost => sink.end(),
@@ -369,7 +381,7 @@ impl Stream {
                                     uncertain: false,
                                     clock: sink.clock(),
                                 };
-                                self.complete_head(&b[..end], info, Ending::Normal, sink);
+                                self.complete_head(&b[..end], info, Ending::Normal, false, sink);
                                 b = &b[end..];
                             }
                             None => {
@@ -403,7 +415,7 @@ impl Stream {
                                 uncertain: false,
                                 clock: acc.clock,
                             };
-                            self.complete_head(&acc.buf, info, Ending::Normal, sink);
+                            self.complete_head(&acc.buf, info, Ending::Normal, acc.spilled, sink);
                         }
                         HeadStep::Invalid if holed => self.finish_holed(Ending::HoledOpen, sink),
                         HeadStep::Invalid => self.lose(LostWhy::NonHttp, total, ts, sink),
@@ -546,14 +558,17 @@ impl Stream {
             uncertain: false,
             clock: acc.clock,
         };
-        self.complete_head(&acc.buf, info, ending, sink);
+        self.complete_head(&acc.buf, info, ending, acc.spilled, sink);
     }
 
+    /// `reported`: a desync was reported for this head already (it took in
+    /// later segments, see [`HeadAcc::spilled`]); not reported again.
     fn complete_head(
         &mut self,
         buf: &[u8],
         mut info: HeadInfo,
         ending: Ending,
+        reported: bool,
         sink: &mut impl Sink,
     ) {
         let parse = |b: &[u8]| match self.kind {
@@ -582,6 +597,14 @@ impl Stream {
         self.uncertain = info.holed;
         let Some(framing) = sink.head(head, info) else {
             // nothing to attribute it to
+            if reported {
+                sink.lost(info.last_ts);
+                self.state = State::Lost {
+                    why: LostWhy::Desync,
+                    skipped: 0,
+                };
+                return;
+            }
             return self.lose(LostWhy::Desync, 0, info.last_ts, sink);
         };
         self.state = match (ending, framing) {
@@ -599,7 +622,16 @@ impl Stream {
                 State::Idle
             }
             (Ending::HoledOpen, _) | (Ending::Normal, Framing::Unknown) => {
-                sink.anomaly(Anomaly::Desync);
+                if !reported {
+                    sink.anomaly(Anomaly::Desync);
+                }
+                sink.lost(info.last_ts);
+                State::BodyLost
+            }
+            // a head that took in later segments may have taken its
+            // framing header from another message's lines: where its body
+            // ends is not known (the desync is reported already)
+            (Ending::Normal, _) if reported => {
                 sink.lost(info.last_ts);
                 State::BodyLost
             }

@@ -18,6 +18,9 @@ pub(super) struct HeadAcc {
     pub(super) last_ts: u64,
     /// Some of the head fell in an uncaptured region.
     pub(super) holed: bool,
+    /// Holed, its end not found, and it took in a later segment, which may
+    /// have been (or held) other messages: reported as a desync.
+    pub(super) spilled: bool,
     /// After a gap: the bytes up to the next line end belong to a line whose
     /// beginning was not seen.
     pub(super) skip_line: bool,
@@ -48,6 +51,7 @@ impl HeadAcc {
             first_ts: ts,
             last_ts: ts,
             holed: false,
+            spilled: false,
             skip_line: false,
             start_ok: false,
             scan: 0,
