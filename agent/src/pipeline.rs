@@ -25,10 +25,14 @@ use crate::{
         wire::{read_counters, ClosingTaps, Taps},
         Maps,
     },
-    conntrack::{lost_close_sweeps::SweepSchedule, ConnInfo, ConnTable, Finished},
+    conntrack::{
+        lost_close_sweeps::SweepSchedule,
+        lost_opens::{MARGIN_NS, SCAN_MAX},
+        ConnInfo, ConnTable, Finished,
+    },
     correlate::{Completed, Correlator},
     http::{Exchange, HttpEvent},
-    kernel_targets::TargetSet,
+    kernel_targets::{monotonic_ns, TargetSet},
     label::Labeller,
     metrics::Metrics,
     sinks::Sinks,
@@ -79,6 +83,9 @@ pub struct Pipeline {
     /// When the connection table is compared with the kernel's (see
     /// [`ConnTable::sweep`]).
     sweeps: SweepSchedule,
+    /// CLOCK_MONOTONIC when the last drain that read the ring buffer empty
+    /// began: every record written before it has been read.
+    drained_ns: u64,
     /// What the connection table finished and later stages have yet to take.
     finished: Finished,
 }
@@ -107,6 +114,7 @@ impl Pipeline {
             listeners: HashMap::new(),
             lost_seen: [0; LOST_REASONS as usize],
             sweeps: SweepSchedule::new(Instant::now()),
+            drained_ns: 0,
             finished: Finished {
                 facts: Vec::with_capacity(1024),
                 http: Vec::with_capacity(64),
@@ -184,8 +192,13 @@ impl Pipeline {
         // load) cannot keep the loop from ticks, scrapes' gauges or shutdown;
         // the rest is read on the next turn.
         let mut budget = DRAIN_BUDGET;
+        let started_ns = monotonic_ns();
+        let mut lost_opens = 0;
         while budget > 0 {
-            let Some(item) = ring.next() else { break };
+            let Some(item) = ring.next() else {
+                self.drained_ns = started_ns;
+                break;
+            };
             budget -= 1;
             match decode(&item) {
                 Ok(obs) => {
@@ -196,6 +209,9 @@ impl Pipeline {
                     // its exchanges correlated at once, in record order.
                     self.table.apply(&obs, Instant::now, &mut self.finished);
                     self.finish_http();
+                    if let Some((sk, ts_ns)) = self.table.lost_open(&obs, Instant::now()) {
+                        lost_opens += u64::from(self.release_lost_open(sk, ts_ns));
+                    }
                 }
                 Err(e) => {
                     debug!("dropping record: {e}");
@@ -211,6 +227,9 @@ impl Pipeline {
                     .with_label_values(&[kind])
                     .inc_by(n);
             }
+        }
+        if lost_opens > 0 {
+            self.metrics.health.lost_opens.inc_by(lost_opens);
         }
         if undecodable > 0 {
             self.metrics
@@ -371,9 +390,57 @@ impl Pipeline {
         }
     }
 
+    /// Releases the kernel's entry for `sk` if it is not newer than a data
+    /// record at `ts_ns` the table did not know the socket for: its open
+    /// record was lost, and the kernel claims the socket again at its next
+    /// transfer (see [`crate::conntrack::lost_opens`]). Whether it did.
+    fn release_lost_open(&mut self, sk: u64, ts_ns: u64) -> bool {
+        let Ok(info) = self.maps.socks.get(&sk, 0) else {
+            return false;
+        };
+        info.opened_ns <= ts_ns && self.maps.socks.remove(&sk).is_ok()
+    }
+
+    /// Releases the kernel's entries the table does not know that are older
+    /// than the ring buffer's last empty read by a margin: their open record
+    /// was lost. At most [`SCAN_MAX`] entries examined.
+    fn sweep_lost_opens(&mut self) {
+        if !self.table.has_room() {
+            return;
+        }
+        let horizon_ns = self.drained_ns.saturating_sub(MARGIN_NS);
+        let entries: Vec<(u64, u64)> = self
+            .maps
+            .socks
+            .iter()
+            .take(SCAN_MAX)
+            .filter_map(Result::ok)
+            .map(|(sk, info)| (sk, info.opened_ns))
+            .collect();
+        let mut released = 0u64;
+        for sk in self.table.lost_opens(entries.iter().copied(), horizon_ns) {
+            // Looked up again just before: a connection opened at the address
+            // since the scan keeps its entry.
+            let Ok(info) = self.maps.socks.get(&sk, 0) else {
+                continue;
+            };
+            if info.opened_ns < horizon_ns && self.maps.socks.remove(&sk).is_ok() {
+                released += 1;
+            }
+        }
+        if released > 0 {
+            info!(
+                connections = released,
+                "released kernel entries of connections whose open was lost with the ring buffer's overflow"
+            );
+            self.metrics.health.lost_opens.inc_by(released);
+        }
+    }
+
     /// Drops the connections whose close record was lost (after ring-buffer
     /// losses, see [`crate::conntrack::lost_close_sweeps`]), so gauges heal
-    /// without a restart.
+    /// without a restart, and releases the kernel's entries of connections
+    /// whose open record was lost.
     fn sweep_lost_closes(&mut self) {
         if !self.sweeps.due(Instant::now(), self.table.has_suspects()) {
             return;
@@ -382,6 +449,7 @@ impl Pipeline {
         let gone = self
             .table
             .sweep(|sk| socks.get(&sk, 0).ok().map(|info| info.opened_ns));
+        self.sweep_lost_opens();
         if gone.is_empty() {
             return;
         }

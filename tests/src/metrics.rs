@@ -8,6 +8,7 @@ pub const UP_CONNS: &str = "gatescope_upstream_connections";
 pub const UP_OPENED: &str = "gatescope_upstream_connections_opened_total";
 pub const UP_BYTES: &str = "gatescope_upstream_bytes_total";
 pub const UNTRACKED_BYTES: &str = "gatescope_untracked_bytes_total";
+pub const LOST_OPENS: &str = "gatescope_lost_opens_total";
 pub const BUILD_INFO: &str = "gatescope_build_info";
 pub const EVENTS_RECEIVED: &str = "gatescope_events_received_total";
 pub const EVENTS_LOST: &str = "gatescope_events_lost_total";

@@ -3,7 +3,7 @@
 //! under load, a ring buffer overrun, and 50,000 idle connections.
 
 use anyhow::{ensure, Context, Result};
-use gatescope_tests::accuracy::{sum_by_code, HTTP_REQUESTS};
+use gatescope_tests::accuracy::{sum_by_code, HTTP_REQUESTS, HTTP_UPSTREAM_REQUESTS};
 use gatescope_tests::agent::{http_get, Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::Client;
 use gatescope_tests::expect::{
@@ -533,12 +533,39 @@ fn ring_buffer_overrun() -> Result<()> {
         Ok(None)
     })?;
 
+    // The agent's sweeps after the loss: the gauges heal (connections whose
+    // close record was lost are dropped once the kernel shows they are gone,
+    // so every client connection, all closed now, has left the active and
+    // tracked gauges), and the kernel's entries for connections whose open
+    // record was lost (nginx's pooled upstream connections opened in the
+    // burst) are released so the kernel finds them again at their next
+    // transfer. The quiet phase starts once both are done: the gauges back
+    // to base and the released count holding still past a sweep.
+    let active_gauges = [
+        Expect::new(DOWN_CONNS, &active, b_active),
+        Expect::new(CONNS_TRACKED, &tracked, b_tracked),
+    ];
+    agent.wait_all(&active_gauges, SETTLE_TIMEOUT)?;
+    let mut last = None;
+    let q0 = util::poll(
+        Duration::from_secs(15),
+        "lost-open releases to settle",
+        || {
+            let s = agent.scrape()?;
+            let key = s.get_or_zero(LOST_OPENS, &[])?;
+            if last == Some(key) {
+                return Ok(Some(s));
+            }
+            last = Some(key);
+            std::thread::sleep(Duration::from_millis(1200));
+            Ok(None)
+        },
+    )?;
+
     // Quiet phase: one request at a time, each counted exactly: bytes and
     // connections from the client's and the upstream's own counts, requests
-    // and their code 200 downstream and upstream. The gauges heal:
-    // connections whose close record was lost are dropped once the kernel
-    // shows they are gone, so every client connection (all closed now) has
-    // left the active and tracked gauges.
+    // and their code 200 downstream and upstream (the upstream ones on the
+    // pooled connections whose open was lost), and the gauges stay healed.
     let mut client = scene.client();
     for _ in 0..QUIET {
         client.one_shot("/size/100")?;
@@ -551,22 +578,17 @@ fn ring_buffer_overrun() -> Result<()> {
         "nginx opened upstream connections in the quiet phase: {up0:?} -> {up1:?}"
     );
     let (l, p) = (scene.nginx.listen_addr(), scene.upstream.addr());
-    let code = |name: &str| {
-        sum_by_code(&after_burst, name)
-            .get("200")
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let code = |name: &str| sum_by_code(&q0, name).get("200").copied().unwrap_or(0.0);
     let quiet = QUIET as f64;
     let plus = |name: &str, labels: &[(&str, &str)], n: u64| -> Result<Expect> {
         Ok(Expect::new(
             name,
             labels,
-            after_burst.get_or_zero(name, labels)? + n as f64,
+            q0.get_or_zero(name, labels)? + n as f64,
         ))
     };
     let exp = [
-        Expect::new(ACCEPTED, &[], accepted + quiet),
+        plus(ACCEPTED, &[], QUIET as u64)?,
         plus(
             DOWN_BYTES,
             &[("listener", &l), ("direction", "ingress")],
@@ -578,6 +600,17 @@ fn ring_buffer_overrun() -> Result<()> {
             t.read,
         )?,
         plus(REQUESTS_ALL, &[], t.requests)?,
+        // The upstream's own counts: what nginx sent it and what it answered.
+        plus(
+            UP_BYTES,
+            &[("peer", &p), ("direction", "egress")],
+            up1.bytes_received - up0.bytes_received,
+        )?,
+        plus(
+            UP_BYTES,
+            &[("peer", &p), ("direction", "ingress")],
+            up1.bytes_sent - up0.bytes_sent,
+        )?,
         // nginx reused its pooled upstream connections (the upstream's count)
         plus(UP_OPENED, &[("peer", &p)], 0)?,
         Expect::new(EVENTS_LOST, &ringbuf, lost),
@@ -605,6 +638,18 @@ fn ring_buffer_overrun() -> Result<()> {
         code(HTTP_REQUESTS),
         s.text
     );
+    let up_requests = (up1.requests - up0.requests) as f64;
+    let got_up = sum_by_code(&s, HTTP_UPSTREAM_REQUESTS)
+        .get("200")
+        .copied()
+        .unwrap_or(0.0);
+    ensure!(
+        up_requests == quiet && got_up == code(HTTP_UPSTREAM_REQUESTS) + up_requests,
+        "{HTTP_UPSTREAM_REQUESTS}{{code=\"200\"}} = {got_up}, want {} after the sweeps plus the \
+         upstream's {up_requests}:\n{}",
+        code(HTTP_UPSTREAM_REQUESTS),
+        s.text
+    );
     // Lost closes: which records fit in the frozen ring depends on how the
     // burst's first records interleave, so the exact count is not knowable;
     // its bounds are. Every downstream connection the agent saw accepted in
@@ -628,10 +673,12 @@ fn ring_buffer_overrun() -> Result<()> {
     );
     eprintln!(
         "ring_buffer_overrun: wrk {} requests; accepted after burst {accepted}; lost \
-         (ringbuf_full) {lost}; {} connections dropped after lost closes; quiet phase {QUIET} \
-         one-shots counted exactly, no new loss, gauges back to base",
+         (ringbuf_full) {lost}; {} connections dropped after lost closes, {} kernel entries \
+         released after lost opens; quiet phase {QUIET} one-shots counted exactly downstream \
+         and upstream, no new loss, gauges back to base",
         sum.requests,
-        s.require("gatescope_lost_closes_total", &[])?
+        s.require("gatescope_lost_closes_total", &[])?,
+        s.require(LOST_OPENS, &[])?
     );
     Ok(())
 }

@@ -20,6 +20,7 @@
 
 mod facts;
 pub mod lost_close_sweeps;
+pub mod lost_opens;
 mod protocol;
 #[cfg(test)]
 mod tests;
@@ -110,6 +111,9 @@ pub struct ConnTable {
     closed_order: VecDeque<(u64, u64)>,
     /// A parser's events, before they are given their connection.
     events: Vec<HttpEvent>,
+    /// Sockets whose kernel entry was last looked up on a data record, and
+    /// when (see [`lost_opens`]).
+    released: FxHashMap<u64, Instant>,
 }
 
 fn is_open_state(state: TcpState) -> bool {
@@ -138,6 +142,7 @@ impl ConnTable {
             suspects: HashSet::new(),
             closed_order: VecDeque::new(),
             events: Vec::new(),
+            released: FxHashMap::default(),
         }
     }
 

@@ -576,3 +576,83 @@ fn swept_connections_leave_the_phase_counts_unflushed() {
     );
     assert!(out.http.is_empty(), "when it ended is unknown");
 }
+
+fn data_obs(sk: u64, ts_ns: u64) -> Observation<'static> {
+    Observation::Data {
+        sk,
+        dir: Direction::Egress,
+        len: 10,
+        tgid: 1,
+        ts_ns,
+        head: b"",
+        tail: b"",
+    }
+}
+
+#[test]
+fn data_on_an_unknown_socket_is_a_lost_open_once_per_gap_while_there_is_room() {
+    use super::lost_opens::{RECENT_MAX, RELEASE_GAP};
+    let t0 = Instant::now();
+    let mut t = ConnTable::new(2);
+    open(&mut t, 1, Role::Upstream, ep("127.0.0.1:40000", UP));
+    // Known: open, or remembered closed.
+    assert_eq!(t.lost_open(&data_obs(1, 5), t0), None);
+    open(&mut t, 2, Role::Downstream, ep(GW, CLIENT));
+    state(&mut t, 2, TcpState::CLOSE, ep(GW, CLIENT));
+    assert_eq!(t.lost_open(&data_obs(2, 5), t0), None);
+    // Not data.
+    assert_eq!(apply(&mut t, &data_obs(3, 7)).facts.len(), 1);
+    let accept = Observation::Accept { tgid: 1 };
+    assert_eq!(t.lost_open(&accept, t0), None);
+    // Unknown: its time, once per gap.
+    assert_eq!(t.lost_open(&data_obs(3, 7), t0), Some((3, 7)));
+    assert_eq!(t.lost_open(&data_obs(3, 8), t0 + RELEASE_GAP / 2), None);
+    assert_eq!(t.lost_open(&data_obs(3, 9), t0 + RELEASE_GAP), Some((3, 9)));
+    // A full table would refuse it again: not released.
+    open(&mut t, 4, Role::Downstream, ep(GW, CLIENT));
+    assert!(!t.has_room());
+    assert_eq!(t.lost_open(&data_obs(5, 9), t0 + RELEASE_GAP * 3), None);
+    // The remembered sockets are bounded.
+    let mut t = ConnTable::new(10);
+    for sk in 0..RECENT_MAX as u64 {
+        assert!(t.lost_open(&data_obs(100 + sk, 1), t0).is_some());
+    }
+    assert_eq!(t.lost_open(&data_obs(1, 1), t0), None);
+    assert_eq!(t.released.len(), RECENT_MAX);
+    // Once they are older than the gap they make room.
+    assert_eq!(t.lost_open(&data_obs(1, 1), t0 + RELEASE_GAP), Some((1, 1)));
+    assert_eq!(t.released.len(), 1);
+}
+
+#[test]
+fn sweep_releases_old_kernel_entries_the_table_does_not_know_up_to_its_room() {
+    let mut t = ConnTable::new(3);
+    let at = |table: &mut ConnTable, sk, opened_ns| {
+        let obs = Observation::ConnOpen {
+            sk,
+            role: Role::Upstream,
+            endpoints: ep("127.0.0.1:40000", UP),
+            ts_ns: opened_ns,
+            handshake: None,
+        };
+        apply(table, &obs);
+    };
+    at(&mut t, 1, 10);
+    at(&mut t, 2, 20);
+    let entries = [
+        (1, 10), // the table's
+        (2, 25), // another connection at a known address: its open lost
+        (3, 30), // unknown
+        (4, 90), // unknown but too recent: its open may still be queued
+    ];
+    // Room for one more connection: one released.
+    assert_eq!(t.lost_opens(entries, 50), vec![2]);
+    let mut t = ConnTable::new(10);
+    at(&mut t, 1, 10);
+    at(&mut t, 2, 20);
+    assert_eq!(t.lost_opens(entries, 50), vec![2, 3]);
+    assert_eq!(t.lost_opens(entries, 100), vec![2, 3, 4]);
+    // Remembered closed with the same open time: known.
+    state(&mut t, 1, TcpState::CLOSE, ep("127.0.0.1:40000", UP));
+    assert_eq!(t.lost_opens([(1, 10)], 50), Vec::<u64>::new());
+}

@@ -522,6 +522,11 @@ pub const LOST_CLOSES: Family = counter(
     "Connections dropped from the table because their close record was lost with a full ring buffer (the kernel no longer tracked them)",
     &[],
 );
+pub const LOST_OPENS: Family = counter(
+    "gatescope_lost_opens_total",
+    "Kernel socket-map entries released so the kernel finds their connection again, because its open record was lost with a full ring buffer",
+    &[],
+);
 pub const WIRE_INTERFACES: Family = gauge(
     "gatescope_wire_interfaces",
     "Network interfaces the wire view (AF_PACKET socket filter) taps",

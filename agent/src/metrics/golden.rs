@@ -214,6 +214,7 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
         .with_label_values(&["undecodable"])
         .inc_by(2);
     m.health.lost_closes.inc_by(1);
+    m.health.lost_opens.inc_by(1);
     let facts = [
         Fact::Accepted,
         Fact::Accepted,

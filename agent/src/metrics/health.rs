@@ -18,6 +18,8 @@ pub struct Health {
     pub programs_attached: IntGauge,
     /// Connections dropped because their close record was lost.
     pub lost_closes: IntCounter,
+    /// Kernel socket entries released because their open record was lost.
+    pub lost_opens: IntCounter,
     /// Interfaces the wire view taps.
     pub wire_interfaces: IntGauge,
     /// Capacities of the kernel maps and the ring buffer size, by `map`.
@@ -64,6 +66,7 @@ impl Health {
             listen_sockets: families::LISTEN_SOCKETS.single_gauge(registry),
             programs_attached: families::PROGRAMS_ATTACHED.single_gauge(registry),
             lost_closes: families::LOST_CLOSES.single_counter(registry),
+            lost_opens: families::LOST_OPENS.single_counter(registry),
             wire_interfaces: families::WIRE_INTERFACES.single_gauge(registry),
             map_capacity,
         }
