@@ -209,7 +209,7 @@ impl Pipeline {
                     // its exchanges correlated at once, in record order.
                     self.table.apply(&obs, Instant::now, &mut self.finished);
                     self.finish_http();
-                    if let Some((sk, ts_ns)) = self.table.lost_open(&obs, Instant::now()) {
+                    if let Some((sk, ts_ns)) = self.table.lost_open(&obs, Instant::now) {
                         lost_opens += u64::from(self.release_lost_open(sk, ts_ns));
                     }
                 }

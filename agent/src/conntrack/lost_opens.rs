@@ -57,13 +57,20 @@ impl ConnTable {
     /// room: the socket and the record's time. The caller releases the
     /// kernel's entry for it if that entry is not newer than the record.
     /// At most once per socket per [`RELEASE_GAP`].
-    pub fn lost_open(&mut self, obs: &Observation, now: Instant) -> Option<(u64, u64)> {
+    /// `now` is read only for a socket the table does not know (it runs for
+    /// every data record).
+    pub fn lost_open(
+        &mut self,
+        obs: &Observation,
+        now: impl Fn() -> Instant,
+    ) -> Option<(u64, u64)> {
         let Observation::Data { sk, ts_ns, .. } = *obs else {
             return None;
         };
         if self.conns.contains_key(&sk) || !self.has_room() {
             return None;
         }
+        let now = now();
         if self
             .released
             .get(&sk)

@@ -596,31 +596,37 @@ fn data_on_an_unknown_socket_is_a_lost_open_once_per_gap_while_there_is_room() {
     let mut t = ConnTable::new(2);
     open(&mut t, 1, Role::Upstream, ep("127.0.0.1:40000", UP));
     // Known: open, or remembered closed.
-    assert_eq!(t.lost_open(&data_obs(1, 5), t0), None);
+    assert_eq!(t.lost_open(&data_obs(1, 5), || t0), None);
     open(&mut t, 2, Role::Downstream, ep(GW, CLIENT));
     state(&mut t, 2, TcpState::CLOSE, ep(GW, CLIENT));
-    assert_eq!(t.lost_open(&data_obs(2, 5), t0), None);
+    assert_eq!(t.lost_open(&data_obs(2, 5), || t0), None);
     // Not data.
     assert_eq!(apply(&mut t, &data_obs(3, 7)).facts.len(), 1);
     let accept = Observation::Accept { tgid: 1 };
-    assert_eq!(t.lost_open(&accept, t0), None);
+    assert_eq!(t.lost_open(&accept, || t0), None);
     // Unknown: its time, once per gap.
-    assert_eq!(t.lost_open(&data_obs(3, 7), t0), Some((3, 7)));
-    assert_eq!(t.lost_open(&data_obs(3, 8), t0 + RELEASE_GAP / 2), None);
-    assert_eq!(t.lost_open(&data_obs(3, 9), t0 + RELEASE_GAP), Some((3, 9)));
+    assert_eq!(t.lost_open(&data_obs(3, 7), || t0), Some((3, 7)));
+    assert_eq!(t.lost_open(&data_obs(3, 8), || t0 + RELEASE_GAP / 2), None);
+    assert_eq!(
+        t.lost_open(&data_obs(3, 9), || t0 + RELEASE_GAP),
+        Some((3, 9))
+    );
     // A full table would refuse it again: not released.
     open(&mut t, 4, Role::Downstream, ep(GW, CLIENT));
     assert!(!t.has_room());
-    assert_eq!(t.lost_open(&data_obs(5, 9), t0 + RELEASE_GAP * 3), None);
+    assert_eq!(t.lost_open(&data_obs(5, 9), || t0 + RELEASE_GAP * 3), None);
     // The remembered sockets are bounded.
     let mut t = ConnTable::new(10);
     for sk in 0..RECENT_MAX as u64 {
-        assert!(t.lost_open(&data_obs(100 + sk, 1), t0).is_some());
+        assert!(t.lost_open(&data_obs(100 + sk, 1), || t0).is_some());
     }
-    assert_eq!(t.lost_open(&data_obs(1, 1), t0), None);
+    assert_eq!(t.lost_open(&data_obs(1, 1), || t0), None);
     assert_eq!(t.released.len(), RECENT_MAX);
     // Once they are older than the gap they make room.
-    assert_eq!(t.lost_open(&data_obs(1, 1), t0 + RELEASE_GAP), Some((1, 1)));
+    assert_eq!(
+        t.lost_open(&data_obs(1, 1), || t0 + RELEASE_GAP),
+        Some((1, 1))
+    );
     assert_eq!(t.released.len(), 1);
 }
 
