@@ -118,6 +118,7 @@ impl Pipeline {
             finished: Finished {
                 facts: Vec::with_capacity(1024),
                 http: Vec::with_capacity(64),
+                lost_opens: Vec::new(),
             },
         }
     }
@@ -209,7 +210,7 @@ impl Pipeline {
                     // its exchanges correlated at once, in record order.
                     self.table.apply(&obs, Instant::now, &mut self.finished);
                     self.finish_http();
-                    if let Some((sk, ts_ns)) = self.table.lost_open(&obs, Instant::now) {
+                    for (sk, ts_ns) in std::mem::take(&mut self.finished.lost_opens) {
                         lost_opens += u64::from(self.release_lost_open(sk, ts_ns));
                     }
                 }

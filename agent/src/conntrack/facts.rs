@@ -78,6 +78,9 @@ pub struct Finished {
     pub facts: Vec<Fact>,
     /// Ended HTTP exchanges and anomalies, in order, each with its connection.
     pub http: Vec<(ConnInfo, HttpEvent)>,
+    /// Data records on sockets the table does not know whose kernel entry
+    /// may be released (`(sk, ts_ns)`, see `lost_opens.rs`).
+    pub lost_opens: Vec<(u64, u64)>,
 }
 
 /// Gauges derived from the table, maintained incrementally so they always

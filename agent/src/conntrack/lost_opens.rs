@@ -23,6 +23,7 @@
 use std::time::{Duration, Instant};
 
 use super::ConnTable;
+#[cfg(test)]
 use crate::capture::decode::Observation;
 
 /// How much older than the last empty read of the ring buffer a kernel entry
@@ -57,8 +58,9 @@ impl ConnTable {
     /// room: the socket and the record's time. The caller releases the
     /// kernel's entry for it if that entry is not newer than the record.
     /// At most once per socket per [`RELEASE_GAP`].
-    /// `now` is read only for a socket the table does not know (it runs for
-    /// every data record).
+    /// [`ConnTable::apply`] does this for every data record and puts what it
+    /// finds in [`super::Finished::lost_opens`]; this form is for the tests.
+    #[cfg(test)]
     pub fn lost_open(
         &mut self,
         obs: &Observation,
@@ -67,7 +69,21 @@ impl ConnTable {
         let Observation::Data { sk, ts_ns, .. } = *obs else {
             return None;
         };
-        if self.conns.contains_key(&sk) || !self.has_room() {
+        if self.conns.contains_key(&sk) {
+            return None;
+        }
+        self.lost_open_at(sk, ts_ns, now)
+    }
+
+    /// [`ConnTable::lost_open`] for a data record at `ts_ns` on `sk`, which
+    /// the table does not know. `now` is read only when the table has room.
+    pub(super) fn lost_open_at(
+        &mut self,
+        sk: u64,
+        ts_ns: u64,
+        now: impl Fn() -> Instant,
+    ) -> Option<(u64, u64)> {
+        if !self.has_room() {
             return None;
         }
         let now = now();

@@ -332,6 +332,8 @@ impl ConnTable {
             if seg.len > 0 {
                 out.facts.push(Fact::UntrackedBytes { dir, len: seg.len });
             }
+            // Its open record may have been lost (lost_opens.rs).
+            out.lost_opens.extend(self.lost_open_at(sk, seg.ts_ns, now));
             return;
         };
         conn.tgid = tgid;

@@ -600,8 +600,13 @@ fn data_on_an_unknown_socket_is_a_lost_open_once_per_gap_while_there_is_room() {
     open(&mut t, 2, Role::Downstream, ep(GW, CLIENT));
     state(&mut t, 2, TcpState::CLOSE, ep(GW, CLIENT));
     assert_eq!(t.lost_open(&data_obs(2, 5), || t0), None);
+    // The table's own step finds it: untracked bytes and a lost open, and
+    // nothing for a known socket.
+    let out = apply(&mut t, &data_obs(6, 7));
+    assert_eq!(out.facts.len(), 1);
+    assert_eq!(out.lost_opens, vec![(6, 7)]);
+    assert!(apply(&mut t, &data_obs(1, 8)).lost_opens.is_empty());
     // Not data.
-    assert_eq!(apply(&mut t, &data_obs(3, 7)).facts.len(), 1);
     let accept = Observation::Accept { tgid: 1 };
     assert_eq!(t.lost_open(&accept, || t0), None);
     // Unknown: its time, once per gap.
