@@ -8,7 +8,7 @@
 //! - a data record for a socket the table does not know (neither open nor
 //!   remembered closed): the ring buffer is one FIFO and a socket's open
 //!   record is reserved before any transfer on it, so its open was lost
-//!   ([`ConnTable::lost_open`]; the kernel's entry is released only if it is
+//!   ([`ConnTable::lost_open_at`], from the table's own step; the kernel's entry is released only if it is
 //!   older than the data record, so a newer connection at a reused address,
 //!   whose open is still queued, keeps its entry);
 //! - on the lost-close sweep, an entry the table does not know that is older
@@ -75,7 +75,7 @@ impl ConnTable {
         self.lost_open_at(sk, ts_ns, now)
     }
 
-    /// [`ConnTable::lost_open`] for a data record at `ts_ns` on `sk`, which
+    /// The lost-open check for a data record at `ts_ns` on `sk`, which
     /// the table does not know. `now` is read only when the table has room.
     pub(super) fn lost_open_at(
         &mut self,
