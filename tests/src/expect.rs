@@ -172,3 +172,22 @@ pub fn wire_deltas(
     }
     Ok(out)
 }
+
+/// Expectations that the client SYNs on `down` (interface and listener
+/// labels) grew by `syns` and the timed handshakes by `timed`.
+pub fn client_handshakes(
+    base: &Scrape,
+    down: &[(&str, &str)],
+    syns: u64,
+    timed: u64,
+) -> Result<Vec<Expect>> {
+    let count = format!("{HANDSHAKE_SECONDS}_count");
+    Ok(vec![
+        Expect::new(
+            DOWN_WIRE_SYNS,
+            down,
+            base.get_or_zero(DOWN_WIRE_SYNS, down)? + syns as f64,
+        ),
+        Expect::new(&count, down, base.get_or_zero(&count, down)? + timed as f64),
+    ])
+}

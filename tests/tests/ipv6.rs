@@ -9,7 +9,9 @@ use anyhow::{ensure, Context, Result};
 use gatescope_tests::accuracy::{HTTP_REQUESTS, HTTP_UPSTREAM_REQUESTS};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::{Client, Transfer};
-use gatescope_tests::expect::{no_losses, nothing_untracked, traffic_deltas, wire_deltas};
+use gatescope_tests::expect::{
+    client_handshakes, no_losses, nothing_untracked, traffic_deltas, wire_deltas,
+};
 use gatescope_tests::metrics::*;
 use gatescope_tests::nginx::{Nginx, NginxConfig, Tuning};
 use gatescope_tests::pcap;
@@ -166,17 +168,7 @@ fn ipv6_listener_and_peer() -> Result<()> {
         u_in,
         u_out,
     )?);
-    exp.push(Expect::new(
-        DOWN_WIRE_SYNS,
-        &down,
-        base.get_or_zero(DOWN_WIRE_SYNS, &down)? + syns as f64,
-    ));
-    let count = format!("{HANDSHAKE_SECONDS}_count");
-    exp.push(Expect::new(
-        &count,
-        &down,
-        base.get_or_zero(&count, &down)? + t.connections as f64,
-    ));
+    exp.extend(client_handshakes(&base, &down, syns, t.connections)?);
     let s = agent.wait_all(&exp, SETTLE_TIMEOUT).with_context(|| {
         let from_peer: Vec<_> = packets
             .iter()

@@ -6,10 +6,11 @@
 use anyhow::{ensure, Result};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::{reset_clients, Conn, Req};
-use gatescope_tests::expect::{mixed_traffic, wire_deltas};
+use gatescope_tests::expect::{client_handshakes, mixed_traffic, wire_deltas};
 use gatescope_tests::metrics::*;
 use gatescope_tests::nginx::Tuning;
 use gatescope_tests::pcap::{self, Wire};
+use gatescope_tests::prom::Scrape;
 use gatescope_tests::tun::{complete_response, TunNet, WireCount};
 use gatescope_tests::Scene;
 use std::time::Duration;
@@ -77,17 +78,7 @@ fn loopback_counts_equal_tcpdump() -> Result<()> {
         u_in,
         u_out,
     )?);
-    exp.push(Expect::new(
-        DOWN_WIRE_SYNS,
-        &down,
-        base.get_or_zero(DOWN_WIRE_SYNS, &down)? + syns as f64,
-    ));
-    let count = format!("{HANDSHAKE_SECONDS}_count");
-    exp.push(Expect::new(
-        &count,
-        &down,
-        base.get_or_zero(&count, &down)? + connections as f64,
-    ));
+    exp.extend(client_handshakes(&base, &down, syns, connections)?);
     // Every handshake was timed.
     let by_listener = [("listener", listener.as_str())];
     exp.push(Expect::new(
@@ -113,6 +104,28 @@ fn loopback_counts_equal_tcpdump() -> Result<()> {
     Ok(())
 }
 
+/// nginx listening on every address (the TUN client reaches it at the
+/// interface's), an agent on it, and a TUN interface; returns once the agent
+/// has tapped the interface (its 1 s reconciliation follows interfaces as
+/// they come up), with that scrape.
+fn tun_setup(tuning: Tuning) -> Result<(Scene, Agent, TunNet, Scrape)> {
+    let scene = Scene::start_tuned(
+        1,
+        &Tuning {
+            listen_host: "0.0.0.0",
+            ..tuning
+        },
+    )?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let before = agent.scrape()?.require(WIRE_INTERFACES, &[])?;
+    let net = TunNet::create()?;
+    let base = agent.wait_all(
+        &[Expect::new(WIRE_INTERFACES, &[], before + 1.0)],
+        SETTLE_TIMEOUT,
+    )?;
+    Ok((scene, agent, net, base))
+}
+
 /// The ingress/egress [`Wire`] of one port as the TUN client counted it.
 fn tun_wire(c: &WireCount) -> (Wire, Wire) {
     (
@@ -136,23 +149,11 @@ fn tun_wire(c: &WireCount) -> (Wire, Wire) {
 #[test]
 fn tun_client_handshakes_retransmission_and_resets() -> Result<()> {
     const T: Duration = Duration::from_secs(5);
-    let scene = Scene::start_tuned(
-        1,
-        &Tuning {
-            listen_host: "0.0.0.0",
-            server_extra: "reset_timedout_connection on;",
-            client_header_timeout_s: Some(1),
-            ..Tuning::default()
-        },
-    )?;
-    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
-    let before = agent.scrape()?.require(WIRE_INTERFACES, &[])?;
-    let net = TunNet::create()?;
-    // The agent follows interfaces as they come up (its 1 s reconciliation).
-    let base = agent.wait_all(
-        &[Expect::new(WIRE_INTERFACES, &[], before + 1.0)],
-        SETTLE_TIMEOUT,
-    )?;
+    let (scene, agent, net, base) = tun_setup(Tuning {
+        server_extra: "reset_timedout_connection on;",
+        client_header_timeout_s: Some(1),
+        ..Tuning::default()
+    })?;
     let port = scene.nginx.listen_port();
     let listener = scene.nginx.listen_addr();
     let request = format!(
@@ -291,20 +292,7 @@ fn tun_client_handshakes_retransmission_and_resets() -> Result<()> {
 fn tun_retransmitted_syn_keeps_the_first_time() -> Result<()> {
     const T: Duration = Duration::from_secs(5);
     const AGAIN: Duration = Duration::from_millis(60);
-    let scene = Scene::start_tuned(
-        1,
-        &Tuning {
-            listen_host: "0.0.0.0",
-            ..Tuning::default()
-        },
-    )?;
-    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
-    let before = agent.scrape()?.require(WIRE_INTERFACES, &[])?;
-    let net = TunNet::create()?;
-    let base = agent.wait_all(
-        &[Expect::new(WIRE_INTERFACES, &[], before + 1.0)],
-        SETTLE_TIMEOUT,
-    )?;
+    let (scene, agent, net, base) = tun_setup(Tuning::default())?;
     let port = scene.nginx.listen_port();
     let listener = scene.nginx.listen_addr();
     let mut c = net.connect_with(port, Some(AGAIN), || Ok(()))?;
@@ -380,20 +368,7 @@ fn tun_retransmitted_syn_keeps_the_first_time() -> Result<()> {
 #[test]
 fn tun_syn_flood_pushes_out_only_untimed_handshakes() -> Result<()> {
     const T: Duration = Duration::from_secs(5);
-    let scene = Scene::start_tuned(
-        1,
-        &Tuning {
-            listen_host: "0.0.0.0",
-            ..Tuning::default()
-        },
-    )?;
-    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
-    let before = agent.scrape()?.require(WIRE_INTERFACES, &[])?;
-    let net = TunNet::create()?;
-    let base = agent.wait_all(
-        &[Expect::new(WIRE_INTERFACES, &[], before + 1.0)],
-        SETTLE_TIMEOUT,
-    )?;
+    let (scene, agent, net, base) = tun_setup(Tuning::default())?;
     let capacity = base.require(MAP_CAPACITY, &[("map", "handshakes")])?;
     let flood = 3 * capacity as u32;
     let port = scene.nginx.listen_port();
