@@ -30,7 +30,7 @@ use crate::{
         lost_opens::{MARGIN_NS, SCAN_MAX},
         ConnInfo, ConnTable, Finished,
     },
-    correlate::{Completed, Correlator},
+    correlate::{answered, Completed, Correlator},
     http::{Exchange, HttpEvent},
     kernel_targets::{monotonic_ns, TargetSet},
     label::Labeller,
@@ -324,11 +324,13 @@ impl Pipeline {
         match conn.role {
             Role::Upstream => {
                 let peer = conn.endpoints.remote;
-                self.correlator.upstream_done(conn.tgid, &exchange, peer);
+                self.correlator
+                    .upstream_done(conn.tgid, &exchange, conn.endpoints.local, peer);
                 Completed::Upstream { exchange, peer }
             }
             Role::Downstream => {
-                let upstream = self.correlator.downstream_done(conn.tgid, &exchange);
+                let attempts = self.correlator.downstream_done(conn.tgid, &exchange);
+                let upstream = answered(&attempts);
                 let port = conn.endpoints.local.port();
                 let listener = self
                     .listeners
@@ -339,6 +341,7 @@ impl Pipeline {
                     exchange,
                     listener,
                     upstream,
+                    attempts,
                 }
             }
         }
@@ -346,7 +349,7 @@ impl Pipeline {
 
     /// Labels one finished exchange and hands it to every sink.
     fn export(&mut self, done: Completed, conn: ConnInfo) {
-        let record = self.labeller.label(done, conn.endpoints.remote);
+        let record = self.labeller.label(done, conn.endpoints.remote, conn.tgid);
         self.sinks.exchange(&record);
     }
 

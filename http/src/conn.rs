@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use super::{
     parse::{BodyHeader, Kind},
     stream::{Framing, Head, HeadInfo, Sink, Stream},
-    Anomaly, Exchange, HttpEvent, Phase, Segment, Side,
+    Anomaly, Exchange, HttpEvent, Phase, Segment, Side, TraceHeaders,
 };
 
 /// Requests in flight on one connection past which it is not followed any
@@ -184,7 +184,7 @@ impl HttpConn {
                     p.method.capacity()
                         + p.path.capacity()
                         + p.host.as_ref().map_or(0, String::capacity)
-                        + p.traceparent.as_ref().map_or(0, String::capacity)
+                        + p.trace.heap_bytes()
                 })
                 .sum::<usize>()
     }
@@ -215,7 +215,8 @@ struct Pending {
     method: String,
     path: String,
     host: Option<String>,
-    traceparent: Option<String>,
+    version: u8,
+    trace: TraceHeaders,
     is_head: bool,
     is_connect: bool,
     req_bytes: u64,
@@ -252,7 +253,8 @@ impl Pending {
             response_last_ns: self.resp_first.map_or(0, |_| self.resp_last),
             closed_ns: 0,
             upgraded: self.upgraded,
-            traceparent: self.traceparent,
+            version: self.version,
+            trace: self.trace,
         }
     }
 }
@@ -330,7 +332,8 @@ impl Sink for ReqSink<'_> {
             method: h.method,
             path: h.path,
             host: h.host,
-            traceparent: h.traceparent,
+            version: h.version,
+            trace: h.trace,
             req_bytes: info.bytes,
             req_first: info.first_ts,
             req_last: info.last_ts,

@@ -403,7 +403,11 @@ fn expected(conv: &Conv, fed: &[Fed]) -> Vec<Exchange> {
             response_last_ns: ts_of(fed, Dir::Resp, w.resp.end - 1),
             closed_ns: 0,
             upgraded: false,
-            traceparent: w.traceparent.map(Into::into),
+            version: 1,
+            trace: crate::TraceHeaders {
+                traceparent: w.traceparent.map(Into::into),
+                ..Default::default()
+            },
         })
         .collect()
 }

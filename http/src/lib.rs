@@ -76,9 +76,34 @@ pub struct Exchange {
     /// The request asked to switch protocols and got 101: the connection is
     /// opaque from here on.
     pub upgraded: bool,
-    /// W3C `traceparent` header value, kept only for joining traces; never
-    /// exported as a label.
+    /// HTTP/1 minor version of the request line: 0 for HTTP/1.0, 1 for
+    /// HTTP/1.1 (`network.protocol.version` of a span).
+    pub version: u8,
+    /// Trace context and request id, kept only to join traces and to link an
+    /// upstream call to its client request; never exported as labels.
+    pub trace: TraceHeaders,
+}
+
+/// Request headers kept for tracing only. Values longer than a sane bound
+/// are dropped (not cut), so a kept value is always the whole header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceHeaders {
+    /// W3C `traceparent` (55 bytes in version 00).
     pub traceparent: Option<String>,
+    /// W3C `tracestate` (at most 32 list members, 512 bytes by the spec).
+    pub tracestate: Option<String>,
+    /// `X-Request-ID`, as nginx's `$request_id` or a client sets it.
+    pub request_id: Option<String>,
+}
+
+impl TraceHeaders {
+    /// Heap bytes held, for the bounded-memory tests.
+    pub fn heap_bytes(&self) -> usize {
+        [&self.traceparent, &self.tracestate, &self.request_id]
+            .iter()
+            .map(|v| v.as_ref().map_or(0, String::capacity))
+            .sum()
+    }
 }
 
 impl Exchange {

@@ -4,7 +4,7 @@
 //! from anything else early, and to find message starts when resynchronising)
 //! and parsing a complete head with `httparse` into the few fields gatescope
 //! keeps. Header values are dropped except the framing headers (used here)
-//! and `traceparent`.
+//! and the trace headers (`traceparent`, `tracestate`, `X-Request-ID`).
 
 /// Longest head accepted; anything longer is not HTTP.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -16,6 +16,10 @@ pub(crate) const MAX_PATH: usize = 4096;
 const MAX_HOST: usize = 1024;
 /// A W3C traceparent is 55 bytes; longer values are not kept.
 const MAX_TRACEPARENT: usize = 256;
+/// The W3C limit for tracestate is 512 bytes; longer values are not kept.
+const MAX_TRACESTATE: usize = 512;
+/// Request ids are UUIDs or 32 hex digits; longer values are not kept.
+const MAX_REQUEST_ID: usize = 128;
 /// Headers parsed on the stack before falling back to a heap array.
 const STACK_HEADERS: usize = 64;
 
@@ -59,7 +63,9 @@ pub(crate) struct ReqHead {
     pub method: String,
     pub path: String,
     pub host: Option<String>,
-    pub traceparent: Option<String>,
+    /// Minor version of `HTTP/1.x`.
+    pub version: u8,
+    pub trace: crate::TraceHeaders,
     pub body: BodyHeader,
 }
 
@@ -318,6 +324,7 @@ pub(crate) fn parse_request(head: &[u8]) -> Option<ReqHead> {
         Ok(httparse::Status::Complete(_)) => Some(build_request(
             req.method?.as_bytes(),
             req.path?.as_bytes(),
+            req.version?,
             req.headers,
         )),
         Err(httparse::Error::TooManyHeaders) => {
@@ -327,6 +334,7 @@ pub(crate) fn parse_request(head: &[u8]) -> Option<ReqHead> {
                 Ok(httparse::Status::Complete(_)) => Some(build_request(
                     req.method?.as_bytes(),
                     req.path?.as_bytes(),
+                    req.version?,
                     req.headers,
                 )),
                 _ => None,
@@ -342,10 +350,12 @@ pub(crate) fn parse_request(head: &[u8]) -> Option<ReqHead> {
             let mut parts = line.splitn(3, |&c| c == b' ');
             let method = parts.next()?;
             let target = parts.next()?;
+            // check_start accepted the line, so it ends in `HTTP/1.x`.
+            let version = u8::from(!parts.next()?.starts_with(b"HTTP/1.0"));
             let mut heap = header_slots(head);
             match httparse::parse_headers(&head[n..], &mut heap) {
                 Ok(httparse::Status::Complete((_, headers))) => {
-                    Some(build_request(method, target, headers))
+                    Some(build_request(method, target, version, headers))
                 }
                 _ => None,
             }
@@ -378,25 +388,38 @@ pub(crate) fn parse_response(head: &[u8]) -> Option<RespHead> {
     }
 }
 
-fn build_request(method: &[u8], target: &[u8], headers: &[httparse::Header<'_>]) -> ReqHead {
+fn build_request(
+    method: &[u8],
+    target: &[u8],
+    version: u8,
+    headers: &[httparse::Header<'_>],
+) -> ReqHead {
     let (path, authority) = split_target(target);
     let mut host = authority.map(strip_userinfo);
-    let mut traceparent = None;
+    let mut trace = crate::TraceHeaders::default();
+    // The first of each header is kept; a value over its bound is dropped.
+    let keep = |slot: &mut Option<String>, value: &[u8], max: usize| {
+        if slot.is_none() && value.len() <= max {
+            *slot = Some(String::from_utf8_lossy(value).into_owned());
+        }
+    };
     for h in headers {
         if host.is_none() && h.name.eq_ignore_ascii_case("host") {
             host = Some(strip_userinfo(h.value));
-        } else if traceparent.is_none()
-            && h.name.eq_ignore_ascii_case("traceparent")
-            && h.value.len() <= MAX_TRACEPARENT
-        {
-            traceparent = Some(String::from_utf8_lossy(h.value).into_owned());
+        } else if h.name.eq_ignore_ascii_case("traceparent") {
+            keep(&mut trace.traceparent, h.value, MAX_TRACEPARENT);
+        } else if h.name.eq_ignore_ascii_case("tracestate") {
+            keep(&mut trace.tracestate, h.value, MAX_TRACESTATE);
+        } else if h.name.eq_ignore_ascii_case("x-request-id") {
+            keep(&mut trace.request_id, h.value, MAX_REQUEST_ID);
         }
     }
     ReqHead {
         method: String::from_utf8_lossy(method).into_owned(),
         path: bounded(path, MAX_PATH),
         host: host.map(|h| bounded(h, MAX_HOST)),
-        traceparent,
+        version,
+        trace,
         body: body_header(headers),
     }
 }
@@ -556,6 +579,21 @@ mod tests {
     }
 
     #[test]
+    fn trace_headers_are_kept_whole_or_not_at_all() {
+        let long = "k=".to_owned() + &"v".repeat(MAX_TRACESTATE);
+        let head = format!(
+            "GET / HTTP/1.0\r\nX-Request-ID: 7f3a\r\ntracestate: {long}\r\n\
+             TraceState: a=b\r\nx-request-id: second\r\n\r\n"
+        );
+        let h = parse_request(head.as_bytes()).unwrap();
+        assert_eq!(h.version, 0);
+        assert_eq!(h.trace.request_id.as_deref(), Some("7f3a"));
+        // The over-long first value is dropped; the next one is kept.
+        assert_eq!(h.trace.tracestate.as_deref(), Some("a=b"));
+        assert_eq!(h.trace.traceparent, None);
+    }
+
+    #[test]
     fn request_fields() {
         let h = parse_request(
             b"GET /v1/orders/42?expand=items#frag HTTP/1.1\r\nHost: user:pw@api.example.com:8443\r\n\
@@ -567,10 +605,11 @@ mod tests {
         assert_eq!(h.path, "/v1/orders/42");
         assert_eq!(h.host.as_deref(), Some("api.example.com:8443"));
         assert_eq!(
-            h.traceparent.as_deref(),
+            h.trace.traceparent.as_deref(),
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         );
         assert_eq!(h.body, BodyHeader::Absent);
+        assert_eq!(h.version, 1);
 
         let h = parse_request(
             b"GET http://u@backend.local:9000/p/q?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",

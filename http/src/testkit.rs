@@ -3,7 +3,7 @@
 //! Captured segments as the kernel makes them, and traffic as curl sends it and nginx 1.22
 //! answers it.
 
-use super::{Anomaly, Exchange, HttpConn, HttpEvent, Segment, Side};
+use super::{Anomaly, Exchange, HttpConn, HttpEvent, Segment, Side, TraceHeaders};
 
 /// An owned captured segment.
 #[derive(Clone, Debug)]
@@ -246,7 +246,8 @@ pub(crate) fn ex(
         response_last_ns: resp.1,
         closed_ns: 0,
         upgraded: false,
-        traceparent: None,
+        version: 1,
+        trace: TraceHeaders::default(),
     }
 }
 

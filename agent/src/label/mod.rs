@@ -17,7 +17,7 @@ pub use routes::{Routed, Router};
 use self::routes::RouteInput;
 use crate::{
     capture::decode::Role,
-    correlate::{Completed, UpstreamLeg},
+    correlate::{Attempt, Completed, UpstreamLeg},
     http::Exchange,
 };
 
@@ -76,8 +76,10 @@ pub struct Labelled {
     /// Downstream: a client's request to the gateway; upstream: a request
     /// the gateway made to an upstream.
     pub role: Role,
-    /// Method, path, status, byte counts, timestamps, traceparent.
+    /// Method, path, status, byte counts, timestamps, trace headers.
     pub exchange: Exchange,
+    /// The gateway process that served it.
+    pub tgid: u32,
     /// The other end of the connection: the client, or the upstream peer.
     pub remote: SocketAddr,
     /// The gateway's listening socket the client connected to (downstream).
@@ -85,6 +87,9 @@ pub struct Labelled {
     /// The upstream call made on behalf of a downstream request, when
     /// correlation found one.
     pub upstream: Option<UpstreamLeg>,
+    /// Downstream: every upstream call linked to it, in order (see
+    /// [`Completed::Downstream`]); empty for upstream records.
+    pub attempts: Vec<Attempt>,
     /// Service and route; `None` when no sink needs them for this role.
     pub name: Option<Routed>,
     pub source: Source,
@@ -102,16 +107,26 @@ impl Labeller {
         Labeller { router, needs }
     }
 
-    /// Labels `done`; `client` is the other end of a downstream exchange's
-    /// connection.
-    pub fn label(&mut self, done: Completed, client: SocketAddr) -> Labelled {
-        let (role, exchange, remote, listener, upstream) = match done {
+    /// Labels `done`, served by process `tgid`; `client` is the other end of
+    /// a downstream exchange's connection.
+    pub fn label(&mut self, done: Completed, client: SocketAddr, tgid: u32) -> Labelled {
+        let (role, exchange, remote, listener, upstream, attempts) = match done {
             Completed::Downstream {
                 exchange,
                 listener,
                 upstream,
-            } => (Role::Downstream, exchange, client, Some(listener), upstream),
-            Completed::Upstream { exchange, peer } => (Role::Upstream, exchange, peer, None, None),
+                attempts,
+            } => (
+                Role::Downstream,
+                exchange,
+                client,
+                Some(listener),
+                upstream,
+                attempts,
+            ),
+            Completed::Upstream { exchange, peer } => {
+                (Role::Upstream, exchange, peer, None, None, Vec::new())
+            }
         };
         let source = match role {
             // A leg's status is 0 when the upstream sent no response head.
@@ -135,9 +150,11 @@ impl Labeller {
         Labelled {
             role,
             exchange,
+            tgid,
             remote,
             listener,
             upstream,
+            attempts,
             name,
             source,
         }
@@ -147,6 +164,7 @@ impl Labeller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::TraceHeaders;
 
     fn exchange(status: u16) -> Exchange {
         Exchange {
@@ -162,7 +180,8 @@ mod tests {
             response_last_ns: 200,
             closed_ns: 0,
             upgraded: false,
-            traceparent: None,
+            version: 1,
+            trace: TraceHeaders::default(),
         }
     }
 
@@ -185,6 +204,7 @@ mod tests {
                 first_ns: 120,
                 last_ns: 180,
             }),
+            attempts: Vec::new(),
         }
     }
 
@@ -192,16 +212,16 @@ mod tests {
     fn source_is_the_service_only_when_an_upstream_answered_in_time() {
         let mut l = Labeller::new(Router::from_config(None, 10), Needs::default());
         let client = addr("10.0.0.1:5000");
-        assert_eq!(l.label(down(200, true), client).source, Source::Service);
-        assert_eq!(l.label(down(404, false), client).source, Source::Gateway);
+        assert_eq!(l.label(down(200, true), client, 1).source, Source::Service);
+        assert_eq!(l.label(down(404, false), client, 1).source, Source::Gateway);
         // The client gave up first: the gateway's answer, leg or not.
-        assert_eq!(l.label(down(499, true), client).source, Source::Gateway);
+        assert_eq!(l.label(down(499, true), client, 1).source, Source::Gateway);
         // The upstream timed out (no response head, leg status 0): the
         // gateway's 504.
-        let timeout = l.label(down_leg(504, Some(0)), client);
+        let timeout = l.label(down_leg(504, Some(0)), client, 1);
         assert_eq!(timeout.source, Source::Gateway);
         // An upstream's own 504 is the service's.
-        let own = l.label(down_leg(504, Some(504)), client);
+        let own = l.label(down_leg(504, Some(504)), client, 1);
         assert_eq!(own.source, Source::Service);
     }
 
@@ -213,7 +233,7 @@ mod tests {
         };
         let mut l = Labeller::new(Router::from_config(None, 10), needs);
         let client = addr("10.0.0.1:5000");
-        let r = l.label(down(200, true), client);
+        let r = l.label(down(200, true), client, 1);
         assert_eq!(r.role, Role::Downstream);
         assert_eq!(
             (r.remote, r.listener),
@@ -230,7 +250,7 @@ mod tests {
             exchange: exchange(200),
             peer,
         };
-        let r = l.label(up, client);
+        let r = l.label(up, client, 1);
         // An upstream exchange's remote end is its peer.
         assert_eq!((r.role, r.remote, r.listener), (Role::Upstream, peer, None));
         assert!(r.name.is_none());

@@ -15,6 +15,7 @@ use gatescope_common::{
 };
 
 use super::{render, Identity, MetricGroups, Metrics};
+use crate::http::TraceHeaders;
 use crate::{
     capture::decode::{Direction, TcpEvent},
     cli::Compat,
@@ -72,7 +73,8 @@ fn exchange(method: &str, path: &str, status: u16, last_ms: u64) -> Exchange {
         response_last_ns: last,
         closed_ns: if last_ms == 0 { 1100 * MS } else { 0 },
         upgraded: false,
-        traceparent: None,
+        version: 1,
+        trace: TraceHeaders::default(),
     }
 }
 
@@ -97,6 +99,7 @@ fn exchanges() -> Vec<(Completed, SocketAddr)> {
                 exchange,
                 listener: addr(listener),
                 upstream,
+                attempts: Vec::new(),
             },
             client,
         )
@@ -303,7 +306,7 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
         m.record_anomaly(&a);
     }
     for (done, remote) in exchanges() {
-        sinks.exchange(&labeller.label(done, remote));
+        sinks.exchange(&labeller.label(done, remote, 1));
     }
     m.handshake("eth0", 8080, 0.0004);
     m.handshake("eth0", 8080, 0.03);
@@ -491,7 +494,7 @@ fn golden_request_log() {
     sinks.push(RequestLog::create(&path).unwrap());
     let mut labeller = Labeller::new(auto_router(), sinks.needs());
     for (done, remote) in exchanges() {
-        sinks.exchange(&labeller.label(done, remote));
+        sinks.exchange(&labeller.label(done, remote, 1));
     }
     sinks.flush();
     let text = std::fs::read_to_string(&path).unwrap();

@@ -11,7 +11,10 @@
 pub mod metrics;
 pub mod request_log;
 
-use crate::label::{Labelled, Needs};
+use crate::{
+    correlate::Attempt,
+    label::{Labelled, Needs},
+};
 
 /// A consumer of labelled exchanges. Runs on the pipeline's task: it must
 /// not block (buffer, and write out in [`Sink::flush`]), and it reports its
@@ -24,6 +27,12 @@ pub trait Sink: Send {
 
     /// One finished exchange.
     fn exchange(&mut self, record: &Labelled);
+
+    /// An upstream call of process `tgid` that correlation could not tie to
+    /// a client request (ambiguous, or none possible). Its metrics came with
+    /// its [`Sink::exchange`] record already; this is for sinks that report
+    /// each call on its own (spans: a root CLIENT span).
+    fn unlinked(&mut self, _tgid: u32, _attempt: &Attempt) {}
 
     /// Called after each drain of the ring buffer: write out what is
     /// buffered.
@@ -54,6 +63,12 @@ impl Sinks {
         }
     }
 
+    pub fn unlinked(&mut self, tgid: u32, attempt: &Attempt) {
+        for sink in &mut self.sinks {
+            sink.unlinked(tgid, attempt);
+        }
+    }
+
     pub fn flush(&mut self) {
         for sink in &mut self.sinks {
             sink.flush();
@@ -66,6 +81,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::http::TraceHeaders;
     use crate::{capture::decode::Role, correlate::Completed, http::Exchange, label::Labeller};
 
     /// Records what it receives, for the test to read.
@@ -126,14 +142,16 @@ mod tests {
             response_last_ns: 2,
             closed_ns: 0,
             upgraded: false,
-            traceparent: None,
+            version: 1,
+            trace: TraceHeaders::default(),
         };
         let done = Completed::Downstream {
             exchange,
             listener: "127.0.0.1:80".parse().unwrap(),
             upstream: None,
+            attempts: Vec::new(),
         };
-        sinks.exchange(&labeller.label(done, "10.0.0.1:1".parse().unwrap()));
+        sinks.exchange(&labeller.label(done, "10.0.0.1:1".parse().unwrap(), 1));
         sinks.flush();
         assert_eq!(
             *seen.lock().unwrap(),

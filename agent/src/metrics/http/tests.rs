@@ -4,6 +4,7 @@
 use std::{io::Write as _, path::Path, process::Command};
 
 use super::*;
+use crate::http::TraceHeaders;
 use crate::{
     cli::Compat,
     config::Config,
@@ -44,7 +45,8 @@ fn exchange(method: &str, path: &str, status: u16, last_ms: u64) -> Exchange {
         // The client gave up after 100 ms.
         closed_ns: if status == 499 { 1100 * MS } else { 0 },
         upgraded: false,
-        traceparent: None,
+        version: 1,
+        trace: TraceHeaders::default(),
     }
 }
 
@@ -64,7 +66,7 @@ fn feed(m: &mut Metrics, groups: MetricGroups, router: Router) {
     sinks.push(m.http(groups));
     let mut labeller = Labeller::new(router, sinks.needs());
     let client = "10.0.0.7:40000".parse().unwrap();
-    let mut export = |done| sinks.exchange(&labeller.label(done, client));
+    let mut export = |done| sinks.exchange(&labeller.label(done, client, 1));
     let leg = UpstreamLeg {
         peer: peer(),
         status: 200,
@@ -81,6 +83,7 @@ fn feed(m: &mut Metrics, groups: MetricGroups, router: Router) {
             exchange,
             listener: listener(),
             upstream,
+            attempts: Vec::new(),
         });
     }
     let mut up = exchange("GET", "/orders/12", 200, 35);
