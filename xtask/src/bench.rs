@@ -23,7 +23,7 @@ use gatescope_tests::{
 };
 
 use crate::{
-    bench_summary, procfs,
+    bench_summary, bench_tracing, procfs,
     stack::{self, Template},
     util::{self, Guard},
 };
@@ -114,6 +114,10 @@ pub struct AgentRound {
     /// `reason=value` for every non-zero `gatescope_events_lost_total` series.
     pub lost_reasons: Vec<String>,
     pub version: Option<String>,
+    /// `gatescope_spans_exported_total` and `gatescope_spans_dropped_total`
+    /// over the window (absent when tracing is off).
+    pub spans_exported: Option<f64>,
+    pub spans_dropped: Option<f64>,
 }
 
 pub struct Round {
@@ -123,6 +127,8 @@ pub struct Round {
     pub mode: Mode,
     /// Paced (near `--paced-rate`) rather than flat out.
     pub paced: bool,
+    /// The agent exported spans (`--otlp-endpoint`, the tracing rounds).
+    pub tracing: bool,
     /// The load wrk was given (for paced rounds, the calibrated connections).
     pub load: wrk::Load,
     pub wrk: wrk::Report,
@@ -177,7 +183,7 @@ pub fn bench(agent: &Path, args: &BenchArgs) -> Result<()> {
     result
 }
 
-struct Stack {
+pub(crate) struct Stack {
     dir: PathBuf,
     agent: PathBuf,
     agent_args: Vec<String>,
@@ -288,7 +294,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
             [Mode::Gatescope, Mode::Baseline]
         };
         for mode in order {
-            let round = stack.round(rounds.len() + 1, pair, mode, None)?;
+            let round = stack.round(rounds.len() + 1, pair, mode, None, None)?;
             println!("{}", bench_summary::round_line(&round));
             rounds.push(round);
         }
@@ -296,11 +302,21 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
     if args.paced_rate > 0 {
         let pair = args.rounds as usize + 1;
         for mode in [Mode::Baseline, Mode::Gatescope] {
-            let round = stack.round(rounds.len() + 1, pair, mode, Some(args.paced_rate))?;
+            let round = stack.round(rounds.len() + 1, pair, mode, Some(args.paced_rate), None)?;
             println!("{}", bench_summary::round_line(&round));
             rounds.push(round);
         }
     }
+    let tracing = if args.paced_rate > 0 {
+        bench_tracing::rounds(
+            &mut stack,
+            rounds.len() + 1,
+            args.rounds as usize + 2,
+            args.paced_rate,
+        )?
+    } else {
+        Vec::new()
+    };
     let getppid = stack.getppid_costs()?;
     let proxy_status = stack.proxy.stop(stack::STOP_GRACE)?;
     let upstream_status = stack.upstream.stop(stack::STOP_GRACE)?;
@@ -311,6 +327,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         ..info
     };
     let mut text = bench_summary::render(&info, &rounds);
+    text.push_str(&bench_tracing::section(&tracing));
     text.push_str(&getppid_section(&getppid));
     println!("\n{text}");
     if args.write {
@@ -535,28 +552,33 @@ impl Stack {
         })
     }
 
-    /// One measured round: flat out, or paced at `paced_rate` requests/s.
-    fn round(
+    /// One measured round: flat out, or paced at `paced_rate` requests/s;
+    /// with `otlp`, the agent exports spans to that OTLP/HTTP endpoint.
+    pub(crate) fn round(
         &mut self,
         number: usize,
         pair: usize,
         mode: Mode,
         paced_rate: Option<u32>,
+        otlp: Option<SocketAddr>,
     ) -> Result<Round> {
         util::check_interrupted()?;
         self.check_running()?;
         let paced = paced_rate.is_some();
         let name = format!(
-            "round-{number}-{}{}",
+            "round-{number}-{}{}{}",
             mode.name(),
-            if paced { "-paced" } else { "" }
+            if paced { "-paced" } else { "" },
+            if otlp.is_some() { "-tracing" } else { "" }
         );
         let load1 = procfs::loadavg().map_or(f64::NAN, |l| l[0]);
         let mut agent = match mode {
             Mode::Baseline => None,
             Mode::Gatescope => {
                 let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-                let extra: Vec<&str> = self.agent_args.iter().map(String::as_str).collect();
+                let mut extra: Vec<String> = self.agent_args.clone();
+                extra.extend(otlp.map(|a| format!("--otlp-endpoint=http://{a}")));
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
                 let (guard, attach) = stack::start_gatescope(
                     &self.agent,
                     self.proxy.pid(),
@@ -611,6 +633,7 @@ impl Stack {
             pair,
             mode,
             paced,
+            tracing: otlp.is_some(),
             load,
             wall,
             proxy_cpu: after.proxy - before.proxy,
@@ -626,6 +649,8 @@ impl Stack {
 }
 
 const RECEIVED: &str = "gatescope_events_received_total";
+const SPANS_EXPORTED: &str = "gatescope_spans_exported_total";
+const SPANS_DROPPED: &str = "gatescope_spans_dropped_total";
 const LOST: &str = "gatescope_events_lost_total";
 
 /// The samples of a settled scrape of `/metrics` at `addr`.
@@ -669,6 +694,8 @@ fn agent_numbers(
             .find(|s| s.name == "gatescope_build_info")
             .and_then(|s| s.label("version"))
             .map(str::to_string),
+        spans_exported: delta(SPANS_EXPORTED, &[]),
+        spans_dropped: delta(SPANS_DROPPED, &[]),
     }
 }
 

@@ -190,11 +190,12 @@ fn cpu_per_10k_requests(r: &Round) -> Option<f64> {
 /// One line per round while the benchmark runs.
 pub fn round_line(r: &Round) -> String {
     let mut line = format!(
-        "bench: round {} (pair {}, {}{}): {:.0} requests/s, p50 {} ms, p99 {} ms, proxy {:.1} µs CPU/request, load {:.2}, other processes {:.2} cores",
+        "bench: round {} (pair {}, {}{}{}): {:.0} requests/s, p50 {} ms, p99 {} ms, proxy {:.1} µs CPU/request, load {:.2}, other processes {:.2} cores",
         r.number,
         r.pair,
         r.mode.name(),
         if r.paced { ", paced" } else { "" },
+        if r.tracing { ", tracing" } else { "" },
         r.wrk.requests_per_second,
         ms(r.wrk.p50),
         ms(r.wrk.p99),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_summary;
+mod bench_tracing;
 mod compile;
 mod demo;
 mod demo_summary;
