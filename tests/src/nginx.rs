@@ -36,6 +36,9 @@ pub struct Tuning {
     /// load generator's connection count, or short-lived upstream connections
     /// exhaust loopback ephemeral ports (TIME_WAIT) and nginx answers 502.
     pub upstream_keepalive: u32,
+    /// `keepalive_timeout Ns;` in the upstream block (nginx's default is 60 s):
+    /// how long an idle upstream connection is kept.
+    pub upstream_keepalive_timeout_s: Option<u32>,
     /// The address of `listen` (`0.0.0.0` to be reachable on every interface;
     /// an IPv6 address such as `::1` is written in brackets).
     pub listen_host: &'static str,
@@ -64,6 +67,7 @@ impl Default for Tuning {
             worker_connections: 1024,
             worker_rlimit_nofile: None,
             upstream_keepalive: 16,
+            upstream_keepalive_timeout_s: None,
             listen_host: "127.0.0.1",
             upstream_host: None,
             server_extra: "",
@@ -205,7 +209,7 @@ http {{
     upstream backend {{
         server {up_host}:{up};
         keepalive {ka};
-    }}
+{up_timeout}    }}
 
     server {{
         listen {host}:{port}{listen_opts};
@@ -227,6 +231,10 @@ http {{
                 .unwrap_or_default(),
             wc = t.worker_connections,
             ka = t.upstream_keepalive,
+            up_timeout = t
+                .upstream_keepalive_timeout_s
+                .map(|n| format!("        keepalive_timeout {n}s;\n"))
+                .unwrap_or_default(),
             listen_opts = if t.reuseport {
                 " reuseport backlog=4096"
             } else {
