@@ -68,14 +68,21 @@ fn restart_under_load_picks_up_open_connections() -> Result<()> {
                 'conns: while start.elapsed() < LOAD_LIMIT {
                     let mut conn = Conn::open(port)?;
                     for _ in 0..200 {
+                        // A parked connection moves bytes once more after the
+                        // pause, whenever the stop comes: it was open at the
+                        // attach, and the count of found ones relies on it.
+                        let mut resumed = false;
                         if pause.load(Ordering::SeqCst) {
                             parked.fetch_add(1, Ordering::SeqCst);
                             while pause.load(Ordering::SeqCst) && start.elapsed() < LOAD_LIMIT {
                                 thread::sleep(Duration::from_millis(5));
                             }
                             parked.fetch_sub(1, Ordering::SeqCst);
+                            resumed = true;
                         }
-                        if stop.load(Ordering::Relaxed) || start.elapsed() >= LOAD_LIMIT {
+                        if !resumed
+                            && (stop.load(Ordering::Relaxed) || start.elapsed() >= LOAD_LIMIT)
+                        {
                             break 'conns;
                         }
                         let sent = conn.exchange(Req::get("/size/200"))?;
