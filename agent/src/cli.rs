@@ -321,6 +321,29 @@ mod tests {
         std::error::Error::source(e).and_then(|s| s.downcast_ref::<StartError>())
     }
 
+    /// The defaults the README states (flag table; "How it works" for
+    /// `--capture-bytes`), each unless the environment of the test run sets it.
+    #[test]
+    fn defaults_are_the_readmes() {
+        let a = Args::try_parse_from(["gatescope", "--pid=1"]).unwrap();
+        let unset = |var: &str| std::env::var_os(var).is_none();
+        if unset("GATESCOPE_LISTEN") {
+            assert_eq!(a.listen, "0.0.0.0:9542".parse().unwrap());
+        }
+        if unset("GATESCOPE_RING_BUFFER_BYTES") {
+            assert_eq!(a.ring_buffer_bytes, 4_194_304);
+        }
+        if unset("GATESCOPE_CAPTURE_BYTES") {
+            assert_eq!(a.capture_bytes, 1024);
+        }
+        if unset("GATESCOPE_RAW_TRACEPOINTS") {
+            assert!(a.raw_tracepoints);
+        }
+        if unset("GATESCOPE_LOG") {
+            assert_eq!(a.log, "info");
+        }
+    }
+
     #[test]
     fn ring_buffer_and_capture_bytes_are_checked_by_their_parsers() {
         let parse = |flag: &str| Args::try_parse_from(["gatescope", "--pid=1", flag]);

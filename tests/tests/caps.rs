@@ -211,12 +211,19 @@ fn kernel_map_memory() -> Result<()> {
     let default = maps_of(&[])?;
     let small = maps_of(&["--max-sockets", &SMALL.to_string()])?;
 
-    // Capacities as the README states them.
+    // Capacities as the README states them ("Bounded memory"; the ring
+    // buffer's max_entries is its size in bytes, `--ring-buffer-bytes`'s
+    // default), as the kernel reports them.
     for (name, entries) in [
         ("SOCKS", 262_144),
         ("HANDSHAKES", 65_536),
         ("WIRE", 4_096),
         ("PEERS", 4_096),
+        ("TARGETS", 16_384),
+        ("ARGS", 16_384),
+        ("LISTEN_PORTS", 1_024),
+        ("DISCOVER", 64),
+        ("EVENTS", 4 << 20),
     ] {
         let m = find(&default, name)?;
         ensure!(
