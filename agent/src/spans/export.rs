@@ -289,3 +289,211 @@ pub fn resource(config: &ExportConfig, tgid: u32, comm: &str) -> Resource {
     }
     builder.build()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead as _, BufReader, Read as _, Write as _},
+        net::TcpListener,
+        sync::atomic::AtomicUsize,
+    };
+
+    use opentelemetry::trace::{
+        SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use prometheus::Registry;
+
+    use super::*;
+
+    /// A collector stand-in: answers every POST with `status`, counting them.
+    fn collector(status: u16) -> (String, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/traces", l.local_addr().unwrap());
+        let posts = Arc::new(AtomicUsize::new(0));
+        let p = posts.clone();
+        thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let p = p.clone();
+                thread::spawn(move || {
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    loop {
+                        let mut len = 0;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line.trim().is_empty() {
+                                break;
+                            }
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        r.read_exact(&mut body).unwrap();
+                        p.fetch_add(1, Ordering::Relaxed);
+                        let _ = write!(conn, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                    }
+                });
+            }
+        });
+        (url, posts)
+    }
+
+    fn item(tgid: u32) -> Item {
+        Item {
+            tgid,
+            comm: "nginx".into(),
+            span: SpanData {
+                span_context: SpanContext::new(
+                    TraceId::from(1u128),
+                    SpanId::from(2u64),
+                    TraceFlags::SAMPLED,
+                    false,
+                    TraceState::default(),
+                ),
+                parent_span_id: SpanId::INVALID,
+                parent_span_is_remote: false,
+                span_kind: SpanKind::Server,
+                name: "GET".into(),
+                start_time: std::time::SystemTime::UNIX_EPOCH,
+                end_time: std::time::SystemTime::UNIX_EPOCH,
+                attributes: Vec::new(),
+                dropped_attributes_count: 0,
+                events: SpanEvents::default(),
+                links: SpanLinks::default(),
+                status: Status::Unset,
+                instrumentation_scope: opentelemetry::InstrumentationScope::default(),
+            },
+        }
+    }
+
+    fn config(endpoint: String, queue: usize) -> ExportConfig {
+        ExportConfig {
+            endpoint: Some(endpoint),
+            queue,
+            service_name: None,
+            host_name: "h".into(),
+        }
+    }
+
+    fn value(r: &Registry, name: &str, label: Option<&str>) -> f64 {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&r.gather())
+            .unwrap();
+        let want = label.map_or(name.to_owned(), |l| format!("{name}{{{l}}}"));
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{want} ")))
+            .map_or(-1.0, |v| v.parse().unwrap())
+    }
+
+    #[test]
+    fn exports_in_one_call_per_process_and_counts_failures() {
+        let (url, posts) = collector(200);
+        let registry = Registry::new();
+        let metrics = SpanMetrics::new(&registry);
+        let (queue, shutdown) = start(config(url, 100), metrics).unwrap();
+        for tgid in [1, 2, 1, 1] {
+            queue.send(item(tgid));
+        }
+        drop(queue);
+        shutdown.wait(Duration::from_secs(5));
+        assert_eq!(
+            value(&registry, "gatescope_spans_exported_total", None),
+            4.0
+        );
+        // Two processes, two resources: two export calls.
+        assert_eq!(posts.load(Ordering::Relaxed), 2);
+
+        let (url, _) = collector(400);
+        let registry = Registry::new();
+        let metrics = SpanMetrics::new(&registry);
+        let (queue, shutdown) = start(config(url, 100), metrics).unwrap();
+        queue.send(item(1));
+        drop(queue);
+        shutdown.wait(Duration::from_secs(5));
+        assert_eq!(
+            value(&registry, "gatescope_spans_exported_total", None),
+            0.0
+        );
+        let dropped = value(
+            &registry,
+            "gatescope_spans_dropped_total",
+            Some("reason=\"export_failed\""),
+        );
+        assert_eq!(dropped, 1.0);
+        let errors = value(
+            &registry,
+            "gatescope_span_export_errors_total",
+            Some("kind=\"http_status\""),
+        );
+        assert_eq!(errors, 1.0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_newest_and_a_bad_protocol_is_refused() {
+        // A collector that never answers: the first batch hangs.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/traces", l.local_addr().unwrap());
+        let registry = Registry::new();
+        let metrics = SpanMetrics::new(&registry);
+        let (queue, shutdown) = start(config(url, 2), metrics).unwrap();
+        for _ in 0..1000 {
+            queue.send(item(1));
+        }
+        let full = value(
+            &registry,
+            "gatescope_spans_dropped_total",
+            Some("reason=\"queue_full\""),
+        );
+        // At most 2 queued and one batch (512) taken off the queue.
+        assert!(full >= (1000 - 2 - BATCH_MAX) as f64, "{full}");
+        drop(queue);
+        let t = Instant::now();
+        shutdown.wait(Duration::from_millis(300));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        let at_exit = value(
+            &registry,
+            "gatescope_spans_dropped_total",
+            Some("reason=\"shutdown\""),
+        );
+        assert_eq!(full + at_exit, 1000.0);
+        drop(l);
+
+        assert!(check_protocol(None, Some("grpc")).is_err());
+        assert!(check_protocol(Some("http/json"), Some("http/protobuf")).is_err());
+        assert!(check_protocol(Some("http/protobuf"), Some("grpc")).is_ok());
+        assert!(check_protocol(None, None).is_ok());
+    }
+
+    #[test]
+    fn the_resource_names_the_gateway_process() {
+        let c = config("http://x".into(), 1);
+        let r = resource(&c, 42, "nginx");
+        let get = |k: &'static str| {
+            r.get(&opentelemetry::Key::from_static_str(k))
+                .map(|v| v.to_string())
+        };
+        assert_eq!(get("service.name").as_deref(), Some("nginx"));
+        assert_eq!(get("process.pid").as_deref(), Some("42"));
+        assert_eq!(get("process.executable.name").as_deref(), Some("nginx"));
+        assert_eq!(get("host.name").as_deref(), Some("h"));
+        let named = ExportConfig {
+            service_name: Some("edge".into()),
+            ..c
+        };
+        assert_eq!(
+            resource(&named, 42, "nginx")
+                .get(&opentelemetry::Key::from_static_str("service.name"))
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some("edge")
+        );
+    }
+}
