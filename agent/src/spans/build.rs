@@ -50,6 +50,9 @@ pub enum Outcome {
     SampledOut,
     /// The incoming trace is over its cap: this many spans dropped.
     Capped(usize),
+    /// The export queue is full: this many spans dropped unbuilt (building
+    /// spans nobody can send would only cost the pipeline CPU).
+    QueueFull(usize),
     /// Not a client request (upstream records come as attempts).
     Skipped,
 }
@@ -131,8 +134,9 @@ impl Builder {
     }
 
     /// A client request's SERVER span and its attempts' CLIENT spans, at
-    /// monotonic time `now` (for the trace cap's window).
-    pub fn request(&mut self, r: &Labelled, now: u64) -> Outcome {
+    /// monotonic time `now` (for the trace cap's window); `queue_full`: the
+    /// export queue has no room (sampling and the cap are decided first).
+    pub fn request(&mut self, r: &Labelled, now: u64, queue_full: bool) -> Outcome {
         if r.role != Role::Downstream {
             return Outcome::Skipped;
         }
@@ -159,6 +163,9 @@ impl Builder {
         let spans = 1 + r.attempts.len();
         if incoming.is_some() && !self.cap.admit(trace_id, spans as u32, now) {
             return Outcome::Capped(spans);
+        }
+        if queue_full {
+            return Outcome::QueueFull(spans);
         }
         let state = incoming.map_or_else(TraceState::default, |_| {
             parse_tracestate(ex.trace.tracestate.as_deref())
@@ -236,7 +243,7 @@ impl Builder {
     /// An upstream call correlation left without a client request: a root
     /// CLIENT span, or, when it carries a believed `traceparent`, a child
     /// of that header's span (OBI PR #2981: no extra root per call).
-    pub fn unlinked(&mut self, a: &Attempt, now: u64) -> Outcome {
+    pub fn unlinked(&mut self, a: &Attempt, now: u64, queue_full: bool) -> Outcome {
         let header = if self.trust == Trust::All {
             a.exchange
                 .trace
@@ -253,6 +260,9 @@ impl Builder {
         }
         if header.is_some() && !self.cap.admit(trace_id, 1, now) {
             return Outcome::Capped(1);
+        }
+        if queue_full {
+            return Outcome::QueueFull(1);
         }
         let state = header.map_or_else(TraceState::default, |_| {
             parse_tracestate(a.exchange.trace.tracestate.as_deref())

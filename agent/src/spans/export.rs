@@ -66,6 +66,7 @@ pub struct ExportConfig {
 /// closes the queue: the thread exports what is left and ends.
 pub struct Queue {
     tx: SyncSender<Item>,
+    capacity: u64,
     /// Spans queued or in an export call not yet finished.
     pending: Arc<AtomicU64>,
     metrics: SpanMetrics,
@@ -115,6 +116,7 @@ pub fn check_protocol(traces: Option<&str>, all: Option<&str>) -> Result<(), Str
 /// endpoint or variable is an error here, at start.
 pub fn start(config: ExportConfig, metrics: SpanMetrics) -> anyhow::Result<(Queue, Shutdown)> {
     let (tx, rx) = mpsc::sync_channel::<Item>(config.queue);
+    let capacity = config.queue as u64;
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), String>>(1);
     let (done_tx, done) = mpsc::sync_channel::<()>(1);
     let pending = Arc::new(AtomicU64::new(0));
@@ -150,6 +152,7 @@ pub fn start(config: ExportConfig, metrics: SpanMetrics) -> anyhow::Result<(Queu
     Ok((
         Queue {
             tx,
+            capacity,
             pending: pending.clone(),
             metrics: metrics.clone(),
         },
@@ -175,9 +178,10 @@ impl Queue {
         }
     }
 
-    /// Spans queued or being exported.
-    pub fn pending(&self) -> u64 {
-        self.pending.load(Ordering::Relaxed)
+    /// No room for another span: the queue holds its capacity (`pending`
+    /// also counts the batch being exported, so this errs towards room).
+    pub fn is_full(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) >= self.capacity + BATCH_MAX as u64
     }
 }
 

@@ -77,6 +77,7 @@ impl SpanSink {
                 }
             }
             Outcome::Capped(n) => self.metrics.dropped("trace_cap", n as u64),
+            Outcome::QueueFull(n) => self.metrics.dropped("queue_full", n as u64),
             Outcome::SampledOut | Outcome::Skipped => {}
         }
     }
@@ -92,12 +93,14 @@ impl Sink for SpanSink {
     }
 
     fn exchange(&mut self, record: &Labelled) {
-        let outcome = self.builder.request(record, monotonic_ns());
+        let full = self.queue.is_full();
+        let outcome = self.builder.request(record, monotonic_ns(), full);
         self.deliver(record.tgid, outcome);
     }
 
     fn unlinked(&mut self, tgid: u32, attempt: &Attempt) {
-        let outcome = self.builder.unlinked(attempt, monotonic_ns());
+        let full = self.queue.is_full();
+        let outcome = self.builder.unlinked(attempt, monotonic_ns(), full);
         self.deliver(tgid, outcome);
     }
 

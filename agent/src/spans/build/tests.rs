@@ -113,7 +113,7 @@ fn a_request_with_a_retry_is_one_server_and_two_client_spans() {
         ],
         None,
     );
-    let s = spans(b.request(&r, 0));
+    let s = spans(b.request(&r, 0, false));
     assert_eq!(s.len(), 3);
     let (server, c0, c1) = (&s[0], &s[1], &s[2]);
     assert_eq!(server.span_kind, SpanKind::Server);
@@ -178,12 +178,12 @@ fn names_never_hold_the_path_and_unknown_methods_are_other() {
     let mut r = request(200, Vec::new(), None);
     r.name.as_mut().unwrap().configured = false;
     r.name.as_mut().unwrap().route = Arc::from("/orders/{id}");
-    let s = spans(b.request(&r, 0));
+    let s = spans(b.request(&r, 0, false));
     assert_eq!(s[0].name, "GET");
     assert_eq!(attr(&s[0], "http.route"), None);
     r.exchange.method = "PURGE".into();
     r.exchange.version = 0;
-    let s = spans(b.request(&r, 0));
+    let s = spans(b.request(&r, 0, false));
     assert_eq!(s[0].name, "HTTP");
     assert_eq!(attr(&s[0], "http.request.method"), Some(&"_OTHER".into()));
     assert_eq!(attr(&s[0], "network.protocol.version"), Some(&"1.0".into()));
@@ -196,6 +196,7 @@ fn status_rules_follow_the_conventions() {
         spans(b.request(
             &request(status, vec![attempt(up, 1010, 1020, None)], None),
             0,
+            false,
         ))
     };
     // SERVER 4xx: unset; CLIENT 4xx: error.
@@ -231,6 +232,7 @@ fn a_believed_caller_is_the_remote_parent() {
             Some(CALLER),
         ),
         0,
+        false,
     ));
     let caller = parse_traceparent(CALLER).unwrap();
     assert_eq!(s[0].span_context.trace_id(), caller.trace_id);
@@ -247,12 +249,12 @@ fn a_believed_caller_is_the_remote_parent() {
 
     // An invalid header, or an untrusted client: a new trace.
     let bad = CALLER.replace("4bf9", "4BF9");
-    let s = spans(b.request(&request(200, Vec::new(), Some(&bad)), 0));
+    let s = spans(b.request(&request(200, Vec::new(), Some(&bad)), 0, false));
     assert_ne!(s[0].span_context.trace_id(), caller.trace_id);
     assert_eq!(s[0].parent_span_id, SpanId::INVALID);
     assert_eq!(s[0].span_context.trace_state().header(), "");
     let mut b = builder("192.168.0.0/16".parse().unwrap());
-    let s = spans(b.request(&request(200, Vec::new(), Some(CALLER)), 0));
+    let s = spans(b.request(&request(200, Vec::new(), Some(CALLER)), 0, false));
     assert_ne!(s[0].span_context.trace_id(), caller.trace_id);
     assert_eq!(s[0].parent_span_id, SpanId::INVALID);
 }
@@ -265,6 +267,7 @@ fn a_header_the_gateway_wrote_parents_the_client_span() {
     let s = spans(b.request(
         &request(200, vec![attempt(200, 1010, 1020, Some(GATEWAY))], None),
         0,
+        false,
     ));
     assert_eq!(s[0].span_context.trace_id(), gw.trace_id);
     assert_eq!(s[0].parent_span_id, SpanId::INVALID);
@@ -283,6 +286,7 @@ fn a_header_the_gateway_wrote_parents_the_client_span() {
             Some(CALLER),
         ),
         0,
+        false,
     ));
     assert_eq!(
         s[0].span_context.trace_id(),
@@ -297,13 +301,13 @@ fn a_header_the_gateway_wrote_parents_the_client_span() {
 #[test]
 fn unlinked_calls_are_roots_unless_they_carry_a_header() {
     let mut b = builder(Trust::All);
-    let s = spans(b.unlinked(&attempt(200, 10, 20, None), 0));
+    let s = spans(b.unlinked(&attempt(200, 10, 20, None), 0, false));
     assert_eq!(s.len(), 1);
     assert_eq!(
         (s[0].span_kind.clone(), s[0].parent_span_id),
         (SpanKind::Client, SpanId::INVALID)
     );
-    let s = spans(b.unlinked(&attempt(200, 10, 20, Some(GATEWAY)), 0));
+    let s = spans(b.unlinked(&attempt(200, 10, 20, Some(GATEWAY)), 0, false));
     let gw = parse_traceparent(GATEWAY).unwrap();
     assert_eq!(
         (s[0].span_context.trace_id(), s[0].parent_span_id),
@@ -311,7 +315,7 @@ fn unlinked_calls_are_roots_unless_they_carry_a_header() {
     );
     // Not trusting every client, a header's sender is unknown here.
     let mut b = builder(Trust::None);
-    let s = spans(b.unlinked(&attempt(200, 10, 20, Some(GATEWAY)), 0));
+    let s = spans(b.unlinked(&attempt(200, 10, 20, Some(GATEWAY)), 0, false));
     assert_eq!(s[0].parent_span_id, SpanId::INVALID);
 }
 
@@ -320,15 +324,15 @@ fn one_incoming_trace_is_capped_and_sampling_is_parent_based() {
     let mut b = builder(Trust::All);
     // Cap 3 per window: a request of 2 spans, then one of 2 is refused whole.
     let r = request(200, vec![attempt(200, 1010, 1020, None)], Some(CALLER));
-    assert_eq!(spans(b.request(&r, 0)).len(), 2);
-    assert!(matches!(b.request(&r, MS), Outcome::Capped(2)));
+    assert_eq!(spans(b.request(&r, 0, false)).len(), 2);
+    assert!(matches!(b.request(&r, MS, false), Outcome::Capped(2)));
     // Requests without a caller's trace are not capped.
     let fresh = request(200, vec![attempt(200, 1010, 1020, None)], None);
     for _ in 0..5 {
-        assert_eq!(spans(b.request(&fresh, 2 * MS)).len(), 2);
+        assert_eq!(spans(b.request(&fresh, 2 * MS, false)).len(), 2);
     }
     // A new window.
-    assert_eq!(spans(b.request(&r, 1001 * MS)).len(), 2);
+    assert_eq!(spans(b.request(&r, 1001 * MS, false)).len(), 2);
 
     let mut b = Builder::new(
         Trust::All,
@@ -336,15 +340,22 @@ fn one_incoming_trace_is_capped_and_sampling_is_parent_based() {
         TraceCap::new(100, MS),
         WallClock::fixed(OFFSET),
     );
-    assert!(matches!(b.request(&fresh, 0), Outcome::SampledOut));
-    assert_eq!(spans(b.request(&r, 0)).len(), 2);
+    assert!(matches!(b.request(&fresh, 0, false), Outcome::SampledOut));
+    assert_eq!(spans(b.request(&r, 0, false)).len(), 2);
     let unsampled = CALLER.replace("-01", "-00");
     let r = request(200, Vec::new(), Some(&unsampled));
-    assert!(matches!(b.request(&r, 0), Outcome::SampledOut));
+    assert!(matches!(b.request(&r, 0, false), Outcome::SampledOut));
+    // A full export queue: decided after sampling and the cap, nothing built.
+    let mut b = builder(Trust::All);
+    assert!(matches!(b.request(&fresh, 0, true), Outcome::QueueFull(2)));
+    assert!(matches!(
+        b.unlinked(&attempt(200, 10, 20, None), 0, true),
+        Outcome::QueueFull(1)
+    ));
     // Upstream records come as attempts, not on their own.
     let mut up = fresh.clone();
     up.role = Role::Upstream;
-    assert!(matches!(b.request(&up, 0), Outcome::Skipped));
+    assert!(matches!(b.request(&up, 0, false), Outcome::Skipped));
     let _ = TraceId::INVALID;
 }
 
