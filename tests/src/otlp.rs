@@ -155,6 +155,75 @@ pub fn flatten(req: &ExportTraceServiceRequest) -> Vec<Span> {
     out
 }
 
+/// One trace as an indented tree, children under their parent in start
+/// order; spans whose parent is not in the trace (a remote caller's, the
+/// gateway's own) are listed at the top with their parent named.
+pub fn render_tree(spans: &[Span], trace_id: &str) -> String {
+    use std::fmt::Write as _;
+    let mut mine: Vec<&Span> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+    mine.sort_by_key(|s| s.start_ns);
+    let ids: std::collections::BTreeSet<&str> = mine.iter().map(|s| s.span_id.as_str()).collect();
+    let t0 = mine.first().map_or(0, |s| s.start_ns);
+    let mut out = format!("trace {trace_id}\n");
+    fn line(out: &mut String, s: &Span, t0: u64, prefix: &str, last: bool) {
+        let kind = match s.kind {
+            KIND_SERVER => "SERVER",
+            KIND_CLIENT => "CLIENT",
+            _ => "SPAN",
+        };
+        let status = s
+            .int("http.response.status_code")
+            .map_or("-".into(), |c| c.to_string());
+        let mut extra = String::new();
+        if let Some(n) = s.int("http.request.resend_count") {
+            let _ = write!(extra, " resend {n}");
+        }
+        if let Some(e) = s.str("error.type") {
+            let _ = write!(extra, " error.type {e}");
+        }
+        if s.status == STATUS_ERROR {
+            extra.push_str(" ERROR");
+        }
+        let _ = writeln!(
+            out,
+            "{prefix}{} {kind} {:?} {} {status} +{:.3} ms {:.3} ms{extra} [{}]",
+            if last { "└─" } else { "├─" },
+            s.name,
+            s.str("url.path").unwrap_or(""),
+            s.start_ns.saturating_sub(t0) as f64 / 1e6,
+            s.duration_ms(),
+            s.span_id,
+        );
+    }
+    fn children(out: &mut String, all: &[&Span], parent: &str, t0: u64, prefix: &str) {
+        let kids: Vec<&&Span> = all.iter().filter(|s| s.parent_span_id == parent).collect();
+        for (i, k) in kids.iter().enumerate() {
+            let last = i + 1 == kids.len();
+            line(out, k, t0, prefix, last);
+            let deeper = format!("{prefix}{}", if last { "   " } else { "│  " });
+            children(out, all, &k.span_id, t0, &deeper);
+        }
+    }
+    let tops: Vec<&&Span> = mine
+        .iter()
+        .filter(|s| !ids.contains(s.parent_span_id.as_str()))
+        .collect();
+    for (i, top) in tops.iter().enumerate() {
+        if !top.is_root() {
+            let remote = if top.parent_is_remote() == Some(true) {
+                "remote "
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "(parent {remote}span {})", top.parent_span_id);
+        }
+        line(&mut out, top, t0, "", i + 1 == tops.len());
+        let deeper = if i + 1 == tops.len() { "   " } else { "│  " };
+        children(&mut out, &mine, &top.span_id, t0, deeper);
+    }
+    out
+}
+
 #[derive(Default)]
 struct Shared {
     mode: Mutex<Option<Mode>>,
@@ -491,6 +560,44 @@ mod tests {
             }],
         }
         .encode_to_vec()
+    }
+
+    #[test]
+    fn a_trace_renders_as_a_tree() {
+        let span = |id: &str, parent: &str, kind: i32, start: u64, name: &str| Span {
+            trace_id: "t".into(),
+            span_id: id.into(),
+            parent_span_id: parent.into(),
+            name: name.into(),
+            kind,
+            start_ns: start,
+            end_ns: start + 1_000_000,
+            attributes: BTreeMap::new(),
+            status: STATUS_UNSET,
+            flags: FLAG_HAS_IS_REMOTE,
+            trace_state: String::new(),
+            resource: BTreeMap::new(),
+        };
+        let spans = [
+            span("c2", "s", KIND_CLIENT, 3, "GET"),
+            span("s", "", KIND_SERVER, 0, "GET size"),
+            span("c1", "s", KIND_CLIENT, 1, "GET"),
+            span("x", "", KIND_SERVER, 0, "other trace"),
+        ];
+        let mut spans = spans.to_vec();
+        spans[3].trace_id = "u".into();
+        let tree = render_tree(&spans, "t");
+        let lines: Vec<&str> = tree.lines().collect();
+        assert_eq!(lines.len(), 4, "{tree}");
+        assert!(lines[1].starts_with("└─ SERVER \"GET size\""), "{tree}");
+        assert!(
+            lines[2].starts_with("   ├─ CLIENT") && lines[2].ends_with("[c1]"),
+            "{tree}"
+        );
+        assert!(
+            lines[3].starts_with("   └─ CLIENT") && lines[3].ends_with("[c2]"),
+            "{tree}"
+        );
     }
 
     #[test]

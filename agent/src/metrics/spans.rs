@@ -36,13 +36,13 @@ impl SpanMetrics {
         }
     }
 
-    /// `n` spans dropped for `reason` (one of [`DROP_REASONS`]).
+    /// `n` spans dropped for `reason` (one of `DROP_REASONS`).
     pub fn dropped(&self, reason: &str, n: u64) {
         debug_assert!(DROP_REASONS.contains(&reason), "{reason}");
         self.dropped.with_label_values(&[reason]).inc_by(n);
     }
 
-    /// A failed export call of `kind` (one of [`ERROR_KINDS`]).
+    /// A failed export call of `kind` (one of `ERROR_KINDS`).
     pub fn export_error(&self, kind: &str) {
         debug_assert!(ERROR_KINDS.contains(&kind), "{kind}");
         self.errors.with_label_values(&[kind]).inc();
