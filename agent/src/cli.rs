@@ -361,6 +361,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn span_flags_default_off_and_check_their_values() {
+        let vars = [
+            "GATESCOPE_OTLP_ENDPOINT",
+            "GATESCOPE_TRUST_TRACEPARENT",
+            "GATESCOPE_MAX_SPANS_PER_TRACE",
+            "GATESCOPE_SPAN_QUEUE",
+        ];
+        if vars.iter().all(|v| std::env::var_os(v).is_none()) {
+            let a = Args::try_parse_from(["gatescope", "--pid=1"]).unwrap();
+            assert_eq!(a.otlp_endpoint, None);
+            assert_eq!(a.trust_traceparent, Trust::All);
+            assert_eq!((a.max_spans_per_trace, a.span_queue), (1000, 8192));
+        }
+        let a = Args::try_parse_from([
+            "gatescope",
+            "--pid=1",
+            "--otlp-endpoint=http://127.0.0.1:4318/v1/traces",
+            "--trust-traceparent=10.0.0.0/8,::1",
+            "--span-queue=16",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert!(matches!(a.trust_traceparent, Trust::Networks(ref n) if n.len() == 2));
+        assert_eq!(a.span_queue, 16);
+        for bad in [
+            "--trust-traceparent=10.0.0.0/40",
+            "--trust-traceparent=",
+            "--span-queue=0",
+        ] {
+            assert!(
+                Args::try_parse_from(["gatescope", "--pid=1", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     fn start_error(e: &clap::Error) -> Option<&StartError> {
         std::error::Error::source(e).and_then(|s| s.downcast_ref::<StartError>())
     }
