@@ -341,6 +341,8 @@ fn spans_through_rotel_match_nginx_and_the_upstreams() -> Result<()> {
 
     let mut client_total = 0;
     let mut joined = 0;
+    // Largest differences from nginx's times, for the output.
+    let (mut worst_server, mut worst_client) = (0.0f64, 0.0f64);
     for (n, (req, line)) in sent.iter().zip(&log).enumerate() {
         let p = &req.path;
         r.check(line.uri == *p && line.status == req.status, || {
@@ -430,6 +432,7 @@ fn spans_through_rotel_match_nginx_and_the_upstreams() -> Result<()> {
             },
         );
         let d = server.duration_ms() - line.request_ms();
+        worst_server = worst_server.max(d.abs());
         r.check(d.abs() <= TOLERANCE_MS, || {
             format!(
                 "{p}: SERVER {:.3} ms vs $request_time {:.3} ms",
@@ -578,6 +581,7 @@ fn spans_through_rotel_match_nginx_and_the_upstreams() -> Result<()> {
             // the others are held to the accuracy test's bound.
             if let Some(t) = attempt.response_time.filter(|_| n > 0) {
                 let d = c.duration_ms() - t * 1000.0;
+                worst_client = worst_client.max(d.abs());
                 r.check(d.abs() <= TOLERANCE_MS, || {
                     format!(
                         "{p}: CLIENT {i} {:.3} ms vs $upstream_response_time {:.3} ms",
@@ -618,7 +622,9 @@ fn spans_through_rotel_match_nginx_and_the_upstreams() -> Result<()> {
     let retried = log.iter().filter(|l| l.upstream.len() > 1).count();
     r.check(retried > 0, || "no request was retried".into());
     println!(
-        "spans: {} SERVER, {} CLIENT ({} retried requests), {} traces, all through rotel",
+        "spans: {} SERVER, {} CLIENT ({} retried requests), {} traces, all through rotel; \
+         largest difference from $request_time {worst_server:.3} ms, from \
+         $upstream_response_time {worst_client:.3} ms",
         servers.len(),
         clients.len(),
         retried,
