@@ -11,7 +11,7 @@ use clap::{
 };
 use gatescope_common::{COMM_LEN, DATA_HEAD_MAX, DISCOVER_MAX};
 
-use crate::{capture::check_max_sockets, error::StartError};
+use crate::{capture::check_max_sockets, error::StartError, spans::context::Trust};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -151,6 +151,50 @@ pub struct Args {
     /// path without query, status, bytes, timings; never header values).
     #[arg(long, env = "GATESCOPE_REQUEST_LOG")]
     pub request_log: Option<PathBuf>,
+
+    /// OTLP/HTTP traces URL of a collector (e.g.
+    /// `http://127.0.0.1:4318/v1/traces`). Spans are exported only when
+    /// this, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set; the standard `OTEL_*` variables
+    /// (headers, timeout, compression, sampler, service name, resource)
+    /// apply.
+    #[arg(long, env = "GATESCOPE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Whose incoming `traceparent` a SERVER span joins: `all` (as
+    /// gateways' own tracers do), `none`, or comma-separated client
+    /// networks (`10.0.0.0/8,192.168.1.7`). Others start a new trace.
+    #[arg(
+        long,
+        env = "GATESCOPE_TRUST_TRACEPARENT",
+        default_value = "all",
+        value_name = "all|none|CIDR,...",
+        value_parser = clap::builder::NonEmptyStringValueParser::new().try_map(|s| s.parse::<Trust>())
+    )]
+    pub trust_traceparent: Trust,
+
+    /// Spans accepted into one incoming trace per minute; more are dropped
+    /// and counted (`gatescope_spans_dropped_total{reason="trace_cap"}`), so
+    /// a client cannot grow one trace without bound.
+    #[arg(
+        long,
+        env = "GATESCOPE_MAX_SPANS_PER_TRACE",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    pub max_spans_per_trace: u32,
+
+    /// Spans the export queue holds (about 1 KB each) while the collector
+    /// is slow or away; more are dropped and counted
+    /// (`gatescope_spans_dropped_total{reason="queue_full"}`).
+    #[arg(
+        long,
+        env = "GATESCOPE_SPAN_QUEUE",
+        default_value_t = 8192,
+        value_name = "N",
+        value_parser = value_parser!(u32).range(1..)
+    )]
+    pub span_queue: u32,
 
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, env = "GATESCOPE_LOG", default_value = "info")]
@@ -313,6 +357,46 @@ mod tests {
             assert_eq!(
                 start_error(&e).map(ToString::to_string).as_deref(),
                 Some(&*format!("--max-sockets {bad} must be between 1 and {max}"))
+            );
+        }
+    }
+
+    #[test]
+    fn span_flags_default_off_and_check_their_values() {
+        let vars = [
+            "GATESCOPE_OTLP_ENDPOINT",
+            "GATESCOPE_TRUST_TRACEPARENT",
+            "GATESCOPE_MAX_SPANS_PER_TRACE",
+            "GATESCOPE_SPAN_QUEUE",
+        ];
+        if vars.iter().all(|v| std::env::var_os(v).is_none()) {
+            let a = Args::try_parse_from(["gatescope", "--pid=1"]).unwrap();
+            assert_eq!(a.otlp_endpoint, None);
+            assert_eq!(a.trust_traceparent, Trust::All);
+            assert_eq!((a.max_spans_per_trace, a.span_queue), (1000, 8192));
+        }
+        let a = Args::try_parse_from([
+            "gatescope",
+            "--pid=1",
+            "--otlp-endpoint=http://127.0.0.1:4318/v1/traces",
+            "--trust-traceparent=10.0.0.0/8,::1",
+            "--span-queue=16",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert!(matches!(a.trust_traceparent, Trust::Networks(ref n) if n.len() == 2));
+        assert_eq!(a.span_queue, 16);
+        for bad in [
+            "--trust-traceparent=10.0.0.0/40",
+            "--trust-traceparent=",
+            "--span-queue=0",
+        ] {
+            assert!(
+                Args::try_parse_from(["gatescope", "--pid=1", bad]).is_err(),
+                "{bad}"
             );
         }
     }

@@ -25,5 +25,6 @@ pub mod preflight;
 pub mod procfs;
 pub mod server;
 pub mod sinks;
+pub mod spans;
 
 pub use gatescope_http as http;

@@ -34,7 +34,12 @@ use gatescope::{
     procfs::Proc,
     server,
     sinks::{request_log::RequestLog, Sinks},
+    spans,
 };
+
+/// How long the exit waits for the last spans to reach the collector; the
+/// whole exit stays under 2 s under load (tests/tests/resilience.rs).
+const SPAN_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_millis(600);
 
 fn main() -> ExitCode {
     let args = cli::parse();
@@ -132,6 +137,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open the request log {}", path.display()))?,
         );
     }
+    // Spans over OTLP, when an endpoint is set.
+    let span_export = match spans::start(
+        spans::Settings {
+            endpoint: args.otlp_endpoint.clone(),
+            trust: args.trust_traceparent.clone(),
+            max_spans_per_trace: args.max_spans_per_trace,
+            queue: args.span_queue as usize,
+        },
+        metrics.spans.clone(),
+    )? {
+        Some((sink, shutdown)) => {
+            sinks.push(sink);
+            info!("exporting spans over OTLP/HTTP");
+            Some(shutdown)
+        }
+        None => None,
+    };
     let labeller = label::Labeller::new(router, sinks.needs());
     let taps = match (args.wire, maps.wire_program.take()) {
         (true, Some(program)) => {
@@ -184,7 +206,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = server.await;
     let drained = pipeline.await;
+    // The pipeline's end dropped the span sink, closing the export queue:
+    // the last spans go out while the programs detach.
+    let flushing = span_export.map(|s| std::thread::spawn(move || s.wait(SPAN_FLUSH_DEADLINE)));
     capture.detach();
+    if let Some(f) = flushing {
+        let _ = f.join();
+    }
     info!(elapsed = ?stopping.elapsed(), "detached");
     let closing = drained
         .context("pipeline task")?

@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod netns;
 pub mod nginx;
+pub mod otlp;
 pub mod pcap;
 pub mod prom;
 pub mod promtool;

@@ -14,6 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const NGINX_BIN: &str = "/usr/sbin/nginx";
+/// The parent span id nginx writes into `/gw/`'s upstream `traceparent`
+/// ([`Nginx::start_spans`]).
+pub const GW_SPAN_ID: &str = "00f067aa0ba902b7";
 
 pub struct NginxConfig {
     pub workers: u32,
@@ -334,6 +337,102 @@ http {{
             slow = SLOW_TIMEOUT_MS,
         );
         Self::launch(dir, &conf, cfg.workers, cfg.listen_port)
+    }
+
+    /// The span tests' nginx (tests/tests/spans.rs): one worker (so requests
+    /// are served one by one as the client sends them), the `acc` log, an
+    /// `ids` log of `$uri $request_id` ([`Nginx::ids_log`]), and
+    /// - `location /`: the upstream on `upstream_port`, keep-alive;
+    /// - `location /retry/`: `retry_ports`, tried in turn with
+    ///   `proxy_next_upstream error http_502` (a peer that answers 502 makes
+    ///   nginx retry on the next);
+    /// - `location /gw/`: the upstream at `/size/` (URI rewritten), with nginx
+    ///   writing its own `traceparent: 00-$request_id-`[`GW_SPAN_ID`]`-01`;
+    /// - `location = /missing`: `return 404` from nginx itself.
+    pub fn start_spans(
+        listen_port: u16,
+        upstream_port: u16,
+        retry_ports: [u16; 2],
+    ) -> Result<Self> {
+        ensure!(
+            Path::new(NGINX_BIN).exists(),
+            "{NGINX_BIN} not found (apt-get install nginx)"
+        );
+        let dir = TempDir::new("nginx-spans")?;
+        let d = dir.path().display().to_string();
+        let conf = format!(
+            r#"daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    log_format acc {ACC_LOG_FORMAT};
+    log_format ids '$uri $request_id';
+    client_body_temp_path {d}/client_body_temp;
+    proxy_temp_path {d}/proxy_temp;
+    fastcgi_temp_path {d}/fastcgi_temp;
+    uwsgi_temp_path {d}/uwsgi_temp;
+    scgi_temp_path {d}/scgi_temp;
+
+    upstream backend {{
+        server 127.0.0.1:{up};
+        keepalive 16;
+    }}
+    upstream retry {{
+        server 127.0.0.1:{r0} max_fails=0;
+        server 127.0.0.1:{r1} max_fails=0;
+        keepalive 16;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        access_log {d}/acc.log acc;
+        access_log {d}/ids.log ids;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+
+        location / {{
+            proxy_pass http://backend;
+        }}
+        location /retry/ {{
+            proxy_next_upstream error http_502;
+            proxy_pass http://retry;
+        }}
+        location /gw/ {{
+            proxy_set_header traceparent "00-$request_id-{GW_SPAN_ID}-01";
+            proxy_pass http://backend/size/;
+        }}
+        location = /missing {{
+            return 404;
+        }}
+    }}
+}}
+"#,
+            up = upstream_port,
+            r0 = retry_ports[0],
+            r1 = retry_ports[1],
+            port = listen_port,
+        );
+        Self::launch(dir, &conf, 1, listen_port)
+    }
+
+    /// `$uri` -> `$request_id` of each request, from [`Nginx::start_spans`]'s
+    /// `ids` log.
+    pub fn ids_log(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        let text = std::fs::read_to_string(self.dir.path().join("ids.log"))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(u, id)| (u.to_owned(), id.to_owned()))
+            .collect())
     }
 
     /// Write `conf` into `dir`, start `nginx -c conf -p dir` in the foreground and

@@ -11,6 +11,7 @@ use std::{
 use anyhow::{ensure, Context as _, Result};
 
 use gatescope_tests::{
+    otlp::{self, Receiver, Rotel, KIND_CLIENT, KIND_SERVER},
     prom::Scrape,
     upstream::Upstream,
     util::{free_port, TempDir},
@@ -66,16 +67,39 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         nginx.pid()
     );
 
-    let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let compat: &[&str] = match args.compat {
-        Compat::Kong => &["--metrics-compat", "kong"],
-        Compat::None => &[],
+    // Spans: gatescope -> rotel (a real collector, when `cargo xtask setup`
+    // installed it) -> a receiver in this process that decodes them.
+    let receiver = Receiver::start().context("starting the OTLP receiver")?;
+    let rotel = match Rotel::start(&receiver) {
+        Ok(r) => {
+            println!(
+                "demo: spans go to rotel on {} and on to a receiver on {}",
+                r.traces_url(),
+                receiver.addr()
+            );
+            Some(r)
+        }
+        Err(e) => {
+            println!(
+                "demo: no rotel ({e:#}); spans go straight to a receiver on {}",
+                receiver.addr()
+            );
+            None
+        }
     };
+    let endpoint = rotel
+        .as_ref()
+        .map_or_else(|| receiver.traces_url(), Rotel::traces_url);
+    let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let mut extra: Vec<&str> = vec!["--otlp-endpoint", &endpoint];
+    if args.compat == Compat::Kong {
+        extra.extend(["--metrics-compat", "kong"]);
+    }
     let (mut gatescope, took) = stack::start_gatescope(
         agent,
         nginx.pid(),
         metrics_addr,
-        compat,
+        &extra,
         &dir.join("gatescope.log"),
     )?;
     println!(
@@ -116,6 +140,7 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         }
     }
     println!("demo: metrics at http://{metrics_addr}/metrics");
+    print_spans(&receiver);
 
     if args.keep_running {
         println!(
@@ -142,6 +167,40 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         differences.len()
     );
     Ok(())
+}
+
+/// Waits until the receiver's span count holds still for a second, then
+/// prints the counts and the trace with the most spans as a tree.
+fn print_spans(receiver: &Receiver) {
+    let mut last = usize::MAX;
+    for _ in 0..50 {
+        let n = receiver.span_count();
+        if n == last && n > 0 {
+            break;
+        }
+        last = n;
+        thread::sleep(Duration::from_secs(1));
+    }
+    let spans = receiver.spans();
+    let server = spans.iter().filter(|s| s.kind == KIND_SERVER).count();
+    let client = spans.iter().filter(|s| s.kind == KIND_CLIENT).count();
+    println!(
+        "demo: {} spans received: {server} SERVER, {client} CLIENT",
+        spans.len()
+    );
+    let biggest = spans
+        .iter()
+        .filter(|s| s.kind == KIND_SERVER)
+        .max_by_key(|s| {
+            spans
+                .iter()
+                .filter(|c| c.parent_span_id == s.span_id)
+                .count()
+        });
+    if let Some(s) = biggest {
+        println!("demo: one trace:");
+        print!("{}", otlp::render_tree(&spans, &s.trace_id));
+    }
 }
 
 #[cfg(test)]

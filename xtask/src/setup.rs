@@ -39,6 +39,10 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 /// Validates deploy/kubernetes/ against Kubernetes' schemas (tests/tests/deploy.rs).
 const KUBERNETES_VALIDATE: &str = "1.37.0";
 const DISTRO_NGINX_PID: &str = "/run/nginx.pid";
+/// The OTLP collector of the span tests (tests/tests/spans.rs): the PyPI
+/// wheel ships rotel's Rust agent binary. Only pre-releases exist; pinned
+/// (keep equal to `gatescope_tests::otlp::ROTEL_VERSION`).
+const ROTEL: &str = "0.0.1a15";
 
 pub fn setup() -> Result<()> {
     step("nightly toolchain with rust-src", nightly_rust_src)?;
@@ -53,6 +57,7 @@ pub fn setup() -> Result<()> {
         &format!("kubernetes-validate {KUBERNETES_VALIDATE} (PyPI)"),
         kubernetes_validate,
     )?;
+    step(&format!("rotel {ROTEL} (PyPI, OTLP collector)"), rotel)?;
     Ok(())
 }
 
@@ -92,6 +97,49 @@ fn kubernetes_validate() -> Result<String> {
         other => bail!(
             "pip finished but `python3 -m kubernetes_validate --version` says {other:?} (see {})",
             log_path("pip").display()
+        ),
+    }
+}
+
+fn rotel_version() -> Option<String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('rotel'))",
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn rotel() -> Result<String> {
+    if rotel_version().as_deref() == Some(ROTEL) {
+        return Ok("ok (already installed)".into());
+    }
+    let start = Instant::now();
+    waiting(&format!(
+        "installing with pip (logs in {})",
+        util::target_dir().join("xtask").display()
+    ));
+    run_logged(
+        Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("rotel=={ROTEL}"),
+        ]),
+        &log_path("pip-rotel"),
+    )
+    .context("pip install failed: check network access to PyPI (pypi.org)")?;
+    match rotel_version() {
+        Some(v) if v == ROTEL => Ok(format!("ok (installed in {})", elapsed(start))),
+        other => bail!(
+            "pip finished but the installed rotel is {other:?} (see {})",
+            log_path("pip-rotel").display()
         ),
     }
 }

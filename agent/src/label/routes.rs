@@ -52,6 +52,9 @@ pub struct Routed {
     /// The route is [`OTHER`] because the service's template cap (or the
     /// service cap) was reached.
     pub overflow: bool,
+    /// The route is a configured one (`--config`), not a path template:
+    /// spans name themselves and set `http.route` only then.
+    pub configured: bool,
 }
 
 /// One host pattern, lower case.
@@ -219,6 +222,7 @@ impl Router {
                         service: self.services[route.service].templates.service.clone(),
                         route: route.name.clone(),
                         overflow: false,
+                        configured: true,
                     };
                 }
                 // A service whose hosts match, without a matching route.
@@ -241,6 +245,7 @@ impl Router {
                             service: self.services[si].templates.service.clone(),
                             route: self.routes[ri].name.clone(),
                             overflow: false,
+                            configured: true,
                         };
                     }
                 }
@@ -282,6 +287,7 @@ impl Router {
                             service: self.other.clone(),
                             route: self.other.clone(),
                             overflow: true,
+                            configured: false,
                         }
                     }
                     Entry::Vacant(e) => e.insert(Templates::new(Arc::from(addr.to_string()))),
@@ -301,6 +307,7 @@ impl Router {
                 service,
                 route: route.clone(),
                 overflow: false,
+                configured: false,
             };
         }
         if templates.seen.len() >= self.max_routes {
@@ -308,6 +315,7 @@ impl Router {
                 service,
                 route: self.other.clone(),
                 overflow: true,
+                configured: false,
             };
         }
         let route: Arc<str> = Arc::from(self.scratch.as_str());
@@ -316,6 +324,7 @@ impl Router {
             service,
             route,
             overflow: false,
+            configured: false,
         }
     }
 }

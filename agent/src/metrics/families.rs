@@ -532,3 +532,21 @@ pub const WIRE_INTERFACES: Family = gauge(
     "Network interfaces the wire view (AF_PACKET socket filter) taps",
     &[],
 );
+
+// --- Spans over OTLP (agent/src/spans/) ------------------------------------
+
+pub const SPANS_EXPORTED: Family = counter(
+    "gatescope_spans_exported_total",
+    "Spans the OTLP collector accepted",
+    &[],
+);
+pub const SPANS_DROPPED: Family = counter(
+    "gatescope_spans_dropped_total",
+    "Spans built but not exported, by reason: queue_full (the export queue was full), export_failed (the collector did not accept the batch), trace_cap (the incoming trace was over its cap), shutdown (still queued at the exit deadline)",
+    &["reason"],
+);
+pub const SPAN_EXPORT_ERRORS: Family = counter(
+    "gatescope_span_export_errors_total",
+    "Failed OTLP export calls, by kind: http_status (the collector answered with an error status), network (no connection, reset, or timeout), other",
+    &["kind"],
+);

@@ -3,10 +3,11 @@
 //! Each [`Sink`] receives every [`Labelled`] record, in order; capture,
 //! parsing, correlation and labelling do not know which sinks there are.
 //!
-//! Today: the HTTP metric families ([`metrics`]) and the request log
-//! ([`request_log`], `--request-log`). A new consumer (spans over OTLP, say)
-//! is one more module here implementing [`Sink`], added to [`Sinks`] where
-//! `main.rs` builds them.
+//! Today: the HTTP metric families ([`metrics`]), the request log
+//! ([`request_log`], `--request-log`) and spans over OTLP
+//! ([`crate::spans::SpanSink`], a module of its own beside this one for its
+//! several concerns). A new consumer is one more module implementing
+//! [`Sink`], added to [`Sinks`] where `main.rs` builds them.
 
 pub mod metrics;
 pub mod request_log;
