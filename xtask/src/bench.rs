@@ -577,7 +577,7 @@ impl Stack {
             Mode::Gatescope => {
                 let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
                 let mut extra: Vec<String> = self.agent_args.clone();
-                extra.extend(otlp.map(|a| format!("--otlp-endpoint=http://{a}")));
+                extra.extend(otlp.map(|a| format!("--otlp-endpoint=http://{a}/v1/traces")));
                 let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
                 let (guard, attach) = stack::start_gatescope(
                     &self.agent,
