@@ -89,7 +89,7 @@ impl TryFrom<common::Direction> for Direction {
 }
 
 /// A connection's two ends, seen from the gateway.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoints {
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -112,6 +112,9 @@ pub enum Observation<'a> {
         ts_ns: u64,
         /// Client connections whose first SYN the wire view saw.
         handshake: Option<Handshake>,
+        /// The thread that called connect() (an active open's CLOSE ->
+        /// SYN_SENT runs in the syscall); 0 for a passive open (softirq).
+        tid: u32,
     },
     /// A connection open before gatescope started, seen for the first time
     /// when the gateway moved bytes on it.
@@ -139,6 +142,10 @@ pub enum Observation<'a> {
         dir: Direction,
         len: u64,
         tgid: u32,
+        /// The thread that moved the bytes: records of one thread arrive in
+        /// the order it made its syscalls (one ring buffer), which is what
+        /// correlation reads a worker's event loop from.
+        tid: u32,
         ts_ns: u64,
         head: &'a [u8],
         tail: &'a [u8],
@@ -226,13 +233,17 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
     let ts_ns = header.ts_ns;
     Ok(match header.kind {
         Kind::CONN_OPEN => {
-            let ConnOpen {
-                sk,
-                role,
-                ifindex,
-                handshake_ns,
-                tuple,
-            } = record::<ConnOpen>(raw)?.data;
+            let Record {
+                header,
+                data:
+                    ConnOpen {
+                        sk,
+                        role,
+                        ifindex,
+                        handshake_ns,
+                        tuple,
+                    },
+            } = record::<ConnOpen>(raw)?;
             let role = Role::try_from(role)?;
             Observation::ConnOpen {
                 sk,
@@ -243,6 +254,7 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
                     ifindex,
                     ns: handshake_ns,
                 }),
+                tid: header.tid,
             }
         }
         Kind::CONN_FOUND => {
@@ -368,6 +380,7 @@ fn decode_data(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
         dir,
         len: data.len,
         tgid: header.tgid,
+        tid: header.tid,
         ts_ns: header.ts_ns,
         head: &body[DATA_TAIL_MAX..DATA_TAIL_MAX + head_len],
         tail: &body[..tail_len],

@@ -176,6 +176,7 @@ impl ConnTable {
                 endpoints,
                 ts_ns,
                 handshake: _,
+                tid: _,
             } => self.open(sk, role, endpoints, ts_ns, false, out),
             // Open before we started: active from now on, but it was neither
             // accepted nor opened while we watched, nor is it new to handle.
@@ -204,6 +205,7 @@ impl ConnTable {
                 dir,
                 len,
                 tgid,
+                tid: _,
                 ts_ns,
                 head,
                 tail,
