@@ -150,6 +150,12 @@ impl ConnTable {
         &self.gauges
     }
 
+    /// The open connection at socket `sk`, if the table follows it (for
+    /// correlation to read each record's role and endpoints).
+    pub fn conn(&self, sk: u64) -> Option<ConnInfo> {
+        self.conns.get(&sk).filter(|c| c.is_open()).map(Conn::info)
+    }
+
     /// stub_status's phases of the open client connections.
     pub fn phases(&self) -> PhaseCounts {
         self.phases

@@ -10,6 +10,7 @@ mod downstream;
 mod families;
 mod health;
 mod http;
+mod links;
 mod wire;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ const HANDLE_CACHE_MAX: usize = 4096;
 
 pub use health::Health;
 pub use http::{HttpMetrics, MetricGroups};
+pub use links::Links;
 
 use gatescope_common::{WireCounts, WireKey};
 
@@ -65,6 +67,8 @@ pub struct Metrics {
     upstream_tcp: IntCounterVec,
     wire: WireMetrics,
     pub health: Health,
+    /// How upstream calls were linked to client requests.
+    pub links: Links,
     /// Listening port -> the listening socket's address, as the label shows it.
     listeners: HashMap<u16, String>,
     /// Counter handles of the per-record byte families, so the hot path
@@ -99,6 +103,7 @@ impl Metrics {
             upstream_tcp: families::UPSTREAM_TCP_EVENTS.counter(&registry),
             wire: WireMetrics::new(&registry),
             health: Health::new(&registry, id.version, id.kernel, event_kinds),
+            links: Links::new(&registry),
             registry,
             listeners: HashMap::new(),
             downstream_bytes_by: HashMap::new(),

@@ -104,7 +104,8 @@ fn an_active_open_names_the_connecting_thread() {
         tuple: v4(40000, [127, 0, 0, 1], 9000, [127, 0, 0, 1]),
         ..ConnOpen::default()
     };
-    let Observation::ConnOpen { role, tid, .. } = decode(&raw(&Record::new(7, 8, 1, open))).unwrap()
+    let Observation::ConnOpen { role, tid, .. } =
+        decode(&raw(&Record::new(7, 8, 1, open))).unwrap()
     else {
         panic!("wrong kind");
     };

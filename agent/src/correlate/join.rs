@@ -1,0 +1,393 @@
+//! Joins each finished upstream attempt to the client request it was made
+//! for, or leaves it unlinked. A missing link is acceptable, a wrong one is
+//! not: an attempt is linked to a client request only when some evidence
+//! points at that very request and none points elsewhere.
+//!
+//! Three witnesses, each saying "this request", "another one" or nothing:
+//! - headers: the same `traceparent` or `X-Request-ID` on both legs, carried
+//!   by no other waiting attempt (`Link::Evidence`);
+//! - the request side of the thread's order (order.rs): the read that
+//!   completed this request (its `request_last_ns`, and no earlier request
+//!   completed by the same read), or the last write of the previous response
+//!   on the connection for a pipelined request;
+//! - the response side: the first client write after the attempt's response
+//!   was read is this request's first response byte, with the same status.
+//!
+//! A request then takes at most one first attempt and at most one answered
+//! attempt: two candidates for either (a timer-driven action that inherited
+//! an unrelated "I/O just before") leave both unlinked.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::{
+    order::{Claim, Io, Order, Origin},
+    Attempt, Link,
+};
+use crate::{capture::decode::Endpoints, http::Exchange};
+
+/// What a witness says about an attempt and one client request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Says {
+    This,
+    Another,
+    Nothing,
+}
+
+/// A client connection's last finished exchange.
+#[derive(Clone, Copy, Debug)]
+struct Previous {
+    request_last_ns: u64,
+    end_ns: u64,
+}
+
+/// Attempts wait here, per gateway process, until the client request they
+/// were made for finishes. nginx serves a request from one worker from first
+/// byte to last, and reads the upstream response before it writes the last
+/// byte of the client response, so the attempt is waiting by then.
+#[derive(Debug, Default)]
+pub struct Correlator {
+    order: Order,
+    pending: HashMap<u32, VecDeque<Attempt>>,
+    clients: HashMap<Endpoints, Previous>,
+    /// Attempts given up, for `Sinks::unlinked` (see [`Correlator::take_unlinked`]).
+    unlinked: Vec<(u32, Attempt)>,
+}
+
+/// Waiting attempts kept per process; the oldest are given up first. A
+/// worker has at most a few thousand requests in flight.
+const PENDING_MAX: usize = 4096;
+/// An attempt older than this (relative to a newer client request) can no
+/// longer be linked (nginx's longest default timeout is 60 s).
+const PENDING_AGE_NS: u64 = 120_000_000_000;
+/// Client connections remembered at most (each removed at its close).
+const CLIENTS_MAX: usize = 262_144;
+
+fn key(a: &Attempt) -> Endpoints {
+    Endpoints {
+        local: a.local,
+        remote: a.peer,
+    }
+}
+
+impl Correlator {
+    /// Thread `tid` of a gateway process did `io` (before the record's
+    /// exchanges are finished, so a claim is complete when they are).
+    pub fn io(&mut self, tid: u32, io: Io) {
+        self.order.io(tid, io);
+    }
+
+    /// An upstream exchange of process `tgid` finished on the connection
+    /// `local` -> `peer`.
+    pub fn upstream_done(
+        &mut self,
+        tgid: u32,
+        exchange: &Exchange,
+        local: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+    ) {
+        let attempt = Attempt {
+            exchange: exchange.clone(),
+            peer,
+            local,
+            link: Link::None,
+        };
+        // The client request it claims already finished (a 499: nginx
+        // closes the upstream connection after the client's): too late.
+        let claim = self.order.claim(&key(&attempt), exchange.request_first_ns);
+        let late = match claim.origin {
+            Origin::ClientRead { client, ts } => self
+                .clients
+                .get(&client)
+                .is_some_and(|p| p.request_last_ns >= ts),
+            Origin::ClientWrite { client, ts } => {
+                self.clients.get(&client).is_some_and(|p| p.end_ns > ts)
+            }
+            Origin::Unknown => false,
+        };
+        if late {
+            self.settle(tgid, attempt, Link::None);
+            return;
+        }
+        let queue = self.pending.entry(tgid).or_default();
+        let oldest = (queue.len() >= PENDING_MAX)
+            .then(|| queue.pop_front())
+            .flatten();
+        queue.push_back(attempt);
+        if let Some(old) = oldest {
+            self.settle(tgid, old, Link::None);
+        }
+    }
+
+    /// The upstream calls linked to a client exchange served by process
+    /// `tgid` on `client`, in the order they were made (the answered one
+    /// last).
+    pub fn downstream_done(
+        &mut self,
+        tgid: u32,
+        client: Endpoints,
+        exchange: &Exchange,
+    ) -> Vec<Attempt> {
+        let prev = self.clients.get(&client).copied();
+        if self.clients.len() >= CLIENTS_MAX && prev.is_none() {
+            self.clients.clear();
+        }
+        self.clients.insert(
+            client,
+            Previous {
+                request_last_ns: exchange.request_last_ns,
+                end_ns: exchange.end_ns(),
+            },
+        );
+        let Some(mut queue) = self.pending.remove(&tgid) else {
+            return Vec::new();
+        };
+        let start = exchange.request_first_ns;
+        let end = exchange.end_ns();
+        let mut keep = VecDeque::with_capacity(queue.len());
+        let mut candidates: Vec<(Attempt, Claim, Says)> = Vec::new();
+        let shared_header = |a: &Attempt| same_header(exchange, &a.exchange);
+        let header_holders = queue.iter().filter(|a| shared_header(a)).count();
+        // An attempt pointed both at this request and elsewhere: the order
+        // around this request is not to be trusted for the others either.
+        let mut doubt = false;
+        for attempt in queue.drain(..) {
+            let first = attempt.exchange.request_first_ns;
+            let last = attempt.exchange.end_ns();
+            if last.saturating_add(PENDING_AGE_NS) < start {
+                self.settle(tgid, attempt, Link::None);
+                continue;
+            }
+            if first < start || last > end {
+                keep.push_back(attempt);
+                continue;
+            }
+            let claim = self.order.claim(&key(&attempt), first);
+            let request = request_side(&claim, client, exchange, prev);
+            let response = response_side(&claim, &attempt, client, exchange);
+            let header = if header_holders == 1 && shared_header(&attempt) {
+                Says::This
+            } else {
+                Says::Nothing
+            };
+            let says = [request, response, header];
+            if !says.contains(&Says::This) {
+                keep.push_back(attempt);
+            } else if says.contains(&Says::Another) {
+                doubt = true;
+                self.settle(tgid, attempt, Link::Ambiguous);
+            } else {
+                candidates.push((attempt, claim, request));
+                let c = candidates.last_mut().expect("just pushed");
+                c.0.link = if header == Says::This {
+                    Link::Evidence
+                } else {
+                    Link::Inferred
+                };
+                // Whether it answered: kept in the claim's response below.
+                if response != Says::This {
+                    c.1.response = None;
+                }
+            }
+        }
+        let linked = self.one_chain(tgid, candidates, doubt);
+        let mut linked = linked;
+        linked.sort_by_key(|a| a.exchange.request_first_ns);
+        // Attempts claiming a request of this connection already finished
+        // can no longer be linked.
+        let mut still = VecDeque::with_capacity(keep.len());
+        for attempt in keep {
+            let claim = self
+                .order
+                .claim(&key(&attempt), attempt.exchange.request_first_ns);
+            let passed = matches!(claim.origin,
+                Origin::ClientRead { client: c, ts } if c == client && ts <= exchange.request_last_ns);
+            if passed {
+                self.settle(tgid, attempt, Link::None);
+            } else {
+                still.push_back(attempt);
+            }
+        }
+        if !still.is_empty() {
+            self.pending.insert(tgid, still);
+        }
+        linked
+    }
+
+    /// Of the attempts that point at one request, keeps those that form one
+    /// chain: the answered attempt (if one) and the attempts it retried, or
+    /// without an answer a single first attempt and its retries. Anything
+    /// else pointing at the same request (a timer-driven action that
+    /// inherited an unrelated "I/O just before") leaves the doubtful
+    /// attempts unlinked; so does any doubt met on the way (`doubt`: an
+    /// attempt pointed at this request and at another). Header evidence
+    /// needs no chain.
+    fn one_chain(
+        &mut self,
+        tgid: u32,
+        candidates: Vec<(Attempt, Claim, Says)>,
+        doubt: bool,
+    ) -> Vec<Attempt> {
+        let inferred = |a: &Attempt| a.link == Link::Inferred;
+        let answered: Vec<usize> = (0..candidates.len())
+            .filter(|&i| inferred(&candidates[i].0) && candidates[i].1.response.is_some())
+            .collect();
+        let mut keep = vec![true; candidates.len()];
+        if let [answer] = answered[..] {
+            // Follow the retries back from the answer.
+            let mut chain = vec![false; candidates.len()];
+            let mut at = Some(answer);
+            while let Some(i) = at.filter(|&i| !chain[i]) {
+                chain[i] = true;
+                at = candidates[i].1.retry_of.and_then(|(conn, ts)| {
+                    candidates
+                        .iter()
+                        .position(|(a, _, _)| key(a) == conn && a.exchange.request_first_ns == ts)
+                });
+            }
+            for (i, (a, _, _)) in candidates.iter().enumerate() {
+                keep[i] = !inferred(a) || chain[i];
+            }
+        } else {
+            let firsts = candidates
+                .iter()
+                .filter(|(a, c, r)| inferred(a) && *r == Says::This && c.retry_of.is_none())
+                .count();
+            for (i, (a, _, _)) in candidates.iter().enumerate() {
+                keep[i] = !inferred(a) || (answered.is_empty() && firsts <= 1);
+            }
+        }
+        let mut linked = Vec::with_capacity(candidates.len());
+        for ((attempt, _, _), keep) in candidates.into_iter().zip(keep) {
+            if keep && !(doubt && attempt.link == Link::Inferred) {
+                self.order
+                    .forget_claim(&key(&attempt), attempt.exchange.request_first_ns);
+                linked.push(attempt);
+            } else {
+                self.settle(tgid, attempt, Link::Ambiguous);
+            }
+        }
+        linked
+    }
+
+    /// A connection closed. A client connection's waiting attempts can no
+    /// longer be linked.
+    pub fn closed(&mut self, conn: &Endpoints) {
+        self.order.closed(conn);
+        if self.clients.remove(conn).is_none() {
+            return;
+        }
+        let tgids: Vec<u32> = self.pending.keys().copied().collect();
+        for tgid in tgids {
+            let Some(queue) = self.pending.remove(&tgid) else {
+                continue;
+            };
+            let mut still = VecDeque::with_capacity(queue.len());
+            for attempt in queue {
+                let claim = self
+                    .order
+                    .claim(&key(&attempt), attempt.exchange.request_first_ns);
+                if points_to(&claim, conn) {
+                    self.settle(tgid, attempt, Link::None);
+                } else {
+                    still.push_back(attempt);
+                }
+            }
+            if !still.is_empty() {
+                self.pending.insert(tgid, still);
+            }
+        }
+    }
+
+    /// A process exited: its waiting attempts can never be linked.
+    pub fn forget(&mut self, tgid: u32) {
+        for attempt in self.pending.remove(&tgid).unwrap_or_default() {
+            self.settle(tgid, attempt, Link::None);
+        }
+    }
+
+    /// Attempts given up since the last call, with their process.
+    pub fn take_unlinked(&mut self) -> Vec<(u32, Attempt)> {
+        std::mem::take(&mut self.unlinked)
+    }
+
+    fn settle(&mut self, tgid: u32, mut attempt: Attempt, link: Link) {
+        self.order
+            .forget_claim(&key(&attempt), attempt.exchange.request_first_ns);
+        attempt.link = link;
+        self.unlinked.push((tgid, attempt));
+    }
+
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> usize {
+        self.pending.values().map(VecDeque::len).sum::<usize>() + self.order.claims_len()
+    }
+}
+
+fn points_to(claim: &Claim, conn: &Endpoints) -> bool {
+    let origin = match claim.origin {
+        Origin::ClientRead { client, .. } | Origin::ClientWrite { client, .. } => Some(client),
+        Origin::Unknown => None,
+    };
+    origin.as_ref() == Some(conn) || claim.response.is_some_and(|(c, _)| c == *conn)
+}
+
+/// The request side: the I/O just before the attempt began.
+fn request_side(
+    claim: &Claim,
+    client: Endpoints,
+    exchange: &Exchange,
+    prev: Option<Previous>,
+) -> Says {
+    match claim.origin {
+        Origin::Unknown => Says::Nothing,
+        Origin::ClientRead { client: c, ts } => {
+            // The very read that completed this request, and not also an
+            // earlier request (two pipelined requests in one read).
+            let this = c == client
+                && ts == exchange.request_last_ns
+                && prev.is_none_or(|p| p.request_last_ns != ts);
+            if this {
+                Says::This
+            } else {
+                Says::Another
+            }
+        }
+        Origin::ClientWrite { client: c, ts } => {
+            // The last write of the previous response, this request already
+            // received by then. Weaker than a read (a timer may fire between
+            // a response and the posted event that starts the next pipelined
+            // request), so it never speaks against a request.
+            let this = c == client
+                && prev.is_some_and(|p| p.end_ns == ts)
+                && exchange.request_last_ns <= ts;
+            if this {
+                Says::This
+            } else {
+                Says::Nothing
+            }
+        }
+    }
+}
+
+/// The response side: the first client write after the response was read.
+fn response_side(claim: &Claim, attempt: &Attempt, client: Endpoints, exchange: &Exchange) -> Says {
+    match claim.response {
+        None => Says::Nothing,
+        Some((c, ts))
+            if c == client
+                && ts == exchange.response_first_ns
+                && attempt.exchange.status == exchange.status =>
+        {
+            Says::This
+        }
+        Some(_) => Says::Another,
+    }
+}
+
+/// Both legs carry the same `traceparent`, or the same `X-Request-ID`.
+/// Different values say nothing: a gateway may start its own trace or id.
+fn same_header(client: &Exchange, upstream: &Exchange) -> bool {
+    let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+    same(&client.trace.traceparent, &upstream.trace.traceparent)
+        || same(&client.trace.request_id, &upstream.trace.request_id)
+}

@@ -1,0 +1,234 @@
+//! The worker thread's order of I/O, read as nginx's event loop writes it.
+//!
+//! The capture's records of one thread arrive in the order the thread made
+//! its syscalls (one ring buffer). An nginx worker runs one event handler at
+//! a time, so what a thread did just before and just after an upstream
+//! request says which client request it was for:
+//!
+//! - Before: the handler that read the last bytes of a client request on
+//!   connection A goes on, without returning to the event loop, to write the
+//!   upstream request on a cached keep-alive connection U, or to `connect()`
+//!   a new one (CLOSE -> SYN_SENT runs in that syscall; the request is then
+//!   written later, on a writable event). A `proxy_next_upstream` retry is
+//!   started from the handler that read the failed attempt's answer (a 502,
+//!   or end-of-file) on U1. A pipelined request is started right after the
+//!   last write of the previous response on A.
+//! - After: the handler that reads the upstream response writes it to the
+//!   client at once: the first write to a client connection after reads on U.
+//!
+//! A timer-driven action (a retry after `proxy_connect_timeout`, a
+//! `limit_req` delay) has no I/O before it, so "the I/O just before" can be
+//! unrelated. What this file records is therefore only a *claim*; `join.rs`
+//! accepts it only when it fits the client request exactly (the very read
+//! that completed it, the very write that began its response, the same
+//! status) and nothing contradicts it.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::capture::decode::Endpoints;
+
+/// One transfer or connect by a worker thread, as correlation sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// A read of `len` bytes (0: end-of-file) on a client connection.
+    ClientRead { conn: Endpoints, len: u64, ts: u64 },
+    /// A write on a client connection.
+    ClientWrite { conn: Endpoints, ts: u64 },
+    /// A read (0: end-of-file) on an upstream connection.
+    UpstreamRead { conn: Endpoints, ts: u64 },
+    /// A write on an upstream connection.
+    UpstreamWrite { conn: Endpoints, ts: u64 },
+    /// `connect()` of a new upstream connection.
+    Connect { conn: Endpoints, ts: u64 },
+}
+
+/// What started an upstream request, as its thread's order of I/O tells it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// The read at `ts` on client connection `client`, which should be the
+    /// one that completed the request.
+    ClientRead { client: Endpoints, ts: u64 },
+    /// The write at `ts` on `client`, which should be the last of the
+    /// previous response there: the next (pipelined) request on it.
+    ClientWrite { client: Endpoints, ts: u64 },
+    /// Nothing the order vouches for (a timer, or nothing recorded before).
+    #[default]
+    Unknown,
+}
+
+/// Everything the order of I/O says about one upstream request (an
+/// attempt), keyed by its connection and its first write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Claim {
+    pub origin: Origin,
+    /// Started from the handler that read an earlier attempt's answer: a
+    /// retry of the attempt on that connection that began at that time. Its
+    /// `origin` is the earlier attempt's.
+    pub retry_of: Option<(Endpoints, u64)>,
+    /// The first client write after the reads of this attempt's response:
+    /// that client connection and the write's time.
+    pub response: Option<(Endpoints, u64)>,
+}
+
+/// Claims kept at most; the oldest go first (each is taken when its
+/// attempt is linked or given up, so only lost attempts age out).
+const CLAIMS_MAX: usize = 65_536;
+/// Threads and upstream connections followed at most.
+const THREADS_MAX: usize = 16_384;
+const UPSTREAMS_MAX: usize = 65_536;
+
+#[derive(Debug, Default)]
+struct Thread {
+    last: Option<Io>,
+    /// The upstream attempt whose response the thread's last reads were
+    /// reading (connection, first write of its request).
+    reading: Option<(Endpoints, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Upstream {
+    /// The origin of the `connect()`, for the connection's first request.
+    connect: Option<(Origin, Option<(Endpoints, u64)>)>,
+    /// The last I/O on the connection was a write: the request is still
+    /// being written.
+    writing: bool,
+    /// First write of the request in progress or last made.
+    request_ts: Option<u64>,
+}
+
+/// Per-thread order of I/O and the claims it makes about upstream requests.
+#[derive(Debug, Default)]
+pub struct Order {
+    threads: HashMap<u32, Thread>,
+    upstreams: HashMap<Endpoints, Upstream>,
+    claims: HashMap<(Endpoints, u64), Claim>,
+    claims_by_age: VecDeque<(Endpoints, u64)>,
+}
+
+impl Order {
+    /// Thread `tid` did `io`. A `tid` of 0 (not a thread's) is ignored.
+    pub fn io(&mut self, tid: u32, io: Io) {
+        if tid == 0 {
+            return;
+        }
+        if self.threads.len() >= THREADS_MAX && !self.threads.contains_key(&tid) {
+            // Thread ids are reused, not grown without bound, by real
+            // gateways; a flood only costs the links of the threads dropped.
+            self.threads.clear();
+        }
+        let prev = self.threads.get(&tid).and_then(|t| t.last);
+        let reading = self.threads.get(&tid).and_then(|t| t.reading);
+        let mut next_reading = None;
+        match io {
+            Io::Connect { conn, .. } => {
+                let origin = self.origin_after(prev, reading);
+                self.upstream(conn).connect = Some(origin);
+            }
+            Io::UpstreamWrite { conn, ts } => {
+                let origin = self.origin_after(prev, reading);
+                let up = self.upstream(conn);
+                if !up.writing {
+                    // A new request: a new connection's first is the
+                    // connect()'s, written later on a writable event.
+                    let (origin, retry_of) = up.connect.take().unwrap_or(origin);
+                    up.writing = true;
+                    up.request_ts = Some(ts);
+                    self.insert_claim(
+                        (conn, ts),
+                        Claim {
+                            origin,
+                            retry_of,
+                            response: None,
+                        },
+                    );
+                }
+            }
+            Io::UpstreamRead { conn, .. } => {
+                let up = self.upstream(conn);
+                up.writing = false;
+                next_reading = up.request_ts.map(|ts| (conn, ts));
+            }
+            Io::ClientWrite { conn: client, ts } => {
+                if let (Some(key), Some(Io::UpstreamRead { .. })) = (reading, prev) {
+                    if let Some(claim) = self.claims.get_mut(&key) {
+                        if claim.response.is_none() {
+                            claim.response = Some((client, ts));
+                        }
+                    }
+                }
+            }
+            Io::ClientRead { .. } => {}
+        }
+        let thread = self.threads.entry(tid).or_default();
+        thread.last = Some(io);
+        thread.reading = next_reading;
+    }
+
+    /// What the thread's previous I/O says started what it does next.
+    fn origin_after(
+        &self,
+        prev: Option<Io>,
+        reading: Option<(Endpoints, u64)>,
+    ) -> (Origin, Option<(Endpoints, u64)>) {
+        match prev {
+            Some(Io::ClientRead { conn, len, ts }) if len > 0 => {
+                (Origin::ClientRead { client: conn, ts }, None)
+            }
+            Some(Io::ClientWrite { conn, ts }) => (Origin::ClientWrite { client: conn, ts }, None),
+            // The answer of an earlier attempt was read just before: a retry
+            // of it, unless that answer already went to a client (then it
+            // was not a failure nginx retries).
+            Some(Io::UpstreamRead { .. }) => {
+                match reading.and_then(|k| Some((k, self.claims.get(&k)?))) {
+                    Some((key, claim)) if claim.response.is_none() => (claim.origin, Some(key)),
+                    _ => (Origin::Unknown, None),
+                }
+            }
+            _ => (Origin::Unknown, None),
+        }
+    }
+
+    fn upstream(&mut self, conn: Endpoints) -> &mut Upstream {
+        if self.upstreams.len() >= UPSTREAMS_MAX && !self.upstreams.contains_key(&conn) {
+            self.upstreams.clear();
+        }
+        self.upstreams.entry(conn).or_default()
+    }
+
+    fn insert_claim(&mut self, key: (Endpoints, u64), claim: Claim) {
+        while self.claims_by_age.len() >= CLAIMS_MAX {
+            if let Some(old) = self.claims_by_age.pop_front() {
+                self.claims.remove(&old);
+            }
+        }
+        if self.claims.insert(key, claim).is_none() {
+            self.claims_by_age.push_back(key);
+        }
+    }
+
+    /// The claim about the upstream request on `conn` whose first write was
+    /// at `first_ns` (its exchange's `request_first_ns`).
+    pub fn claim(&self, conn: &Endpoints, first_ns: u64) -> Claim {
+        self.claims
+            .get(&(*conn, first_ns))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The attempt is linked or given up: its claim is no longer needed.
+    pub fn forget_claim(&mut self, conn: &Endpoints, first_ns: u64) {
+        self.claims.remove(&(*conn, first_ns));
+    }
+
+    /// An upstream connection closed. Its claims stay until their attempts
+    /// are settled (the response's client write may come after the close).
+    pub fn closed(&mut self, conn: &Endpoints) {
+        self.upstreams.remove(conn);
+    }
+
+    /// Claims held (for the bounded-memory test).
+    #[cfg(test)]
+    pub fn claims_len(&self) -> usize {
+        self.claims.len()
+    }
+}
