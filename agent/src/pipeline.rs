@@ -182,6 +182,11 @@ impl Pipeline {
         let closing = self.taps.take().map(Taps::close);
         // Whatever is still queued is counted before exit.
         self.drain(ring.get_mut());
+        // Calls still waiting for their client request are reported
+        // unlinked, so no sink loses one.
+        self.correlator.forget_all();
+        self.export_unlinked();
+        self.sinks.flush();
         info!(elapsed = ?stopping.elapsed(), "final drain done");
         Ok(closing)
     }

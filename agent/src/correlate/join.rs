@@ -298,6 +298,14 @@ impl Correlator {
         }
     }
 
+    /// At exit: every waiting attempt is given up, so sinks see each call.
+    pub fn forget_all(&mut self) {
+        let tgids: Vec<u32> = self.pending.keys().copied().collect();
+        for tgid in tgids {
+            self.forget(tgid);
+        }
+    }
+
     /// A process exited: its waiting attempts can never be linked.
     pub fn forget(&mut self, tgid: u32) {
         for attempt in self.pending.remove(&tgid).unwrap_or_default() {
