@@ -300,6 +300,7 @@ impl Pipeline {
             Observation::ConnFound { .. }
             | Observation::State { .. }
             | Observation::Data { .. }
+            | Observation::ReadFailed { .. }
             | Observation::Accept { .. }
             | Observation::Tcp { .. }
             | Observation::TcpClosed { .. } => {}
@@ -337,6 +338,7 @@ impl Pipeline {
                     },
                     (Role::Upstream, Direction::Egress) => Io::UpstreamWrite {
                         conn: conn_ends,
+                        sk,
                         ts,
                     },
                 };
@@ -344,17 +346,30 @@ impl Pipeline {
             }
             Observation::ConnOpen {
                 role: Role::Upstream,
-                endpoints,
+                sk,
                 ts_ns,
                 tid,
                 ..
-            } => (
-                tid,
-                Io::Connect {
-                    conn: endpoints,
-                    ts: ts_ns,
-                },
-            ),
+            } => (tid, Io::Connect { sk, ts: ts_ns }),
+            // A reset read: an upstream's failed answer (nginx retries the
+            // next peer from this handler), or a client that went away.
+            Observation::ReadFailed { sk, tid, ts_ns, .. } => {
+                let Some(conn) = self.table.conn(sk) else {
+                    return self.correlator.io(tid, Io::ReadFailed { sk, ts: ts_ns });
+                };
+                let io = match conn.role {
+                    Role::Upstream => Io::UpstreamRead {
+                        conn: conn.endpoints,
+                        ts: ts_ns,
+                    },
+                    Role::Downstream => Io::ClientRead {
+                        conn: conn.endpoints,
+                        len: 0,
+                        ts: ts_ns,
+                    },
+                };
+                (tid, io)
+            }
             _ => return,
         };
         self.correlator.io(tid, io);

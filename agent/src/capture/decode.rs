@@ -150,6 +150,15 @@ pub enum Observation<'a> {
         head: &'a [u8],
         tail: &'a [u8],
     },
+    /// A read by the gateway that failed (a reset seen by `recv()`): no
+    /// bytes, but I/O its thread did (see correlate/order.rs).
+    ReadFailed {
+        sk: u64,
+        tgid: u32,
+        tid: u32,
+        ts_ns: u64,
+        errno: u32,
+    },
     Accept {
         tgid: u32,
     },
@@ -189,7 +198,7 @@ impl Observation<'_> {
             Observation::ConnOpen { .. } => Kind::CONN_OPEN,
             Observation::ConnFound { .. } => Kind::CONN_FOUND,
             Observation::State { .. } => Kind::STATE,
-            Observation::Data { .. } => Kind::DATA,
+            Observation::Data { .. } | Observation::ReadFailed { .. } => Kind::DATA,
             Observation::Accept { .. } => Kind::ACCEPT,
             Observation::Tcp { .. } | Observation::TcpClosed { .. } => Kind::TCP,
             Observation::Fork { .. } => Kind::FORK,
@@ -374,6 +383,18 @@ fn decode_data(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
         || (head_len + tail_len) as u64 > data.len
     {
         return Err(DecodeError::Lengths);
+    }
+    if data.error != 0 {
+        if data.len != 0 || head_len + tail_len != 0 {
+            return Err(DecodeError::Lengths);
+        }
+        return Ok(Observation::ReadFailed {
+            sk: data.sk,
+            tgid: header.tgid,
+            tid: header.tid,
+            ts_ns: header.ts_ns,
+            errno: data.error,
+        });
     }
     Ok(Observation::Data {
         sk: data.sk,

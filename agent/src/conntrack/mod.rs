@@ -224,6 +224,9 @@ impl ConnTable {
                 };
                 self.data(sk, dir, &seg, tgid, now, out);
             }
+            // What the connection's state records say is enough here; the
+            // failed read matters to correlation only.
+            Observation::ReadFailed { .. } => {}
             Observation::Accept { tgid: _ } => out.facts.push(Fact::Accepted),
             Observation::Tcp { sk, event } => {
                 if let Some(conn) = self.conns.get(&sk).filter(|c| c.is_open()) {

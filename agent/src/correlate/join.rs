@@ -93,6 +93,8 @@ impl Correlator {
         };
         // The client request it claims already finished (a 499: nginx
         // closes the upstream connection after the client's): too late.
+        self.order
+            .finished(&key(&attempt), exchange.request_first_ns, exchange.status);
         let claim = self.order.claim(&key(&attempt), exchange.request_first_ns);
         let late = match claim.origin {
             Origin::ClientRead { client, ts } => self
@@ -319,6 +321,13 @@ impl Correlator {
     }
 
     fn settle(&mut self, tgid: u32, mut attempt: Attempt, link: Link) {
+        tracing::debug!(
+            link = link.as_str(),
+            local = %attempt.local,
+            first_ns = attempt.exchange.request_first_ns,
+            claim = ?self.order.claim(&key(&attempt), attempt.exchange.request_first_ns),
+            "upstream call left unlinked"
+        );
         self.order
             .forget_claim(&key(&attempt), attempt.exchange.request_first_ns);
         attempt.link = link;

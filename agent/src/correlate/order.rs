@@ -36,10 +36,16 @@ pub enum Io {
     ClientWrite { conn: Endpoints, ts: u64 },
     /// A read (0: end-of-file) on an upstream connection.
     UpstreamRead { conn: Endpoints, ts: u64 },
-    /// A write on an upstream connection.
-    UpstreamWrite { conn: Endpoints, ts: u64 },
-    /// `connect()` of a new upstream connection.
-    Connect { conn: Endpoints, ts: u64 },
+    /// A write on an upstream connection (kernel socket `sk`).
+    UpstreamWrite { conn: Endpoints, sk: u64, ts: u64 },
+    /// A failed read (a reset) on kernel socket `sk` the connection table no
+    /// longer follows: the reset closed it first (its TCP_CLOSE comes from
+    /// softirq before nginx's `recv()` fails).
+    ReadFailed { sk: u64, ts: u64 },
+    /// `connect()` of a new upstream connection, known by its kernel socket
+    /// only: CLOSE -> SYN_SENT runs before `inet_hash_connect` picks the
+    /// local port, so the record's local port is 0.
+    Connect { sk: u64, ts: u64 },
 }
 
 /// What started an upstream request, as its thread's order of I/O tells it.
@@ -68,6 +74,11 @@ pub struct Claim {
     /// The first client write after the reads of this attempt's response:
     /// that client connection and the write's time.
     pub response: Option<(Endpoints, u64)>,
+    /// The attempt's final status once its exchange finished (0: no
+    /// response). nginx retries only after an error or a status of 400 or
+    /// more, so a read of a 2xx or 3xx answer starts no retry (a pipelined
+    /// request is written next on the same connection).
+    pub status: Option<u16>,
 }
 
 /// Claims kept at most; the oldest go first (each is taken when its
@@ -87,8 +98,6 @@ struct Thread {
 
 #[derive(Debug, Default)]
 struct Upstream {
-    /// The origin of the `connect()`, for the connection's first request.
-    connect: Option<(Origin, Option<(Endpoints, u64)>)>,
     /// The last I/O on the connection was a write: the request is still
     /// being written.
     writing: bool,
@@ -101,6 +110,12 @@ struct Upstream {
 pub struct Order {
     threads: HashMap<u32, Thread>,
     upstreams: HashMap<Endpoints, Upstream>,
+    /// Kernel socket -> the origin of its `connect()`, until its first
+    /// request is written.
+    connects: HashMap<u64, (Origin, Option<(Endpoints, u64)>)>,
+    /// Kernel socket -> upstream connection and the first write of its last
+    /// request, for a failed read after the connection was closed.
+    sockets: HashMap<u64, (Endpoints, u64)>,
     claims: HashMap<(Endpoints, u64), Claim>,
     claims_by_age: VecDeque<(Endpoints, u64)>,
 }
@@ -111,6 +126,15 @@ impl Order {
         if tid == 0 {
             return;
         }
+        tracing::trace!(tid, ?io, "thread I/O");
+        // A closed upstream connection's failed read: its last request.
+        let (io, closed_request) = match io {
+            Io::ReadFailed { sk, ts } => match self.sockets.get(&sk) {
+                Some(&(conn, request)) => (Io::UpstreamRead { conn, ts }, Some(request)),
+                None => (io, None),
+            },
+            io => (io, None),
+        };
         if self.threads.len() >= THREADS_MAX && !self.threads.contains_key(&tid) {
             // Thread ids are reused, not grown without bound, by real
             // gateways; a flood only costs the links of the threads dropped.
@@ -120,33 +144,50 @@ impl Order {
         let reading = self.threads.get(&tid).and_then(|t| t.reading);
         let mut next_reading = None;
         match io {
-            Io::Connect { conn, .. } => {
+            Io::Connect { sk, .. } => {
                 let origin = self.origin_after(prev, reading);
-                self.upstream(conn).connect = Some(origin);
+                if self.connects.len() >= UPSTREAMS_MAX {
+                    // Connects that never wrote (refused, timed out).
+                    self.connects.clear();
+                }
+                self.connects.insert(sk, origin);
+                self.sockets.remove(&sk);
             }
-            Io::UpstreamWrite { conn, ts } => {
-                let origin = self.origin_after(prev, reading);
+            Io::UpstreamWrite { conn, sk, ts } => {
+                // A new connection's first request is the connect()'s,
+                // written later on a writable event.
+                let origin = match self.connects.remove(&sk) {
+                    Some(connected) => connected,
+                    None => self.origin_after(prev, reading),
+                };
                 let up = self.upstream(conn);
                 if !up.writing {
-                    // A new request: a new connection's first is the
-                    // connect()'s, written later on a writable event.
-                    let (origin, retry_of) = up.connect.take().unwrap_or(origin);
+                    let (origin, retry_of) = origin;
                     up.writing = true;
                     up.request_ts = Some(ts);
+                    if self.sockets.len() >= UPSTREAMS_MAX {
+                        self.sockets.clear();
+                    }
+                    self.sockets.insert(sk, (conn, ts));
                     self.insert_claim(
                         (conn, ts),
                         Claim {
                             origin,
                             retry_of,
                             response: None,
+                            status: None,
                         },
                     );
                 }
             }
             Io::UpstreamRead { conn, .. } => {
-                let up = self.upstream(conn);
-                up.writing = false;
-                next_reading = up.request_ts.map(|ts| (conn, ts));
+                next_reading = if let Some(request) = closed_request {
+                    Some((conn, request))
+                } else {
+                    let up = self.upstream(conn);
+                    up.writing = false;
+                    up.request_ts.map(|ts| (conn, ts))
+                };
             }
             Io::ClientWrite { conn: client, ts } => {
                 if let (Some(key), Some(Io::UpstreamRead { .. })) = (reading, prev) {
@@ -157,7 +198,7 @@ impl Order {
                     }
                 }
             }
-            Io::ClientRead { .. } => {}
+            Io::ClientRead { .. } | Io::ReadFailed { .. } => {}
         }
         let thread = self.threads.entry(tid).or_default();
         thread.last = Some(io);
@@ -180,7 +221,12 @@ impl Order {
             // was not a failure nginx retries).
             Some(Io::UpstreamRead { .. }) => {
                 match reading.and_then(|k| Some((k, self.claims.get(&k)?))) {
-                    Some((key, claim)) if claim.response.is_none() => (claim.origin, Some(key)),
+                    Some((key, claim))
+                        if claim.response.is_none()
+                            && claim.status.is_none_or(|s| s == 0 || s >= 400) =>
+                    {
+                        (claim.origin, Some(key))
+                    }
                     _ => (Origin::Unknown, None),
                 }
             }
@@ -213,6 +259,13 @@ impl Order {
             .get(&(*conn, first_ns))
             .copied()
             .unwrap_or_default()
+    }
+
+    /// The attempt on `conn` that began at `first_ns` finished with `status`.
+    pub fn finished(&mut self, conn: &Endpoints, first_ns: u64, status: u16) {
+        if let Some(claim) = self.claims.get_mut(&(*conn, first_ns)) {
+            claim.status = Some(status);
+        }
     }
 
     /// The attempt is linked or given up: its claim is no longer needed.

@@ -76,6 +76,7 @@ impl Sim {
     fn write_up(&mut self, n: u16) -> u64 {
         self.on(TID, |ts| Io::UpstreamWrite {
             conn: upstream(n),
+            sk: u64::from(n),
             ts,
         })
     }
@@ -87,7 +88,7 @@ impl Sim {
     }
     fn connect(&mut self, n: u16) -> u64 {
         self.on(TID, |ts| Io::Connect {
-            conn: upstream(n),
+            sk: u64::from(n),
             ts,
         })
     }
@@ -215,6 +216,26 @@ fn a_reset_then_retry_links_the_answer_and_leaves_the_unchained_first_try() {
 }
 
 #[test]
+fn a_reset_read_after_the_close_chains_the_retry() {
+    let mut s = Sim::default();
+    let r = s.read_client(1);
+    let w1 = s.write_up(1);
+    // The reset closed the connection (softirq), then nginx's recv()
+    // failed: the table no longer knows the socket.
+    s.c.io(TID, Io::ReadFailed { sk: 1, ts: w1 + 5 });
+    s.up_done(1, 0, w1, w1 + 5);
+    s.c.closed(&upstream(1));
+    let w2 = s.write_up(2);
+    let a2 = s.read_up(2);
+    s.up_done(2, 200, w2, a2);
+    let o = s.write_client(1);
+    assert_eq!(
+        s.down_done(1, &exchange("/a", 200, (r, r), (o, o))),
+        [(1, w1, Inferred), (2, w2, Inferred)]
+    );
+}
+
+#[test]
 fn a_retry_after_another_clients_read_is_left_unlinked_with_its_request() {
     let mut s = Sim::default();
     let r = s.read_client(1);
@@ -255,6 +276,30 @@ fn pipelined_requests_follow_the_previous_response() {
     let o2 = s.write_client(1);
     assert_eq!(
         s.down_done(1, &exchange("/b", 404, (r, r), (o2, o2))),
+        [(1, w2, Inferred)]
+    );
+}
+
+#[test]
+fn a_pipelined_request_written_before_the_previous_answer_went_out_is_no_retry() {
+    let mut s = Sim::default();
+    let r = s.read_client(1);
+    let w1 = s.write_up(1);
+    let a1 = s.read_up(1);
+    s.up_done(1, 200, w1, a1);
+    // The next pipelined request goes out before the first answer is
+    // written to the client: not a retry of the first (it was a 200).
+    let w2 = s.write_up(1);
+    let o1 = s.write_client(1);
+    assert_eq!(
+        s.down_done(1, &exchange("/a", 200, (r, r), (o1, o1))),
+        [(1, w1, Inferred)]
+    );
+    let a2 = s.read_up(1);
+    s.up_done(1, 200, w2, a2);
+    let o2 = s.write_client(1);
+    assert_eq!(
+        s.down_done(1, &exchange("/b", 200, (r, r), (o2, o2))),
         [(1, w2, Inferred)]
     );
 }

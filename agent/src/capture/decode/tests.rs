@@ -113,6 +113,32 @@ fn an_active_open_names_the_connecting_thread() {
 }
 
 #[test]
+fn a_failed_read_is_its_own_observation() {
+    let data = Data {
+        dir: common::Direction::INGRESS,
+        sk: 5,
+        error: 104,
+        ..Data::default()
+    };
+    assert_eq!(
+        decode(&data_record(&data, b"", b"")).unwrap(),
+        Observation::ReadFailed {
+            sk: 5,
+            tgid: 9,
+            tid: 10,
+            ts_ns: 77,
+            errno: 104,
+        }
+    );
+    // A failed read moved no bytes.
+    let bad = Data { len: 3, ..data };
+    assert_eq!(
+        decode(&data_record(&bad, b"", b"abc")),
+        Err(DecodeError::Lengths)
+    );
+}
+
+#[test]
 fn decodes_a_found_connection() {
     let found = ConnFound {
         sk: 9,
