@@ -487,6 +487,35 @@ fn every_link_is_right_and_nearly_every_call_is_linked() -> Result<()> {
     )?);
     // The given-up requests' answers are due after 800 ms.
     std::thread::sleep(Duration::from_millis(1200));
+    // Every downstream line written: the links metric counts what the log
+    // lists so far, result by result.
+    let text =
+        gatescope_tests::util::poll(Duration::from_secs(10), "every downstream line", || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let down = parse_request_log(&text)?
+                .iter()
+                .filter(|l| l.is_downstream())
+                .count();
+            Ok((down >= sent.len()).then_some(text))
+        })?;
+    let scrape = agent.scrape()?;
+    let mut listed: BTreeMap<String, u64> = BTreeMap::new();
+    for l in parse_request_log(&text)? {
+        for a in l.attempts {
+            *listed.entry(a.link).or_default() += 1;
+        }
+    }
+    for a in parse_unlinked(&text)? {
+        *listed.entry(a.link).or_default() += 1;
+    }
+    for result in ["evidence", "inferred", "ambiguous", "none"] {
+        let metric = scrape.get_or_zero("gatescope_trace_links_total", &[("result", result)])?;
+        let want = listed.get(result).copied().unwrap_or_default();
+        ensure!(
+            metric == want as f64,
+            "gatescope_trace_links_total{{result={result:?}}} is {metric}, the request log lists {want}"
+        );
+    }
     // At exit the agent reports every call still waiting as unlinked.
     agent.stop_ok()?;
 
