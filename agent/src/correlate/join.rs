@@ -17,7 +17,7 @@
 //! attempt: two candidates for either (a timer-driven action that inherited
 //! an unrelated "I/O just before") leave both unlinked.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use super::{
     order::{Claim, Io, Order, Origin},
@@ -47,7 +47,11 @@ struct Previous {
 #[derive(Debug, Default)]
 pub struct Correlator {
     order: Order,
-    pending: HashMap<u32, VecDeque<Attempt>>,
+    /// Per process, by (end, arrival): a client request looks only at the
+    /// attempts that ended inside its span, whatever else waits.
+    pending: HashMap<u32, BTreeMap<(u64, u64), Attempt>>,
+    /// Arrival numbers, to keep attempts with the same end apart.
+    arrivals: u64,
     clients: HashMap<Endpoints, Previous>,
     /// Attempts given up, for `Sinks::unlinked` (see [`Correlator::take_unlinked`]).
     unlinked: Vec<(u32, Attempt)>,
@@ -110,12 +114,13 @@ impl Correlator {
             self.settle(tgid, attempt, Link::None);
             return;
         }
+        self.arrivals += 1;
         let queue = self.pending.entry(tgid).or_default();
         let oldest = (queue.len() >= PENDING_MAX)
-            .then(|| queue.pop_front())
+            .then(|| queue.pop_first())
             .flatten();
-        queue.push_back(attempt);
-        if let Some(old) = oldest {
+        queue.insert((exchange.end_ns(), self.arrivals), attempt);
+        if let Some((_, old)) = oldest {
             self.settle(tgid, old, Link::None);
         }
     }
@@ -145,73 +150,65 @@ impl Correlator {
         };
         let start = exchange.request_first_ns;
         let end = exchange.end_ns();
-        let mut keep = VecDeque::with_capacity(queue.len());
-        let mut candidates: Vec<(Attempt, Claim, Says)> = Vec::new();
+        // Too old to be linked to any request still to finish.
+        while let Some(entry) = queue.first_entry() {
+            if entry.key().0.saturating_add(PENDING_AGE_NS) >= start {
+                break;
+            }
+            let old = entry.remove();
+            self.settle(tgid, old, Link::None);
+        }
+        // The attempts that ended inside this request's span.
+        let inside: Vec<(u64, u64)> = queue
+            .range((start, 0)..=(end, u64::MAX))
+            .filter(|(_, a)| a.exchange.request_first_ns >= start)
+            .map(|(k, _)| *k)
+            .collect();
         let shared_header = |a: &Attempt| same_header(exchange, &a.exchange);
-        let header_holders = queue.iter().filter(|a| shared_header(a)).count();
+        let header_holders = inside.iter().filter(|k| shared_header(&queue[*k])).count();
+        let mut candidates: Vec<(Attempt, Claim, Says)> = Vec::new();
         // An attempt pointed both at this request and elsewhere: the order
         // around this request is not to be trusted for the others either.
         let mut doubt = false;
-        for attempt in queue.drain(..) {
-            let first = attempt.exchange.request_first_ns;
-            let last = attempt.exchange.end_ns();
-            if last.saturating_add(PENDING_AGE_NS) < start {
-                self.settle(tgid, attempt, Link::None);
-                continue;
-            }
-            if first < start || last > end {
-                keep.push_back(attempt);
-                continue;
-            }
-            let claim = self.order.claim(&key(&attempt), first);
+        for k in inside {
+            let attempt = &queue[&k];
+            let claim = self
+                .order
+                .claim(&key(attempt), attempt.exchange.request_first_ns);
             let request = request_side(&claim, client, exchange, prev);
-            let response = response_side(&claim, &attempt, client, exchange);
-            let header = if header_holders == 1 && shared_header(&attempt) {
+            let response = response_side(&claim, attempt, client, exchange);
+            let header = if header_holders == 1 && shared_header(attempt) {
                 Says::This
             } else {
                 Says::Nothing
             };
             let says = [request, response, header];
             if !says.contains(&Says::This) {
-                keep.push_back(attempt);
-            } else if says.contains(&Says::Another) {
+                continue;
+            }
+            let mut attempt = queue.remove(&k).expect("a key just read");
+            if says.contains(&Says::Another) {
                 doubt = true;
                 self.settle(tgid, attempt, Link::Ambiguous);
-            } else {
-                candidates.push((attempt, claim, request));
-                let c = candidates.last_mut().expect("just pushed");
-                c.0.link = if header == Says::This {
-                    Link::Evidence
-                } else {
-                    Link::Inferred
-                };
-                // Whether it answered: kept in the claim's response below.
-                if response != Says::This {
-                    c.1.response = None;
-                }
+                continue;
             }
+            attempt.link = if header == Says::This {
+                Link::Evidence
+            } else {
+                Link::Inferred
+            };
+            // Whether it answered this request: kept in the claim's response.
+            let mut claim = claim;
+            if response != Says::This {
+                claim.response = None;
+            }
+            candidates.push((attempt, claim, request));
         }
-        let linked = self.one_chain(tgid, candidates, doubt);
-        let mut linked = linked;
+        if !queue.is_empty() {
+            self.pending.insert(tgid, queue);
+        }
+        let mut linked = self.one_chain(tgid, candidates, doubt);
         linked.sort_by_key(|a| a.exchange.request_first_ns);
-        // Attempts claiming a request of this connection already finished
-        // can no longer be linked.
-        let mut still = VecDeque::with_capacity(keep.len());
-        for attempt in keep {
-            let claim = self
-                .order
-                .claim(&key(&attempt), attempt.exchange.request_first_ns);
-            let passed = matches!(claim.origin,
-                Origin::ClientRead { client: c, ts } if c == client && ts <= exchange.request_last_ns);
-            if passed {
-                self.settle(tgid, attempt, Link::None);
-            } else {
-                still.push_back(attempt);
-            }
-        }
-        if !still.is_empty() {
-            self.pending.insert(tgid, still);
-        }
         linked
     }
 
@@ -271,33 +268,11 @@ impl Correlator {
         linked
     }
 
-    /// A connection closed. A client connection's waiting attempts can no
-    /// longer be linked.
+    /// A connection closed. (Attempts still pointing at a closed client
+    /// connection are given up with age, not by a scan per close.)
     pub fn closed(&mut self, conn: &Endpoints) {
         self.order.closed(conn);
-        if self.clients.remove(conn).is_none() {
-            return;
-        }
-        let tgids: Vec<u32> = self.pending.keys().copied().collect();
-        for tgid in tgids {
-            let Some(queue) = self.pending.remove(&tgid) else {
-                continue;
-            };
-            let mut still = VecDeque::with_capacity(queue.len());
-            for attempt in queue {
-                let claim = self
-                    .order
-                    .claim(&key(&attempt), attempt.exchange.request_first_ns);
-                if points_to(&claim, conn) {
-                    self.settle(tgid, attempt, Link::None);
-                } else {
-                    still.push_back(attempt);
-                }
-            }
-            if !still.is_empty() {
-                self.pending.insert(tgid, still);
-            }
-        }
+        self.clients.remove(conn);
     }
 
     /// At exit: every waiting attempt is given up, so sinks see each call.
@@ -310,7 +285,7 @@ impl Correlator {
 
     /// A process exited: its waiting attempts can never be linked.
     pub fn forget(&mut self, tgid: u32) {
-        for attempt in self.pending.remove(&tgid).unwrap_or_default() {
+        for attempt in self.pending.remove(&tgid).unwrap_or_default().into_values() {
             self.settle(tgid, attempt, Link::None);
         }
     }
@@ -336,16 +311,8 @@ impl Correlator {
 
     #[cfg(test)]
     pub(super) fn waiting(&self) -> usize {
-        self.pending.values().map(VecDeque::len).sum::<usize>() + self.order.claims_len()
+        self.pending.values().map(BTreeMap::len).sum::<usize>() + self.order.claims_len()
     }
-}
-
-fn points_to(claim: &Claim, conn: &Endpoints) -> bool {
-    let origin = match claim.origin {
-        Origin::ClientRead { client, .. } | Origin::ClientWrite { client, .. } => Some(client),
-        Origin::Unknown => None,
-    };
-    origin.as_ref() == Some(conn) || claim.response.is_some_and(|(c, _)| c == *conn)
 }
 
 /// The request side: the I/O just before the attempt began.

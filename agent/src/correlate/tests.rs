@@ -409,7 +409,15 @@ fn a_timer_after_a_response_does_not_take_the_next_request() {
         s.down_done(1, &exchange("/b", 200, (r3, r3), (o3, o3))),
         [(3, w3, Inferred)]
     );
+    // Given up with age: a request two minutes later sees it expire.
     s.c.closed(&client(1));
+    assert!(s.unlinked().is_empty());
+    s.now += 121_000_000_000;
+    let r4 = s.read_client(4);
+    let o4 = s.write_client(4);
+    assert!(s
+        .down_done(4, &exchange("/c", 404, (r4, r4), (o4, o4)))
+        .is_empty());
     assert_eq!(s.unlinked(), [(2, Link::None)]);
     assert_eq!(s.c.waiting(), 0);
 }
