@@ -92,6 +92,81 @@ impl Witness {
     }
 }
 
+/// A peer that never completes a handshake: a listener (backlog 0) that
+/// never accepts, its queue filled, so the kernel drops further SYNs and a
+/// gateway's `connect()` times out (`proxy_connect_timeout`, a timer).
+pub struct Blackhole {
+    fd: std::os::fd::OwnedFd,
+    port: u16,
+    _fill: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    pub fn start() -> Result<Self> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        anyhow::ensure!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: a descriptor we just opened and own alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: bind(2) with a pointer to a live sockaddr_in of the size
+        // passed; listen(2) on our socket.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::from_ref(&addr).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        anyhow::ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
+        // SAFETY: as above.
+        let rc = unsafe { libc::listen(fd.as_raw_fd(), 0) };
+        anyhow::ensure!(rc == 0, "listen: {}", std::io::Error::last_os_error());
+        let mut bound: libc::sockaddr_in = addr;
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: getsockname(2) into a live sockaddr_in of `len` bytes.
+        let rc = unsafe {
+            libc::getsockname(
+                fd.as_raw_fd(),
+                std::ptr::from_mut(&mut bound).cast(),
+                &raw mut len,
+            )
+        };
+        anyhow::ensure!(rc == 0, "getsockname: {}", std::io::Error::last_os_error());
+        let port = u16::from_be(bound.sin_port);
+        // Fill the accept queue (backlog 0 holds one connection); later
+        // handshakes stall.
+        let target: SocketAddr = ([127, 0, 0, 1], port).into();
+        let fill = (0..4)
+            .filter_map(|_| TcpStream::connect_timeout(&target, Duration::from_millis(200)).ok())
+            .collect();
+        Ok(Blackhole {
+            fd,
+            port,
+            _fill: fill,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether a connection attempt stalls (the queue is full).
+    pub fn stalls(&self) -> bool {
+        let _ = &self.fd;
+        let target: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err()
+    }
+}
+
 impl Drop for Witness {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -19,7 +19,8 @@
 //! Scenarios, one after the other, each with its own figures: tens of
 //! concurrent clients on the SAME path with random upstream delays; URIs
 //! nginx rewrites (`rewrite`, `proxy_pass .../other/`); retries to a second
-//! peer after a 502 or a reset; 504s (`proxy_read_timeout`); 499s (clients
+//! peer after a 502, a reset or a connect timeout (a timer: no I/O before
+//! the retry); 504s (`proxy_read_timeout`); 499s (clients
 //! that give up); pipelined requests; and the same-path load again with a
 //! `traceparent` and `X-Request-ID` passing through.
 
@@ -28,7 +29,7 @@ use gatescope_tests::agent::Agent;
 use gatescope_tests::nginx::Nginx;
 use gatescope_tests::request_log::{parse_request_log, parse_unlinked, AttemptLine};
 use gatescope_tests::util::{free_port, TempDir};
-use gatescope_tests::witness::{Behaviour, Witness};
+use gatescope_tests::witness::{Behaviour, Blackhole, Witness};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -45,11 +46,12 @@ struct Sent {
     scenario: &'static str,
 }
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "same path",
     "rewritten",
     "retry 502",
     "retry reset",
+    "retry timer",
     "504",
     "499",
     "pipelined",
@@ -63,7 +65,7 @@ fn scenario_no(name: &str) -> usize {
         .expect("a known scenario")
 }
 
-fn conf(d: &str, port: u16, good: u16, fail: u16, reset: u16) -> String {
+fn conf(d: &str, port: u16, good: u16, fail: u16, reset: u16, hole: u16) -> String {
     format!(
         r#"daemon off;
 master_process on;
@@ -90,6 +92,11 @@ http {{
         server 127.0.0.1:{good} max_fails=0;
         keepalive 16;
     }}
+    upstream hanging {{
+        server 127.0.0.1:{hole} max_fails=0;
+        server 127.0.0.1:{good} max_fails=0;
+        keepalive 16;
+    }}
     server {{
         listen 127.0.0.1:{port};
         proxy_http_version 1.1;
@@ -107,6 +114,11 @@ http {{
         location /retryreset {{
             proxy_next_upstream error timeout http_502;
             proxy_pass http://resetting;
+        }}
+        location /retrytimer {{
+            proxy_connect_timeout 100ms;
+            proxy_next_upstream error timeout;
+            proxy_pass http://hanging;
         }}
         location /slow {{
             proxy_read_timeout 300ms;
@@ -411,9 +423,11 @@ fn every_link_is_right_and_nearly_every_call_is_linked() -> Result<()> {
     let good = Witness::start(Behaviour::Answer)?;
     let fail = Witness::start(Behaviour::Fail502)?;
     let reset = Witness::start(Behaviour::Reset)?;
+    let hole = Blackhole::start()?;
+    ensure!(hole.stalls(), "the blackhole peer completes handshakes");
     let port = free_port()?;
     let nginx = Nginx::start_conf(
-        |d| conf(d, port, good.port(), fail.port(), reset.port()),
+        |d| conf(d, port, good.port(), fail.port(), reset.port(), hole.port()),
         1,
         port,
     )?;
@@ -465,6 +479,15 @@ fn every_link_is_right_and_nearly_every_call_is_linked() -> Result<()> {
         "retry reset",
         20,
         seq(6, |_| "/retryreset".to_owned(), 0, 5, false, 200),
+    )?);
+    // Every other request first tries a peer whose handshake never
+    // completes: its retry starts from proxy_connect_timeout's timer, with
+    // no I/O of its own before it.
+    sent.extend(concurrently(
+        port,
+        "retry timer",
+        20,
+        seq(4, |_| "/retrytimer".to_owned(), 0, 5, false, 200),
     )?);
     sent.extend(concurrently(
         port,
@@ -549,6 +572,17 @@ fn every_link_is_right_and_nearly_every_call_is_linked() -> Result<()> {
         per_client == order,
         "downstream lines per client connection differ from what the clients sent"
     );
+
+    // The timer scenario did wait for proxy_connect_timeout (100 ms).
+    let timed_out = lines
+        .iter()
+        .filter(|l| l.is_downstream() && l.path == "/retrytimer" && l.duration_ms >= 100.0)
+        .count();
+    ensure!(
+        timed_out > 0,
+        "no /retrytimer request waited for the connect timeout"
+    );
+    eprintln!("retry timer: {timed_out} requests waited for proxy_connect_timeout");
 
     let mut truth: BTreeMap<(u16, u16), Vec<String>> = BTreeMap::new();
     for w in [&good, &fail, &reset] {
