@@ -3,9 +3,10 @@
 //! not: an attempt is linked to a client request only when some evidence
 //! points at that very request and none points elsewhere.
 //!
-//! Three witnesses, each saying "this request", "another one" or nothing:
+//! Only the attempts that lie inside the client request's span are weighed,
+//! by three witnesses, each saying "this request", "another one" or nothing:
 //! - headers: the same `traceparent` or `X-Request-ID` on both legs, carried
-//!   by no other waiting attempt (`Link::Evidence`);
+//!   by no other attempt inside the span (`Link::Evidence`);
 //! - the request side of the thread's order (order.rs): the read that
 //!   completed this request (its `request_last_ns`, and no earlier request
 //!   completed by the same read), or the last write of the previous response
@@ -13,9 +14,14 @@
 //! - the response side: the first client write after the attempt's response
 //!   was read is this request's first response byte, with the same status.
 //!
-//! A request then takes at most one first attempt and at most one answered
-//! attempt: two candidates for either (a timer-driven action that inherited
-//! an unrelated "I/O just before") leave both unlinked.
+//! An attempt one witness ties to this request and another to a different
+//! one is left unlinked (`Link::Ambiguous`), and so, with that doubt, are the
+//! request's other inferred attempts. A request then takes its answered
+//! attempt and the chain of attempts it retried, or without an answer a
+//! single first attempt and its retries: anything else (a timer-driven
+//! action that inherited an unrelated "I/O just before") leaves the doubtful
+//! attempts unlinked. Attempts no request claims are given up with age or at
+//! exit (`Link::None`).
 
 use std::collections::{BTreeMap, HashMap};
 

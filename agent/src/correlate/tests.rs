@@ -146,6 +146,28 @@ fn concurrent_requests_on_one_path_answered_out_of_order() {
 }
 
 #[test]
+fn each_thread_has_its_own_order() {
+    let mut s = Sim::default();
+    // Worker thread 7 reads request 1; thread 8's I/O lands in between
+    // in the ring buffer; thread 7 writes upstream.
+    let r1 = s.read_client(1);
+    s.on(8, |ts| Io::ClientRead {
+        conn: client(2),
+        len: 100,
+        ts,
+    });
+    let w1 = s.write_up(1);
+    let a1 = s.read_up(1);
+    s.up_done(1, 200, w1, a1);
+    s.on(8, |ts| Io::ClientWrite { conn: client(2), ts });
+    let o1 = s.write_client(1);
+    assert_eq!(
+        s.down_done(1, &exchange("/a", 200, (r1, r1), (o1, o1))),
+        [(1, w1, Inferred)]
+    );
+}
+
+#[test]
 fn a_new_connection_takes_the_request_of_its_connect() {
     let mut s = Sim::default();
     let r1 = s.read_client(1);
