@@ -101,20 +101,19 @@ impl Correlator {
             local,
             link: Link::None,
         };
-        // The client request it claims already finished (a 499: nginx
-        // closes the upstream connection after the client's): too late.
         self.order
             .finished(&key(&attempt), exchange.request_first_ns, exchange.status);
+        // The client request whose read it claims already finished (a 499:
+        // nginx closes the upstream connection after the client's): too
+        // late. (A claimed client write says nothing against other requests,
+        // so such an attempt waits: its response side may still name one.)
         let claim = self.order.claim(&key(&attempt), exchange.request_first_ns);
         let late = match claim.origin {
             Origin::ClientRead { client, ts } => self
                 .clients
                 .get(&client)
                 .is_some_and(|p| p.request_last_ns >= ts),
-            Origin::ClientWrite { client, ts } => {
-                self.clients.get(&client).is_some_and(|p| p.end_ns > ts)
-            }
-            Origin::Unknown => false,
+            Origin::ClientWrite { .. } | Origin::Unknown => false,
         };
         if late {
             self.settle(tgid, attempt, Link::None);

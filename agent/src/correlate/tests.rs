@@ -159,7 +159,10 @@ fn each_thread_has_its_own_order() {
     let w1 = s.write_up(1);
     let a1 = s.read_up(1);
     s.up_done(1, 200, w1, a1);
-    s.on(8, |ts| Io::ClientWrite { conn: client(2), ts });
+    s.on(8, |ts| Io::ClientWrite {
+        conn: client(2),
+        ts,
+    });
     let o1 = s.write_client(1);
     assert_eq!(
         s.down_done(1, &exchange("/a", 200, (r1, r1), (o1, o1))),
@@ -407,6 +410,44 @@ fn an_idle_connection_closing_does_not_make_a_retry_of_an_answered_request() {
         .is_empty());
     s.c.forget(TGID);
     assert_eq!(s.unlinked(), [(2, Link::None)]);
+}
+
+#[test]
+fn a_timer_retry_after_a_finished_connections_write_is_linked_by_its_answer() {
+    let mut s = Sim::default();
+    // Request X on client 1 waits for a connect timeout.
+    let rx = s.read_client(1);
+    s.connect(9);
+    // Client 2's request comes and goes.
+    let r2 = s.read_client(2);
+    let w2 = s.write_up(2);
+    let a2 = s.read_up(2);
+    s.up_done(2, 200, w2, a2);
+    let o2 = s.write_client(2);
+    // The timer: X's retry, right after client 2's response.
+    let w3 = s.write_up(3);
+    assert_eq!(
+        s.down_done(2, &exchange("/b", 200, (r2, r2), (o2, o2))),
+        [(2, w2, Inferred)]
+    );
+    // Client 2's next request is served before the retry's answer.
+    let r4 = s.read_client(2);
+    let w4 = s.write_up(4);
+    let a4 = s.read_up(4);
+    s.up_done(4, 200, w4, a4);
+    let o4 = s.write_client(2);
+    assert_eq!(
+        s.down_done(2, &exchange("/c", 200, (r4, r4), (o4, o4))),
+        [(4, w4, Inferred)]
+    );
+    let a3 = s.read_up(3);
+    s.up_done(3, 200, w3, a3);
+    let ox = s.write_client(1);
+    assert_eq!(
+        s.down_done(1, &exchange("/x", 200, (rx, rx), (ox, ox))),
+        [(3, w3, Inferred)]
+    );
+    assert!(s.unlinked().is_empty());
 }
 
 #[test]
