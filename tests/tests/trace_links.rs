@@ -46,12 +46,13 @@ struct Sent {
     scenario: &'static str,
 }
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "same path",
     "rewritten",
     "retry 502",
     "retry reset",
     "retry timer",
+    "limit_req",
     "504",
     "499",
     "pipelined",
@@ -81,6 +82,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi_temp;
     uwsgi_temp_path {d}/uwsgi_temp;
     scgi_temp_path {d}/scgi_temp;
+    limit_req_zone $binary_remote_addr zone=paced:1m rate=200r/s;
     upstream good {{ server 127.0.0.1:{good}; keepalive 16; }}
     upstream flaky {{
         server 127.0.0.1:{fail} max_fails=0;
@@ -114,6 +116,10 @@ http {{
         location /retryreset {{
             proxy_next_upstream error timeout http_502;
             proxy_pass http://resetting;
+        }}
+        location /paced {{
+            limit_req zone=paced burst=500;
+            proxy_pass http://good;
         }}
         location /retrytimer {{
             proxy_connect_timeout 100ms;
@@ -489,6 +495,14 @@ fn every_link_is_right_and_nearly_every_call_is_linked() -> Result<()> {
         20,
         seq(4, |_| "/retrytimer".to_owned(), 0, 5, false, 200),
     )?);
+    // limit_req delays each request: its upstream call starts from a
+    // timer, after whatever I/O the worker did last.
+    sent.extend(concurrently(
+        port,
+        "limit_req",
+        40,
+        seq(5, |_| "/paced".to_owned(), 0, 5, false, 200),
+    )?);
     sent.extend(concurrently(
         port,
         "504",
@@ -583,6 +597,13 @@ fn every_link_is_right_and_nearly_every_call_is_linked() -> Result<()> {
         "no /retrytimer request waited for the connect timeout"
     );
     eprintln!("retry timer: {timed_out} requests waited for proxy_connect_timeout");
+    // limit_req did delay requests (200 at once, 200 a second).
+    let paced = lines
+        .iter()
+        .filter(|l| l.is_downstream() && l.path == "/paced" && l.duration_ms >= 100.0)
+        .count();
+    ensure!(paced > 0, "limit_req delayed no request");
+    eprintln!("limit_req: {paced} requests delayed by 100 ms or more");
 
     let mut truth: BTreeMap<(u16, u16), Vec<String>> = BTreeMap::new();
     for w in [&good, &fail, &reset] {

@@ -330,6 +330,35 @@ fn a_pipelined_request_written_before_the_previous_answer_went_out_is_no_retry()
 }
 
 #[test]
+fn an_action_long_after_the_last_io_claims_nothing() {
+    let mut s = Sim::default();
+    // Request B is read completely, then waits (limit_req delay).
+    let rb = s.read_client(2);
+    // 3 ms later a timer sends request X's upstream call: the read is not
+    // its handler's.
+    s.now += 3_000_000;
+    let w = s.write_up(1);
+    let a = s.read_up(1);
+    s.up_done(1, 200, w, a);
+    let ox = s.write_client(1);
+    assert_eq!(
+        s.down_done(1, &exchange("/x", 200, (1, 1), (ox, ox))),
+        [(1, w, Inferred)]
+    );
+    // B's own call, from a later timer, is linked by its answer as well.
+    s.now += 3_000_000;
+    let wb = s.write_up(2);
+    let ab = s.read_up(2);
+    s.up_done(2, 200, wb, ab);
+    let ob = s.write_client(2);
+    assert_eq!(
+        s.down_done(2, &exchange("/b", 200, (rb, rb), (ob, ob))),
+        [(2, wb, Inferred)]
+    );
+    assert!(s.unlinked().is_empty());
+}
+
+#[test]
 fn a_timer_after_a_client_read_is_not_that_request() {
     let mut s = Sim::default();
     // Request B is read completely, then waits (limit_req delay).
