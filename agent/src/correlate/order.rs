@@ -63,11 +63,11 @@ impl Io {
 
 /// How long after the previous I/O an action may begin and still count as
 /// the same handler's. An nginx handler goes from its read to its write or
-/// `connect()` in tens of microseconds (trace_links: 99% within 100 µs, the
-/// slowest 0.3 ms); a timer-driven action after an unrelated read came 1 to
-/// 5 ms later under `limit_req` (which fires every few ms). Beyond this the
-/// order claims nothing: a missing claim costs a link at most, a false one
-/// can speak against the right request.
+/// `connect()` in tens of microseconds (trace_links: 99% within 100 µs); a
+/// timer-driven action after an unrelated read came 1 to 5 ms later under
+/// `limit_req` at 200 requests a second. Beyond this the order claims
+/// nothing: a missing claim costs a link at most, a false one speaks against
+/// the right request (and left 3 in 4 of those calls ambiguous).
 const SAME_HANDLER_NS: u64 = 1_000_000;
 
 /// What started an upstream request, as its thread's order of I/O tells it.
