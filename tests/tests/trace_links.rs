@@ -66,11 +66,12 @@ fn scenario_no(name: &str) -> usize {
         .expect("a known scenario")
 }
 
-fn conf(d: &str, port: u16, good: u16, fail: u16, reset: u16, hole: u16) -> String {
+fn conf(d: &str, workers: u32, port: u16, peers: [u16; 4]) -> String {
+    let [good, fail, reset, hole] = peers;
     format!(
         r#"daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 user root;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
@@ -424,19 +425,28 @@ fn print(tally: &BTreeMap<&'static str, Tally>) {
     }
 }
 
+/// The issue's setting: one worker, so every request shares one event loop.
 #[test]
 fn every_link_is_right_and_nearly_every_call_is_linked() -> Result<()> {
+    run(1)
+}
+
+/// Two workers: each thread's order is read on its own, requests spread
+/// over both.
+#[test]
+fn two_workers_are_told_apart() -> Result<()> {
+    run(2)
+}
+
+fn run(workers: u32) -> Result<()> {
     let good = Witness::start(Behaviour::Answer)?;
     let fail = Witness::start(Behaviour::Fail502)?;
     let reset = Witness::start(Behaviour::Reset)?;
     let hole = Blackhole::start()?;
     ensure!(hole.stalls(), "the blackhole peer completes handshakes");
     let port = free_port()?;
-    let nginx = Nginx::start_conf(
-        |d| conf(d, port, good.port(), fail.port(), reset.port(), hole.port()),
-        1,
-        port,
-    )?;
+    let peers = [good.port(), fail.port(), reset.port(), hole.port()];
+    let nginx = Nginx::start_conf(|d| conf(d, workers, port, peers), workers, port)?;
     let dir = TempDir::new("links")?;
     let log = dir.path().join("requests.jsonl");
     let log_arg = log.display().to_string();
@@ -614,6 +624,7 @@ fn every_link_is_right_and_nearly_every_call_is_linked() -> Result<()> {
         }
     }
     let (tally, problems) = compare(&calls, &truth, &sent)?;
+    eprintln!("nginx with {workers} worker(s):");
     print(&tally);
     for p in &problems {
         eprintln!("{p}");
