@@ -12,7 +12,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use gatescope_common::{LostReason, LOST_REASONS, LOST_REASON_NAMES};
+use gatescope_common::{LostReason, TcpState, LOST_REASONS, LOST_REASON_NAMES};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::watch,
@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     capture::{
-        decode::{decode, Handshake, Observation, Role, KINDS},
+        decode::{decode, Direction, Handshake, Observation, Role, KINDS},
         wire::{read_counters, ClosingTaps, Taps},
         Maps,
     },
@@ -30,7 +30,7 @@ use crate::{
         lost_opens::{MARGIN_NS, SCAN_MAX},
         ConnInfo, ConnTable, Finished,
     },
-    correlate::{answered, Completed, Correlator},
+    correlate::{answered, Completed, Correlator, Io},
     http::{Exchange, HttpEvent},
     kernel_targets::{monotonic_ns, TargetSet},
     label::Labeller,
@@ -182,6 +182,11 @@ impl Pipeline {
         let closing = self.taps.take().map(Taps::close);
         // Whatever is still queued is counted before exit.
         self.drain(ring.get_mut());
+        // Calls still waiting for their client request are reported
+        // unlinked, so no sink loses one.
+        self.correlator.forget_all();
+        self.export_unlinked();
+        self.sinks.flush();
         info!(elapsed = ?stopping.elapsed(), "final drain done");
         Ok(closing)
     }
@@ -205,11 +210,24 @@ impl Pipeline {
                 Ok(obs) => {
                     per_kind[obs.kind_index()] += 1;
                     self.process_stage(&obs);
+                    // Before the table: the exchanges this record finishes
+                    // are correlated with its I/O already in the thread's
+                    // order.
+                    self.thread_order(&obs);
                     // Connections, reassembly and protocol parsing in one
                     // step; its facts are counted at the end of the drain,
                     // its exchanges correlated at once, in record order.
                     self.table.apply(&obs, Instant::now, &mut self.finished);
                     self.finish_http();
+                    if let Observation::State {
+                        new: TcpState::CLOSE,
+                        endpoints,
+                        ..
+                    } = obs
+                    {
+                        self.correlator.closed(&endpoints);
+                        self.export_unlinked();
+                    }
                     for (sk, ts_ns) in std::mem::take(&mut self.finished.lost_opens) {
                         lost_opens += u64::from(self.release_lost_open(sk, ts_ns));
                     }
@@ -266,7 +284,10 @@ impl Pipeline {
                     self.set_listen_sockets(sockets);
                 }
             }
-            Observation::Exit { tgid } => self.correlator.forget(tgid),
+            Observation::Exit { tgid } => {
+                self.correlator.forget(tgid);
+                self.export_unlinked();
+            }
             Observation::ConnOpen {
                 role,
                 endpoints,
@@ -279,10 +300,79 @@ impl Pipeline {
             Observation::ConnFound { .. }
             | Observation::State { .. }
             | Observation::Data { .. }
+            | Observation::ReadFailed { .. }
             | Observation::Accept { .. }
             | Observation::Tcp { .. }
             | Observation::TcpClosed { .. } => {}
         }
+    }
+
+    /// Hands correlation each worker thread's I/O, in the thread's order.
+    fn thread_order(&mut self, obs: &Observation) {
+        let (tid, io) = match *obs {
+            Observation::Data {
+                sk,
+                dir,
+                len,
+                tid,
+                ts_ns: ts,
+                ..
+            } => {
+                let Some(conn) = self.table.conn(sk) else {
+                    return;
+                };
+                let conn_ends = conn.endpoints;
+                let io = match (conn.role, dir) {
+                    (Role::Downstream, Direction::Ingress) => Io::ClientRead {
+                        conn: conn_ends,
+                        len,
+                        ts,
+                    },
+                    (Role::Downstream, Direction::Egress) => Io::ClientWrite {
+                        conn: conn_ends,
+                        ts,
+                    },
+                    (Role::Upstream, Direction::Ingress) => Io::UpstreamRead {
+                        conn: conn_ends,
+                        ts,
+                    },
+                    (Role::Upstream, Direction::Egress) => Io::UpstreamWrite {
+                        conn: conn_ends,
+                        sk,
+                        ts,
+                    },
+                };
+                (tid, io)
+            }
+            Observation::ConnOpen {
+                role: Role::Upstream,
+                sk,
+                ts_ns,
+                tid,
+                ..
+            } => (tid, Io::Connect { sk, ts: ts_ns }),
+            // A reset read: an upstream's failed answer (nginx retries the
+            // next peer from this handler), or a client that went away.
+            Observation::ReadFailed { sk, tid, ts_ns, .. } => {
+                let Some(conn) = self.table.conn(sk) else {
+                    return self.correlator.io(tid, Io::ReadFailed { sk, ts: ts_ns });
+                };
+                let io = match conn.role {
+                    Role::Upstream => Io::UpstreamRead {
+                        conn: conn.endpoints,
+                        ts: ts_ns,
+                    },
+                    Role::Downstream => Io::ClientRead {
+                        conn: conn.endpoints,
+                        len: 0,
+                        ts: ts_ns,
+                    },
+                };
+                (tid, io)
+            }
+            _ => return,
+        };
+        self.correlator.io(tid, io);
     }
 
     /// The wire view's time for a client connection's handshake.
@@ -311,6 +401,7 @@ impl Pipeline {
                 HttpEvent::Exchange(exchange) => {
                     let done = self.correlate(conn, exchange);
                     self.export(done, conn);
+                    self.export_unlinked();
                 }
                 HttpEvent::Anomaly(anomaly) => self.metrics.record_anomaly(&anomaly),
             }
@@ -329,7 +420,12 @@ impl Pipeline {
                 Completed::Upstream { exchange, peer }
             }
             Role::Downstream => {
-                let attempts = self.correlator.downstream_done(conn.tgid, &exchange);
+                let attempts =
+                    self.correlator
+                        .downstream_done(conn.tgid, conn.endpoints, &exchange);
+                for attempt in &attempts {
+                    self.metrics.links.count(attempt.link);
+                }
                 let upstream = answered(&attempts);
                 let port = conn.endpoints.local.port();
                 let listener = self
@@ -351,6 +447,15 @@ impl Pipeline {
     fn export(&mut self, done: Completed, conn: ConnInfo) {
         let record = self.labeller.label(done, conn.endpoints.remote, conn.tgid);
         self.sinks.exchange(&record);
+    }
+
+    /// Upstream calls correlation gave up on, to the sinks that report each
+    /// call on its own.
+    fn export_unlinked(&mut self) {
+        for (tgid, attempt) in self.correlator.take_unlinked() {
+            self.metrics.links.count(attempt.link);
+            self.sinks.unlinked(tgid, &attempt);
+        }
     }
 
     fn reconcile(&mut self) {

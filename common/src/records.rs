@@ -178,7 +178,10 @@ pub struct Data {
     pub dir: Direction,
     pub head_len: u32,
     pub tail_len: u32,
-    pub _pad: u32,
+    /// The errno of a read that failed (`len` 0), such as a reset seen by
+    /// `recv()`; 0 for a transfer. Correlation reads it as I/O the thread
+    /// did (nginx retries another peer from the handler of that read).
+    pub error: u32,
 }
 
 macro_rules! payloads {

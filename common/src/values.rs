@@ -181,3 +181,6 @@ pub const IPPROTO_TCP: u16 = 6;
 
 /// `recvmsg` flag: the data stays queued, so peeked bytes are not received.
 pub const MSG_PEEK: i32 = 2;
+/// Failed reads that are not I/O a handler acted on: nothing to read yet
+/// (`EAGAIN`), or interrupted (`EINTR`, `ERESTARTSYS`).
+pub const READ_NOTHING_ERRNOS: [i32; 3] = [11, 4, 512];

@@ -3,7 +3,9 @@
 //! current tgid says whether the gateway moved the bytes.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use gatescope_common::{tp::sock_length as f, Direction, AF_INET, AF_INET6, IPPROTO_TCP, MSG_PEEK};
+use gatescope_common::{
+    tp::sock_length as f, Direction, AF_INET, AF_INET6, IPPROTO_TCP, MSG_PEEK, READ_NOTHING_ERRNOS,
+};
 
 use crate::{
     emit::{current, field},
@@ -36,12 +38,26 @@ fn on_length(ctx: &TracePointContext, dir: Direction) {
         return;
     }
     let ret = field::<i32>(ctx, f::RET);
+    let mut error = 0;
     if dir == Direction::INGRESS {
         // A peek leaves the bytes queued: they are counted when really read.
         let flags = field::<i32>(ctx, f::FLAGS);
         // A read of 0 (EOF) is kept: it shows the gateway handled the socket.
-        if flags & MSG_PEEK != 0 || ret < 0 {
+        if flags & MSG_PEEK != 0 {
             return;
+        }
+        // A failed read (a reset) is kept as 0 bytes with its errno: the
+        // agent's correlation reads it as the handler's I/O (nginx retries
+        // the next peer from it). "Nothing yet" is not I/O.
+        if ret < 0 {
+            let errno = -ret;
+            if errno == READ_NOTHING_ERRNOS[0]
+                || errno == READ_NOTHING_ERRNOS[1]
+                || errno == READ_NOTHING_ERRNOS[2]
+            {
+                return;
+            }
+            error = ret.unsigned_abs();
         }
     } else if ret <= 0 {
         return;
@@ -54,5 +70,5 @@ fn on_length(ctx: &TracePointContext, dir: Direction) {
     if ret > 0 {
         claim_if_unknown(sk, tgid);
     }
-    emit_data(dir, tgid, tid, sk, ret as u64);
+    emit_data(dir, tgid, tid, sk, ret.max(0) as u64, error);
 }

@@ -46,8 +46,12 @@ fn on_set_state(ctx: &TracePointContext) {
     // An opening transition always starts a new connection, whatever the
     // socket's address held before: a stale entry (a socket freed without a
     // close we saw, its memory reused) must not swallow a new open.
+    // The connecting thread, for the agent's correlation (which request's
+    // handler opened the connection); 0 in softirq.
+    let mut tid = 0;
     let opening = if old == TcpState::CLOSE && new == TcpState::SYN_SENT {
-        let (tgid, _) = current();
+        let (tgid, thread) = current();
+        tid = thread;
         Some(is_target(tgid).then_some((Role::UPSTREAM, tgid)))
     } else if old == TcpState::SYN_RECV && new == TcpState::ESTABLISHED {
         let sport = field::<u16>(ctx, f::SPORT);
@@ -124,7 +128,7 @@ fn on_set_state(ctx: &TracePointContext) {
         open.handshake_ns = ns;
         open.ifindex = ifindex;
     }
-    submit(tgid, 0, ts_ns, open);
+    submit(tgid, tid, ts_ns, open);
 }
 
 /// inet_csk_listen_start() moves the socket to LISTEN in the listen() caller

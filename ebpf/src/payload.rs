@@ -81,7 +81,7 @@ pub fn save(kind: u32, args: impl FnOnce() -> Option<(u64, u64)>) {
 /// Emits a data record for `len` bytes moved on socket `sk` by the current
 /// thread, with head and tail when its buffer is known.
 #[inline(always)]
-pub fn emit_data(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64) {
+pub fn emit_data(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64, error: u32) {
     let Some(event) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -93,7 +93,7 @@ pub fn emit_data(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64) {
         dir,
         head_len: 0,
         tail_len: 0,
-        _pad: 0,
+        error,
     };
     event.header = DataHeader::new(tgid, tid, now(), data);
     if len > 0 {

@@ -581,6 +581,7 @@ pub fn perfect_agent_lines(
                     },
                     duration_ms: u.response_time.unwrap_or(0.0) * 1000.0,
                 }),
+            attempts: Vec::new(),
             raw: String::new(),
         })
         .collect();
@@ -595,6 +596,7 @@ pub fn perfect_agent_lines(
         response_bytes: t.response_bytes,
         duration_ms: 0.0,
         upstream: None,
+        attempts: Vec::new(),
         raw: String::new(),
     }));
     out

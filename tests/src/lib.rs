@@ -24,6 +24,7 @@ pub mod request_log;
 pub mod tun;
 pub mod upstream;
 pub mod util;
+pub mod witness;
 pub mod workload;
 pub mod wrk;
 

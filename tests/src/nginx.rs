@@ -264,6 +264,30 @@ http {{
         )
     }
 
+    /// nginx on a config the caller writes: `conf(dir)` gets the directory all
+    /// of nginx's files go in (pid, logs, temp paths); the config must listen
+    /// on 127.0.0.1:`listen_port` and run `workers` workers in the foreground.
+    pub fn start_conf(
+        conf: impl FnOnce(&str) -> String,
+        workers: u32,
+        listen_port: u16,
+    ) -> Result<Self> {
+        ensure!(
+            Path::new(NGINX_BIN).exists(),
+            "{NGINX_BIN} not found (apt-get install nginx)"
+        );
+        let dir = TempDir::new("nginx")?;
+        let text = conf(&dir.path().display().to_string());
+        Self::launch_as(
+            Path::new(NGINX_BIN),
+            dir,
+            &text,
+            workers,
+            ("127.0.0.1", listen_port),
+            false,
+        )
+    }
+
     /// The accuracy tests' nginx: `workers` workers on `listen_port`, the `acc` access
     /// log (see [`crate::access_log`]) in [`Nginx::acc_log_path`], and
     /// - `location /`: the upstream on `upstream_port`, HTTP/1.1 keep-alive (16 idle);

@@ -186,6 +186,30 @@ pub struct Leg {
     pub duration_ms: f64,
 }
 
+/// An upstream call (attempt) as the agent reports it: in a downstream line's
+/// `attempts`, or on a line of its own when it was left unlinked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptLine {
+    /// The gateway's end of the upstream connection.
+    pub local: String,
+    pub peer: String,
+    pub status: u16,
+    /// "evidence", "inferred", "ambiguous" or "none".
+    pub link: String,
+    /// First request byte sent, CLOCK_MONOTONIC ns.
+    pub first_ns: u64,
+}
+
+fn attempt_line(o: &Json) -> Result<AttemptLine> {
+    Ok(AttemptLine {
+        local: str_field(o, "local")?,
+        peer: str_field(o, "peer")?,
+        status: uint_field(o, "status")? as u16,
+        link: str_field(o, "link")?,
+        first_ns: uint_field(o, "first_ns")?,
+    })
+}
+
 /// One line of the request log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReqLine {
@@ -201,6 +225,8 @@ pub struct ReqLine {
     pub response_bytes: u64,
     pub duration_ms: f64,
     pub upstream: Option<Leg>,
+    /// Downstream: the upstream calls linked to it, in order.
+    pub attempts: Vec<AttemptLine>,
     /// The line as written, for failure messages.
     pub raw: String,
 }
@@ -250,6 +276,11 @@ pub fn parse_req_line(line: &str) -> Result<ReqLine> {
                 duration_ms: num_field(u, "duration_ms")?,
             }),
         };
+        let attempts = match o.get("attempts") {
+            None | Some(Json::Null) => Vec::new(),
+            Some(Json::Arr(a)) => a.iter().map(attempt_line).collect::<Result<_>>()?,
+            Some(v) => bail!("\"attempts\" is not an array: {v:?}"),
+        };
         let listener = match o.get("listener") {
             None | Some(Json::Null) => None,
             Some(_) => Some(str_field(&o, "listener")?),
@@ -265,23 +296,47 @@ pub fn parse_req_line(line: &str) -> Result<ReqLine> {
             response_bytes: uint_field(&o, "response_bytes")?,
             duration_ms: num_field(&o, "duration_ms")?,
             upstream,
+            attempts,
             raw: line.to_string(),
         })
     };
     inner().with_context(|| format!("request-log line {line:?}"))
 }
 
-/// Parse a whole request log. A last line without its newline is still being
-/// written and is left out.
-pub fn parse_request_log(text: &str) -> Result<Vec<ReqLine>> {
+/// The complete lines of a log still being written (a last line without its
+/// newline is left out).
+fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
     let complete = match text.rfind('\n') {
         Some(i) => &text[..=i],
         None => "",
     };
-    complete
-        .lines()
-        .filter(|l| !l.trim().is_empty())
+    complete.lines().filter(|l| !l.trim().is_empty())
+}
+
+const UNLINKED: &str = "\"role\":\"unlinked\"";
+
+/// Parse a whole request log's exchange lines (downstream and upstream; the
+/// unlinked calls' lines are [`parse_unlinked`]'s). A last line without its
+/// newline is still being written and is left out.
+pub fn parse_request_log(text: &str) -> Result<Vec<ReqLine>> {
+    complete_lines(text)
+        .filter(|l| !l.contains(UNLINKED))
         .map(parse_req_line)
+        .collect()
+}
+
+/// The upstream calls the agent left unlinked (`"role":"unlinked"` lines).
+pub fn parse_unlinked(text: &str) -> Result<Vec<AttemptLine>> {
+    complete_lines(text)
+        .filter(|l| l.contains(UNLINKED))
+        .map(|l| {
+            let o = Json::parse(l)?;
+            ensure!(
+                matches!(o.get("role"), Some(Json::Str(r)) if r == "unlinked"),
+                "not an unlinked line"
+            );
+            attempt_line(&o).with_context(|| format!("request-log line {l:?}"))
+        })
         .collect()
 }
 
@@ -349,6 +404,31 @@ mod tests {
         );
         assert!(parse_req_line(&UP.replace("\"method\":\"GET\",", "")).is_err());
         assert!(parse_req_line(&UP.replace("72", "72.5")).is_err());
+    }
+
+    #[test]
+    fn attempts_and_unlinked_calls() {
+        let attempt = r#"{"local":"127.0.0.1:51000","peer":"127.0.0.1:9000","status":200,"link":"inferred","first_ns":1005}"#;
+        let down = DOWN.replace("}}", &format!("}},\"attempts\":[{attempt}]}}"));
+        let d = parse_req_line(&down).unwrap();
+        assert_eq!(
+            d.attempts,
+            [AttemptLine {
+                local: "127.0.0.1:51000".into(),
+                peer: "127.0.0.1:9000".into(),
+                status: 200,
+                link: "inferred".into(),
+                first_ns: 1005,
+            }]
+        );
+        let unlinked = r#"{"role":"unlinked","method":"GET","path":"/a","local":"127.0.0.1:51001","peer":"127.0.0.1:9000","status":502,"link":"ambiguous","first_ns":7}"#;
+        let text = format!("{down}\n{unlinked}\n{UP}\n");
+        assert_eq!(parse_request_log(&text).unwrap().len(), 2);
+        let u = parse_unlinked(&text).unwrap();
+        assert_eq!(
+            (u.len(), u[0].link.as_str(), u[0].first_ns),
+            (1, "ambiguous", 7)
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl TryFrom<common::Direction> for Direction {
 }
 
 /// A connection's two ends, seen from the gateway.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoints {
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -112,6 +112,9 @@ pub enum Observation<'a> {
         ts_ns: u64,
         /// Client connections whose first SYN the wire view saw.
         handshake: Option<Handshake>,
+        /// The thread that called connect() (an active open's CLOSE ->
+        /// SYN_SENT runs in the syscall); 0 for a passive open (softirq).
+        tid: u32,
     },
     /// A connection open before gatescope started, seen for the first time
     /// when the gateway moved bytes on it.
@@ -139,9 +142,22 @@ pub enum Observation<'a> {
         dir: Direction,
         len: u64,
         tgid: u32,
+        /// The thread that moved the bytes: records of one thread arrive in
+        /// the order it made its syscalls (one ring buffer), which is what
+        /// correlation reads a worker's event loop from.
+        tid: u32,
         ts_ns: u64,
         head: &'a [u8],
         tail: &'a [u8],
+    },
+    /// A read by the gateway that failed (a reset seen by `recv()`): no
+    /// bytes, but I/O its thread did (see correlate/order.rs).
+    ReadFailed {
+        sk: u64,
+        tgid: u32,
+        tid: u32,
+        ts_ns: u64,
+        errno: u32,
     },
     Accept {
         tgid: u32,
@@ -182,7 +198,7 @@ impl Observation<'_> {
             Observation::ConnOpen { .. } => Kind::CONN_OPEN,
             Observation::ConnFound { .. } => Kind::CONN_FOUND,
             Observation::State { .. } => Kind::STATE,
-            Observation::Data { .. } => Kind::DATA,
+            Observation::Data { .. } | Observation::ReadFailed { .. } => Kind::DATA,
             Observation::Accept { .. } => Kind::ACCEPT,
             Observation::Tcp { .. } | Observation::TcpClosed { .. } => Kind::TCP,
             Observation::Fork { .. } => Kind::FORK,
@@ -226,13 +242,17 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
     let ts_ns = header.ts_ns;
     Ok(match header.kind {
         Kind::CONN_OPEN => {
-            let ConnOpen {
-                sk,
-                role,
-                ifindex,
-                handshake_ns,
-                tuple,
-            } = record::<ConnOpen>(raw)?.data;
+            let Record {
+                header,
+                data:
+                    ConnOpen {
+                        sk,
+                        role,
+                        ifindex,
+                        handshake_ns,
+                        tuple,
+                    },
+            } = record::<ConnOpen>(raw)?;
             let role = Role::try_from(role)?;
             Observation::ConnOpen {
                 sk,
@@ -243,6 +263,7 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
                     ifindex,
                     ns: handshake_ns,
                 }),
+                tid: header.tid,
             }
         }
         Kind::CONN_FOUND => {
@@ -363,11 +384,24 @@ fn decode_data(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
     {
         return Err(DecodeError::Lengths);
     }
+    if data.error != 0 {
+        if data.len != 0 || head_len + tail_len != 0 {
+            return Err(DecodeError::Lengths);
+        }
+        return Ok(Observation::ReadFailed {
+            sk: data.sk,
+            tgid: header.tgid,
+            tid: header.tid,
+            ts_ns: header.ts_ns,
+            errno: data.error,
+        });
+    }
     Ok(Observation::Data {
         sk: data.sk,
         dir,
         len: data.len,
         tgid: header.tgid,
+        tid: header.tid,
         ts_ns: header.ts_ns,
         head: &body[DATA_TAIL_MAX..DATA_TAIL_MAX + head_len],
         tail: &body[..tail_len],

@@ -150,6 +150,12 @@ impl ConnTable {
         &self.gauges
     }
 
+    /// The open connection at socket `sk`, if the table follows it (for
+    /// correlation to read each record's role and endpoints).
+    pub fn conn(&self, sk: u64) -> Option<ConnInfo> {
+        self.conns.get(&sk).filter(|c| c.is_open()).map(Conn::info)
+    }
+
     /// stub_status's phases of the open client connections.
     pub fn phases(&self) -> PhaseCounts {
         self.phases
@@ -176,6 +182,7 @@ impl ConnTable {
                 endpoints,
                 ts_ns,
                 handshake: _,
+                tid: _,
             } => self.open(sk, role, endpoints, ts_ns, false, out),
             // Open before we started: active from now on, but it was neither
             // accepted nor opened while we watched, nor is it new to handle.
@@ -204,6 +211,7 @@ impl ConnTable {
                 dir,
                 len,
                 tgid,
+                tid: _,
                 ts_ns,
                 head,
                 tail,
@@ -216,6 +224,9 @@ impl ConnTable {
                 };
                 self.data(sk, dir, &seg, tgid, now, out);
             }
+            // What the connection's state records say is enough here; the
+            // failed read matters to correlation only.
+            Observation::ReadFailed { .. } => {}
             Observation::Accept { tgid: _ } => out.facts.push(Fact::Accepted),
             Observation::Tcp { sk, event } => {
                 if let Some(conn) = self.conns.get(&sk).filter(|c| c.is_open()) {

@@ -29,6 +29,7 @@ fn open(table: &mut ConnTable, sk: u64, role: Role, endpoints: Endpoints) -> Vec
         endpoints,
         ts_ns: 0,
         handshake: None,
+        tid: 0,
     };
     apply(table, &obs).facts
 }
@@ -49,6 +50,7 @@ fn bytes(table: &mut ConnTable, sk: u64, dir: Direction, len: u64) -> Vec<Fact> 
         dir,
         len,
         tgid: 1,
+        tid: 1,
         ts_ns: 0,
         head: b"",
         tail: b"",
@@ -275,6 +277,7 @@ fn sweep_drops_only_connections_missing_twice() {
                     endpoints: ep,
                     ts_ns: 0,
                     handshake: None,
+                    tid: 0,
                 },
             )
             .facts,
@@ -292,6 +295,7 @@ fn sweep_drops_only_connections_missing_twice() {
                 endpoints: ep,
                 ts_ns: 40,
                 handshake: None,
+                tid: 0,
             },
         )
         .facts,
@@ -334,6 +338,7 @@ fn open_at(table: &mut ConnTable, sk: u64, role: Role, endpoints: Endpoints, t: 
         endpoints,
         ts_ns: 0,
         handshake: None,
+        tid: 0,
     };
     table.apply(&obs, || t, &mut Finished::default());
 }
@@ -370,6 +375,7 @@ fn data_at(
         dir,
         len: bytes.len() as u64,
         tgid: 1,
+        tid: 1,
         ts_ns,
         head: bytes,
         tail: &[],
@@ -496,6 +502,7 @@ fn idle_late_connections_end_on_the_tick_or_when_their_address_opens_again() {
         endpoints: e,
         ts_ns: 0,
         handshake: None,
+        tid: 0,
     };
     t.apply(&obs, || t0, &mut out);
     assert_eq!(ends(&out), vec![(499, 20)]);
@@ -519,6 +526,7 @@ fn closing_flushes_with_the_connection_and_its_last_worker() {
         dir: Direction::Ingress,
         len: 28,
         tgid: 42,
+        tid: 42,
         ts_ns: 10,
         head: b"GET /c HTTP/1.1\r\nHost: g\r\n\r\n",
         tail: &[],
@@ -583,6 +591,7 @@ fn data_obs(sk: u64, ts_ns: u64) -> Observation<'static> {
         dir: Direction::Egress,
         len: 10,
         tgid: 1,
+        tid: 1,
         ts_ns,
         head: b"",
         tail: b"",
@@ -645,6 +654,7 @@ fn sweep_releases_old_kernel_entries_the_table_does_not_know_up_to_its_room() {
             endpoints: ep("127.0.0.1:40000", UP),
             ts_ns: opened_ns,
             handshake: None,
+            tid: 0,
         };
         apply(table, &obs);
     };

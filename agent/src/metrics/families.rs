@@ -527,6 +527,11 @@ pub const LOST_OPENS: Family = counter(
     "Kernel socket-map entries released so the kernel finds their connection again, because its open record was lost with a full ring buffer",
     &[],
 );
+pub const TRACE_LINKS: Family = counter(
+    "gatescope_trace_links_total",
+    "Upstream calls by how they were tied to the client request they were made for: evidence (the same traceparent or X-Request-ID on both legs), inferred (the worker thread's order of I/O), ambiguous or none (left unlinked)",
+    &["result"],
+);
 pub const WIRE_INTERFACES: Family = gauge(
     "gatescope_wire_interfaces",
     "Network interfaces the wire view (AF_PACKET socket filter) taps",

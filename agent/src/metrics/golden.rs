@@ -21,7 +21,7 @@ use crate::{
     cli::Compat,
     config::Config,
     conntrack::{Fact, Gauges},
-    correlate::{Completed, UpstreamLeg},
+    correlate::{Attempt, Completed, Link, UpstreamLeg},
     http::{Anomaly, Exchange},
     label::{Labeller, Router},
     sinks::{request_log::RequestLog, Sinks},
@@ -493,9 +493,29 @@ fn golden_request_log() {
     let mut sinks = Sinks::default();
     sinks.push(RequestLog::create(&path).unwrap());
     let mut labeller = Labeller::new(auto_router(), sinks.needs());
-    for (done, remote) in exchanges() {
+    let attempt = |exchange: &Exchange, peer, link| Attempt {
+        exchange: exchange.clone(),
+        peer,
+        local: addr("127.0.0.1:51000"),
+        link,
+    };
+    for (mut done, remote) in exchanges() {
+        // Downstream lines list the calls linked to them.
+        if let Completed::Downstream {
+            exchange,
+            upstream: Some(leg),
+            attempts,
+            ..
+        } = &mut done
+        {
+            let mut call = exchange.clone();
+            call.request_first_ns = leg.first_ns;
+            attempts.push(attempt(&call, leg.peer, Link::Inferred));
+        }
         sinks.exchange(&labeller.label(done, remote, 1));
     }
+    let lost = exchange("GET", "/orders/14", 502, 3);
+    sinks.unlinked(1, &attempt(&lost, addr("127.0.0.1:9000"), Link::Ambiguous));
     sinks.flush();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();

@@ -11,6 +11,7 @@ mod families;
 mod health;
 mod http;
 mod spans;
+mod links;
 mod wire;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ const HANDLE_CACHE_MAX: usize = 4096;
 pub use health::Health;
 pub use http::{HttpMetrics, MetricGroups};
 pub use spans::SpanMetrics;
+pub use links::Links;
 
 use gatescope_common::{WireCounts, WireKey};
 
@@ -69,6 +71,8 @@ pub struct Metrics {
     pub health: Health,
     /// The span exporter's counts (spans/).
     pub spans: SpanMetrics,
+    /// How upstream calls were linked to client requests.
+    pub links: Links,
     /// Listening port -> the listening socket's address, as the label shows it.
     listeners: HashMap<u16, String>,
     /// Counter handles of the per-record byte families, so the hot path
@@ -104,6 +108,7 @@ impl Metrics {
             wire: WireMetrics::new(&registry),
             health: Health::new(&registry, id.version, id.kernel, event_kinds),
             spans: SpanMetrics::new(&registry),
+            links: Links::new(&registry),
             registry,
             listeners: HashMap::new(),
             downstream_bytes_by: HashMap::new(),

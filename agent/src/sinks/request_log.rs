@@ -2,7 +2,9 @@
 //!
 //! `--request-log`: an access log written from the kernel's view. It
 //! carries method, path without query string, status, byte counts and
-//! timings; never header values, query strings or bodies.
+//! timings; never header values, query strings or bodies. Each downstream
+//! line lists the upstream calls linked to it (`attempts`); a call
+//! correlation left unlinked gets a line of its own (`"role":"unlinked"`).
 
 use std::{
     fs::{File, OpenOptions},
@@ -15,7 +17,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::Sink;
-use crate::{capture::decode::Role, label::Labelled};
+use crate::{capture::decode::Role, correlate::Attempt, label::Labelled};
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -34,6 +36,45 @@ struct Line<'a> {
     duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     upstream: Option<Upstream>,
+    /// Downstream: every upstream call linked to it, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<Vec<AttemptLine>>,
+}
+
+/// One upstream call (attempt), as linked or left unlinked.
+#[derive(Serialize)]
+struct AttemptLine {
+    /// The gateway's end of the upstream connection.
+    local: String,
+    peer: String,
+    status: u16,
+    /// `gatescope_trace_links_total`'s `result`.
+    link: &'static str,
+    /// First request byte sent (CLOCK_MONOTONIC, ns): with `local`, says
+    /// which request on that connection it was.
+    first_ns: u64,
+}
+
+impl AttemptLine {
+    fn of(a: &Attempt) -> Self {
+        AttemptLine {
+            local: a.local.to_string(),
+            peer: a.peer.to_string(),
+            status: a.exchange.status,
+            link: a.link.as_str(),
+            first_ns: a.exchange.request_first_ns,
+        }
+    }
+}
+
+/// An upstream call correlation left unlinked.
+#[derive(Serialize)]
+struct UnlinkedLine<'a> {
+    role: &'static str,
+    method: &'a str,
+    path: &'a str,
+    #[serde(flatten)]
+    attempt: AttemptLine,
 }
 
 #[derive(Serialize)]
@@ -79,6 +120,8 @@ impl RequestLog {
                 status: leg.status,
                 duration_ms: ms(leg.first_ns, leg.last_ns),
             }),
+            attempts: (r.role == Role::Downstream)
+                .then(|| r.attempts.iter().map(AttemptLine::of).collect()),
         };
         serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")
@@ -88,6 +131,21 @@ impl RequestLog {
 impl Sink for RequestLog {
     fn exchange(&mut self, record: &Labelled) {
         if let Err(e) = self.write(record) {
+            warn!("request log: {e}");
+        }
+    }
+
+    fn unlinked(&mut self, _tgid: u32, attempt: &Attempt) {
+        let line = UnlinkedLine {
+            role: "unlinked",
+            method: &attempt.exchange.method,
+            path: &attempt.exchange.path,
+            attempt: AttemptLine::of(attempt),
+        };
+        let written = serde_json::to_writer(&mut self.out, &line)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        if let Err(e) = written {
             warn!("request log: {e}");
         }
     }

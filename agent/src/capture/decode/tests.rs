@@ -45,13 +45,14 @@ fn decodes_a_v4_connection_open() {
         endpoints,
         ts_ns,
         handshake,
+        tid,
     } = decode(&raw(&Record::new(0, 0, 42, open))).unwrap()
     else {
         panic!("wrong kind");
     };
     assert_eq!(
-        (sk, role, ts_ns, handshake),
-        (0xffff_8880_0000_1000, Role::Downstream, 42, None)
+        (sk, role, ts_ns, handshake, tid),
+        (0xffff_8880_0000_1000, Role::Downstream, 42, None, 0)
     );
     assert_eq!(endpoints.local, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(endpoints.remote, "10.1.2.3:51000".parse().unwrap());
@@ -81,6 +82,7 @@ fn decodes_a_client_open_with_its_handshake() {
                 ifindex: 3,
                 ns: 50_000_000
             }),
+            tid: 0,
         }
     );
     // Not timed (its SYN was not seen): no handshake.
@@ -92,6 +94,48 @@ fn decodes_a_client_open_with_its_handshake() {
             ..
         }
     ));
+}
+
+#[test]
+fn an_active_open_names_the_connecting_thread() {
+    let open = ConnOpen {
+        sk: 3,
+        role: common::Role::UPSTREAM,
+        tuple: v4(40000, [127, 0, 0, 1], 9000, [127, 0, 0, 1]),
+        ..ConnOpen::default()
+    };
+    let Observation::ConnOpen { role, tid, .. } =
+        decode(&raw(&Record::new(7, 8, 1, open))).unwrap()
+    else {
+        panic!("wrong kind");
+    };
+    assert_eq!((role, tid), (Role::Upstream, 8));
+}
+
+#[test]
+fn a_failed_read_is_its_own_observation() {
+    let data = Data {
+        dir: common::Direction::INGRESS,
+        sk: 5,
+        error: 104,
+        ..Data::default()
+    };
+    assert_eq!(
+        decode(&data_record(&data, b"", b"")).unwrap(),
+        Observation::ReadFailed {
+            sk: 5,
+            tgid: 9,
+            tid: 10,
+            ts_ns: 77,
+            errno: 104,
+        }
+    );
+    // A failed read moved no bytes.
+    let bad = Data { len: 3, ..data };
+    assert_eq!(
+        decode(&data_record(&bad, b"", b"abc")),
+        Err(DecodeError::Lengths)
+    );
 }
 
 #[test]
@@ -241,6 +285,7 @@ fn kind_index_names_the_kind() {
                 endpoints: ep,
                 ts_ns: 0,
                 handshake: None,
+                tid: 0,
             },
             "conn_open",
         ),
@@ -270,6 +315,7 @@ fn kind_index_names_the_kind() {
                 dir: Direction::Ingress,
                 len: 0,
                 tgid: 0,
+                tid: 0,
                 ts_ns: 0,
                 head: b"",
                 tail: b"",
@@ -442,6 +488,7 @@ fn decodes_data_with_head_and_tail() {
             dir: Direction::Ingress,
             len: 5000,
             tgid: 9,
+            tid: 10,
             ts_ns: 77,
             head: b"HTTP/1.1 200 OK\r\n",
             tail: b"0\r\n\r\n",
