@@ -55,57 +55,20 @@ pub fn setup() -> Result<()> {
     step("distro nginx service", stop_distro_nginx)?;
     step(
         &format!("kubernetes-validate {KUBERNETES_VALIDATE} (PyPI)"),
-        kubernetes_validate,
+        || pip_install("kubernetes-validate", KUBERNETES_VALIDATE),
     )?;
-    step(&format!("rotel {ROTEL} (PyPI, OTLP collector)"), rotel)?;
+    step(&format!("rotel {ROTEL} (PyPI, OTLP collector)"), || {
+        pip_install("rotel", ROTEL)
+    })?;
     Ok(())
 }
 
-fn kubernetes_validate_version() -> Option<String> {
-    let out = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "--version"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn kubernetes_validate() -> Result<String> {
-    if kubernetes_validate_version().as_deref() == Some(KUBERNETES_VALIDATE) {
-        return Ok("ok (already installed)".into());
-    }
-    let start = Instant::now();
-    waiting(&format!(
-        "installing with pip (logs in {})",
-        util::target_dir().join("xtask").display()
-    ));
-    run_logged(
-        Command::new("python3").args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("kubernetes-validate=={KUBERNETES_VALIDATE}"),
-        ]),
-        &log_path("pip"),
-    )
-    .context("pip install failed: check network access to PyPI (pypi.org)")?;
-    match kubernetes_validate_version() {
-        Some(v) if v == KUBERNETES_VALIDATE => Ok(format!("ok (installed in {})", elapsed(start))),
-        other => bail!(
-            "pip finished but `python3 -m kubernetes_validate --version` says {other:?} (see {})",
-            log_path("pip").display()
-        ),
-    }
-}
-
-fn rotel_version() -> Option<String> {
+/// The installed version of the PyPI distribution `name`, if any.
+fn pip_version(name: &str) -> Option<String> {
     let out = Command::new("python3")
         .args([
             "-c",
-            "import importlib.metadata as m; print(m.version('rotel'))",
+            &format!("import importlib.metadata as m; print(m.version('{name}'))"),
         ])
         .output()
         .ok()?;
@@ -114,15 +77,14 @@ fn rotel_version() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn rotel() -> Result<String> {
-    if rotel_version().as_deref() == Some(ROTEL) {
+/// Installs `name==version` from PyPI unless that version is installed.
+fn pip_install(name: &str, version: &str) -> Result<String> {
+    if pip_version(name).as_deref() == Some(version) {
         return Ok("ok (already installed)".into());
     }
     let start = Instant::now();
-    waiting(&format!(
-        "installing with pip (logs in {})",
-        util::target_dir().join("xtask").display()
-    ));
+    let log = log_path(&format!("pip-{name}"));
+    waiting(&format!("installing with pip (logs in {})", log.display()));
     run_logged(
         Command::new("python3").args([
             "-m",
@@ -130,16 +92,16 @@ fn rotel() -> Result<String> {
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            &format!("rotel=={ROTEL}"),
+            &format!("{name}=={version}"),
         ]),
-        &log_path("pip-rotel"),
+        &log,
     )
     .context("pip install failed: check network access to PyPI (pypi.org)")?;
-    match rotel_version() {
-        Some(v) if v == ROTEL => Ok(format!("ok (installed in {})", elapsed(start))),
+    match pip_version(name) {
+        Some(v) if v == version => Ok(format!("ok (installed in {})", elapsed(start))),
         other => bail!(
-            "pip finished but the installed rotel is {other:?} (see {})",
-            log_path("pip-rotel").display()
+            "pip finished but the installed {name} is {other:?} (see {})",
+            log.display()
         ),
     }
 }

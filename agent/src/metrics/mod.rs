@@ -10,8 +10,8 @@ mod downstream;
 mod families;
 mod health;
 mod http;
-mod spans;
 mod links;
+mod spans;
 mod wire;
 
 #[cfg(test)]
@@ -26,8 +26,8 @@ const HANDLE_CACHE_MAX: usize = 4096;
 
 pub use health::Health;
 pub use http::{HttpMetrics, MetricGroups};
-pub use spans::SpanMetrics;
 pub use links::Links;
+pub use spans::SpanMetrics;
 
 use gatescope_common::{WireCounts, WireKey};
 
