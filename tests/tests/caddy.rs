@@ -51,7 +51,10 @@ fn drive(port: u16) -> Result<(Vec<Sent>, u64)> {
     let mut sent = Vec::new();
     let mut conns = 0u64;
     for size in [0usize, 1, 1234, 16384, 100_000] {
-        sent.extend(conn(port, vec![Req::get(&format!("/size/{size}")).close()])?);
+        sent.extend(conn(
+            port,
+            vec![Req::get(&format!("/size/{size}")).close()],
+        )?);
         conns += 1;
     }
     sent.extend(conn(port, vec![Req::post("/size/10", 3000).close()])?);
@@ -150,10 +153,7 @@ fn run(discover: bool) -> Result<()> {
     let mut agent = Agent::start(&[], &args)?;
     // One process, whatever its thread count (a second caddy on the host
     // would be discovered too and spoil every count: fail on it).
-    let base = agent.wait_all(
-        &[Expect::new(TARGET_PROCESSES, &[], 1.0)],
-        SETTLE_TIMEOUT,
-    )?;
+    let base = agent.wait_all(&[Expect::new(TARGET_PROCESSES, &[], 1.0)], SETTLE_TIMEOUT)?;
     ensure!(
         sum_by_code(&base, HTTP_REQUESTS).is_empty(),
         "requests before any traffic:\n{}",
@@ -232,14 +232,30 @@ fn run(discover: bool) -> Result<()> {
             agent.scrape().map(|s| sum_by_code(&s, HTTP_REQUESTS))
         )
     })?;
-    let anomalies: f64 = s
+    let anomalies: BTreeMap<String, f64> = s
         .matching("gatescope_http_anomalies_total", &[])
-        .map(|x| x.value)
-        .sum();
+        .filter(|x| x.value != 0.0)
+        .map(|x| (x.labels.get("kind").cloned().unwrap_or_default(), x.value))
+        .collect();
     println!(
         "caddy (discover={discover}): {} requests on {} connections, {} bytes in, {} out; \
-         upstream {} requests on {} connections; by status {codes:?}; anomalies {anomalies}",
+         upstream {} requests on {} connections; by status {codes:?}; anomalies {anomalies:?}",
         t.requests, t.connections, t.written, t.read, up.requests, up.accepted
+    );
+
+    // Caddy relays the chunked responses with the chunk-size lines in the
+    // middle of large transfers, past the captured head and tail: issue 10
+    // section 3's known `desync` (one per such response at most, on either
+    // leg; counts recover). Anything else is a failure.
+    let chunked = sent
+        .iter()
+        .filter(|s| s.path.starts_with("/chunked/"))
+        .count();
+    ensure!(
+        anomalies.keys().all(|k| k == "desync")
+            && anomalies.values().sum::<f64>() <= 2.0 * chunked as f64,
+        "anomalies {anomalies:?} beyond {chunked} chunked responses' desync:\n{}",
+        s.text
     );
 
     // The request log: flushed and every call still pending reported at exit.
@@ -273,20 +289,15 @@ fn run(discover: bool) -> Result<()> {
     );
     // Upstream lines: exactly the upstream's own record.
     let exchanges = upstream.exchanges();
-    let agent_up = count_by(
-        lines
-            .iter()
-            .filter(|l| !l.is_downstream())
-            .map(|l| {
-                (
-                    l.method.clone(),
-                    l.path.clone(),
-                    l.status,
-                    l.request_bytes,
-                    l.response_bytes,
-                )
-            }),
-    );
+    let agent_up = count_by(lines.iter().filter(|l| !l.is_downstream()).map(|l| {
+        (
+            l.method.clone(),
+            l.path.clone(),
+            l.status,
+            l.request_bytes,
+            l.response_bytes,
+        )
+    }));
     let truth_up = count_by(exchanges.iter().map(|e| {
         (
             e.method.clone(),
@@ -315,7 +326,10 @@ fn run(discover: bool) -> Result<()> {
     );
     let mut by_port: HashMap<u16, Vec<u64>> = HashMap::new();
     for (a, _) in &calls {
-        by_port.entry(port_of(&a.local)?).or_default().push(a.first_ns);
+        by_port
+            .entry(port_of(&a.local)?)
+            .or_default()
+            .push(a.first_ns);
     }
     for v in by_port.values_mut() {
         v.sort_unstable();
@@ -325,6 +339,7 @@ fn run(discover: bool) -> Result<()> {
         .map(|e| ((e.peer_port, e.conn_seq), e.path.as_str()))
         .collect();
     let (mut linked, mut unlinked, mut wrong) = (0u64, 0u64, Vec::new());
+    let mut unlinked_paths = Vec::new();
     let mut results: BTreeMap<String, u64> = BTreeMap::new();
     for (a, owner) in &calls {
         *results.entry(a.link.clone()).or_default() += 1;
@@ -339,12 +354,15 @@ fn run(discover: bool) -> Result<()> {
         match owner {
             Some(path) if path == arrived => linked += 1,
             Some(path) => wrong.push(format!("{a:?} linked to {path}, carried {arrived}")),
-            None => unlinked += 1,
+            None => {
+                unlinked += 1;
+                unlinked_paths.push(format!("{arrived} ({})", a.link));
+            }
         }
     }
     println!(
         "caddy (discover={discover}) links: {linked} of {} calls linked right ({:.0}%), \
-         {unlinked} unlinked, {} wrong; by result {results:?}",
+         {unlinked} unlinked {unlinked_paths:?}, {} wrong; by result {results:?}",
         calls.len(),
         100.0 * linked as f64 / calls.len().max(1) as f64,
         wrong.len()
