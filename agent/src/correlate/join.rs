@@ -214,6 +214,21 @@ impl Correlator {
         }
         let mut linked = self.one_chain(tgid, candidates, doubt);
         linked.sort_by_key(|a| a.exchange.request_first_ns);
+        // The client got the answer of its last call: a last call answered
+        // with another status did not answer this request (a client that
+        // gave up, 499, got none). An event loop that reads several clients
+        // before it writes upstream, as HAProxy's does, can make the order
+        // name the wrong request: tests/tests/haproxy.rs saw a 404 call
+        // inferred for a 200 request. Headers still count.
+        let last_status = linked.last().map_or(0, |a| a.exchange.status);
+        if last_status != 0 && last_status != exchange.status && exchange.status != 499 {
+            let (keep, doubtful): (Vec<Attempt>, Vec<Attempt>) =
+                linked.into_iter().partition(|a| a.link == Link::Evidence);
+            for attempt in doubtful {
+                self.settle(tgid, attempt, Link::Ambiguous);
+            }
+            linked = keep;
+        }
         linked
     }
 

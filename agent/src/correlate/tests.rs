@@ -615,3 +615,25 @@ fn memory_is_bounded_when_nothing_is_ever_linked() {
     assert_eq!(s.unlinked().len(), 10_000);
     assert_eq!(s.c.waiting(), 0);
 }
+
+#[test]
+fn reads_batched_before_writes_leave_a_call_answered_otherwise_unlinked() {
+    // An event loop that reads two clients, then writes both requests, then
+    // reads both answers before writing to the clients (HAProxy's does): the
+    // order names client 2 for upstream call 1 and client 1 for call 2's
+    // answer. Call 1 answered 404, client 2 got 200: not its answer.
+    let mut s = Sim::default();
+    let r1 = s.read_client(1);
+    let r2 = s.read_client(2);
+    let w1 = s.write_up(1);
+    let w2 = s.write_up(2);
+    let a1 = s.read_up(1);
+    let a2 = s.read_up(2);
+    s.up_done(1, 404, w1, a1);
+    s.up_done(2, 200, w2, a2);
+    let o1 = s.write_client(1);
+    let o2 = s.write_client(2);
+    assert_eq!(s.down_done(2, &exchange("/b", 200, (r2, r2), (o2, o2))), []);
+    assert_eq!(s.down_done(1, &exchange("/a", 404, (r1, r1), (o1, o1))), []);
+    assert_eq!(s.unlinked(), [(1, Ambiguous)]);
+}
