@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     // demo, integration tests and debugging
     "nginx-light",
+    // tests/tests/haproxy.rs: a second gateway, single process and master-worker
+    "haproxy",
     "curl",
     "prometheus",
     "wrk",
