@@ -11,6 +11,7 @@ pub mod agent;
 pub mod bpftool;
 pub mod client;
 pub mod expect;
+pub mod haproxy;
 pub mod holders;
 pub mod http;
 pub mod metrics;

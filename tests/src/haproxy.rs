@@ -1,0 +1,279 @@
+//! A real HAProxy (Debian's 2.6) as a reverse proxy in front of one upstream,
+//! in a single process (`-db`) or master-worker (`-W -db`: the master binds
+//! the listeners, forks the worker and closes its own copies).
+//!
+//! The oracle is HAProxy's own access log: `log stdout format raw`, the
+//! process's stdout captured in a file (the worker inherits it), one line
+//! per HTTP transaction, written when the transaction ends.
+
+use crate::util::{self, TempDir};
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const HAPROXY_BIN: &str = "/usr/sbin/haproxy";
+
+/// Requests under this path get `403` from HAProxy itself (`http-request
+/// return`), without an upstream attempt.
+pub const DENY_PREFIX: &str = "/deny";
+
+/// How HAProxy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `haproxy -db -f conf`: one process holds listeners and connections.
+    Single,
+    /// `haproxy -W -db -f conf`: master and one worker.
+    MasterWorker,
+}
+
+/// One line of the access log: `%ST %HM %HU %U %B`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub status: u16,
+    pub method: String,
+    pub uri: String,
+    /// Request bytes read from the client (`%U`).
+    pub bytes_in: u64,
+    /// Response bytes sent to the client (`%B`).
+    pub bytes_out: u64,
+}
+
+pub struct Haproxy {
+    child: Child,
+    mode: Mode,
+    dir: TempDir,
+    listen_port: u16,
+}
+
+impl Haproxy {
+    /// Listen on 127.0.0.1:`listen_port`, forward to 127.0.0.1:`upstream_port`
+    /// (HTTP keep-alive both sides; idle upstream connections kept for 60 s
+    /// so the upstream's open count holds still during a test); wait until it
+    /// listens and, in master-worker mode, its worker runs.
+    pub fn start(mode: Mode, listen_port: u16, upstream_port: u16) -> Result<Self> {
+        ensure!(
+            Path::new(HAPROXY_BIN).exists(),
+            "{HAPROXY_BIN} not found (apt-get install haproxy)"
+        );
+        let dir = TempDir::new("haproxy")?;
+        let conf = format!(
+            r#"global
+    log stdout format raw local0 info
+    nbthread 2
+
+defaults
+    mode http
+    log global
+    log-format "%ST %HM %HU %U %B"
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+
+frontend fe
+    bind 127.0.0.1:{listen_port}
+    http-request return status 403 content-type text/plain string denied if {{ path_beg {DENY_PREFIX} }}
+    default_backend be
+
+backend be
+    server up 127.0.0.1:{upstream_port} pool-purge-delay 60s
+"#
+        );
+        let conf_path = dir.path().join("haproxy.cfg");
+        std::fs::write(&conf_path, conf)?;
+        let mut cmd = Command::new(HAPROXY_BIN);
+        if mode == Mode::MasterWorker {
+            cmd.arg("-W");
+        }
+        let child = cmd
+            .arg("-db")
+            .arg("-f")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.path().join("stdout.log"))?)
+            .stderr(File::create(dir.path().join("stderr.log"))?)
+            .spawn()
+            .context("spawning haproxy")?;
+        let mut hp = Haproxy {
+            child,
+            mode,
+            dir,
+            listen_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = hp.child.try_wait()? {
+                bail!(
+                    "haproxy exited during start-up ({st}):\n{}",
+                    hp.diagnostics()
+                );
+            }
+            let workers = hp.worker_pids().len();
+            let want = usize::from(mode == Mode::MasterWorker);
+            if util::is_listening_v4_loopback(listen_port) && workers == want {
+                return Ok(hp);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "haproxy did not listen on 127.0.0.1:{listen_port} with {want} workers \
+                     within 10 s (workers {workers}):\n{}",
+                    hp.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process started (the master in master-worker mode).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Live children of [`Haproxy::pid`] (the worker in master-worker mode).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        util::children_of(self.pid())
+    }
+
+    /// The process holding the listeners and the connections.
+    pub fn serving_pid(&self) -> Result<u32> {
+        match self.mode {
+            Mode::Single => Ok(self.pid()),
+            Mode::MasterWorker => match self.worker_pids()[..] {
+                [w] => Ok(w),
+                ref other => bail!("haproxy workers: {other:?}"),
+            },
+        }
+    }
+
+    /// Every HAProxy process (master and worker, or the single one).
+    pub fn process_count(&self) -> usize {
+        1 + self.worker_pids().len()
+    }
+
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port
+    }
+
+    /// "127.0.0.1:<port>", as the agent labels the listener.
+    pub fn listen_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.listen_port)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("stdout.log")
+    }
+
+    /// The access log's complete lines (HAProxy's own start-up notices on
+    /// stdout, if any, are not in its format and are skipped).
+    pub fn access_log(&self) -> Result<Vec<LogLine>> {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        Ok(complete.lines().filter_map(parse_log_line).collect())
+    }
+
+    /// Wait until the access log holds at least `n` lines and return them.
+    pub fn wait_access_log(&self, n: usize, timeout: Duration) -> Result<Vec<LogLine>> {
+        util::poll(timeout, &format!("{n} haproxy log lines"), || {
+            let l = self.access_log()?;
+            Ok((l.len() >= n).then_some(l))
+        })
+        .with_context(|| self.diagnostics())
+    }
+
+    /// Stdout and stderr, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!(
+            "--- haproxy stderr ---\n{}\n--- haproxy stdout (tail) ---\n{}",
+            util::tail(&read("stderr.log"), 40),
+            util::tail(&read("stdout.log"), 40)
+        )
+    }
+
+    /// SIGTERM (hard stop of every process), SIGKILL after 5 s.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let workers = self.worker_pids();
+        let _ = util::signal(self.pid(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for w in workers {
+            if util::is_alive(w) {
+                let _ = util::signal(w, libc::SIGKILL);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `%ST %HM %HU %U %B`, or `None` for a line in another shape.
+pub fn parse_log_line(line: &str) -> Option<LogLine> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let [status, method, uri, bytes_in, bytes_out] = f[..] else {
+        return None;
+    };
+    Some(LogLine {
+        status: status.parse().ok()?,
+        method: method.to_owned(),
+        uri: uri.to_owned(),
+        bytes_in: bytes_in.parse().ok()?,
+        bytes_out: bytes_out.parse().ok()?,
+    })
+}
+
+/// Requests per status, as the metrics' `code` label spells them.
+pub fn counts_by_status(log: &[LogLine]) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    for l in log {
+        *m.entry(l.status.to_string()).or_insert(0.0) += 1.0;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_log_format() {
+        assert_eq!(
+            parse_log_line("200 GET /size/10 78 123"),
+            Some(LogLine {
+                status: 200,
+                method: "GET".into(),
+                uri: "/size/10".into(),
+                bytes_in: 78,
+                bytes_out: 123,
+            })
+        );
+        assert_eq!(
+            parse_log_line("[NOTICE]   (1) : New worker (2) forked"),
+            None
+        );
+        assert_eq!(parse_log_line("200 GET /x 1"), None);
+    }
+}

@@ -1,0 +1,248 @@
+//! HAProxy (Debian's 2.6) as the gateway, in a single process and in
+//! master-worker mode (`haproxy -W`: the master binds the listeners, forks the
+//! worker and closes its own copies, so the agent must learn the listeners
+//! from the worker). The agent is given the first process's pid, as it would
+//! be for the service.
+//!
+//! Oracles: HAProxy's own access log (requests by status), the client's and
+//! the upstream's own byte and connection counts, and the agent's
+//! `--request-log` (every downstream exchange that went upstream lists its
+//! upstream attempt).
+
+use anyhow::{ensure, Context, Result};
+use gatescope_tests::accuracy::{sum_by_code, HTTP_REQUESTS, HTTP_UPSTREAM_REQUESTS};
+use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
+use gatescope_tests::client::{Client, Conn, Req, Transfer};
+use gatescope_tests::expect::{no_losses, nothing_untracked, traffic_deltas};
+use gatescope_tests::haproxy::{counts_by_status, Haproxy, Mode, DENY_PREFIX};
+use gatescope_tests::metrics::*;
+use gatescope_tests::request_log::{parse_request_log, parse_unlinked};
+use gatescope_tests::upstream::Upstream;
+use gatescope_tests::util::{self, TempDir};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[test]
+fn haproxy_single_process() -> Result<()> {
+    run(Mode::Single)
+}
+
+#[test]
+fn haproxy_master_worker() -> Result<()> {
+    run(Mode::MasterWorker)
+}
+
+/// Requests on keep-alive connections whose answers are not all 200: from
+/// the upstream (200, and 404 for an unknown path) and from HAProxy itself
+/// (403 under [`DENY_PREFIX`], no upstream attempt).
+fn mixed_statuses(port: u16) -> Result<(Transfer, u64)> {
+    let mut t = Transfer::default();
+    let mut denied = 0;
+    for round in 0..3 {
+        let mut conn = Conn::open(port)?;
+        t.connections += 1;
+        let reqs = [
+            Req::get(&format!("/size/{}", 300 + round)),
+            Req::get("/nope"),
+            Req::get(&format!("{DENY_PREFIX}/{round}")),
+            Req::post("/size/20", 1500),
+            Req::head("/size/4000"),
+        ];
+        for req in reqs {
+            let want = if req.path.starts_with(DENY_PREFIX) {
+                denied += 1;
+                403
+            } else if req.path == "/nope" {
+                404
+            } else {
+                200
+            };
+            let sent = conn.exchange(req)?;
+            ensure!(sent.status == want, "{sent:?}: want {want}");
+            t.requests += 1;
+            t.written += sent.written;
+            t.read += sent.read;
+        }
+    }
+    Ok((t, denied))
+}
+
+fn run(mode: Mode) -> Result<()> {
+    let upstream = Upstream::start()?;
+    let hp = Haproxy::start(mode, util::free_port()?, upstream.port())?;
+    let dir = TempDir::new("haproxy-reqlog")?;
+    let log = dir.path().join("requests.jsonl");
+    let log_arg = log.display().to_string();
+    let agent = Agent::start(&[hp.pid()], &["--request-log", &log_arg])?;
+    let listener = hp.listen_addr();
+    let peer = upstream.addr();
+    let (l, p) = (listener.as_str(), peer.as_str());
+
+    let base = agent.scrape()?;
+    let b = |name: &str, labels: &[(&str, &str)]| base.get_or_zero(name, labels);
+
+    // One-shots of several sizes (with and without a body), keep-alive
+    // connections, concurrent clients, and the mixed statuses.
+    let mut client = Client::new(hp.listen_port());
+    for s in [0usize, 1, 1234, 16384, 100_000] {
+        client.one_shot(&format!("/size/{s}"))?;
+    }
+    client.one_shot_post("/size/10", 3000)?;
+    client.one_shot_post("/size/50000", 70_000)?;
+    client.keep_alive(3, "/size/100")?;
+    client.keep_alive(5, "/size/4096")?;
+    client.keep_alive(2, "/size/200000")?;
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = Client::new(hp.listen_port());
+            std::thread::spawn(move || -> Result<_> {
+                for j in 0..3 {
+                    c.one_shot(&format!("/size/{}", 1000 * i + j))?;
+                    c.keep_alive(3, &format!("/size/{}", 20_000 + i))?;
+                }
+                Ok(c.totals())
+            })
+        })
+        .collect();
+    let (mixed, denied) = mixed_statuses(hp.listen_port())?;
+    let mut t = client.totals();
+    t += mixed;
+    for th in threads {
+        t += th.join().expect("client thread panicked")?;
+    }
+
+    // Every request but the denied ones reached the upstream.
+    let upstream_requests = t.requests - denied;
+    let up = util::poll(Duration::from_secs(5), "upstream request count", || {
+        let st = upstream.stats();
+        Ok((st.requests == upstream_requests).then_some(st))
+    })?;
+    let hlog = hp.wait_access_log(t.requests as usize, Duration::from_secs(10))?;
+    ensure!(
+        hlog.len() as u64 == t.requests,
+        "haproxy logged {} requests, the client sent {}:\n{}",
+        hlog.len(),
+        t.requests,
+        hp.diagnostics()
+    );
+    let by_status = counts_by_status(&hlog);
+    ensure!(
+        by_status.len() == 3,
+        "want 200, 403 and 404 in {by_status:?}"
+    );
+
+    // Accepted, bytes both ways on both legs, upstream connections; every
+    // connection handled and none untracked; requests by status as HAProxy
+    // logged them.
+    let mut exp = traffic_deltas(&base, l, p, &t, &up)?;
+    exp.push(Expect::new(
+        HANDLED,
+        &[],
+        b(HANDLED, &[])? + t.connections as f64,
+    ));
+    exp.extend(nothing_untracked(&base)?);
+    let s = agent
+        .wait_all(&exp, SETTLE_TIMEOUT)
+        .with_context(|| hp.diagnostics())?;
+    no_losses(&s)?;
+    let mut want_codes = sum_by_code(&base, HTTP_REQUESTS);
+    for (code, n) in &by_status {
+        *want_codes.entry(code.clone()).or_default() += n;
+    }
+    let s = util::poll(SETTLE_TIMEOUT, "requests by code", || {
+        let s = agent.scrape()?;
+        Ok((sum_by_code(&s, HTTP_REQUESTS) == want_codes).then_some(s))
+    })
+    .with_context(|| {
+        format!(
+            "requests by code {:?}, haproxy logged {want_codes:?}",
+            agent.scrape().map(|s| sum_by_code(&s, HTTP_REQUESTS))
+        )
+    })?;
+    let up_total: f64 = s
+        .matching(HTTP_UPSTREAM_REQUESTS, &[("peer", p)])
+        .map(|x| x.value)
+        .sum();
+    ensure!(
+        up_total == up.requests as f64,
+        "upstream requests {up_total}, the upstream answered {}",
+        up.requests
+    );
+    ensure!(
+        s.require(TARGET_PROCESSES, &[])? == hp.process_count() as f64,
+        "target processes vs haproxy's {}:\n{}",
+        hp.process_count(),
+        s.text
+    );
+
+    // The upstream leg joined: every downstream line that went upstream lists
+    // exactly one attempt, to the upstream, with its status; the denied ones
+    // none.
+    let text = util::poll(Duration::from_secs(10), "every downstream line", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let down = parse_request_log(&text)?
+            .iter()
+            .filter(|l| l.is_downstream())
+            .count();
+        Ok((down as u64 >= t.requests).then_some(text))
+    })?;
+    let lines = parse_request_log(&text)?;
+    let down: Vec<_> = lines.iter().filter(|l| l.is_downstream()).collect();
+    ensure!(
+        down.len() as u64 == t.requests,
+        "{} downstream lines",
+        down.len()
+    );
+    let unjoined: Vec<&str> = down
+        .iter()
+        .filter(|d| !d.path.starts_with(DENY_PREFIX) && d.attempts.len() != 1)
+        .map(|d| d.raw.as_str())
+        .collect();
+    eprintln!(
+        "{} of {} downstream lines without exactly one attempt; {} unlinked:\n{}",
+        unjoined.len(),
+        down.len(),
+        parse_unlinked(&text)?.len(),
+        unjoined.join("\n")
+    );
+    let mut logged_by_status: BTreeMap<String, f64> = BTreeMap::new();
+    for d in &down {
+        *logged_by_status.entry(d.status.to_string()).or_default() += 1.0;
+        ensure!(
+            d.listener.as_deref() == Some(l),
+            "listener {:?}, want {l}: {}",
+            d.listener,
+            d.raw
+        );
+        if d.path.starts_with(DENY_PREFIX) {
+            ensure!(
+                d.attempts.is_empty(),
+                "a denied request went upstream: {}",
+                d.raw
+            );
+            continue;
+        }
+        ensure!(
+            d.attempts.len() == 1 && d.attempts[0].peer == peer && d.attempts[0].status == d.status,
+            "want one attempt to {peer} answering {}: {}",
+            d.status,
+            d.raw
+        );
+    }
+    ensure!(
+        logged_by_status == by_status,
+        "request log by status {logged_by_status:?}, haproxy's {by_status:?}"
+    );
+    let upstream_lines = lines.iter().filter(|l| !l.is_downstream()).count() as u64;
+    ensure!(
+        upstream_lines == up.requests,
+        "{upstream_lines} upstream lines, the upstream answered {}",
+        up.requests
+    );
+    eprintln!(
+        "haproxy {mode:?}: {} connections, {} requests {by_status:?}, \
+         downstream {}/{} bytes in/out, upstream {} connections {}/{} bytes out/in",
+        t.connections, t.requests, t.written, t.read, up.accepted, up.bytes_received, up.bytes_sent
+    );
+    Ok(())
+}
