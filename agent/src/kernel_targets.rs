@@ -129,7 +129,7 @@ impl TargetSet {
             !known.contains(port) && listen_ports.get(port, 0).is_ok_and(|added| added != 0)
         });
         for pid in rest {
-            let due = orphan_port || (u64::from(pid) + self.round) % RESCAN_ROUNDS == 0;
+            let due = orphan_port || rescan_due(pid, self.round);
             if due || !self.below_top.contains_key(&pid) {
                 let held = self.proc.listening_sockets(pid);
                 self.below_top.insert(pid, held);
@@ -168,6 +168,13 @@ impl TargetSet {
     }
 }
 
+/// Whether a process below the top of its tree is read again this round:
+/// once every [`RESCAN_ROUNDS`], staggered by pid so that a gateway's workers
+/// are not all read in the same round.
+fn rescan_due(pid: u32, round: u64) -> bool {
+    (u64::from(pid) + round).is_multiple_of(RESCAN_ROUNDS)
+}
+
 /// A listening port missing from /proc goes, unless the kernel added it
 /// (`added` is its bpf_ktime_get_ns) after the /proc read began: that read
 /// may have come before the listen(). The next round decides.
@@ -189,6 +196,20 @@ pub(crate) fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_process_below_a_top_is_read_once_every_rescan_rounds() {
+        for pid in [1, 7, 4_194_303] {
+            for start in [1, 13] {
+                let due = (start..start + RESCAN_ROUNDS)
+                    .filter(|&round| rescan_due(pid, round))
+                    .count();
+                assert_eq!(due, 1, "pid {pid} from round {start}");
+            }
+        }
+        // Staggered: workers with consecutive pids are read in different rounds.
+        assert!(rescan_due(9, 1) && !rescan_due(10, 1));
+    }
 
     #[test]
     fn ports_the_kernel_added_during_a_scan_survive_it() {

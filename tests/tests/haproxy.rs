@@ -24,12 +24,33 @@ use std::time::Duration;
 
 #[test]
 fn haproxy_single_process() -> Result<()> {
-    run(Mode::Single)
+    run(Mode::Single, Join::Listed)
 }
 
 #[test]
 fn haproxy_master_worker() -> Result<()> {
-    run(Mode::MasterWorker)
+    run(Mode::MasterWorker, Join::Listed)
+}
+
+#[test]
+fn haproxy_single_process_upstream_leg_joined() -> Result<()> {
+    run(Mode::Single, Join::Exact)
+}
+
+#[test]
+fn haproxy_master_worker_upstream_leg_joined() -> Result<()> {
+    run(Mode::MasterWorker, Join::Exact)
+}
+
+/// What the request log must show of the upstream calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    /// Each call listed once (linked or unlinked), none linked to a request
+    /// HAProxy answered itself, every linked one to the upstream.
+    Listed,
+    /// And every request that went upstream has its own call, with its
+    /// status.
+    Exact,
 }
 
 /// Requests on keep-alive connections whose answers are not all 200: from
@@ -67,9 +88,9 @@ fn mixed_statuses(port: u16) -> Result<(Transfer, u64)> {
     Ok((t, denied))
 }
 
-fn run(mode: Mode) -> Result<()> {
+fn run(mode: Mode, join: Join) -> Result<()> {
     let upstream = Upstream::start()?;
-    let hp = Haproxy::start(mode, util::free_port()?, upstream.port())?;
+    let mut hp = Haproxy::start(mode, util::free_port()?, upstream.port())?;
     let dir = TempDir::new("haproxy-reqlog")?;
     let log = dir.path().join("requests.jsonl");
     let log_arg = log.display().to_string();
@@ -175,39 +196,42 @@ fn run(mode: Mode) -> Result<()> {
         s.text
     );
 
-    // The upstream leg joined: every downstream line that went upstream lists
-    // exactly one attempt, to the upstream, with its status; the denied ones
-    // none.
-    let text = util::poll(Duration::from_secs(10), "every downstream line", || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let down = parse_request_log(&text)?
-            .iter()
-            .filter(|l| l.is_downstream())
-            .count();
-        Ok((down as u64 >= t.requests).then_some(text))
-    })?;
+    // The upstream leg joined. Stopping HAProxy settles every upstream call
+    // (an exiting process's waiting calls are given up), so each is listed
+    // once: in its downstream line's `attempts`, or unlinked on its own.
+    hp.stop();
+    let (text, linked, unlinked) = util::poll(
+        Duration::from_secs(10),
+        "every downstream line and upstream call",
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines = parse_request_log(&text)?;
+            let down = lines.iter().filter(|l| l.is_downstream()).count() as u64;
+            let linked: u64 = lines.iter().map(|l| l.attempts.len() as u64).sum();
+            let unlinked = parse_unlinked(&text)?.len() as u64;
+            Ok((down >= t.requests && linked + unlinked >= up.requests)
+                .then_some((text, linked, unlinked)))
+        },
+    )?;
+    ensure!(
+        linked + unlinked == up.requests,
+        "{linked} linked and {unlinked} unlinked upstream calls, the upstream answered {}",
+        up.requests
+    );
     let lines = parse_request_log(&text)?;
     let down: Vec<_> = lines.iter().filter(|l| l.is_downstream()).collect();
     ensure!(
         down.len() as u64 == t.requests,
-        "{} downstream lines",
-        down.len()
-    );
-    let unjoined: Vec<&str> = down
-        .iter()
-        .filter(|d| !d.path.starts_with(DENY_PREFIX) && d.attempts.len() != 1)
-        .map(|d| d.raw.as_str())
-        .collect();
-    eprintln!(
-        "{} of {} downstream lines without exactly one attempt; {} unlinked:\n{}",
-        unjoined.len(),
+        "{} downstream lines, {} requests",
         down.len(),
-        parse_unlinked(&text)?.len(),
-        unjoined.join("\n")
+        t.requests
     );
     let mut logged_by_status: BTreeMap<String, f64> = BTreeMap::new();
     for d in &down {
         *logged_by_status.entry(d.status.to_string()).or_default() += 1.0;
+        // Named after the listener: before the listeners were learnt from
+        // the worker, HAProxy -W's client connections counted as upstream
+        // ones named after the client's port.
         ensure!(
             d.listener.as_deref() == Some(l),
             "listener {:?}, want {l}: {}",
@@ -217,14 +241,21 @@ fn run(mode: Mode) -> Result<()> {
         if d.path.starts_with(DENY_PREFIX) {
             ensure!(
                 d.attempts.is_empty(),
-                "a denied request went upstream: {}",
+                "a request HAProxy answered itself lists an upstream call: {}",
                 d.raw
             );
             continue;
         }
         ensure!(
-            d.attempts.len() == 1 && d.attempts[0].peer == peer && d.attempts[0].status == d.status,
-            "want one attempt to {peer} answering {}: {}",
+            d.attempts.len() <= 1 && d.attempts.iter().all(|a| a.peer == peer),
+            "want at most one call, to {peer}: {}",
+            d.raw
+        );
+        // The call linked is this request's, with its status (today HAProxy's
+        // order of I/O sometimes links another request's call: see the README).
+        ensure!(
+            join == Join::Listed || (d.attempts.len() == 1 && d.attempts[0].status == d.status),
+            "want the call answering {}: {}\n({linked} calls linked, {unlinked} unlinked)",
             d.status,
             d.raw
         );
@@ -233,16 +264,18 @@ fn run(mode: Mode) -> Result<()> {
         logged_by_status == by_status,
         "request log by status {logged_by_status:?}, haproxy's {by_status:?}"
     );
-    let upstream_lines = lines.iter().filter(|l| !l.is_downstream()).count() as u64;
-    ensure!(
-        upstream_lines == up.requests,
-        "{upstream_lines} upstream lines, the upstream answered {}",
-        up.requests
-    );
     eprintln!(
         "haproxy {mode:?}: {} connections, {} requests {by_status:?}, \
-         downstream {}/{} bytes in/out, upstream {} connections {}/{} bytes out/in",
-        t.connections, t.requests, t.written, t.read, up.accepted, up.bytes_received, up.bytes_sent
+         downstream {}/{} bytes in/out, upstream {} connections {}/{} bytes out/in, \
+         {} requests; {linked} calls linked, {unlinked} unlinked",
+        t.connections,
+        t.requests,
+        t.written,
+        t.read,
+        up.accepted,
+        up.bytes_received,
+        up.bytes_sent,
+        up.requests
     );
     Ok(())
 }
