@@ -41,6 +41,48 @@ pub struct LogLine {
     pub bytes_out: u64,
 }
 
+/// A copy of HAProxy's binary under a name unique to the test, so that
+/// `--discover` finds this test's processes only (the process's comm is the
+/// file name). Removed on drop.
+pub struct RenamedHaproxy {
+    _dir: TempDir,
+    path: PathBuf,
+    name: String,
+}
+
+impl RenamedHaproxy {
+    pub fn new() -> Result<Self> {
+        ensure!(
+            Path::new(HAPROXY_BIN).exists(),
+            "{HAPROXY_BIN} not found (apt-get install haproxy)"
+        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos();
+        // "hap", the pid (at most 7 digits) and the clock's last 4: at most
+        // 14 bytes, within comm's 15.
+        let name = format!("hap{}{:04}", std::process::id(), nanos % 10_000);
+        let dir = TempDir::new("haproxy-bin")?;
+        let path = dir.path().join(&name);
+        std::fs::copy(HAPROXY_BIN, &path)
+            .with_context(|| format!("copying {HAPROXY_BIN} to {}", path.display()))?;
+        Ok(Self {
+            _dir: dir,
+            path,
+            name,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The command name its processes run under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 pub struct Haproxy {
     child: Child,
     mode: Mode,
@@ -54,9 +96,15 @@ impl Haproxy {
     /// so the upstream's open count holds still during a test); wait until it
     /// listens and, in master-worker mode, its worker runs.
     pub fn start(mode: Mode, listen_port: u16, upstream_port: u16) -> Result<Self> {
+        Self::start_bin(Path::new(HAPROXY_BIN), mode, listen_port, upstream_port)
+    }
+
+    /// [`Haproxy::start`] from another copy of the binary ([`RenamedHaproxy`]).
+    pub fn start_bin(bin: &Path, mode: Mode, listen_port: u16, upstream_port: u16) -> Result<Self> {
         ensure!(
-            Path::new(HAPROXY_BIN).exists(),
-            "{HAPROXY_BIN} not found (apt-get install haproxy)"
+            bin.exists(),
+            "{} not found (apt-get install haproxy)",
+            bin.display()
         );
         let dir = TempDir::new("haproxy")?;
         let conf = format!(
@@ -84,7 +132,7 @@ backend be
         );
         let conf_path = dir.path().join("haproxy.cfg");
         std::fs::write(&conf_path, conf)?;
-        let mut cmd = Command::new(HAPROXY_BIN);
+        let mut cmd = Command::new(bin);
         if mode == Mode::MasterWorker {
             cmd.arg("-W");
         }
