@@ -115,15 +115,22 @@ fn run_as(mode: Mode, join: Join, start: Start) -> Result<()> {
     let log = dir.path().join("requests.jsonl");
     let log_arg = log.display().to_string();
     let port = util::free_port()?;
+    // Why calls were left unlinked, in the agent's stderr, on request.
+    let mut extra = vec!["--request-log", log_arg.as_str()];
+    if std::env::var_os("GATESCOPE_TEST_AGENT_DEBUG").is_some() {
+        extra.extend(["--log", "info,gatescope::correlate=debug"]);
+    }
     let (mut hp, agent, _bin) = match start {
         Start::HaproxyFirst => {
             let hp = Haproxy::start(mode, port, upstream.port())?;
-            let agent = Agent::start(&[hp.pid()], &["--request-log", &log_arg])?;
+            let agent = Agent::start(&[hp.pid()], &extra)?;
             (hp, agent, None)
         }
         Start::AgentFirst => {
             let bin = RenamedHaproxy::new()?;
-            let agent = Agent::start(&[], &["--discover", bin.name(), "--request-log", &log_arg])?;
+            let mut args = vec!["--discover", bin.name()];
+            args.extend(&extra);
+            let agent = Agent::start(&[], &args)?;
             let hp = Haproxy::start_bin(bin.path(), mode, port, upstream.port())?;
             // Past two reconciliations (once a second): the master closed
             // its copy of the listener before them, so only the worker's
@@ -294,9 +301,19 @@ fn run_as(mode: Mode, join: Join, start: Start) -> Result<()> {
         // order of I/O sometimes links another request's call: see the README).
         ensure!(
             join == Join::Listed || (d.attempts.len() == 1 && d.attempts[0].status == d.status),
-            "want the call answering {}: {}\n({linked} calls linked, {unlinked} unlinked)",
+            "want the call answering {}: {}\n({linked} calls linked, {unlinked} unlinked; \
+             GATESCOPE_TEST_AGENT_DEBUG=1 lists the agent's reasons)\n{}",
             d.status,
-            d.raw
+            d.raw,
+            util::tail(
+                &agent
+                    .stderr()
+                    .lines()
+                    .filter(|l| l.contains("left unlinked"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                30
+            )
         );
     }
     ensure!(
