@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod accuracy;
 pub mod agent;
 pub mod bpftool;
+pub mod caddy;
 pub mod client;
 pub mod expect;
 pub mod haproxy;

@@ -34,6 +34,10 @@ pub struct UpstreamExchange {
     pub request_bytes: u64,
     /// Head plus body (all chunks), as sent; 0 when nothing was sent.
     pub response_bytes: u64,
+    /// The connection's peer port: the gateway's local port of this call.
+    pub peer_port: u16,
+    /// Its place on that connection, from 0.
+    pub conn_seq: u64,
 }
 
 /// A snapshot of the upstream's counters.
@@ -217,7 +221,8 @@ fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, counters: &Counters) -> Resul
 /// Serve one connection until the peer closes it (or asks to).
 fn serve(mut s: TcpStream, counters: &Counters, answer: Option<Answer>) -> Result<()> {
     let mut buf: Vec<u8> = Vec::new();
-    loop {
+    let peer_port = s.peer_addr()?.port();
+    for conn_seq in 0.. {
         // Read a request head.
         let head_end = loop {
             if let Some(i) = find(&buf, b"\r\n\r\n") {
@@ -261,6 +266,8 @@ fn serve(mut s: TcpStream, counters: &Counters, answer: Option<Answer>) -> Resul
             status: 0,
             request_bytes: (head_end + content_length) as u64,
             response_bytes: 0,
+            peer_port,
+            conn_seq,
         };
         let head_only = method == "HEAD";
         let conn_hdr = if close { "Connection: close\r\n" } else { "" };
@@ -395,6 +402,7 @@ fn serve(mut s: TcpStream, counters: &Counters, answer: Option<Answer>) -> Resul
             return Ok(());
         }
     }
+    Ok(())
 }
 
 fn pattern(n: usize) -> Vec<u8> {

@@ -24,6 +24,8 @@ const APT_PACKAGES: &[&str] = &[
     "nginx-light",
     // tests/tests/haproxy.rs: a second gateway, single process and master-worker
     "haproxy",
+    // real Caddy 2.6 (Go) in front of the upstream: tests/tests/caddy.rs
+    "caddy",
     "curl",
     "prometheus",
     "wrk",
@@ -55,6 +57,7 @@ pub fn setup() -> Result<()> {
     )?;
     step(&format!("tracefs at {TRACEFS}"), tracefs)?;
     step("distro nginx service", stop_distro_nginx)?;
+    step("distro caddy service", stop_distro_caddy)?;
     step(
         &format!("kubernetes-validate {KUBERNETES_VALIDATE} (PyPI)"),
         || pip_install("kubernetes-validate", KUBERNETES_VALIDATE),
@@ -358,6 +361,31 @@ fn tracefs() -> Result<String> {
         );
     }
     Ok("ok (mounted)".to_string())
+}
+
+/// Debian's caddy package enables `caddy.service` (port 80); stop it, or
+/// `--discover caddy` in tests/tests/caddy.rs finds it beside the test's own.
+fn stop_distro_caddy() -> Result<String> {
+    if !Path::new("/run/systemd/system").exists() || util::which("systemctl").is_none() {
+        return Ok("ok (no systemd)".to_string());
+    }
+    let active = || {
+        Command::new("systemctl")
+            .args(["is-active", "--quiet", "caddy"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !active() {
+        return Ok("ok (not running)".to_string());
+    }
+    if !util::is_root() {
+        bail!("the distro's caddy service is running: run as root so setup can stop it, or `systemctl stop caddy`");
+    }
+    let _ = output(Command::new("systemctl").args(["stop", "caddy"]));
+    if active() {
+        bail!("could not stop the distro's caddy service: `systemctl stop caddy` yourself");
+    }
+    Ok("stopped (the distro's caddy, with `systemctl stop caddy`)".to_string())
 }
 
 /// Debian's nginx postinst starts the distro service (port 80, /run/nginx.pid); stop it so it

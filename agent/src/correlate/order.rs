@@ -23,7 +23,9 @@
 //! that completed it, the very write that began its response, the same
 //! status) and nothing contradicts it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use crate::capture::decode::Endpoints;
 
@@ -128,17 +130,23 @@ struct Upstream {
 }
 
 /// Per-thread order of I/O and the claims it makes about upstream requests.
+///
+/// FxHash, as in the connection table: these maps are looked up several
+/// times per data record (SipHash was about 6% of the agent's CPU under
+/// `perf record` when the table still used it, BENCHMARKS.md), and their
+/// keys are thread ids, kernel socket addresses and the gateway's own
+/// upstream connections, none of which a client chooses.
 #[derive(Debug, Default)]
 pub struct Order {
-    threads: HashMap<u32, Thread>,
-    upstreams: HashMap<Endpoints, Upstream>,
+    threads: FxHashMap<u32, Thread>,
+    upstreams: FxHashMap<Endpoints, Upstream>,
     /// Kernel socket -> the origin of its `connect()`, until its first
     /// request is written.
-    connects: HashMap<u64, (Origin, Option<(Endpoints, u64)>)>,
+    connects: FxHashMap<u64, (Origin, Option<(Endpoints, u64)>)>,
     /// Kernel socket -> upstream connection and the first write of its last
     /// request, for a failed read after the connection was closed.
-    sockets: HashMap<u64, (Endpoints, u64)>,
-    claims: HashMap<(Endpoints, u64), Claim>,
+    sockets: FxHashMap<u64, (Endpoints, u64)>,
+    claims: FxHashMap<(Endpoints, u64), Claim>,
     claims_by_age: VecDeque<(Endpoints, u64)>,
 }
 
@@ -162,8 +170,10 @@ impl Order {
             // gateways; a flood only costs the links of the threads dropped.
             self.threads.clear();
         }
-        let prev = self.threads.get(&tid).and_then(|t| t.last);
-        let reading = self.threads.get(&tid).and_then(|t| t.reading);
+        let (prev, reading) = self
+            .threads
+            .get(&tid)
+            .map_or((None, None), |t| (t.last, t.reading));
         let mut next_reading = None;
         match io {
             Io::Connect { sk, ts } => {
