@@ -182,7 +182,7 @@ fn run_as(mode: Mode, join: Join, start: Start) -> Result<()> {
         let st = upstream.stats();
         Ok((st.requests == upstream_requests).then_some(st))
     })?;
-    let hlog = hp.wait_access_log(t.requests as usize, Duration::from_secs(10))?;
+    let hlog = hp.wait_access_log(t.requests as usize, Duration::from_secs(45))?;
     ensure!(
         hlog.len() as u64 == t.requests,
         "haproxy logged {} requests, the client sent {}:\n{}",
