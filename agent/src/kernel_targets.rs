@@ -4,7 +4,10 @@
 //! seeds the maps at start and repairs them once a second (an exit missed
 //! while the agent started, a listening socket added by a reload or closed).
 
-use std::{collections::BTreeSet, net::SocketAddr};
+use std::{
+    collections::{BTreeSet, HashMap as StdHashMap},
+    net::SocketAddr,
+};
 
 use aya::maps::{HashMap, MapData};
 
@@ -17,7 +20,17 @@ pub struct TargetSet {
     /// `--discover`: processes running these programs (by comm) and their
     /// descendants; the kernel adds the ones started later at exec.
     names: Vec<String>,
+    /// The listening sockets each target below the top of its tree held when
+    /// last scanned ([`RESCAN_ROUNDS`]), and the reconcile round.
+    below_top: StdHashMap<u32, Vec<SocketAddr>>,
+    round: u64,
 }
+
+/// A process below the top of its tree is scanned for listening sockets when
+/// first seen, then every this many rounds (staggered by pid), so a listener
+/// it closed stops counting within that many seconds. Tops are scanned every
+/// round. See [`TargetSet::reconcile`].
+const RESCAN_ROUNDS: u64 = 10;
 
 /// What a reconciliation found.
 #[derive(Debug, Default)]
@@ -30,7 +43,13 @@ pub struct Summary {
 
 impl TargetSet {
     pub fn new(proc: Proc, roots: Vec<u32>, names: Vec<String>) -> Self {
-        TargetSet { proc, roots, names }
+        TargetSet {
+            proc,
+            roots,
+            names,
+            below_top: StdHashMap::new(),
+            round: 0,
+        }
     }
 
     /// Adds the roots, the processes running a `--discover` program, and all
@@ -58,7 +77,7 @@ impl TargetSet {
     }
 
     pub fn reconcile(
-        &self,
+        &mut self,
         targets: &mut HashMap<MapData, u32, u32>,
         listen_ports: &mut HashMap<MapData, u16, u64>,
     ) -> Summary {
@@ -66,6 +85,7 @@ impl TargetSet {
         // with bpf_ktime_get_ns) may be missing from the /proc read below;
         // they must survive this round.
         let scan_start = monotonic_ns();
+        self.round += 1;
         let ids: Vec<u32> = targets.keys().filter_map(Result::ok).collect();
         let mut live = BTreeSet::new();
         for id in ids {
@@ -76,21 +96,50 @@ impl TargetSet {
                 live.insert(id);
             }
         }
-        // Listening sockets belong to the top of each target tree (nginx's
-        // master, Envoy's single process); workers share the same sockets,
-        // and scanning only the tops keeps the /proc work small when workers
-        // hold many thousands of client connections.
+        self.below_top.retain(|pid, _| live.contains(pid));
+        let present: Vec<u16> = listen_ports.keys().filter_map(Result::ok).collect();
+
+        // The top of each target tree (nginx's master, Envoy's single
+        // process) is scanned every round. The processes below it usually
+        // share the top's listeners, and scanning each of them every round
+        // would read every client connection's fd once a second. But some
+        // gateways' tops hold none: HAProxy's master (`haproxy -W`) binds
+        // the listeners, forks the worker and closes its own copies. So the
+        // rest are scanned when first seen (a worker holds its listeners
+        // from the fork) and then every RESCAN_ROUNDS rounds.
         let parents = self.proc.parents();
-        let mut listeners: Vec<SocketAddr> = live
+        let (tops, rest): (Vec<u32>, Vec<u32>) = live
             .iter()
-            .filter(|pid| parents.get(pid).is_none_or(|ppid| !live.contains(ppid)))
+            .partition(|pid| parents.get(pid).is_none_or(|ppid| !live.contains(ppid)));
+        let mut listeners: Vec<SocketAddr> = tops
+            .iter()
             .flat_map(|&pid| self.proc.listening_sockets(pid))
             .collect();
+        // A port the kernel saw a target listen on that no top holds may
+        // belong to a process below (a worker that binds its own): every
+        // process is scanned before the port is given up.
+        // (Found held, a port's stamp is set to 0 below, so this fires once
+        // per listen().)
+        let known: BTreeSet<u16> = listeners
+            .iter()
+            .chain(self.below_top.values().flatten())
+            .map(SocketAddr::port)
+            .collect();
+        let orphan_port = present.iter().any(|port| {
+            !known.contains(port) && listen_ports.get(port, 0).is_ok_and(|added| added != 0)
+        });
+        for pid in rest {
+            let due = orphan_port || rescan_due(pid, self.round);
+            if due || !self.below_top.contains_key(&pid) {
+                let held = self.proc.listening_sockets(pid);
+                self.below_top.insert(pid, held);
+            }
+            listeners.extend(self.below_top[&pid].iter().copied());
+        }
         listeners.sort();
         listeners.dedup();
 
         let wanted: BTreeSet<u16> = listeners.iter().map(SocketAddr::port).collect();
-        let present: Vec<u16> = listen_ports.keys().filter_map(Result::ok).collect();
         for port in &present {
             if !wanted.contains(port)
                 && listen_ports
@@ -102,8 +151,13 @@ impl TargetSet {
         }
         let mut map_full = 0;
         for port in wanted {
-            if !present.contains(&port) && listen_ports.insert(port, 0, 0).is_err() {
-                map_full += 1;
+            if !present.contains(&port) {
+                if listen_ports.insert(port, 0, 0).is_err() {
+                    map_full += 1;
+                }
+            } else if listen_ports.get(&port, 0).is_ok_and(|added| added != 0) {
+                // Held, as /proc shows: the kernel's stamp has done its job.
+                let _ = listen_ports.insert(port, 0, 0);
             }
         }
         Summary {
@@ -112,6 +166,13 @@ impl TargetSet {
             map_full,
         }
     }
+}
+
+/// Whether a process below the top of its tree is read again this round:
+/// once every [`RESCAN_ROUNDS`], staggered by pid so that a gateway's workers
+/// are not all read in the same round.
+fn rescan_due(pid: u32, round: u64) -> bool {
+    (u64::from(pid) + round).is_multiple_of(RESCAN_ROUNDS)
 }
 
 /// A listening port missing from /proc goes, unless the kernel added it
@@ -135,6 +196,20 @@ pub(crate) fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_process_below_a_top_is_read_once_every_rescan_rounds() {
+        for pid in [1, 7, 4_194_303] {
+            for start in [1, 13] {
+                let due = (start..start + RESCAN_ROUNDS)
+                    .filter(|&round| rescan_due(pid, round))
+                    .count();
+                assert_eq!(due, 1, "pid {pid} from round {start}");
+            }
+        }
+        // Staggered: workers with consecutive pids are read in different rounds.
+        assert!(rescan_due(9, 1) && !rescan_due(10, 1));
+    }
 
     #[test]
     fn ports_the_kernel_added_during_a_scan_survive_it() {

@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     // demo, integration tests and debugging
     "nginx-light",
+    // tests/tests/haproxy.rs: a second gateway, single process and master-worker
+    "haproxy",
     // real Caddy 2.6 (Go) in front of the upstream: tests/tests/caddy.rs
     "caddy",
     "curl",
