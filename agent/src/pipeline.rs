@@ -309,11 +309,12 @@ impl Pipeline {
 
     /// Hands correlation each worker thread's I/O, in the thread's order.
     fn thread_order(&mut self, obs: &Observation) {
-        let (tid, io) = match *obs {
+        let (tgid, tid, io) = match *obs {
             Observation::Data {
                 sk,
                 dir,
                 len,
+                tgid,
                 tid,
                 ts_ns: ts,
                 ..
@@ -342,7 +343,7 @@ impl Pipeline {
                         ts,
                     },
                 };
-                (tid, io)
+                (tgid, tid, io)
             }
             Observation::ConnOpen {
                 role: Role::Upstream,
@@ -350,12 +351,20 @@ impl Pipeline {
                 ts_ns,
                 tid,
                 ..
-            } => (tid, Io::Connect { sk, ts: ts_ns }),
+            } => (0, tid, Io::Connect { sk, ts: ts_ns }),
             // A reset read: an upstream's failed answer (nginx retries the
             // next peer from this handler), or a client that went away.
-            Observation::ReadFailed { sk, tid, ts_ns, .. } => {
+            Observation::ReadFailed {
+                sk,
+                tgid,
+                tid,
+                ts_ns,
+                ..
+            } => {
                 let Some(conn) = self.table.conn(sk) else {
-                    return self.correlator.io(tid, Io::ReadFailed { sk, ts: ts_ns });
+                    return self
+                        .correlator
+                        .io(tgid, tid, Io::ReadFailed { sk, ts: ts_ns });
                 };
                 let io = match conn.role {
                     Role::Upstream => Io::UpstreamRead {
@@ -368,11 +377,11 @@ impl Pipeline {
                         ts: ts_ns,
                     },
                 };
-                (tid, io)
+                (tgid, tid, io)
             }
             _ => return,
         };
-        self.correlator.io(tid, io);
+        self.correlator.io(tgid, tid, io);
     }
 
     /// The wire view's time for a client connection's handshake.

@@ -438,3 +438,108 @@ mod tests {
         assert_eq!(parse_request_log(&UP[..20]).unwrap().len(), 0);
     }
 }
+
+/// The agent's links checked against the upstream's own record of which
+/// path arrived on which connection, in which order.
+#[derive(Debug, Default)]
+pub struct LinkCheck {
+    /// Calls linked to the request that carried them.
+    pub right: u64,
+    pub unlinked: u64,
+    /// One line per call linked to another request.
+    pub wrong: Vec<String>,
+    /// Calls by link result.
+    pub results: BTreeMap<String, u64>,
+    /// The paths of the calls left unlinked, with their result.
+    pub unlinked_paths: Vec<String>,
+}
+
+impl LinkCheck {
+    pub fn calls(&self) -> u64 {
+        self.right + self.unlinked + self.wrong.len() as u64
+    }
+
+    /// "R of N calls linked right (P%), U unlinked [...], W wrong; by result {...}".
+    pub fn summary(&self) -> String {
+        format!(
+            "{} of {} calls linked right ({:.0}%), {} unlinked {:?}, {} wrong; by result {:?}",
+            self.right,
+            self.calls(),
+            100.0 * self.right as f64 / self.calls().max(1) as f64,
+            self.unlinked,
+            self.unlinked_paths,
+            self.wrong.len(),
+            self.results
+        )
+    }
+}
+
+/// Every upstream call of the request log `text` (in a downstream line's
+/// attempts, or unlinked on its own), named by (gateway local port, rank of
+/// its first byte on that connection), against the upstream's `exchanges`
+/// named by (`peer_port`, `conn_seq`). A call is linked right when its
+/// downstream line's path is the path the upstream received: with requests
+/// of distinct paths that is the request that carried it (with repeated
+/// paths a swap between equal paths goes unseen).
+pub fn check_links(
+    text: &str,
+    exchanges: &[crate::upstream::UpstreamExchange],
+) -> Result<LinkCheck> {
+    let port_of = |addr: &str| -> Result<u16> {
+        Ok(addr
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("address {addr:?}"))?
+            .port())
+    };
+    let mut calls: Vec<(AttemptLine, Option<String>)> = Vec::new();
+    for l in parse_request_log(text)?
+        .iter()
+        .filter(|l| l.is_downstream())
+    {
+        calls.extend(l.attempts.iter().map(|a| (a.clone(), Some(l.path.clone()))));
+    }
+    calls.extend(parse_unlinked(text)?.into_iter().map(|a| (a, None)));
+    ensure!(
+        calls.len() == exchanges.len(),
+        "{} calls in the request log, the upstream answered {}",
+        calls.len(),
+        exchanges.len()
+    );
+    let mut by_port: std::collections::HashMap<u16, Vec<u64>> = std::collections::HashMap::new();
+    for (a, _) in &calls {
+        by_port
+            .entry(port_of(&a.local)?)
+            .or_default()
+            .push(a.first_ns);
+    }
+    for v in by_port.values_mut() {
+        v.sort_unstable();
+    }
+    let truth: std::collections::HashMap<(u16, u64), &str> = exchanges
+        .iter()
+        .map(|e| ((e.peer_port, e.conn_seq), e.path.as_str()))
+        .collect();
+    let mut check = LinkCheck::default();
+    for (a, owner) in &calls {
+        *check.results.entry(a.link.clone()).or_default() += 1;
+        let port = port_of(&a.local)?;
+        let rank = by_port[&port]
+            .iter()
+            .position(|ns| *ns == a.first_ns)
+            .context("ranked above")? as u64;
+        let arrived = truth
+            .get(&(port, rank))
+            .with_context(|| format!("the upstream has no call {rank} on port {port}: {a:?}"))?;
+        match owner {
+            Some(path) if path == arrived => check.right += 1,
+            Some(path) => check
+                .wrong
+                .push(format!("{a:?} linked to {path}, carried {arrived}")),
+            None => {
+                check.unlinked += 1;
+                check.unlinked_paths.push(format!("{arrived} ({})", a.link));
+            }
+        }
+    }
+    Ok(check)
+}

@@ -25,11 +25,10 @@ use gatescope_tests::caddy::Caddy;
 use gatescope_tests::client::{Conn, Req, Sent, Transfer};
 use gatescope_tests::expect::{no_losses, nothing_untracked, traffic_deltas};
 use gatescope_tests::metrics::{HANDLED, REQUESTS_ALL, TARGET_PROCESSES};
-use gatescope_tests::request_log::{parse_request_log, parse_unlinked, AttemptLine};
+use gatescope_tests::request_log::{check_links, parse_request_log};
 use gatescope_tests::upstream::{Upstream, UpstreamStats};
 use gatescope_tests::util::{self, free_port, TempDir};
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Every request on its own keep-alive connection, in order; the last one
@@ -108,13 +107,6 @@ fn count_by<K: Ord>(it: impl Iterator<Item = K>) -> BTreeMap<K, u64> {
         *m.entry(k).or_default() += 1;
     }
     m
-}
-
-fn port_of(addr: &str) -> Result<u16> {
-    Ok(addr
-        .parse::<SocketAddr>()
-        .with_context(|| format!("address {addr:?}"))?
-        .port())
 }
 
 /// Upstream counters once every request reached it and they held still.
@@ -313,61 +305,13 @@ fn run(discover: bool) -> Result<()> {
     );
 
     // Links: every call once, linked or not; none linked to the wrong request.
-    let mut calls: Vec<(AttemptLine, Option<String>)> = Vec::new();
-    for l in lines.iter().filter(|l| l.is_downstream()) {
-        calls.extend(l.attempts.iter().map(|a| (a.clone(), Some(l.path.clone()))));
-    }
-    calls.extend(parse_unlinked(&text)?.into_iter().map(|a| (a, None)));
+    let links = check_links(&text, &exchanges)?;
+    println!("caddy (discover={discover}) links: {}", links.summary());
     ensure!(
-        calls.len() == exchanges.len(),
-        "{} calls in the request log, the upstream answered {}",
-        calls.len(),
-        exchanges.len()
+        links.wrong.is_empty(),
+        "wrong links:\n{}",
+        links.wrong.join("\n")
     );
-    let mut by_port: HashMap<u16, Vec<u64>> = HashMap::new();
-    for (a, _) in &calls {
-        by_port
-            .entry(port_of(&a.local)?)
-            .or_default()
-            .push(a.first_ns);
-    }
-    for v in by_port.values_mut() {
-        v.sort_unstable();
-    }
-    let truth: HashMap<(u16, u64), &str> = exchanges
-        .iter()
-        .map(|e| ((e.peer_port, e.conn_seq), e.path.as_str()))
-        .collect();
-    let (mut linked, mut unlinked, mut wrong) = (0u64, 0u64, Vec::new());
-    let mut unlinked_paths = Vec::new();
-    let mut results: BTreeMap<String, u64> = BTreeMap::new();
-    for (a, owner) in &calls {
-        *results.entry(a.link.clone()).or_default() += 1;
-        let port = port_of(&a.local)?;
-        let rank = by_port[&port]
-            .iter()
-            .position(|ns| *ns == a.first_ns)
-            .expect("ranked above") as u64;
-        let arrived = truth
-            .get(&(port, rank))
-            .with_context(|| format!("the upstream has no call {rank} on port {port}: {a:?}"))?;
-        match owner {
-            Some(path) if path == arrived => linked += 1,
-            Some(path) => wrong.push(format!("{a:?} linked to {path}, carried {arrived}")),
-            None => {
-                unlinked += 1;
-                unlinked_paths.push(format!("{arrived} ({})", a.link));
-            }
-        }
-    }
-    println!(
-        "caddy (discover={discover}) links: {linked} of {} calls linked right ({:.0}%), \
-         {unlinked} unlinked {unlinked_paths:?}, {} wrong; by result {results:?}",
-        calls.len(),
-        100.0 * linked as f64 / calls.len().max(1) as f64,
-        wrong.len()
-    );
-    ensure!(wrong.is_empty(), "wrong links:\n{}", wrong.join("\n"));
     Ok(())
 }
 

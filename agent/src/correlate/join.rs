@@ -82,8 +82,8 @@ fn key(a: &Attempt) -> Endpoints {
 impl Correlator {
     /// Thread `tid` of a gateway process did `io` (before the record's
     /// exchanges are finished, so a claim is complete when they are).
-    pub fn io(&mut self, tid: u32, io: Io) {
-        self.order.io(tid, io);
+    pub fn io(&mut self, tgid: u32, tid: u32, io: Io) {
+        self.order.io(tgid, tid, io);
     }
 
     /// An upstream exchange of process `tgid` finished on the connection

@@ -118,6 +118,11 @@ struct Thread {
     /// The upstream attempt whose response the thread's last reads were
     /// reading (connection, first write of its request).
     reading: Option<(Endpoints, u64)>,
+    /// The last I/O began a new upstream request not started by a
+    /// `connect()`: its claim's key.
+    began: Option<(Endpoints, u64)>,
+    /// The last reads were on two or more upstream connections in a row.
+    batched_reads: bool,
 }
 
 #[derive(Debug, Default)]
@@ -148,14 +153,53 @@ pub struct Order {
     sockets: FxHashMap<u64, (Endpoints, u64)>,
     claims: FxHashMap<(Endpoints, u64), Claim>,
     claims_by_age: VecDeque<(Endpoints, u64)>,
+    /// Thread -> its process.
+    tgids: FxHashMap<u32, u32>,
+    /// Process -> the first thread seen doing its socket I/O, and whether
+    /// another thread did too.
+    procs: FxHashMap<u32, (u32, bool)>,
 }
 
 impl Order {
-    /// Thread `tid` did `io`. A `tid` of 0 (not a thread's) is ignored.
-    pub fn io(&mut self, tid: u32, io: Io) {
+    /// Whether process `tgid` (0: look it up by `tid`) does its socket I/O
+    /// from more than one thread. The order of I/O reads an event loop that
+    /// serves a request from one thread, first byte to last (nginx's worker
+    /// processes). A gateway whose threads share connections (HAProxy's
+    /// `nbthread`, Go's scheduler under Caddy) can read a client on one
+    /// thread and write its upstream request on another, where the I/O just
+    /// before belongs to an unrelated request: tests/tests/haproxy.rs saw
+    /// such wrong links with two threads. Its calls are linked by headers
+    /// only.
+    fn shared_threads(&mut self, tgid: u32, tid: u32) -> bool {
+        let tgid = if tgid == 0 {
+            match self.tgids.get(&tid) {
+                Some(&t) => t,
+                None => return false,
+            }
+        } else {
+            if self.tgids.len() >= THREADS_MAX && !self.tgids.contains_key(&tid) {
+                self.tgids.clear();
+            }
+            self.tgids.insert(tid, tgid);
+            tgid
+        };
+        if self.procs.len() >= THREADS_MAX && !self.procs.contains_key(&tgid) {
+            self.procs.clear();
+        }
+        let (first, multi) = self.procs.entry(tgid).or_insert((tid, false));
+        if *first != tid {
+            *multi = true;
+        }
+        *multi
+    }
+
+    /// Thread `tid` of process `tgid` (0 when the record does not say) did
+    /// `io`. A `tid` of 0 (not a thread's) is ignored.
+    pub fn io(&mut self, tgid: u32, tid: u32, io: Io) {
         if tid == 0 {
             return;
         }
+        let shared = self.shared_threads(tgid, tid);
         tracing::trace!(tid, ?io, "thread I/O");
         // A closed upstream connection's failed read: its last request.
         let (io, closed_request) = match io {
@@ -170,14 +214,24 @@ impl Order {
             // gateways; a flood only costs the links of the threads dropped.
             self.threads.clear();
         }
-        let (prev, reading) = self
+        let (mut prev, reading, began, mut batched_reads) = self
             .threads
             .get(&tid)
-            .map_or((None, None), |t| (t.last, t.reading));
+            .map_or((None, None, None, false), |t| {
+                (t.last, t.reading, t.began, t.batched_reads)
+            });
+        if shared {
+            // Nothing before it vouches for what a shared thread starts or
+            // answers (see `shared_threads`).
+            prev = None;
+            batched_reads = true;
+        }
         let mut next_reading = None;
+        let mut next_began = None;
+        let mut next_batched = false;
         match io {
             Io::Connect { sk, ts } => {
-                let origin = self.origin_after(prev, reading, ts);
+                let origin = self.origin_after(prev, reading, batched_reads, ts);
                 if self.connects.len() >= UPSTREAMS_MAX {
                     // Connects that never wrote (refused, timed out).
                     self.connects.clear();
@@ -188,15 +242,34 @@ impl Order {
             Io::UpstreamWrite { conn, sk, ts } => {
                 // A new connection's first request is the connect()'s,
                 // written later on a writable event.
-                let origin = match self.connects.remove(&sk) {
-                    Some(connected) => connected,
-                    None => self.origin_after(prev, reading, ts),
+                let (connected, origin) = match self.connects.remove(&sk) {
+                    Some(connected) => (true, connected),
+                    None => (false, self.origin_after(prev, reading, batched_reads, ts)),
                 };
                 let up = self.upstream(conn);
-                if !up.writing {
-                    let (origin, retry_of) = origin;
-                    up.writing = true;
+                let new_request = !up.writing;
+                up.writing = true;
+                if new_request {
                     up.request_ts = Some(ts);
+                    let (mut origin, retry_of) = origin;
+                    // Two new requests written one after the other, neither
+                    // from a connect(): an event loop that read several
+                    // clients before writing (HAProxy's: tests/tests/
+                    // haproxy.rs saw swapped links), or a timer that fired
+                    // for two requests. The read before the first names at
+                    // most one of them: neither is claimed.
+                    if !connected {
+                        let burst = began.filter(|(c, _)| *c != conn).filter(|_| {
+                            prev.is_some_and(|p| ts.saturating_sub(p.ts()) <= SAME_HANDLER_NS)
+                        });
+                        if let Some(key) = burst {
+                            origin = Origin::Unknown;
+                            if let Some(claim) = self.claims.get_mut(&key) {
+                                claim.origin = Origin::Unknown;
+                            }
+                        }
+                        next_began = Some((conn, ts));
+                    }
                     if self.sockets.len() >= UPSTREAMS_MAX {
                         self.sockets.clear();
                     }
@@ -212,7 +285,13 @@ impl Order {
                     );
                 }
             }
-            Io::UpstreamRead { conn, .. } => {
+            Io::UpstreamRead { conn, ts } => {
+                // Reads of two upstream connections in a row (HAProxy reads
+                // several before writing to clients): the client write that
+                // follows answers at most one of them, unknown which.
+                next_batched = batched_reads
+                    || matches!(prev, Some(Io::UpstreamRead { conn: c, ts: t })
+                        if c != conn && ts.saturating_sub(t) <= SAME_HANDLER_NS);
                 next_reading = if let Some(request) = closed_request {
                     Some((conn, request))
                 } else {
@@ -222,7 +301,9 @@ impl Order {
                 };
             }
             Io::ClientWrite { conn: client, ts } => {
-                if let (Some(key), Some(Io::UpstreamRead { .. })) = (reading, prev) {
+                if let (Some(key), Some(Io::UpstreamRead { .. }), false) =
+                    (reading, prev, batched_reads)
+                {
                     if let Some(claim) = self.claims.get_mut(&key) {
                         if claim.response.is_none() {
                             claim.response = Some((client, ts));
@@ -235,6 +316,8 @@ impl Order {
         let thread = self.threads.entry(tid).or_default();
         thread.last = Some(io);
         thread.reading = next_reading;
+        thread.began = next_began;
+        thread.batched_reads = next_batched;
     }
 
     /// What the thread's previous I/O says started what it does next (at
@@ -243,6 +326,7 @@ impl Order {
         &self,
         prev: Option<Io>,
         reading: Option<(Endpoints, u64)>,
+        batched_reads: bool,
         now: u64,
     ) -> (Origin, Option<(Endpoints, u64)>) {
         let prev = prev.filter(|p| now.saturating_sub(p.ts()) <= SAME_HANDLER_NS);
@@ -254,6 +338,9 @@ impl Order {
             // The answer of an earlier attempt was read just before: a retry
             // of it, unless that answer already went to a client (then it
             // was not a failure nginx retries).
+            // After reads of several upstream connections, which answer
+            // failed is unknown.
+            Some(Io::UpstreamRead { .. }) if batched_reads => (Origin::Unknown, None),
             Some(Io::UpstreamRead { .. }) => {
                 match reading.and_then(|k| Some((k, self.claims.get(&k)?))) {
                     Some((key, claim))
