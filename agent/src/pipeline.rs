@@ -435,7 +435,10 @@ impl Pipeline {
                 for attempt in &attempts {
                     self.metrics.links.count(attempt.link);
                 }
-                let upstream = answered(&attempts);
+                // Metrics need a leg whenever an upstream answered, linked
+                // or not (see `guess_leg`).
+                let upstream =
+                    answered(&attempts).or_else(|| self.correlator.guess_leg(conn.tgid, &exchange));
                 let port = conn.endpoints.local.port();
                 let listener = self
                     .listeners

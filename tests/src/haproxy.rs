@@ -109,8 +109,18 @@ struct LogReceiver {
 
 impl LogReceiver {
     fn bind(path: &Path) -> Result<Self> {
-        let sock =
-            UnixDatagram::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        // A unix datagram socket queues net.unix.max_dgram_qlen datagrams
+        // (10 by default), read when the socket is created; HAProxy drops a
+        // log line it cannot send at once. Under CI's load the reader thread
+        // fell behind a burst and lines were lost (3 in ~30 runs locally,
+        // and in CI): the queue is made deep for this socket only, and the
+        // host's setting put back.
+        const QLEN: &str = "/proc/sys/net/unix/max_dgram_qlen";
+        let old = std::fs::read_to_string(QLEN).with_context(|| format!("reading {QLEN}"))?;
+        std::fs::write(QLEN, "4096").with_context(|| format!("writing {QLEN} (run as root)"))?;
+        let sock = UnixDatagram::bind(path);
+        std::fs::write(QLEN, old.trim()).with_context(|| format!("restoring {QLEN}"))?;
+        let sock = sock.with_context(|| format!("binding {}", path.display()))?;
         sock.set_read_timeout(Some(Duration::from_millis(100)))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{
     order::{Claim, Io, Order, Origin},
-    Attempt, Link,
+    Attempt, Link, UpstreamLeg,
 };
 use crate::{capture::decode::Endpoints, http::Exchange};
 
@@ -327,6 +327,46 @@ impl Correlator {
             .forget_claim(&key(&attempt), attempt.exchange.request_first_ns);
         attempt.link = link;
         self.unlinked.push((tgid, attempt));
+    }
+
+    /// For the metrics only, when no call is linked to a client request:
+    /// the call its worker most likely made for it, by time and URI (the
+    /// waiting or just given-up calls of process `tgid` inside the
+    /// request's span, the last with the same method and path first). The
+    /// `source` label and Kong's upstream and gateway-added latencies need
+    /// to know whether an upstream answered and when, for every request; a
+    /// rare wrong pairing moves one latency sample between two requests of
+    /// the same worker and instant, where a missing one would count an
+    /// answered request as the gateway's own (`http_accuracy` asserts both
+    /// against nginx's log). Spans never use this guess.
+    pub fn guess_leg(&self, tgid: u32, exchange: &Exchange) -> Option<UpstreamLeg> {
+        let (start, end) = (exchange.request_first_ns, exchange.end_ns());
+        let inside =
+            |a: &&Attempt| a.exchange.request_first_ns >= start && a.exchange.end_ns() <= end;
+        let waiting = self
+            .pending
+            .get(&tgid)
+            .into_iter()
+            .flat_map(BTreeMap::values);
+        let given_up = self
+            .unlinked
+            .iter()
+            .filter(|(t, _)| *t == tgid)
+            .map(|(_, a)| a);
+        let candidates: Vec<&Attempt> = waiting.chain(given_up).filter(inside).collect();
+        let same_uri = |a: &&&Attempt| {
+            a.exchange.method == exchange.method && a.exchange.path == exchange.path
+        };
+        candidates
+            .iter()
+            .filter(same_uri)
+            .max_by_key(|a| a.exchange.request_first_ns)
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .max_by_key(|a| a.exchange.request_first_ns)
+            })
+            .map(|a| UpstreamLeg::of(a))
     }
 
     #[cfg(test)]

@@ -97,7 +97,7 @@ pub enum Completed {
 }
 
 impl UpstreamLeg {
-    fn of(a: &Attempt) -> UpstreamLeg {
+    pub(super) fn of(a: &Attempt) -> UpstreamLeg {
         UpstreamLeg {
             peer: a.peer,
             status: a.exchange.status,

@@ -635,7 +635,10 @@ fn reads_batched_before_writes_leave_a_call_answered_otherwise_unlinked() {
     s.up_done(2, 200, w2, a2);
     let o1 = s.write_client(1);
     let o2 = s.write_client(2);
-    assert_eq!(s.down_done(2, &exchange("/b", 200, (r2, r2), (o2, o2))), []);
+    let b = exchange("/b", 200, (r2, r2), (o2, o2));
+    assert_eq!(s.down_done(2, &b), []);
+    // The metrics still get a leg (an upstream answered): a guess by time.
+    assert!(s.c.guess_leg(TGID, &b).is_some());
     assert_eq!(s.down_done(1, &exchange("/a", 404, (r1, r1), (o1, o1))), []);
     // Neither call is claimed by the order (two new requests written in a
     // row; two upstream reads in a row): both wait, to be given up as
