@@ -5,10 +5,12 @@
 //! The oracle is HAProxy's own access log, one line per HTTP transaction,
 //! sent when the transaction ends to a unix datagram socket the test reads
 //! (`log <path> format raw`: no file shared by the master, the worker and
-//! its threads). In master-worker mode a line came more than 10 s late (or
-//! never) in 3 of about 30 runs, with `log stdout` and with this socket
-//! alike; the tests wait 45 s for it (0 misses in 52 runs since).
+//! its threads). Lines were once lost under load: HAProxy drops a line it
+//! cannot send at once, and the socket queued only `net.unix.max_dgram_qlen`
+//! (10) datagrams; the socket is now made with a deep queue (see
+//! `LogReceiver::bind`).
 
+use crate::nginx::RenamedBinary;
 use crate::util::{self, TempDir};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
@@ -51,43 +53,8 @@ pub struct LogLine {
 /// A copy of HAProxy's binary under a name unique to the test, so that
 /// `--discover` finds this test's processes only (the process's comm is the
 /// file name). Removed on drop.
-pub struct RenamedHaproxy {
-    _dir: TempDir,
-    path: PathBuf,
-    name: String,
-}
-
-impl RenamedHaproxy {
-    pub fn new() -> Result<Self> {
-        ensure!(
-            Path::new(HAPROXY_BIN).exists(),
-            "{HAPROXY_BIN} not found (apt-get install haproxy)"
-        );
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .subsec_nanos();
-        // "hap", the pid (at most 7 digits) and the clock's last 4: at most
-        // 14 bytes, within comm's 15.
-        let name = format!("hap{}{:04}", std::process::id(), nanos % 10_000);
-        let dir = TempDir::new("haproxy-bin")?;
-        let path = dir.path().join(&name);
-        std::fs::copy(HAPROXY_BIN, &path)
-            .with_context(|| format!("copying {HAPROXY_BIN} to {}", path.display()))?;
-        Ok(Self {
-            _dir: dir,
-            path,
-            name,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The command name its processes run under.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
+pub fn renamed_binary() -> Result<RenamedBinary> {
+    RenamedBinary::of(Path::new(HAPROXY_BIN), "hap")
 }
 
 pub struct Haproxy {
@@ -170,7 +137,7 @@ impl Haproxy {
         Self::start_bin(Path::new(HAPROXY_BIN), mode, listen_port, upstream_port)
     }
 
-    /// [`Haproxy::start`] from another copy of the binary ([`RenamedHaproxy`]).
+    /// [`Haproxy::start`] from another copy of the binary ([`renamed_binary`]).
     pub fn start_bin(bin: &Path, mode: Mode, listen_port: u16, upstream_port: u16) -> Result<Self> {
         ensure!(
             bin.exists(),

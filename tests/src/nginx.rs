@@ -81,9 +81,10 @@ impl Default for Tuning {
     }
 }
 
-/// A copy of nginx's binary under a unique file name, so that its processes'
-/// command name (/proc/PID/comm: the file name, at most 15 bytes) is this
-/// test's alone, whatever other nginx runs on the machine. Removed on drop.
+/// A copy of a gateway's binary (nginx's by default) under a unique file
+/// name, so that its processes' command name (/proc/PID/comm: the file name,
+/// at most 15 bytes) is this test's alone, whatever other copy runs on the
+/// machine. Removed on drop.
 pub struct RenamedBinary {
     _dir: TempDir,
     path: PathBuf,
@@ -91,12 +92,19 @@ pub struct RenamedBinary {
 }
 
 impl RenamedBinary {
-    /// `<prefix><digits>`, at most 15 bytes; `prefix` at most 4.
+    /// nginx's binary as `<prefix><digits>`, at most 15 bytes; `prefix` at
+    /// most 4.
     pub fn new(prefix: &str) -> Result<Self> {
+        Self::of(Path::new(NGINX_BIN), prefix)
+    }
+
+    /// A copy of `bin` as `<prefix><digits>` (another gateway's binary).
+    pub fn of(bin: &Path, prefix: &str) -> Result<Self> {
         ensure!(prefix.len() <= 4, "prefix {prefix:?} longer than 4 bytes");
         ensure!(
-            Path::new(NGINX_BIN).exists(),
-            "{NGINX_BIN} not found (apt-get install nginx)"
+            bin.exists(),
+            "{} not found (install it with apt-get)",
+            bin.display()
         );
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -107,10 +115,10 @@ impl RenamedBinary {
             name.len() <= 15,
             "command name {name:?} longer than 15 bytes"
         );
-        let dir = TempDir::new("nginx-bin")?;
+        let dir = TempDir::new("renamed-bin")?;
         let path = dir.path().join(&name);
-        std::fs::copy(NGINX_BIN, &path)
-            .with_context(|| format!("copying {NGINX_BIN} to {}", path.display()))?;
+        std::fs::copy(bin, &path)
+            .with_context(|| format!("copying {} to {}", bin.display(), path.display()))?;
         Ok(Self {
             _dir: dir,
             path,

@@ -14,7 +14,7 @@ use gatescope_tests::accuracy::{sum_by_code, HTTP_REQUESTS, HTTP_UPSTREAM_REQUES
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::{Client, Conn, Req, Transfer};
 use gatescope_tests::expect::{no_losses, nothing_untracked, traffic_deltas};
-use gatescope_tests::haproxy::{counts_by_status, Haproxy, Mode, RenamedHaproxy, DENY_PREFIX};
+use gatescope_tests::haproxy::{counts_by_status, renamed_binary, Haproxy, Mode, DENY_PREFIX};
 use gatescope_tests::metrics::*;
 use gatescope_tests::request_log::{check_links, parse_request_log, parse_unlinked};
 use gatescope_tests::upstream::Upstream;
@@ -130,7 +130,7 @@ fn run_as(mode: Mode, join: Join, start: Start) -> Result<()> {
             (hp, agent, None)
         }
         Start::AgentFirst => {
-            let bin = RenamedHaproxy::new()?;
+            let bin = renamed_binary()?;
             let mut args = vec!["--discover", bin.name()];
             args.extend(&extra);
             let agent = Agent::start(&[], &args)?;

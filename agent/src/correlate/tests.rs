@@ -618,28 +618,38 @@ fn memory_is_bounded_when_nothing_is_ever_linked() {
     assert_eq!(s.c.waiting(), 0);
 }
 
-#[test]
-fn reads_batched_before_writes_leave_a_call_answered_otherwise_unlinked() {
-    // An event loop that reads two clients, then writes both requests, then
-    // reads both answers before writing to the clients (HAProxy's does): the
-    // order names client 2 for upstream call 1 and client 1 for call 2's
-    // answer. Call 1 answered 404, client 2 got 200: not its answer.
-    let mut s = Sim::default();
+/// An event loop that reads two clients, then writes both requests, then
+/// reads both answers before writing to the clients (HAProxy's does): the
+/// order alone would name client 2 for upstream call 1 (the read before its
+/// write) and client 1 for call 2's answer (the write after its read).
+/// Calls 1 and 2 answer `status1` and `status2`; the client exchanges are
+/// returned, client 1's first.
+fn batched(s: &mut Sim, status1: u16, status2: u16) -> (Exchange, Exchange) {
     let r1 = s.read_client(1);
     let r2 = s.read_client(2);
     let w1 = s.write_up(1);
     let w2 = s.write_up(2);
     let a1 = s.read_up(1);
     let a2 = s.read_up(2);
-    s.up_done(1, 404, w1, a1);
-    s.up_done(2, 200, w2, a2);
+    s.up_done(1, status1, w1, a1);
+    s.up_done(2, status2, w2, a2);
     let o1 = s.write_client(1);
     let o2 = s.write_client(2);
-    let b = exchange("/b", 200, (r2, r2), (o2, o2));
+    (
+        exchange("/a", status1, (r1, r1), (o1, o1)),
+        exchange("/b", status2, (r2, r2), (o2, o2)),
+    )
+}
+
+#[test]
+fn reads_batched_before_writes_leave_a_call_answered_otherwise_unlinked() {
+    // Call 1 answered 404, client 2 got 200: not its answer.
+    let mut s = Sim::default();
+    let (a, b) = batched(&mut s, 404, 200);
     assert_eq!(s.down_done(2, &b), []);
     // The metrics still get a leg (an upstream answered): a guess by time.
     assert!(s.c.guess_leg(TGID, &b).is_some());
-    assert_eq!(s.down_done(1, &exchange("/a", 404, (r1, r1), (o1, o1))), []);
+    assert_eq!(s.down_done(1, &a), []);
     // Neither call is claimed by the order (two new requests written in a
     // row; two upstream reads in a row): both wait, to be given up as
     // `none` (two attempts and their two claims).
@@ -649,22 +659,11 @@ fn reads_batched_before_writes_leave_a_call_answered_otherwise_unlinked() {
 
 #[test]
 fn batched_reads_never_swap_calls_of_the_same_status() {
-    // As above, both answered 200: the order would link call 1 to client 2
-    // (the read before its write) and call 2 to client 1 (the write after
-    // its answer's read), a swapped pair the status cannot catch.
+    // Both answered 200: a swapped pair the status cannot catch.
     let mut s = Sim::default();
-    let r1 = s.read_client(1);
-    let r2 = s.read_client(2);
-    let w1 = s.write_up(1);
-    let w2 = s.write_up(2);
-    let a1 = s.read_up(1);
-    let a2 = s.read_up(2);
-    s.up_done(1, 200, w1, a1);
-    s.up_done(2, 200, w2, a2);
-    let o1 = s.write_client(1);
-    let o2 = s.write_client(2);
-    assert_eq!(s.down_done(2, &exchange("/b", 200, (r2, r2), (o2, o2))), []);
-    assert_eq!(s.down_done(1, &exchange("/a", 200, (r1, r1), (o1, o1))), []);
+    let (a, b) = batched(&mut s, 200, 200);
+    assert_eq!(s.down_done(2, &b), []);
+    assert_eq!(s.down_done(1, &a), []);
 }
 
 #[test]
