@@ -158,6 +158,34 @@ pub fn command(bin: &Path, conf: &Path, dir: &Path) -> Command {
     cmd
 }
 
+/// The start of a test's nginx.conf in directory `d`: the main context
+/// (foreground master, `workers` workers, root, pid and error log in `d`),
+/// `events`, and `http {` opened with the access log off and every temp
+/// path in `d`. The caller goes on inside `http` and closes it.
+pub fn conf_head(d: &str, workers: u32) -> String {
+    format!(
+        "daemon off;
+master_process on;
+worker_processes {workers};
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body_temp;
+    proxy_temp_path {d}/proxy_temp;
+    fastcgi_temp_path {d}/fastcgi_temp;
+    uwsgi_temp_path {d}/uwsgi_temp;
+    scgi_temp_path {d}/scgi_temp;
+"
+    )
+}
+
 /// See [`Nginx::start_accuracy`].
 pub struct AccuracyConfig {
     pub workers: u32,
@@ -311,25 +339,7 @@ http {{
         let dir = TempDir::new("nginx-acc")?;
         let d = dir.path().display().to_string();
         let conf = format!(
-            r#"daemon off;
-master_process on;
-worker_processes {workers};
-user root;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-
-events {{
-    worker_connections 1024;
-}}
-
-http {{
-    access_log off;
-    log_format acc {ACC_LOG_FORMAT};
-    client_body_temp_path {d}/client_body_temp;
-    proxy_temp_path {d}/proxy_temp;
-    fastcgi_temp_path {d}/fastcgi_temp;
-    uwsgi_temp_path {d}/uwsgi_temp;
-    scgi_temp_path {d}/scgi_temp;
+            r#"{head}    log_format acc {ACC_LOG_FORMAT};
 
     upstream backend {{
         server 127.0.0.1:{up};
@@ -362,7 +372,7 @@ http {{
     }}
 }}
 "#,
-            workers = cfg.workers,
+            head = conf_head(&d, cfg.workers),
             up = cfg.upstream_port,
             down = cfg.down_port,
             port = cfg.listen_port,
@@ -393,26 +403,8 @@ http {{
         let dir = TempDir::new("nginx-spans")?;
         let d = dir.path().display().to_string();
         let conf = format!(
-            r#"daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-
-events {{
-    worker_connections 1024;
-}}
-
-http {{
-    access_log off;
-    log_format acc {ACC_LOG_FORMAT};
+            r#"{head}    log_format acc {ACC_LOG_FORMAT};
     log_format ids '$uri $request_id';
-    client_body_temp_path {d}/client_body_temp;
-    proxy_temp_path {d}/proxy_temp;
-    fastcgi_temp_path {d}/fastcgi_temp;
-    uwsgi_temp_path {d}/uwsgi_temp;
-    scgi_temp_path {d}/scgi_temp;
 
     upstream backend {{
         server 127.0.0.1:{up};
@@ -448,6 +440,7 @@ http {{
     }}
 }}
 "#,
+            head = conf_head(&d, 1),
             up = upstream_port,
             r0 = retry_ports[0],
             r1 = retry_ports[1],

@@ -26,7 +26,7 @@
 
 use anyhow::{ensure, Context, Result};
 use gatescope_tests::agent::Agent;
-use gatescope_tests::nginx::Nginx;
+use gatescope_tests::nginx::{conf_head, Nginx};
 use gatescope_tests::request_log::{parse_request_log, parse_unlinked, AttemptLine};
 use gatescope_tests::util::{free_port, TempDir};
 use gatescope_tests::witness::{Behaviour, Blackhole, Witness};
@@ -68,22 +68,9 @@ fn scenario_no(name: &str) -> usize {
 
 fn conf(d: &str, workers: u32, port: u16, peers: [u16; 4]) -> String {
     let [good, fail, reset, hole] = peers;
+    let head = conf_head(d, workers);
     format!(
-        r#"daemon off;
-master_process on;
-worker_processes {workers};
-user root;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body_temp;
-    proxy_temp_path {d}/proxy_temp;
-    fastcgi_temp_path {d}/fastcgi_temp;
-    uwsgi_temp_path {d}/uwsgi_temp;
-    scgi_temp_path {d}/scgi_temp;
-    limit_req_zone $binary_remote_addr zone=paced:1m rate=200r/s;
+        r#"{head}    limit_req_zone $binary_remote_addr zone=paced:1m rate=200r/s;
     upstream good {{ server 127.0.0.1:{good}; keepalive 16; }}
     upstream flaky {{
         server 127.0.0.1:{fail} max_fails=0;
