@@ -23,6 +23,7 @@ pub mod pcap;
 pub mod prom;
 pub mod promtool;
 pub mod request_log;
+pub mod span_scene;
 pub mod tun;
 pub mod upstream;
 pub mod util;
