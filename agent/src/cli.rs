@@ -11,7 +11,11 @@ use clap::{
 };
 use gatescope_common::{COMM_LEN, DATA_HEAD_MAX, DISCOVER_MAX};
 
-use crate::{capture::check_max_sockets, error::StartError, spans::context::Trust};
+use crate::{
+    capture::{check_max_sockets, PayloadFrom},
+    error::StartError,
+    spans::context::Trust,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -146,6 +150,16 @@ pub struct Args {
     /// `false` keeps every program on its perf trace event.
     #[arg(long, env = "GATESCOPE_RAW_TRACEPOINTS", value_name = "BOOL", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub raw_tracepoints: bool,
+
+    /// Where the payload programs find each transfer's buffer: `regs`, the
+    /// saved registers of the syscall in progress, read in the socket
+    /// tracepoints (no syscall hook: nothing added to the rest of the
+    /// host's syscalls); `syscall-hook`, a `sys_enter` hook that saves every
+    /// send/recv buffer (about +70 to +160 ns on every syscall of every
+    /// process on the host; BENCHMARKS.md); `auto`, `regs` where the host
+    /// allows it, else `syscall-hook` (the start-up line says which).
+    #[arg(long, env = "GATESCOPE_PAYLOAD_FROM", value_enum, default_value_t = PayloadFrom::Auto, value_name = "SOURCE")]
+    pub payload_from: PayloadFrom,
 
     /// Append one JSON line per finished HTTP exchange to this file (method,
     /// path without query, status, bytes, timings; never header values).
@@ -419,6 +433,9 @@ mod tests {
         }
         if unset("GATESCOPE_CAPTURE_BYTES") {
             assert_eq!(a.capture_bytes, 1024);
+        }
+        if unset("GATESCOPE_PAYLOAD_FROM") {
+            assert_eq!(a.payload_from, PayloadFrom::Auto);
         }
         if unset("GATESCOPE_RAW_TRACEPOINTS") {
             assert!(a.raw_tracepoints);

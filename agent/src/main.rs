@@ -100,6 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sock_offsets,
         discover: &args.discover,
         raw_tracepoints: args.raw_tracepoints,
+        payload_from: args.payload_from,
     })?;
     let node_id = args
         .node_id

@@ -301,7 +301,6 @@ impl Pipeline {
             | Observation::State { .. }
             | Observation::Data { .. }
             | Observation::ReadFailed { .. }
-            | Observation::Accept { .. }
             | Observation::Tcp { .. }
             | Observation::TcpClosed { .. } => {}
         }

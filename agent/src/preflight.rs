@@ -163,16 +163,13 @@ mod tests {
     #[test]
     fn expected_layouts_cover_every_event_the_programs_read() {
         let all: Vec<_> = tp::expected().collect();
-        assert_eq!(all.len(), 33);
+        assert_eq!(all.len(), 31);
         assert_eq!(all[0], ("sock", "inet_sock_set_state", "skaddr", 8, 8));
         // A shared layout is checked for each of its events.
         assert!(all.contains(&("sock", "sock_recv_length", "flags", 24, 4)));
         assert!(all.contains(&("tcp", "tcp_send_reset", "skaddr", 16, 8)));
         assert!(all.contains(&("tcp", "tcp_send_reset", "daddr", 60, 28)));
-        assert_eq!(
-            all.last(),
-            Some(&("syscalls", "sys_exit_accept", "ret", 16, 8))
-        );
+        assert!(!all.iter().any(|&(category, ..)| category == "syscalls"));
         assert_eq!(tp::raw_syscalls::PTR, 24);
         assert_eq!(tp::raw_syscalls::COUNT, 32);
     }

@@ -43,6 +43,9 @@ pub const GLOBAL_CAPTURE_BYTES: &str = "CAPTURE_BYTES";
 pub const GLOBAL_SOCK_OFFSETS: &str = "SOCK_OFFSETS";
 /// Global (`.rodata`) holding [`crate::offsets::PtRegsArgs`].
 pub const GLOBAL_PT_REGS_ARGS: &str = "PT_REGS_ARGS";
+/// Global (`.rodata`, u32): records of one CPU between two looks at the
+/// ring buffer's fill, less one (a power of two less one).
+pub const GLOBAL_WAKE_CHECK_MASK: &str = "WAKE_CHECK_MASK";
 
 /// Capacity of [`MAP_TARGETS`]: processes plus threads of all targets.
 pub const TARGETS_MAX: u32 = 16_384;

@@ -1,16 +1,38 @@
 //! Kernel layouts the agent resolves at start and patches into the programs' globals before load.
 
-/// Where a syscall's second and third arguments are in the `struct pt_regs`
-/// that the raw `sys_enter` tracepoint passes (the user registers at syscall
-/// entry; a fixed layout per architecture, which the agent knows from its
-/// own). `enabled == 0` on an architecture the agent has no layout for: the
-/// syscall entry hook then uses the `raw_syscalls:sys_enter` trace event.
+/// Where the current syscall's number and arguments are in the `struct
+/// pt_regs` of the user registers saved at syscall entry (a fixed layout per
+/// architecture, which the agent knows from its own), and how the payload
+/// programs get a transfer's buffer. `enabled == 0` on an architecture the
+/// agent has no layout for.
+///
+/// - `from_regs == 1` (the default): `sock:sock_send_length` /
+///   `sock_recv_length` read the buffer themselves, from the registers that
+///   `bpf_task_pt_regs(bpf_get_current_task_btf())` gives: no syscall hook,
+///   so no cost on the syscalls of the rest of the host (see
+///   ebpf/src/regs.rs).
+/// - `from_regs == 0` (the fallback): the `sys_enter` hook saves the buffer
+///   in ARGS at every syscall entry, read from `arg1`/`arg2` of the registers
+///   the raw tracepoint passes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PtRegsArgs {
     pub enabled: u32,
+    /// The syscall's second and third arguments (a buffer and its length,
+    /// an iovec array and its count, a msghdr).
     pub arg1: u32,
     pub arg2: u32,
+    /// The syscall number as the entry saved it (`orig_ax` on x86-64).
+    pub nr: u32,
+    /// Where the code segment selector is, which tells a 64-bit syscall from
+    /// a compat (32-bit) one, whose numbers and layouts differ; 0: nothing
+    /// to check on this architecture.
+    pub mode: u32,
+    /// The selector of a 64-bit syscall (`__USER_CS`, 0x33 on x86-64).
+    pub mode_value: u32,
+    /// 1: the payload programs read the registers themselves; 0: they take
+    /// what the `sys_enter` hook saved.
+    pub from_regs: u32,
     pub _pad: u32,
 }
 
@@ -51,4 +73,4 @@ pub struct SockOffsets {
 unsafe impl aya::Pod for SockOffsets {}
 
 const _: () = assert!(size_of::<SockOffsets>() == 40);
-const _: () = assert!(size_of::<PtRegsArgs>() == 16);
+const _: () = assert!(size_of::<PtRegsArgs>() == 32);

@@ -111,17 +111,12 @@ pub struct State {
     /// At [`TcpState::CLOSE`]: buffers still queued for the gateway to read
     /// (data that arrived before a reset); 0 otherwise or when unknown.
     pub queued: u32,
-    pub _pad: u32,
+    /// 1 when a target process made this transition itself (its close() or
+    /// shutdown(): ESTABLISHED -> FIN_WAIT1, CLOSE_WAIT -> LAST_ACK, or a
+    /// reset sent by closing with unread data): the gateway had accepted the
+    /// connection. 0 otherwise.
+    pub by_target: u32,
     pub tuple: Tuple,
-}
-
-/// `accept`/`accept4` returned a new connection in the target `tgid`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Accept {
-    /// The descriptor returned.
-    pub fd: u32,
-    pub _pad: u32,
 }
 
 /// The target `tgid` forked.
@@ -197,7 +192,6 @@ payloads! {
     ConnFound => CONN_FOUND,
     State => STATE,
     Data => DATA,
-    Accept => ACCEPT,
     Tcp => TCP,
     Fork => FORK,
     Exit => EXIT,
@@ -234,7 +228,6 @@ const _: () = {
     assert!(size_of::<ConnOpen>() == 64);
     assert!(size_of::<ConnFound>() == 56);
     assert!(size_of::<State>() == 64);
-    assert!(size_of::<Accept>() == 8);
     assert!(size_of::<Fork>() == 8);
     assert!(size_of::<Exit>() == 0);
     assert!(size_of::<Exec>() == 0);

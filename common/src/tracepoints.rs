@@ -109,10 +109,6 @@ tracepoints! {
         /// The third argument: the buffer length or iovec count.
         pub const COUNT: usize = ARGS + 16;
     }
-    /// `syscalls:sys_exit_*`.
-    pub mod sys_exit: "syscalls" ["sys_exit_accept4", "sys_exit_accept"] {
-        RET = "ret" at 16 size 8;
-    }
 }
 
 /// Every (category, event, field, offset, size) the programs depend on, in

@@ -73,8 +73,8 @@ kernel_values! {
         STATE = 2, "state";
         /// [`crate::records::Data`].
         DATA = 3, "data";
-        /// [`crate::records::Accept`].
-        ACCEPT = 4, "accept";
+        // 4 was `accept` (sys_exit_accept4 records): accepted connections
+        // are now derived by the agent (conntrack), with no syscall hook.
         /// [`crate::records::Tcp`].
         TCP = 8, "tcp";
         /// [`crate::records::Fork`].

@@ -1,5 +1,7 @@
-//! TCP connection lifecycle from sock:inet_sock_set_state (Linux >= 4.16), and
-//! accept counts from the accept syscalls' exits.
+//! TCP connection lifecycle from sock:inet_sock_set_state (Linux >= 4.16).
+//! No syscall hook: accepted connections are derived by the agent from the
+//! first thing the gateway does with each one (agent/src/conntrack), with
+//! the help of `State::by_target` below.
 //!
 //! The same tracepoint fires for CLOSE -> LISTEN in the task calling listen(),
 //! so a target's new listening port is known before its first client (a
@@ -12,8 +14,8 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{
-    tp::inet_sock_set_state as f, tp::sys_exit, Accept, ConnOpen, Listen, LostReason, Role,
-    SockInfo, State, TcpState, Tuple, AF_INET, AF_INET6, IPPROTO_TCP,
+    tp::inet_sock_set_state as f, ConnOpen, Listen, LostReason, Role, SockInfo, State, TcpState,
+    Tuple, AF_INET, AF_INET6, IPPROTO_TCP,
 };
 
 use crate::{
@@ -84,12 +86,27 @@ fn on_set_state(ctx: &TracePointContext) {
                 } else {
                     0
                 };
+                // Whether the gateway itself closed it: only its own close()
+                // or shutdown() makes these transitions in its thread (a
+                // peer's FIN or reset arrives in softirq), so the agent can
+                // count as accepted a connection closed without any I/O
+                // (nginx over worker_connections). A lookup only on these.
+                let by_target = if matches!(
+                    (old, new),
+                    (TcpState::ESTABLISHED, TcpState::FIN_WAIT1)
+                        | (TcpState::CLOSE_WAIT, TcpState::LAST_ACK)
+                        | (TcpState::ESTABLISHED | TcpState::CLOSE_WAIT, TcpState::CLOSE)
+                ) {
+                    u32::from(is_target(current().0))
+                } else {
+                    0
+                };
                 let state = State {
                     sk,
                     old,
                     new,
                     queued,
-                    _pad: 0,
+                    by_target,
                     tuple,
                 };
                 submit(info.tgid, 0, ts_ns, state);
@@ -200,35 +217,4 @@ fn v6(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
     out[..8].copy_from_slice(&hi);
     out[8..].copy_from_slice(&lo);
     out
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
-pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    on_accept_exit(&ctx);
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
-pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    on_accept_exit(&ctx);
-    0
-}
-
-/// Counts accepted connections as nginx's stub_status does: every accept()
-/// that returned a descriptor.
-#[inline(always)]
-fn on_accept_exit(ctx: &TracePointContext) {
-    let (tgid, tid) = current();
-    if !is_target(tgid) {
-        return;
-    }
-    let ret = field::<i64>(ctx, sys_exit::RET);
-    if ret < 0 {
-        return;
-    }
-    let accept = Accept {
-        fd: ret as u32,
-        _pad: 0,
-    };
-    submit(tgid, tid, now(), accept);
 }

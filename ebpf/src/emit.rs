@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use gatescope_common::{LostReason, Payload, Record};
 
-use crate::maps::{EVENTS, LOST};
+use crate::maps::{EVENTS, LOST, WAKE};
 
 /// A field of the tracepoint record at `offset`, loaded directly: a
 /// tracepoint program may read its record (the verifier checks the offset
@@ -40,9 +40,23 @@ pub fn now() -> u64 {
 /// waking the agent until an eighth of the ring is waiting: a wake-up per
 /// record is an interrupt per record (an IPI in a VM), which measured as most
 /// of the programs' cost in the gateway's threads. The agent also drains on a
-/// short timer, so nothing waits long (see agent/src/pipeline.rs).
+/// short timer, so nothing waits long (see agent/src/pipeline.rs). The fill
+/// is looked at only once per `WAKE_CHECK_MASK + 1` records of a CPU: the
+/// two ring queries cost ~20 ns each per record otherwise (KERNEL.md), and
+/// the per-CPU counter's lookup is inlined by the verifier.
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
+    if let Some(n) = WAKE.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, and programs do not migrate while running.
+        let n = unsafe {
+            *n = (*n).wrapping_add(1);
+            *n
+        };
+        // SAFETY: a constant global the agent patches before load.
+        if n & unsafe { core::ptr::read_volatile(&raw const WAKE_CHECK_MASK) } != 0 {
+            return u64::from(BPF_RB_NO_WAKEUP);
+        }
+    }
     let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     if waiting >= EVENTS.query(u64::from(BPF_RB_RING_SIZE)) / 8 {
         u64::from(BPF_RB_FORCE_WAKEUP)
@@ -50,6 +64,13 @@ pub fn wakeup_flags() -> u64 {
         u64::from(BPF_RB_NO_WAKEUP)
     }
 }
+
+/// Records of one CPU between two looks at the ring's fill, less one (a
+/// power of two less one). The agent sizes it from the ring and the largest
+/// record so that what all CPUs add between looks stays within an eighth of
+/// the ring (agent/src/capture/mod.rs); 0 looks at every record.
+#[unsafe(no_mangle)]
+static WAKE_CHECK_MASK: u32 = 0;
 
 /// Sends a record of `data`'s kind for process `tgid` (thread `tid`),
 /// stamped `ts_ns` (from [`now`]).

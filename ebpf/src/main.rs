@@ -5,10 +5,12 @@
 //! tracepoint records and the current task's pid/tgid.
 //!
 //! - `process`: keeps the TARGETS set current across fork and exit.
-//! - `conn`: TCP connection lifecycle of target sockets, and accept counts.
+//! - `conn`: TCP connection lifecycle of target sockets.
 //! - `bytes`: bytes per socket moved by target threads.
-//! - `syscalls`: the raw syscall hooks: buffers saved at entry, accepts counted.
 //! - `payload`: the head and tail of those transfers, for HTTP parsing.
+//! - `regs`: where those transfers' buffers are, from the saved registers.
+//! - `syscalls`: the fallback syscall entry hook saving buffers (not
+//!   attached by default: it taxes every syscall of the host).
 //! - `found`: connections open before gatescope started, claimed on first use.
 //! - `tcp`: retransmissions and resets on tracked connections.
 //! - `wire`: the socket filter counting packets and timing handshakes.
@@ -23,6 +25,7 @@ mod maps;
 mod payload;
 mod probe;
 mod process;
+mod regs;
 mod sock;
 mod syscalls;
 mod tcp;

@@ -40,6 +40,10 @@ pub static DISCOVER: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(DI
 #[map]
 pub static SOCKS: HashMap<u64, SockInfo> = HashMap::with_max_entries(SOCKS_MAX, 0);
 
+/// Records submitted per CPU, for the wake-up decision (emit.rs).
+#[map]
+pub static WAKE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// Lost-event counters by reason (`LostReason`), per CPU so increments need no atomics.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_REASONS, 0);

@@ -1,19 +1,19 @@
 //! Payload capture without kernel struct offsets (Linux >= 6.3 for
-//! sock:sock_*_length). The entry of a send/recv-family syscall
-//! (the `sys_enter` hook, see syscalls.rs) saves where the calling
-//! thread's buffer is; `sock:sock_send_length` / `sock_recv_length`,
-//! which fire inside that same syscall once the bytes have moved, read a
-//! bounded head and tail of it with `bpf_probe_read_user`, and consume the
-//! entry. No sys_exit hook: that would be one more program run on every
-//! syscall exit of the gateway. An entry left by a call that never reached a
-//! socket (a read of a file) is overwritten by the thread's next call, and
-//! the syscalls that can reach sock_*_length without passing the hooks above
-//! (sendfile, splice, sendmmsg, recvmmsg, io_uring_enter) clear it on entry,
-//! so a stale buffer is never read.
+//! sock:sock_*_length). `sock:sock_send_length` / `sock_recv_length` fire
+//! inside the send/recv syscall once the bytes have moved; they read a
+//! bounded head and tail of the caller's buffer with `bpf_probe_read_user`.
+//! Where the buffer is comes from the syscall's saved registers (regs.rs,
+//! the default), or, in the fallback, from what the `sys_enter` hook saved
+//! in ARGS at the syscall's entry (syscalls.rs), consumed here. In the
+//! fallback an entry left by a call that never reached a socket (a read of
+//! a file) is overwritten by the thread's next call, and the syscalls that
+//! can reach sock_*_length without passing the hooks above (sendfile,
+//! splice, sendmmsg, recvmmsg, io_uring_enter) clear it on entry, so a stale
+//! buffer is never read.
 
 use core::{cmp::min, mem::size_of, ptr::read_volatile};
 
-use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
+use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf, generated as gen};
 use gatescope_common::{
     Data, DataEvent, DataHeader, Direction, LostReason, SyscallArgs, ARGS_BUF, ARGS_IOVEC,
     ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX,
@@ -22,6 +22,7 @@ use gatescope_common::{
 use crate::{
     emit::{count_lost, current, now, wakeup_flags},
     maps::{is_target, ARGS, EVENTS, SCRATCH},
+    regs,
 };
 
 /// Head capture size, set by the agent at load time (`--capture-bytes`).
@@ -32,9 +33,9 @@ static CAPTURE_BYTES: u32 = CAPTURE_BYTES_DEFAULT;
 const HEAD_IOVECS: usize = 4;
 const TAIL_IOVECS: usize = 32;
 const HEAD_MASK: usize = DATA_HEAD_MAX - 1;
-/// `struct user_msghdr`: msg_iov at 16, msg_iovlen at 24 (user ABI).
+/// `struct user_msghdr`: msg_iov at 16, msg_iovlen right after it at 24
+/// (user ABI), read together as one `Iovec`-shaped pair.
 const MSG_IOV: u64 = 16;
-const MSG_IOVLEN: u64 = 24;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -97,9 +98,18 @@ pub fn emit_data(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64, error: 
     };
     event.header = DataHeader::new(tgid, tid, now(), data);
     if len > 0 {
-        // SAFETY: copied out at once.
-        if let Some(args) = unsafe { ARGS.get(tid) }.copied() {
-            let _ = ARGS.remove(tid);
+        let at = regs::layout();
+        let args = if at.from_regs != 0 {
+            regs::current_buffer(&at)
+        } else {
+            // SAFETY: copied out at once.
+            let args = unsafe { ARGS.get(tid) }.copied();
+            if args.is_some() {
+                let _ = ARGS.remove(tid);
+            }
+            args
+        };
+        if let Some(args) = args {
             capture(event, &args, len);
         }
     }
@@ -128,11 +138,12 @@ fn capture(event: &mut DataEvent, args: &SyscallArgs, len: u64) {
         ARGS_BUF => capture_buf(event, args.ptr, min(len, args.count), cap),
         ARGS_IOVEC => capture_iovecs(event, args.ptr, args.count, len, cap),
         ARGS_MSGHDR => {
+            // msg_iov and msg_iovlen are adjacent: one read for both.
             // SAFETY: user memory read through the helper, which may fail.
-            let iov = unsafe { bpf_probe_read_user((args.ptr + MSG_IOV) as *const u64) };
-            let cnt = unsafe { bpf_probe_read_user((args.ptr + MSG_IOVLEN) as *const u64) };
-            if let (Ok(iov), Ok(cnt)) = (iov, cnt) {
-                capture_iovecs(event, iov, cnt, len, cap);
+            if let Ok(Iovec { base, len: cnt }) =
+                unsafe { bpf_probe_read_user((args.ptr + MSG_IOV) as *const Iovec) }
+            {
+                capture_iovecs(event, base, cnt, len, cap);
             }
         }
         _ => {}
@@ -156,13 +167,41 @@ fn capture_buf(event: &mut DataEvent, buf: u64, len: u64, cap: u64) {
 
 #[inline(always)]
 fn capture_iovecs(event: &mut DataEvent, iov: u64, count: u64, len: u64, cap: u64) {
+    // The first iovecs in one read (gateways pass one to three: nginx's
+    // writev of a response head and body), reused for the tail: each
+    // bpf_probe_read_user costs 100-200 ns whatever its size (KERNEL.md).
+    let first = min(count, HEAD_IOVECS as u64);
+    let mut cached = [Iovec { base: 0, len: 0 }; HEAD_IOVECS];
+    let size = (first as usize * size_of::<Iovec>()) & (HEAD_IOVECS * size_of::<Iovec>() * 2 - 1);
+    if size == 0 || size > size_of::<[Iovec; HEAD_IOVECS]>() {
+        return;
+    }
+    // SAFETY: the helper checks the user address; `size` bytes fit `cached`.
+    let read = unsafe {
+        gen::bpf_probe_read_user(
+            cached.as_mut_ptr().cast(),
+            size as u32,
+            iov as *const core::ffi::c_void,
+        )
+    };
+    if read != 0 {
+        return;
+    }
+    let iovec = |i: usize| {
+        if i < HEAD_IOVECS {
+            cached.get(i).copied()
+        } else {
+            read_iovec(iov, i)
+        }
+    };
+
     // Head: gather from the first iovecs until `cap` or `len` bytes.
     let mut filled: u64 = 0;
     for i in 0..HEAD_IOVECS {
-        if i as u64 >= count || filled >= cap || filled >= len {
+        if i as u64 >= first || filled >= cap || filled >= len {
             break;
         }
-        let Some(v) = read_iovec(iov, i) else {
+        let Some(v) = iovec(i) else {
             break;
         };
         let n = min(v.len, min(cap - filled, len - filled)) as usize;
@@ -187,7 +226,7 @@ fn capture_iovecs(event: &mut DataEvent, iov: u64, count: u64, len: u64, cap: u6
         if i as u64 >= count {
             break;
         }
-        let Some(v) = read_iovec(iov, i) else {
+        let Some(v) = iovec(i) else {
             break;
         };
         if before + v.len >= len {

@@ -1,4 +1,7 @@
-//! The syscall entry hook: one hook on every syscall entry rather than one
+//! The fallback syscall entry hook (`--payload-from syscall-hook`, or where
+//! the payload programs cannot read the saved registers themselves; see
+//! regs.rs): it taxes every syscall of the host, so it is not attached by
+//! default. One hook on every syscall entry rather than one
 //! `syscalls:sys_enter_*` trace event per syscall.
 //!
 //! Why one: detaching a perf trace event waits for RCU grace periods while
@@ -26,36 +29,14 @@
 //! Compat (32-bit) syscalls on a 64-bit kernel carry other numbers and would
 //! be misread: gatescope observes 64-bit gateways.
 
-use core::ptr::read_volatile;
-
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use gatescope_common::{
-    tp::raw_syscalls, PtRegsArgs, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR, SYSCALLS_MAX, SYSCALL_CLEAR,
-};
+use gatescope_common::{tp::raw_syscalls, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR, SYSCALL_CLEAR};
 
-use crate::{emit::field, maps::SYSCALLS, payload};
-
-/// Set by the agent at load time for its architecture.
-#[unsafe(no_mangle)]
-static PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
-    enabled: 0,
-    arg1: 0,
-    arg2: 0,
-    _pad: 0,
-};
-
-/// What we do for syscall `id` (`SYSCALL_*`, 0 for nothing).
-#[inline(always)]
-fn kind(id: i64) -> u32 {
-    if !(0..i64::from(SYSCALLS_MAX)).contains(&id) {
-        return 0;
-    }
-    SYSCALLS.get(id as u32).copied().unwrap_or(0)
-}
+use crate::{emit::field, payload, regs};
 
 /// Saves the buffer of a send/recv-family call (read, recvfrom, write,
 /// sendto: a buffer; readv, writev: an iovec array; recvmsg, sendmsg: a
@@ -64,7 +45,8 @@ fn kind(id: i64) -> u32 {
 /// arguments.
 #[inline(always)]
 fn on_enter(id: i64, args: impl FnOnce() -> Option<(u64, u64)>) {
-    match kind(id) {
+    // A negative id (an invalid call) wraps to a huge one: nothing.
+    match regs::kind(id as u64) {
         k @ (ARGS_BUF | ARGS_IOVEC | ARGS_MSGHDR) => payload::save(k, args),
         SYSCALL_CLEAR => payload::clear(),
         _ => {}
@@ -76,8 +58,7 @@ fn on_enter(id: i64, args: impl FnOnce() -> Option<(u64, u64)>) {
 pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
     on_enter(id, || {
-        // SAFETY: a constant global the agent patches before load.
-        let at: PtRegsArgs = unsafe { read_volatile(&raw const PT_REGS_ARGS) };
+        let at = regs::layout();
         if at.enabled == 0 {
             return None;
         }

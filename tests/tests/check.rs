@@ -216,9 +216,11 @@ fn check_as_root_reports_what_this_machine_allows() -> Result<()> {
     ensure!(row(t, "fentry")?[1] == "tcp_sendmsg" && row(t, "kprobe")?[1] == "tcp_sendmsg");
 
     let bytes = if works["raw tracepoint"] {
-        "tracepoints (raw tracepoint sys_enter for read"
+        "tracepoints (sock:sock_send_length/recv_length, buffers from the saved registers \
+         (fallback: raw tracepoint sys_enter))"
     } else {
-        "tracepoints (raw_syscalls:sys_enter for read"
+        "tracepoints (sock:sock_send_length/recv_length, buffers from the saved registers \
+         (fallback: raw_syscalls:sys_enter))"
     };
     let tls = if works["uprobe"] {
         "uprobes on OpenSSL, later: available here"

@@ -133,9 +133,10 @@ fn agent_matches_nginx_access_log() -> Result<()> {
         &[master],
         &["--request-log", &req_log_arg, "--capture-bytes", "256"],
     )?;
-    // The Kong-mode agent runs every program on its trace event (the
-    // fallback), the native one on raw tracepoints where they exist: each
-    // must agree with nginx's log on its own.
+    // The native agent reads buffers from the saved registers (no syscall
+    // hook, the default); the Kong-mode agent runs the fallback in its
+    // most conservative form: the syscall entry hook, and every program on
+    // its trace event. Each must agree with nginx's log on its own.
     let kong = Agent::start(
         &[master],
         &[
@@ -144,10 +145,19 @@ fn agent_matches_nginx_access_log() -> Result<()> {
             "--capture-bytes",
             "256",
             "--raw-tracepoints=false",
+            "--payload-from",
+            "syscall-hook",
         ],
     )?;
     for (agent, hook) in [
-        (&native, "attached as the raw tracepoint sys_enter"),
+        (
+            &native,
+            "payload=sock_*_length with the saved registers (no syscall hook)",
+        ),
+        (
+            &kong,
+            "payload=syscall hook sys_enter (taxes every syscall of the host)",
+        ),
         (&kong, "raw tracepoints off (--raw-tracepoints=false)"),
     ] {
         ensure!(

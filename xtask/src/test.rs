@@ -10,8 +10,23 @@ use crate::util::{cargo, run, workspace_root};
 /// The eBPF crate's target, as agent/build.rs (aya-build) builds it.
 const BPF_TARGET: &str = "bpfel-unknown-none";
 
+/// Integration tests run a second time on the fallback payload path
+/// (`--payload-from syscall-hook`, through the variable every agent the tests
+/// start reads): the ones whose numbers depend on the captured payload, over
+/// every gateway. The rest (process tracking, connections, the wire view,
+/// TCP events) do not touch the payload programs' buffer source.
+const FALLBACK_TESTS: &[&str] = &[
+    "http_accuracy",
+    "connections_and_bytes",
+    "active_connections",
+    "preexisting_connections",
+    "trace_links",
+    "haproxy",
+    "caddy",
+];
+
 pub fn test(agent: &Path) -> Result<()> {
-    let steps: [(&str, &dyn Fn() -> Result<()>); 5] = [
+    let steps: [(&str, &dyn Fn() -> Result<()>); 6] = [
         ("format", &|| run(cargo().args(["fmt", "--all", "--check"]))),
         ("clippy (agent, xtask, tests)", &|| {
             run(cargo().args([
@@ -49,6 +64,17 @@ pub fn test(agent: &Path) -> Result<()> {
                     "--test-threads=1",
                 ])
                 .env("GATESCOPE_BIN", agent))
+        }),
+        ("integration tests, fallback payload path", &|| {
+            let mut cmd = cargo();
+            cmd.args(["test", "--release", "-p", "gatescope-tests", "--no-fail-fast"]);
+            for name in FALLBACK_TESTS {
+                cmd.args(["--test", name]);
+            }
+            run(cmd
+                .args(["--", "--test-threads=1"])
+                .env("GATESCOPE_BIN", agent)
+                .env("GATESCOPE_PAYLOAD_FROM", "syscall-hook"))
         }),
     ];
     let mut failed = Vec::new();

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gatescope_common::{
-    self as common, Accept, ConnFound, ConnOpen, Exec, Exit, Fork, Header, Kind, Listen, Payload,
+    self as common, ConnFound, ConnOpen, Exec, Exit, Fork, Header, Kind, Listen, Payload,
     Record, State, Tcp, TcpState, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX,
 };
 
@@ -133,6 +133,9 @@ pub enum Observation<'a> {
         /// At TCP_CLOSE: buffers still queued for the gateway to read (data
         /// that arrived before a reset), 0 otherwise or when unknown.
         queued: u32,
+        /// A gateway process made the transition itself (its close() or
+        /// shutdown()), so it had accepted the connection.
+        by_target: bool,
     },
     /// `len` bytes moved by the gateway; `len == 0` is a read that returned
     /// end-of-file. `head`/`tail` are the transfer's first and last bytes as
@@ -158,9 +161,6 @@ pub enum Observation<'a> {
         tid: u32,
         ts_ns: u64,
         errno: u32,
-    },
-    Accept {
-        tgid: u32,
     },
     Tcp {
         sk: u64,
@@ -199,7 +199,6 @@ impl Observation<'_> {
             Observation::ConnFound { .. } => Kind::CONN_FOUND,
             Observation::State { .. } => Kind::STATE,
             Observation::Data { .. } | Observation::ReadFailed { .. } => Kind::DATA,
-            Observation::Accept { .. } => Kind::ACCEPT,
             Observation::Tcp { .. } | Observation::TcpClosed { .. } => Kind::TCP,
             Observation::Fork { .. } => Kind::FORK,
             Observation::Exit { .. } => Kind::EXIT,
@@ -283,8 +282,8 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
                 old,
                 new,
                 queued,
+                by_target,
                 tuple,
-                ..
             } = record::<State>(raw)?.data;
             Observation::State {
                 sk,
@@ -293,16 +292,10 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
                 endpoints: endpoints(&tuple),
                 ts_ns,
                 queued,
+                by_target: by_target != 0,
             }
         }
         Kind::DATA => return decode_data(raw),
-        Kind::ACCEPT => {
-            let Record {
-                header,
-                data: Accept { .. },
-            } = record::<Accept>(raw)?;
-            Observation::Accept { tgid: header.tgid }
-        }
         Kind::TCP => {
             let Tcp {
                 sk,

@@ -16,9 +16,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, GLOBAL_CAPTURE_BYTES,
-    GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST,
-    MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
+    DataHeader, PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_TAIL_MAX,
+    GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, GLOBAL_WAKE_CHECK_MASK,
+    MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS,
+    MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
 };
 use tracing::{debug, info, warn};
 
@@ -44,16 +45,16 @@ pub fn check_max_sockets(n: u32) -> Result<u32, StartError> {
 
 /// Each program and the tracepoints it is attached to. Process tracking comes
 /// first so that no worker forked (and no gateway started) during start-up is
-/// missed; buffer saving before the length tracepoints that read the buffers.
+/// missed; buffer saving (the fallback's only) before the length tracepoints
+/// that read the buffers.
 const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("sched_process_fork", &[("sched", "sched_process_fork")]),
     ("sched_process_exit", &[("sched", "sched_process_exit")]),
     ("sched_process_exec", &[("sched", "sched_process_exec")]),
     ("inet_sock_set_state", &[("sock", "inet_sock_set_state")]),
-    ("sys_exit_accept4", &[("syscalls", "sys_exit_accept4")]),
-    ("sys_exit_accept", &[("syscalls", "sys_exit_accept")]),
-    // Every syscall entry hook in one (see ebpf/src/syscalls.rs: one detach
-    // at shutdown, not thirteen).
+    // The fallback's syscall entry hook (ebpf/src/syscalls.rs), attached only
+    // with `PayloadFrom::SyscallHook`: every syscall entry hook in one (one
+    // detach at shutdown, not thirteen).
     (SYSCALL_ENTRY, &[("raw_syscalls", "sys_enter")]),
     ("tcp_retransmit_skb", &[("tcp", "tcp_retransmit_skb")]),
     ("tcp_send_reset", &[("tcp", "tcp_send_reset")]),
@@ -92,22 +93,35 @@ const RAW_FORMS: &[(&str, &str, &str)] = &[
 const SYSCALL_ENTRY: &str = "sys_enter";
 const SYSCALL_ENTRY_RAW: &str = "sys_enter_raw";
 
-/// Where this architecture's `struct pt_regs` keeps a syscall's second and
-/// third arguments, for the raw `sys_enter` tracepoint.
+/// Where this architecture's `struct pt_regs` keeps the syscall number and
+/// the second and third arguments. On x86-64 (arch/x86/include/asm/ptrace.h:
+/// r15 .. r8, ax, cx, dx, si, di, orig_ax, ip, cs, 8 bytes each) the
+/// payload programs read them themselves (`from_regs`, patched in at load);
+/// `cs` is `__USER_CS` (0x33) for a 64-bit syscall (measured, KERNEL.md).
 #[cfg(target_arch = "x86_64")]
 const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
     enabled: 1,
-    // si and dx (arch/x86/include/asm/ptrace.h: r15 .. di, 8 bytes each).
     arg1: 13 * 8,
     arg2: 12 * 8,
+    nr: 15 * 8,
+    mode: 17 * 8,
+    mode_value: 0x33,
+    from_regs: 0,
     _pad: 0,
 };
+/// arm64 (arch/arm64/include/asm/ptrace.h): regs[1] and regs[2]. Reading
+/// the registers from the payload programs is not verified on arm64 (its
+/// compat check is a pstate bit, not a value), so there only the syscall
+/// hook gives buffers.
 #[cfg(target_arch = "aarch64")]
 const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
     enabled: 1,
-    // regs[1] and regs[2] (arch/arm64/include/asm/ptrace.h).
     arg1: 8,
     arg2: 16,
+    nr: 0,
+    mode: 0,
+    mode_value: 0,
+    from_regs: 0,
     _pad: 0,
 };
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -115,8 +129,28 @@ const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
     enabled: 0,
     arg1: 0,
     arg2: 0,
+    nr: 0,
+    mode: 0,
+    mode_value: 0,
+    from_regs: 0,
     _pad: 0,
 };
+/// Whether the payload programs can read the saved registers on this
+/// architecture.
+const REGS_KNOWN: bool = cfg!(target_arch = "x86_64");
+
+/// Where the payload programs find a transfer's buffer (`--payload-from`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayloadFrom {
+    /// The saved registers where the host allows it, else the syscall hook.
+    Auto,
+    /// The saved registers of the syscall in progress, read in
+    /// `sock_send_length`/`sock_recv_length`: no syscall hook at all.
+    Regs,
+    /// A `sys_enter` hook saving every send/recv-family buffer: costs every
+    /// syscall of every process on the host (see BENCHMARKS.md).
+    SyscallHook,
+}
 
 /// What [`Capture::load`] loads and how.
 #[derive(Clone, Debug)]
@@ -133,6 +167,8 @@ pub struct CaptureConfig<'a> {
     pub discover: &'a [String],
     /// Lets the programs in [`RAW_FORMS`] use their raw tracepoint form.
     pub raw_tracepoints: bool,
+    /// `--payload-from`.
+    pub payload_from: PayloadFrom,
 }
 
 /// One attachment; dropping it detaches the program.
@@ -197,9 +233,33 @@ impl Capture {
 
     /// Loads and attaches everything as `config` says; returns the
     /// programs' owner, the maps the pipeline maintains, and the ring buffer
-    /// it reads. Logs the hooks it chose.
+    /// it reads. Logs the hooks it chose. With `PayloadFrom::Auto`, a
+    /// failure to load or attach with the saved registers falls back to the
+    /// syscall hook (said in a warning).
     pub fn load(
         config: &CaptureConfig<'_>,
+    ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
+        match config.payload_from {
+            PayloadFrom::Regs => Self::load_as(config, true),
+            PayloadFrom::SyscallHook => Self::load_as(config, false),
+            PayloadFrom::Auto if !REGS_KNOWN => {
+                info!("payload buffers from the syscall hook: no register layout for this CPU");
+                Self::load_as(config, false)
+            }
+            PayloadFrom::Auto => Self::load_as(config, true).or_else(|e| {
+                warn!(
+                    "payload buffers from the saved registers failed ({:#}); falling back to \
+                     the syscall hook, which costs every syscall of the host",
+                    anyhow::Error::from(e)
+                );
+                Self::load_as(config, false)
+            }),
+        }
+    }
+
+    fn load_as(
+        config: &CaptureConfig<'_>,
+        from_regs: bool,
     ) -> Result<(Capture, Maps, RingBuf<MapData>), StartError> {
         let &CaptureConfig {
             ring_buffer_bytes,
@@ -208,14 +268,21 @@ impl Capture {
             ref sock_offsets,
             discover,
             raw_tracepoints,
+            payload_from: _,
         } = config;
+        let regs = PtRegsArgs {
+            from_regs: u32::from(from_regs),
+            ..PT_REGS_ARGS
+        };
+        let wake_mask = wake_check_mask(ring_buffer_bytes, capture_bytes, possible_cpus());
         // The sizes were checked by the command line's value parsers (cli.rs).
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
             .map_max_entries(MAP_SOCKS, max_sockets)
             .override_global(GLOBAL_CAPTURE_BYTES, &capture_bytes, true)
             .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
-            .override_global(GLOBAL_PT_REGS_ARGS, &PT_REGS_ARGS, true)
+            .override_global(GLOBAL_PT_REGS_ARGS, &regs, true)
+            .override_global(GLOBAL_WAKE_CHECK_MASK, &wake_mask, true)
             .load(OBJECT)
             .map_err(StartError::Load)?;
         fill_syscalls(&mut ebpf)?;
@@ -246,6 +313,9 @@ impl Capture {
         let mut on_raw = Vec::new();
         let mut on_trace_events = Vec::new();
         for &(program, tracepoints) in PROGRAMS {
+            if program == SYSCALL_ENTRY && from_regs {
+                continue;
+            }
             let attach_err = |(category, name): (&str, &str), source| StartError::Attach {
                 program: program.into(),
                 category: category.into(),
@@ -302,7 +372,12 @@ impl Capture {
             .ok();
         info!(
             "{}",
-            hooks_line(&on_raw, &on_trace_events, wire_program.is_some())
+            hooks_line(
+                from_regs,
+                &on_raw,
+                &on_trace_events,
+                wire_program.is_some()
+            )
         );
 
         let events = take(&mut ebpf, MAP_EVENTS)?;
@@ -327,9 +402,10 @@ impl Capture {
 }
 
 /// The start-up line naming the hooks chosen: "hooks: process
-/// tracking=tracepoint, ...; raw tracepoints: sys_enter, ...; trace events:
-/// ...". Only `gatescope check` tries the hook types the agent does not use.
-fn hooks_line(on_raw: &[&str], on_trace_events: &[&str], wire: bool) -> String {
+/// tracking=tracepoint, ...; raw tracepoints: sched_process_exit, ...; trace
+/// events: ...". Only `gatescope check` tries the hook types the agent does
+/// not use.
+fn hooks_line(from_regs: bool, on_raw: &[&str], on_trace_events: &[&str], wire: bool) -> String {
     let list = |programs: &[&str]| {
         if programs.is_empty() {
             "none".to_owned()
@@ -338,12 +414,43 @@ fn hooks_line(on_raw: &[&str], on_trace_events: &[&str], wire: bool) -> String {
         }
     };
     format!(
-        "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall \
-         tracepoints, wire view={}; raw tracepoints: {}; trace events: {}",
+        "hooks: process tracking=tracepoint, connections=tracepoint, payload={}, wire view={}; \
+         raw tracepoints: {}; trace events: {}",
+        if from_regs {
+            "sock_*_length with the saved registers (no syscall hook)"
+        } else {
+            "syscall hook sys_enter (taxes every syscall of the host)"
+        },
         if wire { "socket filter" } else { "off" },
         list(on_raw),
         list(on_trace_events),
     )
+}
+
+/// CPUs the kernel may run programs on (per-CPU maps have one slot each).
+fn possible_cpus() -> u32 {
+    aya::util::nr_cpus()
+        .ok()
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The programs look at the ring's fill once per `mask + 1` records of a CPU
+/// (ebpf/src/emit.rs). Between two looks all CPUs together add at most
+/// `cpus * (mask + 1)` of the largest data record; that stays within an
+/// eighth of the ring, so with the eighth that triggers a wake-up the ring
+/// is at most a quarter full when the agent is woken. At most 256.
+fn wake_check_mask(ring_bytes: u32, capture_bytes: u32, cpus: u32) -> u32 {
+    let record = (size_of::<DataHeader>() + DATA_TAIL_MAX) as u32 + capture_bytes;
+    let per_cpu = ring_bytes / 8 / record.max(1) / cpus.max(1);
+    let every = if per_cpu == 0 {
+        1
+    } else {
+        1 << per_cpu.ilog2()
+    };
+    every.min(256) - 1
 }
 
 /// This architecture's numbers of the syscalls the raw syscall hooks act
@@ -472,19 +579,37 @@ mod tests {
     fn start_up_line_names_the_hooks_chosen() {
         assert_eq!(
             hooks_line(
-                &["sys_enter", "sched_process_exit"],
+                true,
+                &["sched_process_exit", "tcp_retransmit_skb"],
                 &["sched_process_fork"],
                 true
             ),
-            "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall \
-             tracepoints, wire view=socket filter; raw tracepoints: sys_enter, \
-             sched_process_exit; trace events: sched_process_fork"
+            "hooks: process tracking=tracepoint, connections=tracepoint, payload=sock_*_length \
+             with the saved registers (no syscall hook), wire view=socket filter; raw \
+             tracepoints: sched_process_exit, tcp_retransmit_skb; trace events: \
+             sched_process_fork"
         );
         assert_eq!(
-            hooks_line(&[], &["sys_enter"], false),
-            "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall \
-             tracepoints, wire view=off; raw tracepoints: none; trace events: sys_enter"
+            hooks_line(false, &[], &["sys_enter"], false),
+            "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall hook \
+             sys_enter (taxes every syscall of the host), wire view=off; raw tracepoints: none; \
+             trace events: sys_enter"
         );
+    }
+
+    #[test]
+    fn ring_fill_is_looked_at_often_enough() {
+        // Default ring (4 MiB) and capture (1 KiB), 2 CPUs: records up to
+        // 1144 bytes, an eighth of the ring is 229 of them per CPU.
+        assert_eq!(wake_check_mask(4 << 20, 1024, 2), 127);
+        assert_eq!(wake_check_mask(1 << 30, 64, 1), 255, "at most 256");
+        assert_eq!(wake_check_mask(4096, 4096, 64), 0, "a tiny ring: every record");
+        for (ring, cap, cpus) in [(4 << 20, 4096, 2), (1 << 20, 1024, 16), (64 << 20, 512, 96)] {
+            let every = wake_check_mask(ring, cap, cpus) + 1;
+            assert!(every.is_power_of_two());
+            let record = (size_of::<DataHeader>() + DATA_TAIL_MAX) as u32 + cap;
+            assert!(every == 1 || cpus * every * record <= ring / 8, "{ring} {cap} {cpus}");
+        }
     }
 
     #[test]

@@ -129,20 +129,23 @@ impl Report {
             ),
             (
                 "connection lifecycle",
-                core("sock:inet_sock_set_state, syscalls:sys_exit_accept4/accept"),
+                core("sock:inet_sock_set_state (accepts derived, no syscall hook)"),
             ),
             (
                 "bytes and payload",
-                // The syscall entry hook's cheaper form where it works
-                // (ebpf/src/syscalls.rs), the trace event otherwise.
+                // Buffers from the saved registers by default; the
+                // fallback's syscall entry hook in its cheaper form where it
+                // works (ebpf/src/syscalls.rs), the trace event otherwise.
                 core(
                     if self
                         .hook(Hook::RawTracepoint)
                         .is_some_and(HookResult::works)
                     {
-                        "raw tracepoint sys_enter for read/write/..., sock:sock_send_length/recv_length"
+                        "sock:sock_send_length/recv_length, buffers from the saved registers \
+                         (fallback: raw tracepoint sys_enter)"
                     } else {
-                        "raw_syscalls:sys_enter for read/write/..., sock:sock_send_length/recv_length"
+                        "sock:sock_send_length/recv_length, buffers from the saved registers \
+                         (fallback: raw_syscalls:sys_enter)"
                     },
                 ),
             ),

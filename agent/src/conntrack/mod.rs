@@ -45,6 +45,14 @@ use crate::{
     http::{HttpEvent, Segment},
 };
 
+/// See [`ConnTable::touched`].
+fn touch(conn: &mut Conn, out: &mut Finished) {
+    if conn.role == Role::Downstream && !conn.accepted {
+        conn.accepted = true;
+        out.facts.push(Fact::Accepted);
+    }
+}
+
 /// Closed connections remembered for the bytes read after their close.
 const CLOSED_KEEP: usize = 4096;
 
@@ -56,6 +64,9 @@ struct Conn {
     role: Role,
     endpoints: Endpoints,
     handled: bool,
+    /// The gateway has done something with it: accepted, as stub_status
+    /// counts (see [`ConnTable::touched`]).
+    accepted: bool,
     /// The gateway process that last moved bytes on it (a worker).
     tgid: u32,
     /// Time of its open record, as the kernel's socket map also keeps it.
@@ -199,7 +210,11 @@ impl ConnTable {
                 endpoints,
                 ts_ns,
                 queued,
+                by_target,
             } => {
+                if by_target {
+                    self.touched(sk, out);
+                }
                 let close = Close {
                     ts_ns,
                     queued: queued > 0,
@@ -224,10 +239,10 @@ impl ConnTable {
                 };
                 self.data(sk, dir, &seg, tgid, now, out);
             }
-            // What the connection's state records say is enough here; the
-            // failed read matters to correlation only.
-            Observation::ReadFailed { .. } => {}
-            Observation::Accept { tgid: _ } => out.facts.push(Fact::Accepted),
+            // A failed read is the gateway's I/O on the connection (it had
+            // accepted it); otherwise its state records say enough, and the
+            // read matters to correlation only.
+            Observation::ReadFailed { sk, .. } => self.touched(sk, out),
             Observation::Tcp { sk, event } => {
                 if let Some(conn) = self.conns.get(&sk).filter(|c| c.is_open()) {
                     out.facts.push(tcp_fact(conn.role, &conn.endpoints, event));
@@ -243,6 +258,21 @@ impl ConnTable {
             | Observation::Exit { .. }
             | Observation::Exec { .. }
             | Observation::Listen { .. } => {}
+        }
+    }
+
+    /// The gateway did something with connection `sk` in its own thread (a
+    /// transfer, a failed read, its close): a client connection it had not
+    /// done anything with before is accepted. nginx's stub_status counts
+    /// accept() calls that returned a connection; a gateway touches every
+    /// connection it accepts (it reads it, or closes it: nginx over
+    /// worker_connections closes without reading), and none it has not, so
+    /// the count is exact without hooking accept(), a syscall event that
+    /// would tax every syscall of the host (KERNEL.md). It lags accept() by
+    /// the time to the first read or close.
+    fn touched(&mut self, sk: u64, out: &mut Finished) {
+        if let Some(conn) = self.conns.get_mut(&sk) {
+            touch(conn, out);
         }
     }
 
@@ -273,6 +303,7 @@ impl ConnTable {
             role,
             endpoints,
             handled: found,
+            accepted: found,
             tgid: 0,
             opened_ns,
             lifecycle: Lifecycle::Open { active: true },
@@ -348,6 +379,7 @@ impl ConnTable {
             return;
         };
         conn.tgid = tgid;
+        touch(conn, out);
         if conn.role == Role::Downstream && dir == Direction::Ingress && !conn.handled {
             conn.handled = true;
             out.facts.push(Fact::Handled);

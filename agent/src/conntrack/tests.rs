@@ -41,6 +41,7 @@ fn state(table: &mut ConnTable, sk: u64, new: TcpState, endpoints: Endpoints) {
         endpoints,
         ts_ns: 0,
         queued: 0,
+        by_target: false,
     };
     apply(table, &obs);
 }
@@ -71,6 +72,7 @@ fn downstream_lifecycle_gateway_closes() {
     assert_eq!(
         bytes(&mut t, 1, Direction::Ingress, 100),
         vec![
+            Fact::Accepted,
             Fact::Handled,
             Fact::DownstreamBytes {
                 port: 8080,
@@ -108,7 +110,10 @@ fn peer_half_close_stays_active_until_gateway_closes() {
     state(&mut t, 1, TcpState::CLOSE_WAIT, e);
     assert_eq!(t.gauges().downstream_active, 1);
     // An EOF read is the gateway handling the connection, with no bytes.
-    assert_eq!(bytes(&mut t, 1, Direction::Ingress, 0), vec![Fact::Handled]);
+    assert_eq!(
+        bytes(&mut t, 1, Direction::Ingress, 0),
+        vec![Fact::Accepted, Fact::Handled]
+    );
     state(&mut t, 1, TcpState::LAST_ACK, e);
     assert_eq!(t.gauges().downstream_active, 0);
     state(&mut t, 1, TcpState::CLOSE, e);
@@ -176,6 +181,7 @@ fn bytes_read_after_the_close_are_the_closed_connections() {
     assert_eq!(
         bytes(&mut t, 1, Direction::Ingress, 43),
         vec![
+            Fact::Accepted,
             Fact::Handled,
             Fact::DownstreamBytes {
                 port,
@@ -214,15 +220,54 @@ fn closed_connections_are_remembered_up_to_a_bound() {
     ));
     assert!(matches!(
         bytes(&mut t, 1, Direction::Egress, 7)[..],
-        [Fact::DownstreamBytes { len: 7, .. }]
+        [Fact::Accepted, Fact::DownstreamBytes { len: 7, .. }]
     ));
 }
 
 #[test]
-fn accept_is_a_fact() {
-    let mut t = ConnTable::new(1);
-    let facts = apply(&mut t, &Observation::Accept { tgid: 1 }).facts;
-    assert_eq!(facts, vec![Fact::Accepted]);
+fn a_client_connection_is_accepted_at_the_first_thing_the_gateway_does_with_it() {
+    let mut t = ConnTable::new(10);
+    let accepted = |facts: &[Fact]| facts.iter().filter(|f| **f == Fact::Accepted).count();
+    // Established (softirq) is not accepted yet; the first read is, once.
+    assert_eq!(accepted(&open(&mut t, 1, Role::Downstream, ep(GW, CLIENT))), 0);
+    assert_eq!(accepted(&bytes(&mut t, 1, Direction::Ingress, 40)), 1);
+    assert_eq!(accepted(&bytes(&mut t, 1, Direction::Egress, 40)), 0);
+    assert_eq!(accepted(&bytes(&mut t, 1, Direction::Ingress, 0)), 0);
+    // A read that hit end-of-file, or failed (a client's reset), counts.
+    open(&mut t, 2, Role::Downstream, ep(GW, "127.0.0.1:50002"));
+    assert_eq!(accepted(&bytes(&mut t, 2, Direction::Ingress, 0)), 1);
+    open(&mut t, 3, Role::Downstream, ep(GW, "127.0.0.1:50003"));
+    let failed = Observation::ReadFailed {
+        sk: 3,
+        tgid: 1,
+        tid: 1,
+        ts_ns: 0,
+        errno: 104,
+    };
+    assert_eq!(accepted(&apply(&mut t, &failed).facts), 1);
+    // Closed by the gateway without any I/O (nginx over worker_connections).
+    open(&mut t, 4, Role::Downstream, ep(GW, "127.0.0.1:50004"));
+    let close = |sk, by_target| Observation::State {
+        sk,
+        old: TcpState::ESTABLISHED,
+        new: TcpState::FIN_WAIT1,
+        endpoints: ep(GW, "127.0.0.1:50004"),
+        ts_ns: 0,
+        queued: 0,
+        by_target,
+    };
+    assert_eq!(accepted(&apply(&mut t, &close(4, true)).facts), 1);
+    // Closed by the peer (softirq), never touched: not accepted.
+    open(&mut t, 5, Role::Downstream, ep(GW, "127.0.0.1:50005"));
+    assert_eq!(accepted(&apply(&mut t, &close(5, false)).facts), 0);
+    // Upstream connections are never "accepted".
+    open(&mut t, 6, Role::Upstream, ep("127.0.0.1:40000", UP));
+    assert_eq!(accepted(&bytes(&mut t, 6, Direction::Ingress, 10)), 0);
+    // A connection reset while queued, then read by the gateway after its
+    // close: accepted then (nginx's accept() returns it).
+    open(&mut t, 7, Role::Downstream, ep(GW, "127.0.0.1:50007"));
+    state(&mut t, 7, TcpState::CLOSE, ep(GW, "127.0.0.1:50007"));
+    assert_eq!(accepted(&bytes(&mut t, 7, Direction::Ingress, 0)), 1);
 }
 
 #[test]
@@ -316,6 +361,7 @@ fn sweep_drops_only_connections_missing_twice() {
                 endpoints: ep,
                 ts_ns: 1,
                 queued: 0,
+                by_target: false,
             },
         )
         .facts,
@@ -359,6 +405,7 @@ fn state_at(
         endpoints,
         ts_ns,
         queued,
+        by_target: false,
     };
     table.apply(&obs, || t, out);
 }
@@ -616,8 +663,8 @@ fn data_on_an_unknown_socket_is_a_lost_open_once_per_gap_while_there_is_room() {
     assert_eq!(out.lost_opens, vec![(6, 7)]);
     assert!(apply(&mut t, &data_obs(1, 8)).lost_opens.is_empty());
     // Not data.
-    let accept = Observation::Accept { tgid: 1 };
-    assert_eq!(t.lost_open(&accept, || t0), None);
+    let exit = Observation::Exit { tgid: 1 };
+    assert_eq!(t.lost_open(&exit, || t0), None);
     // Unknown: its time, once per gap.
     assert_eq!(t.lost_open(&data_obs(3, 7), || t0), Some((3, 7)));
     assert_eq!(t.lost_open(&data_obs(3, 8), || t0 + RELEASE_GAP / 2), None);

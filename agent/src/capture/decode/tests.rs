@@ -167,7 +167,7 @@ fn decodes_a_state_change() {
         old: TcpState::ESTABLISHED,
         new: TcpState::CLOSE,
         queued: 2,
-        _pad: 0,
+        by_target: 1,
         tuple: v4(8080, [127, 0, 0, 1], 5000, [127, 0, 0, 3]),
     };
     assert_eq!(
@@ -182,12 +182,13 @@ fn decodes_a_state_change() {
             },
             ts_ns: 9,
             queued: 2,
+            by_target: true,
         }
     );
 }
 
 #[test]
-fn decodes_fork_exit_accept() {
+fn decodes_fork_and_exit() {
     let fork = Fork { child: 11, _pad: 0 };
     assert_eq!(
         decode(&raw(&Record::new(10, 10, 1, fork))).unwrap(),
@@ -199,11 +200,6 @@ fn decodes_fork_exit_accept() {
     assert_eq!(
         decode(&raw(&Record::new(11, 12, 1, Exit {}))).unwrap(),
         Observation::Exit { tgid: 11 }
-    );
-    let accept = Accept { fd: 7, _pad: 0 };
-    assert_eq!(
-        decode(&raw(&Record::new(3, 4, 1, accept))).unwrap(),
-        Observation::Accept { tgid: 3 }
     );
 }
 
@@ -306,6 +302,7 @@ fn kind_index_names_the_kind() {
                 endpoints: ep,
                 ts_ns: 0,
                 queued: 0,
+                by_target: false,
             },
             "state",
         ),
@@ -322,7 +319,6 @@ fn kind_index_names_the_kind() {
             },
             "data",
         ),
-        (Observation::Accept { tgid: 1 }, "accept"),
         (
             Observation::Tcp {
                 sk: 1,
@@ -366,7 +362,6 @@ fn kind_index_names_the_kind() {
             "conn_found",
             "state",
             "data",
-            "accept",
             "tcp",
             "fork",
             "exit",
