@@ -195,6 +195,8 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets, BtfError> {
         state: field("skc_state")?,
         receive_queue_len: btf.offset("sock", "sk_receive_queue")?
             + btf.offset("sk_buff_head", "qlen")?,
+        protocol: btf.offset("sock", "sk_protocol")?,
+        _pad: 0,
     })
 }
 

@@ -39,6 +39,10 @@ pub struct Summary {
     pub listeners: Vec<SocketAddr>,
     /// Targets that could not be added because the map is full.
     pub map_full: u64,
+    /// Connections waiting in the accept queues of the targets' network
+    /// namespaces, by listening port (see [`crate::procfs::accept_queues`]):
+    /// established but not yet accepted by the gateway.
+    pub accept_queues: StdHashMap<u16, u32>,
 }
 
 impl TargetSet {
@@ -115,6 +119,16 @@ impl TargetSet {
             .iter()
             .flat_map(|&pid| self.proc.listening_sockets(pid))
             .collect();
+        // One read per network namespace, through its first top.
+        let mut accept_queues = StdHashMap::new();
+        let mut namespaces = BTreeSet::new();
+        for &pid in &tops {
+            if namespaces.insert(self.proc.net_namespace(pid)) {
+                for (port, queued) in crate::procfs::accept_queues(self.proc.root(), pid) {
+                    *accept_queues.entry(port).or_default() += queued;
+                }
+            }
+        }
         // A port the kernel saw a target listen on that no top holds may
         // belong to a process below (a worker that binds its own): every
         // process is scanned before the port is given up.
@@ -164,6 +178,7 @@ impl TargetSet {
             processes: live.len(),
             listeners,
             map_full,
+            accept_queues,
         }
     }
 }

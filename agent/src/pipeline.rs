@@ -478,6 +478,10 @@ impl Pipeline {
             .target_processes
             .set(summary.processes as i64);
         self.set_listen_sockets(summary.listeners);
+        // The table is as of the last drain, before /proc was read: see
+        // ConnTable::settle_accepts.
+        self.table
+            .settle_accepts(&summary.accept_queues, &mut self.finished);
         if summary.map_full > 0 {
             warn!(
                 ports = summary.map_full,

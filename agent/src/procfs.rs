@@ -106,6 +106,17 @@ impl Proc {
         out
     }
 
+    /// The /proc this reads.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `pid`'s network namespace (the `net:[inode]` link), `None` when
+    /// unreadable.
+    pub fn net_namespace(&self, pid: u32) -> Option<PathBuf> {
+        fs::read_link(self.root.join(pid.to_string()).join("ns/net")).ok()
+    }
+
     /// TCP sockets in LISTEN state held open by `pid`, from its own network
     /// namespace's view (/proc/PID/net/tcp{,6}).
     pub fn listening_sockets(&self, pid: u32) -> Vec<SocketAddr> {
@@ -174,6 +185,39 @@ fn socket_inodes(fd_dir: &Path) -> HashSet<u64> {
         .collect()
 }
 
+/// Connections waiting in the accept queues of the LISTEN sockets of a
+/// network namespace, by local port (summed over its listeners on that port:
+/// SO_REUSEPORT gives each its own queue), from one of its processes' view
+/// (/proc/PID/net/tcp{,6}; for a listener `rx_queue` is the accept queue's
+/// length, `sk_ack_backlog`). A port with a listener but an empty queue is
+/// present with 0; a namespace that cannot be read gives nothing. One
+/// (port, length) per listener.
+pub fn accept_queues(proc_root: &Path, pid: u32) -> Vec<(u16, u32)> {
+    let dir = proc_root.join(pid.to_string());
+    ["net/tcp", "net/tcp6"]
+        .iter()
+        .filter_map(|table| fs::read_to_string(dir.join(table)).ok())
+        .flat_map(|text| parse_accept_queues(&text))
+        .collect()
+}
+
+/// (local port, accept queue length) of every LISTEN row of /proc/net/tcp or tcp6.
+pub fn parse_accept_queues(table: &str) -> Vec<(u16, u32)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 || cols[3] != "0A" {
+                return None;
+            }
+            let port = parse_hex_addr(cols[1])?.port();
+            let (_, rx) = cols[4].split_once(':')?;
+            Some((port, u32::from_str_radix(rx, 16).ok()?))
+        })
+        .collect()
+}
+
 /// (address, inode) of every LISTEN row (state 0A) of /proc/net/tcp or tcp6.
 pub fn parse_listeners(table: &str) -> Vec<(SocketAddr, u64)> {
     table
@@ -218,6 +262,15 @@ fn parse_hex_addr(text: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_accept_queues_of_listeners_only() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n\
+   1: 0100007F:1F90 0100007F:C350 01 00000000:0000001A 00:00000000 00000000     0        0 12346 1 0 100 0 0 10 0\n\
+   2: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12347 1 0 100 0 0 10 0\n";
+        assert_eq!(parse_accept_queues(table), vec![(8080, 3), (80, 0)]);
+    }
 
     #[test]
     fn parses_proc_net_tcp_listeners() {

@@ -66,11 +66,15 @@ pub struct SockOffsets {
     pub state: u32,
     /// `sk_receive_queue.qlen`: buffers queued for reading (u32).
     pub receive_queue_len: u32,
+    /// `sk_protocol` (u16): the BTF tracepoints get only the `struct sock`,
+    /// not the protocol the classic tracepoint's record carries.
+    pub protocol: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers without implicit padding (size asserted).
 unsafe impl aya::Pod for SockOffsets {}
 
-const _: () = assert!(size_of::<SockOffsets>() == 40);
+const _: () = assert!(size_of::<SockOffsets>() == 48);
 const _: () = assert!(size_of::<PtRegsArgs>() == 32);

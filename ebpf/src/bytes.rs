@@ -1,8 +1,20 @@
 //! Bytes (and, through `payload`, their head and tail) from sock:sock_send_length / sock:sock_recv_length (Linux >=
 //! 6.3). They fire inside the send/recv syscall in the calling thread, so the
 //! current tgid says whether the gateway moved the bytes.
+//!
+//! Each comes in two forms. The BTF tracepoint (`tp_btf`) gets the
+//! tracepoint's arguments as they are, with no perf record built first (the
+//! classic form fills one for every TCP send and receive on the host before
+//! the program even runs); its `sk` is a pointer the verifier trusts, so the
+//! family and protocol are direct loads at offsets from BTF. The classic
+//! trace event is the fallback where tp_btf is refused or BTF is missing.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
 use gatescope_common::{
     tp::sock_length as f, Direction, AF_INET, AF_INET6, IPPROTO_TCP, MSG_PEEK, READ_NOTHING_ERRNOS,
 };
@@ -12,29 +24,110 @@ use crate::{
     found::claim_if_unknown,
     maps::is_target,
     payload::emit_data,
+    sock::offsets,
 };
 
 #[tracepoint(category = "sock", name = "sock_send_length")]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    on_length(&ctx, Direction::EGRESS);
+    on_length(Direction::EGRESS, &Classic(&ctx));
     0
 }
 
 #[tracepoint(category = "sock", name = "sock_recv_length")]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    on_length(&ctx, Direction::INGRESS);
+    on_length(Direction::INGRESS, &Classic(&ctx));
     0
+}
+
+/// `TP_PROTO(struct sock *sk, int ret, int flags)` (include/trace/events/sock.h).
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn sock_send_length_btf(ctx: BtfTracePointContext) -> i32 {
+    on_length(Direction::EGRESS, &Btf(&ctx));
+    0
+}
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn sock_recv_length_btf(ctx: BtfTracePointContext) -> i32 {
+    on_length(Direction::INGRESS, &Btf(&ctx));
+    0
+}
+
+/// What one length event says, whichever form delivered it.
+trait Length {
+    fn ret(&self) -> i32;
+    fn flags(&self) -> i32;
+    fn sk(&self) -> u64;
+    /// An IPv4 or IPv6 TCP socket.
+    fn is_tcp(&self) -> bool;
+}
+
+struct Classic<'a>(&'a TracePointContext);
+
+impl Length for Classic<'_> {
+    #[inline(always)]
+    fn ret(&self) -> i32 {
+        field::<i32>(self.0, f::RET)
+    }
+    #[inline(always)]
+    fn flags(&self) -> i32 {
+        field::<i32>(self.0, f::FLAGS)
+    }
+    #[inline(always)]
+    fn sk(&self) -> u64 {
+        field::<u64>(self.0, f::SK)
+    }
+    #[inline(always)]
+    fn is_tcp(&self) -> bool {
+        let family = field::<u16>(self.0, f::FAMILY);
+        let protocol = field::<u16>(self.0, f::PROTOCOL);
+        (family == AF_INET || family == AF_INET6) && protocol == IPPROTO_TCP
+    }
+}
+
+struct Btf<'a>(&'a BtfTracePointContext);
+
+impl Length for Btf<'_> {
+    #[inline(always)]
+    fn ret(&self) -> i32 {
+        self.0.arg(1)
+    }
+    #[inline(always)]
+    fn flags(&self) -> i32 {
+        self.0.arg(2)
+    }
+    #[inline(always)]
+    fn sk(&self) -> u64 {
+        self.0.arg(0)
+    }
+    #[inline(always)]
+    fn is_tcp(&self) -> bool {
+        // The agent attaches this form only with the offsets resolved.
+        let Some(off) = offsets() else {
+            return false;
+        };
+        let sk = self.sk();
+        // SAFETY: direct loads from the trusted `struct sock` pointer, which
+        // the verifier checks against the type (the offsets are constants of
+        // a frozen global) and makes fault-safe; no helper call.
+        let (family, protocol) = unsafe {
+            (
+                read_volatile((sk + u64::from(off.family)) as *const u16),
+                read_volatile((sk + u64::from(off.protocol)) as *const u16),
+            )
+        };
+        (family == AF_INET || family == AF_INET6) && protocol == IPPROTO_TCP
+    }
 }
 
 /// What is cheapest to rule out goes first: the record's own fields cost
 /// nothing to load, the target check is a hash lookup (~120 ns, KERNEL.md).
 #[inline(always)]
-fn on_length(ctx: &TracePointContext, dir: Direction) {
-    let ret = field::<i32>(ctx, f::RET);
+fn on_length(dir: Direction, ev: &impl Length) {
+    let ret = ev.ret();
     let mut error = 0;
     if dir == Direction::INGRESS {
         // A peek leaves the bytes queued: they are counted when really read.
-        let flags = field::<i32>(ctx, f::FLAGS);
+        let flags = ev.flags();
         // A read of 0 (EOF) is kept: it shows the gateway handled the socket.
         if flags & MSG_PEEK != 0 {
             return;
@@ -55,16 +148,14 @@ fn on_length(ctx: &TracePointContext, dir: Direction) {
     } else if ret <= 0 {
         return;
     }
-    let family = field::<u16>(ctx, f::FAMILY);
-    let protocol = field::<u16>(ctx, f::PROTOCOL);
-    if (family != AF_INET && family != AF_INET6) || protocol != IPPROTO_TCP {
+    if !ev.is_tcp() {
         return;
     }
     let (tgid, tid) = current();
     if !is_target(tgid) {
         return;
     }
-    let sk = field::<u64>(ctx, f::SK);
+    let sk = ev.sk();
     // A socket open before gatescope started is claimed before its first
     // data record, so the agent knows whose bytes these are. Only on a
     // transfer that moved bytes, and only while the socket is open (see

@@ -95,7 +95,10 @@ fn on_set_state(ctx: &TracePointContext) {
                     (old, new),
                     (TcpState::ESTABLISHED, TcpState::FIN_WAIT1)
                         | (TcpState::CLOSE_WAIT, TcpState::LAST_ACK)
-                        | (TcpState::ESTABLISHED | TcpState::CLOSE_WAIT, TcpState::CLOSE)
+                        | (
+                            TcpState::ESTABLISHED | TcpState::CLOSE_WAIT,
+                            TcpState::CLOSE
+                        )
                 ) {
                     u32::from(is_target(current().0))
                 } else {

@@ -20,6 +20,8 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     v6_daddr: 0,
     state: 0,
     receive_queue_len: 0,
+    protocol: 0,
+    _pad: 0,
 };
 
 /// The offsets, when the agent could resolve them.

@@ -67,7 +67,13 @@ pub fn test(agent: &Path) -> Result<()> {
         }),
         ("integration tests, fallback payload path", &|| {
             let mut cmd = cargo();
-            cmd.args(["test", "--release", "-p", "gatescope-tests", "--no-fail-fast"]);
+            cmd.args([
+                "test",
+                "--release",
+                "-p",
+                "gatescope-tests",
+                "--no-fail-fast",
+            ]);
             for name in FALLBACK_TESTS {
                 cmd.args(["--test", name]);
             }

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gatescope_common::{
-    self as common, ConnFound, ConnOpen, Exec, Exit, Fork, Header, Kind, Listen, Payload,
-    Record, State, Tcp, TcpState, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX,
+    self as common, ConnFound, ConnOpen, Exec, Exit, Fork, Header, Kind, Listen, Payload, Record,
+    State, Tcp, TcpState, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        raw_trace_point::RawTracePointLink, trace_point::TracePointLink, Program, RawTracePoint,
-        SocketFilter, TracePoint,
+        raw_trace_point::RawTracePointLink, tp_btf::BtfTracePointLink, trace_point::TracePointLink,
+        BtfTracePoint, Program, RawTracePoint, SocketFilter, TracePoint,
     },
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
 };
 use gatescope_common::{
     DataHeader, PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_TAIL_MAX,
@@ -85,6 +85,24 @@ const RAW_FORMS: &[(&str, &str, &str)] = &[
         "tcp_receive_reset",
         "tcp_receive_reset_raw",
         "tcp_receive_reset",
+    ),
+];
+
+/// Programs with a BTF tracepoint (tp_btf) form (program, tp_btf program,
+/// tracepoint), attached instead where the host allows it and BTF gave the
+/// `struct sock` offsets: the classic form has the kernel build a perf
+/// record for every TCP send and receive on the host before the program
+/// runs; tp_btf passes the arguments as they are (ebpf/src/bytes.rs).
+const BTF_FORMS: &[(&str, &str, &str)] = &[
+    (
+        "sock_send_length",
+        "sock_send_length_btf",
+        "sock_send_length",
+    ),
+    (
+        "sock_recv_length",
+        "sock_recv_length_btf",
+        "sock_recv_length",
     ),
 ];
 
@@ -177,6 +195,7 @@ enum Link {
         #[expect(dead_code, reason = "held only to be dropped, which detaches")] TracePointLink,
     ),
     Raw(#[expect(dead_code, reason = "held only to be dropped, which detaches")] RawTracePointLink),
+    Btf(#[expect(dead_code, reason = "held only to be dropped, which detaches")] BtfTracePointLink),
 }
 
 /// The loaded programs; dropping it detaches them all.
@@ -312,6 +331,14 @@ impl Capture {
         // for the start-up line.
         let mut on_raw = Vec::new();
         let mut on_trace_events = Vec::new();
+        // BTF for the tp_btf forms; they need the `struct sock` offsets too.
+        let btf = (raw_tracepoints && sock_offsets.enabled != 0)
+            .then(|| {
+                Btf::from_sys_fs()
+                    .map_err(|e| warn!("no kernel BTF for tp_btf programs ({e}); trace events"))
+                    .ok()
+            })
+            .flatten();
         for &(program, tracepoints) in PROGRAMS {
             if program == SYSCALL_ENTRY && from_regs {
                 continue;
@@ -322,6 +349,24 @@ impl Capture {
                 name: name.into(),
                 source: Box::new(source),
             };
+            let btf_form = BTF_FORMS.iter().find(|(p, _, _)| *p == program);
+            if let (Some(&(_, prog, tp_name)), Some(btf)) = (btf_form, &btf) {
+                match attach_btf(&mut ebpf, prog, tp_name, btf) {
+                    Ok(link) => {
+                        info!(program, "attached as the BTF tracepoint {tp_name}");
+                        links.push(Link::Btf(link));
+                        on_raw.push(program);
+                        attached += 1;
+                        continue;
+                    }
+                    Err(reason) => warn!(
+                        program,
+                        "the BTF tracepoint {tp_name} is not available ({reason:#}); using the \
+                         trace event, which builds a perf record for every TCP transfer on the \
+                         host"
+                    ),
+                }
+            }
             let raw_form = RAW_FORMS.iter().find(|(p, _, _)| *p == program);
             if let (Some(&(_, raw, tp_name)), true) = (raw_form, raw_tracepoints) {
                 match attach_raw(&mut ebpf, raw, tp_name) {
@@ -372,12 +417,7 @@ impl Capture {
             .ok();
         info!(
             "{}",
-            hooks_line(
-                from_regs,
-                &on_raw,
-                &on_trace_events,
-                wire_program.is_some()
-            )
+            hooks_line(from_regs, &on_raw, &on_trace_events, wire_program.is_some())
         );
 
         let events = take(&mut ebpf, MAP_EVENTS)?;
@@ -415,7 +455,7 @@ fn hooks_line(from_regs: bool, on_raw: &[&str], on_trace_events: &[&str], wire: 
     };
     format!(
         "hooks: process tracking=tracepoint, connections=tracepoint, payload={}, wire view={}; \
-         raw tracepoints: {}; trace events: {}",
+         raw/BTF tracepoints: {}; trace events: {}",
         if from_regs {
             "sock_*_length with the saved registers (no syscall hook)"
         } else {
@@ -514,6 +554,29 @@ fn attach_raw(
     link
 }
 
+/// `program` on the BTF tracepoint `tracepoint`.
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    program: &str,
+    tracepoint: &str,
+    btf: &Btf,
+) -> anyhow::Result<BtfTracePointLink> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .context("program missing from the object")?
+        .try_into()?;
+    prog.load(tracepoint, btf)?;
+    let link = prog
+        .attach()
+        .and_then(|id| prog.take_link(id))
+        .map_err(anyhow::Error::from);
+    if link.is_err() {
+        // The trace event takes over; nothing of this one stays loaded.
+        let _ = prog.unload();
+    }
+    link
+}
+
 fn load_wire(ebpf: &mut Ebpf) -> anyhow::Result<OwnedFd> {
     let filter: &mut SocketFilter = ebpf
         .program_mut(PROGRAM_WIRE)
@@ -585,15 +648,15 @@ mod tests {
                 true
             ),
             "hooks: process tracking=tracepoint, connections=tracepoint, payload=sock_*_length \
-             with the saved registers (no syscall hook), wire view=socket filter; raw \
+             with the saved registers (no syscall hook), wire view=socket filter; raw/BTF \
              tracepoints: sched_process_exit, tcp_retransmit_skb; trace events: \
              sched_process_fork"
         );
         assert_eq!(
             hooks_line(false, &[], &["sys_enter"], false),
             "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall hook \
-             sys_enter (taxes every syscall of the host), wire view=off; raw tracepoints: none; \
-             trace events: sys_enter"
+             sys_enter (taxes every syscall of the host), wire view=off; raw/BTF tracepoints: \
+             none; trace events: sys_enter"
         );
     }
 
@@ -603,12 +666,19 @@ mod tests {
         // 1144 bytes, an eighth of the ring is 229 of them per CPU.
         assert_eq!(wake_check_mask(4 << 20, 1024, 2), 127);
         assert_eq!(wake_check_mask(1 << 30, 64, 1), 255, "at most 256");
-        assert_eq!(wake_check_mask(4096, 4096, 64), 0, "a tiny ring: every record");
+        assert_eq!(
+            wake_check_mask(4096, 4096, 64),
+            0,
+            "a tiny ring: every record"
+        );
         for (ring, cap, cpus) in [(4 << 20, 4096, 2), (1 << 20, 1024, 16), (64 << 20, 512, 96)] {
             let every = wake_check_mask(ring, cap, cpus) + 1;
             assert!(every.is_power_of_two());
             let record = (size_of::<DataHeader>() + DATA_TAIL_MAX) as u32 + cap;
-            assert!(every == 1 || cpus * every * record <= ring / 8, "{ring} {cap} {cpus}");
+            assert!(
+                every == 1 || cpus * every * record <= ring / 8,
+                "{ring} {cap} {cpus}"
+            );
         }
     }
 

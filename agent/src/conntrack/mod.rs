@@ -26,7 +26,7 @@ mod protocol;
 mod tests;
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap as StdHashMap, HashSet, VecDeque},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -264,15 +264,43 @@ impl ConnTable {
     /// The gateway did something with connection `sk` in its own thread (a
     /// transfer, a failed read, its close): a client connection it had not
     /// done anything with before is accepted. nginx's stub_status counts
-    /// accept() calls that returned a connection; a gateway touches every
-    /// connection it accepts (it reads it, or closes it: nginx over
-    /// worker_connections closes without reading), and none it has not, so
-    /// the count is exact without hooking accept(), a syscall event that
-    /// would tax every syscall of the host (KERNEL.md). It lags accept() by
-    /// the time to the first read or close.
+    /// accept() calls that returned a connection; a gateway does nothing
+    /// with a connection it has not accepted, and reads or closes (nginx over
+    /// worker_connections closes without reading) what it has, or leaves it
+    /// idle, which [`ConnTable::settle_accepts`] counts from the accept
+    /// queues. So the count is exact without hooking accept(), a syscall
+    /// event that would tax every syscall of the host (KERNEL.md); it lags
+    /// accept() by the time to the first read or close, at most a second.
     fn touched(&mut self, sk: u64, out: &mut Finished) {
         if let Some(conn) = self.conns.get_mut(&sk) {
             touch(conn, out);
+        }
+    }
+
+    /// Client connections the gateway accepted but has not done anything
+    /// with yet (an idle client: nginx waits for its request without a read)
+    /// are counted from the accept queues: per listening port, the open
+    /// connections not yet counted less those still queued (`queued`, read
+    /// from /proc after this table's last update) were accepted. The queue is
+    /// first in, first out, so the oldest are marked. It never counts too
+    /// many: a queued connection is always in the table (its open record
+    /// came before the /proc read), and a queued connection the table holds
+    /// as closed (reset while queued) only makes this count fewer until the
+    /// gateway reads it. Ports missing from `queued` are left alone.
+    pub fn settle_accepts(&mut self, queued: &StdHashMap<u16, u32>, out: &mut Finished) {
+        let mut waiting: Vec<(u16, u64, u64)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.role == Role::Downstream && !c.accepted && c.is_open())
+            .map(|(&sk, c)| (c.endpoints.local.port(), c.opened_ns, sk))
+            .filter(|(port, ..)| queued.contains_key(port))
+            .collect();
+        waiting.sort_unstable();
+        for group in waiting.chunk_by(|a, b| a.0 == b.0) {
+            let still_queued = queued[&group[0].0] as usize;
+            for &(_, _, sk) in &group[..group.len().saturating_sub(still_queued)] {
+                self.touched(sk, out);
+            }
         }
     }
 

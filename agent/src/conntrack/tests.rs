@@ -229,7 +229,10 @@ fn a_client_connection_is_accepted_at_the_first_thing_the_gateway_does_with_it()
     let mut t = ConnTable::new(10);
     let accepted = |facts: &[Fact]| facts.iter().filter(|f| **f == Fact::Accepted).count();
     // Established (softirq) is not accepted yet; the first read is, once.
-    assert_eq!(accepted(&open(&mut t, 1, Role::Downstream, ep(GW, CLIENT))), 0);
+    assert_eq!(
+        accepted(&open(&mut t, 1, Role::Downstream, ep(GW, CLIENT))),
+        0
+    );
     assert_eq!(accepted(&bytes(&mut t, 1, Direction::Ingress, 40)), 1);
     assert_eq!(accepted(&bytes(&mut t, 1, Direction::Egress, 40)), 0);
     assert_eq!(accepted(&bytes(&mut t, 1, Direction::Ingress, 0)), 0);
@@ -723,4 +726,47 @@ fn sweep_releases_old_kernel_entries_the_table_does_not_know_up_to_its_room() {
     // Remembered closed with the same open time: known.
     state(&mut t, 1, TcpState::CLOSE, ep("127.0.0.1:40000", UP));
     assert_eq!(t.lost_opens([(1, 10)], 50), Vec::<u64>::new());
+}
+
+#[test]
+fn idle_connections_are_accepted_as_they_leave_the_accept_queue_oldest_first() {
+    let mut t = ConnTable::new(10);
+    let queued = |pairs: &[(u16, u32)]| pairs.iter().copied().collect::<StdHashMap<u16, u32>>();
+    let at = |t: &mut ConnTable, sk, port: u16, ns| {
+        let obs = Observation::ConnOpen {
+            sk,
+            role: Role::Downstream,
+            endpoints: ep(&format!("127.0.0.1:{port}"), CLIENT),
+            ts_ns: ns,
+            handshake: None,
+            tid: 0,
+        };
+        apply(t, &obs);
+    };
+    for (sk, ns) in [(1, 10), (2, 20), (3, 30)] {
+        at(&mut t, sk, 8080, ns);
+    }
+    at(&mut t, 4, 8443, 5);
+    let settle = |t: &mut ConnTable, q: &StdHashMap<u16, u32>| {
+        let mut out = Finished::default();
+        t.settle_accepts(q, &mut out);
+        out.facts.iter().filter(|f| **f == Fact::Accepted).count()
+    };
+    // All three still queued on 8080; 8443 not read: left alone.
+    assert_eq!(settle(&mut t, &queued(&[(8080, 3)])), 0);
+    // One left the queue: the oldest is counted, once.
+    assert_eq!(settle(&mut t, &queued(&[(8080, 2)])), 1);
+    assert!(t.conns[&1].accepted && !t.conns[&2].accepted);
+    assert_eq!(settle(&mut t, &queued(&[(8080, 2)])), 0);
+    // The gateway reads the third (accepted out of order by another
+    // listener's queue): counted by the read, and not again.
+    assert_eq!(
+        bytes(&mut t, 3, Direction::Ingress, 10)
+            .iter()
+            .filter(|f| **f == Fact::Accepted)
+            .count(),
+        1
+    );
+    assert_eq!(settle(&mut t, &queued(&[(8080, 0), (8443, 0)])), 2);
+    assert!((1..=4).all(|sk| t.conns[&sk].accepted));
 }
