@@ -522,7 +522,11 @@ impl Pipeline {
         let Ok(info) = self.maps.socks.get(&sk, 0) else {
             return false;
         };
-        info.opened_ns <= ts_ns && self.maps.socks.remove(&sk).is_ok()
+        let released = info.opened_ns <= ts_ns && self.maps.socks.remove(&sk).is_ok();
+        if released {
+            self.maps.released();
+        }
+        released
     }
 
     /// Releases the kernel's entries the table does not know that are older
@@ -553,6 +557,7 @@ impl Pipeline {
             }
         }
         if released > 0 {
+            self.maps.released();
             info!(
                 connections = released,
                 "released kernel entries of connections whose open was lost with the ring buffer's overflow"

@@ -16,6 +16,12 @@ pub const MAP_DISCOVER: &str = "DISCOVER";
 /// `HashMap<u64 sock address, SockInfo>` (preallocated, fixed size): TCP
 /// sockets owned by targets.
 pub const MAP_SOCKS: &str = "SOCKS";
+/// `Array<u32>` of one entry: bumped by the agent each time it removes
+/// entries from [`MAP_SOCKS`] (after lost opens), so the per-socket
+/// "seen" storage of the length programs, stamped with it, is trusted no
+/// more and the socket is looked up (and claimed again) at its next
+/// transfer.
+pub const MAP_RELEASES: &str = "RELEASES";
 /// `PerCpuArray<u64>` indexed by [`crate::values::LostReason`]: every place
 /// an event can be lost.
 pub const MAP_LOST: &str = "LOST";

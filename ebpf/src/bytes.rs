@@ -12,6 +12,8 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
+    bindings::BPF_SK_STORAGE_GET_F_CREATE,
+    helpers::generated::bpf_sk_storage_get,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -22,7 +24,7 @@ use gatescope_common::{
 use crate::{
     emit::{current, field},
     found::claim_if_unknown,
-    maps::is_target,
+    maps::{is_target, releases, SockSeen, SEEN},
     payload::emit_data,
     sock::offsets,
 };
@@ -59,6 +61,12 @@ trait Length {
     fn sk(&self) -> u64;
     /// An IPv4 or IPv6 TCP socket.
     fn is_tcp(&self) -> bool;
+    /// Whether process `tgid` moved bytes on this socket before (so it is a
+    /// target's TCP socket, claimed if it needed to be): one per-socket
+    /// storage lookup instead of the TARGETS and SOCKS lookups.
+    fn seen(&self, tgid: u32) -> bool;
+    /// Remembers that `tgid` moved bytes on this tracked socket.
+    fn remember(&self, tgid: u32);
 }
 
 struct Classic<'a>(&'a TracePointContext);
@@ -82,6 +90,14 @@ impl Length for Classic<'_> {
         let protocol = field::<u16>(self.0, f::PROTOCOL);
         (family == AF_INET || family == AF_INET6) && protocol == IPPROTO_TCP
     }
+    /// The classic form's `sk` is not a pointer the verifier trusts, which
+    /// per-socket storage needs.
+    #[inline(always)]
+    fn seen(&self, _tgid: u32) -> bool {
+        false
+    }
+    #[inline(always)]
+    fn remember(&self, _tgid: u32) {}
 }
 
 struct Btf<'a>(&'a BtfTracePointContext);
@@ -116,6 +132,48 @@ impl Length for Btf<'_> {
             )
         };
         (family == AF_INET || family == AF_INET6) && protocol == IPPROTO_TCP
+    }
+    #[inline(always)]
+    fn seen(&self, tgid: u32) -> bool {
+        let seen = self.storage(0);
+        // SAFETY: null, or the socket's storage value, live while the
+        // program runs.
+        !seen.is_null() && unsafe { (*seen).tgid == tgid && (*seen).releases == releases() }
+    }
+    #[inline(always)]
+    fn remember(&self, tgid: u32) {
+        let seen = self.storage(u64::from(BPF_SK_STORAGE_GET_F_CREATE));
+        if !seen.is_null() {
+            // SAFETY: as above; per socket, and the socket's transfers are
+            // serialised by its lock, so no other run writes it now.
+            unsafe {
+                (*seen).tgid = tgid;
+                (*seen).releases = releases();
+            }
+        }
+        // Without room (the kernel's memory limit for socket storage) the
+        // socket simply takes the slower path on every transfer.
+    }
+}
+
+impl Btf<'_> {
+    /// The socket's [`SEEN`] value, created when `flags` say so; null when
+    /// there is none.
+    #[inline(always)]
+    fn storage(&self, flags: u64) -> *mut SockSeen {
+        // SAFETY: the helper takes the map, the trusted `struct sock` of the
+        // tracepoint, no initial value (zeroes) and the flags; it returns
+        // null or the value. The map's address is what the loader relocates
+        // to the map (as aya's own `as_ptr`, which is crate-private).
+        unsafe {
+            bpf_sk_storage_get(
+                core::ptr::from_ref(&SEEN).cast_mut().cast(),
+                self.sk() as *mut core::ffi::c_void,
+                core::ptr::null_mut(),
+                flags,
+            )
+        }
+        .cast()
     }
 }
 
@@ -152,16 +210,19 @@ fn on_length(dir: Direction, ev: &impl Length) {
         return;
     }
     let (tgid, tid) = current();
-    if !is_target(tgid) {
-        return;
-    }
     let sk = ev.sk();
-    // A socket open before gatescope started is claimed before its first
-    // data record, so the agent knows whose bytes these are. Only on a
-    // transfer that moved bytes, and only while the socket is open (see
-    // found.rs: a read after a reset can still return queued bytes).
-    if ret > 0 {
-        claim_if_unknown(sk, tgid);
+    if !ev.seen(tgid) {
+        if !ev.is_tcp() || !is_target(tgid) {
+            return;
+        }
+        // A socket open before gatescope started is claimed before its
+        // first data record, so the agent knows whose bytes these are. Only
+        // on a transfer that moved bytes, and only while the socket is open
+        // (see found.rs: a read after a reset can still return queued
+        // bytes). Once tracked, the socket is remembered.
+        if ret > 0 && claim_if_unknown(sk, tgid) {
+            ev.remember(tgid);
+        }
     }
     emit_data(dir, tgid, tid, sk, ret.max(0) as u64, error);
 }

@@ -14,15 +14,21 @@ use crate::{
     wire::remember_peer,
 };
 
-/// Claims socket `sk` of process `tgid` if nothing tracks it yet.
+/// Claims socket `sk` of process `tgid` if nothing tracks it yet. Whether
+/// it is tracked now.
 #[inline(always)]
-pub fn claim_if_unknown(sk: u64, tgid: u32) {
+pub fn claim_if_unknown(sk: u64, tgid: u32) -> bool {
     // SAFETY: existence check only.
     if unsafe { SOCKS.get(sk) }.is_some() {
-        return;
+        return true;
     }
+    claim(sk, tgid)
+}
+
+#[inline(always)]
+fn claim(sk: u64, tgid: u32) -> bool {
     let Some(off) = offsets() else {
-        return;
+        return false;
     };
     // A transfer can move bytes on a dead socket: data queued before a
     // client's RST is still read after the kernel closed the socket (tcp_recvmsg
@@ -30,14 +36,14 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
     // connection no TCP_CLOSE will ever end.
     match read::<u8>(sk, off.state).map(|s| TcpState(u32::from(s))) {
         Some(TcpState::ESTABLISHED | TcpState::CLOSE_WAIT) => {}
-        _ => return,
+        _ => return false,
     }
     let Some(family) = read::<u16>(sk, off.family) else {
-        return;
+        return false;
     };
     let (Some(lport), Some(rport_be)) = (read::<u16>(sk, off.num), read::<u16>(sk, off.dport))
     else {
-        return;
+        return false;
     };
     let mut tuple = Tuple {
         family,
@@ -50,7 +56,7 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
             read::<[u8; 4]>(sk, off.rcv_saddr),
             read::<[u8; 4]>(sk, off.daddr),
         ) else {
-            return;
+            return false;
         };
         tuple.laddr[..4].copy_from_slice(&l);
         tuple.raddr[..4].copy_from_slice(&r);
@@ -59,12 +65,12 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
             read::<[u8; 16]>(sk, off.v6_rcv_saddr),
             read::<[u8; 16]>(sk, off.v6_daddr),
         ) else {
-            return;
+            return false;
         };
         tuple.laddr = l;
         tuple.raddr = r;
     } else {
-        return;
+        return false;
     }
     // SAFETY: existence check only.
     let role = if unsafe { LISTEN_PORTS.get(lport) }.is_some() {
@@ -84,7 +90,7 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
         opened_ns: ts_ns,
     };
     if SOCKS.insert(sk, info, 0).is_err() {
-        return;
+        return false;
     }
     if role == Role::UPSTREAM {
         remember_peer(&tuple);
@@ -96,4 +102,5 @@ pub fn claim_if_unknown(sk: u64, tgid: u32) {
         tuple,
     };
     submit(tgid, 0, ts_ns, found);
+    true
 }

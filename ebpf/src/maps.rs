@@ -1,7 +1,8 @@
 //! Every map the programs share with the agent (names in gatescope_common).
 
 use aya_ebpf::{
-    macros::map,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use gatescope_common::{
@@ -39,6 +40,33 @@ pub static DISCOVER: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(DI
 /// time (`--max-sockets`); entries leave at `TCP_CLOSE`.
 #[map]
 pub static SOCKS: HashMap<u64, SockInfo> = HashMap::with_max_entries(SOCKS_MAX, 0);
+
+/// Per-socket storage (freed by the kernel with the socket): a target's TCP
+/// socket that the BTF length programs have seen, with the process that
+/// moved bytes on it. Its one lookup replaces the TARGETS and SOCKS lookups
+/// on every later transfer (bytes.rs).
+#[btf_map]
+pub static SEEN: SkStorage<SockSeen> = SkStorage::new();
+
+/// What [`SEEN`] keeps for a socket.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockSeen {
+    /// The target process that moved bytes on it.
+    pub tgid: u32,
+    /// [`RELEASES`] when it was stored: valid while that is unchanged.
+    pub releases: u32,
+}
+
+/// How many times the agent released SOCKS entries (common's MAP_RELEASES).
+#[map]
+pub static RELEASES: Array<u32> = Array::with_max_entries(1, 0);
+
+/// [`RELEASES`] now (an array lookup the verifier inlines).
+#[inline(always)]
+pub fn releases() -> u32 {
+    RELEASES.get(0).copied().unwrap_or(0)
+}
 
 /// Records submitted per CPU, for the wake-up decision (emit.rs).
 #[map]

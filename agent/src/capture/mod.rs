@@ -18,8 +18,8 @@ use aya::{
 use gatescope_common::{
     DataHeader, PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_TAIL_MAX,
     GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, GLOBAL_WAKE_CHECK_MASK,
-    MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS,
-    MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
+    MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_RELEASES, MAP_SOCKS, MAP_SYSCALLS,
+    MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
 };
 use tracing::{debug, info, warn};
 
@@ -213,11 +213,26 @@ pub struct Maps {
     pub lost: PerCpuArray<MapData, u64>,
     /// The kernel's tracked sockets: read only to recover from lost closes.
     pub socks: HashMap<MapData, u64, SockInfo>,
+    /// Bumped after removing `socks` entries (see [`Maps::released`]).
+    pub releases: Array<MapData, u32>,
     /// The wire view's counters (socket filter `wire`).
     pub wire: PerCpuHashMap<MapData, WireKey, WireCounts>,
     /// The loaded `wire` socket filter, for the taps to attach; `None` when
     /// this host does not load socket filters.
     pub wire_program: Option<OwnedFd>,
+}
+
+impl Maps {
+    /// Tells the length programs that `socks` entries were removed: their
+    /// per-socket record that a socket is tracked is stale, so each socket
+    /// is looked up, and claimed again if it must be, at its next transfer
+    /// (ebpf/src/bytes.rs).
+    pub fn released(&mut self) {
+        let now = self.releases.get(&0, 0).unwrap_or(0);
+        // A failure leaves stale records trusted: the sockets' bytes stay
+        // untracked until they close, as without the fast path.
+        let _ = self.releases.set(0, now.wrapping_add(1), 0);
+    }
 }
 
 impl Capture {
@@ -426,6 +441,7 @@ impl Capture {
             listen_ports: take(&mut ebpf, MAP_LISTEN_PORTS)?,
             lost: take(&mut ebpf, MAP_LOST)?,
             socks: take(&mut ebpf, MAP_SOCKS)?,
+            releases: take(&mut ebpf, MAP_RELEASES)?,
             wire: take(&mut ebpf, MAP_WIRE)?,
             wire_program,
         };
