@@ -196,7 +196,7 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets, BtfError> {
         receive_queue_len: btf.offset("sock", "sk_receive_queue")?
             + btf.offset("sk_buff_head", "qlen")?,
         protocol: btf.offset("sock", "sk_protocol")?,
-        _pad: 0,
+        copied_seq: btf.offset("tcp_sock", "copied_seq")?,
     })
 }
 

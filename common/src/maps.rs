@@ -107,6 +107,10 @@ pub const ARGS_MSGHDR: u32 = 3;
 /// buffer is not one of the above (sendfile, splice, the mmsg calls,
 /// io_uring): any saved buffer is forgotten.
 pub const SYSCALL_CLEAR: u32 = 4;
+/// [`MAP_SYSCALLS`]: splice(2). As [`SYSCALL_CLEAR`] for the buffers; the
+/// bytes it takes from a socket into a pipe pass no length tracepoint, so
+/// the BTF path counts them from the socket's `copied_seq` (ebpf/src/splice.rs).
+pub const SYSCALL_SPLICE: u32 = 5;
 
 /// A send/recv-family syscall's buffer, saved at `raw_syscalls:sys_enter`.
 #[repr(C)]

@@ -69,7 +69,9 @@ pub struct SockOffsets {
     /// `sk_protocol` (u16): the BTF tracepoints get only the `struct sock`,
     /// not the protocol the classic tracepoint's record carries.
     pub protocol: u32,
-    pub _pad: u32,
+    /// `struct tcp_sock`'s `copied_seq` (u32): the next byte the reader will
+    /// take, advanced by reads and by splice alike.
+    pub copied_seq: u32,
 }
 
 #[cfg(feature = "user")]

@@ -12,8 +12,6 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
-    bindings::BPF_SK_STORAGE_GET_F_CREATE,
-    helpers::generated::bpf_sk_storage_get,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -24,8 +22,9 @@ use gatescope_common::{
 use crate::{
     emit::{current, field},
     found::claim_if_unknown,
-    maps::{is_target, releases, SockSeen, SEEN},
+    maps::{is_target, SockSeen},
     payload::emit_data,
+    seen,
     sock::offsets,
 };
 
@@ -61,10 +60,10 @@ trait Length {
     fn sk(&self) -> u64;
     /// An IPv4 or IPv6 TCP socket.
     fn is_tcp(&self) -> bool;
-    /// Whether process `tgid` moved bytes on this socket before (so it is a
-    /// target's TCP socket, claimed if it needed to be): one per-socket
-    /// storage lookup instead of the TARGETS and SOCKS lookups.
-    fn seen(&self, tgid: u32) -> bool;
+    /// The socket's record if process `tgid` moved bytes on it before (so
+    /// it is a target's TCP socket, claimed if it needed to be): one
+    /// per-socket storage lookup instead of the TARGETS and SOCKS lookups.
+    fn seen(&self, tgid: u32) -> Option<&'static mut SockSeen>;
     /// Remembers that `tgid` moved bytes on this tracked socket.
     fn remember(&self, tgid: u32);
 }
@@ -93,8 +92,8 @@ impl Length for Classic<'_> {
     /// The classic form's `sk` is not a pointer the verifier trusts, which
     /// per-socket storage needs.
     #[inline(always)]
-    fn seen(&self, _tgid: u32) -> bool {
-        false
+    fn seen(&self, _tgid: u32) -> Option<&'static mut SockSeen> {
+        None
     }
     #[inline(always)]
     fn remember(&self, _tgid: u32) {}
@@ -134,46 +133,12 @@ impl Length for Btf<'_> {
         (family == AF_INET || family == AF_INET6) && protocol == IPPROTO_TCP
     }
     #[inline(always)]
-    fn seen(&self, tgid: u32) -> bool {
-        let seen = self.storage(0);
-        // SAFETY: null, or the socket's storage value, live while the
-        // program runs.
-        !seen.is_null() && unsafe { (*seen).tgid == tgid && (*seen).releases == releases() }
+    fn seen(&self, tgid: u32) -> Option<&'static mut SockSeen> {
+        seen::get(self.sk(), tgid)
     }
     #[inline(always)]
     fn remember(&self, tgid: u32) {
-        let seen = self.storage(u64::from(BPF_SK_STORAGE_GET_F_CREATE));
-        if !seen.is_null() {
-            // SAFETY: as above; per socket, and the socket's transfers are
-            // serialised by its lock, so no other run writes it now.
-            unsafe {
-                (*seen).tgid = tgid;
-                (*seen).releases = releases();
-            }
-        }
-        // Without room (the kernel's memory limit for socket storage) the
-        // socket simply takes the slower path on every transfer.
-    }
-}
-
-impl Btf<'_> {
-    /// The socket's [`SEEN`] value, created when `flags` say so; null when
-    /// there is none.
-    #[inline(always)]
-    fn storage(&self, flags: u64) -> *mut SockSeen {
-        // SAFETY: the helper takes the map, the trusted `struct sock` of the
-        // tracepoint, no initial value (zeroes) and the flags; it returns
-        // null or the value. The map's address is what the loader relocates
-        // to the map (as aya's own `as_ptr`, which is crate-private).
-        unsafe {
-            bpf_sk_storage_get(
-                core::ptr::from_ref(&SEEN).cast_mut().cast(),
-                self.sk() as *mut core::ffi::c_void,
-                core::ptr::null_mut(),
-                flags,
-            )
-        }
-        .cast()
+        seen::remember(self.sk(), tgid);
     }
 }
 
@@ -211,7 +176,13 @@ fn on_length(dir: Direction, ev: &impl Length) {
     }
     let (tgid, tid) = current();
     let sk = ev.sk();
-    if !ev.seen(tgid) {
+    if let Some(seen) = ev.seen(tgid) {
+        // Reads counted here, so that splice.rs counts only what bypassed
+        // this tracepoint.
+        if dir == Direction::INGRESS && ret > 0 {
+            seen.consumed = seen.consumed.wrapping_add(ret.unsigned_abs());
+        }
+    } else {
         if !ev.is_tcp() || !is_target(tgid) {
             return;
         }
@@ -224,5 +195,5 @@ fn on_length(dir: Direction, ev: &impl Length) {
             ev.remember(tgid);
         }
     }
-    emit_data(dir, tgid, tid, sk, ret.max(0) as u64, error);
+    emit_data(dir, tgid, tid, sk, ret.max(0) as u64, error, true);
 }

@@ -9,6 +9,8 @@
 //! - `bytes`: bytes per socket moved by target threads.
 //! - `payload`: the head and tail of those transfers, for HTTP parsing.
 //! - `regs`: where those transfers' buffers are, from the saved registers.
+//! - `seen`: per-socket memory of the BTF path (one lookup per transfer).
+//! - `splice`: bytes spliced from a socket, which pass no length tracepoint.
 //! - `syscalls`: the fallback syscall entry hook saving buffers (not
 //!   attached by default: it taxes every syscall of the host).
 //! - `found`: connections open before gatescope started, claimed on first use.
@@ -26,7 +28,9 @@ mod payload;
 mod probe;
 mod process;
 mod regs;
+mod seen;
 mod sock;
+mod splice;
 mod syscalls;
 mod tcp;
 mod wire;

@@ -56,6 +56,9 @@ pub struct SockSeen {
     pub tgid: u32,
     /// [`RELEASES`] when it was stored: valid while that is unchanged.
     pub releases: u32,
+    /// `copied_seq` as far as the length tracepoints counted reads.
+    pub consumed: u32,
+    pub _pad: u32,
 }
 
 /// How many times the agent released SOCKS entries (common's MAP_RELEASES).

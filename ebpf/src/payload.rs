@@ -16,7 +16,7 @@ use core::{cmp::min, mem::size_of, ptr::read_volatile};
 use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf, generated as gen};
 use gatescope_common::{
     Data, DataEvent, DataHeader, Direction, LostReason, SyscallArgs, ARGS_BUF, ARGS_IOVEC,
-    ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX,
+    ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX, SYSCALL_SPLICE,
 };
 
 use crate::{
@@ -42,6 +42,14 @@ const MSG_IOV: u64 = 16;
 struct Iovec {
     base: u64,
     len: u64,
+}
+
+/// Whether the current thread is inside splice(2), as the fallback's hook
+/// saved it (the entry stays for the syscall's other socket reads).
+#[inline(always)]
+pub fn in_splice(tid: u32) -> bool {
+    // SAFETY: copied out at once.
+    unsafe { ARGS.get(tid) }.is_some_and(|a| a.kind == SYSCALL_SPLICE)
 }
 
 /// A target thread is leaving a transfer whose buffer we cannot follow
@@ -80,9 +88,17 @@ pub fn save(kind: u32, args: impl FnOnce() -> Option<(u64, u64)>) {
 }
 
 /// Emits a data record for `len` bytes moved on socket `sk` by the current
-/// thread, with head and tail when its buffer is known.
+/// thread, with head and tail when `with_payload` and its buffer is known.
 #[inline(always)]
-pub fn emit_data(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64, error: u32) {
+pub fn emit_data(
+    dir: Direction,
+    tgid: u32,
+    tid: u32,
+    sk: u64,
+    len: u64,
+    error: u32,
+    with_payload: bool,
+) {
     let Some(event) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -97,7 +113,7 @@ pub fn emit_data(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64, error: 
         error,
     };
     event.header = DataHeader::new(tgid, tid, now(), data);
-    if len > 0 {
+    if len > 0 && with_payload {
         let at = regs::layout();
         let args = if at.from_regs != 0 {
             regs::current_buffer(&at)

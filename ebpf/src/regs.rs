@@ -14,7 +14,7 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
-use gatescope_common::{PtRegsArgs, SyscallArgs, SYSCALLS_MAX};
+use gatescope_common::{PtRegsArgs, SyscallArgs, ARGS_BUF, ARGS_MSGHDR, SYSCALLS_MAX};
 
 use crate::maps::SYSCALLS;
 
@@ -48,38 +48,57 @@ pub fn kind(id: u64) -> u32 {
     SYSCALLS.get(id as u32).copied().unwrap_or(0)
 }
 
+/// What we do for the current thread's syscall (`ARGS_*`, `SYSCALL_*`, 0
+/// for nothing), from its saved number; 0 for a compat (32-bit) syscall,
+/// whose numbers and argument layout differ: never misread one.
+#[inline(always)]
+pub fn current_kind(at: &PtRegsArgs) -> u32 {
+    kind_in(saved(), at)
+}
+
+#[inline(always)]
+fn kind_in(regs: u64, at: &PtRegsArgs) -> u32 {
+    if at.mode != 0 && load(regs, at.mode) != u64::from(at.mode_value) {
+        return 0;
+    }
+    kind(load(regs, at.nr))
+}
+
 /// The buffer of the current thread's syscall, when it is one of the
 /// send/recv family and a 64-bit call; `None` for the rest (sendfile,
 /// splice, io_uring: counted by length only).
 #[inline(always)]
 pub fn current_buffer(at: &PtRegsArgs) -> Option<SyscallArgs> {
-    // SAFETY: helpers without preconditions. The result is a trusted
-    // pointer to the current task's saved user registers (a task inside a
-    // syscall always has them), whose type the verifier knows from BTF.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    let read = |off: u32| -> Option<u64> {
-        // SAFETY: a direct load from the BTF-typed pointer, which the
-        // verifier checks against `struct pt_regs` (the offsets are constants
-        // of a frozen global, so it sees each load's exact field) and turns
-        // into a fault-safe load: no helper call, unlike
-        // bpf_probe_read_kernel (~100 ns each, KERNEL.md).
-        // Every offset is a multiple of 8 (8-byte registers), so the load
-        // is aligned.
-        Some(unsafe { read_volatile((regs + u64::from(off)) as *const u64) })
-    };
-    // A compat (32-bit) syscall numbers and lays out its arguments
-    // differently: never misread one.
-    if at.mode != 0 && read(at.mode)? != u64::from(at.mode_value) {
-        return None;
-    }
-    let what = kind(read(at.nr)?);
-    if what == 0 || what == gatescope_common::SYSCALL_CLEAR {
+    let regs = saved();
+    let what = kind_in(regs, at);
+    if !(ARGS_BUF..=ARGS_MSGHDR).contains(&what) {
         return None;
     }
     Some(SyscallArgs {
         kind: what,
         _pad: 0,
-        ptr: read(at.arg1)?,
-        count: read(at.arg2)?,
+        ptr: load(regs, at.arg1),
+        count: load(regs, at.arg2),
     })
+}
+
+/// The current task's saved user registers.
+#[inline(always)]
+fn saved() -> u64 {
+    // SAFETY: helpers without preconditions. The result is a trusted
+    // pointer to the current task's saved user registers (a task inside a
+    // syscall always has them), whose type the verifier knows from BTF.
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+}
+
+/// The register at `off` of `regs` (from [`saved`]).
+#[inline(always)]
+fn load(regs: u64, off: u32) -> u64 {
+    // SAFETY: a direct load from the BTF-typed pointer, which the verifier
+    // checks against `struct pt_regs` (the offsets are constants of a
+    // frozen global, so it sees each load's exact field) and turns into a
+    // fault-safe load: no helper call, unlike bpf_probe_read_kernel (~100 ns
+    // each, KERNEL.md). Every offset is a multiple of 8 (8-byte registers),
+    // so the load is aligned.
+    unsafe { read_volatile((regs + u64::from(off)) as *const u64) }
 }

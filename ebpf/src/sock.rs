@@ -21,7 +21,7 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     state: 0,
     receive_queue_len: 0,
     protocol: 0,
-    _pad: 0,
+    copied_seq: 0,
 };
 
 /// The offsets, when the agent could resolve them.

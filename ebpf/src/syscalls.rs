@@ -34,7 +34,9 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use gatescope_common::{tp::raw_syscalls, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR, SYSCALL_CLEAR};
+use gatescope_common::{
+    tp::raw_syscalls, ARGS_BUF, ARGS_IOVEC, ARGS_MSGHDR, SYSCALL_CLEAR, SYSCALL_SPLICE,
+};
 
 use crate::{emit::field, payload, regs};
 
@@ -49,6 +51,8 @@ fn on_enter(id: i64, args: impl FnOnce() -> Option<(u64, u64)>) {
     match regs::kind(id as u64) {
         k @ (ARGS_BUF | ARGS_IOVEC | ARGS_MSGHDR) => payload::save(k, args),
         SYSCALL_CLEAR => payload::clear(),
+        // Marked, for splice.rs: no buffer to read.
+        SYSCALL_SPLICE => payload::save(SYSCALL_SPLICE, || Some((0, 0))),
         _ => {}
     }
 }

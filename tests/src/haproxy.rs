@@ -36,6 +36,10 @@ pub enum Mode {
     Single,
     /// `haproxy -W -db -f conf`: master and one worker.
     MasterWorker,
+    /// As [`Mode::Single`], with `option splice-request` and
+    /// `option splice-response`: bodies move socket -> pipe -> socket with
+    /// splice(2), past the `sock_recv_length` tracepoint.
+    Splice,
 }
 
 /// One line of the access log: `%ST %HM %HU %U %B`.
@@ -159,7 +163,7 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout http-keep-alive 30s
-
+{{splice}}
 frontend fe
     bind 127.0.0.1:{listen_port}
     http-request return status 403 content-type text/plain string denied if {{ path_beg {DENY_PREFIX} }}
@@ -170,7 +174,26 @@ backend be
 "#
         );
         let conf_path = dir.path().join("haproxy.cfg");
-        let conf = conf.replace("{sock}", &log.path.display().to_string());
+        let conf = conf
+            .replace("{sock}", &log.path.display().to_string())
+            .replace(
+                "{splice}",
+                if mode == Mode::Splice {
+                    "    option splice-request\n    option splice-response\n"
+                } else {
+                    ""
+                },
+            );
+        // The stats socket tells whether HAProxy made pipes (it splices
+        // only through them): see [`Haproxy::pipes`].
+        let conf = conf.replacen(
+            "global\n",
+            &format!(
+                "global\n    stats socket {}\n",
+                dir.path().join("stats.sock").display()
+            ),
+            1,
+        );
         std::fs::write(&conf_path, conf)?;
         let mut cmd = Command::new(bin);
         if mode == Mode::MasterWorker {
@@ -216,6 +239,27 @@ backend be
         }
     }
 
+    /// Pipes HAProxy has made for splicing (`PipesUsed` + `PipesFree` of
+    /// `show info` on its stats socket): more than 0 once it spliced.
+    pub fn pipes(&self) -> Result<u64> {
+        use std::io::{Read as _, Write as _};
+        let path = self.dir.path().join("stats.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(&path)
+            .with_context(|| format!("connecting to {}", path.display()))?;
+        s.write_all(b"show info\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let field = |name: &str| -> Result<u64> {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+                .with_context(|| format!("no {name} in show info:\n{out}"))?
+                .trim()
+                .parse()
+                .with_context(|| format!("{name} in show info"))
+        };
+        Ok(field("PipesUsed")? + field("PipesFree")?)
+    }
+
     /// The process started (the master in master-worker mode).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -233,7 +277,7 @@ backend be
     /// The process holding the listeners and the connections.
     pub fn serving_pid(&self) -> Result<u32> {
         match self.mode {
-            Mode::Single => Ok(self.pid()),
+            Mode::Single | Mode::Splice => Ok(self.pid()),
             Mode::MasterWorker => match self.worker_pids()[..] {
                 [w] => Ok(w),
                 ref other => bail!("haproxy workers: {other:?}"),

@@ -27,6 +27,14 @@ fn haproxy_single_process() -> Result<()> {
     run(Mode::Single, Join::Listed)
 }
 
+/// Bodies spliced (socket -> pipe -> socket): the bytes HAProxy splices from
+/// a socket pass no `sock_recv_length`; every count stays exact. Checks
+/// that HAProxy really spliced (splice(2) calls by its process).
+#[test]
+fn haproxy_splice() -> Result<()> {
+    run(Mode::Splice, Join::Listed)
+}
+
 #[test]
 fn haproxy_master_worker() -> Result<()> {
     run(Mode::MasterWorker, Join::Listed)
@@ -244,6 +252,12 @@ fn run_as(mode: Mode, join: Join, start: Start) -> Result<()> {
         "upstream requests {up_total}, the upstream answered {}",
         up.requests
     );
+
+    if mode == Mode::Splice {
+        let pipes = hp.pipes()?;
+        ensure!(pipes > 0, "HAProxy made no pipes: it did not splice");
+        eprintln!("haproxy spliced through {pipes} pipes");
+    }
 
     // The upstream leg joined. Stopping HAProxy settles every upstream call
     // (an exiting process's waiting calls are given up), so each is listed

@@ -19,7 +19,7 @@ use gatescope_common::{
     DataHeader, PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_TAIL_MAX,
     GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, GLOBAL_WAKE_CHECK_MASK,
     MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_RELEASES, MAP_SOCKS, MAP_SYSCALLS,
-    MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
+    MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR, SYSCALL_SPLICE,
 };
 use tracing::{debug, info, warn};
 
@@ -105,6 +105,9 @@ const BTF_FORMS: &[(&str, &str, &str)] = &[
         "sock_recv_length",
     ),
 ];
+
+/// Counts bytes spliced from sockets (BTF path only).
+const SPLICE_PROGRAM: &str = "tcp_rcv_space_adjust_btf";
 
 /// The syscall entry hook's trace-event form; its raw tracepoint form is
 /// [`SYSCALL_ENTRY_RAW`].
@@ -424,6 +427,25 @@ impl Capture {
             attached += 1;
         }
 
+        // Bytes spliced from a socket pass no length tracepoint; counting them
+        // needs the BTF path's per-socket records (ebpf/src/splice.rs).
+        let splice = match &btf {
+            Some(btf) if on_raw.contains(&"sock_recv_length") => {
+                match attach_btf(&mut ebpf, SPLICE_PROGRAM, "tcp_rcv_space_adjust", btf) {
+                    Ok(link) => {
+                        links.push(Link::Btf(link));
+                        attached += 1;
+                        true
+                    }
+                    Err(reason) => {
+                        warn!("bytes spliced from sockets are not counted: {reason:#}");
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+
         // The socket filter is only loaded here; the wire view's taps
         // attach it to their own packet sockets (capture/wire.rs). It is
         // optional: without it the agent runs without the wire view.
@@ -432,7 +454,13 @@ impl Capture {
             .ok();
         info!(
             "{}",
-            hooks_line(from_regs, &on_raw, &on_trace_events, wire_program.is_some())
+            hooks_line(
+                from_regs,
+                splice,
+                &on_raw,
+                &on_trace_events,
+                wire_program.is_some()
+            )
         );
 
         let events = take(&mut ebpf, MAP_EVENTS)?;
@@ -461,7 +489,13 @@ impl Capture {
 /// tracking=tracepoint, ...; raw tracepoints: sched_process_exit, ...; trace
 /// events: ...". Only `gatescope check` tries the hook types the agent does
 /// not use.
-fn hooks_line(from_regs: bool, on_raw: &[&str], on_trace_events: &[&str], wire: bool) -> String {
+fn hooks_line(
+    from_regs: bool,
+    splice: bool,
+    on_raw: &[&str],
+    on_trace_events: &[&str],
+    wire: bool,
+) -> String {
     let list = |programs: &[&str]| {
         if programs.is_empty() {
             "none".to_owned()
@@ -470,12 +504,17 @@ fn hooks_line(from_regs: bool, on_raw: &[&str], on_trace_events: &[&str], wire: 
         }
     };
     format!(
-        "hooks: process tracking=tracepoint, connections=tracepoint, payload={}, wire view={}; \
-         raw/BTF tracepoints: {}; trace events: {}",
+        "hooks: process tracking=tracepoint, connections=tracepoint, payload={}, spliced \
+         bytes={}, wire view={}; raw/BTF tracepoints: {}; trace events: {}",
         if from_regs {
             "sock_*_length with the saved registers (no syscall hook)"
         } else {
             "syscall hook sys_enter (taxes every syscall of the host)"
+        },
+        if splice {
+            "tcp_rcv_space_adjust"
+        } else {
+            "not counted"
         },
         if wire { "socket filter" } else { "off" },
         list(on_raw),
@@ -523,7 +562,7 @@ fn syscall_kinds() -> Vec<(libc::c_long, u32)> {
         (libc::SYS_recvmsg, ARGS_MSGHDR),
         (libc::SYS_sendmsg, ARGS_MSGHDR),
         (libc::SYS_sendfile, SYSCALL_CLEAR),
-        (libc::SYS_splice, SYSCALL_CLEAR),
+        (libc::SYS_splice, SYSCALL_SPLICE),
         (libc::SYS_sendmmsg, SYSCALL_CLEAR),
         (libc::SYS_recvmmsg, SYSCALL_CLEAR),
         (libc::SYS_io_uring_enter, SYSCALL_CLEAR),
@@ -659,20 +698,22 @@ mod tests {
         assert_eq!(
             hooks_line(
                 true,
+                true,
                 &["sched_process_exit", "tcp_retransmit_skb"],
                 &["sched_process_fork"],
                 true
             ),
             "hooks: process tracking=tracepoint, connections=tracepoint, payload=sock_*_length \
-             with the saved registers (no syscall hook), wire view=socket filter; raw/BTF \
+             with the saved registers (no syscall hook), spliced bytes=tcp_rcv_space_adjust, \
+             wire view=socket filter; raw/BTF \
              tracepoints: sched_process_exit, tcp_retransmit_skb; trace events: \
              sched_process_fork"
         );
         assert_eq!(
-            hooks_line(false, &[], &["sys_enter"], false),
+            hooks_line(false, false, &[], &["sys_enter"], false),
             "hooks: process tracking=tracepoint, connections=tracepoint, payload=syscall hook \
-             sys_enter (taxes every syscall of the host), wire view=off; raw/BTF tracepoints: \
-             none; trace events: sys_enter"
+             sys_enter (taxes every syscall of the host), spliced bytes=not counted, wire \
+             view=off; raw/BTF tracepoints: none; trace events: sys_enter"
         );
     }
 
