@@ -28,7 +28,7 @@ use crate::{
     conntrack::{
         lost_close_sweeps::SweepSchedule,
         lost_opens::{MARGIN_NS, SCAN_MAX},
-        ConnInfo, ConnTable, Finished,
+        ConnInfo, ConnTable, Fact, Finished,
     },
     correlate::{answered, Completed, Correlator, Io},
     http::{Exchange, HttpEvent},
@@ -80,6 +80,8 @@ pub struct Pipeline {
     /// Listening port -> listening socket, from `listen_sockets`.
     listeners: HashMap<u16, SocketAddr>,
     lost_seen: [u64; LOST_REASONS as usize],
+    /// Client connections the kernel refused to track, as last read.
+    refused_seen: u64,
     /// When the connection table is compared with the kernel's (see
     /// [`ConnTable::sweep`]).
     sweeps: SweepSchedule,
@@ -113,6 +115,7 @@ impl Pipeline {
             listen_sockets: Vec::new(),
             listeners: HashMap::new(),
             lost_seen: [0; LOST_REASONS as usize],
+            refused_seen: 0,
             sweeps: SweepSchedule::new(Instant::now()),
             drained_ns: 0,
             finished: Finished {
@@ -491,6 +494,7 @@ impl Pipeline {
         self.table.end_idle_late(Instant::now(), &mut self.finished);
         self.finish_http();
         self.read_kernel_losses();
+        self.read_refused();
         self.sweep_lost_closes();
         self.sync_wire();
     }
@@ -624,6 +628,20 @@ impl Pipeline {
     }
 
     /// The kernel counts losses per CPU; export the growth since last time.
+    /// Client connections the kernel refused to track are accepted by the
+    /// gateway all the same (stub_status counts them): counted as accepted
+    /// when refused.
+    fn read_refused(&mut self) {
+        let Ok(values) = self.maps.refused.get(&0, 0) else {
+            return;
+        };
+        let total: u64 = values.iter().sum();
+        for _ in self.refused_seen..total {
+            self.finished.facts.push(Fact::Accepted);
+        }
+        self.refused_seen = self.refused_seen.max(total);
+    }
+
     fn read_kernel_losses(&mut self) {
         for reason in 0..LOST_REASONS {
             let Ok(values) = self.maps.lost.get(&reason, 0) else {

@@ -22,6 +22,10 @@ pub const MAP_SOCKS: &str = "SOCKS";
 /// more and the socket is looked up (and claimed again) at its next
 /// transfer.
 pub const MAP_RELEASES: &str = "RELEASES";
+/// `PerCpuArray<u64>` of one entry: client connections the kernel could not
+/// track ([`MAP_SOCKS`] full). The gateway accepts them all the same, so the
+/// agent counts them as accepted; nothing else of them is known.
+pub const MAP_REFUSED: &str = "REFUSED";
 /// `PerCpuArray<u64>` indexed by [`crate::values::LostReason`]: every place
 /// an event can be lost.
 pub const MAP_LOST: &str = "LOST";

@@ -20,7 +20,7 @@ use gatescope_common::{
 
 use crate::{
     emit::{count_lost, current, field, now, submit},
-    maps::{is_target, LISTEN_PORTS, SOCKS},
+    maps::{is_target, LISTEN_PORTS, REFUSED, SOCKS},
     sock::queued_buffers,
     wire::{handshake_done, remember_peer},
 };
@@ -133,6 +133,14 @@ fn on_set_state(ctx: &TracePointContext) {
     };
     if SOCKS.insert(sk, info, 0).is_err() {
         count_lost(LostReason::SOCKS_FULL);
+        // The gateway accepts it all the same: the agent counts it as
+        // accepted (no later record will tell it about this connection).
+        if role == Role::DOWNSTREAM {
+            if let Some(n) = REFUSED.get_ptr_mut(0) {
+                // SAFETY: per-CPU slot, and programs do not migrate while running.
+                unsafe { *n += 1 };
+            }
+        }
         return;
     }
     let mut open = ConnOpen {

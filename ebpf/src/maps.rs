@@ -71,6 +71,10 @@ pub fn releases() -> u32 {
     RELEASES.get(0).copied().unwrap_or(0)
 }
 
+/// Client connections refused for a full SOCKS (common's MAP_REFUSED).
+#[map]
+pub static REFUSED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Records submitted per CPU, for the wake-up decision (emit.rs).
 #[map]
 pub static WAKE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);

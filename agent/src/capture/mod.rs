@@ -18,8 +18,8 @@ use aya::{
 use gatescope_common::{
     DataHeader, PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_TAIL_MAX,
     GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, GLOBAL_WAKE_CHECK_MASK,
-    MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_RELEASES, MAP_SOCKS, MAP_SYSCALLS,
-    MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR, SYSCALL_SPLICE,
+    MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_REFUSED, MAP_RELEASES, MAP_SOCKS,
+    MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR, SYSCALL_SPLICE,
 };
 use tracing::{debug, info, warn};
 
@@ -214,6 +214,8 @@ pub struct Maps {
     pub targets: HashMap<MapData, u32, u32>,
     pub listen_ports: HashMap<MapData, u16, u64>,
     pub lost: PerCpuArray<MapData, u64>,
+    /// Client connections the kernel could not track, counted as accepted.
+    pub refused: PerCpuArray<MapData, u64>,
     /// The kernel's tracked sockets: read only to recover from lost closes.
     pub socks: HashMap<MapData, u64, SockInfo>,
     /// Bumped after removing `socks` entries (see [`Maps::released`]).
@@ -468,6 +470,7 @@ impl Capture {
             targets: take(&mut ebpf, MAP_TARGETS)?,
             listen_ports: take(&mut ebpf, MAP_LISTEN_PORTS)?,
             lost: take(&mut ebpf, MAP_LOST)?,
+            refused: take(&mut ebpf, MAP_REFUSED)?,
             socks: take(&mut ebpf, MAP_SOCKS)?,
             releases: take(&mut ebpf, MAP_RELEASES)?,
             wire: take(&mut ebpf, MAP_WIRE)?,

@@ -154,7 +154,10 @@ impl Correlator {
             return Vec::new();
         };
         let start = exchange.request_first_ns;
-        let end = exchange.end_ns();
+        // Never before its start, even for an exchange pieced together
+        // after lost records (a BTreeMap range with start > end panics:
+        // seen under ring-buffer overflow in resilience.rs).
+        let end = exchange.end_ns().max(start);
         // Too old to be linked to any request still to finish.
         while let Some(entry) = queue.first_entry() {
             if entry.key().0.saturating_add(PENDING_AGE_NS) >= start {

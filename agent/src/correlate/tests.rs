@@ -700,3 +700,16 @@ fn threads_that_share_a_process_link_by_headers_only() {
     let o1 = s.write_client(1);
     assert_eq!(s.down_done(1, &exchange("/a", 200, (r1, r1), (o1, o1))), []);
 }
+
+#[test]
+fn an_exchange_ending_before_its_start_after_lost_records_does_not_panic() {
+    let mut s = Sim::default();
+    let r = s.read_client(1);
+    let w = s.write_up(1);
+    let a = s.read_up(1);
+    s.up_done(1, 200, w, a);
+    // Pieced together after lost records: its last response byte stamped
+    // before its first request byte.
+    let e = exchange("/same", 200, (a + 100, a + 100), (r, r));
+    let _ = s.down_done(1, &e);
+}
