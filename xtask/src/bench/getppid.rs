@@ -21,7 +21,7 @@ use super::{summary, Stack, QUIET};
 use crate::{stack, util};
 
 /// getppid(2) calls per timing.
-const CALLS: u32 = 5_000_000;
+pub(super) const CALLS: u32 = 5_000_000;
 /// Timings per agent mode, the modes alternating.
 const REPEATS: usize = 3;
 /// The agent's syscall-hook fallback, timed when its `--help` lists the flag.

@@ -14,70 +14,11 @@ use super::{
 pub const BEGIN: &str = "<!-- bench:begin -->";
 pub const END: &str = "<!-- bench:end -->";
 
-/// Written when BENCHMARKS.md does not exist yet; the part between the markers is replaced
-/// by every run.
-fn intro() -> String {
-    format!(
-        r#"# Benchmarks
-
-What gatescope costs the gateway it observes, measured by `cargo xtask bench`
-(xtask/src/bench.rs). It is a measurement, not a test: it fails only when the stack breaks.
-
-## Method
-
-- **Stack, all on loopback.** A real nginx reverse proxy (2 workers, keep-alive pool to the
-  upstream; `deploy/bench/proxy.conf`) in front of a second, separate nginx (its own master,
-  2 workers; `deploy/bench/upstream.conf`) that answers every request itself with a fixed
-  88-byte JSON body, so the proxy, not the upstream, is what limits throughput. gatescope
-  attaches to the proxy's master only; the upstream is not a descendant of it, so it is not
-  observed. Access logs are off: the faster the proxy, the larger the agent's share.
-- **Load.** Debian's wrk 4.1.0, closed loop (`wrk -tT -cC -dDs --latency`), keep-alive
-  connections. A short unrecorded warm-up comes first.
-- **Rounds.** Pairs of rounds, one without the agent (baseline) and one with
-  `gatescope --pid <proxy master>` attached (a fresh agent each round, started before the
-  round and stopped after it), the order alternating from pair to pair (baseline first,
-  then gatescope first, ...) so that slow drift on the machine cancels out. Every round uses
-  the same copy of the agent binary.
-- **Per round.** Requests/s and p50/p99 latency from wrk's `--latency` report; the proxy's
-  CPU (master + workers, utime + stime from `/proc/<pid>/stat`) per request, which is where
-  the in-kernel cost of the eBPF programs shows, as they run in the workers' system calls;
-  for the agent: CPU seconds (utime + stime, in `_SC_CLK_TCK` ticks) while wrk runs and until
-  its metrics settle afterwards, peak RSS (`VmHWM` from `/proc/<pid>/status` just before it
-  is stopped), and `gatescope_events_received_total` / `gatescope_events_lost_total` (all
-  kinds and reasons summed) from scrapes that have settled (two scrapes 1.2 s apart
-  agree) at the start and the end of the window.
-  The machine's load is recorded too: the 1-minute load average before each round, and the
-  CPU that processes outside the benchmark used while wrk ran (`/proc/stat` user + nice +
-  system less the CPU of the proxy, the upstream, wrk, xtask and the agent).
-- **Summary.** Throughput and latency ratios are gatescope / baseline within a pair, median
-  over the pairs. Agent CPU is the median over the gatescope rounds; CPU cores per 10k
-  requests/s is the agent's CPU seconds during the load divided by the load's duration and
-  by the request rate in units of 10k/s. Peak RSS is the largest over the rounds. Events
-  lost are summed over the gatescope rounds.
-- **20k requests/s.** wrk cannot hold a fixed rate (and wrk2 is not packaged for Debian).
-  The flat-out rounds give the losses at the highest rate the proxy reaches. Then one more
-  pair runs paced (`--paced-rate`, default 20,000 requests/s): a wrk Lua script makes each
-  connection wait {delay} ms before each request, and unrecorded {calibration} s runs (at most 3) just
-  before each of the two rounds, in that round's conditions (agent attached or not), set the
-  number of connections that reaches the rate. This is a closed loop with think time, not a constant
-  arrival rate: the achieved rate is reported and the verdict uses it. The paced pair also
-  gives the latency overhead and the agent's CPU at that rate rather than at saturation.
-  The agent's event counts are the difference between a scrape at the start of the measured
-  window and one at its end, so calibration traffic is not counted.
-- **Where the CPU goes.** Everything runs on the same machine, so the rounds table also
-  gives the cores used by the proxy, the upstream, wrk and the agent while wrk ran. When
-  they add up to the machine's CPUs, the agent's CPU and the programs' cost in the proxy's
-  system calls come straight out of the proxy's throughput.
-- **Load on the machine.** The load average includes the benchmark's own processes (wrk,
-  two nginx, the agent), so it rises during a run by itself; the "other processes" column
-  is the better measure of interference. Other gatescope agents running at the same time
-  (someone else's tests) are counted per round too: their tracepoint programs run in every
-  process's system calls, including the benchmark's, so a round that had any is suspect.
-
-"#,
-        delay = super::PACE_DELAY_MS,
-        calibration = CALIBRATION_SECONDS,
-    )
+/// The hand-written head of BENCHMARKS.md (title and Method) as committed, written when
+/// the file does not exist yet; the part between the markers is replaced by every run.
+fn intro() -> &'static str {
+    let text = include_str!("../../../BENCHMARKS.md");
+    text.find(BEGIN).map_or(text, |at| &text[..at])
 }
 
 /// The section between the markers: how the run was made, the summary, the raw numbers.
@@ -223,6 +164,32 @@ fn splice(old: &str, block: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Method section states the constants the code runs with.
+    #[test]
+    fn method_states_the_constants() {
+        let method = intro();
+        for needle in [
+            format!(
+                "wait {} ms before each request",
+                super::super::PACE_DELAY_MS
+            ),
+            format!("unrecorded {CALIBRATION_SECONDS} s runs"),
+            format!(
+                "for {} s (at most `--duration`)",
+                super::super::STATS_SECONDS
+            ),
+            format!(
+                "({} million calls per timing)",
+                super::super::getppid::CALLS / 1_000_000
+            ),
+        ] {
+            assert!(
+                method.contains(&needle),
+                "BENCHMARKS.md's Method lacks {needle:?}"
+            );
+        }
+    }
 
     #[test]
     fn splices_between_the_markers() {
