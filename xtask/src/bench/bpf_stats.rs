@@ -33,6 +33,12 @@ impl Enabled {
             .with_context(|| format!("reading {SYSCTL} (bpf_stats needs Linux 5.1)"))?
             .trim()
             .to_string();
+        if previous != "0" {
+            eprintln!(
+                "xtask: warning: {SYSCTL} was already {previous} (someone else's): every round, \
+                 baselines included, paid its ~80 ns per program run"
+            );
+        }
         fs::write(SYSCTL, "1").with_context(|| format!("writing 1 to {SYSCTL} (run as root)"))?;
         Ok(Enabled {
             previous: Some(previous),

@@ -24,7 +24,9 @@ fn intro() -> &'static str {
 /// The section between the markers: how the run was made, the summary, the raw numbers.
 pub fn render(info: &RunInfo, results: &Results) -> String {
     let rounds = &results.rounds;
-    let all: Vec<&Round> = rounds.iter().chain(&results.stats).collect();
+    // In the order run: each stats round right after its pair.
+    let mut all: Vec<&Round> = rounds.iter().chain(&results.stats).collect();
+    all.sort_by_key(|r| r.number);
     let versions: Vec<&str> = all
         .iter()
         .filter_map(|r| r.agent.as_ref()?.version.as_deref())
