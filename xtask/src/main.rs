@@ -1,8 +1,6 @@
 //! `cargo xtask <setup|build|test|demo|bench|fuzz>` (alias in .cargo/config.toml).
 
 mod bench;
-mod bench_summary;
-mod bench_tracing;
 mod compile;
 mod demo;
 mod demo_summary;
@@ -49,8 +47,9 @@ enum Task {
         #[arg(long, value_enum, default_value_t = Compat::None)]
         compat: Compat,
     },
-    /// setup, build, then wrk against an nginx proxy with and without gatescope attached,
-    /// alternating; prints the overhead against the targets and writes BENCHMARKS.md
+    /// setup, build, then wrk against an nginx proxy (and HAProxy) with and without gatescope
+    /// attached, alternating, plus bpf_stats and the host tax; prints the overhead against
+    /// the targets and writes BENCHMARKS.md
     Bench {
         /// Pairs of rounds (one baseline, one with gatescope, the order alternating)
         #[arg(long, default_value_t = 3)]
@@ -67,6 +66,10 @@ enum Task {
         /// Requests/s of one more pair, paced, after the flat-out pairs (0: none)
         #[arg(long, default_value_t = 20_000)]
         paced_rate: u32,
+        /// Flat-out pairs through HAProxy 2.6 (deploy/bench/haproxy.cfg) after the nginx
+        /// rounds, each with its bpf_stats round (0: none)
+        #[arg(long, default_value_t = 1)]
+        haproxy_pairs: u32,
         /// Print the results only; leave BENCHMARKS.md alone
         #[arg(long)]
         no_write: bool,
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
             connections,
             threads,
             paced_rate,
+            haproxy_pairs,
             no_write,
             agent,
             agent_args,
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
                             delay_ms: None,
                         },
                         paced_rate,
+                        haproxy_pairs,
                         write: !no_write,
                         agent_args,
                     },

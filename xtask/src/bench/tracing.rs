@@ -21,10 +21,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::{
-    bench::{Mode, Round, Stack},
-    bench_summary,
-};
+use super::{summary, Mode, Round, Spec, Stack};
 
 /// Pairs of tracing rounds (off then on, then on then off: drift cancels).
 const PAIRS: usize = 2;
@@ -105,14 +102,14 @@ pub(crate) fn rounds(
             [true, false]
         };
         for tracing in order {
-            let round = stack.round(
-                first_number + rounds.len(),
-                first_pair + i,
-                Mode::Gatescope,
-                Some(rate),
-                tracing.then_some(otlp),
-            )?;
-            println!("{}", bench_summary::round_line(&round));
+            let spec = Spec {
+                mode: Mode::Gatescope,
+                paced_rate: Some(rate),
+                otlp: tracing.then_some(otlp),
+                ..Spec::default()
+            };
+            let round = stack.round(first_number + rounds.len(), first_pair + i, spec)?;
+            println!("{}", summary::round_line(&round));
             rounds.push(round);
         }
     }

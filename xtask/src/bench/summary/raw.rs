@@ -3,15 +3,21 @@
 use super::*;
 
 /// Every round: load, latency, errors and the CPU of each process.
-pub(super) fn rounds_table(rounds: &[Round]) -> String {
+pub(in crate::bench) fn rounds_table(rounds: &[&Round]) -> String {
     let rows: Vec<Vec<String>> = rounds
         .iter()
         .map(|r| {
             vec![
                 r.number.to_string(),
                 r.pair.to_string(),
+                r.gateway.title().into(),
                 r.mode.name().into(),
-                if r.paced { "paced" } else { "flat out" }.into(),
+                match (r.paced, r.programs.is_some()) {
+                    (true, _) => "paced",
+                    (false, true) => "flat out, bpf_stats",
+                    (false, false) => "flat out",
+                }
+                .into(),
                 thousands(r.wrk.requests_per_second.round() as u64),
                 thousands(r.wrk.requests),
                 ms(r.wrk.p50),
@@ -34,6 +40,7 @@ pub(super) fn rounds_table(rounds: &[Round]) -> String {
         &[
             "round",
             "pair",
+            "gateway",
             "mode",
             "load",
             "requests/s",
@@ -55,7 +62,7 @@ pub(super) fn rounds_table(rounds: &[Round]) -> String {
 }
 
 /// The agent's numbers of each round it ran in.
-pub(super) fn agent_table(rounds: &[Round]) -> String {
+pub(in crate::bench) fn agent_table(rounds: &[&Round]) -> String {
     let rows: Vec<Vec<String>> = rounds
         .iter()
         .filter_map(|r| {
@@ -97,7 +104,7 @@ pub(super) fn agent_table(rounds: &[Round]) -> String {
 }
 
 /// Each pair: gatescope's round against its baseline.
-pub(super) fn pairs_table(rounds: &[Round]) -> String {
+pub(in crate::bench) fn pairs_table(rounds: &[Round]) -> String {
     let rows: Vec<Vec<String>> = pairs(rounds)
         .iter()
         .map(|p| {
@@ -109,7 +116,8 @@ pub(super) fn pairs_table(rounds: &[Round]) -> String {
             vec![
                 p.number.to_string(),
                 format!(
-                    "{}, {first}",
+                    "{}, {}, {first}",
+                    p.gatescope.gateway.title(),
                     if p.gatescope.paced {
                         "paced"
                     } else {
@@ -128,7 +136,7 @@ pub(super) fn pairs_table(rounds: &[Round]) -> String {
     table(
         &[
             "pair",
-            "load, order",
+            "gateway, load, order",
             "baseline req/s",
             "gatescope req/s",
             "throughput",
