@@ -11,7 +11,7 @@ use std::{
 
 use aya::maps::{HashMap, MapData};
 
-use crate::procfs::Proc;
+use crate::{capture::TargetMap, procfs::Proc};
 
 pub struct TargetSet {
     proc: Proc,
@@ -60,7 +60,7 @@ impl TargetSet {
     /// their descendants. Run after the fork and exec programs are attached
     /// and repeated until stable, so that a worker forked or a gateway
     /// started during the scan is either seen here or by the kernel.
-    pub fn seed(&self, targets: &mut HashMap<MapData, u32, u32>) -> u64 {
+    pub fn seed(&self, targets: &mut TargetMap) -> u64 {
         let mut full = 0;
         let mut seen = BTreeSet::new();
         loop {
@@ -72,7 +72,7 @@ impl TargetSet {
                 return full;
             }
             for pid in new {
-                if targets.insert(pid, 1, 0).is_err() {
+                if !targets.insert(pid) {
                     full += 1;
                 }
                 seen.insert(pid);
@@ -82,7 +82,7 @@ impl TargetSet {
 
     pub fn reconcile(
         &mut self,
-        targets: &mut HashMap<MapData, u32, u32>,
+        targets: &mut TargetMap,
         listen_ports: &mut HashMap<MapData, u16, u64>,
     ) -> Summary {
         // Ports the kernel adds from now on (a target's listen(), stamped
@@ -90,12 +90,12 @@ impl TargetSet {
         // they must survive this round.
         let scan_start = monotonic_ns();
         self.round += 1;
-        let ids: Vec<u32> = targets.keys().filter_map(Result::ok).collect();
+        let ids = targets.ids();
         let mut live = BTreeSet::new();
         for id in ids {
             if !self.proc.task_exists(id) {
                 // Its exit happened while we were not attached yet.
-                let _ = targets.remove(&id);
+                targets.remove(id);
             } else if self.proc.is_process(id) {
                 live.insert(id);
             }

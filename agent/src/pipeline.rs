@@ -503,9 +503,8 @@ impl Pipeline {
     /// processes and no listening ports left, every program returns after
     /// its first lookup.
     fn quiet_kernel(&mut self) {
-        let targets: Vec<u32> = self.maps.targets.keys().filter_map(Result::ok).collect();
-        for pid in targets {
-            let _ = self.maps.targets.remove(&pid);
+        for pid in self.maps.targets.ids() {
+            self.maps.targets.remove(pid);
         }
         let ports: Vec<u16> = self
             .maps

@@ -16,6 +16,13 @@ pub const MAP_DISCOVER: &str = "DISCOVER";
 /// `HashMap<u64 sock address, SockInfo>` (preallocated, fixed size): TCP
 /// sockets owned by targets.
 pub const MAP_SOCKS: &str = "SOCKS";
+/// `Array<u8>` of [`TARGET_BITS_LEN`] entries: 1 at `id & (TARGET_BITS_LEN - 1)`
+/// for every id ever put in [`MAP_TARGETS`] (set by whoever inserts, never
+/// cleared). The programs' first, inlined, check: a process whose slot is 0
+/// is no target without a hash lookup.
+pub const MAP_TARGET_BITS: &str = "TARGET_BITS";
+/// Entries of [`MAP_TARGET_BITS`] (a power of two).
+pub const TARGET_BITS_LEN: u32 = 1 << 16;
 /// `Array<u32>` of one entry: bumped by the agent each time it removes
 /// entries from [`MAP_SOCKS`] (after lost opens), so the per-socket
 /// "seen" storage of the length programs, stamped with it, is trusted no

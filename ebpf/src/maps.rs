@@ -8,7 +8,7 @@ use aya_ebpf::{
 use gatescope_common::{
     DataEvent, FlowKey, PeerKey, SockInfo, SynSeen, SyscallArgs, WireCounts, WireKey, ARGS_MAX,
     COMM_LEN, DISCOVER_MAX, EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS,
-    PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX, WIRE_MAX,
+    PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX, TARGET_BITS_LEN, WIRE_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -83,10 +83,31 @@ pub static WAKE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_REASONS, 0);
 
+/// See common's MAP_TARGET_BITS.
+#[map]
+pub static TARGET_BITS: Array<u8> = Array::with_max_entries(TARGET_BITS_LEN, 0);
+
+/// Whether `id` is a target: an inlined array load rules out almost every
+/// other process (the length tracepoints run for every TCP transfer on the
+/// host: a hash lookup is ~120 ns, KERNEL.md), the hash lookup decides.
 #[inline(always)]
 pub fn is_target(id: u32) -> bool {
+    if TARGET_BITS.get(id & (TARGET_BITS_LEN - 1)).copied() != Some(1) {
+        return false;
+    }
     // SAFETY: only existence is checked; the value is not read.
     unsafe { TARGETS.get(id).is_some() }
+}
+
+/// Adds `id` to TARGETS (and its TARGET_BITS slot first, so it is never
+/// missed); false when TARGETS is full.
+#[inline(always)]
+pub fn add_target(id: u32) -> bool {
+    if let Some(bit) = TARGET_BITS.get_ptr_mut(id & (TARGET_BITS_LEN - 1)) {
+        // SAFETY: an array slot; every writer writes 1.
+        unsafe { *bit = 1 };
+    }
+    TARGETS.insert(id, 1, 0).is_ok()
 }
 
 /// tid -> the buffer of its send/recv-family syscall in progress.

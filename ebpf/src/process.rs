@@ -12,7 +12,7 @@ use gatescope_common::{tp, Exec, Exit, Fork, LostReason};
 
 use crate::{
     emit::{count_lost, current, field, now, submit},
-    maps::{is_target, DISCOVER, TARGETS},
+    maps::{add_target, is_target, DISCOVER, TARGETS},
 };
 
 /// sched:sched_process_fork runs in the parent. `child_pid` is a thread id
@@ -25,7 +25,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let child = field::<i32>(&ctx, tp::sched_process_fork::CHILD_PID);
-    if TARGETS.insert(child as u32, 1, 0).is_err() {
+    if !add_target(child as u32) {
         count_lost(LostReason::TARGETS_FULL);
         return 0;
     }
@@ -89,7 +89,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if is_target(pid) {
         return 0;
     }
-    if TARGETS.insert(pid, 1, 0).is_err() {
+    if !add_target(pid) {
         count_lost(LostReason::TARGETS_FULL);
         return 0;
     }

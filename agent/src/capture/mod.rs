@@ -19,7 +19,8 @@ use gatescope_common::{
     DataHeader, PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_TAIL_MAX,
     GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, GLOBAL_WAKE_CHECK_MASK,
     MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_REFUSED, MAP_RELEASES, MAP_SOCKS,
-    MAP_SYSCALLS, MAP_TARGETS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR, SYSCALL_SPLICE,
+    MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
+    SYSCALL_SPLICE, TARGET_BITS_LEN,
 };
 use tracing::{debug, info, warn};
 
@@ -209,9 +210,36 @@ pub struct Capture {
     pub programs_attached: usize,
 }
 
+/// The target processes (and threads) in the kernel: TARGETS and the
+/// TARGET_BITS slots the programs check first (common's MAP_TARGET_BITS).
+pub struct TargetMap {
+    map: HashMap<MapData, u32, u32>,
+    bits: Array<MapData, u8>,
+}
+
+impl TargetMap {
+    /// Adds `id`, its slot first so that no program misses it; false when
+    /// TARGETS is full.
+    pub fn insert(&mut self, id: u32) -> bool {
+        // Without its slot the programs would never look `id` up: a failed
+        // slot write is a failed insert.
+        self.bits.set(id & (TARGET_BITS_LEN - 1), 1, 0).is_ok() && self.map.insert(id, 1, 0).is_ok()
+    }
+
+    /// Removes `id` (its slot stays: others may share it).
+    pub fn remove(&mut self, id: u32) {
+        let _ = self.map.remove(&id);
+    }
+
+    /// Every id in TARGETS.
+    pub fn ids(&self) -> Vec<u32> {
+        self.map.keys().filter_map(Result::ok).collect()
+    }
+}
+
 /// The maps the agent works with, taken out of the loaded object.
 pub struct Maps {
-    pub targets: HashMap<MapData, u32, u32>,
+    pub targets: TargetMap,
     pub listen_ports: HashMap<MapData, u16, u64>,
     pub lost: PerCpuArray<MapData, u64>,
     /// Client connections the kernel could not track, counted as accepted.
@@ -467,7 +495,10 @@ impl Capture {
 
         let events = take(&mut ebpf, MAP_EVENTS)?;
         let maps = Maps {
-            targets: take(&mut ebpf, MAP_TARGETS)?,
+            targets: TargetMap {
+                map: take(&mut ebpf, MAP_TARGETS)?,
+                bits: take(&mut ebpf, MAP_TARGET_BITS)?,
+            },
             listen_ports: take(&mut ebpf, MAP_LISTEN_PORTS)?,
             lost: take(&mut ebpf, MAP_LOST)?,
             refused: take(&mut ebpf, MAP_REFUSED)?,
