@@ -22,7 +22,7 @@ use gatescope_common::{
 use crate::{
     emit::{current, field},
     found::claim_if_unknown,
-    maps::{is_target, SockSeen},
+    maps::{is_target, may_be_target, SockSeen},
     payload::emit_data,
     seen,
     sock::offsets,
@@ -175,6 +175,10 @@ fn on_length(dir: Direction, ev: &impl Length) {
         return;
     }
     let (tgid, tid) = current();
+    // Every other process of the host leaves here, before any lookup.
+    if !may_be_target(tgid) {
+        return;
+    }
     let sk = ev.sk();
     if let Some(seen) = ev.seen(tgid) {
         // Reads counted here, so that splice.rs counts only what bypassed

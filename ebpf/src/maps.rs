@@ -92,11 +92,18 @@ pub static TARGET_BITS: Array<u8> = Array::with_max_entries(TARGET_BITS_LEN, 0);
 /// host: a hash lookup is ~120 ns, KERNEL.md), the hash lookup decides.
 #[inline(always)]
 pub fn is_target(id: u32) -> bool {
-    if TARGET_BITS.get(id & (TARGET_BITS_LEN - 1)).copied() != Some(1) {
+    if !may_be_target(id) {
         return false;
     }
     // SAFETY: only existence is checked; the value is not read.
     unsafe { TARGETS.get(id).is_some() }
+}
+
+/// False for almost every process that is not a target, from its
+/// TARGET_BITS slot alone (no helper call, no hash lookup).
+#[inline(always)]
+pub fn may_be_target(id: u32) -> bool {
+    TARGET_BITS.get(id & (TARGET_BITS_LEN - 1)).copied() == Some(1)
 }
 
 /// Adds `id` to TARGETS (and its TARGET_BITS slot first, so it is never

@@ -20,6 +20,7 @@ use gatescope_common::{Direction, SYSCALL_SPLICE};
 
 use crate::{
     emit::current,
+    maps::may_be_target,
     payload::{self, emit_data},
     regs, seen,
 };
@@ -32,8 +33,11 @@ const MAX_DELTA: u32 = 1 << 30;
 pub fn tcp_rcv_space_adjust_btf(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let (tgid, tid) = current();
-    // Every TCP read on the host passes here: a socket with no record costs
-    // one storage lookup.
+    // Every TCP read on the host passes here: other processes leave at once,
+    // a target's socket with no record after one storage lookup.
+    if !may_be_target(tgid) {
+        return 0;
+    }
     let Some(seen) = seen::get(sk, tgid) else {
         return 0;
     };
