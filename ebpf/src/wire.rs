@@ -225,13 +225,15 @@ fn parse(ctx: &SkBuffContext) -> Result<Option<Packet>, i64> {
             (*skb).gso_segs,
         )
     };
-    // Each load is a helper call: the headers are read in one call each
-    // (the IPv4 header without options, the IPv6 header, the TCP header's
-    // first 14 bytes).
+    // Each load is a helper call. An IPv4 header without options (almost
+    // every packet) and the TCP header's first 14 bytes come in one call;
+    // otherwise one call per header.
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];
+    let mut tcp = [0u8; 14];
     let (family, ip_header, ip_len) = if protocol == ETH_P_IP {
-        let ip: [u8; 20] = ctx.load(0)?;
+        let both: [u8; 34] = ctx.load(0)?;
+        let ip = &both[..20];
         if ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP {
             return Ok(None);
         }
@@ -242,7 +244,13 @@ fn parse(ctx: &SkBuffContext) -> Result<Option<Packet>, i64> {
         saddr[..4].copy_from_slice(&ip[12..16]);
         daddr[..4].copy_from_slice(&ip[16..20]);
         let total = u16::from_be_bytes([ip[2], ip[3]]);
-        (AF_INET, usize::from(ip[0] & 0x0f) * 4, u64::from(total))
+        let header = usize::from(ip[0] & 0x0f) * 4;
+        if header == 20 {
+            tcp.copy_from_slice(&both[20..]);
+        } else {
+            tcp = ctx.load(header)?;
+        }
+        (AF_INET, header, u64::from(total))
     } else if protocol == ETH_P_IPV6 {
         let ip: [u8; 40] = ctx.load(0)?;
         if ip[6] != IPPROTO_TCP {
@@ -251,11 +259,11 @@ fn parse(ctx: &SkBuffContext) -> Result<Option<Packet>, i64> {
         saddr.copy_from_slice(&ip[8..24]);
         daddr.copy_from_slice(&ip[24..40]);
         let payload = u16::from_be_bytes([ip[4], ip[5]]);
+        tcp = ctx.load(40)?;
         (AF_INET6, 40, 40 + u64::from(payload))
     } else {
         return Ok(None);
     };
-    let tcp: [u8; 14] = ctx.load(ip_header)?;
     let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
     let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
     let (doff, flags) = (tcp[12], tcp[13]);
