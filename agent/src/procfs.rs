@@ -8,6 +8,7 @@ use std::{
     collections::{BTreeSet, HashMap, HashSet},
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -107,12 +108,26 @@ impl Proc {
     }
 
     /// TCP sockets in LISTEN state held open by `pid`, from its own network
-    /// namespace's view (/proc/PID/net/tcp{,6}).
+    /// namespace's view (/proc/PID/net/tcp{,6}, or the kernel's socket
+    /// diagnostics when that namespace is the agent's).
     pub fn listening_sockets(&self, pid: u32) -> Vec<SocketAddr> {
         let dir = self.root.join(pid.to_string());
         let inodes = socket_inodes(&dir.join("fd"));
         if inodes.is_empty() {
             return Vec::new();
+        }
+        // In the agent's own network namespace (the usual case: the host's,
+        // or the gateway's pod with the agent as a sidecar), the kernel's
+        // socket diagnostics list the same listeners far more cheaply
+        // (sock_diag.rs); elsewhere, or when they fail, /proc does.
+        if self.shares_net_ns(&dir) {
+            if let Ok(all) = crate::sock_diag::listeners() {
+                return all
+                    .into_iter()
+                    .filter(|(_, inode)| inodes.contains(inode))
+                    .map(|(addr, _)| addr)
+                    .collect();
+            }
         }
         let mut out = Vec::new();
         for table in ["net/tcp", "net/tcp6"] {
@@ -126,6 +141,15 @@ impl Proc {
             }
         }
         out
+    }
+
+    /// Whether the process at `dir` is in the agent's network namespace.
+    fn shares_net_ns(&self, dir: &Path) -> bool {
+        let ns = |p: PathBuf| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        match (ns(dir.join("ns/net")), ns(self.root.join("self/ns/net"))) {
+            (Some(theirs), Some(ours)) => theirs == ours,
+            _ => false,
+        }
     }
 }
 
