@@ -172,12 +172,19 @@ impl Correlator {
             let old = entry.remove();
             self.settle(tgid, old, Link::None);
         }
-        // The attempts that ended inside this request's span.
-        let inside: Vec<(u64, u64)> = queue
-            .range((start, 0)..=(end, u64::MAX))
-            .filter(|(_, a)| a.exchange.request_first_ns >= start)
-            .map(|(k, _)| *k)
-            .collect();
+        // The attempts that ended inside this request's span. A span that
+        // ends before it starts (an exchange cut short, timestamps from two
+        // CPUs) holds none; `BTreeMap::range` panics on such a range
+        // (`cargo xtask bench` met one once queues stayed in place).
+        let inside: Vec<(u64, u64)> = if end < start {
+            Vec::new()
+        } else {
+            queue
+                .range((start, 0)..=(end, u64::MAX))
+                .filter(|(_, a)| a.exchange.request_first_ns >= start)
+                .map(|(k, _)| *k)
+                .collect()
+        };
         if inside.is_empty() {
             self.pending.insert(tgid, queue);
             return Vec::new();

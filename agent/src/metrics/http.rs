@@ -75,6 +75,8 @@ pub struct HttpMetrics {
     bytes: Option<IntCounterVec>,
     upstream_requests: Option<IntCounterVec>,
     overflow: IntCounterVec,
+    /// FxHash: looked up per exchange; the names are the router's, bounded
+    /// per service (see `label::routes`).
     routes: FxHashMap<(Arc<str>, Arc<str>), RouteHandles>,
     peers: FxHashMap<(SocketAddr, u16), IntCounter>,
     overflows: FxHashMap<Arc<str>, IntCounter>,
