@@ -716,10 +716,14 @@ fn an_exchange_that_ends_before_it_starts_links_nothing_and_does_not_panic() {
     // The process's queue is empty now but kept; a span whose end (its
     // last response byte, timestamped on another CPU) is before its start
     // is an empty range, not a panic.
-    assert!(s.down_done(2, &exchange("/b", 200, (o + 5, o + 5), (o + 1, o + 1))).is_empty());
+    assert!(s
+        .down_done(2, &exchange("/b", 200, (o + 5, o + 5), (o + 1, o + 1)))
+        .is_empty());
     // And with an attempt waiting.
     let w2 = s.write_up(1);
     let a2 = s.read_up(1);
     s.up_done(1, 200, w2, a2);
-    assert!(s.down_done(2, &exchange("/b", 200, (a2 + 5, a2 + 5), (a2 + 1, a2 + 1))).is_empty());
+    assert!(s
+        .down_done(2, &exchange("/b", 200, (a2 + 5, a2 + 5), (a2 + 1, a2 + 1)))
+        .is_empty());
 }
