@@ -364,11 +364,20 @@ impl Correlator {
         let (start, end) = (exchange.request_first_ns, exchange.end_ns());
         let inside =
             |a: &&Attempt| a.exchange.request_first_ns >= start && a.exchange.end_ns() <= end;
+        // Only the waiting calls that ended inside the span, by the queue's
+        // order: the calls a scan of all would find, in the same order, but
+        // for one that ended before its own start (timestamps from two
+        // CPUs), which `downstream_done`'s range skips as well. Where
+        // calls are linked by headers only (HAProxy) thousands wait, and a
+        // scan of them all per request was 61% of the agent's CPU under
+        // `cargo xtask bench`'s HAProxy rounds (BENCHMARKS.md).
         let waiting = self
             .pending
             .get(&tgid)
+            .filter(|_| start <= end)
             .into_iter()
-            .flat_map(BTreeMap::values);
+            .flat_map(|queue| queue.range((start, 0)..=(end, u64::MAX)))
+            .map(|(_, a)| a);
         let given_up = self
             .unlinked
             .iter()

@@ -727,3 +727,20 @@ fn an_exchange_that_ends_before_it_starts_links_nothing_and_does_not_panic() {
         .down_done(2, &exchange("/b", 200, (a2 + 5, a2 + 5), (a2 + 1, a2 + 1)))
         .is_empty());
 }
+
+#[test]
+fn the_guessed_leg_is_a_waiting_call_inside_the_request() {
+    let mut s = Sim::default();
+    s.up_done(1, 200, 10, 20);
+    s.up_done(2, 200, 120, 150);
+    s.up_done(3, 200, 150, 250);
+    let leg =
+        s.c.guess_leg(TGID, &exchange("/same", 200, (100, 100), (200, 200)))
+            .unwrap();
+    assert_eq!((leg.peer, leg.first_ns), (upstream(2).remote, 120));
+    // A request that ends before it starts has none.
+    assert!(s
+        .c
+        .guess_leg(TGID, &exchange("/same", 200, (200, 200), (100, 100)))
+        .is_none());
+}
