@@ -124,7 +124,7 @@ impl TargetSet {
         let mut namespaces = BTreeSet::new();
         for &pid in &tops {
             if namespaces.insert(self.proc.net_namespace(pid)) {
-                for (port, queued) in crate::procfs::accept_queues(self.proc.root(), pid) {
+                for (port, queued) in self.proc.accept_queues(pid) {
                     *accept_queues.entry(port).or_default() += queued;
                 }
             }

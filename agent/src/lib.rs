@@ -25,6 +25,7 @@ pub mod preflight;
 pub mod procfs;
 pub mod server;
 pub mod sinks;
+mod sock_diag;
 pub mod spans;
 
 pub use gatescope_http as http;

@@ -8,6 +8,7 @@ use std::{
     collections::{BTreeSet, HashMap, HashSet},
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -106,11 +107,6 @@ impl Proc {
         out
     }
 
-    /// The /proc this reads.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// `pid`'s network namespace (the `net:[inode]` link), `None` when
     /// unreadable.
     pub fn net_namespace(&self, pid: u32) -> Option<PathBuf> {
@@ -118,12 +114,26 @@ impl Proc {
     }
 
     /// TCP sockets in LISTEN state held open by `pid`, from its own network
-    /// namespace's view (/proc/PID/net/tcp{,6}).
+    /// namespace's view (/proc/PID/net/tcp{,6}, or the kernel's socket
+    /// diagnostics when that namespace is the agent's).
     pub fn listening_sockets(&self, pid: u32) -> Vec<SocketAddr> {
         let dir = self.root.join(pid.to_string());
         let inodes = socket_inodes(&dir.join("fd"));
         if inodes.is_empty() {
             return Vec::new();
+        }
+        // In the agent's own network namespace (the usual case: the host's,
+        // or the gateway's pod with the agent as a sidecar), the kernel's
+        // socket diagnostics list the same listeners far more cheaply
+        // (sock_diag.rs); elsewhere, or when they fail, /proc does.
+        if self.shares_net_ns(&dir) {
+            if let Ok(all) = crate::sock_diag::listeners() {
+                return all
+                    .into_iter()
+                    .filter(|l| inodes.contains(&l.inode))
+                    .map(|l| l.addr)
+                    .collect();
+            }
         }
         let mut out = Vec::new();
         for table in ["net/tcp", "net/tcp6"] {
@@ -137,6 +147,36 @@ impl Proc {
             }
         }
         out
+    }
+
+    /// Connections waiting in the accept queues of the LISTEN sockets of
+    /// `pid`'s network namespace: one (local port, queue length) per
+    /// listener (SO_REUSEPORT gives each its own queue). From the kernel's
+    /// socket diagnostics in the agent's own namespace (sock_diag.rs: /proc
+    /// walks the whole established hash), else /proc/PID/net/tcp{,6}, where
+    /// a listener's `rx_queue` is its accept queue (`sk_ack_backlog`). A
+    /// namespace that cannot be read gives nothing.
+    pub fn accept_queues(&self, pid: u32) -> Vec<(u16, u32)> {
+        let dir = self.root.join(pid.to_string());
+        if self.shares_net_ns(&dir) {
+            if let Ok(all) = crate::sock_diag::listeners() {
+                return all.iter().map(|l| (l.addr.port(), l.queued)).collect();
+            }
+        }
+        ["net/tcp", "net/tcp6"]
+            .iter()
+            .filter_map(|table| fs::read_to_string(dir.join(table)).ok())
+            .flat_map(|text| parse_accept_queues(&text))
+            .collect()
+    }
+
+    /// Whether the process at `dir` is in the agent's network namespace.
+    fn shares_net_ns(&self, dir: &Path) -> bool {
+        let ns = |p: PathBuf| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        match (ns(dir.join("ns/net")), ns(self.root.join("self/ns/net"))) {
+            (Some(theirs), Some(ours)) => theirs == ours,
+            _ => false,
+        }
     }
 }
 
@@ -182,22 +222,6 @@ fn socket_inodes(fd_dir: &Path) -> HashSet<u64> {
                 .parse()
                 .ok()
         })
-        .collect()
-}
-
-/// Connections waiting in the accept queues of the LISTEN sockets of a
-/// network namespace, by local port (summed over its listeners on that port:
-/// SO_REUSEPORT gives each its own queue), from one of its processes' view
-/// (/proc/PID/net/tcp{,6}; for a listener `rx_queue` is the accept queue's
-/// length, `sk_ack_backlog`). A port with a listener but an empty queue is
-/// present with 0; a namespace that cannot be read gives nothing. One
-/// (port, length) per listener.
-pub fn accept_queues(proc_root: &Path, pid: u32) -> Vec<(u16, u32)> {
-    let dir = proc_root.join(pid.to_string());
-    ["net/tcp", "net/tcp6"]
-        .iter()
-        .filter_map(|table| fs::read_to_string(dir.join(table)).ok())
-        .flat_map(|text| parse_accept_queues(&text))
         .collect()
 }
 

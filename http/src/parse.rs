@@ -6,6 +6,8 @@
 //! keeps. Header values are dropped except the framing headers (used here)
 //! and the trace headers (`traceparent`, `tracestate`, `X-Request-ID`).
 
+use std::mem::MaybeUninit;
+
 /// Longest head accepted; anything longer is not HTTP.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Longest method token accepted (real ones are at most 10 or so bytes).
@@ -20,7 +22,11 @@ const MAX_TRACEPARENT: usize = 256;
 const MAX_TRACESTATE: usize = 512;
 /// Request ids are UUIDs or 32 hex digits; longer values are not kept.
 const MAX_REQUEST_ID: usize = 128;
-/// Headers parsed on the stack before falling back to a heap array.
+/// Headers parsed on the stack before falling back to a heap array. The
+/// array is left uninitialised (httparse writes the slots it fills): setting
+/// its 2 KiB to empty headers before every head was most of
+/// `parse_request`'s and `parse_response`'s own time under `perf`
+/// (BENCHMARKS.md, *Agent CPU per request*).
 const STACK_HEADERS: usize = 64;
 
 /// Which kind of message a direction carries.
@@ -318,9 +324,9 @@ fn header_slots<'b>(head: &[u8]) -> Vec<httparse::Header<'b>> {
 
 /// Parses a complete request head (ending with its empty line).
 pub(crate) fn parse_request(head: &[u8]) -> Option<ReqHead> {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut req = httparse::Request::new(&mut stack);
-    match config().parse_request(&mut req, head) {
+    let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match config().parse_request_with_uninit_headers(&mut req, head, &mut stack) {
         Ok(httparse::Status::Complete(_)) => Some(build_request(
             req.method?.as_bytes(),
             req.path?.as_bytes(),
@@ -366,9 +372,9 @@ pub(crate) fn parse_request(head: &[u8]) -> Option<ReqHead> {
 
 /// Parses a complete response head (ending with its empty line).
 pub(crate) fn parse_response(head: &[u8]) -> Option<RespHead> {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut resp = httparse::Response::new(&mut stack);
-    match config().parse_response(&mut resp, head) {
+    let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match config().parse_response_with_uninit_headers(&mut resp, head, &mut stack) {
         Ok(httparse::Status::Complete(_)) => Some(RespHead {
             status: resp.code?,
             body: body_header(resp.headers),

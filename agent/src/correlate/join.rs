@@ -23,7 +23,9 @@
 //! attempts unlinked. Attempts no request claims are given up with age or at
 //! exit (`Link::None`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use super::{
     order::{Claim, Io, Order, Origin},
@@ -54,11 +56,16 @@ struct Previous {
 pub struct Correlator {
     order: Order,
     /// Per process, by (end, arrival): a client request looks only at the
-    /// attempts that ended inside its span, whatever else waits.
-    pending: HashMap<u32, BTreeMap<(u64, u64), Attempt>>,
+    /// attempts that ended inside its span, whatever else waits. A queue
+    /// stays in place when it empties (until its process exits): a queue
+    /// dropped and rebuilt per request freed and allocated its node each
+    /// time, which `perf` showed as malloc's consolidation (3% of the
+    /// agent's CPU). FxHash for these maps, as in order.rs: each is looked
+    /// up once or twice per exchange.
+    pending: FxHashMap<u32, BTreeMap<(u64, u64), Attempt>>,
     /// Arrival numbers, to keep attempts with the same end apart.
     arrivals: u64,
-    clients: HashMap<Endpoints, Previous>,
+    clients: FxHashMap<Endpoints, Previous>,
     /// Attempts given up, for `Sinks::unlinked` (see [`Correlator::take_unlinked`]).
     unlinked: Vec<(u32, Attempt)>,
 }
@@ -150,14 +157,13 @@ impl Correlator {
                 end_ns: exchange.end_ns(),
             },
         );
-        let Some(mut queue) = self.pending.remove(&tgid) else {
+        // Taken out while `settle` needs `self` (an empty map allocates
+        // nothing), and put back below with its nodes.
+        let Some(mut queue) = self.pending.get_mut(&tgid).map(std::mem::take) else {
             return Vec::new();
         };
         let start = exchange.request_first_ns;
-        // Never before its start, even for an exchange pieced together
-        // after lost records (a BTreeMap range with start > end panics:
-        // seen under ring-buffer overflow in resilience.rs).
-        let end = exchange.end_ns().max(start);
+        let end = exchange.end_ns();
         // Too old to be linked to any request still to finish.
         while let Some(entry) = queue.first_entry() {
             if entry.key().0.saturating_add(PENDING_AGE_NS) >= start {
@@ -166,15 +172,29 @@ impl Correlator {
             let old = entry.remove();
             self.settle(tgid, old, Link::None);
         }
-        // The attempts that ended inside this request's span.
-        let inside: Vec<(u64, u64)> = queue
-            .range((start, 0)..=(end, u64::MAX))
-            .filter(|(_, a)| a.exchange.request_first_ns >= start)
-            .map(|(k, _)| *k)
-            .collect();
+        // The attempts that ended inside this request's span. A span that
+        // ends before it starts (an exchange cut short, timestamps from two
+        // CPUs) holds none; `BTreeMap::range` panics on such a range
+        // (`cargo xtask bench` met one once queues stayed in place).
+        let inside: Vec<(u64, u64)> = if end < start {
+            Vec::new()
+        } else {
+            queue
+                .range((start, 0)..=(end, u64::MAX))
+                .filter(|(_, a)| a.exchange.request_first_ns >= start)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        if inside.is_empty() {
+            self.pending.insert(tgid, queue);
+            return Vec::new();
+        }
         let shared_header = |a: &Attempt| same_header(exchange, &a.exchange);
         let header_holders = inside.iter().filter(|k| shared_header(&queue[*k])).count();
-        let mut candidates: Vec<(Attempt, Claim, Says)> = Vec::new();
+        // Sized to fit: a candidate is 520 bytes, and the four `push`
+        // reserves first (2 KiB) is a request glibc serves only after
+        // consolidating its fast bins (`perf`: 3% of the agent's CPU).
+        let mut candidates: Vec<(Attempt, Claim, Says)> = Vec::with_capacity(inside.len());
         // An attempt pointed both at this request and elsewhere: the order
         // around this request is not to be trusted for the others either.
         let mut doubt = false;
@@ -212,9 +232,7 @@ impl Correlator {
             }
             candidates.push((attempt, claim, request));
         }
-        if !queue.is_empty() {
-            self.pending.insert(tgid, queue);
-        }
+        self.pending.insert(tgid, queue);
         let mut linked = self.one_chain(tgid, candidates, doubt);
         linked.sort_by_key(|a| a.exchange.request_first_ns);
         // The client got the answer of its last call: a last call answered
@@ -346,11 +364,20 @@ impl Correlator {
         let (start, end) = (exchange.request_first_ns, exchange.end_ns());
         let inside =
             |a: &&Attempt| a.exchange.request_first_ns >= start && a.exchange.end_ns() <= end;
+        // Only the waiting calls that ended inside the span, by the queue's
+        // order: the calls a scan of all would find, in the same order, but
+        // for one that ended before its own start (timestamps from two
+        // CPUs), which `downstream_done`'s range skips as well. Where
+        // calls are linked by headers only (HAProxy) thousands wait, and a
+        // scan of them all per request was 61% of the agent's CPU under
+        // `cargo xtask bench`'s HAProxy rounds (BENCHMARKS.md).
         let waiting = self
             .pending
             .get(&tgid)
+            .filter(|_| start <= end)
             .into_iter()
-            .flat_map(BTreeMap::values);
+            .flat_map(|queue| queue.range((start, 0)..=(end, u64::MAX)))
+            .map(|(_, a)| a);
         let given_up = self
             .unlinked
             .iter()

@@ -15,11 +15,9 @@
 //! [`MAX_AUTO_SERVICES`] address-named services, `max_routes` templates each
 //! of at most [`MAX_TEMPLATE_BYTES`].
 
-use std::{
-    collections::{hash_map::Entry, HashMap, HashSet},
-    net::SocketAddr,
-    sync::Arc,
-};
+use std::{collections::hash_map::Entry, net::SocketAddr, sync::Arc};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{capture::decode::Role, config::Config};
 
@@ -118,14 +116,19 @@ struct PrefixEntry {
 #[derive(Debug)]
 struct Templates {
     service: Arc<str>,
-    seen: HashSet<Arc<str>>,
+    /// FxHash, as the connection table's maps (looked up per exchange;
+    /// SipHash was 3.6% of the agent's CPU across this and the metrics'
+    /// handle caches, BENCHMARKS.md). Clients choose the paths these
+    /// templates come from, but a service holds at most `max_routes` of
+    /// them, so colliding paths cost at most a scan of that many.
+    seen: FxHashSet<Arc<str>>,
 }
 
 impl Templates {
     fn new(service: Arc<str>) -> Self {
         Templates {
             service,
-            seen: HashSet::new(),
+            seen: FxHashSet::default(),
         }
     }
 }
@@ -142,9 +145,9 @@ pub struct Router {
     routes: Vec<RouteEntry>,
     /// Precedence order: longest prefix, then more conditions, then config order.
     prefixes: Vec<PrefixEntry>,
-    by_upstream: HashMap<SocketAddr, usize>,
+    by_upstream: FxHashMap<SocketAddr, usize>,
     /// Services named by address, when no configured one matches.
-    by_addr: HashMap<SocketAddr, Templates>,
+    by_addr: FxHashMap<SocketAddr, Templates>,
     max_routes: usize,
     other: Arc<str>,
     scratch: String,
@@ -156,8 +159,8 @@ impl Router {
             services: Vec::new(),
             routes: Vec::new(),
             prefixes: Vec::new(),
-            by_upstream: HashMap::new(),
-            by_addr: HashMap::new(),
+            by_upstream: FxHashMap::default(),
+            by_addr: FxHashMap::default(),
             max_routes,
             other: Arc::from(OTHER),
             scratch: String::with_capacity(MAX_TEMPLATE_BYTES + 8),

@@ -7,9 +7,10 @@
 //! and per (peer, code), so a repeat exchange costs no label hashing by the
 //! registry.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, Registry};
+use rustc_hash::FxHashMap;
 
 use super::{
     downstream::Downstream,
@@ -74,9 +75,11 @@ pub struct HttpMetrics {
     bytes: Option<IntCounterVec>,
     upstream_requests: Option<IntCounterVec>,
     overflow: IntCounterVec,
-    routes: HashMap<(Arc<str>, Arc<str>), RouteHandles>,
-    peers: HashMap<(SocketAddr, u16), IntCounter>,
-    overflows: HashMap<Arc<str>, IntCounter>,
+    /// FxHash: looked up per exchange; the names are the router's, bounded
+    /// per service (see `label::routes`).
+    routes: FxHashMap<(Arc<str>, Arc<str>), RouteHandles>,
+    peers: FxHashMap<(SocketAddr, u16), IntCounter>,
+    overflows: FxHashMap<Arc<str>, IntCounter>,
 }
 
 impl HttpMetrics {
@@ -102,9 +105,9 @@ impl HttpMetrics {
                 .upstream_health
                 .then(|| families::HTTP_UPSTREAM_REQUESTS.counter(registry)),
             overflow: families::ROUTE_OVERFLOW.counter(registry),
-            routes: HashMap::new(),
-            peers: HashMap::new(),
-            overflows: HashMap::new(),
+            routes: FxHashMap::default(),
+            peers: FxHashMap::default(),
+            overflows: FxHashMap::default(),
         }
     }
 
@@ -264,7 +267,7 @@ impl HttpMetrics {
 
 /// The cached handles of (`service`, `route`): one hash of the two names.
 fn handles<'a>(
-    routes: &'a mut HashMap<(Arc<str>, Arc<str>), RouteHandles>,
+    routes: &'a mut FxHashMap<(Arc<str>, Arc<str>), RouteHandles>,
     service: &Arc<str>,
     route: &Arc<str>,
 ) -> &'a mut RouteHandles {

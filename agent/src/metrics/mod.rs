@@ -20,6 +20,7 @@ mod golden;
 use std::{collections::HashMap, net::SocketAddr};
 
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry, TextEncoder};
+use rustc_hash::FxHashMap;
 
 /// Cached counter handles per family, at most (bounded like the labels).
 const HANDLE_CACHE_MAX: usize = 4096;
@@ -77,8 +78,8 @@ pub struct Metrics {
     listeners: HashMap<u16, String>,
     /// Counter handles of the per-record byte families, so the hot path
     /// neither formats labels nor hashes them per record.
-    downstream_bytes_by: HashMap<(u16, Direction), IntCounter>,
-    upstream_bytes_by: HashMap<(SocketAddr, Direction), IntCounter>,
+    downstream_bytes_by: FxHashMap<(u16, Direction), IntCounter>,
+    upstream_bytes_by: FxHashMap<(SocketAddr, Direction), IntCounter>,
 }
 
 impl Metrics {
@@ -111,8 +112,8 @@ impl Metrics {
             links: Links::new(&registry),
             registry,
             listeners: HashMap::new(),
-            downstream_bytes_by: HashMap::new(),
-            upstream_bytes_by: HashMap::new(),
+            downstream_bytes_by: FxHashMap::default(),
+            upstream_bytes_by: FxHashMap::default(),
         }
     }
 
