@@ -9,9 +9,10 @@ use std::{
     net::SocketAddr,
 };
 
-use aya::maps::{HashMap, MapData};
-
-use crate::{capture::TargetMap, procfs::Proc};
+use crate::{
+    capture::{ListenPorts, TargetMap},
+    procfs::Proc,
+};
 
 pub struct TargetSet {
     proc: Proc,
@@ -83,7 +84,7 @@ impl TargetSet {
     pub fn reconcile(
         &mut self,
         targets: &mut TargetMap,
-        listen_ports: &mut HashMap<MapData, u16, u64>,
+        listen_ports: &mut ListenPorts,
     ) -> Summary {
         // Ports the kernel adds from now on (a target's listen(), stamped
         // with bpf_ktime_get_ns) may be missing from the /proc read below;
@@ -101,7 +102,7 @@ impl TargetSet {
             }
         }
         self.below_top.retain(|pid, _| live.contains(pid));
-        let present: Vec<u16> = listen_ports.keys().filter_map(Result::ok).collect();
+        let present = listen_ports.ports();
 
         // The top of each target tree (nginx's master, Envoy's single
         // process) is scanned every round. The processes below it usually
@@ -140,7 +141,7 @@ impl TargetSet {
             .map(SocketAddr::port)
             .collect();
         let orphan_port = present.iter().any(|port| {
-            !known.contains(port) && listen_ports.get(port, 0).is_ok_and(|added| added != 0)
+            !known.contains(port) && listen_ports.added(*port).is_some_and(|added| added != 0)
         });
         for pid in rest {
             let due = orphan_port || rescan_due(pid, self.round);
@@ -157,21 +158,21 @@ impl TargetSet {
         for port in &present {
             if !wanted.contains(port)
                 && listen_ports
-                    .get(port, 0)
-                    .is_ok_and(|added| removable(added, scan_start))
+                    .added(*port)
+                    .is_some_and(|added| removable(added, scan_start))
             {
-                let _ = listen_ports.remove(port);
+                listen_ports.remove(*port);
             }
         }
         let mut map_full = 0;
         for port in wanted {
             if !present.contains(&port) {
-                if listen_ports.insert(port, 0, 0).is_err() {
+                if !listen_ports.insert(port) {
                     map_full += 1;
                 }
-            } else if listen_ports.get(&port, 0).is_ok_and(|added| added != 0) {
+            } else if listen_ports.added(port).is_some_and(|added| added != 0) {
                 // Held, as /proc shows: the kernel's stamp has done its job.
-                let _ = listen_ports.insert(port, 0, 0);
+                let _ = listen_ports.insert(port);
             }
         }
         Summary {

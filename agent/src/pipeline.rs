@@ -506,14 +506,8 @@ impl Pipeline {
         for pid in self.maps.targets.ids() {
             self.maps.targets.remove(pid);
         }
-        let ports: Vec<u16> = self
-            .maps
-            .listen_ports
-            .keys()
-            .filter_map(Result::ok)
-            .collect();
-        for port in ports {
-            let _ = self.maps.listen_ports.remove(&port);
+        for port in self.maps.listen_ports.ports() {
+            self.maps.listen_ports.remove(port);
         }
     }
 

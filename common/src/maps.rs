@@ -21,6 +21,11 @@ pub const MAP_SOCKS: &str = "SOCKS";
 /// cleared). The programs' first, inlined, check: a process whose slot is 0
 /// is no target without a hash lookup.
 pub const MAP_TARGET_BITS: &str = "TARGET_BITS";
+/// `Array<u8>` of 65,536 entries: 1 at every port [`MAP_LISTEN_PORTS`] holds
+/// (set with it by the kernel at listen() and by the agent, cleared by the
+/// agent with it): the wire view's per-packet check, an inlined array load
+/// instead of a hash lookup.
+pub const MAP_LISTEN_PORT_BITS: &str = "LISTEN_PORT_BITS";
 /// Entries of [`MAP_TARGET_BITS`] (a power of two).
 pub const TARGET_BITS_LEN: u32 = 1 << 16;
 /// `Array<u32>` of one entry: bumped by the agent each time it removes

@@ -20,7 +20,7 @@ use gatescope_common::{
 
 use crate::{
     emit::{count_lost, current, field, now, submit},
-    maps::{is_target, LISTEN_PORTS, REFUSED, SOCKS},
+    maps::{is_target, LISTEN_PORTS, LISTEN_PORT_BITS, REFUSED, SOCKS},
     sock::queued_buffers,
     wire::{handshake_done, remember_peer},
 };
@@ -178,6 +178,10 @@ fn on_listen(ctx: &TracePointContext) {
     let ts_ns = now();
     // Failure means the map is full; the agent's reconcile reports that.
     let _ = LISTEN_PORTS.insert(sport, ts_ns, 0);
+    if let Some(bit) = LISTEN_PORT_BITS.get_ptr_mut(u32::from(sport)) {
+        // SAFETY: an array slot; this writer writes 1.
+        unsafe { *bit = 1 };
+    }
     submit(tgid, tid, ts_ns, Listen { tuple: tuple(ctx) });
 }
 

@@ -28,6 +28,10 @@ pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_MAX, 0
 #[map]
 pub static LISTEN_PORTS: HashMap<u16, u64> = HashMap::with_max_entries(LISTEN_PORTS_MAX, 0);
 
+/// See common's MAP_LISTEN_PORT_BITS.
+#[map]
+pub static LISTEN_PORT_BITS: Array<u8> = Array::with_max_entries(1 << 16, 0);
+
 /// Command names (NUL-padded comm) whose processes become targets when they
 /// exec (`--discover`), filled by the agent before the exec program attaches.
 #[map]

@@ -21,7 +21,7 @@ use gatescope_common::{
 
 use crate::{
     emit::count_lost,
-    maps::{HANDSHAKES, LISTEN_PORTS, PEERS, PEER_PORTS, WIRE},
+    maps::{HANDSHAKES, LISTEN_PORT_BITS, PEERS, PEER_PORTS, WIRE},
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -60,8 +60,8 @@ fn observe(ctx: &SkBuffContext) -> Result<(), i64> {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // Peers first: an upstream may listen on the same port number as the
     // gateway. A port no peer uses costs an inlined array load instead of a
-    // PEERS lookup, so a packet that is not the gateway's costs two
-    // LISTEN_PORTS lookups.
+    // PEERS lookup, so a packet that is not the gateway's costs four array
+    // loads.
     let (role, dir, port, family, addr) = if is_peer(p.family, &p.daddr, p.dport) {
         (
             Role::UPSTREAM,
@@ -154,10 +154,11 @@ fn is_peer(family: u16, addr: &[u8; 16], port: u16) -> bool {
     unsafe { PEERS.get(key) }.is_some()
 }
 
+/// An inlined array load, not a LISTEN_PORTS hash lookup (up to two per
+/// packet).
 #[inline(always)]
 fn is_listen_port(port: u16) -> bool {
-    // SAFETY: existence check only.
-    unsafe { LISTEN_PORTS.get(port) }.is_some()
+    LISTEN_PORT_BITS.get(u32::from(port)).copied() == Some(1)
 }
 
 /// A client's first SYN starts its handshake clock (a retransmitted SYN

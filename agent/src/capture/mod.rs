@@ -18,9 +18,9 @@ use aya::{
 use gatescope_common::{
     DataHeader, PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_TAIL_MAX,
     GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, GLOBAL_WAKE_CHECK_MASK,
-    MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LOST, MAP_REFUSED, MAP_RELEASES, MAP_SOCKS,
-    MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
-    SYSCALL_SPLICE, TARGET_BITS_LEN,
+    MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_REFUSED,
+    MAP_RELEASES, MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE,
+    SYSCALL_CLEAR, SYSCALL_SPLICE, TARGET_BITS_LEN,
 };
 use tracing::{debug, info, warn};
 
@@ -237,10 +237,46 @@ impl TargetMap {
     }
 }
 
+/// The gateway's listening ports in the kernel: LISTEN_PORTS (port -> when
+/// the kernel added it, 0 when the agent did) and the LISTEN_PORT_BITS slots
+/// mirroring it for the wire view.
+pub struct ListenPorts {
+    map: HashMap<MapData, u16, u64>,
+    bits: Array<MapData, u8>,
+}
+
+impl ListenPorts {
+    /// Every port held.
+    pub fn ports(&self) -> Vec<u16> {
+        self.map.keys().filter_map(Result::ok).collect()
+    }
+
+    /// When the kernel added `port` (0: the agent did); `None` if absent.
+    pub fn added(&self, port: u16) -> Option<u64> {
+        self.map.get(&port, 0).ok()
+    }
+
+    /// Holds `port` (stamp 0: the agent's); false when the map is full.
+    pub fn insert(&mut self, port: u16) -> bool {
+        let held = self.map.insert(port, 0, 0).is_ok();
+        if held {
+            // A failed slot write only hides the port from the wire view.
+            let _ = self.bits.set(u32::from(port), 1, 0);
+        }
+        held
+    }
+
+    /// Gives `port` up.
+    pub fn remove(&mut self, port: u16) {
+        let _ = self.map.remove(&port);
+        let _ = self.bits.set(u32::from(port), 0, 0);
+    }
+}
+
 /// The maps the agent works with, taken out of the loaded object.
 pub struct Maps {
     pub targets: TargetMap,
-    pub listen_ports: HashMap<MapData, u16, u64>,
+    pub listen_ports: ListenPorts,
     pub lost: PerCpuArray<MapData, u64>,
     /// Client connections the kernel could not track, counted as accepted.
     pub refused: PerCpuArray<MapData, u64>,
@@ -499,7 +535,10 @@ impl Capture {
                 map: take(&mut ebpf, MAP_TARGETS)?,
                 bits: take(&mut ebpf, MAP_TARGET_BITS)?,
             },
-            listen_ports: take(&mut ebpf, MAP_LISTEN_PORTS)?,
+            listen_ports: ListenPorts {
+                map: take(&mut ebpf, MAP_LISTEN_PORTS)?,
+                bits: take(&mut ebpf, MAP_LISTEN_PORT_BITS)?,
+            },
             lost: take(&mut ebpf, MAP_LOST)?,
             refused: take(&mut ebpf, MAP_REFUSED)?,
             socks: take(&mut ebpf, MAP_SOCKS)?,
