@@ -12,6 +12,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::sock_diag::Listener;
+
 /// A view of a /proc tree (a different root in tests is possible, but the real
 /// /proc is what tests use).
 #[derive(Clone, Debug)]
@@ -122,51 +124,41 @@ impl Proc {
         if inodes.is_empty() {
             return Vec::new();
         }
-        // In the agent's own network namespace (the usual case: the host's,
-        // or the gateway's pod with the agent as a sidecar), the kernel's
-        // socket diagnostics list the same listeners far more cheaply
-        // (sock_diag.rs); elsewhere, or when they fail, /proc does.
-        if self.shares_net_ns(&dir) {
-            if let Ok(all) = crate::sock_diag::listeners() {
-                return all
-                    .into_iter()
-                    .filter(|l| inodes.contains(&l.inode))
-                    .map(|l| l.addr)
-                    .collect();
-            }
-        }
-        let mut out = Vec::new();
-        for table in ["net/tcp", "net/tcp6"] {
-            if let Ok(text) = fs::read_to_string(dir.join(table)) {
-                out.extend(
-                    parse_listeners(&text)
-                        .into_iter()
-                        .filter(|(_, inode)| inodes.contains(inode))
-                        .map(|(addr, _)| addr),
-                );
-            }
-        }
-        out
+        self.listeners(&dir)
+            .into_iter()
+            .filter(|l| inodes.contains(&l.inode))
+            .map(|l| l.addr)
+            .collect()
     }
 
     /// Connections waiting in the accept queues of the LISTEN sockets of
     /// `pid`'s network namespace: one (local port, queue length) per
-    /// listener (SO_REUSEPORT gives each its own queue). From the kernel's
-    /// socket diagnostics in the agent's own namespace (sock_diag.rs: /proc
-    /// walks the whole established hash), else /proc/PID/net/tcp{,6}, where
-    /// a listener's `rx_queue` is its accept queue (`sk_ack_backlog`). A
-    /// namespace that cannot be read gives nothing.
+    /// listener (SO_REUSEPORT gives each its own queue). A namespace that
+    /// cannot be read gives nothing.
     pub fn accept_queues(&self, pid: u32) -> Vec<(u16, u32)> {
         let dir = self.root.join(pid.to_string());
-        if self.shares_net_ns(&dir) {
+        self.listeners(&dir)
+            .iter()
+            .map(|l| (l.addr.port(), l.queued))
+            .collect()
+    }
+
+    /// Every LISTEN socket of the network namespace of the process at
+    /// `dir`. In the agent's own namespace (the usual case: the host's, or
+    /// the gateway's pod with the agent as a sidecar) from the kernel's
+    /// socket diagnostics, far more cheaply (sock_diag.rs: /proc walks the
+    /// whole established hash); elsewhere, or when they fail, from
+    /// /proc/PID/net/tcp{,6}.
+    fn listeners(&self, dir: &Path) -> Vec<Listener> {
+        if self.shares_net_ns(dir) {
             if let Ok(all) = crate::sock_diag::listeners() {
-                return all.iter().map(|l| (l.addr.port(), l.queued)).collect();
+                return all;
             }
         }
         ["net/tcp", "net/tcp6"]
             .iter()
             .filter_map(|table| fs::read_to_string(dir.join(table)).ok())
-            .flat_map(|text| parse_accept_queues(&text))
+            .flat_map(|text| parse_listeners(&text))
             .collect()
     }
 
@@ -225,8 +217,10 @@ fn socket_inodes(fd_dir: &Path) -> HashSet<u64> {
         .collect()
 }
 
-/// (local port, accept queue length) of every LISTEN row of /proc/net/tcp or tcp6.
-pub fn parse_accept_queues(table: &str) -> Vec<(u16, u32)> {
+/// Every LISTEN row (state 0A) of /proc/net/tcp or tcp6: address, inode,
+/// and `rx_queue`, which for a listener is its accept queue's length
+/// (`sk_ack_backlog`).
+pub fn parse_listeners(table: &str) -> Vec<Listener> {
     table
         .lines()
         .skip(1)
@@ -235,26 +229,12 @@ pub fn parse_accept_queues(table: &str) -> Vec<(u16, u32)> {
             if cols.len() < 10 || cols[3] != "0A" {
                 return None;
             }
-            let port = parse_hex_addr(cols[1])?.port();
             let (_, rx) = cols[4].split_once(':')?;
-            Some((port, u32::from_str_radix(rx, 16).ok()?))
-        })
-        .collect()
-}
-
-/// (address, inode) of every LISTEN row (state 0A) of /proc/net/tcp or tcp6.
-pub fn parse_listeners(table: &str) -> Vec<(SocketAddr, u64)> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 10 || cols[3] != "0A" {
-                return None;
-            }
-            let addr = parse_hex_addr(cols[1])?;
-            let inode = cols[9].parse().ok()?;
-            Some((addr, inode))
+            Some(Listener {
+                addr: parse_hex_addr(cols[1])?,
+                inode: cols[9].parse().ok()?,
+                queued: u32::from_str_radix(rx, 16).ok()?,
+            })
         })
         .collect()
 }
@@ -293,7 +273,11 @@ mod tests {
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n\
    1: 0100007F:1F90 0100007F:C350 01 00000000:0000001A 00:00000000 00000000     0        0 12346 1 0 100 0 0 10 0\n\
    2: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12347 1 0 100 0 0 10 0\n";
-        assert_eq!(parse_accept_queues(table), vec![(8080, 3), (80, 0)]);
+        let queues: Vec<(u16, u32)> = parse_listeners(table)
+            .iter()
+            .map(|l| (l.addr.port(), l.queued))
+            .collect();
+        assert_eq!(queues, vec![(8080, 3), (80, 0)]);
     }
 
     #[test]
@@ -301,15 +285,18 @@ mod tests {
         let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n\
    1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 12346 1 0 100 0 0 10 0\n";
-        assert_eq!(
-            parse_listeners(v4),
-            vec![("127.0.0.1:8080".parse().unwrap(), 12345)]
-        );
+        let pairs = |t: &str| -> Vec<(SocketAddr, u64)> {
+            parse_listeners(t)
+                .iter()
+                .map(|l| (l.addr, l.inode))
+                .collect()
+        };
+        assert_eq!(pairs(v4), vec![("127.0.0.1:8080".parse().unwrap(), 12345)]);
         let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0\n\
    1: 00000000000000000000000001000000:0051 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 778 1 0 100 0 0 10 0\n";
         assert_eq!(
-            parse_listeners(v6),
+            pairs(v6),
             vec![
                 ("[::]:80".parse().unwrap(), 777),
                 ("[::1]:81".parse().unwrap(), 778)

@@ -212,6 +212,7 @@ mod tests {
         let proc: Vec<(SocketAddr, u64)> = ["/proc/self/net/tcp", "/proc/self/net/tcp6"]
             .iter()
             .flat_map(|t| crate::procfs::parse_listeners(&std::fs::read_to_string(t).unwrap()))
+            .map(|l| (l.addr, l.inode))
             .collect();
         let found_pairs: Vec<(SocketAddr, u64)> = found.iter().map(|l| (l.addr, l.inode)).collect();
         for l in [&v4, &v6, &any] {

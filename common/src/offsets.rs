@@ -36,6 +36,20 @@ pub struct PtRegsArgs {
     pub _pad: u32,
 }
 
+impl PtRegsArgs {
+    /// No layout: the programs' default until the agent patches its own.
+    pub const NONE: PtRegsArgs = PtRegsArgs {
+        enabled: 0,
+        arg1: 0,
+        arg2: 0,
+        nr: 0,
+        mode: 0,
+        mode_value: 0,
+        from_regs: 0,
+        _pad: 0,
+    };
+}
+
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers without implicit padding (size asserted).
 unsafe impl aya::Pod for PtRegsArgs {}

@@ -20,16 +20,7 @@ use crate::maps::SYSCALLS;
 
 /// Set by the agent at load time for its architecture (common/src/offsets.rs).
 #[unsafe(no_mangle)]
-static PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
-    enabled: 0,
-    arg1: 0,
-    arg2: 0,
-    nr: 0,
-    mode: 0,
-    mode_value: 0,
-    from_regs: 0,
-    _pad: 0,
-};
+static PT_REGS_ARGS: PtRegsArgs = PtRegsArgs::NONE;
 
 /// The layout, as the agent patched it.
 #[inline(always)]

@@ -128,8 +128,7 @@ const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
     nr: 15 * 8,
     mode: 17 * 8,
     mode_value: 0x33,
-    from_regs: 0,
-    _pad: 0,
+    ..PtRegsArgs::NONE
 };
 /// arm64 (arch/arm64/include/asm/ptrace.h): regs[1] and regs[2]. Reading
 /// the registers from the payload programs is not verified on arm64 (its
@@ -140,23 +139,10 @@ const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
     enabled: 1,
     arg1: 8,
     arg2: 16,
-    nr: 0,
-    mode: 0,
-    mode_value: 0,
-    from_regs: 0,
-    _pad: 0,
+    ..PtRegsArgs::NONE
 };
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
-    enabled: 0,
-    arg1: 0,
-    arg2: 0,
-    nr: 0,
-    mode: 0,
-    mode_value: 0,
-    from_regs: 0,
-    _pad: 0,
-};
+const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs::NONE;
 /// Whether the payload programs can read the saved registers on this
 /// architecture.
 const REGS_KNOWN: bool = cfg!(target_arch = "x86_64");
@@ -433,40 +419,44 @@ impl Capture {
                 name: name.into(),
                 source: Box::new(source),
             };
-            let btf_form = BTF_FORMS.iter().find(|(p, _, _)| *p == program);
-            if let (Some(&(_, prog, tp_name)), Some(btf)) = (btf_form, &btf) {
-                match attach_btf(&mut ebpf, prog, tp_name, btf) {
-                    Ok(link) => {
-                        info!(program, "attached as the BTF tracepoint {tp_name}");
-                        links.push(Link::Btf(link));
-                        on_raw.push(program);
-                        attached += 1;
-                        continue;
-                    }
-                    Err(reason) => warn!(
-                        program,
-                        "the BTF tracepoint {tp_name} is not available ({reason:#}); using the \
-                         trace event, which builds a perf record for every TCP transfer on the \
-                         host"
-                    ),
+            // The cheaper form where it exists and loads: a BTF tracepoint,
+            // else a raw tracepoint; the trace event below otherwise.
+            let btf_form = BTF_FORMS
+                .iter()
+                .find(|(p, _, _)| *p == program)
+                .zip(btf.as_ref());
+            let raw_form = RAW_FORMS
+                .iter()
+                .find(|(p, _, _)| *p == program)
+                .filter(|_| raw_tracepoints);
+            let fast = if let Some(&(&(_, prog, tp_name), btf)) = btf_form.as_ref() {
+                let link = attach_btf(&mut ebpf, prog, tp_name, btf).map(Link::Btf);
+                Some((
+                    link,
+                    "BTF",
+                    tp_name,
+                    "builds a perf record for every TCP transfer on the host",
+                ))
+            } else if let Some(&(_, raw, tp_name)) = raw_form {
+                let link = attach_raw(&mut ebpf, raw, tp_name).map(Link::Raw);
+                Some((link, "raw", tp_name, "costs more per run and at shutdown"))
+            } else {
+                None
+            };
+            match fast {
+                Some((Ok(link), kind, tp_name, _)) => {
+                    info!(program, "attached as the {kind} tracepoint {tp_name}");
+                    links.push(link);
+                    on_raw.push(program);
+                    attached += 1;
+                    continue;
                 }
-            }
-            let raw_form = RAW_FORMS.iter().find(|(p, _, _)| *p == program);
-            if let (Some(&(_, raw, tp_name)), true) = (raw_form, raw_tracepoints) {
-                match attach_raw(&mut ebpf, raw, tp_name) {
-                    Ok(link) => {
-                        info!(program, "attached as the raw tracepoint {tp_name}");
-                        links.push(Link::Raw(link));
-                        on_raw.push(program);
-                        attached += 1;
-                        continue;
-                    }
-                    Err(reason) => warn!(
-                        program,
-                        "the raw tracepoint {tp_name} is not available ({reason:#}); using the \
-                         trace event, which costs more per run and at shutdown"
-                    ),
-                }
+                Some((Err(reason), kind, tp_name, cost)) => warn!(
+                    program,
+                    "the {kind} tracepoint {tp_name} is not available ({reason:#}); using the \
+                     trace event, which {cost}"
+                ),
+                None => {}
             }
             let first = tracepoints[0];
             let tracepoint: &mut TracePoint = ebpf
