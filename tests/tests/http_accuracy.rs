@@ -133,10 +133,12 @@ fn agent_matches_nginx_access_log() -> Result<()> {
         &[master],
         &["--request-log", &req_log_arg, "--capture-bytes", "256"],
     )?;
-    // The native agent reads buffers from the saved registers (no syscall
-    // hook, the default); the Kong-mode agent runs the fallback in its
-    // most conservative form: the syscall entry hook, and every program on
-    // its trace event. Each must agree with nginx's log on its own.
+    // The native agent runs on BTF tracepoints, the Kong-mode one on the
+    // classic trace events (the fallback where tp_btf is refused); both read
+    // buffers from the saved registers (no syscall hook). `cargo xtask test`
+    // runs this again with the syscall-hook fallback for every agent
+    // (GATESCOPE_PAYLOAD_FROM=syscall-hook): all four combinations must
+    // agree with nginx's log, each on its own.
     let kong = Agent::start(
         &[master],
         &[
@@ -145,22 +147,16 @@ fn agent_matches_nginx_access_log() -> Result<()> {
             "--capture-bytes",
             "256",
             "--raw-tracepoints=false",
-            "--payload-from",
-            "syscall-hook",
         ],
     )?;
-    // `cargo xtask test` runs this again with the fallback for every agent
-    // (GATESCOPE_PAYLOAD_FROM=syscall-hook).
-    let native_payload = match std::env::var("GATESCOPE_PAYLOAD_FROM").as_deref() {
+    let payload = match std::env::var("GATESCOPE_PAYLOAD_FROM").as_deref() {
         Ok("syscall-hook") => "payload=syscall hook sys_enter (taxes every syscall of the host)",
         _ => "payload=sock_*_length with the saved registers (no syscall hook)",
     };
     for (agent, hook) in [
-        (&native, native_payload),
-        (
-            &kong,
-            "payload=syscall hook sys_enter (taxes every syscall of the host)",
-        ),
+        (&native, payload),
+        (&native, "attached as the BTF tracepoint sock_recv_length"),
+        (&kong, payload),
         (&kong, "raw tracepoints off (--raw-tracepoints=false)"),
     ] {
         ensure!(
