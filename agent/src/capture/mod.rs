@@ -2,13 +2,19 @@
 //! tracepoints, and hands out the maps the agent reads and writes.
 
 pub mod decode;
+mod globals;
+mod maps;
 pub mod wire;
+
+pub use globals::PayloadFrom;
+use globals::{possible_cpus, wake_check_mask, PT_REGS_ARGS, REGS_KNOWN};
+pub use maps::{ListenPorts, Maps, TargetMap};
 
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::Context as _;
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, RingBuf},
     programs::{
         raw_trace_point::RawTracePointLink, tp_btf::BtfTracePointLink, trace_point::TracePointLink,
         BtfTracePoint, Program, RawTracePoint, SocketFilter, TracePoint,
@@ -16,11 +22,10 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    DataHeader, PtRegsArgs, SockInfo, SockOffsets, WireCounts, WireKey, COMM_LEN, DATA_TAIL_MAX,
-    GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, GLOBAL_WAKE_CHECK_MASK,
-    MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_REFUSED,
-    MAP_RELEASES, MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE,
-    SYSCALL_CLEAR, SYSCALL_SPLICE, TARGET_BITS_LEN,
+    PtRegsArgs, SockOffsets, COMM_LEN, GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS,
+    GLOBAL_SOCK_OFFSETS, GLOBAL_WAKE_CHECK_MASK, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS,
+    MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_REFUSED, MAP_RELEASES, MAP_SOCKS, MAP_SYSCALLS,
+    MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR, SYSCALL_SPLICE,
 };
 use tracing::{debug, info, warn};
 
@@ -115,51 +120,6 @@ const SPLICE_PROGRAM: &str = "tcp_rcv_space_adjust_btf";
 const SYSCALL_ENTRY: &str = "sys_enter";
 const SYSCALL_ENTRY_RAW: &str = "sys_enter_raw";
 
-/// Where this architecture's `struct pt_regs` keeps the syscall number and
-/// the second and third arguments. On x86-64 (arch/x86/include/asm/ptrace.h:
-/// r15 .. r8, ax, cx, dx, si, di, orig_ax, ip, cs, 8 bytes each) the
-/// payload programs read them themselves (`from_regs`, patched in at load);
-/// `cs` is `__USER_CS` (0x33) for a 64-bit syscall (measured, KERNEL.md).
-#[cfg(target_arch = "x86_64")]
-const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
-    enabled: 1,
-    arg1: 13 * 8,
-    arg2: 12 * 8,
-    nr: 15 * 8,
-    mode: 17 * 8,
-    mode_value: 0x33,
-    ..PtRegsArgs::NONE
-};
-/// arm64 (arch/arm64/include/asm/ptrace.h): regs[1] and regs[2]. Reading
-/// the registers from the payload programs is not verified on arm64 (its
-/// compat check is a pstate bit, not a value), so there only the syscall
-/// hook gives buffers.
-#[cfg(target_arch = "aarch64")]
-const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs {
-    enabled: 1,
-    arg1: 8,
-    arg2: 16,
-    ..PtRegsArgs::NONE
-};
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const PT_REGS_ARGS: PtRegsArgs = PtRegsArgs::NONE;
-/// Whether the payload programs can read the saved registers on this
-/// architecture.
-const REGS_KNOWN: bool = cfg!(target_arch = "x86_64");
-
-/// Where the payload programs find a transfer's buffer (`--payload-from`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PayloadFrom {
-    /// The saved registers where the host allows it, else the syscall hook.
-    Auto,
-    /// The saved registers of the syscall in progress, read in
-    /// `sock_send_length`/`sock_recv_length`: no syscall hook at all.
-    Regs,
-    /// A `sys_enter` hook saving every send/recv-family buffer: costs every
-    /// syscall of every process on the host (see BENCHMARKS.md).
-    SyscallHook,
-}
-
 /// What [`Capture::load`] loads and how.
 #[derive(Clone, Debug)]
 pub struct CaptureConfig<'a> {
@@ -194,100 +154,6 @@ pub struct Capture {
     /// Every attachment, owned here so that each can be detached on its own.
     links: Vec<Link>,
     pub programs_attached: usize,
-}
-
-/// The target processes (and threads) in the kernel: TARGETS and the
-/// TARGET_BITS slots the programs check first (common's MAP_TARGET_BITS).
-pub struct TargetMap {
-    map: HashMap<MapData, u32, u32>,
-    bits: Array<MapData, u8>,
-}
-
-impl TargetMap {
-    /// Adds `id`, its slot first so that no program misses it; false when
-    /// TARGETS is full.
-    pub fn insert(&mut self, id: u32) -> bool {
-        // Without its slot the programs would never look `id` up: a failed
-        // slot write is a failed insert.
-        self.bits.set(id & (TARGET_BITS_LEN - 1), 1, 0).is_ok() && self.map.insert(id, 1, 0).is_ok()
-    }
-
-    /// Removes `id` (its slot stays: others may share it).
-    pub fn remove(&mut self, id: u32) {
-        let _ = self.map.remove(&id);
-    }
-
-    /// Every id in TARGETS.
-    pub fn ids(&self) -> Vec<u32> {
-        self.map.keys().filter_map(Result::ok).collect()
-    }
-}
-
-/// The gateway's listening ports in the kernel: LISTEN_PORTS (port -> when
-/// the kernel added it, 0 when the agent did) and the LISTEN_PORT_BITS slots
-/// mirroring it for the wire view.
-pub struct ListenPorts {
-    map: HashMap<MapData, u16, u64>,
-    bits: Array<MapData, u8>,
-}
-
-impl ListenPorts {
-    /// Every port held.
-    pub fn ports(&self) -> Vec<u16> {
-        self.map.keys().filter_map(Result::ok).collect()
-    }
-
-    /// When the kernel added `port` (0: the agent did); `None` if absent.
-    pub fn added(&self, port: u16) -> Option<u64> {
-        self.map.get(&port, 0).ok()
-    }
-
-    /// Holds `port` (stamp 0: the agent's); false when the map is full.
-    pub fn insert(&mut self, port: u16) -> bool {
-        let held = self.map.insert(port, 0, 0).is_ok();
-        if held {
-            // A failed slot write only hides the port from the wire view.
-            let _ = self.bits.set(u32::from(port), 1, 0);
-        }
-        held
-    }
-
-    /// Gives `port` up.
-    pub fn remove(&mut self, port: u16) {
-        let _ = self.map.remove(&port);
-        let _ = self.bits.set(u32::from(port), 0, 0);
-    }
-}
-
-/// The maps the agent works with, taken out of the loaded object.
-pub struct Maps {
-    pub targets: TargetMap,
-    pub listen_ports: ListenPorts,
-    pub lost: PerCpuArray<MapData, u64>,
-    /// Client connections the kernel could not track, counted as accepted.
-    pub refused: PerCpuArray<MapData, u64>,
-    /// The kernel's tracked sockets: read only to recover from lost closes.
-    pub socks: HashMap<MapData, u64, SockInfo>,
-    /// Bumped after removing `socks` entries (see [`Maps::released`]).
-    pub releases: Array<MapData, u32>,
-    /// The wire view's counters (socket filter `wire`).
-    pub wire: PerCpuHashMap<MapData, WireKey, WireCounts>,
-    /// The loaded `wire` socket filter, for the taps to attach; `None` when
-    /// this host does not load socket filters.
-    pub wire_program: Option<OwnedFd>,
-}
-
-impl Maps {
-    /// Tells the length programs that `socks` entries were removed: their
-    /// per-socket record that a socket is tracked is stale, so each socket
-    /// is looked up, and claimed again if it must be, at its next transfer
-    /// (ebpf/src/bytes.rs).
-    pub fn released(&mut self) {
-        let now = self.releases.get(&0, 0).unwrap_or(0);
-        // A failure leaves stale records trusted: the sockets' bytes stay
-        // untracked until they close, as without the fast path.
-        let _ = self.releases.set(0, now.wrapping_add(1), 0);
-    }
 }
 
 impl Capture {
@@ -585,32 +451,6 @@ fn hooks_line(
     )
 }
 
-/// CPUs the kernel may run programs on (per-CPU maps have one slot each).
-fn possible_cpus() -> u32 {
-    aya::util::nr_cpus()
-        .ok()
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(1)
-        .max(1)
-}
-
-/// The programs look at the ring's fill once per `mask + 1` records of a CPU
-/// (ebpf/src/emit.rs). Between two looks all CPUs together add at most
-/// `cpus * (mask + 1)` of the largest data record; that stays within an
-/// eighth of the ring, so with the eighth that triggers a wake-up the ring
-/// is at most a quarter full when the agent is woken. At most 256.
-fn wake_check_mask(ring_bytes: u32, capture_bytes: u32, cpus: u32) -> u32 {
-    let record = (size_of::<DataHeader>() + DATA_TAIL_MAX) as u32 + capture_bytes;
-    let per_cpu = ring_bytes / 8 / record.max(1) / cpus.max(1);
-    let every = if per_cpu == 0 {
-        1
-    } else {
-        1 << per_cpu.ilog2()
-    };
-    every.min(256) - 1
-}
-
 /// This architecture's numbers of the syscalls the raw syscall hooks act
 /// on, with what they do for each (`ARGS_*` / `SYSCALL_*`).
 fn syscall_kinds() -> Vec<(libc::c_long, u32)> {
@@ -778,28 +618,6 @@ mod tests {
              sys_enter (taxes every syscall of the host), spliced bytes=not counted, wire \
              view=off; raw/BTF tracepoints: none; trace events: sys_enter"
         );
-    }
-
-    #[test]
-    fn ring_fill_is_looked_at_often_enough() {
-        // Default ring (4 MiB) and capture (1 KiB), 2 CPUs: records up to
-        // 1144 bytes, an eighth of the ring is 229 of them per CPU.
-        assert_eq!(wake_check_mask(4 << 20, 1024, 2), 127);
-        assert_eq!(wake_check_mask(1 << 30, 64, 1), 255, "at most 256");
-        assert_eq!(
-            wake_check_mask(4096, 4096, 64),
-            0,
-            "a tiny ring: every record"
-        );
-        for (ring, cap, cpus) in [(4 << 20, 4096, 2), (1 << 20, 1024, 16), (64 << 20, 512, 96)] {
-            let every = wake_check_mask(ring, cap, cpus) + 1;
-            assert!(every.is_power_of_two());
-            let record = (size_of::<DataHeader>() + DATA_TAIL_MAX) as u32 + cap;
-            assert!(
-                every == 1 || cpus * every * record <= ring / 8,
-                "{ring} {cap} {cpus}"
-            );
-        }
     }
 
     #[test]
