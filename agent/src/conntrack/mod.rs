@@ -18,6 +18,8 @@
 //! goes on with the gateway's next reads, outside the phase counts, until
 //! [`LATE_IDLE`] without reads or until its address opens again.
 
+#[cfg(test)]
+mod accept_tests;
 mod facts;
 pub mod lost_close_sweeps;
 pub mod lost_opens;

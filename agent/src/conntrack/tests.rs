@@ -6,23 +6,23 @@ use gatescope_common::TcpState;
 use super::*;
 use crate::http::Exchange;
 
-fn ep(local: &str, remote: &str) -> Endpoints {
+pub(super) fn ep(local: &str, remote: &str) -> Endpoints {
     Endpoints {
         local: local.parse().unwrap(),
         remote: remote.parse().unwrap(),
     }
 }
-const CLIENT: &str = "127.0.0.1:50000";
-const GW: &str = "127.0.0.1:8080";
-const UP: &str = "127.0.0.1:9000";
+pub(super) const CLIENT: &str = "127.0.0.1:50000";
+pub(super) const GW: &str = "127.0.0.1:8080";
+pub(super) const UP: &str = "127.0.0.1:9000";
 
 /// Applies `obs` at `Instant::now()`.
-fn apply(table: &mut ConnTable, obs: &Observation) -> Finished {
+pub(super) fn apply(table: &mut ConnTable, obs: &Observation) -> Finished {
     let mut out = Finished::default();
     table.apply(obs, Instant::now, &mut out);
     out
 }
-fn open(table: &mut ConnTable, sk: u64, role: Role, endpoints: Endpoints) -> Vec<Fact> {
+pub(super) fn open(table: &mut ConnTable, sk: u64, role: Role, endpoints: Endpoints) -> Vec<Fact> {
     let obs = Observation::ConnOpen {
         sk,
         role,
@@ -33,7 +33,7 @@ fn open(table: &mut ConnTable, sk: u64, role: Role, endpoints: Endpoints) -> Vec
     };
     apply(table, &obs).facts
 }
-fn state(table: &mut ConnTable, sk: u64, new: TcpState, endpoints: Endpoints) {
+pub(super) fn state(table: &mut ConnTable, sk: u64, new: TcpState, endpoints: Endpoints) {
     let obs = Observation::State {
         sk,
         old: TcpState(0),
@@ -45,7 +45,7 @@ fn state(table: &mut ConnTable, sk: u64, new: TcpState, endpoints: Endpoints) {
     };
     apply(table, &obs);
 }
-fn bytes(table: &mut ConnTable, sk: u64, dir: Direction, len: u64) -> Vec<Fact> {
+pub(super) fn bytes(table: &mut ConnTable, sk: u64, dir: Direction, len: u64) -> Vec<Fact> {
     let obs = Observation::Data {
         sk,
         dir,
@@ -222,55 +222,6 @@ fn closed_connections_are_remembered_up_to_a_bound() {
         bytes(&mut t, 1, Direction::Egress, 7)[..],
         [Fact::Accepted, Fact::DownstreamBytes { len: 7, .. }]
     ));
-}
-
-#[test]
-fn a_client_connection_is_accepted_at_the_first_thing_the_gateway_does_with_it() {
-    let mut t = ConnTable::new(10);
-    let accepted = |facts: &[Fact]| facts.iter().filter(|f| **f == Fact::Accepted).count();
-    // Established (softirq) is not accepted yet; the first read is, once.
-    assert_eq!(
-        accepted(&open(&mut t, 1, Role::Downstream, ep(GW, CLIENT))),
-        0
-    );
-    assert_eq!(accepted(&bytes(&mut t, 1, Direction::Ingress, 40)), 1);
-    assert_eq!(accepted(&bytes(&mut t, 1, Direction::Egress, 40)), 0);
-    assert_eq!(accepted(&bytes(&mut t, 1, Direction::Ingress, 0)), 0);
-    // A read that hit end-of-file, or failed (a client's reset), counts.
-    open(&mut t, 2, Role::Downstream, ep(GW, "127.0.0.1:50002"));
-    assert_eq!(accepted(&bytes(&mut t, 2, Direction::Ingress, 0)), 1);
-    open(&mut t, 3, Role::Downstream, ep(GW, "127.0.0.1:50003"));
-    let failed = Observation::ReadFailed {
-        sk: 3,
-        tgid: 1,
-        tid: 1,
-        ts_ns: 0,
-        errno: 104,
-    };
-    assert_eq!(accepted(&apply(&mut t, &failed).facts), 1);
-    // Closed by the gateway without any I/O (nginx over worker_connections).
-    open(&mut t, 4, Role::Downstream, ep(GW, "127.0.0.1:50004"));
-    let close = |sk, by_target| Observation::State {
-        sk,
-        old: TcpState::ESTABLISHED,
-        new: TcpState::FIN_WAIT1,
-        endpoints: ep(GW, "127.0.0.1:50004"),
-        ts_ns: 0,
-        queued: 0,
-        by_target,
-    };
-    assert_eq!(accepted(&apply(&mut t, &close(4, true)).facts), 1);
-    // Closed by the peer (softirq), never touched: not accepted.
-    open(&mut t, 5, Role::Downstream, ep(GW, "127.0.0.1:50005"));
-    assert_eq!(accepted(&apply(&mut t, &close(5, false)).facts), 0);
-    // Upstream connections are never "accepted".
-    open(&mut t, 6, Role::Upstream, ep("127.0.0.1:40000", UP));
-    assert_eq!(accepted(&bytes(&mut t, 6, Direction::Ingress, 10)), 0);
-    // A connection reset while queued, then read by the gateway after its
-    // close: accepted then (nginx's accept() returns it).
-    open(&mut t, 7, Role::Downstream, ep(GW, "127.0.0.1:50007"));
-    state(&mut t, 7, TcpState::CLOSE, ep(GW, "127.0.0.1:50007"));
-    assert_eq!(accepted(&bytes(&mut t, 7, Direction::Ingress, 0)), 1);
 }
 
 #[test]
@@ -726,47 +677,4 @@ fn sweep_releases_old_kernel_entries_the_table_does_not_know_up_to_its_room() {
     // Remembered closed with the same open time: known.
     state(&mut t, 1, TcpState::CLOSE, ep("127.0.0.1:40000", UP));
     assert_eq!(t.lost_opens([(1, 10)], 50), Vec::<u64>::new());
-}
-
-#[test]
-fn idle_connections_are_accepted_as_they_leave_the_accept_queue_oldest_first() {
-    let mut t = ConnTable::new(10);
-    let queued = |pairs: &[(u16, u32)]| pairs.iter().copied().collect::<StdHashMap<u16, u32>>();
-    let at = |t: &mut ConnTable, sk, port: u16, ns| {
-        let obs = Observation::ConnOpen {
-            sk,
-            role: Role::Downstream,
-            endpoints: ep(&format!("127.0.0.1:{port}"), CLIENT),
-            ts_ns: ns,
-            handshake: None,
-            tid: 0,
-        };
-        apply(t, &obs);
-    };
-    for (sk, ns) in [(1, 10), (2, 20), (3, 30)] {
-        at(&mut t, sk, 8080, ns);
-    }
-    at(&mut t, 4, 8443, 5);
-    let settle = |t: &mut ConnTable, q: &StdHashMap<u16, u32>| {
-        let mut out = Finished::default();
-        t.settle_accepts(q, &mut out);
-        out.facts.iter().filter(|f| **f == Fact::Accepted).count()
-    };
-    // All three still queued on 8080; 8443 not read: left alone.
-    assert_eq!(settle(&mut t, &queued(&[(8080, 3)])), 0);
-    // One left the queue: the oldest is counted, once.
-    assert_eq!(settle(&mut t, &queued(&[(8080, 2)])), 1);
-    assert!(t.conns[&1].accepted && !t.conns[&2].accepted);
-    assert_eq!(settle(&mut t, &queued(&[(8080, 2)])), 0);
-    // The gateway reads the third (accepted out of order by another
-    // listener's queue): counted by the read, and not again.
-    assert_eq!(
-        bytes(&mut t, 3, Direction::Ingress, 10)
-            .iter()
-            .filter(|f| **f == Fact::Accepted)
-            .count(),
-        1
-    );
-    assert_eq!(settle(&mut t, &queued(&[(8080, 0), (8443, 0)])), 2);
-    assert!((1..=4).all(|sk| t.conns[&sk].accepted));
 }
