@@ -187,7 +187,7 @@ fn on_length(dir: Direction, ev: &impl Length) {
             seen.consumed = seen.consumed.wrapping_add(ret.unsigned_abs());
         }
     } else {
-        if !ev.is_tcp() || !is_target(tgid) {
+        if !is_target(tgid) {
             return;
         }
         // A socket open before gatescope started is claimed before its
