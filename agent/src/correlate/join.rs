@@ -176,12 +176,21 @@ impl Correlator {
         // ends before it starts (an exchange cut short, timestamps from two
         // CPUs) holds none; `BTreeMap::range` panics on such a range
         // (`cargo xtask bench` met one once queues stayed in place).
+        // A process whose threads share connections is linked by headers
+        // only (order.rs, `shared_threads`): only the calls that carry this
+        // request's header can be linked. Looking up the order's claim of
+        // every waiting call instead (HAProxy's wait by the thousand) was a
+        // quarter of the agent's CPU through HAProxy (`perf`: downstream_done
+        // and Order::claim, BENCHMARKS.md).
+        let shared_header = |a: &Attempt| same_header(exchange, &a.exchange);
+        let headers_only = self.order.is_shared(tgid);
         let inside: Vec<(u64, u64)> = if end < start {
             Vec::new()
         } else {
             queue
                 .range((start, 0)..=(end, u64::MAX))
                 .filter(|(_, a)| a.exchange.request_first_ns >= start)
+                .filter(|(_, a)| !headers_only || shared_header(a))
                 .map(|(k, _)| *k)
                 .collect()
         };
@@ -189,7 +198,6 @@ impl Correlator {
             self.pending.insert(tgid, queue);
             return Vec::new();
         }
-        let shared_header = |a: &Attempt| same_header(exchange, &a.exchange);
         let header_holders = inside.iter().filter(|k| shared_header(&queue[*k])).count();
         // Sized to fit: a candidate is 520 bytes, and the four `push`
         // reserves first (2 KiB) is a request glibc serves only after

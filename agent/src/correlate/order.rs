@@ -193,6 +193,13 @@ impl Order {
         *multi
     }
 
+    /// Whether process `tgid` was seen doing its socket I/O from more than
+    /// one thread (see `shared_threads`): its calls are linked by headers
+    /// only.
+    pub fn is_shared(&self, tgid: u32) -> bool {
+        self.procs.get(&tgid).is_some_and(|&(_, multi)| multi)
+    }
+
     /// Thread `tid` of process `tgid` (0 when the record does not say) did
     /// `io`. A `tid` of 0 (not a thread's) is ignored.
     pub fn io(&mut self, tgid: u32, tid: u32, io: Io) {

@@ -699,6 +699,25 @@ fn threads_that_share_a_process_link_by_headers_only() {
     s.up_done(1, 200, w1, a1);
     let o1 = s.write_client(1);
     assert_eq!(s.down_done(1, &exchange("/a", 200, (r1, r1), (o1, o1))), []);
+    // A request and a call that carry the same header are linked, and only
+    // that call of those waiting: the rest are not even looked at.
+    let r3 = s.read_client(3);
+    let (w2, w4) = (s.write_up(2), s.write_up(4));
+    let (a2, a4) = (s.read_up(2), s.read_up(4));
+    let tagged = |mut e: Exchange| {
+        e.trace.request_id = Some("req-3".into());
+        e
+    };
+    for (n, e) in [
+        (2, exchange("/same", 200, (w2, w2), (a2, a2))),
+        (4, tagged(exchange("/same", 200, (w4, w4), (a4, a4)))),
+    ] {
+        let u = upstream(n);
+        s.c.upstream_done(TGID, &e, u.local, u.remote);
+    }
+    let o3 = s.write_client(3);
+    let down = tagged(exchange("/c", 200, (r3, r3), (o3, o3)));
+    assert_eq!(s.down_done(3, &down), [(4, w4, Evidence)]);
 }
 
 #[test]
