@@ -113,4 +113,6 @@ pub fn answered(attempts: &[Attempt]) -> Option<UpstreamLeg> {
 }
 
 #[cfg(test)]
+mod guard_tests;
+#[cfg(test)]
 mod tests;
