@@ -16,6 +16,9 @@ pub const MAP_DISCOVER: &str = "DISCOVER";
 /// `HashMap<u64 sock address, SockInfo>` (preallocated, fixed size): TCP
 /// sockets owned by targets.
 pub const MAP_SOCKS: &str = "SOCKS";
+/// `Array<DataEvent>`, one entry per possible CPU (the agent sets the
+/// size): where the kernel builds a data record.
+pub const MAP_SCRATCH: &str = "SCRATCH";
 /// `Array<u8>` of [`TARGET_BITS_LEN`] entries: 1 at `id & (TARGET_BITS_LEN - 1)`
 /// for every id ever put in [`MAP_TARGETS`] (set by whoever inserts, never
 /// cleared). The programs' first, inlined, check: a process whose slot is 0
@@ -108,11 +111,35 @@ pub struct SockInfo {
     /// at this socket address the entry is, so the agent can tell a stale
     /// entry of its own from the kernel's current one.
     pub opened_ns: u64,
+    /// Per direction, bytes still to capture in full because a message head
+    /// may still be arriving (see [`HeadWindow`]); kept here for the
+    /// classic tracepoints, which cannot use per-socket storage.
+    pub heads: HeadWindow,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers without implicit padding (size asserted).
 unsafe impl aya::Pod for SockInfo {}
+
+/// Per direction of a socket (index [`HeadWindow::index`]), how many more
+/// bytes the kernel captures in full because a message head may still be
+/// arriving. A transfer that starts like an HTTP/1 message opens the window
+/// at [`crate::HEAD_CAPTURE_MAX`]; the bytes moved close it, and so does a
+/// transfer (or a first iovec) that ends with the blank line ending a head.
+/// Heads larger than the head capture (cookies and bearer tokens; nginx
+/// takes up to 4 x 8 KiB) are so parsed whole, also when they span reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeadWindow(pub [u16; 2]);
+
+impl HeadWindow {
+    /// The slot of direction `dir`.
+    #[inline(always)]
+    pub fn index(dir: Direction) -> usize {
+        usize::from(dir == Direction::EGRESS)
+    }
+}
 
 /// How a syscall passed its buffer (`SyscallArgs::kind`), and the
 /// [`MAP_SYSCALLS`] value of the syscalls that pass it so.
@@ -227,7 +254,8 @@ unsafe impl aya::Pod for FlowKey {}
 // field change introduces implicit padding.
 const _: () = {
     use core::mem::size_of;
-    assert!(size_of::<SockInfo>() == 16);
+    assert!(size_of::<SockInfo>() == 24);
+    assert!(size_of::<HeadWindow>() == 4);
     assert!(size_of::<SyscallArgs>() == 24);
     assert!(size_of::<WireKey>() == 32);
     assert!(size_of::<WireCounts>() == 32);

@@ -208,14 +208,20 @@ pub const DATA_HEAD_MAX: usize = 4096;
 /// Tail capture: enough for a chunked body's terminator and a CRLF or two.
 pub const DATA_TAIL_MAX: usize = 64;
 pub const CAPTURE_BYTES_DEFAULT: u32 = 1024;
+/// Largest head of a transfer while a message head is arriving (see
+/// [`crate::HeadWindow`]): message heads up to this size are captured whole.
+/// A power of two, and it fits the window's `u16`.
+pub const HEAD_CAPTURE_MAX: usize = 32 * 1024;
 
 /// The kernel's per-CPU scratch for building a data record; only the used
-/// prefix is copied into the ring buffer. Twice the head size so that a
-/// gather from several iovecs at a masked offset is provably in bounds.
+/// prefix is copied into the ring buffer. Twice the largest head so that a
+/// gather from several iovecs at a masked offset is provably in bounds
+/// (64 KiB per CPU: above the 32 KiB limit of a per-CPU array's value, so
+/// it is an array indexed by CPU).
 #[repr(C)]
 pub struct DataEvent {
     pub header: DataHeader,
-    pub data: [u8; DATA_TAIL_MAX + 2 * DATA_HEAD_MAX],
+    pub data: [u8; DATA_TAIL_MAX + 2 * HEAD_CAPTURE_MAX],
 }
 
 // The layouts are part of the kernel/agent contract: fail the build, not the

@@ -16,7 +16,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use gatescope_common::{
-    tp::sock_length as f, Direction, AF_INET, AF_INET6, IPPROTO_TCP, MSG_PEEK, READ_NOTHING_ERRNOS,
+    tp::sock_length as f, Direction, HeadWindow, AF_INET, AF_INET6, IPPROTO_TCP, MSG_PEEK,
+    READ_NOTHING_ERRNOS,
 };
 
 use crate::{
@@ -65,7 +66,7 @@ trait Length {
     /// per-socket storage lookup instead of the TARGETS and SOCKS lookups.
     fn seen(&self, tgid: u32) -> Option<&'static mut SockSeen>;
     /// Remembers that `tgid` moved bytes on this tracked socket.
-    fn remember(&self, tgid: u32);
+    fn remember(&self, tgid: u32) -> Option<&'static mut SockSeen>;
 }
 
 struct Classic<'a>(&'a TracePointContext);
@@ -96,7 +97,9 @@ impl Length for Classic<'_> {
         None
     }
     #[inline(always)]
-    fn remember(&self, _tgid: u32) {}
+    fn remember(&self, _tgid: u32) -> Option<&'static mut SockSeen> {
+        None
+    }
 }
 
 struct Btf<'a>(&'a BtfTracePointContext);
@@ -137,8 +140,8 @@ impl Length for Btf<'_> {
         seen::get(self.sk(), tgid)
     }
     #[inline(always)]
-    fn remember(&self, tgid: u32) {
-        seen::remember(self.sk(), tgid);
+    fn remember(&self, tgid: u32) -> Option<&'static mut SockSeen> {
+        seen::remember(self.sk(), tgid)
     }
 }
 
@@ -180,12 +183,14 @@ fn on_length(dir: Direction, ev: &impl Length) {
         return;
     }
     let sk = ev.sk();
-    if let Some(seen) = ev.seen(tgid) {
+    // Where this socket's head capture is kept (see `HeadWindow`).
+    let heads = if let Some(seen) = ev.seen(tgid) {
         // Reads counted here, so that splice.rs counts only what bypassed
         // this tracepoint.
         if dir == Direction::INGRESS && ret > 0 {
             seen.consumed = seen.consumed.wrapping_add(ret.unsigned_abs());
         }
+        Some(&mut seen.heads)
     } else {
         if !is_target(tgid) {
             return;
@@ -195,9 +200,15 @@ fn on_length(dir: Direction, ev: &impl Length) {
         // on a transfer that moved bytes, and only while the socket is open
         // (see found.rs: a read after a reset can still return queued
         // bytes). Once tracked, the socket is remembered.
-        if ret > 0 && claim_if_unknown(sk, tgid) {
-            ev.remember(tgid);
+        if ret > 0 {
+            claim_if_unknown(sk, tgid).map(|info| {
+                ev.remember(tgid)
+                    .map_or(&mut info.heads, |seen| &mut seen.heads)
+            })
+        } else {
+            None
         }
-    }
-    emit_data(dir, tgid, tid, sk, ret.max(0) as u64, error, true);
+    };
+    let window = heads.map(|h| &mut h.0[HeadWindow::index(dir)]);
+    emit_data(dir, tgid, tid, sk, ret.max(0) as u64, error, true, window);
 }

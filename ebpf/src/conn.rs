@@ -130,6 +130,7 @@ fn on_set_state(ctx: &TracePointContext) {
         role,
         tgid,
         opened_ns: ts_ns,
+        ..SockInfo::default()
     };
     if SOCKS.insert(sk, info, 0).is_err() {
         count_lost(LostReason::SOCKS_FULL);

@@ -57,6 +57,13 @@ pub fn wakeup_flags() -> u64 {
             return u64::from(BPF_RB_NO_WAKEUP);
         }
     }
+    wakeup_flags_now()
+}
+
+/// Ring buffer flags from the ring's fill now: a wake-up once an eighth of
+/// it is waiting.
+#[inline(always)]
+pub fn wakeup_flags_now() -> u64 {
     let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     if waiting >= EVENTS.query(u64::from(BPF_RB_RING_SIZE)) / 8 {
         u64::from(BPF_RB_FORCE_WAKEUP)

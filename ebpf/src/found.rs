@@ -14,15 +14,26 @@ use crate::{
     wire::remember_peer,
 };
 
-/// Claims socket `sk` of process `tgid` if nothing tracks it yet. Whether
-/// it is tracked now.
+/// Claims socket `sk` of process `tgid` if nothing tracks it yet. Its entry
+/// if it is tracked now.
 #[inline(always)]
-pub fn claim_if_unknown(sk: u64, tgid: u32) -> bool {
-    // SAFETY: existence check only.
-    if unsafe { SOCKS.get(sk) }.is_some() {
-        return true;
+pub fn claim_if_unknown(sk: u64, tgid: u32) -> Option<&'static mut SockInfo> {
+    if let Some(info) = entry(sk) {
+        return Some(info);
     }
-    claim(sk, tgid)
+    if claim(sk, tgid) {
+        entry(sk)
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn entry(sk: u64) -> Option<&'static mut SockInfo> {
+    // SAFETY: a preallocated hash map's value stays in place while the
+    // program runs; the socket's transfers in one direction are serialised
+    // by its lock, and each direction writes only its own field.
+    SOCKS.get_ptr_mut(sk).map(|p| unsafe { &mut *p })
 }
 
 #[inline(always)]
@@ -88,6 +99,7 @@ fn claim(sk: u64, tgid: u32) -> bool {
         role,
         tgid,
         opened_ns: ts_ns,
+        ..SockInfo::default()
     };
     if SOCKS.insert(sk, info, 0).is_err() {
         return false;

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use gatescope_common::{
-    DataEvent, FlowKey, PeerKey, SockInfo, SynSeen, SyscallArgs, WireCounts, WireKey, ARGS_MAX,
-    COMM_LEN, DISCOVER_MAX, EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS,
-    PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX, TARGET_BITS_LEN, WIRE_MAX,
+    DataEvent, FlowKey, HeadWindow, PeerKey, SockInfo, SynSeen, SyscallArgs, WireCounts, WireKey,
+    ARGS_MAX, COMM_LEN, DISCOVER_MAX, EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX, LISTEN_PORTS_MAX,
+    LOST_REASONS, PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX, TARGET_BITS_LEN, WIRE_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -62,7 +62,8 @@ pub struct SockSeen {
     pub releases: u32,
     /// `copied_seq` as far as the length tracepoints counted reads.
     pub consumed: u32,
-    pub _pad: u32,
+    /// Head capture per direction (see `HeadWindow`).
+    pub heads: HeadWindow,
 }
 
 /// How many times the agent released SOCKS entries (common's MAP_RELEASES).
@@ -125,9 +126,14 @@ pub fn add_target(id: u32) -> bool {
 #[map]
 pub static ARGS: HashMap<u32, SyscallArgs> = HashMap::with_max_entries(ARGS_MAX, 0);
 
-/// Per-CPU space to build a data record (too large for the 512-byte stack).
+/// Space to build a data record (too large for the 512-byte stack), one
+/// entry per CPU (the agent sets the count at load: common's MAP_SCRATCH).
+/// Not a per-CPU array: its values are limited to 32 KiB. Programs run
+/// with migration disabled, and those that build data records run in
+/// process context (the send and receive paths), as with the per-CPU
+/// array this replaced.
 #[map]
-pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: Array<DataEvent> = Array::with_max_entries(1, 0);
 
 /// Wire-view counters, per CPU so the socket filter needs no atomics.
 #[map]

@@ -11,16 +11,23 @@
 //! splice, sendmmsg, recvmmsg, io_uring_enter) clear it on entry, so a stale
 //! buffer is never read.
 
-use core::{cmp::min, mem::size_of, ptr::read_volatile};
+use core::{
+    cmp::{max, min},
+    mem::size_of,
+    ptr::read_volatile,
+};
 
-use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf, generated as gen};
+use aya_ebpf::helpers::{
+    bpf_get_smp_processor_id, bpf_probe_read_user, bpf_probe_read_user_buf, generated as gen,
+};
 use gatescope_common::{
     Data, DataEvent, DataHeader, Direction, LostReason, SyscallArgs, ARGS_BUF, ARGS_IOVEC,
-    ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX, SYSCALL_SPLICE,
+    ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX, HEAD_CAPTURE_MAX,
+    SYSCALL_SPLICE,
 };
 
 use crate::{
-    emit::{count_lost, current, now, wakeup_flags},
+    emit::{count_lost, current, now, wakeup_flags, wakeup_flags_now},
     maps::{is_target, ARGS, EVENTS, SCRATCH},
     regs,
 };
@@ -32,7 +39,6 @@ static CAPTURE_BYTES: u32 = CAPTURE_BYTES_DEFAULT;
 /// Iovecs walked to gather the head, and to find the tail's iovec.
 const HEAD_IOVECS: usize = 4;
 const TAIL_IOVECS: usize = 32;
-const HEAD_MASK: usize = DATA_HEAD_MAX - 1;
 /// `struct user_msghdr`: msg_iov at 16, msg_iovlen right after it at 24
 /// (user ABI), read together as one `Iovec`-shaped pair.
 const MSG_IOV: u64 = 16;
@@ -89,6 +95,12 @@ pub fn save(kind: u32, args: impl FnOnce() -> Option<(u64, u64)>) {
 
 /// Emits a data record for `len` bytes moved on socket `sk` by the current
 /// thread, with head and tail when `with_payload` and its buffer is known.
+/// `window`: the socket's head capture in this direction (see common's
+/// `HeadWindow`), where one is kept.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one record's fields, passed through"
+)]
 #[inline(always)]
 pub fn emit_data(
     dir: Direction,
@@ -98,11 +110,14 @@ pub fn emit_data(
     len: u64,
     error: u32,
     with_payload: bool,
+    window: Option<&mut u16>,
 ) {
-    let Some(event) = SCRATCH.get_ptr_mut(0) else {
+    // SAFETY: a helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(event) = SCRATCH.get_ptr_mut(cpu) else {
         return;
     };
-    // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
+    // SAFETY: this CPU's scratch, used by one program at a time on this CPU.
     let event: &mut DataEvent = unsafe { &mut *event };
     let data = Data {
         sk,
@@ -113,6 +128,13 @@ pub fn emit_data(
         error,
     };
     event.header = DataHeader::new(tgid, tid, now(), data);
+    // SAFETY: a constant global the agent may patch before load.
+    let cap = min(
+        u64::from(unsafe { read_volatile(&raw const CAPTURE_BYTES) }),
+        DATA_HEAD_MAX as u64,
+    );
+    let open = window.as_deref().map_or(0, |w| u64::from(*w));
+    let mut left = open.saturating_sub(len);
     if len > 0 && with_payload {
         let at = regs::layout();
         let args = if at.from_regs != 0 {
@@ -126,135 +148,304 @@ pub fn emit_data(
             args
         };
         if let Some(args) = args {
-            capture(event, &args, len);
+            let mut at = Capture {
+                event: &mut *event,
+                len,
+                cap,
+                open,
+                keep: window.is_some(),
+            };
+            left = at.run(&args);
         }
     }
-    let head = (event.header.data.head_len as usize) & (DATA_HEAD_MAX * 2 - 1);
+    if let Some(w) = window {
+        *w = min(left, HEAD_CAPTURE_MAX as u64) as u16;
+    }
+    let head = (event.header.data.head_len as usize) & (HEAD_CAPTURE_MAX * 2 - 1);
     let size = size_of::<DataHeader>() + DATA_TAIL_MAX + head;
     if size > size_of::<DataEvent>() {
         return;
     }
+    // A head taken whole may be 30 times the usual record: look at the
+    // ring's fill for it now, not only every WAKE_CHECK_MASK records.
+    let flags = if head as u64 > cap {
+        wakeup_flags_now()
+    } else {
+        wakeup_flags()
+    };
     // SAFETY: `size` is within the scratch value, which is plain bytes.
     let record = unsafe {
         core::slice::from_raw_parts(core::ptr::from_ref::<DataEvent>(event).cast::<u8>(), size)
     };
-    if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
+    if EVENTS.output::<[u8]>(record, flags).is_err() {
         count_lost(LostReason::RINGBUF_FULL);
     }
 }
 
-#[inline(always)]
-fn capture(event: &mut DataEvent, args: &SyscallArgs, len: u64) {
-    // SAFETY: a constant global the agent may patch before load.
-    let cap = min(
-        u64::from(unsafe { read_volatile(&raw const CAPTURE_BYTES) }),
-        DATA_HEAD_MAX as u64,
-    );
-    match args.kind {
-        ARGS_BUF => capture_buf(event, args.ptr, min(len, args.count), cap),
-        ARGS_IOVEC => capture_iovecs(event, args.ptr, args.count, len, cap),
-        ARGS_MSGHDR => {
-            // msg_iov and msg_iovlen are adjacent: one read for both.
-            // SAFETY: user memory read through the helper, which may fail.
-            if let Ok(Iovec { base, len: cnt }) =
-                unsafe { bpf_probe_read_user((args.ptr + MSG_IOV) as *const Iovec) }
-            {
-                capture_iovecs(event, base, cnt, len, cap);
+/// One transfer's capture: a head of `cap` bytes (more while a message head
+/// may be arriving: `open` bytes of the window left before it), a tail, and
+/// the window after it (`keep`: the socket has one).
+struct Capture<'a> {
+    event: &'a mut DataEvent,
+    len: u64,
+    cap: u64,
+    open: u64,
+    keep: bool,
+}
+
+impl Capture<'_> {
+    /// Captures, and returns the bytes of the window left after it.
+    #[inline(always)]
+    fn run(&mut self, args: &SyscallArgs) -> u64 {
+        match args.kind {
+            ARGS_BUF => {
+                self.len = min(self.len, args.count);
+                self.buf(args.ptr)
             }
+            ARGS_IOVEC => self.iovecs(args.ptr, args.count),
+            ARGS_MSGHDR => {
+                // msg_iov and msg_iovlen are adjacent: one read for both.
+                // SAFETY: user memory read through the helper, which may fail.
+                match unsafe { bpf_probe_read_user((args.ptr + MSG_IOV) as *const Iovec) } {
+                    Ok(Iovec { base, len: cnt }) => self.iovecs(base, cnt),
+                    Err(_) => self.open.saturating_sub(self.len),
+                }
+            }
+            _ => self.open.saturating_sub(self.len),
         }
-        _ => {}
     }
-}
 
-#[inline(always)]
-fn capture_buf(event: &mut DataEvent, buf: u64, len: u64, cap: u64) {
-    let head = min(len, cap) as usize;
-    if read_into(event, DATA_TAIL_MAX, buf, head) {
-        event.header.data.head_len = head as u32;
-    }
-    let tail = min(
-        len - u64::from(event.header.data.head_len),
-        DATA_TAIL_MAX as u64,
-    ) as usize;
-    if tail > 0 && read_into(event, 0, buf + len - tail as u64, tail) {
-        event.header.data.tail_len = tail as u32;
-    }
-}
-
-#[inline(always)]
-fn capture_iovecs(event: &mut DataEvent, iov: u64, count: u64, len: u64, cap: u64) {
-    // The first iovecs in one read (gateways pass one to three: nginx's
-    // writev of a response head and body), reused for the tail: each
-    // bpf_probe_read_user costs 100-200 ns whatever its size (KERNEL.md).
-    let first = min(count, HEAD_IOVECS as u64);
-    let mut cached = [Iovec { base: 0, len: 0 }; HEAD_IOVECS];
-    let size = (first as usize * size_of::<Iovec>()) & (HEAD_IOVECS * size_of::<Iovec>() * 2 - 1);
-    if size == 0 || size > size_of::<[Iovec; HEAD_IOVECS]>() {
-        return;
-    }
-    // SAFETY: the helper checks the user address; `size` bytes fit `cached`.
-    let read = unsafe {
-        gen::bpf_probe_read_user(
-            cached.as_mut_ptr().cast(),
-            size as u32,
-            iov as *const core::ffi::c_void,
+    /// The first head to take: the usual capture, or as far as an open
+    /// window reaches.
+    #[inline(always)]
+    fn first(&self) -> u64 {
+        min(
+            self.len,
+            max(self.cap, min(self.open, HEAD_CAPTURE_MAX as u64)),
         )
-    };
-    if read != 0 {
-        return;
     }
-    let iovec = |i: usize| {
-        if i < HEAD_IOVECS {
-            cached.get(i).copied()
+
+    /// Whether this transfer starts like an HTTP/1 message (a request
+    /// method or `HTTP`: three capitals, then a capital or a space); the
+    /// head it starts is then taken whole. Body bytes that happen to look
+    /// so only cost a larger capture.
+    #[inline(always)]
+    fn starts_message(&self) -> bool {
+        if !self.keep || self.event.header.data.head_len < 4 {
+            return false;
+        }
+        let b = &self.event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + 4];
+        let cap = |c: u8| c.is_ascii_uppercase();
+        cap(b[0]) && cap(b[1]) && cap(b[2]) && (cap(b[3]) || b[3] == b' ')
+    }
+
+    /// The window after this transfer: `open` (or a full one when it
+    /// started a message) less its bytes; closed when the transfer ends
+    /// with the blank line that ends a head.
+    #[inline(always)]
+    fn left(&self, started: bool) -> u64 {
+        let open = if started {
+            HEAD_CAPTURE_MAX as u64
         } else {
-            read_iovec(iov, i)
-        }
-    };
-
-    // Head: gather from the first iovecs until `cap` or `len` bytes.
-    let mut filled: u64 = 0;
-    for i in 0..HEAD_IOVECS {
-        if i as u64 >= first || filled >= cap || filled >= len {
-            break;
-        }
-        let Some(v) = iovec(i) else {
-            break;
+            self.open
         };
-        let n = min(v.len, min(cap - filled, len - filled)) as usize;
-        if n > 0
-            && !read_into(
-                event,
-                DATA_TAIL_MAX + (filled as usize & HEAD_MASK),
-                v.base,
-                n,
-            )
-        {
-            break;
+        if self.ends_blank_line() {
+            0
+        } else {
+            open.saturating_sub(self.len)
         }
-        filled += n as u64;
     }
-    event.header.data.head_len = filled as u32;
 
-    // Tail: the end of the transfer lies in the iovec where the running
-    // total reaches `len`; take what of it is past the head.
-    let mut before: u64 = 0;
-    for i in 0..TAIL_IOVECS {
-        if i as u64 >= count {
-            break;
+    #[inline(always)]
+    fn ends_blank_line(&self) -> bool {
+        let d = &self.event.header.data;
+        let (head, tail) = (u64::from(d.head_len), d.tail_len as usize);
+        if tail >= 4 {
+            blank_line_at(self.event, tail - 4)
+        } else if tail == 0 && head == self.len && head >= 4 {
+            blank_line_at(self.event, DATA_TAIL_MAX + head as usize - 4)
+        } else {
+            false
         }
-        let Some(v) = iovec(i) else {
-            break;
-        };
-        if before + v.len >= len {
-            let in_this = len - before;
-            let tail = min(min(in_this, len - filled), DATA_TAIL_MAX as u64) as usize;
-            if tail > 0 && read_into(event, 0, v.base + in_this - tail as u64, tail) {
-                event.header.data.tail_len = tail as u32;
+    }
+
+    #[inline(always)]
+    fn buf(&mut self, buf: u64) -> u64 {
+        let len = self.len;
+        let head = self.first() as usize;
+        if read_into(self.event, Area::Head, 0, buf, head) {
+            self.event.header.data.head_len = head as u32;
+        }
+        let started = self.starts_message();
+        if started {
+            let have = u64::from(self.event.header.data.head_len);
+            let want = min(len, HEAD_CAPTURE_MAX as u64);
+            if want > have
+                && read_into(
+                    self.event,
+                    Area::Head,
+                    have as usize,
+                    buf + have,
+                    (want - have) as usize,
+                )
+            {
+                self.event.header.data.head_len = want as u32;
             }
+        }
+        let tail = min(
+            len - u64::from(self.event.header.data.head_len),
+            DATA_TAIL_MAX as u64,
+        ) as usize;
+        if tail > 0 && read_into(self.event, Area::Tail, 0, buf + len - tail as u64, tail) {
+            self.event.header.data.tail_len = tail as u32;
+        }
+        self.left(started)
+    }
+
+    #[inline(always)]
+    fn iovecs(&mut self, iov: u64, count: u64) -> u64 {
+        let len = self.len;
+        let miss = self.open.saturating_sub(len);
+        // The first iovecs in one read (gateways pass one to three: nginx's
+        // writev of a response head and body), reused for the tail: each
+        // bpf_probe_read_user costs 100-200 ns whatever its size (KERNEL.md).
+        let first = min(count, HEAD_IOVECS as u64);
+        let mut cached = [Iovec { base: 0, len: 0 }; HEAD_IOVECS];
+        let size =
+            (first as usize * size_of::<Iovec>()) & (HEAD_IOVECS * size_of::<Iovec>() * 2 - 1);
+        if size == 0 || size > size_of::<[Iovec; HEAD_IOVECS]>() {
+            return miss;
+        }
+        // SAFETY: the helper checks the user address; `size` bytes fit `cached`.
+        let read = unsafe {
+            gen::bpf_probe_read_user(
+                cached.as_mut_ptr().cast(),
+                size as u32,
+                iov as *const core::ffi::c_void,
+            )
+        };
+        if read != 0 {
+            return miss;
+        }
+
+        let mut filled = gather(self.event, &cached, first, 0, self.first());
+        self.event.header.data.head_len = filled as u32;
+        let started = self.starts_message();
+        // nginx writes a head in a buffer of its own, the body in others: a
+        // first iovec ending with the head's blank line ends the head.
+        let head_in_first = started
+            && cached[0].len >= 4
+            && cached[0].len <= filled
+            && blank_line_at(self.event, DATA_TAIL_MAX + cached[0].len as usize - 4);
+        if started && !head_in_first {
+            let want = min(len, HEAD_CAPTURE_MAX as u64);
+            if want > filled {
+                filled = gather(self.event, &cached, first, filled, want);
+                self.event.header.data.head_len = filled as u32;
+            }
+        }
+
+        // Tail: the end of the transfer lies in the iovec where the running
+        // total reaches `len`; take what of it is past the head, and the end
+        // of the iovec before when that is short (nginx writes a chunked
+        // body's `0\r\n\r\n` in an iovec of its own, after the CR LF that
+        // ends the chunk before it).
+        let iovec = |i: usize| {
+            if i < HEAD_IOVECS {
+                cached.get(i).copied()
+            } else {
+                read_iovec(iov, i)
+            }
+        };
+        let mut before: u64 = 0;
+        let mut prev = Iovec { base: 0, len: 0 };
+        for i in 0..TAIL_IOVECS {
+            if i as u64 >= count {
+                break;
+            }
+            let Some(v) = iovec(i) else {
+                break;
+            };
+            if before + v.len >= len {
+                let in_this = len - before;
+                let want = min(len - filled, DATA_TAIL_MAX as u64);
+                let last = min(in_this, want);
+                let early = min(want - last, prev.len) as usize;
+                let last = last as usize;
+                if (early == 0
+                    || read_into(
+                        self.event,
+                        Area::Tail,
+                        0,
+                        prev.base + prev.len - early as u64,
+                        early,
+                    ))
+                    && last > 0
+                    && read_into(
+                        self.event,
+                        Area::Tail,
+                        early,
+                        v.base + in_this - last as u64,
+                        last,
+                    )
+                {
+                    self.event.header.data.tail_len = (early + last) as u32;
+                }
+                break;
+            }
+            before += v.len;
+            prev = v;
+        }
+        if head_in_first {
+            0
+        } else {
+            self.left(started)
+        }
+    }
+}
+
+/// Copies bytes `from..to` of the transfer (within the first `first`
+/// iovecs of `cached`) to the head; returns how far the head is filled.
+#[inline(always)]
+fn gather(
+    event: &mut DataEvent,
+    cached: &[Iovec; HEAD_IOVECS],
+    first: u64,
+    from: u64,
+    to: u64,
+) -> u64 {
+    let mut filled = from;
+    let mut before: u64 = 0;
+    for (i, v) in cached.iter().enumerate() {
+        if i as u64 >= first || filled >= to {
             break;
         }
-        before += v.len;
+        let end = before + v.len;
+        if end > filled && filled >= before {
+            let n = (min(end, to) - filled) as usize;
+            if !read_into(
+                event,
+                Area::Head,
+                filled as usize,
+                v.base + (filled - before),
+                n,
+            ) {
+                break;
+            }
+            filled += n as u64;
+        }
+        before = end;
     }
+    filled
+}
+
+/// Whether the four bytes at `at` in the scratch are CR LF CR LF.
+#[inline(always)]
+fn blank_line_at(event: &DataEvent, at: usize) -> bool {
+    // SAFETY: a constant global.
+    let mask = unsafe { read_volatile(&raw const SCRATCH_MASK) } as usize;
+    let at = at & mask;
+    event.data.get(at..at + 4).is_some_and(|b| b == b"\r\n\r\n")
 }
 
 #[inline(always)]
@@ -263,24 +454,35 @@ fn read_iovec(iov: u64, i: usize) -> Option<Iovec> {
     unsafe { bpf_probe_read_user((iov + (i * size_of::<Iovec>()) as u64) as *const Iovec) }.ok()
 }
 
-/// Mask for offsets into the scratch. A global rather than a literal: LLVM
-/// can prove the mask redundant and drop it, but the verifier cannot always
-/// prove the bound through the gather loop; a load from read-only data stays,
-/// and the verifier knows its value.
+/// Masks for offsets into the scratch. Globals rather than literals: LLVM
+/// can prove a mask redundant and drop it, but the verifier cannot always
+/// prove the bound through the gather loop; a load from read-only data
+/// stays, and the verifier knows its value.
 #[unsafe(no_mangle)]
-static SCRATCH_MASK: u64 = (DATA_HEAD_MAX * 2 - 1) as u64;
+static SCRATCH_MASK: u64 = (HEAD_CAPTURE_MAX * 2 - 1) as u64;
+#[unsafe(no_mangle)]
+static HEAD_AT_MASK: u64 = (HEAD_CAPTURE_MAX - 1) as u64;
 
-/// Copies `n` user bytes from `src` to `event.data[offset..]`; both bounds
-/// are masked so the verifier can prove the write stays inside the scratch.
+/// Where in the scratch a read lands: the tail area, or the head after it.
+#[derive(Clone, Copy)]
+enum Area {
+    Tail = 0,
+    Head = DATA_TAIL_MAX as isize,
+}
+
+/// Copies `n` (1 to HEAD_CAPTURE_MAX) user bytes from `src` to `at` in
+/// `area` of the scratch. Offset and length are masked so that the verifier
+/// sees the write inside the scratch: `at` below HEAD_CAPTURE_MAX, `n` at
+/// most that, after the 64-byte tail area: within its twice-the-head size.
 #[inline(always)]
-fn read_into(event: &mut DataEvent, offset: usize, src: u64, n: usize) -> bool {
-    // SAFETY: a constant global.
-    let mask = unsafe { read_volatile(&raw const SCRATCH_MASK) } as usize;
-    let offset = offset & mask;
-    let n = n & mask;
-    if n == 0 || n > DATA_HEAD_MAX || offset + n > event.data.len() {
+fn read_into(event: &mut DataEvent, area: Area, at: usize, src: u64, n: usize) -> bool {
+    if n == 0 || n > HEAD_CAPTURE_MAX {
         return false;
     }
+    // SAFETY: a constant global.
+    let mask = unsafe { read_volatile(&raw const HEAD_AT_MASK) } as usize;
+    let n = ((n - 1) & mask) + 1;
+    let offset = area as usize + (at & mask);
     let Some(dst) = event.data.get_mut(offset..offset + n) else {
         return false;
     };

@@ -7,6 +7,7 @@
 //! may use it.
 
 use aya_ebpf::{bindings::BPF_SK_STORAGE_GET_F_CREATE, helpers::generated::bpf_sk_storage_get};
+use gatescope_common::HeadWindow;
 
 use crate::{
     maps::{releases, SockSeen, SEEN},
@@ -29,14 +30,15 @@ pub fn get(sk: u64, tgid: u32) -> Option<&'static mut SockSeen> {
 /// byte read so far counted. Without room (the kernel's memory limit for
 /// socket storage) the socket simply takes the slower path every time.
 #[inline(always)]
-pub fn remember(sk: u64, tgid: u32) {
+pub fn remember(sk: u64, tgid: u32) -> Option<&'static mut SockSeen> {
     let seen = storage(sk, u64::from(BPF_SK_STORAGE_GET_F_CREATE));
     // SAFETY: as in `get`.
-    if let Some(seen) = unsafe { seen.as_mut() } {
-        seen.tgid = tgid;
-        seen.releases = releases();
-        seen.consumed = copied_seq(sk).unwrap_or(0);
-    }
+    let seen = unsafe { seen.as_mut() }?;
+    seen.tgid = tgid;
+    seen.releases = releases();
+    seen.consumed = copied_seq(sk).unwrap_or(0);
+    seen.heads = HeadWindow::default();
+    Some(seen)
 }
 
 /// The socket's `tcp_sock.copied_seq` (the next byte its reader takes);

@@ -64,6 +64,7 @@ pub fn tcp_rcv_space_adjust_btf(ctx: BtfTracePointContext) -> i32 {
             u64::from(delta),
             0,
             false,
+            None,
         );
     }
     0

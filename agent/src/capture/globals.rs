@@ -51,7 +51,7 @@ pub enum PayloadFrom {
 }
 
 /// CPUs the kernel may run programs on (per-CPU maps have one slot each).
-pub(super) fn possible_cpus() -> u32 {
+pub(crate) fn possible_cpus() -> u32 {
     aya::util::nr_cpus()
         .ok()
         .or_else(|| std::thread::available_parallelism().ok().map(usize::from))

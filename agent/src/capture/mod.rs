@@ -6,8 +6,9 @@ mod globals;
 mod maps;
 pub mod wire;
 
+pub(crate) use globals::possible_cpus;
 pub use globals::PayloadFrom;
-use globals::{possible_cpus, wake_check_mask, PT_REGS_ARGS, REGS_KNOWN};
+use globals::{wake_check_mask, PT_REGS_ARGS, REGS_KNOWN};
 pub use maps::{ListenPorts, Maps, TargetMap};
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -24,8 +25,9 @@ use aya::{
 use gatescope_common::{
     PtRegsArgs, SockOffsets, COMM_LEN, GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS,
     GLOBAL_SOCK_OFFSETS, GLOBAL_WAKE_CHECK_MASK, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS,
-    MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_REFUSED, MAP_RELEASES, MAP_SOCKS, MAP_SYSCALLS,
-    MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR, SYSCALL_SPLICE,
+    MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_REFUSED, MAP_RELEASES, MAP_SCRATCH, MAP_SOCKS,
+    MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
+    SYSCALL_SPLICE,
 };
 use tracing::{debug, info, warn};
 
@@ -234,6 +236,7 @@ impl Capture {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
             .map_max_entries(MAP_SOCKS, max_sockets)
+            .map_max_entries(MAP_SCRATCH, possible_cpus())
             .override_global(GLOBAL_CAPTURE_BYTES, &capture_bytes, true)
             .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
             .override_global(GLOBAL_PT_REGS_ARGS, &regs, true)

@@ -19,7 +19,7 @@ mod host;
 use std::{fs, path::Path, process::ExitCode};
 
 use aya::EbpfLoader;
-use gatescope_common::{EVENTS_DEFAULT_BYTES, MAP_EVENTS};
+use gatescope_common::{EVENTS_DEFAULT_BYTES, MAP_EVENTS, MAP_SCRATCH};
 
 use crate::{capture::OBJECT, identity};
 
@@ -49,6 +49,7 @@ pub fn probe_host() -> Report {
     let tracefs = ensure_tracefs();
     let loaded = EbpfLoader::new()
         .map_max_entries(MAP_EVENTS, EVENTS_DEFAULT_BYTES)
+        .map_max_entries(MAP_SCRATCH, crate::capture::possible_cpus())
         .load(OBJECT);
     let (ring_buffer, hooks) = match loaded {
         Ok(mut ebpf) => {
