@@ -414,7 +414,16 @@ impl Pipeline {
                     self.export(done, conn);
                     self.export_unlinked();
                 }
-                HttpEvent::Anomaly(anomaly) => self.metrics.record_anomaly(&anomaly),
+                HttpEvent::Anomaly(anomaly) => {
+                    tracing::debug!(
+                        ?anomaly,
+                        role = ?conn.role,
+                        endpoints = ?conn.endpoints,
+                        pid = conn.tgid,
+                        "HTTP anomaly"
+                    );
+                    self.metrics.record_anomaly(&anomaly);
+                }
             }
         }
         // Its allocation is kept for the next record.
