@@ -163,7 +163,10 @@ impl HttpConn {
             if let Some(p) = self.pairs.pending.back_mut() {
                 if !p.req_done && p.resp_done {
                     p.req_done = true;
-                    self.req.abandon_body();
+                    self.req.abandon_body(&mut ReqSink {
+                        p: &mut self.pairs,
+                        out,
+                    });
                     self.pairs.try_emit(out);
                 }
             }

@@ -18,7 +18,7 @@ mod head;
 use std::mem;
 
 use self::{
-    chunk::{ends_with_last_chunk, Chunk, ChunkStep},
+    chunk::{ends_with_last_chunk, Chunk, ChunkStep, Recent},
     head::{HeadAcc, HeadStep},
 };
 use super::{
@@ -138,6 +138,12 @@ enum State {
     /// Inside a message whose end cannot be known: counting everything until
     /// the next segment that starts a message.
     BodyLost,
+    /// A chunked body whose chunk-size lines fell in an uncaptured region:
+    /// it ends with the segment that ends with its last chunk (see
+    /// [`Recent`]). Only if another message starts first is its framing
+    /// reported lost (the sink was told at once that messages may go unseen,
+    /// as they may in a gap, for its pairing).
+    ChunkLost(Recent),
     /// Between messages at an unknown place: skipping until a segment starts
     /// with a message.
     Lost {
@@ -209,12 +215,15 @@ impl Stream {
     }
 
     pub(crate) fn is_body_lost(&self) -> bool {
-        matches!(self.state, State::BodyLost)
+        matches!(self.state, State::BodyLost | State::ChunkLost(_))
     }
 
     /// Gives up a message whose end is unknown (its counterpart in the other
     /// direction has ended): wait for the next message start.
-    pub(crate) fn abandon_body(&mut self) {
+    pub(crate) fn abandon_body(&mut self, sink: &mut impl Sink) {
+        if let State::ChunkLost(_) = self.state {
+            sink.anomaly(Anomaly::Desync);
+        }
         if self.is_body_lost() {
             self.state = State::Lost {
                 why: LostWhy::Desync,
@@ -287,6 +296,14 @@ impl Stream {
                 self.state = State::Idle;
                 self.uncertain = true;
             }
+            // a message started before the chunked body's last chunk was
+            // seen: where the body ended was lost after all
+            State::ChunkLost(_) if starts(self.kind) || split_start => {
+                sink.anomaly(Anomaly::Desync);
+                sink.end();
+                self.state = State::Idle;
+                self.uncertain = true;
+            }
             // and a head whose end was lost in a gap: where it ended is a
             // guess anyway, and the message the segment starts would
             // otherwise be taken for the rest of it
@@ -315,7 +332,12 @@ impl Stream {
             self.gap(gap, ts, sink);
         }
         self.known(tail, ts, sink);
-        if self.is_body_lost() && ends_with_last_chunk(head, tail, gap) {
+        if let State::ChunkLost(recent) = &self.state {
+            if recent.ends_body() {
+                sink.end();
+                self.state = State::Idle;
+            }
+        } else if self.is_body_lost() && ends_with_last_chunk(head, tail, gap) {
             sink.end();
             self.state = State::Idle;
             self.uncertain = true;
@@ -343,7 +365,11 @@ impl Stream {
                     None => report_skip(LostWhy::NonHttp, acc.total, sink),
                 }
             }
-            State::Length(_) | State::Chunked(_) | State::Close | State::BodyLost => sink.end(),
+            State::Length(_)
+            | State::Chunked(_)
+            | State::Close
+            | State::BodyLost
+            | State::ChunkLost(_) => sink.end(),
             State::Lost { why, skipped } => report_skip(why, skipped, sink),
             State::Idle | State::Opaque => {}
         }
@@ -451,6 +477,11 @@ impl Stream {
                     sink.body(b.len() as u64, ts);
                     break;
                 }
+                State::ChunkLost(recent) => {
+                    recent.known(b);
+                    sink.body(b.len() as u64, ts);
+                    break;
+                }
                 State::Lost { skipped, .. } => {
                     *skipped = skipped.saturating_add(b.len() as u64);
                     break;
@@ -500,11 +531,18 @@ impl Stream {
                     sink.body(t, ts);
                 }
                 if t < n {
-                    self.body_lost(ts, sink);
+                    // chunk-size lines in the gap: the body goes on to its
+                    // last chunk, which ends a later transfer
+                    sink.lost(ts);
+                    self.state = State::ChunkLost(Recent::default());
                     sink.body(n - t, ts);
                 }
             }
             State::Close | State::BodyLost => sink.body(n, ts),
+            State::ChunkLost(recent) => {
+                recent.gap();
+                sink.body(n, ts);
+            }
             State::Lost { skipped, .. } => *skipped = skipped.saturating_add(n),
             State::Opaque => {}
         }

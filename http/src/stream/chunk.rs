@@ -138,6 +138,62 @@ impl Chunk {
     }
 }
 
+/// How many of a chunked body's latest known bytes [`Recent`] keeps: a
+/// last chunk with short trailers, as the kernel's 64-byte tail holds it.
+const RECENT: usize = 64;
+
+/// The latest known bytes of a chunked body whose framing fell in an
+/// uncaptured region, contiguous up to its latest byte: where its last chunk
+/// is looked for. A gateway's HTTP/1.1 connections carry one message at a
+/// time in each direction (no pipelining towards upstreams; clients that
+/// pipeline are rare), so a chunked body's last chunk ends a transfer and
+/// sits in the tail the capture always takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Recent {
+    buf: [u8; RECENT],
+    n: usize,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self {
+            buf: [0; RECENT],
+            n: 0,
+        }
+    }
+}
+
+impl Recent {
+    /// Known bytes, contiguous with the ones before.
+    pub(super) fn known(&mut self, b: &[u8]) {
+        if b.len() >= RECENT {
+            self.buf.copy_from_slice(&b[b.len() - RECENT..]);
+            self.n = RECENT;
+            return;
+        }
+        let keep = self.n.min(RECENT - b.len());
+        self.buf.copy_within(self.n - keep..self.n, 0);
+        self.buf[keep..keep + b.len()].copy_from_slice(b);
+        self.n = keep + b.len();
+    }
+
+    /// Uncaptured bytes: what was kept is no longer contiguous.
+    pub(super) fn gap(&mut self) {
+        self.n = 0;
+    }
+
+    /// Whether the bytes end with a last chunk (`0`, any extension, trailer
+    /// lines, the blank line) that starts a line.
+    pub(super) fn ends_body(&self) -> bool {
+        let b = &self.buf[..self.n];
+        (0..b.len().saturating_sub(1)).rev().any(|p| {
+            b[p] == b'\n'
+                && b[p + 1] == b'0'
+                && Chunk::new().known(&b[p + 1..]) == (b.len() - p - 1, ChunkStep::Done)
+        })
+    }
+}
+
 /// Whether the last known bytes of a segment are a chunked body's last chunk
 /// (`0\r\n\r\n` after a line end, or alone at the segment's start).
 pub(super) fn ends_with_last_chunk(head: &[u8], tail: &[u8], gap: u64) -> bool {
@@ -206,6 +262,50 @@ mod tests {
             Chunk::new().known(b"fffffffffffffffff\r\n").1,
             ChunkStep::Bad
         );
+    }
+
+    #[test]
+    fn recent_bytes_find_the_last_chunk() {
+        let mut r = Recent::default();
+        assert!(!r.ends_body());
+        r.known(b"abc\r\n0\r\n\r\n");
+        assert!(r.ends_body());
+        // split across segments, and with trailers
+        let mut r = Recent::default();
+        r.known(&[b'x'; 100]);
+        r.known(b"\r\n0\r\n");
+        assert!(!r.ends_body());
+        r.known(b"\r\n");
+        assert!(r.ends_body());
+        let mut r = Recent::default();
+        r.known(b"yy\r\n0;ext=1\r\nGrpc-Status: 0\r\nX-T: a\r\n\r\n");
+        assert!(r.ends_body());
+        // a gap between the line end and the last chunk: not a line start
+        let mut r = Recent::default();
+        r.known(b"\r\n");
+        r.gap();
+        r.known(b"0\r\n\r\n");
+        assert!(!r.ends_body());
+        // data that is not a last chunk, or has bytes after it
+        for not in [
+            &b"\r\n10\r\n\r\n"[..],
+            b"\r\n0\r\n\r\nGET",
+            b"\r\n0\r\nX: y\r\n",
+        ] {
+            let mut r = Recent::default();
+            r.known(not);
+            assert!(!r.ends_body(), "{:?}", String::from_utf8_lossy(not));
+        }
+        // a non-last chunk ending in one: still the end
+        let mut r = Recent::default();
+        r.known(b"\r\n02\r\nab\r\n0\r\n\r\n");
+        assert!(r.ends_body());
+        // only the latest 64 bytes are kept
+        let mut r = Recent::default();
+        r.known(b"\r\n0\r\n\r\n");
+        r.known(&[b'z'; 70]);
+        assert!(!r.ends_body());
+        assert_eq!(r.n, RECENT);
     }
 
     #[test]
