@@ -39,6 +39,7 @@ pub const LOG_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub const HTTP_REQUESTS: &str = "gatescope_http_requests_total";
 pub const HTTP_REQUESTS_ALL: &str = "gatescope_http_requests_all_total";
+pub const HTTP_ANOMALIES: &str = "gatescope_http_anomalies_total";
 pub const HTTP_UPSTREAM_REQUESTS: &str = "gatescope_http_upstream_requests_total";
 pub const DOWN_CONNS: &str = "gatescope_downstream_connections";
 pub const KONG_HTTP_REQUESTS: &str = "kong_http_requests_total";

@@ -204,6 +204,9 @@ pub struct Req {
     pub body: usize,
     /// Send `Connection: close`.
     pub close: bool,
+    /// Bytes of filler headers (`X-Pad-N`, lines of at most 2,000 bytes, as
+    /// cookies and bearer tokens make heads large): see [`Req::padded`].
+    pub padding: usize,
 }
 
 impl Req {
@@ -226,7 +229,16 @@ impl Req {
             path: path.to_string(),
             body,
             close: false,
+            padding: 0,
         }
+    }
+
+    /// The same request with about `bytes` more of header lines (the head
+    /// grows by at least `bytes`).
+    #[must_use]
+    pub fn padded(mut self, bytes: usize) -> Self {
+        self.padding = bytes;
+        self
     }
 
     /// The same request with `Connection: close`.
@@ -250,6 +262,16 @@ impl Req {
         }
         if self.close {
             r.push_str("Connection: close\r\n");
+        }
+        // nginx keeps each header line within one 8 KiB buffer of
+        // `large_client_header_buffers`: short lines pack its 4 of them.
+        let mut left = self.padding;
+        let mut n = 0;
+        while left > 0 {
+            let value = left.clamp(1, 1_984);
+            let _ = write!(r, "X-Pad-{n:02}: {}\r\n", "p".repeat(value));
+            left -= value;
+            n += 1;
         }
         r.push_str("\r\n");
         let mut r = r.into_bytes();
@@ -354,6 +376,23 @@ impl Conn {
         self.s
             .write_all(&e[split..])
             .with_context(|| format!("writing the rest of {} from {}", req.path, self.local))
+    }
+
+    /// Write `req` in `pieces` writes `pause` apart (its head arrives in
+    /// several reads).
+    pub fn send_in_pieces(&mut self, req: &Req, pieces: usize, pause: Duration) -> Result<()> {
+        self.close_sent |= req.close;
+        let e = req.encode(self.port);
+        self.pending.push_back((req.clone(), e.len() as u64, false));
+        for (i, piece) in e.chunks(e.len().div_ceil(pieces.max(1))).enumerate() {
+            if i > 0 {
+                std::thread::sleep(pause);
+            }
+            self.s.write_all(piece).with_context(|| {
+                format!("writing piece {i} of {} from {}", req.path, self.local)
+            })?;
+        }
+        Ok(())
     }
 
     /// Read the response to the oldest unanswered request.

@@ -78,6 +78,8 @@ impl Upstream {
     /// - `/chunked/N`: 200 with `Transfer-Encoding: chunked`, N chunks of
     ///   [`chunk_size`] bytes, each chunk and the terminating `0\r\n\r\n` in its own
     ///   write, 2 ms apart;
+    /// - `/burst/N`: the same framing with N chunks of
+    ///   [`burst_chunk_size`] bytes, all of it (head included) in one write;
     /// - `/slow/MS`: sleeps MS milliseconds, then 200 with a 100-byte body, unless
     ///   the peer closed the connection meanwhile (then nothing is sent);
     /// - `/reset`: no response; the connection is reset (`SO_LINGER` 0 close);
@@ -202,6 +204,17 @@ pub fn chunk_size(i: usize) -> usize {
 /// The decoded body length of a `/chunked/N` response.
 pub fn chunked_body_len(n: usize) -> usize {
     (0..n).map(chunk_size).sum()
+}
+
+/// Size of chunk `i` (from 0) of a `/burst/N` response, whose head,
+/// chunks and last chunk go in one write: 700, 713, 726, ... bytes.
+pub fn burst_chunk_size(i: usize) -> usize {
+    700 + 13 * i
+}
+
+/// The decoded body length of a `/burst/N` response.
+pub fn burst_body_len(n: usize) -> usize {
+    (0..n).map(burst_chunk_size).sum()
 }
 
 /// Body bytes of a `/slow/MS` response.
@@ -335,6 +348,30 @@ fn serve(mut s: TcpStream, counters: &Counters, answer: Option<Answer>) -> Resul
         }
 
         if let Some(n) = path
+            .strip_prefix("/burst/")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            // One write: the chunk-size lines sit inside the gateway's reads.
+            let mut resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                 Transfer-Encoding: chunked\r\n{conn_hdr}\r\n"
+            )
+            .into_bytes();
+            if !head_only {
+                for i in 0..n {
+                    resp.extend_from_slice(format!("{:x}\r\n", burst_chunk_size(i)).as_bytes());
+                    resp.extend_from_slice(&pattern(burst_chunk_size(i)));
+                    resp.extend_from_slice(b"\r\n");
+                }
+                resp.extend_from_slice(b"0\r\n\r\n");
+            }
+            s.write_all(&resp)?;
+            counters
+                .bytes_sent
+                .fetch_add(resp.len() as u64, Ordering::SeqCst);
+            ex.response_bytes += resp.len() as u64;
+            ex.status = 200;
+        } else if let Some(n) = path
             .strip_prefix("/chunked/")
             .and_then(|n| n.parse::<usize>().ok())
         {

@@ -1,5 +1,6 @@
 //! The accuracy tests' mixed HTTP/1.1 workload against [`Nginx::start_accuracy`]:
-//! one-shot and keep-alive connections, pipelining, chunked upstream responses,
+//! one-shot and keep-alive connections, pipelining, chunked upstream responses
+//! (also with chunk-size lines inside large reads), request heads up to 30 KiB,
 //! request and response bodies far larger than a 256-byte capture, HEAD, a 404
 //! from nginx itself, 502 (upstream down), 504 (upstream timeout), aborting clients,
 //! and concurrent clients (both workers). Every request is recorded as a
@@ -8,7 +9,7 @@
 //! [`Nginx::start_accuracy`]: crate::nginx::Nginx::start_accuracy
 
 use crate::client::{Conn, Req, Sent, ABORTED};
-use crate::upstream::{body_size_for, chunked_body_len, SLOW_BODY};
+use crate::upstream::{body_size_for, burst_body_len, chunked_body_len, SLOW_BODY};
 use anyhow::{ensure, Context, Result};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -50,7 +51,10 @@ pub fn expected_status(path: &str) -> u16 {
         } else {
             200
         }
-    } else if body_size_for(path).is_some() || path.starts_with("/chunked/") {
+    } else if body_size_for(path).is_some()
+        || path.starts_with("/chunked/")
+        || path.starts_with("/burst/")
+    {
         200
     } else {
         404
@@ -72,6 +76,12 @@ fn expected_body(path: &str) -> Option<u64> {
         .and_then(|n| n.parse::<usize>().ok())
     {
         return Some(chunked_body_len(n) as u64);
+    }
+    if let Some(n) = path
+        .strip_prefix("/burst/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        return Some(burst_body_len(n) as u64);
     }
     if path.starts_with("/slow/") {
         return Some(SLOW_BODY as u64);
@@ -173,6 +183,35 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
             Req::get("/size/10").close(),
         ],
     )?);
+
+    // Heads larger than the capture (cookies, bearer tokens): 6 KiB and 30
+    // KiB, without and with a body in the same write, and one that arrives in
+    // four writes; chunked responses whose chunk-size lines fall inside the
+    // gateway's reads (head and all chunks in one upstream write).
+    all.extend(keep_alive(
+        port,
+        vec![
+            Req::get("/size/100").padded(6 * 1024),
+            Req::post("/size/200", 3000).padded(6 * 1024),
+            Req::get("/burst/80"),
+            Req::get("/size/10").padded(30 * 1024),
+            Req::post("/size/10", 2000).padded(30 * 1024),
+            Req::get("/burst/3"),
+            Req::head("/burst/5"),
+        ],
+    )?);
+    {
+        let mut c = Conn::open(port)?;
+        c.send_in_pieces(
+            &Req::get("/size/300").padded(20 * 1024),
+            4,
+            Duration::from_millis(5),
+        )?;
+        c.recv()?;
+        c.exchange(Req::get("/burst/120"))?;
+        c.exchange(Req::post("/burst/40", 40_000).padded(8 * 1024))?;
+        all.extend(c.close()?);
+    }
 
     // Pipelining: several requests in one write, twice on one connection.
     {

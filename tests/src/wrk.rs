@@ -18,6 +18,9 @@ pub struct Load {
     /// loop with think time, which holds the rate near connections / (delay + latency).
     /// `None`: flat out.
     pub delay_ms: Option<u32>,
+    /// Bytes of one more header line on every request (`X-Pad: ppp...`), for
+    /// request heads larger than the capture; 0: none.
+    pub header_bytes: u32,
 }
 
 impl Load {
@@ -37,16 +40,23 @@ impl Load {
         if let Some(script) = script {
             cmd.arg("-s").arg(script);
         }
+        if self.header_bytes > 0 {
+            cmd.arg("-H")
+                .arg(format!("X-Pad: {}", "p".repeat(self.header_bytes as usize)));
+        }
         cmd.arg(url);
         cmd
     }
 
     /// `wrk -t2 -c50 -d10s --latency`, in Markdown, with what the script does.
     pub fn describe(&self) -> String {
-        let text = format!(
+        let mut text = format!(
             "`wrk -t{} -c{} -d{}s --latency",
             self.threads, self.connections, self.seconds
         );
+        if self.header_bytes > 0 {
+            text += &format!(" -H 'X-Pad: <{} bytes>'", self.header_bytes);
+        }
         match self.delay_ms {
             None => text + "`",
             Some(ms) => {
@@ -91,6 +101,7 @@ impl Wrk {
             connections,
             seconds: u32::try_from(secs).context("wrk duration")?,
             delay_ms: None,
+            header_bytes: 0,
         };
         let child = load
             .command(url, None)
@@ -315,6 +326,7 @@ Transfer/sec:     31.19MB
             connections: 50,
             seconds: 10,
             delay_ms: None,
+            header_bytes: 0,
         };
         assert_eq!(
             describe(&load.command("http://127.0.0.1:1/", None)),

@@ -10,7 +10,9 @@
 //! upstream attempt).
 
 use anyhow::{ensure, Context, Result};
-use gatescope_tests::accuracy::{sum_by_code, HTTP_REQUESTS, HTTP_UPSTREAM_REQUESTS};
+use gatescope_tests::accuracy::{
+    sum_by_code, HTTP_ANOMALIES, HTTP_REQUESTS, HTTP_UPSTREAM_REQUESTS,
+};
 use gatescope_tests::agent::{Agent, Expect, SETTLE_TIMEOUT};
 use gatescope_tests::client::{Client, Conn, Req, Transfer};
 use gatescope_tests::expect::{no_losses, nothing_untracked, traffic_deltas};
@@ -96,6 +98,11 @@ fn mixed_statuses(port: u16) -> Result<(Transfer, u64)> {
             Req::get(&format!("{DENY_PREFIX}/{round}")),
             Req::post("/size/20", 1500),
             Req::head("/size/4000"),
+            // a head larger than the capture (HAProxy takes heads up to its
+            // 16 KiB buffer less 1 KiB of headroom), and chunk-size lines
+            // inside HAProxy's reads
+            Req::post("/size/30", 2000).padded(12 * 1024),
+            Req::get("/burst/60"),
         ];
         for req in reqs {
             let want = if req.path.starts_with(DENY_PREFIX) {
@@ -252,6 +259,14 @@ fn run_as(mode: Mode, join: Join, start: Start) -> Result<()> {
         "upstream requests {up_total}, the upstream answered {}",
         up.requests
     );
+    // Well-formed traffic (large heads and chunk-size lines inside large
+    // reads included): nothing counts as an anomaly.
+    let anomalies: Vec<String> = s
+        .matching(HTTP_ANOMALIES, &[])
+        .filter(|x| x.value != 0.0)
+        .map(|x| format!("{:?} {}", x.labels, x.value))
+        .collect();
+    ensure!(anomalies.is_empty(), "HTTP anomalies: {anomalies:?}");
 
     if mode == Mode::Splice {
         let pipes = hp.pipes()?;

@@ -329,6 +329,27 @@ fn agent_matches_nginx_access_log() -> Result<()> {
         &[0.0; 4],
         |s| phase_gauges(s, DOWN_CONNS).unwrap_or([f64::NAN; 4]),
     )?;
+    // Every connection is closed and accounted for now: the workload is
+    // well-formed HTTP/1.1 (large heads and chunk-size lines inside large
+    // reads included), so nothing may count as an anomaly, in either agent.
+    for (agent, mode) in [(&native, "native"), (&kong, "kong")] {
+        metric_check(
+            &mut report,
+            &format!("metrics: gatescope_http_anomalies_total all 0 ({mode})"),
+            agent,
+            &BTreeMap::new(),
+            |s| {
+                let mut m = BTreeMap::new();
+                for x in s.matching(HTTP_ANOMALIES, &[]) {
+                    if x.value != 0.0 {
+                        let kind = x.labels.get("kind").cloned().unwrap_or_default();
+                        *m.entry(kind).or_insert(0.0) += x.value;
+                    }
+                }
+                m
+            },
+        )?;
+    }
     let mut idle = Conn::open(scene.nginx.listen_port())?;
     idle.exchange(Req::get("/size/10"))?;
     let mut partial = std::net::TcpStream::connect(("127.0.0.1", scene.nginx.listen_port()))?;
