@@ -63,6 +63,10 @@ enum Task {
         /// wrk threads
         #[arg(long, default_value_t = 2)]
         threads: u32,
+        /// Bytes of one more header line on every request, for request heads larger than
+        /// the capture (0: none)
+        #[arg(long, default_value_t = 0)]
+        header_bytes: u32,
         /// Requests/s of one more pair, paced, after the flat-out pairs (0: none)
         #[arg(long, default_value_t = 20_000)]
         paced_rate: u32,
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
             duration,
             connections,
             threads,
+            header_bytes,
             paced_rate,
             haproxy_pairs,
             no_write,
@@ -143,6 +148,7 @@ fn main() -> ExitCode {
                             connections,
                             seconds: duration,
                             delay_ms: None,
+                            header_bytes,
                         },
                         paced_rate,
                         haproxy_pairs,

@@ -22,6 +22,7 @@ fn round(number: usize, pair: usize, mode: Mode, gateway: Gateway, rps: f64, p99
         connections: 50,
         seconds: 10,
         delay_ms: None,
+        header_bytes: 0,
     };
     let requests = (rps * 10.0) as u64;
     Round {
