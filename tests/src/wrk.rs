@@ -3,6 +3,7 @@
 
 use crate::util::TempDir;
 use anyhow::{bail, ensure, Context, Result};
+use std::fmt::Write as _;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -55,7 +56,7 @@ impl Load {
             self.threads, self.connections, self.seconds
         );
         if self.header_bytes > 0 {
-            text += &format!(" -H 'X-Pad: <{} bytes>'", self.header_bytes);
+            let _ = write!(text, " -H 'X-Pad: <{} bytes>'", self.header_bytes);
         }
         match self.delay_ms {
             None => text + "`",
