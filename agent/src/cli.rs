@@ -161,6 +161,12 @@ pub struct Args {
     #[arg(long, env = "GATESCOPE_PAYLOAD_FROM", value_enum, default_value_t = PayloadFrom::Auto, value_name = "SOURCE")]
     pub payload_from: PayloadFrom,
 
+    /// Parse TLS traffic: uprobes on OpenSSL's `SSL_read`/`SSL_write` (and
+    /// `_ex`) in every libssl a target maps give the plaintext, parsed like
+    /// clear text. `false`: TLS connections are counted as bytes only.
+    #[arg(long, env = "GATESCOPE_TLS", value_name = "BOOL", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub tls: bool,
+
     /// Append one JSON line per finished HTTP exchange to this file (method,
     /// path without query, status, bytes, timings; never header values).
     #[arg(long, env = "GATESCOPE_REQUEST_LOG")]
@@ -439,6 +445,7 @@ mod tests {
         }
         if unset("GATESCOPE_RAW_TRACEPOINTS") {
             assert!(a.raw_tracepoints);
+            assert!(a.tls);
         }
         if unset("GATESCOPE_LOG") {
             assert_eq!(a.log, "info");

@@ -37,6 +37,8 @@ const RESCAN_ROUNDS: u64 = 10;
 #[derive(Debug, Default)]
 pub struct Summary {
     pub processes: usize,
+    /// The target processes (not threads) alive now.
+    pub live: Vec<u32>,
     pub listeners: Vec<SocketAddr>,
     /// Targets that could not be added because the map is full.
     pub map_full: u64,
@@ -177,6 +179,7 @@ impl TargetSet {
         }
         Summary {
             processes: live.len(),
+            live: live.into_iter().collect(),
             listeners,
             map_full,
             accept_queues,

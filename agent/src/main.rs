@@ -6,6 +6,7 @@
 //! `gatescope check`.
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use tokio::{
@@ -18,6 +19,7 @@ use gatescope::{
     btf,
     capture::{
         decode::KINDS,
+        tls::TlsProbes,
         wire::{Selection, Taps},
         Capture, CaptureConfig,
     },
@@ -101,6 +103,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         discover: &args.discover,
         raw_tracepoints: args.raw_tracepoints,
         payload_from: args.payload_from,
+        tls: args.tls,
     })?;
     let node_id = args
         .node_id
@@ -169,6 +172,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let programs_attached = capture.programs_attached;
+    // The pipeline attaches the OpenSSL probes as targets map libssl; the
+    // capture comes back here to be detached at the end.
+    let tls_on = capture.tls;
+    let capture = Arc::new(Mutex::new(capture));
+    let tls = tls_on.then(|| TlsProbes::new(capture.clone(), Proc::default()));
     let targets = TargetSet::new(proc, args.pids.clone(), args.discover.clone());
     // The agent's table holds what the kernel's socket map can hold.
     let mut pipeline = Pipeline::new(pipeline::Parts {
@@ -178,6 +187,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         targets,
         maps,
         taps,
+        tls,
         max_connections: max_sockets as usize,
     });
     pipeline.start();
@@ -188,7 +198,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pids = ?args.pids,
         discover = ?args.discover,
         listen = %args.listen,
-        programs = capture.programs_attached,
+        programs = programs_attached,
         "gatescope attached; metrics at http://{}/metrics",
         args.listen
     );
@@ -210,7 +220,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The pipeline's end dropped the span sink, closing the export queue:
     // the last spans go out while the programs detach.
     let flushing = span_export.map(|s| std::thread::spawn(move || s.wait(SPAN_FLUSH_DEADLINE)));
-    capture.detach();
+    // The pipeline's end dropped its handle.
+    if let Some(capture) = Arc::into_inner(capture).and_then(|m| m.into_inner().ok()) {
+        capture.detach();
+    }
     if let Some(f) = flushing {
         let _ = f.join();
     }

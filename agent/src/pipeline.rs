@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::{
     capture::{
         decode::{decode, Direction, Handshake, Observation, Role, KINDS},
+        tls::TlsProbes,
         wire::{read_counters, ClosingTaps, Taps},
         Maps,
     },
@@ -59,6 +60,8 @@ pub struct Parts {
     pub maps: Maps,
     /// The wire view's packet sockets, when it is on.
     pub taps: Option<Taps>,
+    /// The OpenSSL probes' attacher, when TLS capture is on.
+    pub tls: Option<TlsProbes>,
     /// Open connections the table holds at most.
     pub max_connections: usize,
 }
@@ -74,6 +77,8 @@ pub struct Pipeline {
     maps: Maps,
     /// The wire view's packet sockets, when it is on.
     taps: Option<Taps>,
+    /// The OpenSSL probes' attacher, when TLS capture is on.
+    tls: Option<TlsProbes>,
     /// Listening sockets, from the last reconciliation and the kernel's
     /// listen events since.
     listen_sockets: Vec<SocketAddr>,
@@ -101,6 +106,7 @@ impl Pipeline {
             targets,
             maps,
             taps,
+            tls,
             max_connections,
         } = parts;
         Pipeline {
@@ -112,6 +118,7 @@ impl Pipeline {
             targets,
             maps,
             taps,
+            tls,
             listen_sockets: Vec::new(),
             listeners: HashMap::new(),
             lost_seen: [0; LOST_REASONS as usize],
@@ -303,6 +310,7 @@ impl Pipeline {
             Observation::ConnFound { .. }
             | Observation::State { .. }
             | Observation::Data { .. }
+            | Observation::Plaintext { .. }
             | Observation::ReadFailed { .. }
             | Observation::Tcp { .. }
             | Observation::TcpClosed { .. } => {}
@@ -490,6 +498,9 @@ impl Pipeline {
             .target_processes
             .set(summary.processes as i64);
         self.set_listen_sockets(summary.listeners);
+        if let Some(tls) = &mut self.tls {
+            tls.scan(&summary.live);
+        }
         // The table is as of the last drain, before /proc was read: see
         // ConnTable::settle_accepts.
         self.table

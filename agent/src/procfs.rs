@@ -111,6 +111,25 @@ impl Proc {
 
     /// `pid`'s network namespace (the `net:[inode]` link), `None` when
     /// unreadable.
+    /// `/proc/PID` of process `pid`.
+    pub fn pid_dir(&self, pid: u32) -> PathBuf {
+        self.root.join(pid.to_string())
+    }
+
+    /// The text of `/proc/PID/maps`.
+    pub fn maps(&self, pid: u32) -> Option<String> {
+        fs::read_to_string(self.pid_dir(pid).join("maps")).ok()
+    }
+
+    /// The path of the process's executable, as its own mappings name it.
+    pub fn exe(&self, pid: u32) -> Option<String> {
+        fs::read_link(self.pid_dir(pid).join("exe")).ok().map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_owned()
+        })
+    }
+
     pub fn net_namespace(&self, pid: u32) -> Option<PathBuf> {
         fs::read_link(self.root.join(pid.to_string()).join("ns/net")).ok()
     }

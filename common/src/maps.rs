@@ -19,6 +19,15 @@ pub const MAP_SOCKS: &str = "SOCKS";
 /// `Array<DataEvent>`, one entry per possible CPU (the agent sets the
 /// size): where the kernel builds a data record.
 pub const MAP_SCRATCH: &str = "SCRATCH";
+/// `HashMap<u32, TlsCall>`: the OpenSSL read or write each target thread is
+/// inside (from its uprobe to its uretprobe).
+pub const MAP_TLS_CALLS: &str = "TLS_CALLS";
+/// `LruHashMap<TlsKey, u64>`: the socket each (process, `SSL*`) was seen
+/// moving TLS records on, for calls served from OpenSSL's buffer without a
+/// syscall.
+pub const MAP_TLS_SOCKS: &str = "TLS_SOCKS";
+/// Global `u32`: 1 when the agent captures TLS plaintext (`--tls`).
+pub const GLOBAL_TLS_ON: &str = "TLS_ON";
 /// `Array<u8>` of [`TARGET_BITS_LEN`] entries: 1 at `id & (TARGET_BITS_LEN - 1)`
 /// for every id ever put in [`MAP_TARGETS`] (set by whoever inserts, never
 /// cleared). The programs' first, inlined, check: a process whose slot is 0
@@ -250,6 +259,44 @@ pub struct FlowKey {
 // SAFETY: #[repr(C)] integers without implicit padding (size asserted).
 unsafe impl aya::Pod for FlowKey {}
 
+/// Capacity of [`MAP_TLS_CALLS`]: threads inside an OpenSSL call at once.
+pub const TLS_CALLS_MAX: u32 = 16_384;
+/// Capacity of [`MAP_TLS_SOCKS`]: live `SSL*` of all targets (LRU: a freed
+/// one's entry ages out; a reused one is bound again by its first syscall).
+pub const TLS_SOCKS_MAX: u32 = 131_072;
+
+/// An OpenSSL read or write in progress on a target thread, from its entry
+/// to its return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsCall {
+    /// The `SSL*`.
+    pub ssl: u64,
+    /// The caller's plaintext buffer.
+    pub buf: u64,
+    /// `_ex` calls: where OpenSSL writes the byte count (`size_t *`); 0 for
+    /// `SSL_read`/`SSL_write`, which return it.
+    pub count_at: u64,
+    /// The socket TLS records moved on inside the call, 0 if none yet.
+    pub sk: u64,
+    pub dir: Direction,
+    /// TLS records went to a second socket inside the call.
+    pub mismatch: u32,
+}
+
+/// Key of [`MAP_TLS_SOCKS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers without implicit padding (size asserted).
+unsafe impl aya::Pod for TlsKey {}
+
 // Map layouts are shared with the kernel: fail the build, not the run, if a
 // field change introduces implicit padding.
 const _: () = {
@@ -262,4 +309,6 @@ const _: () = {
     assert!(size_of::<PeerKey>() == 20);
     assert!(size_of::<FlowKey>() == 40);
     assert!(size_of::<SynSeen>() == 16);
+    assert!(size_of::<TlsCall>() == 40);
+    assert!(size_of::<TlsKey>() == 16);
 };

@@ -85,6 +85,10 @@ kernel_values! {
         EXEC = 9, "exec";
         /// [`crate::records::Listen`].
         LISTEN = 10, "listen";
+        /// A [`crate::records::Data`] record of plaintext that OpenSSL moved
+        /// for a TLS socket (`SSL_read`/`SSL_write` and their `_ex`): the
+        /// socket's own records carry its ciphertext.
+        TLS_DATA = 11, "tls_data";
     }
 }
 
@@ -156,6 +160,14 @@ kernel_values! {
         WIRE_FULL = 4, "wire_map_full";
         /// An upstream peer left out of the wire view because PEERS was full.
         PEERS_FULL = 5, "peers_map_full";
+        /// Plaintext of an OpenSSL call not attributed: the `SSL*` was never
+        /// seen with a socket (no syscall inside any of its calls yet).
+        TLS_UNBOUND = 6, "tls_unbound";
+        /// Plaintext of an OpenSSL call not attributed: TLS records went to
+        /// two sockets inside one call.
+        TLS_MISMATCH = 7, "tls_mismatch";
+        /// An OpenSSL call not followed: TLS_CALLS was full.
+        TLS_CALLS_FULL = 8, "tls_calls_map_full";
     }
 }
 

@@ -24,7 +24,7 @@ use crate::{
     emit::{current, field},
     found::claim_if_unknown,
     maps::{is_target, may_be_target, SockSeen},
-    payload::emit_data,
+    payload::{emit_data, Transfer},
     seen,
     sock::offsets,
 };
@@ -210,5 +210,13 @@ fn on_length(dir: Direction, ev: &impl Length) {
         }
     };
     let window = heads.map(|h| &mut h.0[HeadWindow::index(dir)]);
-    emit_data(dir, tgid, tid, sk, ret.max(0) as u64, error, true, window);
+    let t = Transfer {
+        dir,
+        tgid,
+        tid,
+        sk,
+        len: ret.max(0) as u64,
+        error,
+    };
+    emit_data(t, true, window);
 }

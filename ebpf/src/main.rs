@@ -16,6 +16,7 @@
 //! - `found`: connections open before gatescope started, claimed on first use.
 //! - `tcp`: retransmissions and resets on tracked connections.
 //! - `wire`: the socket filter counting packets and timing handshakes.
+//! - `tls`: plaintext at OpenSSL (uprobes), tied to its socket.
 #![no_std]
 #![no_main]
 
@@ -33,6 +34,7 @@ mod sock;
 mod splice;
 mod syscalls;
 mod tcp;
+mod tls;
 mod wire;
 
 #[cfg(not(test))]

@@ -6,9 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use gatescope_common::{
-    DataEvent, FlowKey, HeadWindow, PeerKey, SockInfo, SynSeen, SyscallArgs, WireCounts, WireKey,
-    ARGS_MAX, COMM_LEN, DISCOVER_MAX, EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX, LISTEN_PORTS_MAX,
-    LOST_REASONS, PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX, TARGET_BITS_LEN, WIRE_MAX,
+    DataEvent, FlowKey, HeadWindow, PeerKey, SockInfo, SynSeen, SyscallArgs, TlsCall, TlsKey,
+    WireCounts, WireKey, ARGS_MAX, COMM_LEN, DISCOVER_MAX, EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX,
+    LISTEN_PORTS_MAX, LOST_REASONS, PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX,
+    TARGET_BITS_LEN, TLS_CALLS_MAX, TLS_SOCKS_MAX, WIRE_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -125,6 +126,14 @@ pub fn add_target(id: u32) -> bool {
 /// tid -> the buffer of its send/recv-family syscall in progress.
 #[map]
 pub static ARGS: HashMap<u32, SyscallArgs> = HashMap::with_max_entries(ARGS_MAX, 0);
+
+/// The OpenSSL call each target thread is inside (tls.rs).
+#[map]
+pub static TLS_CALLS: HashMap<u32, TlsCall> = HashMap::with_max_entries(TLS_CALLS_MAX, 0);
+
+/// The socket each (process, `SSL*`) last moved TLS records on (tls.rs).
+#[map]
+pub static TLS_SOCKS: LruHashMap<TlsKey, u64> = LruHashMap::with_max_entries(TLS_SOCKS_MAX, 0);
 
 /// Space to build a data record (too large for the 512-byte stack), one
 /// entry per CPU (the agent sets the count at load: common's MAP_SCRATCH).

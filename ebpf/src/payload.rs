@@ -21,7 +21,7 @@ use aya_ebpf::helpers::{
     bpf_get_smp_processor_id, bpf_probe_read_user, bpf_probe_read_user_buf, generated as gen,
 };
 use gatescope_common::{
-    Data, DataEvent, DataHeader, Direction, LostReason, SyscallArgs, ARGS_BUF, ARGS_IOVEC,
+    Data, DataEvent, DataHeader, Direction, Kind, LostReason, SyscallArgs, ARGS_BUF, ARGS_IOVEC,
     ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX, HEAD_CAPTURE_MAX,
     SYSCALL_SPLICE,
 };
@@ -29,7 +29,7 @@ use gatescope_common::{
 use crate::{
     emit::{count_lost, current, now, wakeup_flags, wakeup_flags_now},
     maps::{is_target, ARGS, EVENTS, SCRATCH},
-    regs,
+    regs, tls,
 };
 
 /// Head capture size, set by the agent at load time (`--capture-bytes`).
@@ -93,25 +93,65 @@ pub fn save(kind: u32, args: impl FnOnce() -> Option<(u64, u64)>) {
     }
 }
 
-/// Emits a data record for `len` bytes moved on socket `sk` by the current
-/// thread, with head and tail when `with_payload` and its buffer is known.
-/// `window`: the socket's head capture in this direction (see common's
-/// `HeadWindow`), where one is kept.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one record's fields, passed through"
-)]
+/// One transfer on a socket, as a data record names it.
+#[derive(Clone, Copy)]
+pub struct Transfer {
+    pub dir: Direction,
+    pub tgid: u32,
+    pub tid: u32,
+    pub sk: u64,
+    /// Bytes moved (0: end of file, or a failed read with `error`).
+    pub len: u64,
+    pub error: u32,
+}
+
+/// Emits a data record for the bytes the current thread moved on a socket,
+/// with head and tail when `with_payload` and its buffer is known (saved
+/// registers, or the fallback's ARGS). `window`: the socket's head capture
+/// in this direction (see common's `HeadWindow`), where one is kept.
 #[inline(always)]
-pub fn emit_data(
-    dir: Direction,
-    tgid: u32,
-    tid: u32,
-    sk: u64,
-    len: u64,
-    error: u32,
-    with_payload: bool,
-    window: Option<&mut u16>,
-) {
+pub fn emit_data(t: Transfer, with_payload: bool, window: Option<&mut u16>) {
+    let args = if t.len > 0 && with_payload {
+        let at = regs::layout();
+        if at.from_regs != 0 {
+            regs::current_buffer(&at)
+        } else {
+            // SAFETY: copied out at once.
+            let args = unsafe { ARGS.get(t.tid) }.copied();
+            if args.is_some() {
+                let _ = ARGS.remove(t.tid);
+            }
+            args
+        }
+    } else {
+        None
+    };
+    emit(Kind::DATA, t, args.as_ref(), window);
+}
+
+/// Emits a record of `t.len` bytes of plaintext OpenSSL moved for socket
+/// `t.sk` from or to the caller's buffer `buf` (tls.rs).
+#[inline(always)]
+pub fn emit_plaintext(t: Transfer, buf: u64, window: Option<&mut u16>) {
+    let args = SyscallArgs {
+        kind: ARGS_BUF,
+        _pad: 0,
+        ptr: buf,
+        count: t.len,
+    };
+    emit(Kind::TLS_DATA, t, Some(&args), window);
+}
+
+#[inline(always)]
+fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, window: Option<&mut u16>) {
+    let Transfer {
+        dir,
+        tgid,
+        tid,
+        sk,
+        len,
+        error,
+    } = t;
     // SAFETY: a helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(event) = SCRATCH.get_ptr_mut(cpu) else {
@@ -128,6 +168,7 @@ pub fn emit_data(
         error,
     };
     event.header = DataHeader::new(tgid, tid, now(), data);
+    event.header.header.kind = kind;
     // SAFETY: a constant global the agent may patch before load.
     let cap = min(
         u64::from(unsafe { read_volatile(&raw const CAPTURE_BYTES) }),
@@ -135,31 +176,22 @@ pub fn emit_data(
     );
     let open = window.as_deref().map_or(0, |w| u64::from(*w));
     let mut left = open.saturating_sub(len);
-    if len > 0 && with_payload {
-        let at = regs::layout();
-        let args = if at.from_regs != 0 {
-            regs::current_buffer(&at)
-        } else {
-            // SAFETY: copied out at once.
-            let args = unsafe { ARGS.get(tid) }.copied();
-            if args.is_some() {
-                let _ = ARGS.remove(tid);
-            }
-            args
+    if let Some(args) = args {
+        let mut at = Capture {
+            event: &mut *event,
+            len,
+            cap,
+            open,
+            keep: window.is_some(),
         };
-        if let Some(args) = args {
-            let mut at = Capture {
-                event: &mut *event,
-                len,
-                cap,
-                open,
-                keep: window.is_some(),
-            };
-            left = at.run(&args);
-        }
+        left = at.run(args);
     }
     if let Some(w) = window {
         *w = min(left, HEAD_CAPTURE_MAX as u64) as u16;
+    }
+    // TLS records moved inside an OpenSSL call tie its SSL* to this socket.
+    if kind == Kind::DATA && tls::on() && looks_like_tls(event) {
+        tls::note_socket(tid, sk);
     }
     let head = (event.header.data.head_len as usize) & (HEAD_CAPTURE_MAX * 2 - 1);
     let size = size_of::<DataHeader>() + DATA_TAIL_MAX + head;
@@ -402,6 +434,20 @@ impl Capture<'_> {
             self.left(started)
         }
     }
+}
+
+/// Whether the captured bytes start with a TLS record header: content type
+/// 20-23 (change cipher spec, alert, handshake, application data), then
+/// version 3.x. OpenSSL reads a record's 5-byte header in a read of its
+/// own, and writes whole records, so every OpenSSL call that touches the
+/// socket has such a transfer.
+#[inline(always)]
+fn looks_like_tls(event: &DataEvent) -> bool {
+    if event.header.data.head_len < 3 {
+        return false;
+    }
+    let b = &event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + 3];
+    (20..=23).contains(&b[0]) && b[1] == 3 && b[2] <= 4
 }
 
 /// Copies bytes `from..to` of the transfer (within the first `first`

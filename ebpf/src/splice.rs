@@ -21,7 +21,7 @@ use gatescope_common::{Direction, SYSCALL_SPLICE};
 use crate::{
     emit::current,
     maps::may_be_target,
-    payload::{self, emit_data},
+    payload::{self, emit_data, Transfer},
     regs, seen,
 };
 
@@ -56,16 +56,15 @@ pub fn tcp_rcv_space_adjust_btf(ctx: BtfTracePointContext) -> i32 {
     let delta = copied.wrapping_sub(seen.consumed);
     seen.consumed = copied;
     if delta > 0 && delta < MAX_DELTA {
-        emit_data(
-            Direction::INGRESS,
+        let t = Transfer {
+            dir: Direction::INGRESS,
             tgid,
             tid,
             sk,
-            u64::from(delta),
-            0,
-            false,
-            None,
-        );
+            len: u64::from(delta),
+            error: 0,
+        };
+        emit_data(t, false, None);
     }
     0
 }

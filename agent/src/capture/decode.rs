@@ -153,6 +153,19 @@ pub enum Observation<'a> {
         head: &'a [u8],
         tail: &'a [u8],
     },
+    /// Plaintext OpenSSL moved for a TLS socket (`SSL_read`/`SSL_write` and
+    /// their `_ex`, at their return): what [`Observation::Data`] is for a
+    /// clear-text socket, whose own records then carry the ciphertext.
+    Plaintext {
+        sk: u64,
+        dir: Direction,
+        len: u64,
+        tgid: u32,
+        tid: u32,
+        ts_ns: u64,
+        head: &'a [u8],
+        tail: &'a [u8],
+    },
     /// A read by the gateway that failed (a reset seen by `recv()`): no
     /// bytes, but I/O its thread did (see correlate/order.rs).
     ReadFailed {
@@ -199,6 +212,7 @@ impl Observation<'_> {
             Observation::ConnFound { .. } => Kind::CONN_FOUND,
             Observation::State { .. } => Kind::STATE,
             Observation::Data { .. } | Observation::ReadFailed { .. } => Kind::DATA,
+            Observation::Plaintext { .. } => Kind::TLS_DATA,
             Observation::Tcp { .. } | Observation::TcpClosed { .. } => Kind::TCP,
             Observation::Fork { .. } => Kind::FORK,
             Observation::Exit { .. } => Kind::EXIT,
@@ -296,6 +310,30 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
             }
         }
         Kind::DATA => return decode_data(raw),
+        Kind::TLS_DATA => {
+            return match decode_data(raw)? {
+                Observation::Data {
+                    sk,
+                    dir,
+                    len,
+                    tgid,
+                    tid,
+                    ts_ns,
+                    head,
+                    tail,
+                } => Ok(Observation::Plaintext {
+                    sk,
+                    dir,
+                    len,
+                    tgid,
+                    tid,
+                    ts_ns,
+                    head,
+                    tail,
+                }),
+                _ => Err(DecodeError::Lengths),
+            };
+        }
         Kind::TCP => {
             let Tcp {
                 sk,

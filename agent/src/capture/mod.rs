@@ -4,6 +4,7 @@
 pub mod decode;
 mod globals;
 mod maps;
+pub mod tls;
 pub mod wire;
 
 pub(crate) use globals::possible_cpus;
@@ -17,16 +18,19 @@ use anyhow::Context as _;
 use aya::{
     maps::{Array, HashMap, MapData, RingBuf},
     programs::{
-        raw_trace_point::RawTracePointLink, tp_btf::BtfTracePointLink, trace_point::TracePointLink,
-        BtfTracePoint, Program, RawTracePoint, SocketFilter, TracePoint,
+        raw_trace_point::RawTracePointLink,
+        tp_btf::BtfTracePointLink,
+        trace_point::TracePointLink,
+        uprobe::{UProbeLink, UProbeScope},
+        BtfTracePoint, Program, RawTracePoint, SocketFilter, TracePoint, UProbe,
     },
     Btf, Ebpf, EbpfLoader,
 };
 use gatescope_common::{
     PtRegsArgs, SockOffsets, COMM_LEN, GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS,
-    GLOBAL_SOCK_OFFSETS, GLOBAL_WAKE_CHECK_MASK, MAP_DISCOVER, MAP_EVENTS, MAP_LISTEN_PORTS,
-    MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_REFUSED, MAP_RELEASES, MAP_SCRATCH, MAP_SOCKS,
-    MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
+    GLOBAL_SOCK_OFFSETS, GLOBAL_TLS_ON, GLOBAL_WAKE_CHECK_MASK, MAP_DISCOVER, MAP_EVENTS,
+    MAP_LISTEN_PORTS, MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_REFUSED, MAP_RELEASES, MAP_SCRATCH,
+    MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
     SYSCALL_SPLICE,
 };
 use tracing::{debug, info, warn};
@@ -37,8 +41,8 @@ use crate::error::StartError;
 /// `gatescope check`.
 pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gatescope"));
 
-/// Largest `--max-sockets`: the socket map is preallocated (88 bytes of kernel
-/// memory per entry, measured), so this bounds it to 352 MiB; more is far
+/// Largest `--max-sockets`: the socket map is preallocated (96 bytes of kernel
+/// memory per entry, measured), so this bounds it to 384 MiB; more is far
 /// beyond what one gateway host holds open.
 pub const MAX_SOCKETS_LIMIT: u32 = 4 << 20;
 
@@ -139,6 +143,9 @@ pub struct CaptureConfig<'a> {
     pub raw_tracepoints: bool,
     /// `--payload-from`.
     pub payload_from: PayloadFrom,
+    /// `--tls`: load the OpenSSL probes (attached per library by
+    /// [`tls::TlsProbes`]).
+    pub tls: bool,
 }
 
 /// One attachment; dropping it detaches the program.
@@ -148,7 +155,19 @@ enum Link {
     ),
     Raw(#[expect(dead_code, reason = "held only to be dropped, which detaches")] RawTracePointLink),
     Btf(#[expect(dead_code, reason = "held only to be dropped, which detaches")] BtfTracePointLink),
+    UProbe(#[expect(dead_code, reason = "held only to be dropped, which detaches")] UProbeLink),
 }
+
+/// The OpenSSL entry probes (ebpf/src/tls.rs) and the functions they go on;
+/// [`TLS_RETURN`] goes on the return of each. Those marked optional may be
+/// missing (`_ex` arrived in OpenSSL 1.1.1).
+const TLS_ENTRIES: &[(&str, &str, bool)] = &[
+    ("ssl_read", "SSL_read", true),
+    ("ssl_write", "SSL_write", true),
+    ("ssl_read_ex", "SSL_read_ex", false),
+    ("ssl_write_ex", "SSL_write_ex", false),
+];
+const TLS_RETURN: &str = "ssl_ret";
 
 /// The loaded programs; dropping it detaches them all.
 pub struct Capture {
@@ -156,6 +175,8 @@ pub struct Capture {
     /// Every attachment, owned here so that each can be detached on its own.
     links: Vec<Link>,
     pub programs_attached: usize,
+    /// The OpenSSL probes loaded (`--tls` and they passed the verifier).
+    pub tls: bool,
 }
 
 impl Capture {
@@ -186,6 +207,45 @@ impl Capture {
                 });
             }
         });
+    }
+
+    /// Attaches the OpenSSL probes to the file at `path` (a libssl, or an
+    /// executable with OpenSSL inside); how many attachments were made. An
+    /// error if the file has no `SSL_read`/`SSL_write` (nothing is left
+    /// attached then).
+    pub fn attach_tls(&mut self, path: &std::path::Path) -> anyhow::Result<usize> {
+        anyhow::ensure!(self.tls, "TLS capture is off");
+        let mut new = Vec::new();
+        for &(program, function, required) in TLS_ENTRIES {
+            for (prog_name, ret) in [(program, false), (TLS_RETURN, true)] {
+                let prog: &mut UProbe = self
+                    .ebpf
+                    .program_mut(prog_name)
+                    .context("program missing from the object")?
+                    .try_into()?;
+                match prog
+                    .attach(function, path, UProbeScope::AllProcesses)
+                    .and_then(|id| prog.take_link(id))
+                {
+                    Ok(link) => new.push(Link::UProbe(link)),
+                    Err(e) if required => {
+                        // Drops what this file got so far, detaching it.
+                        drop(new);
+                        return Err(
+                            anyhow::Error::from(e).context(format!("{function} (return: {ret})"))
+                        );
+                    }
+                    Err(e) => {
+                        debug!(function, "not attached: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        let n = new.len();
+        self.links.extend(new);
+        self.programs_attached += n;
+        Ok(n)
     }
 
     /// Loads and attaches everything as `config` says; returns the
@@ -226,6 +286,7 @@ impl Capture {
             discover,
             raw_tracepoints,
             payload_from: _,
+            tls: tls_on,
         } = config;
         let regs = PtRegsArgs {
             from_regs: u32::from(from_regs),
@@ -241,6 +302,7 @@ impl Capture {
             .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
             .override_global(GLOBAL_PT_REGS_ARGS, &regs, true)
             .override_global(GLOBAL_WAKE_CHECK_MASK, &wake_mask, true)
+            .override_global(GLOBAL_TLS_ON, &u32::from(tls_on), true)
             .load(OBJECT)
             .map_err(StartError::Load)?;
         fill_syscalls(&mut ebpf)?;
@@ -371,6 +433,10 @@ impl Capture {
             _ => false,
         };
 
+        // The OpenSSL probes are only loaded here; they are attached per
+        // library as target processes map them (tls.rs).
+        let tls = tls_on && load_tls(&mut ebpf);
+
         // The socket filter is only loaded here; the wire view's taps
         // attach it to their own packet sockets (capture/wire.rs). It is
         // optional: without it the agent runs without the wire view.
@@ -410,6 +476,7 @@ impl Capture {
                 ebpf,
                 links,
                 programs_attached: attached,
+                tls,
             },
             maps,
             events,
@@ -536,6 +603,30 @@ fn attach_btf(
         let _ = prog.unload();
     }
     link
+}
+
+/// Loads the OpenSSL probes; whether they loaded (said in a warning if not:
+/// TLS traffic is then counted as bytes only).
+fn load_tls(ebpf: &mut Ebpf) -> bool {
+    let mut load = |name: &str| -> anyhow::Result<()> {
+        let prog: &mut UProbe = ebpf
+            .program_mut(name)
+            .context("program missing from the object")?
+            .try_into()?;
+        prog.load()?;
+        Ok(())
+    };
+    for name in TLS_ENTRIES
+        .iter()
+        .map(|(p, ..)| *p)
+        .chain(std::iter::once(TLS_RETURN))
+    {
+        if let Err(e) = load(name) {
+            warn!("TLS capture off: the OpenSSL probe {name} does not load ({e:#}); TLS traffic is counted as bytes only");
+            return false;
+        }
+    }
+    true
 }
 
 fn load_wire(ebpf: &mut Ebpf) -> anyhow::Result<OwnedFd> {

@@ -26,6 +26,8 @@ pub mod lost_opens;
 mod protocol;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::{
     collections::{HashMap as StdHashMap, HashSet, VecDeque},
@@ -241,6 +243,24 @@ impl ConnTable {
                 };
                 self.data(sk, dir, &seg, tgid, now, out);
             }
+            Observation::Plaintext {
+                sk,
+                dir,
+                len,
+                tgid: _,
+                tid: _,
+                ts_ns,
+                head,
+                tail,
+            } => {
+                let seg = Segment {
+                    ts_ns,
+                    len,
+                    head,
+                    tail,
+                };
+                self.plaintext(sk, dir, &seg, out);
+            }
             // A failed read is the gateway's I/O on the connection (it had
             // accepted it); otherwise its state records say enough, and the
             // read matters to correlation only.
@@ -446,6 +466,24 @@ impl ConnTable {
             }
             // Not deferred at its close (nothing was queued, or the kernel
             // could not tell: no BTF): counted, not parsed.
+            Lifecycle::Closed => {}
+        }
+        emit(&mut self.events, conn.info(), out);
+    }
+
+    /// Plaintext OpenSSL moved for connection `sk`: parsed, not counted (its
+    /// ciphertext records counted the bytes on the wire).
+    fn plaintext(&mut self, sk: u64, dir: Direction, seg: &Segment, out: &mut Finished) {
+        let Some(conn) = self.conns.get_mut(&sk) else {
+            return;
+        };
+        match conn.lifecycle {
+            Lifecycle::Open { .. } => {
+                count_phase(&mut self.phases, conn, false);
+                conn.protocol.plaintext(dir, seg, &mut self.events);
+                count_phase(&mut self.phases, conn, true);
+            }
+            Lifecycle::Late { .. } => conn.protocol.plaintext(dir, seg, &mut self.events),
             Lifecycle::Closed => {}
         }
         emit(&mut self.events, conn.info(), out);

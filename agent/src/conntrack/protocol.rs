@@ -1,5 +1,5 @@
 //! The protocol seam: what a connection's bytes are parsed as. A protocol
-//! (HTTP/2, TLS-decrypted streams) is added here, as a variant and an arm in
+//! (HTTP/1, TLS with HTTP/1 inside; HTTP/2 next) is a variant and an arm in
 //! each method; the connection table does not change.
 
 use crate::{
@@ -15,6 +15,11 @@ pub enum Protocol {
     /// parser is a few hundred bytes, and the closed connections the table
     /// remembers keep none.
     Http1(Box<Http1>),
+    /// TLS, known from the connection's first bytes (a TLS record) or from
+    /// plaintext OpenSSL moved for it: the socket's ciphertext is counted,
+    /// never parsed; the plaintext ([`Protocol::plaintext`]) is parsed as
+    /// HTTP/1.
+    Tls(Box<Http1>),
     /// Counted, not parsed: the parser has ended (the connection's end was
     /// flushed) or was dropped.
     Opaque,
@@ -26,6 +31,10 @@ pub struct Http1 {
     /// When the last response on this connection ended: a pipelined request
     /// waits for it, and the gateway's clock for it starts only then.
     last_response_ns: u64,
+    /// Started mid-stream (open before gatescope).
+    midstream: bool,
+    /// Bytes were fed to the parser.
+    fed: bool,
 }
 
 impl Protocol {
@@ -36,22 +45,15 @@ impl Protocol {
             Role::Downstream => Side::Server,
             Role::Upstream => Side::Client,
         };
-        let http = if midstream {
-            HttpConn::new_midstream(side)
-        } else {
-            HttpConn::new(side)
-        };
-        Protocol::Http1(Box::new(Http1 {
-            http,
-            side,
-            last_response_ns: 0,
-        }))
+        Protocol::Http1(Box::new(Http1::new(side, midstream)))
     }
 
     /// stub_status's phase, for a client connection being parsed.
     pub fn phase(&self) -> Option<Phase> {
         match self {
-            Protocol::Http1(h) => (h.side == Side::Server).then(|| h.http.phase()),
+            Protocol::Http1(h) | Protocol::Tls(h) => {
+                (h.side == Side::Server).then(|| h.http.phase())
+            }
             Protocol::Opaque => None,
         }
     }
@@ -60,7 +62,7 @@ impl Protocol {
     /// (see [`Protocol::late_data`]) can go on feeding.
     pub fn is_parsing(&self) -> bool {
         match self {
-            Protocol::Http1(_) => true,
+            Protocol::Http1(_) | Protocol::Tls(_) => true,
             Protocol::Opaque => false,
         }
     }
@@ -74,8 +76,40 @@ impl Protocol {
     /// nginx accounts for it.
     pub fn data(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
         let ended = match self {
+            // A connection whose first bytes are a TLS record is TLS: its
+            // bytes are counted and never parsed (nor taken for non-HTTP).
+            Protocol::Http1(h) if !h.fed && seg.len > 0 && looks_like_tls(seg.head) => {
+                if let Protocol::Http1(h) = std::mem::replace(self, Protocol::Opaque) {
+                    *self = Protocol::Tls(h);
+                }
+                false
+            }
             Protocol::Http1(h) => h.data(dir, seg, out),
+            // Only the end of stream matters of the ciphertext.
+            Protocol::Tls(h) => seg.len == 0 && h.data(dir, seg, out),
             Protocol::Opaque => false,
+        };
+        if ended {
+            *self = Protocol::Opaque;
+        }
+    }
+
+    /// Plaintext OpenSSL moved for this connection. A connection not yet
+    /// known as TLS (open before gatescope, its first bytes unseen) becomes
+    /// so, with a parser that resynchronises at the next message boundary if
+    /// it had taken in ciphertext.
+    pub fn plaintext(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
+        if let Protocol::Http1(h) = self {
+            let parser = if h.fed || h.midstream {
+                Http1::new(h.side, true)
+            } else {
+                Http1::new(h.side, false)
+            };
+            *self = Protocol::Tls(Box::new(parser));
+        }
+        let ended = match self {
+            Protocol::Tls(h) if seg.len > 0 => h.data(dir, seg, out),
+            Protocol::Http1(_) | Protocol::Tls(_) | Protocol::Opaque => false,
         };
         if ended {
             *self = Protocol::Opaque;
@@ -89,7 +123,7 @@ impl Protocol {
     pub fn late_data(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
         match self {
             Protocol::Http1(h) if seg.len > 0 => h.feed(dir, seg, out),
-            Protocol::Http1(_) | Protocol::Opaque => {}
+            Protocol::Http1(_) | Protocol::Tls(_) | Protocol::Opaque => {}
         }
     }
 
@@ -97,7 +131,7 @@ impl Protocol {
     /// is parsed after.
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<HttpEvent>) {
         match std::mem::replace(self, Protocol::Opaque) {
-            Protocol::Http1(mut h) => h.http.on_close(ts_ns, out),
+            Protocol::Http1(mut h) | Protocol::Tls(mut h) => h.http.on_close(ts_ns, out),
             Protocol::Opaque => {}
         }
     }
@@ -109,7 +143,28 @@ impl Protocol {
     }
 }
 
+/// Whether a segment starts with a TLS record header: content type 20-23
+/// (change cipher spec, alert, handshake, application data), version 3.x.
+fn looks_like_tls(head: &[u8]) -> bool {
+    matches!(head, [20..=23, 3, 0..=4, ..])
+}
+
 impl Http1 {
+    fn new(side: Side, midstream: bool) -> Self {
+        let http = if midstream {
+            HttpConn::new_midstream(side)
+        } else {
+            HttpConn::new(side)
+        };
+        Http1 {
+            http,
+            side,
+            last_response_ns: 0,
+            midstream,
+            fed: false,
+        }
+    }
+
     /// See [`Protocol::data`]; true when the parser has ended.
     fn data(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) -> bool {
         if seg.len == 0 {
@@ -134,6 +189,7 @@ impl Http1 {
     }
 
     fn feed(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
+        self.fed = true;
         if dir == requests_direction(self.side) {
             self.http.on_request_bytes(seg, out);
         } else {

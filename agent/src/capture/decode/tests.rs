@@ -366,7 +366,8 @@ fn kind_index_names_the_kind() {
             "fork",
             "exit",
             "exec",
-            "listen"
+            "listen",
+            "tls_data"
         ]
     );
 }

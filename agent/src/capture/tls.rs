@@ -1,0 +1,248 @@
+//! Where the OpenSSL uprobes (ebpf/src/tls.rs) go: every libssl a target
+//! process maps, and an executable that carries OpenSSL itself (static
+//! builds export `SSL_write` among their own dynamic symbols).
+//!
+//! Libraries are found from `/proc/PID/maps`, not the loader cache: Kong
+//! ships its own OpenSSL under its prefix (RPATH), and a container's
+//! libraries are seen through `/proc/PID/root`. A library replaced on disk
+//! since it was mapped (an upgrade) is opened through `/proc/PID/map_files`.
+//! Each file is attached once, by device and inode, for all processes: the
+//! programs keep to targets themselves, so workers forked by a reload are
+//! covered without attaching again.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use tracing::{debug, info, warn};
+
+use super::Capture;
+use crate::procfs::Proc;
+
+/// Attaches the OpenSSL probes to what the target processes map, as they
+/// come (run once a second by the pipeline).
+pub struct TlsProbes {
+    capture: Arc<Mutex<Capture>>,
+    proc: Proc,
+    attached: Attached,
+    /// Processes logged as mapping no OpenSSL, once each.
+    told: HashSet<u32>,
+}
+
+impl TlsProbes {
+    pub fn new(capture: Arc<Mutex<Capture>>, proc: Proc) -> Self {
+        TlsProbes {
+            capture,
+            proc,
+            attached: Attached::default(),
+            told: HashSet::new(),
+        }
+    }
+
+    /// Looks at the target processes `live` that are due (new ones, and all
+    /// of them now and then) and attaches to the OpenSSL files they map
+    /// that were not tried before.
+    pub fn scan(&mut self, live: &[u32]) {
+        for pid in self.attached.due(live) {
+            let Some(maps) = self.proc.maps(pid) else {
+                continue;
+            };
+            let exe = self.proc.exe(pid);
+            let files = candidates(&maps, exe.as_deref(), &self.proc.pid_dir(pid));
+            let has_libssl = files.iter().any(|m| Some(&m.path) != exe.as_ref());
+            for m in files {
+                if !self.attached.first_time(&m) {
+                    continue;
+                }
+                let is_exe = Some(&m.path) == exe.as_ref();
+                let result = match self.capture.lock() {
+                    Ok(mut capture) => capture.attach_tls(&m.open),
+                    Err(_) => return,
+                };
+                match result {
+                    Ok(n) => info!(
+                        pid,
+                        file = %m.path,
+                        probes = n,
+                        "TLS: plaintext taken at OpenSSL's SSL_read/SSL_write"
+                    ),
+                    // An executable without OpenSSL of its own: the usual case.
+                    Err(e) if is_exe => debug!(pid, file = %m.path, "no OpenSSL inside: {e}"),
+                    Err(e) => warn!(
+                        pid,
+                        file = %m.path,
+                        "TLS: cannot attach to this OpenSSL ({e}); its TLS traffic is counted as bytes only"
+                    ),
+                }
+            }
+            if !has_libssl && self.told.insert(pid) {
+                info!(
+                    pid,
+                    "TLS: this target maps no libssl; TLS it terminates with OpenSSL built in is \
+                     parsed if the executable exports SSL_read, else counted as bytes only"
+                );
+            }
+        }
+        self.told.retain(|pid| live.contains(pid));
+    }
+}
+
+/// A file mapped executable by a process that may hold OpenSSL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapped {
+    /// The path as the process sees it.
+    pub path: String,
+    /// Where the agent opens it (through the process's root, or its
+    /// `map_files` entry when the file was replaced since).
+    pub open: PathBuf,
+    pub dev: String,
+    pub inode: u64,
+}
+
+/// The executable mappings of `/proc/PID/maps` text (`maps`) worth probing
+/// for OpenSSL: libssl itself and the program's executable (which may carry
+/// OpenSSL statically), each once. `proc_pid` is the process's `/proc/PID`.
+pub fn candidates(maps: &str, exe: Option<&str>, proc_pid: &Path) -> Vec<Mapped> {
+    let mut out: Vec<Mapped> = Vec::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(range), Some(perms), Some(_offset), Some(dev), Some(inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        let rest: Vec<&str> = fields.collect();
+        if !perms.contains('x') || rest.is_empty() {
+            continue;
+        }
+        let Ok(inode) = inode.parse::<u64>() else {
+            continue;
+        };
+        let deleted = rest.last() == Some(&"(deleted)");
+        let path = if deleted {
+            rest[..rest.len() - 1].join(" ")
+        } else {
+            rest.join(" ")
+        };
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let wanted = name.starts_with("libssl.so") || exe.is_some_and(|e| e == path);
+        if inode == 0 || !path.starts_with('/') || !wanted {
+            continue;
+        }
+        if out.iter().any(|m| m.dev == dev && m.inode == inode) {
+            continue;
+        }
+        let open = if deleted {
+            proc_pid.join("map_files").join(range)
+        } else {
+            proc_pid.join("root").join(path.trim_start_matches('/'))
+        };
+        out.push(Mapped {
+            path,
+            open,
+            dev: dev.to_owned(),
+            inode,
+        });
+    }
+    out
+}
+
+/// What was attached where, so that each file is attached once.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// (device, inode) of files tried, whatever came of it.
+    tried: HashSet<(String, u64)>,
+    /// Processes looked at; a process maps a new libssl rarely, so each is
+    /// looked at when first seen and again every [`RESCAN_ROUNDS`] rounds.
+    seen: HashSet<u32>,
+    round: u64,
+}
+
+/// See [`Attached::seen`].
+const RESCAN_ROUNDS: u64 = 30;
+
+impl Attached {
+    /// The processes of `live` to look at this round.
+    pub fn due(&mut self, live: &[u32]) -> Vec<u32> {
+        self.round += 1;
+        let rescan = self.round.is_multiple_of(RESCAN_ROUNDS);
+        self.seen.retain(|pid| live.contains(pid));
+        live.iter()
+            .copied()
+            .filter(|pid| self.seen.insert(*pid) || rescan)
+            .collect()
+    }
+
+    /// Whether `m` is a file not tried before (and marks it tried).
+    pub fn first_time(&mut self, m: &Mapped) -> bool {
+        self.tried.insert((m.dev.clone(), m.inode))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d4c0a00000-55d4c0a2a000 r--p 00000000 fd:01 1234 /usr/sbin/nginx
+55d4c0a2a000-55d4c0b00000 r-xp 0002a000 fd:01 1234 /usr/sbin/nginx
+7f1000000000-7f1000020000 r--p 00000000 fd:01 777 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1000020000-7f1000080000 r-xp 00020000 fd:01 777 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f2000020000-7f2000080000 r-xp 00020000 fd:01 888 /usr/lib/x86_64-linux-gnu/libcrypto.so.3
+7f3000020000-7f3000080000 r-xp 00020000 fd:01 999 /usr/local/kong/lib/libssl.so.1.1 (deleted)
+7f4000000000-7f4000001000 r-xp 00000000 00:00 0 [vdso]
+";
+
+    #[test]
+    fn libssl_and_the_executable_once_each() {
+        let got = candidates(MAPS, Some("/usr/sbin/nginx"), Path::new("/proc/42"));
+        let paths: Vec<(&str, &Path)> = got
+            .iter()
+            .map(|m| (m.path.as_str(), m.open.as_path()))
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                ("/usr/sbin/nginx", Path::new("/proc/42/root/usr/sbin/nginx")),
+                (
+                    "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                    Path::new("/proc/42/root/usr/lib/x86_64-linux-gnu/libssl.so.3")
+                ),
+                (
+                    "/usr/local/kong/lib/libssl.so.1.1",
+                    Path::new("/proc/42/map_files/7f3000020000-7f3000080000")
+                ),
+            ]
+        );
+        assert_eq!(got[1].inode, 777);
+    }
+
+    #[test]
+    fn each_file_is_tried_once_and_processes_when_new() {
+        let mut a = Attached::default();
+        let m = candidates(MAPS, None, Path::new("/proc/42"));
+        assert!(a.first_time(&m[0]));
+        assert!(!a.first_time(&m[0]));
+        assert_eq!(a.due(&[1, 2]), vec![1, 2]);
+        assert_eq!(a.due(&[1, 2, 3]), vec![3]);
+        let mut later = Vec::new();
+        for _ in 0..RESCAN_ROUNDS {
+            later = a.due(&[1, 2, 3]);
+            if !later.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(
+            later,
+            vec![1, 2, 3],
+            "rescanned every {RESCAN_ROUNDS} rounds"
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! Unit tests of TLS connections in the table: ciphertext counted and never
+//! parsed, the plaintext OpenSSL moved parsed as HTTP/1.
+
+use gatescope_common::TcpState;
+
+use super::tests::{apply, ep, open, state, CLIENT, GW};
+use super::*;
+use crate::http::{Anomaly, Exchange};
+
+fn data(sk: u64, dir: Direction, ts_ns: u64, head: &[u8], len: u64) -> Observation<'_> {
+    Observation::Data {
+        sk,
+        dir,
+        len,
+        tgid: 1,
+        tid: 1,
+        ts_ns,
+        head,
+        tail: b"",
+    }
+}
+
+fn plain(sk: u64, dir: Direction, ts_ns: u64, bytes: &[u8]) -> Observation<'_> {
+    Observation::Plaintext {
+        sk,
+        dir,
+        len: bytes.len() as u64,
+        tgid: 1,
+        tid: 1,
+        ts_ns,
+        head: bytes,
+        tail: b"",
+    }
+}
+
+/// The exchanges and anomalies of `outs`.
+fn http(outs: &[Finished]) -> (Vec<Exchange>, Vec<Anomaly>) {
+    let (mut x, mut a) = (Vec::new(), Vec::new());
+    for out in outs {
+        for (_, e) in &out.http {
+            match e {
+                HttpEvent::Exchange(e) => x.push(e.clone()),
+                HttpEvent::Anomaly(an) => a.push(*an),
+            }
+        }
+    }
+    (x, a)
+}
+
+const HELLO: &[u8] = &[
+    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+];
+const APP: &[u8] = &[0x17, 0x03, 0x03, 0x00, 0x40, 0xde, 0xad, 0xbe, 0xef];
+
+#[test]
+fn ciphertext_is_counted_and_plaintext_parsed() {
+    let mut t = ConnTable::new(10);
+    let e = ep(GW, CLIENT);
+    open(&mut t, 1, Role::Downstream, e);
+    let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let outs = vec![
+        apply(&mut t, &data(1, Direction::Ingress, 10, HELLO, 517)),
+        apply(&mut t, &data(1, Direction::Egress, 11, &APP[..3], 1200)),
+        apply(&mut t, &data(1, Direction::Ingress, 20, APP, 90)),
+        apply(&mut t, &plain(1, Direction::Ingress, 21, req)),
+        apply(&mut t, &plain(1, Direction::Egress, 30, resp)),
+        apply(&mut t, &data(1, Direction::Egress, 31, APP, 80)),
+    ];
+    // The wire bytes are the ciphertext's; the plaintext adds none.
+    let bytes: u64 = outs
+        .iter()
+        .flat_map(|o| &o.facts)
+        .map(|f| match f {
+            Fact::DownstreamBytes { len, .. } => *len,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(bytes, 517 + 1200 + 90 + 80);
+    state(&mut t, 1, TcpState::CLOSE, e);
+    let (x, a) = http(&outs);
+    assert_eq!(a, vec![], "ciphertext is never parsed");
+    assert_eq!(x.len(), 1);
+    assert_eq!(
+        (x[0].method.as_str(), x[0].path.as_str(), x[0].status),
+        ("GET", "/a", 200)
+    );
+    assert_eq!(
+        (x[0].request_bytes, x[0].response_bytes),
+        (req.len() as u64, resp.len() as u64)
+    );
+    assert_eq!((x[0].request_first_ns, x[0].response_last_ns), (21, 30));
+}
+
+#[test]
+fn a_connection_open_before_start_resynchronises_at_a_message() {
+    let mut t = ConnTable::new(10);
+    let found = Observation::ConnFound {
+        sk: 2,
+        role: Role::Downstream,
+        endpoints: ep(GW, CLIENT),
+        ts_ns: 0,
+    };
+    apply(&mut t, &found);
+    let outs = vec![
+        // the middle of a record: not recognisably TLS
+        apply(
+            &mut t,
+            &data(2, Direction::Ingress, 5, &[0x9a, 0x01, 0xff], 300),
+        ),
+        // the rest of a body, then a request
+        apply(&mut t, &plain(2, Direction::Ingress, 6, b"tail of a body")),
+        apply(
+            &mut t,
+            &plain(2, Direction::Egress, 7, b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ),
+        apply(
+            &mut t,
+            &plain(2, Direction::Ingress, 8, b"GET /b HTTP/1.1\r\n\r\n"),
+        ),
+        apply(
+            &mut t,
+            &plain(
+                2,
+                Direction::Egress,
+                9,
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            ),
+        ),
+    ];
+    let (x, a) = http(&outs);
+    assert_eq!(x.len(), 1, "{x:?}");
+    assert_eq!((x[0].path.as_str(), x[0].status), ("/b", 404));
+    // what was skipped to get there is the usual mid-stream resync
+    assert!(
+        a.iter().all(|a| matches!(a, Anomaly::Resync { .. })),
+        "{a:?}"
+    );
+}

@@ -1,0 +1,200 @@
+//! TLS plaintext at OpenSSL: uprobes on `SSL_read`, `SSL_read_ex`,
+//! `SSL_write` and `SSL_write_ex` (entry: which `SSL*`, which buffer), one
+//! uretprobe for all four (the bytes moved). The plaintext is taken at the
+//! return of a successful call: nginx retries a write that wanted to write
+//! with the same buffer, so its entry would count twice.
+//!
+//! Which socket an `SSL*` is on comes without OpenSSL's struct offsets (they
+//! moved in 3.0, 3.2 and 3.5): the socket whose length tracepoint saw TLS
+//! records inside the call, on the same thread (payload.rs calls
+//! [`note_socket`]). A read that OpenSSL serves from its buffer, with no
+//! syscall, uses the socket the `SSL*` was last seen on (`TLS_SOCKS`). The
+//! length tracepoints run in the syscall, never in softirq, so the binding
+//! cannot come from another connection's packet (Beyla's nginx misbinding).
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_user,
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use gatescope_common::{Direction, HeadWindow, LostReason, TlsCall, TlsKey};
+
+use crate::{
+    emit::{count_lost, current},
+    maps::{is_target, SOCKS, TLS_CALLS, TLS_SOCKS},
+    payload::{emit_plaintext, Transfer},
+};
+
+/// 1 when the agent captures TLS plaintext (`--tls`); the length programs
+/// then look for TLS records in what they captured.
+#[unsafe(no_mangle)]
+static TLS_ON: u32 = 0;
+
+#[inline(always)]
+pub fn on() -> bool {
+    // SAFETY: a constant global the agent may patch before load.
+    unsafe { read_volatile(&raw const TLS_ON) != 0 }
+}
+
+/// `int SSL_read(SSL *ssl, void *buf, int num)`
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    enter(&ctx, Direction::INGRESS, false);
+    0
+}
+
+/// `int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes)`
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, Direction::INGRESS, true);
+    0
+}
+
+/// `int SSL_write(SSL *ssl, const void *buf, int num)`
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    enter(&ctx, Direction::EGRESS, false);
+    0
+}
+
+/// `int SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written)`
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, Direction::EGRESS, true);
+    0
+}
+
+/// The return of any of the four: the call saved at its entry says which.
+#[uretprobe]
+pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
+    leave(&ctx);
+    0
+}
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, dir: Direction, ex: bool) {
+    let (tgid, tid) = current();
+    if !is_target(tgid) {
+        return;
+    }
+    let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return;
+    };
+    let count_at = if ex {
+        let Some(at) = ctx.arg::<u64>(3) else {
+            return;
+        };
+        at
+    } else {
+        0
+    };
+    let call = TlsCall {
+        ssl,
+        buf,
+        count_at,
+        sk: 0,
+        dir,
+        mismatch: 0,
+    };
+    if TLS_CALLS.insert(tid, call, 0).is_err() {
+        count_lost(LostReason::TLS_CALLS_FULL);
+    }
+}
+
+/// TLS records moved on socket `sk` in the current thread: if it is inside
+/// an OpenSSL call, that call's `SSL*` is on `sk`.
+#[inline(always)]
+pub fn note_socket(tid: u32, sk: u64) {
+    let Some(call) = TLS_CALLS.get_ptr_mut(tid) else {
+        return;
+    };
+    // SAFETY: the thread's own entry; only this thread writes it.
+    let call = unsafe { &mut *call };
+    if call.sk == 0 {
+        call.sk = sk;
+    } else if call.sk != sk {
+        call.mismatch = 1;
+    }
+}
+
+#[inline(always)]
+fn leave(ctx: &RetProbeContext) {
+    let (tgid, tid) = current();
+    // SAFETY: copied out at once.
+    let Some(call) = (unsafe { TLS_CALLS.get(tid) }).copied() else {
+        return;
+    };
+    let _ = TLS_CALLS.remove(tid);
+    let ret: i32 = ctx.ret();
+    let len = if call.count_at != 0 {
+        if ret != 1 {
+            return;
+        }
+        // SAFETY: user memory read through the helper, which may fail.
+        match unsafe { bpf_probe_read_user(call.count_at as *const u64) } {
+            Ok(n) => n,
+            Err(_) => return,
+        }
+    } else if ret > 0 {
+        ret.unsigned_abs().into()
+    } else {
+        return;
+    };
+    if len == 0 {
+        return;
+    }
+    if call.mismatch != 0 {
+        count_lost(LostReason::TLS_MISMATCH);
+        return;
+    }
+    let key = TlsKey {
+        tgid,
+        _pad: 0,
+        ssl: call.ssl,
+    };
+    let sk = if call.sk != 0 {
+        // SAFETY: reading the existing binding, copied out at once.
+        if unsafe { TLS_SOCKS.get(key) }.copied() != Some(call.sk) {
+            let _ = TLS_SOCKS.insert(key, call.sk, 0);
+        }
+        call.sk
+    } else {
+        // SAFETY: copied out at once.
+        let Some(sk) = (unsafe { TLS_SOCKS.get(key) }).copied() else {
+            count_lost(LostReason::TLS_UNBOUND);
+            return;
+        };
+        sk
+    };
+    // Each direction in its own copy of the rest, so that the window's slot
+    // is a constant offset: computed from a runtime direction, its address
+    // is taken before the null check, which the verifier refuses.
+    if call.dir == Direction::EGRESS {
+        plaintext(Direction::EGRESS, tgid, tid, sk, len, call.buf);
+    } else {
+        plaintext(Direction::INGRESS, tgid, tid, sk, len, call.buf);
+    }
+}
+
+#[inline(always)]
+fn plaintext(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64, buf: u64) {
+    // The plaintext's own head window, in the socket's entry (the ciphertext
+    // keeps its own in per-socket storage on the BTF path).
+    let window = SOCKS.get_ptr_mut(sk).map(|info| {
+        // SAFETY: a preallocated hash map's value stays in place while the
+        // program runs; one direction's calls are serialised by the caller.
+        let info = unsafe { &mut *info };
+        &mut info.heads.0[HeadWindow::index(dir)]
+    });
+    let t = Transfer {
+        dir,
+        tgid,
+        tid,
+        sk,
+        len,
+        error: 0,
+    };
+    emit_plaintext(t, buf, window);
+}
