@@ -223,9 +223,9 @@ fn check_as_root_reports_what_this_machine_allows() -> Result<()> {
          (fallback: raw_syscalls:sys_enter))"
     };
     let tls = if works["uprobe"] {
-        "uprobes on OpenSSL, later: available here"
+        "uprobes on OpenSSL's SSL_read/SSL_write in each libssl a target maps"
     } else {
-        "uprobes on OpenSSL, later: unavailable here"
+        "off: uprobes unavailable here"
     };
     let wire = if works["socket filter"] {
         "socket filter on AF_PACKET sockets"

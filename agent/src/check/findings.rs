@@ -112,13 +112,17 @@ impl Report {
                 "nothing: tracepoints do not attach here".into()
             }
         };
-        let later = |hook: Hook, what: &str| {
-            let here = match self.hook(hook) {
-                Some(h) if h.works() => "available here".to_owned(),
-                Some(h) => format!("unavailable here: {}", h.short_reason()),
-                None => "not probed".to_owned(),
-            };
-            format!("{what}, later: {here}")
+        let tls = match self.hook(Hook::Uprobe) {
+            Some(h) if h.works() => {
+                "uprobes on OpenSSL's SSL_read/SSL_write in each libssl a target \
+                                     maps (the agent's log names each file)"
+                    .to_owned()
+            }
+            Some(h) => format!(
+                "off: uprobes unavailable here ({}); TLS is counted as bytes only",
+                h.short_reason()
+            ),
+            None => "not probed".to_owned(),
         };
         vec![
             (
@@ -149,7 +153,7 @@ impl Report {
                     },
                 ),
             ),
-            ("TLS", later(Hook::Uprobe, "uprobes on OpenSSL")),
+            ("TLS", tls),
             (
                 "wire view",
                 match self.hook(Hook::SocketFilter) {

@@ -188,7 +188,10 @@ mod tests {
         ));
         assert!(table.contains("tracefs         mounted at /sys/kernel/tracing"));
         assert!(table.contains("process tracking      tracepoints (sched:sched_process_fork"));
-        assert!(table.contains("TLS                   uprobes on OpenSSL, later: available here"));
+        assert!(table.contains(
+            "TLS                   uprobes on OpenSSL's SSL_read/SSL_write in each libssl a \
+             target maps (the agent's log names each file)"
+        ));
         assert!(table.ends_with(
             "verdict: the core can run here (capabilities, tracefs, tracepoints, ring buffer)\n"
         ));

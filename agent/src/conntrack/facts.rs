@@ -46,6 +46,56 @@ pub enum Fact {
     },
     /// The table was full and a connection could not be tracked.
     TableFull,
+    /// What a client connection's TLS handshake came to (by listening port).
+    DownstreamTls {
+        port: u16,
+        result: TlsResult,
+    },
+    /// What a TLS handshake with an upstream peer came to.
+    UpstreamTls {
+        peer: SocketAddr,
+        result: TlsResult,
+    },
+}
+
+/// What a TLS handshake came to, as the connection's bytes show it: no
+/// OpenSSL call says why a handshake failed, so this reads the records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsResult {
+    /// Plaintext flowed (OpenSSL returned data).
+    Ok,
+    /// A TLS alert record in the clear came before any plaintext (no shared
+    /// protocol version or cipher, an unknown name, a refused certificate
+    /// in TLS 1.2).
+    Failed,
+    /// The connection closed before any plaintext without an alert in the
+    /// clear: TLS 1.3 encrypts its alerts (a refused certificate), and a
+    /// client may complete the handshake and leave.
+    Closed,
+}
+
+impl TlsResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsResult::Ok => "ok",
+            TlsResult::Failed => "failed",
+            TlsResult::Closed => "closed",
+        }
+    }
+}
+
+/// The handshake fact of a connection of `role` at `endpoints`.
+pub(super) fn tls_fact(role: Role, endpoints: &Endpoints, result: TlsResult) -> Fact {
+    match role {
+        Role::Downstream => Fact::DownstreamTls {
+            port: endpoints.local.port(),
+            result,
+        },
+        Role::Upstream => Fact::UpstreamTls {
+            peer: endpoints.remote,
+            result,
+        },
+    }
 }
 
 /// A TCP event, per listener for client connections and per peer upstream.

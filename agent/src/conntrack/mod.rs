@@ -39,9 +39,9 @@ use rustc_hash::FxHashMap;
 
 use gatescope_common::TcpState;
 
-pub use self::facts::{ConnInfo, Fact, Finished, Gauges, PhaseCounts};
+pub use self::facts::{ConnInfo, Fact, Finished, Gauges, PhaseCounts, TlsResult};
 use self::{
-    facts::{adjust, tcp_fact},
+    facts::{adjust, tcp_fact, tls_fact},
     protocol::Protocol,
 };
 use crate::{
@@ -77,6 +77,49 @@ struct Conn {
     opened_ns: u64,
     lifecycle: Lifecycle,
     protocol: Protocol,
+    handshake: Handshake,
+}
+
+/// A connection's TLS handshake, for its one [`Fact`] (see [`TlsResult`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handshake {
+    /// Not TLS as far as its bytes show.
+    Unknown,
+    /// TLS, its first bytes seen, no plaintext yet; `alert`: a TLS alert in
+    /// the clear was seen.
+    Pending { alert: bool },
+    /// Reported, or not to be (a connection open before gatescope started:
+    /// its handshake was not seen).
+    Done,
+}
+
+impl Conn {
+    /// After a transfer: a connection that turned out TLS has a handshake
+    /// under way; an alert in the clear before any plaintext fails it.
+    fn watch_handshake(&mut self, head: &[u8]) {
+        if self.handshake == Handshake::Unknown && self.protocol.is_tls() {
+            self.handshake = Handshake::Pending { alert: false };
+        }
+        if let Handshake::Pending { alert } = &mut self.handshake {
+            // content type 21 (alert), version 3.x
+            *alert |= matches!(head, [21, 3, 0..=4, ..]);
+        }
+    }
+
+    /// The handshake's fact, once: plaintext flowed (`ok`), or the
+    /// connection closed first (failed after an alert in the clear, else
+    /// closed).
+    fn end_handshake(&mut self, ok: bool, out: &mut Finished) {
+        if let Handshake::Pending { alert } = self.handshake {
+            let result = match (ok, alert) {
+                (true, _) => TlsResult::Ok,
+                (false, true) => TlsResult::Failed,
+                (false, false) => TlsResult::Closed,
+            };
+            out.facts.push(tls_fact(self.role, &self.endpoints, result));
+        }
+        self.handshake = Handshake::Done;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,6 +401,11 @@ impl ConnTable {
             opened_ns,
             lifecycle: Lifecycle::Open { active: true },
             protocol: Protocol::new(role, found),
+            handshake: if found {
+                Handshake::Done
+            } else {
+                Handshake::Unknown
+            },
         };
         if role == Role::Upstream && !found {
             out.facts.push(Fact::UpstreamOpened {
@@ -383,6 +431,9 @@ impl ConnTable {
         };
         count(&mut self.gauges, &mut self.phases, conn, false);
         let closed = new == TcpState::CLOSE;
+        if closed || is_gateway_close(new) {
+            conn.end_handshake(false, out);
+        }
         if closed && close.queued && conn.protocol.is_parsing() {
             // A reset with bytes still queued: the gateway reads them next.
             conn.lifecycle = Lifecycle::Late {
@@ -453,6 +504,9 @@ impl ConnTable {
                 count_phase(&mut self.phases, conn, false);
                 conn.protocol.data(dir, seg, &mut self.events);
                 count_phase(&mut self.phases, conn, true);
+                if seg.len > 0 {
+                    conn.watch_handshake(seg.head);
+                }
             }
             // Read after a reset closed the socket: a client's request
             // (nginx logs it, 499), an upstream's response.
@@ -477,6 +531,7 @@ impl ConnTable {
         let Some(conn) = self.conns.get_mut(&sk) else {
             return;
         };
+        conn.end_handshake(true, out);
         match conn.lifecycle {
             Lifecycle::Open { .. } => {
                 count_phase(&mut self.phases, conn, false);

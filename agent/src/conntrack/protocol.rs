@@ -58,6 +58,11 @@ impl Protocol {
         }
     }
 
+    /// Whether the connection is TLS (its ciphertext is not parsed).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Protocol::Tls(_))
+    }
+
     /// Whether a parser is running, which the bytes read after a close
     /// (see [`Protocol::late_data`]) can go on feeding.
     pub fn is_parsing(&self) -> bool {

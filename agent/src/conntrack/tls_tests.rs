@@ -137,3 +137,108 @@ fn a_connection_open_before_start_resynchronises_at_a_message() {
         "{a:?}"
     );
 }
+
+#[test]
+fn each_handshake_is_counted_once_by_what_its_bytes_show() {
+    let handshakes = |outs: &[Finished]| -> Vec<TlsResult> {
+        outs.iter()
+            .flat_map(|o| &o.facts)
+            .filter_map(|f| match f {
+                Fact::DownstreamTls { port: 8080, result } => Some(*result),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut t = ConnTable::new(10);
+    // plaintext flowed: ok, once
+    let e = ep(GW, CLIENT);
+    open(&mut t, 1, Role::Downstream, e);
+    let mut outs = vec![
+        apply(&mut t, &data(1, Direction::Ingress, 1, HELLO, 517)),
+        apply(
+            &mut t,
+            &plain(1, Direction::Ingress, 2, b"GET / HTTP/1.1\r\n\r\n"),
+        ),
+        apply(
+            &mut t,
+            &plain(1, Direction::Ingress, 3, b"GET / HTTP/1.1\r\n\r\n"),
+        ),
+    ];
+    let mut c = Finished::default();
+    t.apply(
+        &Observation::State {
+            sk: 1,
+            old: TcpState::ESTABLISHED,
+            new: TcpState::CLOSE,
+            endpoints: e,
+            ts_ns: 4,
+            queued: 0,
+            by_target: true,
+        },
+        Instant::now,
+        &mut c,
+    );
+    outs.push(c);
+    assert_eq!(handshakes(&outs), vec![TlsResult::Ok]);
+    // closed without plaintext or alert: closed
+    let e3 = ep(GW, "127.0.0.1:50003");
+    open(&mut t, 3, Role::Downstream, e3);
+    apply(&mut t, &data(3, Direction::Ingress, 1, HELLO, 300));
+    let mut c = Finished::default();
+    t.apply(
+        &Observation::State {
+            sk: 3,
+            old: TcpState::ESTABLISHED,
+            new: TcpState::CLOSE,
+            endpoints: e3,
+            ts_ns: 2,
+            queued: 0,
+            by_target: false,
+        },
+        Instant::now,
+        &mut c,
+    );
+    assert_eq!(handshakes(&[c]), vec![TlsResult::Closed]);
+    // clear text: no handshake at all
+    let e4 = ep(GW, "127.0.0.1:50004");
+    open(&mut t, 4, Role::Downstream, e4);
+    let outs = vec![apply(
+        &mut t,
+        &data(4, Direction::Ingress, 1, b"GET / HTTP/1.1\r\n\r\n", 18),
+    )];
+    assert_eq!(handshakes(&outs), vec![]);
+}
+
+#[test]
+fn an_alert_in_the_clear_fails_the_handshake() {
+    let mut t = ConnTable::new(10);
+    let e = ep(GW, CLIENT);
+    open(&mut t, 1, Role::Downstream, e);
+    apply(&mut t, &data(1, Direction::Ingress, 1, HELLO, 300));
+    apply(
+        &mut t,
+        &data(1, Direction::Egress, 2, &[21, 3, 3, 0, 2, 2, 70], 7),
+    );
+    let mut c = Finished::default();
+    t.apply(
+        &Observation::State {
+            sk: 1,
+            old: TcpState::ESTABLISHED,
+            new: TcpState::CLOSE,
+            endpoints: e,
+            ts_ns: 3,
+            queued: 0,
+            by_target: true,
+        },
+        Instant::now,
+        &mut c,
+    );
+    assert!(
+        c.facts.contains(&Fact::DownstreamTls {
+            port: 8080,
+            result: TlsResult::Failed
+        }),
+        "{:?}",
+        c.facts
+    );
+}

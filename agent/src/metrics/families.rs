@@ -403,6 +403,16 @@ pub const DOWNSTREAM_TCP_EVENTS: Family = counter(
     "Retransmissions and resets on client connections, per listening socket (tcp:* tracepoints)",
     &["listener", "event"],
 );
+pub const DOWNSTREAM_TLS_HANDSHAKES: Family = counter(
+    "gatescope_downstream_tls_handshakes_total",
+    "TLS handshakes on client connections, per listening socket, as their bytes show: ok (plaintext flowed), failed (a TLS alert in the clear first, e.g. no shared protocol or cipher), closed (the connection closed first: an encrypted TLS 1.3 alert such as a rejected certificate, or a client that never sent a request)",
+    &["listener", "result"],
+);
+pub const UPSTREAM_TLS_HANDSHAKES: Family = counter(
+    "gatescope_upstream_tls_handshakes_total",
+    "TLS handshakes on connections to each upstream peer, as their bytes show (see gatescope_downstream_tls_handshakes_total)",
+    &["peer", "result"],
+);
 pub const UPSTREAM_TCP_EVENTS: Family = counter(
     "gatescope_upstream_tcp_events_total",
     "Retransmissions and resets on connections to each upstream peer (tcp:* tracepoints)",

@@ -67,6 +67,8 @@ pub struct Metrics {
     upstream_bytes: IntCounterVec,
     untracked_bytes: IntCounterVec,
     downstream_tcp: IntCounterVec,
+    downstream_tls: IntCounterVec,
+    upstream_tls: IntCounterVec,
     upstream_tcp: IntCounterVec,
     wire: WireMetrics,
     pub health: Health,
@@ -105,6 +107,8 @@ impl Metrics {
             upstream_bytes: families::UPSTREAM_BYTES.counter(&registry),
             untracked_bytes,
             downstream_tcp: families::DOWNSTREAM_TCP_EVENTS.counter(&registry),
+            downstream_tls: families::DOWNSTREAM_TLS_HANDSHAKES.counter(&registry),
+            upstream_tls: families::UPSTREAM_TLS_HANDSHAKES.counter(&registry),
             upstream_tcp: families::UPSTREAM_TCP_EVENTS.counter(&registry),
             wire: WireMetrics::new(&registry),
             health: Health::new(&registry, id.version, id.kernel, event_kinds),
@@ -226,6 +230,16 @@ impl Metrics {
                 self.untracked_bytes
                     .with_label_values(&[dir.as_str()])
                     .inc_by(len);
+            }
+            Fact::DownstreamTls { port, result } => {
+                self.downstream_tls
+                    .with_label_values(&[&self.listener_label(port), result.as_str()])
+                    .inc();
+            }
+            Fact::UpstreamTls { peer, result } => {
+                self.upstream_tls
+                    .with_label_values(&[&peer.to_string(), result.as_str()])
+                    .inc();
             }
             Fact::DownstreamTcp { port, event } => {
                 self.downstream_tcp
