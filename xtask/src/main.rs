@@ -74,6 +74,10 @@ enum Task {
         /// rounds, each with its bpf_stats round (0: none)
         #[arg(long, default_value_t = 1)]
         haproxy_pairs: u32,
+        /// Flat-out pairs through the nginx proxy over TLS (wrk over https; gatescope's
+        /// OpenSSL uprobes), each with its bpf_stats round (0: none)
+        #[arg(long, default_value_t = 1)]
+        tls_pairs: u32,
         /// Print the results only; leave BENCHMARKS.md alone
         #[arg(long)]
         no_write: bool,
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
             header_bytes,
             paced_rate,
             haproxy_pairs,
+            tls_pairs,
             no_write,
             agent,
             agent_args,
@@ -152,6 +157,7 @@ fn main() -> ExitCode {
                         },
                         paced_rate,
                         haproxy_pairs,
+                        tls_pairs,
                         write: !no_write,
                         agent_args,
                     },

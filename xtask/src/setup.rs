@@ -27,6 +27,8 @@ const APT_PACKAGES: &[&str] = &[
     // real Caddy 2.6 (Go) in front of the upstream: tests/tests/caddy.rs
     "caddy",
     "curl",
+    // certificates for the TLS tests, bench pairs and demo (`openssl req`)
+    "openssl",
     "prometheus",
     "wrk",
     // the wire view's independent witness in tests

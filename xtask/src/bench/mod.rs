@@ -14,6 +14,7 @@ mod haproxy;
 mod report;
 mod rounds;
 mod summary;
+mod tls;
 mod tracing;
 
 use std::{
@@ -79,6 +80,8 @@ pub struct BenchArgs {
     pub paced_rate: u32,
     /// Flat-out pairs through HAProxy after the nginx rounds; 0 for none.
     pub haproxy_pairs: u32,
+    /// Flat-out pairs through the nginx proxy over TLS.
+    pub tls_pairs: u32,
     /// Write BENCHMARKS.md.
     pub write: bool,
     /// The agent was given with --agent rather than built from this tree.
@@ -108,6 +111,8 @@ impl Mode {
 pub enum Gateway {
     Nginx,
     Haproxy,
+    /// The same nginx proxy, over TLS.
+    NginxTls,
 }
 
 impl Gateway {
@@ -115,6 +120,7 @@ impl Gateway {
         match self {
             Gateway::Nginx => "nginx",
             Gateway::Haproxy => "haproxy",
+            Gateway::NginxTls => "nginx-tls",
         }
     }
 
@@ -122,6 +128,7 @@ impl Gateway {
         match self {
             Gateway::Nginx => "nginx",
             Gateway::Haproxy => "HAProxy",
+            Gateway::NginxTls => "nginx over TLS",
         }
     }
 }
@@ -253,6 +260,8 @@ pub(crate) struct Stack {
     /// The proxy the rounds load (the nginx proxy, or HAProxy during its pairs).
     proxy: Guard,
     proxy_addr: SocketAddr,
+    /// The nginx proxy's TLS listener (the TLS pairs).
+    tls_addr: SocketAddr,
     gateway: Gateway,
     upstream: Guard,
     upstream_addr: SocketAddr,
@@ -361,12 +370,17 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         upstream.pid()
     );
     let proxy_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let tls_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    tls::certificate(&dir.join("proxy"))?;
     let (proxy, took) = stack::start_nginx(
         "proxy nginx",
         &PROXY_CONF,
         &dir.join("proxy"),
         proxy_addr,
-        &[("upstream_port", upstream_addr.port().to_string())],
+        &[
+            ("upstream_port", upstream_addr.port().to_string()),
+            ("tls_port", tls_addr.port().to_string()),
+        ],
     )?;
     println!(
         "bench: proxy nginx master pid {} (workers {:?}) answers on http://{proxy_addr}/ after {took:.1?}",
@@ -388,6 +402,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         load: args.load,
         proxy,
         proxy_addr,
+        tls_addr,
         gateway: Gateway::Nginx,
         upstream,
         upstream_addr,
@@ -420,6 +435,10 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
     if args.haproxy_pairs > 0 {
         let first = results.next_pair();
         haproxy::rounds(&mut stack, &mut results, first, args.haproxy_pairs as usize)?;
+    }
+    if args.tls_pairs > 0 {
+        let first = results.next_pair();
+        tls::rounds(&mut stack, &mut results, first, args.tls_pairs as usize)?;
     }
     results.host_tax = Some(stack.host_tax()?);
     let proxy_status = stack.proxy.stop(stack::STOP_GRACE)?;

@@ -81,9 +81,11 @@ pub fn render(info: &RunInfo, results: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- flat out: {} pair(s) of rounds through nginx, {} through HAProxy, {} each",
+        "- flat out: {} pair(s) of rounds through nginx, {} through HAProxy, {} through nginx \
+         over TLS, {} each",
         flat_pairs(Gateway::Nginx),
         flat_pairs(Gateway::Haproxy),
+        flat_pairs(Gateway::NginxTls),
         info.load.describe()
     );
     if let Some(s) = results.stats.first() {

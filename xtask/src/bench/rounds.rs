@@ -19,7 +19,7 @@ use gatescope_tests::{
 };
 
 use super::{
-    bpf_stats, AgentRound, Mode, Round, Stack, CALIBRATION_SECONDS, CALIBRATION_TOLERANCE,
+    bpf_stats, AgentRound, Gateway, Mode, Round, Stack, CALIBRATION_SECONDS, CALIBRATION_TOLERANCE,
     CALIBRATION_TRIES, FOREIGN_SAMPLE, MAX_ERROR_SHARE, PACE_DELAY_MS, QUIET,
 };
 use crate::{
@@ -81,7 +81,12 @@ impl Stack {
         log: &Path,
         ours: Option<u32>,
     ) -> Result<(wrk::Report, f64, usize)> {
-        let url = format!("http://{}/", self.proxy_addr);
+        let scheme = if self.gateway == Gateway::NginxTls {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}/", self.proxy_addr);
         let script = match load.script() {
             None => None,
             Some(text) => {

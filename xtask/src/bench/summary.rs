@@ -522,8 +522,10 @@ pub(super) fn summary_table(results: &Results) -> String {
         "none",
         "—".into(),
     ));
-    if let Some(h) = Group::of(rounds, Gateway::Haproxy, false) {
-        rows.extend(flat_rows(results, Gateway::Haproxy, &h));
+    for gateway in [Gateway::Haproxy, Gateway::NginxTls] {
+        if let Some(g) = Group::of(rounds, gateway, false) {
+            rows.extend(flat_rows(results, gateway, &g));
+        }
     }
     table(&["measure", "value", "target", "verdict"], &rows)
 }
