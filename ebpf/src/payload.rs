@@ -259,16 +259,22 @@ impl Capture<'_> {
 
     /// Whether this transfer starts like an HTTP/1 message (a request
     /// method or `HTTP`: three capitals, then a capital or a space); the
-    /// head it starts is then taken whole. Body bytes that happen to look
-    /// so only cost a larger capture.
+    /// head it starts is then taken whole. A transfer of one to three
+    /// capitals counts too: Go's servers (Caddy) keep a 1-byte read pending
+    /// on an idle connection, which takes a request's first byte alone.
+    /// Body bytes that happen to look so only cost a larger capture.
     #[inline(always)]
     fn starts_message(&self) -> bool {
-        if !self.keep || self.event.header.data.head_len < 4 {
+        let n = self.event.header.data.head_len;
+        if !self.keep || n == 0 || (n < 4 && u64::from(n) != self.len) {
             return false;
         }
         let b = &self.event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + 4];
         let cap = |c: u8| c.is_ascii_uppercase();
-        cap(b[0]) && cap(b[1]) && cap(b[2]) && (cap(b[3]) || b[3] == b' ')
+        cap(b[0])
+            && (n < 2 || cap(b[1]))
+            && (n < 3 || cap(b[2]))
+            && (n < 4 || cap(b[3]) || b[3] == b' ')
     }
 
     /// The window after this transfer: `open` (or a full one when it

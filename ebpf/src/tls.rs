@@ -1,6 +1,7 @@
 //! TLS plaintext at OpenSSL: uprobes on `SSL_read`, `SSL_read_ex`,
-//! `SSL_write` and `SSL_write_ex` (entry: which `SSL*`, which buffer), one
-//! uretprobe for all four (the bytes moved). The plaintext is taken at the
+//! `SSL_write` and `SSL_write_ex` (entry: which `SSL*`, which buffer) and
+//! `SSL_do_handshake` (the binding only), one
+//! uretprobe for all five (the bytes moved). The plaintext is taken at the
 //! return of a successful call: nginx retries a write that wanted to write
 //! with the same buffer, so its entry would count twice.
 //!
@@ -66,7 +67,35 @@ pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// The return of any of the four: the call saved at its entry says which.
+/// `int SSL_do_handshake(SSL *s)`: the handshake's own reads and writes bind
+/// the `SSL*` to its socket. With TLS 1.3 a client's first request often
+/// arrives with its last handshake flight, so OpenSSL has read it before the
+/// first `SSL_read`, which then returns it without any syscall.
+#[uprobe]
+pub fn ssl_do_handshake(ctx: ProbeContext) -> u32 {
+    let (tgid, tid) = current();
+    if !is_target(tgid) {
+        return 0;
+    }
+    let Some(ssl) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    // No buffer: a handshake, bound at its return, no plaintext.
+    let call = TlsCall {
+        ssl,
+        buf: 0,
+        count_at: 0,
+        sk: 0,
+        dir: Direction::INGRESS,
+        mismatch: 0,
+    };
+    if TLS_CALLS.insert(tid, call, 0).is_err() {
+        count_lost(LostReason::TLS_CALLS_FULL);
+    }
+    0
+}
+
+/// The return of any of the five: the call saved at its entry says which.
 #[uretprobe]
 pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
     leave(&ctx);
@@ -127,6 +156,18 @@ fn leave(ctx: &RetProbeContext) {
         return;
     };
     let _ = TLS_CALLS.remove(tid);
+    let key = TlsKey {
+        tgid,
+        _pad: 0,
+        ssl: call.ssl,
+    };
+    if call.buf == 0 {
+        // A handshake: only the binding.
+        if call.sk != 0 && call.mismatch == 0 {
+            let _ = TLS_SOCKS.insert(key, call.sk, 0);
+        }
+        return;
+    }
     let ret: i32 = ctx.ret();
     let len = if call.count_at != 0 {
         if ret != 1 {
@@ -149,11 +190,6 @@ fn leave(ctx: &RetProbeContext) {
         count_lost(LostReason::TLS_MISMATCH);
         return;
     }
-    let key = TlsKey {
-        tgid,
-        _pad: 0,
-        ssl: call.ssl,
-    };
     let sk = if call.sk != 0 {
         // SAFETY: reading the existing binding, copied out at once.
         if unsafe { TLS_SOCKS.get(key) }.copied() != Some(call.sk) {

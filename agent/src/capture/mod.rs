@@ -166,6 +166,7 @@ const TLS_ENTRIES: &[(&str, &str, bool)] = &[
     ("ssl_write", "SSL_write", true),
     ("ssl_read_ex", "SSL_read_ex", false),
     ("ssl_write_ex", "SSL_write_ex", false),
+    ("ssl_do_handshake", "SSL_do_handshake", false),
 ];
 const TLS_RETURN: &str = "ssl_ret";
 
