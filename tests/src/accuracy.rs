@@ -802,5 +802,7 @@ pub fn sum_by_route(
     m
 }
 
+pub mod self_check;
+
 #[cfg(test)]
 mod tests;

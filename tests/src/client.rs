@@ -305,6 +305,27 @@ pub struct Sent {
 /// nginx's status for a request whose client closed the connection first.
 pub const ABORTED: u16 = 499;
 
+/// Where a [`Conn`] connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The server on 127.0.0.1:port, plain TCP.
+    Plain(u16),
+    /// The server on 127.0.0.1:`server` over TLS: the connection goes to the
+    /// [`crate::tls::Forwarder`] on 127.0.0.1:`forwarder`, which makes a TLS
+    /// connection of its own to the server for it and moves the plaintext
+    /// verbatim, so the client writes, reads and counts exactly the plaintext.
+    Tls { forwarder: u16, server: u16 },
+}
+
+impl Endpoint {
+    /// The server's port (in each request's `Host`).
+    pub fn server_port(self) -> u16 {
+        match self {
+            Self::Plain(p) | Self::Tls { server: p, .. } => p,
+        }
+    }
+}
+
 /// A scripted client connection: write one request or several in one write
 /// (pipelining), read responses in order with full HTTP/1.1 framing
 /// (Content-Length, chunked, read-to-EOF; no body for HEAD, 1xx, 204, 304), or
@@ -313,6 +334,8 @@ pub struct Conn {
     s: TcpStream,
     port: u16,
     local: SocketAddr,
+    /// Over TLS: the protocol version and cipher the forwarder negotiated.
+    tls: Option<String>,
     buf: Vec<u8>,
     next_seq: u64,
     /// Sent, not yet answered: (request, bytes written, pipelined).
@@ -325,15 +348,32 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(port: u16) -> Result<Self> {
-        let s = TcpStream::connect(("127.0.0.1", port))
-            .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+        Self::open_at(Endpoint::Plain(port))
+    }
+
+    /// A connection to `ep`; over TLS once the handshake is done.
+    pub fn open_at(ep: Endpoint) -> Result<Self> {
+        let (connect, port) = match ep {
+            Endpoint::Plain(p) => (p, p),
+            Endpoint::Tls { forwarder, server } => (forwarder, server),
+        };
+        let mut s = TcpStream::connect(("127.0.0.1", connect))
+            .with_context(|| format!("connecting to 127.0.0.1:{connect}"))?;
         s.set_read_timeout(Some(IO_TIMEOUT))?;
         s.set_write_timeout(Some(IO_TIMEOUT))?;
-        let local = s.local_addr()?;
+        let (local, tls) = match ep {
+            Endpoint::Plain(_) => (s.local_addr()?, None),
+            Endpoint::Tls { .. } => {
+                let (a, t) = crate::tls::forwarder_status(&mut s)
+                    .with_context(|| format!("TLS connection to 127.0.0.1:{port}"))?;
+                (a, Some(t))
+            }
+        };
         Ok(Self {
             s,
             port,
             local,
+            tls,
             buf: Vec::new(),
             next_seq: 1,
             pending: std::collections::VecDeque::default(),
@@ -343,8 +383,15 @@ impl Conn {
         })
     }
 
+    /// The client's end of the connection to the server (over TLS: the
+    /// forwarder's TLS socket, as the server sees it).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Over TLS, the protocol version and cipher (`TLSv1.3 TLS_AES_256_GCM_SHA384`).
+    pub fn tls(&self) -> Option<&str> {
+        self.tls.as_deref()
     }
 
     /// Write all `reqs` with one `write_all` (one syscall for all but huge bodies).

@@ -24,6 +24,7 @@ pub mod prom;
 pub mod promtool;
 pub mod request_log;
 pub mod span_scene;
+pub mod tls;
 pub mod tun;
 pub mod upstream;
 pub mod util;
@@ -72,28 +73,68 @@ impl Scene {
 /// The accuracy tests' scene: the upstream, and nginx with the `acc` access log, a
 /// `/slow/` location with a 500 ms read timeout, a `/down` location proxied to a
 /// closed port and `location = /missing { return 404; }` (see
-/// [`nginx::Nginx::start_accuracy`]).
+/// [`nginx::Nginx::start_accuracy`]); over HTTPS with [`AccuracyScene::start_tls`].
 pub struct AccuracyScene {
     pub upstream: upstream::Upstream,
     pub nginx: nginx::Nginx,
     /// The closed port behind `/down`.
     pub down_port: u16,
+    /// HTTPS: nginx's certificate and the client's TLS forwarder.
+    pub tls: Option<tls::TlsSide>,
 }
 
 impl AccuracyScene {
     pub fn start(workers: u32) -> Result<Self> {
+        Self::start_with(workers, false)
+    }
+
+    /// The same scene with `listen ... ssl` (a self-signed certificate for
+    /// 127.0.0.1) and a [`tls::Forwarder`] for the client: connect through
+    /// [`AccuracyScene::endpoint`].
+    pub fn start_tls(workers: u32) -> Result<Self> {
+        Self::start_with(workers, true)
+    }
+
+    fn start_with(workers: u32, https: bool) -> Result<Self> {
         let upstream = upstream::Upstream::start()?;
         let down_port = util::free_port()?;
+        let cert = if https {
+            Some(tls::SelfSigned::generate()?)
+        } else {
+            None
+        };
         let nginx = nginx::Nginx::start_accuracy(&nginx::AccuracyConfig {
             workers,
             listen_port: util::free_port()?,
             upstream_port: upstream.port(),
             down_port,
+            tls: cert.as_ref().map(tls::SelfSigned::listen_tls),
         })?;
+        let tls = match cert {
+            Some(cert) => {
+                let forwarder = tls::Forwarder::start(nginx.listen_port(), &cert.cert())?;
+                Some(tls::TlsSide { cert, forwarder })
+            }
+            None => None,
+        };
         Ok(Self {
             upstream,
             nginx,
             down_port,
+            tls,
         })
+    }
+
+    /// How the workload's client reaches nginx: directly, or over TLS through
+    /// the forwarder.
+    pub fn endpoint(&self) -> client::Endpoint {
+        let server = self.nginx.listen_port();
+        match &self.tls {
+            Some(t) => client::Endpoint::Tls {
+                forwarder: t.forwarder.port(),
+                server,
+            },
+            None => client::Endpoint::Plain(server),
+        }
     }
 }

@@ -193,6 +193,18 @@ pub struct AccuracyConfig {
     pub upstream_port: u16,
     /// A port nothing listens on.
     pub down_port: u16,
+    /// HTTPS on the listener (`listen ... ssl` with this certificate and key,
+    /// TLS 1.2 and 1.3: nginx 1.22's default lacks 1.3); every other
+    /// directive, the log format and the locations are the same.
+    pub tls: Option<ListenTls>,
+}
+
+/// `ssl_certificate` and `ssl_certificate_key` of a `listen ... ssl` server
+/// ([`crate::tls::SelfSigned::listen_tls`]).
+#[derive(Debug, Clone)]
+pub struct ListenTls {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 pub struct Nginx {
@@ -331,6 +343,8 @@ http {{
     ///   (`/slow/2000` -> 504);
     /// - `location /down`: a closed port `down_port` (-> 502);
     /// - `location = /missing`: `return 404` from nginx itself.
+    ///
+    /// With [`AccuracyConfig::tls`], the listener speaks HTTPS.
     pub fn start_accuracy(cfg: &AccuracyConfig) -> Result<Self> {
         ensure!(
             Path::new(NGINX_BIN).exists(),
@@ -351,8 +365,8 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{port};
-        access_log {d}/acc.log acc;
+        listen 127.0.0.1:{port}{ssl};
+{tls}        access_log {d}/acc.log acc;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
 
@@ -377,6 +391,17 @@ http {{
             down = cfg.down_port,
             port = cfg.listen_port,
             slow = SLOW_TIMEOUT_MS,
+            ssl = if cfg.tls.is_some() { " ssl" } else { "" },
+            tls = cfg
+                .tls
+                .as_ref()
+                .map(|t| format!(
+                    "        ssl_certificate {};\n        ssl_certificate_key {};\n        \
+                     ssl_protocols TLSv1.2 TLSv1.3;\n",
+                    t.certificate.display(),
+                    t.key.display()
+                ))
+                .unwrap_or_default(),
         );
         Self::launch(dir, &conf, cfg.workers, cfg.listen_port)
     }

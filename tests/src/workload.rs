@@ -8,7 +8,7 @@
 //!
 //! [`Nginx::start_accuracy`]: crate::nginx::Nginx::start_accuracy
 
-use crate::client::{Conn, Req, Sent, ABORTED};
+use crate::client::{Conn, Endpoint, Req, Sent, ABORTED};
 use crate::upstream::{body_size_for, burst_body_len, chunked_body_len, SLOW_BODY};
 use anyhow::{ensure, Context, Result};
 use std::collections::BTreeSet;
@@ -107,14 +107,14 @@ pub fn check_sent(s: &Sent) -> Result<()> {
     Ok(())
 }
 
-fn one_shot(port: u16, req: Req) -> Result<Vec<Sent>> {
-    let mut c = Conn::open(port)?;
+fn one_shot(ep: Endpoint, req: Req) -> Result<Vec<Sent>> {
+    let mut c = Conn::open_at(ep)?;
     c.exchange(req.close())?;
     c.close()
 }
 
-fn keep_alive(port: u16, reqs: Vec<Req>) -> Result<Vec<Sent>> {
-    let mut c = Conn::open(port)?;
+fn keep_alive(ep: Endpoint, reqs: Vec<Req>) -> Result<Vec<Sent>> {
+    let mut c = Conn::open_at(ep)?;
     for r in reqs {
         c.exchange(r)?;
     }
@@ -123,8 +123,8 @@ fn keep_alive(port: u16, reqs: Vec<Req>) -> Result<Vec<Sent>> {
 
 /// Send a request whose answer is due after [`ABORT_SLOW_MS`], wait
 /// [`ABORT_AFTER`], close. `before` are answered first on the same connection.
-fn aborting(port: u16, before: Vec<Req>) -> Result<Vec<Sent>> {
-    let mut c = Conn::open(port)?;
+fn aborting(ep: Endpoint, before: Vec<Req>) -> Result<Vec<Sent>> {
+    let mut c = Conn::open_at(ep)?;
     for r in before {
         c.exchange(r)?;
     }
@@ -136,6 +136,59 @@ fn aborting(port: u16, before: Vec<Req>) -> Result<Vec<Sent>> {
 /// The whole workload; returns every request as the client saw it, after
 /// checking each against [`check_sent`] and that no client address repeats.
 pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
+    run_mixed_at(Endpoint::Plain(port))
+}
+
+/// [`run_mixed`] against any [`Endpoint`] (clear text or TLS).
+pub fn run_mixed_at(ep: Endpoint) -> Result<Vec<Sent>> {
+    let all = mixed(ep)?;
+    check_all(&all)?;
+    Ok(all)
+}
+
+/// The same workload over TLS (`ep` an [`Endpoint::Tls`]), and then what
+/// TLS makes different: request and response bodies of many 16 KiB records
+/// (up to 300 KB), on one-shot and keep-alive connections, also pipelined
+/// behind a large body, and heads of 20 KiB (two records) in one write.
+pub fn run_mixed_tls(ep: Endpoint) -> Result<Vec<Sent>> {
+    ensure!(
+        matches!(ep, Endpoint::Tls { .. }),
+        "run_mixed_tls on {ep:?}"
+    );
+    let mut all = mixed(ep)?;
+    for r in [
+        Req::post("/size/300000", 200_000),
+        Req::get("/size/300000"),
+        Req::get("/chunked/20"),
+    ] {
+        all.extend(one_shot(ep, r)?);
+    }
+    all.extend(keep_alive(
+        ep,
+        vec![
+            Req::post("/size/100", 100_000),
+            Req::get("/size/100000"),
+            Req::get("/size/10").padded(20 * 1024),
+            Req::post("/size/16384", 16_384).padded(20 * 1024),
+            Req::head("/size/100000"),
+            Req::get("/burst/200"),
+        ],
+    )?);
+    {
+        let mut c = Conn::open_at(ep)?;
+        c.pipeline(&[
+            Req::post("/size/40000", 50_000),
+            Req::get("/size/20000"),
+            Req::get("/missing"),
+            Req::head("/size/5"),
+        ])?;
+        all.extend(c.close()?);
+    }
+    check_all(&all)?;
+    Ok(all)
+}
+
+fn mixed(ep: Endpoint) -> Result<Vec<Sent>> {
     let mut all: Vec<Sent> = Vec::new();
     let timeout = format!("/slow/{}", 4 * SLOW_TIMEOUT_MS);
 
@@ -155,12 +208,12 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
         Req::get(&format!("/slow/{}", SLOW_MS[2])),
         Req::get(&timeout),
     ] {
-        all.extend(one_shot(port, r)?);
+        all.extend(one_shot(ep, r)?);
     }
 
     // Keep-alive connections, the client closes (A) or asks the server to (B).
     all.extend(keep_alive(
-        port,
+        ep,
         vec![
             Req::get("/size/100"),
             Req::post("/size/20", 10_000),
@@ -175,7 +228,7 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
         ],
     )?);
     all.extend(keep_alive(
-        port,
+        ep,
         vec![
             Req::get("/size/10"),
             Req::get(&timeout),
@@ -189,7 +242,7 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
     // four writes; chunked responses whose chunk-size lines fall inside the
     // gateway's reads (head and all chunks in one upstream write).
     all.extend(keep_alive(
-        port,
+        ep,
         vec![
             Req::get("/size/100").padded(6 * 1024),
             Req::post("/size/200", 3000).padded(6 * 1024),
@@ -201,7 +254,7 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
         ],
     )?);
     {
-        let mut c = Conn::open(port)?;
+        let mut c = Conn::open_at(ep)?;
         c.send_in_pieces(
             &Req::get("/size/300").padded(20 * 1024),
             4,
@@ -215,7 +268,7 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
 
     // Pipelining: several requests in one write, twice on one connection.
     {
-        let mut c = Conn::open(port)?;
+        let mut c = Conn::open_at(ep)?;
         c.pipeline(&[
             Req::get("/size/10"),
             Req::head("/size/3000"),
@@ -229,7 +282,7 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
     }
     // A slow request at the head of a pipeline: the ones behind it wait in nginx.
     {
-        let mut c = Conn::open(port)?;
+        let mut c = Conn::open_at(ep)?;
         c.pipeline(&[
             Req::get(&format!("/slow/{}", SLOW_MS[1])),
             Req::get("/size/100"),
@@ -240,7 +293,7 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
 
     // Bodies that arrive late: nginx waits for them before it goes upstream.
     for ms in BODY_PAUSE_MS {
-        let mut c = Conn::open(port)?;
+        let mut c = Conn::open_at(ep)?;
         c.send_with_pause(
             &Req::post("/size/10", 6000).close(),
             Duration::from_millis(ms),
@@ -251,10 +304,10 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
 
     // Clients that give up before the response.
     for _ in 0..3 {
-        all.extend(aborting(port, vec![])?);
+        all.extend(aborting(ep, vec![])?);
     }
     all.extend(aborting(
-        port,
+        ep,
         vec![Req::get("/size/10"), Req::post("/size/5", 8000)],
     )?);
 
@@ -264,9 +317,9 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
             std::thread::spawn(move || -> Result<Vec<Sent>> {
                 let mut out = Vec::new();
                 for j in 0..2 {
-                    out.extend(one_shot(port, Req::get(&format!("/size/{}", 300 * i + j)))?);
+                    out.extend(one_shot(ep, Req::get(&format!("/size/{}", 300 * i + j)))?);
                     out.extend(keep_alive(
-                        port,
+                        ep,
                         vec![
                             Req::get(&format!("/chunked/{}", 2 + i)),
                             Req::post("/size/64", 5000 + 1000 * i),
@@ -283,13 +336,17 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
     for t in threads {
         all.extend(t.join().expect("client thread panicked")?);
     }
+    Ok(all)
+}
 
-    for s in &all {
+/// Every request against [`check_sent`]; no client address used twice.
+fn check_all(all: &[Sent]) -> Result<()> {
+    for s in all {
         check_sent(s)?;
     }
     let mut conns = BTreeSet::new();
     let mut firsts = 0;
-    for s in &all {
+    for s in all {
         conns.insert(s.client);
         firsts += usize::from(s.seq == 1);
     }
@@ -297,7 +354,7 @@ pub fn run_mixed(port: u16) -> Result<Vec<Sent>> {
         conns.len() == firsts,
         "a client address was used by two connections; the (address, order) key is ambiguous"
     );
-    Ok(all)
+    Ok(())
 }
 
 /// Requests per status in a client record.

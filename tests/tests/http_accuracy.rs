@@ -28,87 +28,9 @@ use std::time::Duration;
 fn workload_matches_nginx_access_log() -> Result<()> {
     let scene = AccuracyScene::start(2)?;
     let sent = workload::run_mixed(scene.nginx.listen_port())?;
-    workload::no_query(&sent)?;
-    let log = gatescope_tests::util::poll(LOG_TIMEOUT, "the acc log", || {
-        let l = scene.nginx.acc_log()?;
-        Ok((l.len() >= sent.len()).then_some(l))
-    })?;
-    let mut report = Report::default();
-    let nginx = nginx_by_key(&log, &mut report);
-    let down = format!("127.0.0.1:{}", scene.down_port);
-    client_vs_nginx(&sent, &nginx, &scene.upstream.addr(), &down, &mut report);
-    ensure!(
-        !report.failed(),
-        "{}\n--- acc log ---\n{}",
-        report.render(),
-        scene.nginx.acc_log_text()
-    );
-    // The kinds the agent test depends on are all there.
-    let st = workload::status_counts(&sent);
-    for code in [200, 404, 499, 502, 504] {
-        ensure!(st.contains_key(&code), "no {code} in the workload: {st:?}");
-    }
-    ensure!(sent.iter().any(|s| s.pipelined && s.seq > 1));
-    ensure!(sent.iter().any(|s| s.method == "HEAD"));
-    // nginx's upstream attempts against the upstream's own record.
-    let truth = upstream_truth(&scene, &log)?;
-    let unanswered = truth.iter().filter(|t| t.status == 0).count();
-    let gave_up = log
-        .iter()
-        .filter(|e| e.status == 504 || e.status == ABORTED)
-        .count();
-    ensure!(
-        unanswered == gave_up,
-        "upstream left {unanswered} unanswered, nginx gave up on {gave_up}"
-    );
-    // The comparison accepts a perfect agent (its lines made from nginx's log and
-    // the upstream's record) and reports exactly what a faulty one gets wrong.
-    let listener = scene.nginx.listen_addr();
-    let backend = scene.upstream.addr();
-    let mut perfect = perfect_agent_lines(&log, &truth, &listener, &backend);
-    let compare = |lines: &[ReqLine]| {
-        let mut r = Report::default();
-        let a = agent_by_key(lines, &mut r);
-        let (mut d, mut u) = (Diffs::default(), Diffs::default());
-        agent_vs_nginx(
-            &nginx,
-            &a,
-            &BTreeSet::new(),
-            &listener,
-            &backend,
-            &mut r,
-            &mut d,
-            &mut u,
-        );
-        agent_upstream_vs_truth(lines, &truth, &backend, &mut r);
-        r
-    };
-    let r = compare(&perfect);
-    ensure!(!r.failed(), "a perfect agent fails:\n{}", r.render());
-    // Fault: the last downstream line's response bytes are off by one, and an
-    // upstream line is missing.
-    let last_down = perfect.iter().rposition(ReqLine::is_downstream).unwrap();
-    perfect[last_down].response_bytes += 1;
-    let first_up = perfect.iter().position(|l| !l.is_downstream()).unwrap();
-    perfect.remove(first_up);
-    let r = compare(&perfect);
-    let failed: Vec<(&String, usize)> = r
-        .checks
-        .iter()
-        .filter(|(_, (_, f))| !f.is_empty())
-        .map(|(n, (_, f))| (n, f.len()))
-        .collect();
-    ensure!(
-        failed.len() == 2
-            && failed.iter().all(|(_, n)| *n == 1)
-            && r.checks["agent: response_bytes"].1.len() == 1
-            && r.checks["agent upstream lines = upstream's own record"]
-                .1
-                .len()
-                == 1,
-        "faults not reported as expected:\n{}",
-        r.render()
-    );
+    // The client's record against nginx's log, the kinds of requests, the
+    // upstream's record, a perfect and a faulty synthetic agent.
+    let log = self_check::harness_self_check(&scene, &sent)?;
 
     // Timeouts and aborts as nginx records them (for the agent test's expectations).
     for e in log

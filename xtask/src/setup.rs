@@ -29,6 +29,9 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     // certificates for the TLS tests, bench pairs and demo (`openssl req`)
     "openssl",
+    // tests/tests/tls.rs: the client's TLS forwarder (python3's ssl module,
+    // tests/src/tls_forwarder.py)
+    "python3",
     "prometheus",
     "wrk",
     // the wire view's independent witness in tests

@@ -1,0 +1,254 @@
+//! Accuracy over HTTPS (issue 11): the accuracy workload through an nginx
+//! whose listener is `listen ... ssl` (a self-signed certificate; every other
+//! directive, the `acc` log format and the locations as in http_accuracy.rs),
+//! the client's TLS connections made by the Python forwarder of
+//! `gatescope_tests::tls`, whose client counts exactly the plaintext bytes.
+//! Upstream traffic stays clear text (`proxy_pass http://`).
+//!
+//! Requests are matched as in http_accuracy.rs by (client address:port, order on
+//! that connection): nginx's `$remote_addr:$remote_port` and
+//! `$connection_requests`, the agent's `remote` (the TLS connection's client
+//! end) and the order of its downstream lines for that remote.
+
+use anyhow::{bail, ensure, Context, Result};
+use gatescope_tests::accuracy::*;
+use gatescope_tests::agent::Agent;
+use gatescope_tests::client::{Conn, Endpoint, Sent};
+use gatescope_tests::request_log::parse_request_log;
+use gatescope_tests::util::TempDir;
+use gatescope_tests::workload::{self, poll_last};
+use gatescope_tests::AccuracyScene;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+
+/// The TLS workload, with the forwarder's errors in the message if it fails.
+fn run_tls_workload(scene: &AccuracyScene) -> Result<Vec<Sent>> {
+    workload::run_mixed_tls(scene.endpoint()).with_context(|| {
+        scene
+            .tls
+            .as_ref()
+            .map(|t| t.forwarder.diagnostics())
+            .unwrap_or_default()
+    })
+}
+
+/// The TLS version and cipher a fresh connection gets (it sends nothing, so
+/// nginx logs nothing for it).
+fn negotiated(ep: Endpoint) -> Result<String> {
+    let c = Conn::open_at(ep)?;
+    Ok(c.tls().unwrap_or_default().to_string())
+}
+
+/// Without the agent: the TLS workload's own account against nginx's access
+/// log, and the comparison against a synthetic perfect (and a faulty) agent
+/// (`self_check::harness_self_check`, as for clear text). The harness's
+/// self-test; it must pass for the agent test to mean anything.
+#[test]
+fn tls_workload_matches_nginx_access_log() -> Result<()> {
+    let scene = AccuracyScene::start_tls(2)?;
+    let ep = scene.endpoint();
+    let tls = negotiated(ep)?;
+    ensure!(tls.starts_with("TLSv1.3 "), "negotiated {tls:?}");
+    let sent = run_tls_workload(&scene)?;
+    let log = self_check::harness_self_check(&scene, &sent)?;
+    ensure!(
+        sent.iter().any(|s| s.written > 100_000) && sent.iter().any(|s| s.read > 100_000),
+        "no request or response of many TLS records"
+    );
+    eprintln!(
+        "{} requests over {tls}, {} logged by nginx",
+        sent.len(),
+        log.len()
+    );
+    // The listener is TLS only: clear text to it is refused by nginx (400),
+    // so every request above went through the forwarder's TLS connections.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", ep.server_port()))?;
+    plain.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    plain.write_all(b"GET /size/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    plain.read_to_string(&mut resp)?;
+    ensure!(
+        resp.starts_with("HTTP/1.1 400") && resp.contains("plain HTTP request was sent to HTTPS"),
+        "clear text to the TLS port got:\n{resp}"
+    );
+    Ok(())
+}
+
+/// The agent against nginx over HTTPS, request by request (method, path,
+/// status, `$request_length`, `$bytes_sent`, durations, the upstream leg),
+/// the request metrics against the log's counts, and no HTTP anomaly: the
+/// agent must read the plaintext at OpenSSL (issue 11). One native agent with
+/// `--request-log` and `--capture-bytes 256` on nginx's master.
+#[test]
+fn agent_matches_nginx_access_log_over_tls() -> Result<()> {
+    let scene = AccuracyScene::start_tls(2)?;
+    let dir = TempDir::new("reqlog-tls")?;
+    let req_log = dir.path().join("requests.jsonl");
+    let req_log_arg = req_log.display().to_string();
+    let native = Agent::start(
+        &[scene.nginx.master_pid()],
+        &["--request-log", &req_log_arg, "--capture-bytes", "256"],
+    )?;
+    let payload = match std::env::var("GATESCOPE_PAYLOAD_FROM").as_deref() {
+        Ok("syscall-hook") => "payload=syscall hook sys_enter (taxes every syscall of the host)",
+        _ => "payload=sock_*_length with the saved registers (no syscall hook)",
+    };
+    ensure!(
+        native.stderr().contains(payload),
+        "expected `{payload}` in:\n{}",
+        native.stderr()
+    );
+    let listener = scene.nginx.listen_addr();
+    let backend = scene.upstream.addr();
+    let down = format!("127.0.0.1:{}", scene.down_port);
+
+    let tls = negotiated(scene.endpoint())?;
+    let sent = run_tls_workload(&scene)?;
+    let log = gatescope_tests::util::poll(LOG_TIMEOUT, "the acc log", || {
+        let l = scene.nginx.acc_log()?;
+        Ok((l.len() >= sent.len()).then_some(l))
+    })?;
+    let mut report = Report::default();
+    let truth = upstream_truth(&scene, &log)?;
+    let want_up = truth.len();
+    let (complete, lines) = poll_last(LOG_TIMEOUT, || {
+        let l = parse_request_log(&std::fs::read_to_string(&req_log).unwrap_or_default())?;
+        let down_n = l.iter().filter(|x| x.is_downstream()).count();
+        Ok((down_n >= log.len() && l.len() - down_n >= want_up, l))
+    })?;
+    let down_n = lines.iter().filter(|x| x.is_downstream()).count();
+    report.check(
+        "agent: downstream line count",
+        down_n == log.len(),
+        "(all)",
+        format!("{} nginx lines", log.len()),
+        format!("{down_n} downstream lines"),
+    );
+    report.check(
+        "agent: upstream line count",
+        lines.len() - down_n == want_up,
+        "(all)",
+        format!("{want_up} upstream exchanges"),
+        format!("{} upstream lines", lines.len() - down_n),
+    );
+
+    let nginx = nginx_by_key(&log, &mut report);
+    // The harness's own account first: a failure here is the harness's.
+    client_vs_nginx(&sent, &nginx, &backend, &down, &mut report);
+    let agent = agent_by_key(&lines, &mut report);
+    let pipelined: BTreeSet<Key> = sent
+        .iter()
+        .filter(|s| s.pipelined)
+        .map(|s| (s.client, s.seq))
+        .collect();
+    let (mut diffs, mut up_diffs) = (Diffs::default(), Diffs::default());
+    agent_vs_nginx(
+        &nginx,
+        &agent,
+        &pipelined,
+        &listener,
+        &backend,
+        &mut report,
+        &mut diffs,
+        &mut up_diffs,
+    );
+    agent_upstream_vs_truth(&lines, &truth, &backend, &mut report);
+    for (what, d) in [("duration", &diffs), ("upstream duration", &up_diffs)] {
+        let (within, all) = d.share_within(WITHIN_RESOLUTION_MS);
+        report.check(
+            &format!("agent: {what} within 1 ms for >= 90% of requests"),
+            within as f64 >= WITHIN_RESOLUTION_SHARE * all as f64,
+            "all requests",
+            format!("{all} requests"),
+            format!("{within} within 1 ms"),
+        );
+        let median = d.median();
+        report.notes.push(format!(
+            "{what}: {within}/{all} within 1 ms, median {median:+.3} ms"
+        ));
+        report.check(
+            &format!("agent: {what} median difference within 0.5 ms"),
+            median.abs() <= MEDIAN_MS,
+            "all requests",
+            "0".into(),
+            format!("{median:+.3} ms"),
+        );
+    }
+
+    // Metrics: requests by code against the log.
+    let by_status = counts_by_status(&log);
+    metric_check(
+        &mut report,
+        "metrics: gatescope_http_requests_total by code",
+        &native,
+        &by_status,
+        |s| sum_by_code(s, HTTP_REQUESTS),
+    )?;
+    metric_check(
+        &mut report,
+        "metrics: gatescope_http_requests_all_total",
+        &native,
+        &Some(log.len() as f64),
+        |s| s.get(HTTP_REQUESTS_ALL, &[]).ok().flatten(),
+    )?;
+    let mut up_by_code = BTreeMap::new();
+    for t in &truth {
+        *up_by_code.entry(t.status.to_string()).or_insert(0.0) += 1.0;
+    }
+    metric_check(
+        &mut report,
+        "metrics: gatescope_http_upstream_requests_total by code",
+        &native,
+        &up_by_code,
+        |s| {
+            let mut m = BTreeMap::new();
+            for x in s.matching(HTTP_UPSTREAM_REQUESTS, &[("peer", backend.as_str())]) {
+                let code = x.labels.get("code").cloned().unwrap_or_default();
+                *m.entry(code).or_insert(0.0) += x.value;
+            }
+            m.retain(|_, v| *v != 0.0);
+            m
+        },
+    )?;
+    // Well-formed HTTP/1.1 inside TLS: no anomaly (ciphertext parsed as HTTP
+    // would be one).
+    metric_check(
+        &mut report,
+        "metrics: gatescope_http_anomalies_total all 0",
+        &native,
+        &BTreeMap::new(),
+        |s| {
+            let mut m = BTreeMap::new();
+            for x in s.matching(HTTP_ANOMALIES, &[]) {
+                if x.value != 0.0 {
+                    let kind = x.labels.get("kind").cloned().unwrap_or_default();
+                    *m.entry(kind).or_insert(0.0) += x.value;
+                }
+            }
+            m
+        },
+    )?;
+
+    report.notes.push(format!(
+        "{} requests over {tls}; the agent wrote {down_n} downstream lines for nginx's {} \
+         (complete before the timeout: {complete})",
+        sent.len(),
+        log.len()
+    ));
+    let summary = format!(
+        "{}{}{}",
+        report.render(),
+        diffs.render("request duration"),
+        up_diffs.render("upstream duration")
+    );
+    eprintln!("{summary}");
+    if report.failed() {
+        bail!(
+            "{summary}\n--- nginx acc log ---\n{}\n--- agent request log ---\n{}\n--- agent stderr (tail) ---\n{}",
+            scene.nginx.acc_log_text(),
+            std::fs::read_to_string(&req_log).unwrap_or_default(),
+            gatescope_tests::util::tail(&native.stderr(), 30)
+        );
+    }
+    Ok(())
+}
