@@ -14,12 +14,15 @@ use anyhow::{bail, ensure, Context, Result};
 use gatescope_tests::accuracy::*;
 use gatescope_tests::agent::Agent;
 use gatescope_tests::client::{Conn, Endpoint, Sent};
+use gatescope_tests::metrics::EVENTS_LOST;
 use gatescope_tests::request_log::parse_request_log;
 use gatescope_tests::util::TempDir;
 use gatescope_tests::workload::{self, poll_last};
 use gatescope_tests::AccuracyScene;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
+
+const TLS_HANDSHAKES: &str = "gatescope_downstream_tls_handshakes_total";
 
 /// The TLS workload, with the forwarder's errors in the message if it fails.
 fn run_tls_workload(scene: &AccuracyScene) -> Result<Vec<Sent>> {
@@ -228,6 +231,47 @@ fn agent_matches_nginx_access_log_over_tls() -> Result<()> {
             m
         },
     )?;
+
+    // OpenSSL's plaintext tied to its socket every time: no call lost.
+    metric_check(
+        &mut report,
+        "metrics: no TLS loss (tls_unbound, tls_mismatch, tls_calls_map_full)",
+        &native,
+        &[0.0; 3],
+        |s| {
+            ["tls_unbound", "tls_mismatch", "tls_calls_map_full"].map(|r| {
+                s.get_or_zero(EVENTS_LOST, &[("reason", r)])
+                    .unwrap_or(f64::NAN)
+            })
+        },
+    )?;
+    // Handshakes as the clients made them: one per client connection that
+    // carried a request (plaintext flowed), and the version probe's, which
+    // completed and closed without a request.
+    let connections = sent.iter().map(|s| s.client).collect::<BTreeSet<_>>().len() as f64;
+    let listener_label = listener.to_string();
+    metric_check(
+        &mut report,
+        "metrics: gatescope_downstream_tls_handshakes_total ok = client connections, closed = 1",
+        &native,
+        &[connections, 0.0, 1.0],
+        |s| {
+            ["ok", "failed", "closed"].map(|r| {
+                s.get_or_zero(
+                    TLS_HANDSHAKES,
+                    &[("listener", listener_label.as_str()), ("result", r)],
+                )
+                .unwrap_or(f64::NAN)
+            })
+        },
+    )?;
+    ensure!(
+        native
+            .stderr()
+            .contains("TLS: plaintext taken at OpenSSL's SSL_read/SSL_write"),
+        "the agent's log names no OpenSSL it attached to:\n{}",
+        native.stderr()
+    );
 
     report.notes.push(format!(
         "{} requests over {tls}; the agent wrote {down_n} downstream lines for nginx's {} \

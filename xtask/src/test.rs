@@ -23,6 +23,7 @@ const FALLBACK_TESTS: &[&str] = &[
     "trace_links",
     "haproxy",
     "caddy",
+    "tls",
 ];
 
 pub fn test(agent: &Path) -> Result<()> {
