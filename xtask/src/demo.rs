@@ -4,6 +4,7 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::Path,
+    process::Command,
     thread,
     time::Duration,
 };
@@ -55,12 +56,17 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         upstream.addr()
     );
     let nginx_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let tls_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    stack::self_signed(dir, "demo")?;
     let (mut nginx, took) = stack::start_nginx(
         "nginx",
         &NGINX_CONF,
         dir,
         nginx_addr,
-        &[("upstream_port", upstream.port().to_string())],
+        &[
+            ("upstream_port", upstream.port().to_string()),
+            ("tls_port", tls_addr.port().to_string()),
+        ],
     )?;
     println!(
         "demo: nginx master pid {} (2 workers) answers on http://{nginx_addr}/ after {took:.1?}",
@@ -139,6 +145,7 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
             println!("  {}: gatescope {}, demo {}", d.series, d.seen, d.expected);
         }
     }
+    https(tls_addr, metrics_addr)?;
     println!("demo: metrics at http://{metrics_addr}/metrics");
     print_spans(&receiver);
 
@@ -165,6 +172,58 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         differences.is_empty(),
         "{} of gatescope's values differ from the demo's counts (listed above)",
         differences.len()
+    );
+    Ok(())
+}
+
+/// Paths of the HTTPS requests, and the route gatescope names them by.
+const HTTPS_REQUESTS: usize = 3;
+const HTTPS_ROUTE: &str = "/api/secure/{id}";
+
+/// A few requests over HTTPS on one keep-alive connection (curl), after the
+/// clear-text summary; then what gatescope made of them: the plaintext read
+/// at OpenSSL, parsed like clear text.
+fn https(tls_addr: SocketAddr, metrics_addr: SocketAddr) -> Result<()> {
+    let mut curl = Command::new("curl");
+    curl.args(["-sk", "--http1.1", "-w", "%{http_code} "]);
+    for i in 0..HTTPS_REQUESTS {
+        curl.args(["-o", "/dev/null", &format!("https://{tls_addr}/api/secure/{i}")]);
+    }
+    let out = curl
+        .output()
+        .context("running curl (cargo xtask setup installs it)")?;
+    let codes = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    println!("demo: HTTPS: curl sent {HTTPS_REQUESTS} requests on one connection to https://{tls_addr}/api/secure/N: {codes}");
+    let scrape = stack::settled_scrape(metrics_addr)?;
+    let samples = Scrape::parse(&scrape)
+        .with_context(|| format!("reading gatescope's metrics:\n{scrape}"))?
+        .samples;
+    let requests: f64 = samples
+        .iter()
+        .filter(|s| {
+            s.name.ends_with("http_requests_total")
+                && s.labels.get("route").map(String::as_str) == Some(HTTPS_ROUTE)
+        })
+        .map(|s| s.value)
+        .sum();
+    let listener = tls_addr.to_string();
+    let handshakes: f64 = samples
+        .iter()
+        .filter(|s| {
+            s.name == "gatescope_downstream_tls_handshakes_total"
+                && s.labels.get("listener") == Some(&listener)
+                && s.labels.get("result").map(String::as_str) == Some("ok")
+        })
+        .map(|s| s.value)
+        .sum();
+    println!(
+        "demo: HTTPS: gatescope parsed {requests} requests on route {HTTPS_ROUTE} from OpenSSL's \
+         plaintext and counted {handshakes} TLS handshake(s) ok on {listener}"
+    );
+    ensure!(
+        requests == HTTPS_REQUESTS as f64 && handshakes == 1.0,
+        "gatescope saw {requests} HTTPS requests and {handshakes} handshakes, curl made \
+         {HTTPS_REQUESTS} and 1"
     );
     Ok(())
 }
@@ -215,10 +274,13 @@ mod tests {
                 ("dir", "/tmp/d".into()),
                 ("listen_port", "8080".into()),
                 ("upstream_port", "9000".into()),
+                ("tls_port", "8443".into()),
             ],
         )
         .unwrap();
         assert!(text.contains("listen 127.0.0.1:8080;"));
+        assert!(text.contains("listen 127.0.0.1:8443 ssl;"));
+        assert!(text.contains("ssl_certificate /tmp/d/demo.crt;"));
         assert!(text.contains("server 127.0.0.1:9000;"));
         assert!(text.contains("pid /tmp/d/nginx.pid;"));
         assert!(text.contains("location = /missing {"));

@@ -371,7 +371,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
     );
     let proxy_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let tls_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    tls::certificate(&dir.join("proxy"))?;
+    stack::self_signed(&dir.join("proxy"), "bench")?;
     let (proxy, took) = stack::start_nginx(
         "proxy nginx",
         &PROXY_CONF,
