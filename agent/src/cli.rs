@@ -445,6 +445,8 @@ mod tests {
         }
         if unset("GATESCOPE_RAW_TRACEPOINTS") {
             assert!(a.raw_tracepoints);
+        }
+        if unset("GATESCOPE_TLS") {
             assert!(a.tls);
         }
         if unset("GATESCOPE_LOG") {

@@ -198,7 +198,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pids = ?args.pids,
         discover = ?args.discover,
         listen = %args.listen,
-        programs = programs_attached,
+        programs = capture.lock().map_or(programs_attached, |c| c.programs_attached),
         "gatescope attached; metrics at http://{}/metrics",
         args.listen
     );

@@ -498,8 +498,8 @@ impl Pipeline {
             .target_processes
             .set(summary.processes as i64);
         self.set_listen_sockets(summary.listeners);
-        if let Some(tls) = &mut self.tls {
-            tls.scan(&summary.live);
+        if let Some(programs) = self.tls.as_mut().and_then(|tls| tls.scan(&summary.live)) {
+            self.metrics.health.programs_attached.set(programs as i64);
         }
         // The table is as of the last drain, before /proc was read: see
         // ConnTable::settle_accepts.

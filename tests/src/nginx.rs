@@ -735,6 +735,11 @@ http {{
         self.dir.path().join("access.log")
     }
 
+    /// The directory all of this nginx's files are in (see [`Nginx::start_conf`]).
+    pub fn dir_path(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The `acc` log of [`Nginx::start_accuracy`].
     pub fn acc_log_path(&self) -> PathBuf {
         self.dir.path().join("acc.log")

@@ -249,12 +249,12 @@ fn kernel_map_memory() -> Result<()> {
         socks.max_entries,
         socks_small.memlock
     );
-    // 22 MiB by default: the entries plus a fixed part (the map's header and
+    // 24 MiB by default: the entries plus a fixed part (the map's header and
     // per-CPU locks) of a few KiB.
     ensure!(
-        SOCK_ENTRY_BYTES * socks.max_entries == 22 * MIB
-            && (22 * MIB..22 * MIB + FIXED).contains(&socks.memlock),
-        "SOCKS: {} B by default, README says 22 MiB",
+        SOCK_ENTRY_BYTES * socks.max_entries == 24 * MIB
+            && (24 * MIB..24 * MIB + FIXED).contains(&socks.memlock),
+        "SOCKS: {} B by default, README says 24 MiB",
         socks.memlock
     );
     // The same kind of map (preallocated hash; LRU lists cost no more here)

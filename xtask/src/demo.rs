@@ -187,7 +187,11 @@ fn https(tls_addr: SocketAddr, metrics_addr: SocketAddr) -> Result<()> {
     let mut curl = Command::new("curl");
     curl.args(["-sk", "--http1.1", "-w", "%{http_code} "]);
     for i in 0..HTTPS_REQUESTS {
-        curl.args(["-o", "/dev/null", &format!("https://{tls_addr}/api/secure/{i}")]);
+        curl.args([
+            "-o",
+            "/dev/null",
+            &format!("https://{tls_addr}/api/secure/{i}"),
+        ]);
     }
     let out = curl
         .output()

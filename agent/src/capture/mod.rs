@@ -178,6 +178,8 @@ pub struct Capture {
     pub programs_attached: usize,
     /// The OpenSSL probes loaded (`--tls` and they passed the verifier).
     pub tls: bool,
+    /// The OpenSSL probes attached somewhere (counted in `programs_attached`).
+    tls_linked: std::collections::HashSet<&'static str>,
 }
 
 impl Capture {
@@ -217,6 +219,7 @@ impl Capture {
     pub fn attach_tls(&mut self, path: &std::path::Path) -> anyhow::Result<usize> {
         anyhow::ensure!(self.tls, "TLS capture is off");
         let mut new = Vec::new();
+        let mut linked = Vec::new();
         for &(program, function, required) in TLS_ENTRIES {
             for (prog_name, ret) in [(program, false), (TLS_RETURN, true)] {
                 let prog: &mut UProbe = self
@@ -228,7 +231,10 @@ impl Capture {
                     .attach(function, path, UProbeScope::AllProcesses)
                     .and_then(|id| prog.take_link(id))
                 {
-                    Ok(link) => new.push(Link::UProbe(link)),
+                    Ok(link) => {
+                        new.push(Link::UProbe(link));
+                        linked.push(prog_name);
+                    }
                     Err(e) if required => {
                         // Drops what this file got so far, detaching it.
                         drop(new);
@@ -245,7 +251,12 @@ impl Capture {
         }
         let n = new.len();
         self.links.extend(new);
-        self.programs_attached += n;
+        // `programs_attached` counts programs, not attachments.
+        for name in linked {
+            if self.tls_linked.insert(name) {
+                self.programs_attached += 1;
+            }
+        }
         Ok(n)
     }
 
@@ -478,6 +489,7 @@ impl Capture {
                 links,
                 programs_attached: attached,
                 tls,
+                tls_linked: std::collections::HashSet::new(),
             },
             maps,
             events,

@@ -44,7 +44,13 @@ impl TlsProbes {
     /// Looks at the target processes `live` that are due (new ones, and all
     /// of them now and then) and attaches to the OpenSSL files they map
     /// that were not tried before.
-    pub fn scan(&mut self, live: &[u32]) {
+    /// Returns the capture's `programs_attached` after it.
+    pub fn scan(&mut self, live: &[u32]) -> Option<usize> {
+        self.scan_due(live);
+        self.capture.lock().ok().map(|c| c.programs_attached)
+    }
+
+    fn scan_due(&mut self, live: &[u32]) {
         for pid in self.attached.due(live) {
             let Some(maps) = self.proc.maps(pid) else {
                 continue;
