@@ -24,6 +24,7 @@ const FALLBACK_TESTS: &[&str] = &[
     "haproxy",
     "caddy",
     "tls",
+    "tls_upstream",
 ];
 
 pub fn test(agent: &Path) -> Result<()> {
