@@ -270,7 +270,7 @@ fn kernel_map_memory() -> Result<()> {
     );
     ensure!(
         (handshakes.key_bytes, handshakes.value_bytes) == (40, 16)
-            && (socks.key_bytes, socks.value_bytes) == (8, 16),
+            && (socks.key_bytes, socks.value_bytes) == (8, 24),
         "entry sizes changed: SOCKS {socks:?}, HANDSHAKES {handshakes:?}"
     );
     // README: `WIRE` (per-CPU values) 104 B per entry plus 32 B per entry
