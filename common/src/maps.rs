@@ -259,11 +259,15 @@ pub struct FlowKey {
 // SAFETY: #[repr(C)] integers without implicit padding (size asserted).
 unsafe impl aya::Pod for FlowKey {}
 
-/// Capacity of [`MAP_TLS_CALLS`]: threads inside an OpenSSL call at once.
-pub const TLS_CALLS_MAX: u32 = 16_384;
-/// Capacity of [`MAP_TLS_SOCKS`]: live `SSL*` of all targets (LRU: a freed
-/// one's entry ages out; a reused one is bound again by its first syscall).
-pub const TLS_SOCKS_MAX: u32 = 131_072;
+/// Capacity of [`MAP_TLS_CALLS`]: threads inside an OpenSSL call at once
+/// (about 0.5 MiB of kernel memory).
+pub const TLS_CALLS_MAX: u32 = 4_096;
+/// Capacity of [`MAP_TLS_SOCKS`]: live `SSL*` of all targets, about 2.9 MiB
+/// (LRU: a freed one's entry ages out, and so may a live one's beyond this
+/// many; an `SSL*` is bound again by any of its calls that touches its
+/// socket, so only a read served from OpenSSL's buffer in between is lost,
+/// counted as `tls_unbound`).
+pub const TLS_SOCKS_MAX: u32 = 32_768;
 
 /// An OpenSSL read or write in progress on a target thread, from its entry
 /// to its return.

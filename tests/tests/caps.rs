@@ -298,15 +298,16 @@ fn kernel_map_memory() -> Result<()> {
             && (512 * 1024..512 * 1024 + FIXED).contains(&peer_ports.memlock),
         "PEER_PORTS: {peer_ports:?}, README says 512 KiB"
     );
-    // deploy/kubernetes/gatescope.yaml: about 34 MiB of kernel maps besides
-    // the ring buffer at the default --max-sockets on a few CPUs.
+    // deploy/kubernetes/gatescope.yaml: about 40 MiB of kernel maps besides
+    // the ring buffer at the default --max-sockets on a few CPUs (SOCKS 24
+    // MiB, the TLS maps 3.4 MiB, SCRATCH 64 KiB per CPU).
     let total: u64 = default
         .iter()
         .filter(|m| m.kind != "ringbuf")
         .map(|m| m.memlock)
         .sum();
     ensure!(
-        total <= 36 * MIB,
+        total <= 44 * MIB,
         "the agent's maps besides the ring buffer take {total} B of kernel memory: {default:#?}"
     );
     eprintln!(
