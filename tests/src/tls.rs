@@ -12,7 +12,7 @@ use crate::util::{self, TempDir};
 use anyhow::{bail, ensure, Context, Result};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,6 +20,41 @@ use std::time::Duration;
 const FORWARDER_PY: &str = include_str!("tls_forwarder.py");
 /// The name the certificate is checked for (also in its subjectAltName).
 pub const SERVER_NAME: &str = "localhost";
+
+/// Writes a self-signed certificate (`cert`) and its unencrypted RSA key
+/// (`key`) made by `openssl req`: `CN=localhost`,
+/// `subjectAltName=IP:127.0.0.1,DNS:localhost`, valid for 2 days. Also used by
+/// the bench's and the demo's TLS listeners.
+pub fn write_self_signed(cert: &Path, key: &Path) -> Result<()> {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+        ])
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stdin(Stdio::null())
+        .output()
+        .context("running `openssl req` (cargo xtask setup installs openssl)")?;
+    ensure!(
+        out.status.success() && cert.exists() && key.exists(),
+        "openssl req failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
 
 /// A self-signed certificate and its unencrypted RSA key in a temp dir (removed
 /// on drop): `CN=localhost`, `subjectAltName=IP:127.0.0.1,DNS:localhost`,
@@ -31,34 +66,7 @@ pub struct SelfSigned {
 impl SelfSigned {
     pub fn generate() -> Result<Self> {
         let dir = TempDir::new("tls-cert")?;
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdin(Stdio::null())
-            .output()
-            .context("running `openssl req` (apt-get install openssl)")?;
-        ensure!(
-            out.status.success() && cert.exists() && key.exists(),
-            "openssl req failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        write_self_signed(&dir.path().join("cert.pem"), &dir.path().join("key.pem"))?;
         Ok(Self { dir })
     }
 
@@ -90,7 +98,7 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// Start it for `127.0.0.1:server_port`, trusting `ca` for [`SERVER_NAME`].
-    pub fn start(server_port: u16, ca: &std::path::Path) -> Result<Self> {
+    pub fn start(server_port: u16, ca: &Path) -> Result<Self> {
         let dir = TempDir::new("tls-forwarder")?;
         let script = dir.path().join("tls_forwarder.py");
         std::fs::write(&script, FORWARDER_PY)?;

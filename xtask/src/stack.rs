@@ -155,30 +155,10 @@ pub fn settled_scrape(addr: SocketAddr) -> Result<String> {
 /// (`{stem}.crt`, `{stem}.key`), for the TLS listeners of the bench and the demo.
 pub fn self_signed(dir: &Path, stem: &str) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-        ])
-        .arg(dir.join(format!("{stem}.key")))
-        .arg("-out")
-        .arg(dir.join(format!("{stem}.crt")))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .context("running openssl req (cargo xtask setup installs openssl)")?;
-    anyhow::ensure!(status.success(), "openssl req failed: {status}");
-    Ok(())
+    gatescope_tests::tls::write_self_signed(
+        &dir.join(format!("{stem}.crt")),
+        &dir.join(format!("{stem}.key")),
+    )
 }
 
 #[cfg(test)]
