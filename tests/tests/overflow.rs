@@ -136,10 +136,10 @@ fn ring_buffer_overrun() -> Result<()> {
     let t = client.totals();
     ensure!(t.requests == QUIET as u64, "client: {t:?}");
     let up1 = settled_upstream(&scene, up0.requests + QUIET as u64)?;
-    ensure!(
-        up1.accepted == up0.accepted,
-        "nginx opened upstream connections in the quiet phase: {up0:?} -> {up1:?}"
-    );
+    // nginx mostly reuses its pooled upstream connections here; one it
+    // replaced (a pooled connection closed meanwhile: once in a CI run on
+    // 2026-12-02) is counted as the upstream accepted it.
+    let opened = up1.accepted - up0.accepted;
     let (l, p) = (scene.nginx.listen_addr(), scene.upstream.addr());
     let code = |name: &str| sum_by_code(&q0, name).get("200").copied().unwrap_or(0.0);
     let quiet = QUIET as f64;
@@ -174,8 +174,8 @@ fn ring_buffer_overrun() -> Result<()> {
             &[("peer", &p), ("direction", "ingress")],
             up1.bytes_sent - up0.bytes_sent,
         )?,
-        // nginx reused its pooled upstream connections (the upstream's count)
-        plus(UP_OPENED, &[("peer", &p)], 0)?,
+        // the upstream connections nginx opened (the upstream's count)
+        plus(UP_OPENED, &[("peer", &p)], opened)?,
         Expect::new(EVENTS_LOST, &ringbuf, lost),
         Expect::new(DOWN_CONNS, &active, b_active),
         Expect::new(CONNS_TRACKED, &tracked, b_tracked),

@@ -21,6 +21,7 @@ use gatescope_tests::workload::{self, poll_last};
 use gatescope_tests::AccuracyScene;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
+use std::time::Duration;
 
 const TLS_HANDSHAKES: &str = "gatescope_downstream_tls_handshakes_total";
 /// Share of requests whose durations must be within nginx's 1 ms resolution
@@ -71,7 +72,7 @@ fn tls_workload_matches_nginx_access_log() -> Result<()> {
     // The listener is TLS only: clear text to it is refused by nginx (400),
     // so every request above went through the forwarder's TLS connections.
     let mut plain = std::net::TcpStream::connect(("127.0.0.1", ep.server_port()))?;
-    plain.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    plain.set_read_timeout(Some(Duration::from_secs(10)))?;
     plain.write_all(b"GET /size/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
     let mut resp = String::new();
     plain.read_to_string(&mut resp)?;
@@ -307,6 +308,60 @@ fn agent_matches_nginx_access_log_over_tls() -> Result<()> {
             scene.nginx.acc_log_text(),
             std::fs::read_to_string(&req_log).unwrap_or_default(),
             gatescope_tests::util::tail(&native.stderr(), 30)
+        );
+    }
+    Ok(())
+}
+
+/// A client that fails the handshake: `openssl s_client` offering only a
+/// cipher nginx does not enable. nginx answers with a TLS alert in the clear
+/// and closes; the agent counts one handshake `failed`, nothing else.
+#[test]
+fn a_failed_handshake_is_counted_as_failed() -> Result<()> {
+    let scene = AccuracyScene::start_tls(1)?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let listener = scene.nginx.listen_addr();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &listener,
+            "-tls1_2",
+            "-cipher",
+            "NULL-SHA256@SECLEVEL=0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running openssl s_client")?;
+    ensure!(
+        !out.status.success(),
+        "openssl s_client connected with a NULL cipher:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let results = |s: &gatescope_tests::prom::Scrape| {
+        ["ok", "failed", "closed"].map(|r| {
+            s.get_or_zero(
+                TLS_HANDSHAKES,
+                &[("listener", listener.as_str()), ("result", r)],
+            )
+            .unwrap_or(f64::NAN)
+        })
+    };
+    let got = gatescope_tests::util::poll(Duration::from_secs(10), "the failed handshake", || {
+        let s = agent.scrape()?;
+        let r = results(&s);
+        Ok((r != [0.0; 3]).then_some(r))
+    })?;
+    ensure!(
+        got == [0.0, 1.0, 0.0],
+        "handshakes ok/failed/closed {got:?}, want one failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = agent.scrape()?;
+    for kind in ["non_http", "desync", "resync"] {
+        ensure!(
+            s.get_or_zero(HTTP_ANOMALIES, &[("kind", kind)])? == 0.0,
+            "{kind} anomalies"
         );
     }
     Ok(())
