@@ -18,11 +18,8 @@ use anyhow::Context as _;
 use aya::{
     maps::{Array, HashMap, MapData, RingBuf},
     programs::{
-        raw_trace_point::RawTracePointLink,
-        tp_btf::BtfTracePointLink,
-        trace_point::TracePointLink,
-        uprobe::{UProbeLink, UProbeScope},
-        BtfTracePoint, Program, RawTracePoint, SocketFilter, TracePoint, UProbe,
+        raw_trace_point::RawTracePointLink, tp_btf::BtfTracePointLink, trace_point::TracePointLink,
+        uprobe::UProbeLink, BtfTracePoint, Program, RawTracePoint, SocketFilter, TracePoint,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -158,18 +155,6 @@ enum Link {
     UProbe(#[expect(dead_code, reason = "held only to be dropped, which detaches")] UProbeLink),
 }
 
-/// The OpenSSL entry probes (ebpf/src/tls.rs) and the functions they go on;
-/// [`TLS_RETURN`] goes on the return of each. Those marked optional may be
-/// missing (`_ex` arrived in OpenSSL 1.1.1).
-const TLS_ENTRIES: &[(&str, &str, bool)] = &[
-    ("ssl_read", "SSL_read", true),
-    ("ssl_write", "SSL_write", true),
-    ("ssl_read_ex", "SSL_read_ex", false),
-    ("ssl_write_ex", "SSL_write_ex", false),
-    ("ssl_do_handshake", "SSL_do_handshake", false),
-];
-const TLS_RETURN: &str = "ssl_ret";
-
 /// The loaded programs; dropping it detaches them all.
 pub struct Capture {
     ebpf: Ebpf,
@@ -210,54 +195,6 @@ impl Capture {
                 });
             }
         });
-    }
-
-    /// Attaches the OpenSSL probes to the file at `path` (a libssl, or an
-    /// executable with OpenSSL inside); how many attachments were made. An
-    /// error if the file has no `SSL_read`/`SSL_write` (nothing is left
-    /// attached then).
-    pub fn attach_tls(&mut self, path: &std::path::Path) -> anyhow::Result<usize> {
-        anyhow::ensure!(self.tls, "TLS capture is off");
-        let mut new = Vec::new();
-        let mut linked = Vec::new();
-        for &(program, function, required) in TLS_ENTRIES {
-            for (prog_name, ret) in [(program, false), (TLS_RETURN, true)] {
-                let prog: &mut UProbe = self
-                    .ebpf
-                    .program_mut(prog_name)
-                    .context("program missing from the object")?
-                    .try_into()?;
-                match prog
-                    .attach(function, path, UProbeScope::AllProcesses)
-                    .and_then(|id| prog.take_link(id))
-                {
-                    Ok(link) => {
-                        new.push(Link::UProbe(link));
-                        linked.push(prog_name);
-                    }
-                    Err(e) if required => {
-                        // Drops what this file got so far, detaching it.
-                        drop(new);
-                        return Err(
-                            anyhow::Error::from(e).context(format!("{function} (return: {ret})"))
-                        );
-                    }
-                    Err(e) => {
-                        debug!(function, "not attached: {e}");
-                        break;
-                    }
-                }
-            }
-        }
-        let n = new.len();
-        self.links.extend(new);
-        // `programs_attached` counts programs, not attachments.
-        for name in linked {
-            if self.tls_linked.insert(name) {
-                self.programs_attached += 1;
-            }
-        }
-        Ok(n)
     }
 
     /// Loads and attaches everything as `config` says; returns the
@@ -447,7 +384,7 @@ impl Capture {
 
         // The OpenSSL probes are only loaded here; they are attached per
         // library as target processes map them (tls.rs).
-        let tls = tls_on && load_tls(&mut ebpf);
+        let tls = tls_on && tls::load(&mut ebpf);
 
         // The socket filter is only loaded here; the wire view's taps
         // attach it to their own packet sockets (capture/wire.rs). It is
@@ -616,30 +553,6 @@ fn attach_btf(
         let _ = prog.unload();
     }
     link
-}
-
-/// Loads the OpenSSL probes; whether they loaded (said in a warning if not:
-/// TLS traffic is then counted as bytes only).
-fn load_tls(ebpf: &mut Ebpf) -> bool {
-    let mut load = |name: &str| -> anyhow::Result<()> {
-        let prog: &mut UProbe = ebpf
-            .program_mut(name)
-            .context("program missing from the object")?
-            .try_into()?;
-        prog.load()?;
-        Ok(())
-    };
-    for name in TLS_ENTRIES
-        .iter()
-        .map(|(p, ..)| *p)
-        .chain(std::iter::once(TLS_RETURN))
-    {
-        if let Err(e) = load(name) {
-            warn!("TLS capture off: the OpenSSL probe {name} does not load ({e:#}); TLS traffic is counted as bytes only");
-            return false;
-        }
-    }
-    true
 }
 
 fn load_wire(ebpf: &mut Ebpf) -> anyhow::Result<OwnedFd> {

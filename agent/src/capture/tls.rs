@@ -16,9 +16,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use anyhow::Context as _;
+use aya::{
+    programs::{uprobe::UProbeScope, UProbe},
+    Ebpf,
+};
 use tracing::{debug, info, warn};
 
-use super::Capture;
+use super::{Capture, Link};
 use crate::procfs::Proc;
 
 /// Attaches the OpenSSL probes to what the target processes map, as they
@@ -43,8 +48,8 @@ impl TlsProbes {
 
     /// Looks at the target processes `live` that are due (new ones, and all
     /// of them now and then) and attaches to the OpenSSL files they map
-    /// that were not tried before.
-    /// Returns the capture's `programs_attached` after it.
+    /// that were not tried before. Returns the capture's
+    /// `programs_attached` after it.
     pub fn scan(&mut self, live: &[u32]) -> Option<usize> {
         self.scan_due(live);
         self.capture.lock().ok().map(|c| c.programs_attached)
@@ -92,6 +97,92 @@ impl TlsProbes {
             }
         }
         self.told.retain(|pid| live.contains(pid));
+    }
+}
+
+/// The OpenSSL entry probes (ebpf/src/tls.rs) and the functions they go on;
+/// [`TLS_RETURN`] goes on the return of each. Those marked optional may be
+/// missing (`_ex` arrived in OpenSSL 1.1.1).
+const TLS_ENTRIES: &[(&str, &str, bool)] = &[
+    ("ssl_read", "SSL_read", true),
+    ("ssl_write", "SSL_write", true),
+    ("ssl_read_ex", "SSL_read_ex", false),
+    ("ssl_write_ex", "SSL_write_ex", false),
+    ("ssl_do_handshake", "SSL_do_handshake", false),
+];
+const TLS_RETURN: &str = "ssl_ret";
+
+/// Loads the OpenSSL probes; whether they loaded (said in a warning if not:
+/// TLS traffic is then counted as bytes only).
+pub(super) fn load(ebpf: &mut Ebpf) -> bool {
+    let mut load = |name: &str| -> anyhow::Result<()> {
+        let prog: &mut UProbe = ebpf
+            .program_mut(name)
+            .context("program missing from the object")?
+            .try_into()?;
+        prog.load()?;
+        Ok(())
+    };
+    for name in TLS_ENTRIES
+        .iter()
+        .map(|(p, ..)| *p)
+        .chain(std::iter::once(TLS_RETURN))
+    {
+        if let Err(e) = load(name) {
+            warn!("TLS capture off: the OpenSSL probe {name} does not load ({e:#}); TLS traffic is counted as bytes only");
+            return false;
+        }
+    }
+    true
+}
+
+impl Capture {
+    /// Attaches the OpenSSL probes to the file at `path` (a libssl, or an
+    /// executable with OpenSSL inside); how many attachments were made. An
+    /// error if the file has no `SSL_read`/`SSL_write` (nothing is left
+    /// attached then).
+    pub fn attach_tls(&mut self, path: &Path) -> anyhow::Result<usize> {
+        anyhow::ensure!(self.tls, "TLS capture is off");
+        let mut new = Vec::new();
+        let mut linked = Vec::new();
+        for &(program, function, required) in TLS_ENTRIES {
+            for (prog_name, ret) in [(program, false), (TLS_RETURN, true)] {
+                let prog: &mut UProbe = self
+                    .ebpf
+                    .program_mut(prog_name)
+                    .context("program missing from the object")?
+                    .try_into()?;
+                match prog
+                    .attach(function, path, UProbeScope::AllProcesses)
+                    .and_then(|id| prog.take_link(id))
+                {
+                    Ok(link) => {
+                        new.push(Link::UProbe(link));
+                        linked.push(prog_name);
+                    }
+                    Err(e) if required => {
+                        // Drops what this file got so far, detaching it.
+                        drop(new);
+                        return Err(
+                            anyhow::Error::from(e).context(format!("{function} (return: {ret})"))
+                        );
+                    }
+                    Err(e) => {
+                        debug!(function, "not attached: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        let n = new.len();
+        self.links.extend(new);
+        // `programs_attached` counts programs, not attachments.
+        for name in linked {
+            if self.tls_linked.insert(name) {
+                self.programs_attached += 1;
+            }
+        }
+        Ok(n)
     }
 }
 
