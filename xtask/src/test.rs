@@ -25,6 +25,7 @@ const FALLBACK_TESTS: &[&str] = &[
     "caddy",
     "tls",
     "tls_upstream",
+    "tls_lifecycle",
 ];
 
 pub fn test(agent: &Path) -> Result<()> {
