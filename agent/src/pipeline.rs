@@ -498,8 +498,14 @@ impl Pipeline {
             .target_processes
             .set(summary.processes as i64);
         self.set_listen_sockets(summary.listeners);
-        if let Some(programs) = self.tls.as_mut().and_then(|tls| tls.scan(&summary.live)) {
-            self.metrics.health.programs_attached.set(programs as i64);
+        if let Some(tls) = self.tls.as_mut() {
+            if let Some(programs) = tls.scan(&summary.live) {
+                self.metrics.health.programs_attached.set(programs as i64);
+            }
+            self.table.set_tls_blind(tls.blind());
+        } else {
+            // TLS capture off (`--tls=false`, or the probes did not load).
+            self.table.set_tls_blind(summary.live.iter().copied());
         }
         // The table is as of the last drain, before /proc was read: see
         // ConnTable::settle_accepts.

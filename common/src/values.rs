@@ -168,6 +168,10 @@ kernel_values! {
         TLS_MISMATCH = 7, "tls_mismatch";
         /// An OpenSSL call not followed: TLS_CALLS was full.
         TLS_CALLS_FULL = 8, "tls_calls_map_full";
+        /// Plaintext of an OpenSSL call whose buffer the program could not
+        /// read (a page not present): its bytes are counted, its content is
+        /// a gap to the parser.
+        TLS_UNREADABLE = 9, "tls_unreadable";
     }
 }
 

@@ -183,8 +183,16 @@ fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, window: Option<&mut
             cap,
             open,
             keep: window.is_some(),
+            unreadable: false,
         };
         left = at.run(args);
+        // Plaintext is read from the caller's buffer after the call
+        // returned; a page not present makes the helper fail (it may not
+        // fault pages in). Clear text is counted by the syscall's length
+        // either way and not reported here.
+        if kind == Kind::TLS_DATA && at.unreadable {
+            count_lost(LostReason::TLS_UNREADABLE);
+        }
     }
     if let Some(w) = window {
         *w = min(left, HEAD_CAPTURE_MAX as u64) as u16;
@@ -223,6 +231,8 @@ struct Capture<'a> {
     cap: u64,
     open: u64,
     keep: bool,
+    /// A head was to be taken from a single buffer and could not be read.
+    unreadable: bool,
 }
 
 impl Capture<'_> {
@@ -313,6 +323,8 @@ impl Capture<'_> {
         let head = self.first() as usize;
         if read_into(self.event, Area::Head, 0, buf, head) {
             self.event.header.data.head_len = head as u32;
+        } else {
+            self.unreadable = head > 0;
         }
         let started = self.starts_message();
         if started {

@@ -39,20 +39,47 @@ impl Caddy {
     /// - everything else: the upstream on `upstream_port` (Caddy's own
     ///   HTTP/1.1 keep-alive pool).
     pub fn start(listen_port: u16, upstream_port: u16, down_port: u16) -> Result<Self> {
+        Self::start_with(listen_port, upstream_port, down_port, None)
+    }
+
+    /// The same over HTTPS with `cert` (Go's own TLS: no OpenSSL in Caddy).
+    pub fn start_tls(
+        listen_port: u16,
+        upstream_port: u16,
+        down_port: u16,
+        cert: &crate::tls::SelfSigned,
+    ) -> Result<Self> {
+        Self::start_with(listen_port, upstream_port, down_port, Some(cert))
+    }
+
+    fn start_with(
+        listen_port: u16,
+        upstream_port: u16,
+        down_port: u16,
+        cert: Option<&crate::tls::SelfSigned>,
+    ) -> Result<Self> {
         ensure!(
             Path::new(CADDY_BIN).exists(),
             "{CADDY_BIN} not found (apt-get install caddy)"
         );
         let dir = TempDir::new("caddy")?;
         let d = dir.path().display().to_string();
+        // Over TLS any server name the client sends gets the certificate.
+        let (site, tls) = match cert {
+            Some(c) => (
+                format!("https://:{listen_port}"),
+                format!("\ttls {} {}\n", c.cert().display(), c.key().display()),
+            ),
+            None => (format!("http://127.0.0.1:{listen_port}"), String::new()),
+        };
         let conf = format!(
             r"{{
 	admin off
 	auto_https off
 }}
-http://127.0.0.1:{listen_port} {{
+{site} {{
 	bind 127.0.0.1
-	log {{
+{tls}	log {{
 		output file {d}/access.log
 		format json
 	}}

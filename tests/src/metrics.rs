@@ -35,6 +35,14 @@ pub const KONG_CONNS: &str = "kong_nginx_connections_total";
 pub const KONG_BANDWIDTH: &str = "kong_bandwidth_bytes";
 pub const KONG_NODE_INFO: &str = "kong_node_info";
 
+/// The losses of the OpenSSL probes (issue 11): each must stay 0 where
+/// every `SSL*` is tied to its socket.
+pub const TLS_LOSSES: [&str; 4] = [
+    "tls_unbound",
+    "tls_mismatch",
+    "tls_calls_map_full",
+    "tls_unreadable",
+];
 /// The kernel's `reason` values of `gatescope_events_lost_total`; all are
 /// always present.
 pub const LOST_REASONS: [&str; 6] = [

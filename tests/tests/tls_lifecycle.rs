@@ -10,7 +10,7 @@ use gatescope_tests::access_log::AccEntry;
 use gatescope_tests::accuracy::{HTTP_ANOMALIES, HTTP_REQUESTS_ALL, LOG_TIMEOUT};
 use gatescope_tests::agent::Agent;
 use gatescope_tests::client::{Conn, Req, Sent};
-use gatescope_tests::metrics::EVENTS_LOST;
+use gatescope_tests::metrics::{EVENTS_LOST, TLS_LOSSES};
 use gatescope_tests::prom::Scrape;
 use gatescope_tests::request_log::{parse_request_log, ReqLine};
 use gatescope_tests::util::{self, TempDir};
@@ -96,7 +96,7 @@ fn clean(s: &Scrape) -> Result<()> {
     for x in s.matching(HTTP_ANOMALIES, &[]) {
         ensure!(x.value == 0.0, "anomalies {:?} = {}", x.labels, x.value);
     }
-    for r in ["tls_unbound", "tls_mismatch", "tls_calls_map_full"] {
+    for r in TLS_LOSSES {
         let v = s.get_or_zero(EVENTS_LOST, &[("reason", r)])?;
         ensure!(v == 0.0, "{r} losses: {v}");
     }

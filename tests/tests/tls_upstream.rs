@@ -186,7 +186,7 @@ fn upstream_calls_over_tls_match_the_tls_upstreams_log() -> Result<()> {
         "{ok} upstream handshakes ok, the TLS upstream saw {} connections",
         connections.len()
     );
-    for reason in ["tls_unbound", "tls_mismatch", "tls_calls_map_full"] {
+    for reason in gatescope_tests::metrics::TLS_LOSSES {
         ensure!(
             s.get_or_zero(EVENTS_LOST, &[("reason", reason)])? == 0.0,
             "{reason} lost"

@@ -11,7 +11,7 @@
 //! covered without attaching again.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -63,8 +63,8 @@ impl TlsProbes {
             let exe = self.proc.exe(pid);
             let files = candidates(&maps, exe.as_deref(), &self.proc.pid_dir(pid));
             let has_libssl = files.iter().any(|m| Some(&m.path) != exe.as_ref());
-            for m in files {
-                if !self.attached.first_time(&m) {
+            for m in &files {
+                if !self.attached.first_time(m) {
                     continue;
                 }
                 let is_exe = Some(&m.path) == exe.as_ref();
@@ -72,6 +72,7 @@ impl TlsProbes {
                     Ok(mut capture) => capture.attach_tls(&m.open),
                     Err(_) => return,
                 };
+                self.attached.attached(m, result.is_ok());
                 match result {
                     Ok(n) => info!(
                         pid,
@@ -88,15 +89,28 @@ impl TlsProbes {
                     ),
                 }
             }
-            if !has_libssl && self.told.insert(pid) {
+            let covered = self.attached.covers(pid, &files);
+            if !covered && self.told.insert(pid) {
+                let why = if has_libssl {
+                    "the probes did not attach to the libssl it maps"
+                } else {
+                    "it maps no libssl, and its executable exports no SSL_read"
+                };
                 info!(
                     pid,
-                    "TLS: this target maps no libssl; TLS it terminates with OpenSSL built in is \
-                     parsed if the executable exports SSL_read, else counted as bytes only"
+                    "TLS: no plaintext from this target ({why}); its TLS traffic is counted as \
+                     bytes only (gatescope_*_tls_unparsed_bytes_total)"
                 );
             }
         }
         self.told.retain(|pid| live.contains(pid));
+    }
+
+    /// Target processes looked at whose OpenSSL has no probes (none mapped,
+    /// or the probes did not attach): their TLS is not decrypted. A process
+    /// not looked at yet (at most a second old) is not among them.
+    pub fn blind(&self) -> Vec<u32> {
+        self.attached.blind()
     }
 }
 
@@ -254,8 +268,10 @@ pub fn candidates(maps: &str, exe: Option<&str>, proc_pid: &Path) -> Vec<Mapped>
 /// What was attached where, so that each file is attached once.
 #[derive(Debug, Default)]
 pub struct Attached {
-    /// (device, inode) of files tried, whatever came of it.
-    tried: HashSet<(String, u64)>,
+    /// (device, inode) of files tried, and whether the probes attached.
+    tried: HashMap<(String, u64), bool>,
+    /// Processes looked at, and whether a file they map has the probes.
+    covered: HashMap<u32, bool>,
     /// Processes looked at; a process maps a new libssl rarely, so each is
     /// looked at when first seen and again every [`RESCAN_ROUNDS`] rounds.
     seen: HashSet<u32>,
@@ -271,15 +287,52 @@ impl Attached {
         self.round += 1;
         let rescan = self.round.is_multiple_of(RESCAN_ROUNDS);
         self.seen.retain(|pid| live.contains(pid));
+        self.covered.retain(|pid, _| live.contains(pid));
         live.iter()
             .copied()
             .filter(|pid| self.seen.insert(*pid) || rescan)
             .collect()
     }
 
-    /// Whether `m` is a file not tried before (and marks it tried).
+    /// Whether `m` is a file not tried before (and marks it tried, not
+    /// attached until [`Attached::attached`] says so).
     pub fn first_time(&mut self, m: &Mapped) -> bool {
-        self.tried.insert((m.dev.clone(), m.inode))
+        let key = (m.dev.clone(), m.inode);
+        if self.tried.contains_key(&key) {
+            return false;
+        }
+        self.tried.insert(key, false);
+        true
+    }
+
+    /// What came of attaching to `m`.
+    pub fn attached(&mut self, m: &Mapped, ok: bool) {
+        self.tried.insert((m.dev.clone(), m.inode), ok);
+    }
+
+    /// Whether one of `files`, which process `pid` maps, has the probes;
+    /// remembered for [`Attached::blind`].
+    pub fn covers(&mut self, pid: u32, files: &[Mapped]) -> bool {
+        let ok = files.iter().any(|m| {
+            self.tried
+                .get(&(m.dev.clone(), m.inode))
+                .copied()
+                .unwrap_or(false)
+        });
+        self.covered.insert(pid, ok);
+        ok
+    }
+
+    /// The processes looked at that no probed file covers, in order.
+    pub fn blind(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .covered
+            .iter()
+            .filter(|(_, ok)| !**ok)
+            .map(|(pid, _)| *pid)
+            .collect();
+        v.sort_unstable();
+        v
     }
 }
 
@@ -329,6 +382,16 @@ mod tests {
         assert!(!a.first_time(&m[0]));
         assert_eq!(a.due(&[1, 2]), vec![1, 2]);
         assert_eq!(a.due(&[1, 2, 3]), vec![3]);
+        // 1 maps the file that attached, 2 only the one that did not, 3
+        // nothing: 2 and 3 are blind until they go.
+        a.attached(&m[0], true);
+        assert!(a.first_time(&m[1]));
+        assert!(a.covers(1, &m[..2]));
+        assert!(!a.covers(2, &m[1..2]));
+        assert!(!a.covers(3, &[]));
+        assert_eq!(a.blind(), vec![2, 3]);
+        a.due(&[1, 3]);
+        assert_eq!(a.blind(), vec![3]);
         let mut later = Vec::new();
         for _ in 0..RESCAN_ROUNDS {
             later = a.due(&[1, 2, 3]);

@@ -56,6 +56,20 @@ pub enum Fact {
         peer: SocketAddr,
         result: TlsResult,
     },
+    /// TLS bytes on a client connection whose plaintext cannot be seen
+    /// (its process has no OpenSSL with probes); also in
+    /// [`Fact::DownstreamBytes`].
+    DownstreamTlsUnparsed {
+        port: u16,
+        dir: Direction,
+        len: u64,
+    },
+    /// The same on a connection to an upstream peer.
+    UpstreamTlsUnparsed {
+        peer: SocketAddr,
+        dir: Direction,
+        len: u64,
+    },
 }
 
 /// What a TLS handshake came to, as the connection's bytes show it: no
@@ -94,6 +108,23 @@ pub(super) fn tls_fact(role: Role, endpoints: &Endpoints, result: TlsResult) -> 
         Role::Upstream => Fact::UpstreamTls {
             peer: endpoints.remote,
             result,
+        },
+    }
+}
+
+/// The unparsed-TLS fact of `len` bytes in `dir` on a connection of `role`
+/// at `endpoints`.
+pub(super) fn unparsed_fact(role: Role, endpoints: &Endpoints, dir: Direction, len: u64) -> Fact {
+    match role {
+        Role::Downstream => Fact::DownstreamTlsUnparsed {
+            port: endpoints.local.port(),
+            dir,
+            len,
+        },
+        Role::Upstream => Fact::UpstreamTlsUnparsed {
+            peer: endpoints.remote,
+            dir,
+            len,
         },
     }
 }

@@ -21,6 +21,7 @@
 #[cfg(test)]
 mod accept_tests;
 mod facts;
+mod handshake;
 pub mod lost_close_sweeps;
 pub mod lost_opens;
 mod protocol;
@@ -41,7 +42,8 @@ use gatescope_common::TcpState;
 
 pub use self::facts::{ConnInfo, Fact, Finished, Gauges, PhaseCounts, TlsResult};
 use self::{
-    facts::{adjust, tcp_fact, tls_fact},
+    facts::{adjust, tcp_fact},
+    handshake::Handshake,
     protocol::Protocol,
 };
 use crate::{
@@ -78,48 +80,6 @@ struct Conn {
     lifecycle: Lifecycle,
     protocol: Protocol,
     handshake: Handshake,
-}
-
-/// A connection's TLS handshake, for its one [`Fact`] (see [`TlsResult`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Handshake {
-    /// Not TLS as far as its bytes show.
-    Unknown,
-    /// TLS, its first bytes seen, no plaintext yet; `alert`: a TLS alert in
-    /// the clear was seen.
-    Pending { alert: bool },
-    /// Reported, or not to be (a connection open before gatescope started:
-    /// its handshake was not seen).
-    Done,
-}
-
-impl Conn {
-    /// After a transfer: a connection that turned out TLS has a handshake
-    /// under way; an alert in the clear before any plaintext fails it.
-    fn watch_handshake(&mut self, head: &[u8]) {
-        if self.handshake == Handshake::Unknown && self.protocol.is_tls() {
-            self.handshake = Handshake::Pending { alert: false };
-        }
-        if let Handshake::Pending { alert } = &mut self.handshake {
-            // content type 21 (alert), version 3.x
-            *alert |= matches!(head, [21, 3, 0..=4, ..]);
-        }
-    }
-
-    /// The handshake's fact, once: plaintext flowed (`ok`), or the
-    /// connection closed first (failed after an alert in the clear, else
-    /// closed).
-    fn end_handshake(&mut self, ok: bool, out: &mut Finished) {
-        if let Handshake::Pending { alert } = self.handshake {
-            let result = match (ok, alert) {
-                (true, _) => TlsResult::Ok,
-                (false, true) => TlsResult::Failed,
-                (false, false) => TlsResult::Closed,
-            };
-            out.facts.push(tls_fact(self.role, &self.endpoints, result));
-        }
-        self.handshake = Handshake::Done;
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,6 +132,9 @@ pub struct ConnTable {
     /// Sockets whose kernel entry was last looked up on a data record, and
     /// when (see [`lost_opens`]).
     released: FxHashMap<u64, Instant>,
+    /// Target processes without OpenSSL probes (see
+    /// [`ConnTable::set_tls_blind`]).
+    tls_blind: HashSet<u32>,
 }
 
 fn is_open_state(state: TcpState) -> bool {
@@ -201,7 +164,16 @@ impl ConnTable {
             closed_order: VecDeque::new(),
             events: Vec::new(),
             released: FxHashMap::default(),
+            tls_blind: HashSet::new(),
         }
+    }
+
+    /// The target processes whose TLS cannot be decrypted (no OpenSSL with
+    /// probes, or `--tls=false`), from the pipeline's once-a-second look:
+    /// their TLS bytes are counted as unparsed.
+    pub fn set_tls_blind(&mut self, pids: impl IntoIterator<Item = u32>) {
+        self.tls_blind.clear();
+        self.tls_blind.extend(pids);
     }
 
     pub fn gauges(&self) -> &Gauges {
@@ -504,9 +476,6 @@ impl ConnTable {
                 count_phase(&mut self.phases, conn, false);
                 conn.protocol.data(dir, seg, &mut self.events);
                 count_phase(&mut self.phases, conn, true);
-                if seg.len > 0 {
-                    conn.watch_handshake(seg.head);
-                }
             }
             // Read after a reset closed the socket: a client's request
             // (nginx logs it, 499), an upstream's response.
@@ -521,6 +490,11 @@ impl ConnTable {
             // Not deferred at its close (nothing was queued, or the kernel
             // could not tell: no BTF): counted, not parsed.
             Lifecycle::Closed => {}
+        }
+        if seg.len > 0 {
+            let blind = self.tls_blind.contains(&tgid);
+            let open = conn.is_open();
+            conn.watch_tls(dir, seg.head, seg.len, blind, open, out);
         }
         emit(&mut self.events, conn.info(), out);
     }

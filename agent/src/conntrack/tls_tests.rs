@@ -47,6 +47,25 @@ fn http(outs: &[Finished]) -> (Vec<Exchange>, Vec<Anomaly>) {
     (x, a)
 }
 
+/// The kernel closing socket `sk` at `ts_ns` (the gateway's close).
+fn close(t: &mut ConnTable, sk: u64, endpoints: Endpoints, ts_ns: u64) -> Finished {
+    let mut out = Finished::default();
+    t.apply(
+        &Observation::State {
+            sk,
+            old: TcpState::ESTABLISHED,
+            new: TcpState::CLOSE,
+            endpoints,
+            ts_ns,
+            queued: 0,
+            by_target: true,
+        },
+        Instant::now,
+        &mut out,
+    );
+    out
+}
+
 const HELLO: &[u8] = &[
     0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
 ];
@@ -164,41 +183,16 @@ fn each_handshake_is_counted_once_by_what_its_bytes_show() {
             &plain(1, Direction::Ingress, 3, b"GET / HTTP/1.1\r\n\r\n"),
         ),
     ];
-    let mut c = Finished::default();
-    t.apply(
-        &Observation::State {
-            sk: 1,
-            old: TcpState::ESTABLISHED,
-            new: TcpState::CLOSE,
-            endpoints: e,
-            ts_ns: 4,
-            queued: 0,
-            by_target: true,
-        },
-        Instant::now,
-        &mut c,
-    );
-    outs.push(c);
+    outs.push(close(&mut t, 1, e, 4));
     assert_eq!(handshakes(&outs), vec![TlsResult::Ok]);
     // closed without plaintext or alert: closed
     let e3 = ep(GW, "127.0.0.1:50003");
     open(&mut t, 3, Role::Downstream, e3);
     apply(&mut t, &data(3, Direction::Ingress, 1, HELLO, 300));
-    let mut c = Finished::default();
-    t.apply(
-        &Observation::State {
-            sk: 3,
-            old: TcpState::ESTABLISHED,
-            new: TcpState::CLOSE,
-            endpoints: e3,
-            ts_ns: 2,
-            queued: 0,
-            by_target: false,
-        },
-        Instant::now,
-        &mut c,
+    assert_eq!(
+        handshakes(&[close(&mut t, 3, e3, 2)]),
+        vec![TlsResult::Closed]
     );
-    assert_eq!(handshakes(&[c]), vec![TlsResult::Closed]);
     // clear text: no handshake at all
     let e4 = ep(GW, "127.0.0.1:50004");
     open(&mut t, 4, Role::Downstream, e4);
@@ -241,4 +235,56 @@ fn an_alert_in_the_clear_fails_the_handshake() {
         "{:?}",
         c.facts
     );
+}
+
+#[test]
+fn tls_of_a_process_without_probes_is_counted_as_unparsed_bytes() {
+    let mut t = ConnTable::new(10);
+    // The records' process (tgid 1) has no OpenSSL with probes.
+    t.set_tls_blind([1]);
+    let e = ep(GW, CLIENT);
+    open(&mut t, 1, Role::Downstream, e);
+    let outs = [
+        apply(&mut t, &data(1, Direction::Ingress, 1, HELLO, 517)),
+        apply(&mut t, &data(1, Direction::Egress, 2, APP, 1400)),
+        close(&mut t, 1, e, 3),
+    ];
+    let facts: Vec<&Fact> = outs.iter().flat_map(|o| &o.facts).collect();
+    let unparsed: Vec<(Direction, u64)> = facts
+        .iter()
+        .filter_map(|f| match f {
+            Fact::DownstreamTlsUnparsed {
+                port: 8080,
+                dir,
+                len,
+            } => Some((*dir, *len)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unparsed,
+        [(Direction::Ingress, 517), (Direction::Egress, 1400)]
+    );
+    // Still counted as bytes; no handshake result (it cannot be told), no
+    // anomaly.
+    assert!(facts.contains(&&Fact::DownstreamBytes {
+        port: 8080,
+        dir: Direction::Egress,
+        len: 1400
+    }));
+    assert!(!facts
+        .iter()
+        .any(|f| matches!(f, Fact::DownstreamTls { .. })));
+    assert_eq!(http(&outs), (vec![], vec![]));
+    // Clear text from the same process is parsed, not unparsed.
+    let e2 = ep(GW, "127.0.0.1:50002");
+    open(&mut t, 2, Role::Downstream, e2);
+    let out = apply(
+        &mut t,
+        &data(2, Direction::Ingress, 1, b"GET / HTTP/1.1\r\n\r\n", 18),
+    );
+    assert!(!out
+        .facts
+        .iter()
+        .any(|f| matches!(f, Fact::DownstreamTlsUnparsed { .. })));
 }

@@ -413,6 +413,16 @@ pub const UPSTREAM_TLS_HANDSHAKES: Family = counter(
     "TLS handshakes on connections to each upstream peer, as their bytes show (see gatescope_downstream_tls_handshakes_total)",
     &["peer", "result"],
 );
+pub const DOWNSTREAM_TLS_UNPARSED: Family = counter(
+    "gatescope_downstream_tls_unparsed_bytes_total",
+    "TLS bytes on client connections that are counted but not parsed, per listening socket and direction: the gateway process has no OpenSSL with probes (none mapped, OpenSSL the probes cannot attach to, or --tls=false); also in gatescope_downstream_bytes_total",
+    &["listener", "direction"],
+);
+pub const UPSTREAM_TLS_UNPARSED: Family = counter(
+    "gatescope_upstream_tls_unparsed_bytes_total",
+    "TLS bytes on connections to each upstream peer that are counted but not parsed (see gatescope_downstream_tls_unparsed_bytes_total)",
+    &["peer", "direction"],
+);
 pub const UPSTREAM_TCP_EVENTS: Family = counter(
     "gatescope_upstream_tcp_events_total",
     "Retransmissions and resets on connections to each upstream peer (tcp:* tracepoints)",

@@ -69,6 +69,8 @@ pub struct Metrics {
     downstream_tcp: IntCounterVec,
     downstream_tls: IntCounterVec,
     upstream_tls: IntCounterVec,
+    downstream_tls_unparsed: IntCounterVec,
+    upstream_tls_unparsed: IntCounterVec,
     upstream_tcp: IntCounterVec,
     wire: WireMetrics,
     pub health: Health,
@@ -109,6 +111,8 @@ impl Metrics {
             downstream_tcp: families::DOWNSTREAM_TCP_EVENTS.counter(&registry),
             downstream_tls: families::DOWNSTREAM_TLS_HANDSHAKES.counter(&registry),
             upstream_tls: families::UPSTREAM_TLS_HANDSHAKES.counter(&registry),
+            downstream_tls_unparsed: families::DOWNSTREAM_TLS_UNPARSED.counter(&registry),
+            upstream_tls_unparsed: families::UPSTREAM_TLS_UNPARSED.counter(&registry),
             upstream_tcp: families::UPSTREAM_TCP_EVENTS.counter(&registry),
             wire: WireMetrics::new(&registry),
             health: Health::new(&registry, id.version, id.kernel, event_kinds),
@@ -240,6 +244,16 @@ impl Metrics {
                 self.upstream_tls
                     .with_label_values(&[&peer.to_string(), result.as_str()])
                     .inc();
+            }
+            Fact::DownstreamTlsUnparsed { port, dir, len } => {
+                self.downstream_tls_unparsed
+                    .with_label_values(&[&self.listener_label(port), dir.as_str()])
+                    .inc_by(len);
+            }
+            Fact::UpstreamTlsUnparsed { peer, dir, len } => {
+                self.upstream_tls_unparsed
+                    .with_label_values(&[&peer.to_string(), dir.as_str()])
+                    .inc_by(len);
             }
             Fact::DownstreamTcp { port, event } => {
                 self.downstream_tcp
