@@ -32,7 +32,12 @@ pub struct Args {
     /// PID of a gateway process to observe; it and all its descendants
     /// (workers, reloaded workers) are followed. Repeatable. This or
     /// --discover is required unless a subcommand is given.
-    #[arg(long = "pid", env = "GATESCOPE_PID", value_delimiter = ',')]
+    #[arg(
+        long = "pid",
+        env = "GATESCOPE_PID",
+        value_delimiter = ',',
+        global = true
+    )]
     pub pids: Vec<u32>,
 
     /// Command name (as in /proc/PID/comm, at most 15 bytes) of gateway
@@ -44,7 +49,8 @@ pub struct Args {
         env = "GATESCOPE_DISCOVER",
         value_delimiter = ',',
         value_name = "NAME",
-        value_parser = comm_name
+        value_parser = comm_name,
+        global = true
     )]
     pub discover: Vec<String>,
 
@@ -304,6 +310,8 @@ pub enum Command {
     /// Probe what this host allows (capabilities, BTF, tracefs, ring buffer,
     /// and whether each eBPF program type loads and attaches), say what
     /// gatescope uses for each job, and exit non-zero when it cannot run.
+    /// With --pid or --discover, also say for each target process where its
+    /// OpenSSL is and whether the TLS probes attach to it.
     Check,
 }
 

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .init();
     if let Some(cli::Command::Check) = args.command {
-        return check::run();
+        return check::run(&args.pids, &args.discover);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -18,7 +18,10 @@ use std::{
 
 use anyhow::Context as _;
 use aya::{
-    programs::{uprobe::UProbeScope, UProbe},
+    programs::{
+        uprobe::{UProbeLink, UProbeScope},
+        UProbe,
+    },
     Ebpf,
 };
 use tracing::{debug, info, warn};
@@ -128,7 +131,7 @@ const TLS_RETURN: &str = "ssl_ret";
 
 /// Loads the OpenSSL probes; whether they loaded (said in a warning if not:
 /// TLS traffic is then counted as bytes only).
-pub(super) fn load(ebpf: &mut Ebpf) -> bool {
+pub(crate) fn load(ebpf: &mut Ebpf) -> bool {
     let mut load = |name: &str| -> anyhow::Result<()> {
         let prog: &mut UProbe = ebpf
             .program_mut(name)
@@ -157,39 +160,9 @@ impl Capture {
     /// attached then).
     pub fn attach_tls(&mut self, path: &Path) -> anyhow::Result<usize> {
         anyhow::ensure!(self.tls, "TLS capture is off");
-        let mut new = Vec::new();
-        let mut linked = Vec::new();
-        for &(program, function, required) in TLS_ENTRIES {
-            for (prog_name, ret) in [(program, false), (TLS_RETURN, true)] {
-                let prog: &mut UProbe = self
-                    .ebpf
-                    .program_mut(prog_name)
-                    .context("program missing from the object")?
-                    .try_into()?;
-                match prog
-                    .attach(function, path, UProbeScope::AllProcesses)
-                    .and_then(|id| prog.take_link(id))
-                {
-                    Ok(link) => {
-                        new.push(Link::UProbe(link));
-                        linked.push(prog_name);
-                    }
-                    Err(e) if required => {
-                        // Drops what this file got so far, detaching it.
-                        drop(new);
-                        return Err(
-                            anyhow::Error::from(e).context(format!("{function} (return: {ret})"))
-                        );
-                    }
-                    Err(e) => {
-                        debug!(function, "not attached: {e}");
-                        break;
-                    }
-                }
-            }
-        }
-        let n = new.len();
-        self.links.extend(new);
+        let (links, linked) = attach_file(&mut self.ebpf, path)?;
+        let n = links.len();
+        self.links.extend(links.into_iter().map(Link::UProbe));
         // `programs_attached` counts programs, not attachments.
         for name in linked {
             if self.tls_linked.insert(name) {
@@ -198,6 +171,47 @@ impl Capture {
         }
         Ok(n)
     }
+}
+
+/// Attaches the loaded OpenSSL probes (see [`load`]) to the file at `path`:
+/// the attachments (dropping one detaches it) and the programs attached. An
+/// error if the file has no `SSL_read`/`SSL_write`; nothing stays attached
+/// then. `gatescope check` uses it too, dropping the links at once.
+pub(crate) fn attach_file(
+    ebpf: &mut Ebpf,
+    path: &Path,
+) -> anyhow::Result<(Vec<UProbeLink>, Vec<&'static str>)> {
+    let mut new = Vec::new();
+    let mut linked = Vec::new();
+    for &(program, function, required) in TLS_ENTRIES {
+        for (prog_name, ret) in [(program, false), (TLS_RETURN, true)] {
+            let prog: &mut UProbe = ebpf
+                .program_mut(prog_name)
+                .context("program missing from the object")?
+                .try_into()?;
+            match prog
+                .attach(function, path, UProbeScope::AllProcesses)
+                .and_then(|id| prog.take_link(id))
+            {
+                Ok(link) => {
+                    new.push(link);
+                    linked.push(prog_name);
+                }
+                Err(e) if required => {
+                    // Drops what this file got so far, detaching it.
+                    drop(new);
+                    return Err(
+                        anyhow::Error::from(e).context(format!("{function} (return: {ret})"))
+                    );
+                }
+                Err(e) => {
+                    debug!(function, "not attached: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    Ok((new, linked))
 }
 
 /// A file mapped executable by a process that may hold OpenSSL.
@@ -382,16 +396,6 @@ mod tests {
         assert!(!a.first_time(&m[0]));
         assert_eq!(a.due(&[1, 2]), vec![1, 2]);
         assert_eq!(a.due(&[1, 2, 3]), vec![3]);
-        // 1 maps the file that attached, 2 only the one that did not, 3
-        // nothing: 2 and 3 are blind until they go.
-        a.attached(&m[0], true);
-        assert!(a.first_time(&m[1]));
-        assert!(a.covers(1, &m[..2]));
-        assert!(!a.covers(2, &m[1..2]));
-        assert!(!a.covers(3, &[]));
-        assert_eq!(a.blind(), vec![2, 3]);
-        a.due(&[1, 3]);
-        assert_eq!(a.blind(), vec![3]);
         let mut later = Vec::new();
         for _ in 0..RESCAN_ROUNDS {
             later = a.due(&[1, 2, 3]);
@@ -404,5 +408,15 @@ mod tests {
             vec![1, 2, 3],
             "rescanned every {RESCAN_ROUNDS} rounds"
         );
+        // 1 maps the file that attached, 2 only the one that did not, 3
+        // nothing: 2 and 3 are blind until they go.
+        a.attached(&m[0], true);
+        assert!(a.first_time(&m[1]));
+        assert!(a.covers(1, &m[..2]));
+        assert!(!a.covers(2, &m[1..2]));
+        assert!(!a.covers(3, &[]));
+        assert_eq!(a.blind(), vec![2, 3]);
+        a.due(&[1, 3]);
+        assert_eq!(a.blind(), vec![3]);
     }
 }

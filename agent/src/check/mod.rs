@@ -15,6 +15,7 @@
 mod findings;
 mod hooks;
 mod host;
+mod targets;
 
 use std::{fs, path::Path, process::ExitCode};
 
@@ -26,9 +27,14 @@ use crate::{capture::OBJECT, identity};
 use self::{findings::*, hooks::*, host::*};
 
 /// `gatescope check`: probe, print, exit 0 only when the core can run.
-pub fn run() -> ExitCode {
+/// With target processes (`pids`, `names` as `--discover` takes them), also
+/// what the TLS capture would do for each.
+pub fn run(pids: &[u32], names: &[String]) -> ExitCode {
     let report = probe_host();
     print!("{}", report.render());
+    if !pids.is_empty() || !names.is_empty() {
+        print!("{}", targets::render(&targets::probe_targets(pids, names)));
+    }
     match report.verdict() {
         Ok(()) => ExitCode::SUCCESS,
         Err(reasons) => {
