@@ -145,6 +145,7 @@ pub enum HttpEvent {
 }
 
 mod conn;
+mod h2;
 #[cfg(test)]
 mod fuzz;
 mod parse;
