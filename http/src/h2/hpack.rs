@@ -156,67 +156,67 @@ struct Entry {
 
 /// RFC 7541 Appendix A.
 const STATIC: [(&[u8], &str); 61] = [
-    (b":authority", ""), // 1
-    (b":method", "GET"), // 2
-    (b":method", "POST"), // 3
-    (b":path", "/"), // 4
-    (b":path", "/index.html"), // 5
-    (b":scheme", "http"), // 6
-    (b":scheme", "https"), // 7
-    (b":status", "200"), // 8
-    (b":status", "204"), // 9
-    (b":status", "206"), // 10
-    (b":status", "304"), // 11
-    (b":status", "400"), // 12
-    (b":status", "404"), // 13
-    (b":status", "500"), // 14
-    (b"accept-charset", ""), // 15
+    (b":authority", ""),                   // 1
+    (b":method", "GET"),                   // 2
+    (b":method", "POST"),                  // 3
+    (b":path", "/"),                       // 4
+    (b":path", "/index.html"),             // 5
+    (b":scheme", "http"),                  // 6
+    (b":scheme", "https"),                 // 7
+    (b":status", "200"),                   // 8
+    (b":status", "204"),                   // 9
+    (b":status", "206"),                   // 10
+    (b":status", "304"),                   // 11
+    (b":status", "400"),                   // 12
+    (b":status", "404"),                   // 13
+    (b":status", "500"),                   // 14
+    (b"accept-charset", ""),               // 15
     (b"accept-encoding", "gzip, deflate"), // 16
-    (b"accept-language", ""), // 17
-    (b"accept-ranges", ""), // 18
-    (b"accept", ""), // 19
-    (b"access-control-allow-origin", ""), // 20
-    (b"age", ""), // 21
-    (b"allow", ""), // 22
-    (b"authorization", ""), // 23
-    (b"cache-control", ""), // 24
-    (b"content-disposition", ""), // 25
-    (b"content-encoding", ""), // 26
-    (b"content-language", ""), // 27
-    (b"content-length", ""), // 28
-    (b"content-location", ""), // 29
-    (b"content-range", ""), // 30
-    (b"content-type", ""), // 31
-    (b"cookie", ""), // 32
-    (b"date", ""), // 33
-    (b"etag", ""), // 34
-    (b"expect", ""), // 35
-    (b"expires", ""), // 36
-    (b"from", ""), // 37
-    (b"host", ""), // 38
-    (b"if-match", ""), // 39
-    (b"if-modified-since", ""), // 40
-    (b"if-none-match", ""), // 41
-    (b"if-range", ""), // 42
-    (b"if-unmodified-since", ""), // 43
-    (b"last-modified", ""), // 44
-    (b"link", ""), // 45
-    (b"location", ""), // 46
-    (b"max-forwards", ""), // 47
-    (b"proxy-authenticate", ""), // 48
-    (b"proxy-authorization", ""), // 49
-    (b"range", ""), // 50
-    (b"referer", ""), // 51
-    (b"refresh", ""), // 52
-    (b"retry-after", ""), // 53
-    (b"server", ""), // 54
-    (b"set-cookie", ""), // 55
-    (b"strict-transport-security", ""), // 56
-    (b"transfer-encoding", ""), // 57
-    (b"user-agent", ""), // 58
-    (b"vary", ""), // 59
-    (b"via", ""), // 60
-    (b"www-authenticate", ""), // 61
+    (b"accept-language", ""),              // 17
+    (b"accept-ranges", ""),                // 18
+    (b"accept", ""),                       // 19
+    (b"access-control-allow-origin", ""),  // 20
+    (b"age", ""),                          // 21
+    (b"allow", ""),                        // 22
+    (b"authorization", ""),                // 23
+    (b"cache-control", ""),                // 24
+    (b"content-disposition", ""),          // 25
+    (b"content-encoding", ""),             // 26
+    (b"content-language", ""),             // 27
+    (b"content-length", ""),               // 28
+    (b"content-location", ""),             // 29
+    (b"content-range", ""),                // 30
+    (b"content-type", ""),                 // 31
+    (b"cookie", ""),                       // 32
+    (b"date", ""),                         // 33
+    (b"etag", ""),                         // 34
+    (b"expect", ""),                       // 35
+    (b"expires", ""),                      // 36
+    (b"from", ""),                         // 37
+    (b"host", ""),                         // 38
+    (b"if-match", ""),                     // 39
+    (b"if-modified-since", ""),            // 40
+    (b"if-none-match", ""),                // 41
+    (b"if-range", ""),                     // 42
+    (b"if-unmodified-since", ""),          // 43
+    (b"last-modified", ""),                // 44
+    (b"link", ""),                         // 45
+    (b"location", ""),                     // 46
+    (b"max-forwards", ""),                 // 47
+    (b"proxy-authenticate", ""),           // 48
+    (b"proxy-authorization", ""),          // 49
+    (b"range", ""),                        // 50
+    (b"referer", ""),                      // 51
+    (b"refresh", ""),                      // 52
+    (b"retry-after", ""),                  // 53
+    (b"server", ""),                       // 54
+    (b"set-cookie", ""),                   // 55
+    (b"strict-transport-security", ""),    // 56
+    (b"transfer-encoding", ""),            // 57
+    (b"user-agent", ""),                   // 58
+    (b"vary", ""),                         // 59
+    (b"via", ""),                          // 60
+    (b"www-authenticate", ""),             // 61
 ];
 
 /// One direction's HPACK decoding context.
@@ -260,6 +260,7 @@ impl Decoder {
         self.unreliable = true;
     }
 
+    #[cfg(test)]
     pub(crate) fn is_unreliable(&self) -> bool {
         self.unreliable
     }
@@ -451,4 +452,4 @@ fn string(b: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Result<(), HpackError
 
 #[cfg(test)]
 #[path = "hpack_tests.rs"]
-mod tests;
+pub(crate) mod tests;

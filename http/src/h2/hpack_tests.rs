@@ -103,7 +103,11 @@ fn rfc7541_c5_c6_responses_with_eviction() {
     for blocks in [c5, c6] {
         let mut d = Decoder::new();
         d.max = 256;
-        let rest = [len(Name::Other, 7), len(Name::Other, 29), len(Name::Other, 23)];
+        let rest = [
+            len(Name::Other, 7),
+            len(Name::Other, 29),
+            len(Name::Other, 23),
+        ];
         let out = decode(&mut d, &hex(blocks[0]));
         assert_eq!(out[0], kept(Name::Status, "302"));
         assert_eq!(out[1..], rest);
@@ -171,7 +175,10 @@ pub(crate) fn idx(i: usize) -> Vec<u8> {
 fn gap_then_old_entries_unknown_and_new_ones_exact() {
     let mut d = Decoder::new();
     // request 1 inserts :authority (62)
-    decode(&mut d, &hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d"));
+    decode(
+        &mut d,
+        &hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d"),
+    );
     // request 2 is lost: it inserted :path /secret (now 62, authority 63)
     d.gap();
     assert!(d.is_unreliable());
@@ -184,7 +191,12 @@ fn gap_then_old_entries_unknown_and_new_ones_exact() {
     let out = decode(&mut d, &b);
     assert_eq!(
         out,
-        [kept(Name::Path, "/api/users"), UNKNOWN, UNKNOWN, kept(Name::Method, "GET")]
+        [
+            kept(Name::Path, "/api/users"),
+            UNKNOWN,
+            UNKNOWN,
+            kept(Name::Method, "GET")
+        ]
     );
     // request 4 refers to the new entry: exact
     let mut b = idx(62);
@@ -253,8 +265,15 @@ fn values_not_kept_are_sized_not_stored() {
         ]
     );
     // sizes as the encoder counts them, values not held
-    assert_eq!(d.table(), (3, (13 + 207 + 32) + (6 + 10 + 32) + (12 + 9 + 32)));
-    assert!(d.heap_bytes() < 3 * size_of::<Entry>() + 512, "{}", d.heap_bytes());
+    assert_eq!(
+        d.table(),
+        (3, (13 + 207 + 32) + (6 + 10 + 32) + (12 + 9 + 32))
+    );
+    assert!(
+        d.heap_bytes() < 3 * size_of::<Entry>() + 512,
+        "{}",
+        d.heap_bytes()
+    );
 }
 
 #[test]
@@ -280,7 +299,10 @@ fn malformed_blocks_are_errors() {
     for (block, err) in [
         (vec![0x80], HpackError::Index),
         (vec![0x7f], HpackError::Truncated),
-        (vec![0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], HpackError::Integer),
+        (
+            vec![0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+            HpackError::Integer,
+        ),
         (vec![0x40, 0x85, b'a'], HpackError::Truncated),
         (vec![0x40, 0x81, 0x00, 0x00], HpackError::Huffman),
     ] {
