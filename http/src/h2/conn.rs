@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::{
-    frame::{self, Event, Frame, Walker},
+    frame::{self, data_len, fragment, Event, Frame, Walker},
     hpack::{Decoder, Field, Name, Value},
     segment_pieces, Transfer,
 };
@@ -592,43 +592,4 @@ fn is_grpc(content_type: &str) -> bool {
     content_type
         .get(..16)
         .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
-}
-
-/// A HEADERS or PUSH_PROMISE frame's header block fragment: its length as
-/// counted, and its bytes when captured. When the payload was not captured
-/// the padding is unknown and counted as fragment.
-fn fragment(f: &Frame) -> (u64, Option<&[u8]>) {
-    let h = f.hdr;
-    let len = h.len as usize;
-    let mut start = 0;
-    if h.has(frame::PADDED) {
-        start += 1;
-    }
-    if h.kind == frame::HEADERS && h.has(frame::PRIORITY_FLAG) {
-        start += 5;
-    }
-    if h.kind == frame::PUSH_PROMISE {
-        start += 4;
-    }
-    let pad = if h.has(frame::PADDED) && f.complete {
-        usize::from(f.payload[0])
-    } else {
-        0
-    };
-    if start + pad > len {
-        return (0, None);
-    }
-    let frag = f.complete.then(|| &f.payload[start..len - pad]);
-    ((len - start - pad) as u64, frag)
-}
-
-/// A DATA frame's payload less padding (the pad length byte is its first
-/// byte; when not captured the padding is counted as data).
-fn data_len(f: &Frame) -> u64 {
-    let len = u64::from(f.hdr.len);
-    if !f.hdr.has(frame::PADDED) {
-        return len;
-    }
-    let pad = f.payload.first().map_or(0, |&p| u64::from(p));
-    len.saturating_sub(1 + pad)
 }

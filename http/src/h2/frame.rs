@@ -363,6 +363,45 @@ fn copy(t: &Transfer<'_>, pos: u64, dst: &mut [u8]) -> bool {
     covered == dst.len()
 }
 
+/// A HEADERS or PUSH_PROMISE frame's header block fragment: its length as
+/// counted, and its bytes when captured. When the payload was not captured
+/// the padding is unknown and counted as fragment.
+pub(crate) fn fragment(f: &Frame) -> (u64, Option<&[u8]>) {
+    let h = f.hdr;
+    let len = h.len as usize;
+    let mut start = 0;
+    if h.has(PADDED) {
+        start += 1;
+    }
+    if h.kind == HEADERS && h.has(PRIORITY_FLAG) {
+        start += 5;
+    }
+    if h.kind == PUSH_PROMISE {
+        start += 4;
+    }
+    let pad = if h.has(PADDED) && f.complete {
+        usize::from(f.payload[0])
+    } else {
+        0
+    };
+    if start + pad > len {
+        return (0, None);
+    }
+    let frag = f.complete.then(|| &f.payload[start..len - pad]);
+    ((len - start - pad) as u64, frag)
+}
+
+/// A DATA frame's payload less padding (the pad length byte is its first
+/// byte; when not captured the padding is counted as data).
+pub(crate) fn data_len(f: &Frame) -> u64 {
+    let len = u64::from(f.hdr.len);
+    if !f.hdr.has(PADDED) {
+        return len;
+    }
+    let pad = f.payload.first().map_or(0, |&p| u64::from(p));
+    len.saturating_sub(1 + pad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Piece;
