@@ -258,6 +258,7 @@ impl Pending {
             upgraded: self.upgraded,
             version: self.version,
             trace: self.trace,
+            grpc: None,
         }
     }
 }

@@ -408,6 +408,7 @@ fn expected(conv: &Conv, fed: &[Fed]) -> Vec<Exchange> {
                 traceparent: w.traceparent.map(Into::into),
                 ..Default::default()
             },
+            grpc: None,
         })
         .collect()
 }
@@ -709,7 +710,7 @@ fn random_garbage_never_panics_and_stays_bounded() {
             .map(|a| match a {
                 Anomaly::NonHttp { bytes } => *bytes,
                 Anomaly::Resync { skipped } => *skipped,
-                Anomaly::Desync => 0,
+                Anomaly::Desync | Anomaly::H2(_) => 0,
             })
             .sum();
         assert!(counted <= fed[0] + fed[1], "run {i}");

@@ -1,4 +1,5 @@
-//! gatescope-http: the agent's stages 3 and 4, stream reassembly and HTTP/1.x parsing.
+//! gatescope-http: the agent's stages 3 and 4, stream reassembly and HTTP/1.x parsing,
+//! and HTTP/2 framing and HPACK decoding (`h2`).
 //!
 //! From the sparse byte segments the kernel captured (a prefix and a suffix of each
 //! syscall's transfer, with its true length) to complete request/response exchanges,
@@ -50,8 +51,11 @@ pub enum Phase {
 /// A finished request with its response (or the lack of one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exchange {
+    /// Empty for an HTTP/2 stream whose `:method` could not be decoded
+    /// (HPACK state lost, see `h2`): unknown, never guessed.
     pub method: String,
-    /// Path without the query string or fragment.
+    /// Path without the query string or fragment; empty when unknown (as
+    /// `method`).
     pub path: String,
     /// Host header (or the authority of an absolute-form target), without
     /// user info; `None` when absent.
@@ -60,9 +64,13 @@ pub struct Exchange {
     /// response are reported with nginx's 499; a request whose connection
     /// closed without a response otherwise has status 0.
     pub status: u16,
-    /// Request bytes: head plus body, as on the wire (Kong's ingress bandwidth).
+    /// Request bytes: head plus body, as on the wire (Kong's ingress
+    /// bandwidth). HTTP/2: as nginx's `$request_length`, the header block
+    /// fragments of HEADERS and CONTINUATION plus DATA payloads less padding.
     pub request_bytes: u64,
     /// Response bytes: any 1xx interim responses, head and body (egress).
+    /// HTTP/2: as nginx's `$bytes_sent`, every HEADERS, CONTINUATION and DATA
+    /// frame of the stream, 9-byte frame headers included.
     pub response_bytes: u64,
     pub request_first_ns: u64,
     pub request_last_ns: u64,
@@ -76,12 +84,30 @@ pub struct Exchange {
     /// The request asked to switch protocols and got 101: the connection is
     /// opaque from here on.
     pub upgraded: bool,
-    /// HTTP/1 minor version of the request line: 0 for HTTP/1.0, 1 for
-    /// HTTP/1.1 (`network.protocol.version` of a span).
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1 (the request line's minor version),
+    /// [`Exchange::VERSION_H2`] for HTTP/2; see [`Exchange::protocol_version`].
     pub version: u8,
     /// Trace context and request id, kept only to join traces and to link an
     /// upstream call to its client request; never exported as labels.
     pub trace: TraceHeaders,
+    /// A gRPC call (HTTP/2 with `content-type: application/grpc*`); boxed so
+    /// HTTP/1 exchanges do not grow.
+    pub grpc: Option<Box<GrpcCall>>,
+}
+
+/// What a gRPC call adds to its exchange.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrpcCall {
+    /// `package.Service` from the path `/package.Service/Method`; empty when
+    /// the path is unknown or not of that form.
+    pub service: String,
+    pub method: String,
+    /// `grpc-status` from the trailers, or from a Trailers-Only response;
+    /// `None` when none was seen (the call did not finish, or its trailers
+    /// could not be decoded).
+    pub status: Option<u16>,
+    /// Length of `grpc-message` (its text is not kept).
+    pub message_len: Option<u32>,
 }
 
 /// Request headers kept for tracing only. Values longer than a sane bound
@@ -107,6 +133,18 @@ impl TraceHeaders {
 }
 
 impl Exchange {
+    /// `version` of an HTTP/2 exchange.
+    pub const VERSION_H2: u8 = 2;
+
+    /// `network.protocol.version` as OpenTelemetry spells it.
+    pub fn protocol_version(&self) -> &'static str {
+        match self.version {
+            0 => "1.0",
+            Self::VERSION_H2 => "2",
+            _ => "1.1",
+        }
+    }
+
     /// When the exchange ended: its last response byte, else the close that
     /// cut it short, else its last request byte.
     pub fn end_ns(&self) -> u64 {
@@ -136,6 +174,54 @@ pub enum Anomaly {
     /// Started mid-stream (connection open before gatescope): bytes skipped
     /// until the next message boundary.
     Resync { skipped: u64 },
+    /// On an HTTP/2 connection.
+    H2(H2Anomaly),
+}
+
+/// What the HTTP/2 parser could not attribute, each counted once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum H2Anomaly {
+    /// The bytes where the client preface belongs are something else.
+    BadPreface,
+    /// A frame header fell in an uncaptured region (or was malformed):
+    /// framing lost in that direction until a transfer starts with frames.
+    Desync,
+    /// Frame sync found again (or first, on a connection joined late).
+    Resync { skipped: u64 },
+    /// A header block was not captured whole (or broke the CONTINUATION
+    /// rules): its fields are unknown and HPACK is unreliable from here.
+    HeadersLost,
+    /// A header block HPACK could not decode.
+    HpackError,
+    /// A stream ended whose request headers were never seen (joined late,
+    /// or they were lost): not reported as an exchange.
+    UnknownStream,
+    /// A stream reported with its method or path unknown.
+    UnknownFields,
+    /// More concurrent streams than followed on one connection: one was not
+    /// followed.
+    TooManyStreams,
+}
+
+impl Anomaly {
+    /// The `kind` label of `gatescope_http_anomalies_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NonHttp { .. } => "non_http",
+            Self::Desync => "desync",
+            Self::Resync { .. } => "resync",
+            Self::H2(a) => match a {
+                H2Anomaly::BadPreface => "h2_bad_preface",
+                H2Anomaly::Desync => "h2_desync",
+                H2Anomaly::Resync { .. } => "h2_resync",
+                H2Anomaly::HeadersLost => "h2_headers_lost",
+                H2Anomaly::HpackError => "h2_hpack_error",
+                H2Anomaly::UnknownStream => "h2_unknown_stream",
+                H2Anomaly::UnknownFields => "h2_unknown_fields",
+                H2Anomaly::TooManyStreams => "h2_too_many_streams",
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +233,7 @@ pub enum HttpEvent {
 mod conn;
 #[cfg(test)]
 mod fuzz;
+pub mod h2;
 mod parse;
 #[cfg(test)]
 mod regress;
@@ -157,3 +244,4 @@ mod stream;
 mod testkit;
 
 pub use conn::HttpConn;
+pub use h2::{looks_like_h2_preface, H2Conn};

@@ -11,17 +11,17 @@ use std::mem::MaybeUninit;
 /// Longest head accepted; anything longer is not HTTP.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Longest method token accepted (real ones are at most 10 or so bytes).
-const MAX_METHOD: usize = 24;
+pub(crate) const MAX_METHOD: usize = 24;
 /// Stored paths and hosts are cut to these lengths (at a char boundary) so a
 /// pipelined connection's memory stays bounded.
 pub(crate) const MAX_PATH: usize = 4096;
-const MAX_HOST: usize = 1024;
+pub(crate) const MAX_HOST: usize = 1024;
 /// A W3C traceparent is 55 bytes; longer values are not kept.
-const MAX_TRACEPARENT: usize = 256;
+pub(crate) const MAX_TRACEPARENT: usize = 256;
 /// The W3C limit for tracestate is 512 bytes; longer values are not kept.
-const MAX_TRACESTATE: usize = 512;
+pub(crate) const MAX_TRACESTATE: usize = 512;
 /// Request ids are UUIDs or 32 hex digits; longer values are not kept.
-const MAX_REQUEST_ID: usize = 128;
+pub(crate) const MAX_REQUEST_ID: usize = 128;
 /// Headers parsed on the stack before falling back to a heap array. The
 /// array is left uninitialised (httparse writes the slots it fills): setting
 /// its 2 KiB to empty headers before every head was most of
@@ -432,7 +432,7 @@ fn build_request(
 
 /// Path of a request target without query or fragment, and the authority of
 /// an absolute-form target.
-fn split_target(t: &[u8]) -> (&[u8], Option<&[u8]>) {
+pub(crate) fn split_target(t: &[u8]) -> (&[u8], Option<&[u8]>) {
     let cut = |s: &'_ [u8]| -> usize {
         s.iter()
             .position(|&c| c == b'?' || c == b'#')
@@ -466,14 +466,14 @@ fn split_target(t: &[u8]) -> (&[u8], Option<&[u8]>) {
     (&t[..cut(t)], None)
 }
 
-fn strip_userinfo(h: &[u8]) -> &[u8] {
+pub(crate) fn strip_userinfo(h: &[u8]) -> &[u8] {
     match h.iter().rposition(|&c| c == b'@') {
         Some(at) => &h[at + 1..],
         None => h,
     }
 }
 
-fn bounded(b: &[u8], max: usize) -> String {
+pub(crate) fn bounded(b: &[u8], max: usize) -> String {
     let s = String::from_utf8_lossy(b);
     if s.len() <= max {
         return s.into_owned();

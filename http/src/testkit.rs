@@ -248,6 +248,7 @@ pub(crate) fn ex(
         upgraded: false,
         version: 1,
         trace: TraceHeaders::default(),
+        grpc: None,
     }
 }
 

@@ -182,6 +182,7 @@ mod tests {
             upgraded: false,
             version: 1,
             trace: TraceHeaders::default(),
+            grpc: None,
         }
     }
 

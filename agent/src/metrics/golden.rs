@@ -75,6 +75,7 @@ fn exchange(method: &str, path: &str, status: u16, last_ms: u64) -> Exchange {
         upgraded: false,
         version: 1,
         trace: TraceHeaders::default(),
+        grpc: None,
     }
 }
 

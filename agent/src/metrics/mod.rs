@@ -62,6 +62,8 @@ pub struct Metrics {
     downstream_bytes: IntCounterVec,
     /// non_http, desync, resync.
     anomalies: [IntCounter; 3],
+    /// The same family, for HTTP/2's kinds (`h2_…`), created when first seen.
+    anomaly_kinds: IntCounterVec,
     upstream_open: IntGaugeVec,
     upstream_opened: IntCounterVec,
     upstream_bytes: IntCounterVec,
@@ -104,6 +106,7 @@ impl Metrics {
             downstream,
             downstream_bytes: families::DOWNSTREAM_BYTES.counter(&registry),
             anomalies: ["non_http", "desync", "resync"].map(|k| anomalies.with_label_values(&[k])),
+            anomaly_kinds: anomalies,
             upstream_open: families::UPSTREAM_CONNECTIONS.gauge(&registry),
             upstream_opened: families::UPSTREAM_OPENED.counter(&registry),
             upstream_bytes: families::UPSTREAM_BYTES.counter(&registry),
@@ -286,6 +289,10 @@ impl Metrics {
             Anomaly::NonHttp { .. } => 0,
             Anomaly::Desync => 1,
             Anomaly::Resync { .. } => 2,
+            Anomaly::H2(_) => {
+                self.anomaly_kinds.with_label_values(&[a.kind()]).inc();
+                return;
+            }
         };
         self.anomalies[i].inc();
     }

@@ -145,6 +145,7 @@ mod tests {
             upgraded: false,
             version: 1,
             trace: TraceHeaders::default(),
+            grpc: None,
         };
         let done = Completed::Downstream {
             exchange,

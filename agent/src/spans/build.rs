@@ -344,10 +344,7 @@ fn common(ex: &Exchange, m: &'static str, peer: SocketAddr) -> Vec<KeyValue> {
         KeyValue::new("url.scheme", "http"),
         KeyValue::new("network.peer.address", peer.ip().to_string()),
         KeyValue::new("network.peer.port", i64::from(peer.port())),
-        KeyValue::new(
-            "network.protocol.version",
-            if ex.version == 0 { "1.0" } else { "1.1" },
-        ),
+        KeyValue::new("network.protocol.version", ex.protocol_version()),
     ];
     if ex.status != 0 {
         attrs.push(KeyValue::new(

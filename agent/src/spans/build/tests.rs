@@ -39,6 +39,7 @@ fn exchange(method: &str, path: &str, status: u16, first_ms: u64, last_ms: u64) 
         upgraded: false,
         version: 1,
         trace: TraceHeaders::default(),
+        grpc: None,
     }
 }
 
