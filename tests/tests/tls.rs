@@ -268,14 +268,18 @@ fn agent_matches_nginx_access_log_over_tls() -> Result<()> {
     let listener_label = listener.clone();
     metric_check(
         &mut report,
-        "metrics: gatescope_downstream_tls_handshakes_total ok = client connections, closed = 1",
+        "metrics: gatescope_downstream_tls_handshakes_total ok = client connections, closed = 1, all TLSv1.3",
         &native,
         &[connections, 0.0, 1.0],
         |s| {
             ["ok", "failed", "closed"].map(|r| {
                 s.get_or_zero(
                     TLS_HANDSHAKES,
-                    &[("listener", listener_label.as_str()), ("result", r)],
+                    &[
+                        ("listener", listener_label.as_str()),
+                        ("result", r),
+                        ("version", "TLSv1.3"),
+                    ],
                 )
                 .unwrap_or(f64::NAN)
             })
@@ -338,11 +342,16 @@ fn a_failed_handshake_is_counted_as_failed() -> Result<()> {
         "openssl s_client connected with a NULL cipher:\n{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // No ServerHello was sent: the version is unknown.
     let results = |s: &gatescope_tests::prom::Scrape| {
         ["ok", "failed", "closed"].map(|r| {
             s.get_or_zero(
                 TLS_HANDSHAKES,
-                &[("listener", listener.as_str()), ("result", r)],
+                &[
+                    ("listener", listener.as_str()),
+                    ("result", r),
+                    ("version", "unknown"),
+                ],
             )
             .unwrap_or(f64::NAN)
         })
@@ -364,5 +373,58 @@ fn a_failed_handshake_is_counted_as_failed() -> Result<()> {
             "{kind} anomalies"
         );
     }
+    Ok(())
+}
+
+/// `openssl s_client -tls1_2` sends one request and reads the response to
+/// nginx's close: one handshake `ok` with version `TLSv1.2` (read from the
+/// ServerHello), and the request parsed from the plaintext.
+#[test]
+fn a_tls12_client_is_counted_with_its_version() -> Result<()> {
+    let scene = AccuracyScene::start_tls(1)?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let listener = scene.nginx.listen_addr();
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &listener, "-tls1_2", "-quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running openssl s_client")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(b"GET /size/100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    // s_client -quiet ignores the end of its input and waits for nginx's
+    // close (Connection: close).
+    drop(stdin);
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.starts_with("HTTP/1.1 200"),
+        "s_client got:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = gatescope_tests::util::poll(LOG_TIMEOUT, "the acc log", || {
+        let l = scene.nginx.acc_log()?;
+        Ok((!l.is_empty()).then_some(l))
+    })?;
+    ensure!(log.len() == 1 && log[0].status == 200, "{log:?}");
+    let ok12 = [
+        ("listener", listener.as_str()),
+        ("result", "ok"),
+        ("version", "TLSv1.2"),
+    ];
+    let s = gatescope_tests::util::poll(Duration::from_secs(10), "the handshake", || {
+        let s = agent.scrape()?;
+        Ok((s.get_or_zero(TLS_HANDSHAKES, &ok12)? > 0.0).then_some(s))
+    })?;
+    ensure!(s.get_or_zero(TLS_HANDSHAKES, &ok12)? == 1.0);
+    ensure!(
+        s.get_or_zero(TLS_HANDSHAKES, &[("listener", listener.as_str())])? == 1.0,
+        "handshakes other than one TLSv1.2 ok"
+    );
+    ensure!(
+        s.get_or_zero(HTTP_REQUESTS, &[("code", "200")])? == 1.0,
+        "the request was not parsed"
+    );
     Ok(())
 }

@@ -50,11 +50,13 @@ pub enum Fact {
     DownstreamTls {
         port: u16,
         result: TlsResult,
+        version: TlsVersion,
     },
     /// What a TLS handshake with an upstream peer came to.
     UpstreamTls {
         peer: SocketAddr,
         result: TlsResult,
+        version: TlsVersion,
     },
     /// TLS bytes on a client connection whose plaintext cannot be seen
     /// (its process has no OpenSSL with probes); also in
@@ -98,16 +100,48 @@ impl TlsResult {
     }
 }
 
+/// The protocol version the server chose in its ServerHello, named as
+/// nginx's `$ssl_protocol` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// No ServerHello seen whole enough (a handshake that failed before it,
+    /// or a capture too short for its extensions).
+    Unknown,
+    Tls10,
+    Tls11,
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Unknown => "unknown",
+            TlsVersion::Tls10 => "TLSv1",
+            TlsVersion::Tls11 => "TLSv1.1",
+            TlsVersion::Tls12 => "TLSv1.2",
+            TlsVersion::Tls13 => "TLSv1.3",
+        }
+    }
+}
+
 /// The handshake fact of a connection of `role` at `endpoints`.
-pub(super) fn tls_fact(role: Role, endpoints: &Endpoints, result: TlsResult) -> Fact {
+pub(super) fn tls_fact(
+    role: Role,
+    endpoints: &Endpoints,
+    result: TlsResult,
+    version: TlsVersion,
+) -> Fact {
     match role {
         Role::Downstream => Fact::DownstreamTls {
             port: endpoints.local.port(),
             result,
+            version,
         },
         Role::Upstream => Fact::UpstreamTls {
             peer: endpoints.remote,
             result,
+            version,
         },
     }
 }

@@ -3,6 +3,8 @@
 
 use gatescope_common::TcpState;
 
+use super::facts::TlsVersion;
+use super::handshake::server_hello_version;
 use super::tests::{apply, ep, open, state, CLIENT, GW};
 use super::*;
 use crate::http::{Anomaly, Exchange};
@@ -163,7 +165,9 @@ fn each_handshake_is_counted_once_by_what_its_bytes_show() {
         outs.iter()
             .flat_map(|o| &o.facts)
             .filter_map(|f| match f {
-                Fact::DownstreamTls { port: 8080, result } => Some(*result),
+                Fact::DownstreamTls {
+                    port: 8080, result, ..
+                } => Some(*result),
                 _ => None,
             })
             .collect()
@@ -230,7 +234,8 @@ fn an_alert_in_the_clear_fails_the_handshake() {
     assert!(
         c.facts.contains(&Fact::DownstreamTls {
             port: 8080,
-            result: TlsResult::Failed
+            result: TlsResult::Failed,
+            version: TlsVersion::Unknown,
         }),
         "{:?}",
         c.facts
@@ -287,4 +292,71 @@ fn tls_of_a_process_without_probes_is_counted_as_unparsed_bytes() {
         .facts
         .iter()
         .any(|f| matches!(f, Fact::DownstreamTlsUnparsed { .. })));
+}
+
+/// ServerHello records made by OpenSSL (Python's ssl, memory BIOs) for a
+/// client allowing at most TLS 1.3 and 1.2.
+const HELLO_13: &str = "160303007a02000076030345243abc6499fc64ebbc08ba6e0335840ae4b463d40cadd631bc6540081aa4de2029a98d351c844ceae203586e4f8930a03453f1119f274f1dcf81ab7fab37bf45130200002e002b0002030400330024001d0020d3372ee35b6676812f373143a09f4ad3c632ef47e2c1c9238d680e6643425b7a";
+const HELLO_12: &str = "16030300410200003d0303884141a99aad2800c6d98a47a33df13b51680214e6276a51444f574e4752440100c030000015ff01000100000b0004030001020023000000170000";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_server_hello_names_the_version() {
+    let h13 = unhex(HELLO_13);
+    let h12 = unhex(HELLO_12);
+    assert_eq!(server_hello_version(&h13), TlsVersion::Tls13);
+    assert_eq!(server_hello_version(&h12), TlsVersion::Tls12);
+    // Cut anywhere before supported_versions ends: unknown, never 1.2.
+    let sv = h13
+        .windows(6)
+        .position(|w| w == [0, 0x2b, 0, 2, 3, 4])
+        .unwrap();
+    for cut in 0..sv + 6 {
+        assert_eq!(
+            server_hello_version(&h13[..cut]),
+            TlsVersion::Unknown,
+            "{cut}"
+        );
+    }
+    // TLS 1.2's list must be whole to say it has no supported_versions.
+    assert_eq!(
+        server_hello_version(&h12[..h12.len() - 1]),
+        TlsVersion::Unknown
+    );
+    // More records after it (the rest of the server's flight) change nothing.
+    let mut flight = h13.clone();
+    flight.extend_from_slice(&[0x14, 3, 3, 0, 1, 1, 0x17, 3, 3, 0, 0x20]);
+    assert_eq!(server_hello_version(&flight), TlsVersion::Tls13);
+    // A ClientHello, an alert, application data: not a ServerHello.
+    for other in [HELLO, APP, &[21, 3, 3, 0, 2, 2, 40][..]] {
+        assert_eq!(server_hello_version(other), TlsVersion::Unknown);
+    }
+}
+
+#[test]
+fn the_handshake_fact_carries_the_version() {
+    let mut t = ConnTable::new(10);
+    let e = ep(GW, CLIENT);
+    open(&mut t, 1, Role::Downstream, e);
+    apply(&mut t, &data(1, Direction::Ingress, 1, HELLO, 517));
+    let hello = unhex(HELLO_13);
+    apply(
+        &mut t,
+        &data(1, Direction::Egress, 2, &hello, hello.len() as u64 + 2000),
+    );
+    let out = apply(
+        &mut t,
+        &plain(1, Direction::Ingress, 3, b"GET / HTTP/1.1\r\n\r\n"),
+    );
+    assert!(out.facts.contains(&Fact::DownstreamTls {
+        port: 8080,
+        result: TlsResult::Ok,
+        version: TlsVersion::Tls13,
+    }));
 }

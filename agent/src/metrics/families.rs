@@ -405,13 +405,13 @@ pub const DOWNSTREAM_TCP_EVENTS: Family = counter(
 );
 pub const DOWNSTREAM_TLS_HANDSHAKES: Family = counter(
     "gatescope_downstream_tls_handshakes_total",
-    "TLS handshakes on client connections, per listening socket, as their bytes show: ok (plaintext flowed), failed (a TLS alert in the clear first, e.g. no shared protocol or cipher), closed (the connection closed first: an encrypted TLS 1.3 alert such as a rejected certificate, or a client that never sent a request)",
-    &["listener", "result"],
+    "TLS handshakes on client connections, per listening socket, as their bytes show: ok (plaintext flowed), failed (a TLS alert in the clear first, e.g. no shared protocol or cipher), closed (the connection closed first: an encrypted TLS 1.3 alert such as a rejected certificate, or a client that never sent a request); version: the server's choice in its ServerHello (TLSv1 to TLSv1.3, unknown when none was seen)",
+    &["listener", "result", "version"],
 );
 pub const UPSTREAM_TLS_HANDSHAKES: Family = counter(
     "gatescope_upstream_tls_handshakes_total",
     "TLS handshakes on connections to each upstream peer, as their bytes show (see gatescope_downstream_tls_handshakes_total)",
-    &["peer", "result"],
+    &["peer", "result", "version"],
 );
 pub const DOWNSTREAM_TLS_UNPARSED: Family = counter(
     "gatescope_downstream_tls_unparsed_bytes_total",

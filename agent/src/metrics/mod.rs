@@ -238,14 +238,26 @@ impl Metrics {
                     .with_label_values(&[dir.as_str()])
                     .inc_by(len);
             }
-            Fact::DownstreamTls { port, result } => {
+            Fact::DownstreamTls {
+                port,
+                result,
+                version,
+            } => {
                 self.downstream_tls
-                    .with_label_values(&[&self.listener_label(port), result.as_str()])
+                    .with_label_values(&[
+                        &self.listener_label(port),
+                        result.as_str(),
+                        version.as_str(),
+                    ])
                     .inc();
             }
-            Fact::UpstreamTls { peer, result } => {
+            Fact::UpstreamTls {
+                peer,
+                result,
+                version,
+            } => {
                 self.upstream_tls
-                    .with_label_values(&[&peer.to_string(), result.as_str()])
+                    .with_label_values(&[&peer.to_string(), result.as_str(), version.as_str()])
                     .inc();
             }
             Fact::DownstreamTlsUnparsed { port, dir, len } => {
