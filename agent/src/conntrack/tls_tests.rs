@@ -330,7 +330,7 @@ fn the_server_hello_names_the_version() {
         TlsVersion::Unknown
     );
     // More records after it (the rest of the server's flight) change nothing.
-    let mut flight = h13.clone();
+    let mut flight = h13;
     flight.extend_from_slice(&[0x14, 3, 3, 0, 1, 1, 0x17, 3, 3, 0, 0x20]);
     assert_eq!(server_hello_version(&flight), TlsVersion::Tls13);
     // A ClientHello, an alert, application data: not a ServerHello.
