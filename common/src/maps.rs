@@ -143,6 +143,13 @@ unsafe impl aya::Pod for SockInfo {}
 pub struct HeadWindow(pub [u16; 2]);
 
 impl HeadWindow {
+    /// Both slots hold this once the socket carries HTTP/2 (its client
+    /// preface was seen): every transfer, both ways, is captured whole up to
+    /// [`crate::HEAD_CAPTURE_MAX`]. HTTP/2 frames have no message boundary a
+    /// parser could find again after a gap, and a read or write holds many
+    /// of them; TLS plaintext comes at most 16 KiB per OpenSSL call.
+    pub const STICKY: u16 = u16::MAX;
+
     /// The slot of direction `dir`.
     #[inline(always)]
     pub fn index(dir: Direction) -> usize {

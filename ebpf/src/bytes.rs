@@ -16,8 +16,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use gatescope_common::{
-    tp::sock_length as f, Direction, HeadWindow, AF_INET, AF_INET6, IPPROTO_TCP, MSG_PEEK,
-    READ_NOTHING_ERRNOS,
+    tp::sock_length as f, Direction, AF_INET, AF_INET6, IPPROTO_TCP, MSG_PEEK, READ_NOTHING_ERRNOS,
 };
 
 use crate::{
@@ -209,7 +208,6 @@ fn on_length(dir: Direction, ev: &impl Length) {
             None
         }
     };
-    let window = heads.map(|h| &mut h.0[HeadWindow::index(dir)]);
     let t = Transfer {
         dir,
         tgid,
@@ -218,5 +216,5 @@ fn on_length(dir: Direction, ev: &impl Length) {
         len: ret.max(0) as u64,
         error,
     };
-    emit_data(t, true, window);
+    emit_data(t, true, heads);
 }

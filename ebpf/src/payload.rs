@@ -21,8 +21,8 @@ use aya_ebpf::helpers::{
     bpf_get_smp_processor_id, bpf_probe_read_user, bpf_probe_read_user_buf, generated as gen,
 };
 use gatescope_common::{
-    Data, DataEvent, DataHeader, Direction, Kind, LostReason, SyscallArgs, ARGS_BUF, ARGS_IOVEC,
-    ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX, HEAD_CAPTURE_MAX,
+    Data, DataEvent, DataHeader, Direction, HeadWindow, Kind, LostReason, SyscallArgs, ARGS_BUF,
+    ARGS_IOVEC, ARGS_MSGHDR, CAPTURE_BYTES_DEFAULT, DATA_HEAD_MAX, DATA_TAIL_MAX, HEAD_CAPTURE_MAX,
     SYSCALL_SPLICE,
 };
 
@@ -107,10 +107,10 @@ pub struct Transfer {
 
 /// Emits a data record for the bytes the current thread moved on a socket,
 /// with head and tail when `with_payload` and its buffer is known (saved
-/// registers, or the fallback's ARGS). `window`: the socket's head capture
-/// in this direction (see common's `HeadWindow`), where one is kept.
+/// registers, or the fallback's ARGS). `heads`: the socket's head capture
+/// (see common's `HeadWindow`), where one is kept.
 #[inline(always)]
-pub fn emit_data(t: Transfer, with_payload: bool, window: Option<&mut u16>) {
+pub fn emit_data(t: Transfer, with_payload: bool, heads: Option<&mut HeadWindow>) {
     let args = if t.len > 0 && with_payload {
         let at = regs::layout();
         if at.from_regs != 0 {
@@ -126,24 +126,24 @@ pub fn emit_data(t: Transfer, with_payload: bool, window: Option<&mut u16>) {
     } else {
         None
     };
-    emit(Kind::DATA, t, args.as_ref(), window);
+    emit(Kind::DATA, t, args.as_ref(), heads);
 }
 
 /// Emits a record of `t.len` bytes of plaintext OpenSSL moved for socket
 /// `t.sk` from or to the caller's buffer `buf` (tls.rs).
 #[inline(always)]
-pub fn emit_plaintext(t: Transfer, buf: u64, window: Option<&mut u16>) {
+pub fn emit_plaintext(t: Transfer, buf: u64, heads: Option<&mut HeadWindow>) {
     let args = SyscallArgs {
         kind: ARGS_BUF,
         _pad: 0,
         ptr: buf,
         count: t.len,
     };
-    emit(Kind::TLS_DATA, t, Some(&args), window);
+    emit(Kind::TLS_DATA, t, Some(&args), heads);
 }
 
 #[inline(always)]
-fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, window: Option<&mut u16>) {
+fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, heads: Option<&mut HeadWindow>) {
     let Transfer {
         dir,
         tgid,
@@ -174,7 +174,8 @@ fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, window: Option<&mut
         u64::from(unsafe { read_volatile(&raw const CAPTURE_BYTES) }),
         DATA_HEAD_MAX as u64,
     );
-    let open = window.as_deref().map_or(0, |w| u64::from(*w));
+    let slot = HeadWindow::index(dir);
+    let open = heads.as_deref().map_or(0, |h| u64::from(h.0[slot]));
     let mut left = open.saturating_sub(len);
     if let Some(args) = args {
         let mut at = Capture {
@@ -182,7 +183,7 @@ fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, window: Option<&mut
             len,
             cap,
             open,
-            keep: window.is_some(),
+            keep: heads.is_some(),
             unreadable: false,
         };
         left = at.run(args);
@@ -194,8 +195,12 @@ fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, window: Option<&mut
             count_lost(LostReason::TLS_UNREADABLE);
         }
     }
-    if let Some(w) = window {
-        *w = min(left, HEAD_CAPTURE_MAX as u64) as u16;
+    if let Some(h) = heads {
+        if open == u64::from(HeadWindow::STICKY) || starts_h2(event) {
+            h.0 = [HeadWindow::STICKY; 2];
+        } else {
+            h.0[slot] = min(left, HEAD_CAPTURE_MAX as u64) as u16;
+        }
     }
     // TLS records moved inside an OpenSSL call tie its SSL* to this socket.
     if kind == Kind::DATA && tls::on() && looks_like_tls(event) {
@@ -220,6 +225,28 @@ fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, window: Option<&mut
     if EVENTS.output::<[u8]>(record, flags).is_err() {
         count_lost(LostReason::RINGBUF_FULL);
     }
+}
+
+/// The HTTP/2 client preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the captured head starts with the HTTP/2 client preface: the
+/// socket then carries HTTP/2 both ways (h2c with prior knowledge, or the
+/// plaintext of h2 over TLS, which also starts so).
+#[inline(always)]
+fn starts_h2(event: &DataEvent) -> bool {
+    if (event.header.data.head_len as usize) < H2_PREFACE.len() {
+        return false;
+    }
+    let head = &event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + H2_PREFACE.len()];
+    let mut i = 0;
+    while i < H2_PREFACE.len() {
+        if head[i] != H2_PREFACE[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// One transfer's capture: a head of `cap` bytes (more while a message head

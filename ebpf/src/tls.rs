@@ -20,7 +20,7 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use gatescope_common::{Direction, HeadWindow, LostReason, TlsCall, TlsKey};
+use gatescope_common::{Direction, LostReason, TlsCall, TlsKey};
 
 use crate::{
     emit::{count_lost, current},
@@ -204,33 +204,30 @@ fn leave(ctx: &RetProbeContext) {
         };
         sk
     };
-    // Each direction in its own copy of the rest, so that the window's slot
-    // is a constant offset: computed from a runtime direction, its address
-    // is taken before the null check, which the verifier refuses.
-    if call.dir == Direction::EGRESS {
-        plaintext(Direction::EGRESS, tgid, tid, sk, len, call.buf);
-    } else {
-        plaintext(Direction::INGRESS, tgid, tid, sk, len, call.buf);
-    }
-}
-
-#[inline(always)]
-fn plaintext(dir: Direction, tgid: u32, tid: u32, sk: u64, len: u64, buf: u64) {
-    // The plaintext's own head window, in the socket's entry (the ciphertext
-    // keeps its own in per-socket storage on the BTF path).
-    let window = SOCKS.get_ptr_mut(sk).map(|info| {
-        // SAFETY: a preallocated hash map's value stays in place while the
-        // program runs; one direction's calls are serialised by the caller.
-        let info = unsafe { &mut *info };
-        &mut info.heads.0[HeadWindow::index(dir)]
-    });
+    // The plaintext's own head windows, in the socket's entry (the
+    // ciphertext keeps its own in per-socket storage on the BTF path).
+    let heads = match SOCKS.get_ptr_mut(sk) {
+        Some(info) => {
+            // The field's address only after the null check: computed
+            // before it (LLVM may hoist it to a select), the verifier
+            // refuses arithmetic on a map value that may be null. A
+            // volatile reload keeps it after.
+            // SAFETY: reads a local.
+            let info = unsafe { read_volatile(&raw const info) };
+            // SAFETY: a preallocated hash map's value stays in place while
+            // the program runs; one direction's calls are serialised by
+            // the caller.
+            Some(unsafe { &mut (*info).heads })
+        }
+        None => None,
+    };
     let t = Transfer {
-        dir,
+        dir: call.dir,
         tgid,
         tid,
         sk,
         len,
         error: 0,
     };
-    emit_plaintext(t, buf, window);
+    emit_plaintext(t, call.buf, heads);
 }

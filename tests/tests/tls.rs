@@ -413,9 +413,11 @@ fn a_tls12_client_is_counted_with_its_version() -> Result<()> {
         ("result", "ok"),
         ("version", "TLSv1.2"),
     ];
-    let s = gatescope_tests::util::poll(Duration::from_secs(10), "the handshake", || {
+    let (_, s) = poll_last(Duration::from_secs(10), || {
         let s = agent.scrape()?;
-        Ok((s.get_or_zero(TLS_HANDSHAKES, &ok12)? > 0.0).then_some(s))
+        let done = s.get_or_zero(TLS_HANDSHAKES, &ok12)? > 0.0
+            && s.get_or_zero(HTTP_REQUESTS_ALL, &[])? > 0.0;
+        Ok((done, s))
     })?;
     ensure!(s.get_or_zero(TLS_HANDSHAKES, &ok12)? == 1.0);
     ensure!(
@@ -424,7 +426,9 @@ fn a_tls12_client_is_counted_with_its_version() -> Result<()> {
     );
     ensure!(
         s.get_or_zero(HTTP_REQUESTS, &[("code", "200")])? == 1.0,
-        "the request was not parsed"
+        "the request was not parsed:\n{}\n{}",
+        s.text,
+        gatescope_tests::util::tail(&agent.stderr(), 20)
     );
     Ok(())
 }

@@ -1,28 +1,41 @@
-//! The protocol seam: what a connection's bytes are parsed as. A protocol
-//! (HTTP/1, TLS with HTTP/1 inside; HTTP/2 next) is a variant and an arm in
-//! each method; the connection table does not change.
+//! The protocol seam: what a connection's bytes are parsed as. Clear text
+//! or TLS (ciphertext counted, plaintext parsed), and inside either HTTP/1
+//! or HTTP/2: a variant and an arm in each method; the connection table does
+//! not change.
 
 use crate::{
     capture::decode::{Direction, Role},
-    http::{HttpConn, HttpEvent, Phase, Segment, Side},
+    http::{looks_like_h2_preface, H2Conn, HttpConn, HttpEvent, Phase, Segment, Side},
 };
 
 /// A connection's protocol state, fed in order with the segments of both
 /// directions.
 pub enum Protocol {
-    /// Every tracked connection starts here; bytes that turn out not to be
-    /// HTTP are counted by the parser as such and never attributed. Boxed: a
-    /// parser is a few hundred bytes, and the closed connections the table
-    /// remembers keep none.
-    Http1(Box<Http1>),
+    /// Every tracked connection starts here, as HTTP/1 (HTTP/2 from its
+    /// client preface on); bytes that turn out not to be HTTP are counted by
+    /// the parser as such and never attributed. Boxed: a parser is a few
+    /// hundred bytes, and the closed connections the table remembers keep
+    /// none.
+    Clear(Box<App>),
     /// TLS, known from the connection's first bytes (a TLS record) or from
     /// plaintext OpenSSL moved for it: the socket's ciphertext is counted,
-    /// never parsed; the plaintext ([`Protocol::plaintext`]) is parsed as
-    /// HTTP/1.
-    Tls(Box<Http1>),
+    /// never parsed; the plaintext ([`Protocol::plaintext`]) is parsed.
+    Tls(Box<App>),
     /// Counted, not parsed: the parser has ended (the connection's end was
     /// flushed) or was dropped.
     Opaque,
+}
+
+/// The application protocol inside: HTTP/1 until the client's first bytes
+/// are the HTTP/2 preface (h2c with prior knowledge, or h2 chosen by ALPN:
+/// either way the preface comes first, RFC 9113 section 3.4).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "always boxed in Protocol; an HTTP/2 parser (two HPACK tables) is about twice an HTTP/1 one"
+)]
+pub enum App {
+    Http1(Http1),
+    H2(H2),
 }
 
 pub struct Http1 {
@@ -37,6 +50,11 @@ pub struct Http1 {
     fed: bool,
 }
 
+pub struct H2 {
+    conn: H2Conn,
+    side: Side,
+}
+
 impl Protocol {
     /// The parser of a new connection: from its first byte when its open was
     /// seen, else (`midstream`) from the next message boundary.
@@ -45,15 +63,13 @@ impl Protocol {
             Role::Downstream => Side::Server,
             Role::Upstream => Side::Client,
         };
-        Protocol::Http1(Box::new(Http1::new(side, midstream)))
+        Protocol::Clear(Box::new(App::Http1(Http1::new(side, midstream))))
     }
 
     /// stub_status's phase, for a client connection being parsed.
     pub fn phase(&self) -> Option<Phase> {
         match self {
-            Protocol::Http1(h) | Protocol::Tls(h) => {
-                (h.side == Side::Server).then(|| h.http.phase())
-            }
+            Protocol::Clear(a) | Protocol::Tls(a) => (a.side() == Side::Server).then(|| a.phase()),
             Protocol::Opaque => None,
         }
     }
@@ -67,7 +83,7 @@ impl Protocol {
     /// (see [`Protocol::late_data`]) can go on feeding.
     pub fn is_parsing(&self) -> bool {
         match self {
-            Protocol::Http1(_) | Protocol::Tls(_) => true,
+            Protocol::Clear(_) | Protocol::Tls(_) => true,
             Protocol::Opaque => false,
         }
     }
@@ -83,15 +99,15 @@ impl Protocol {
         let ended = match self {
             // A connection whose first bytes are a TLS record is TLS: its
             // bytes are counted and never parsed (nor taken for non-HTTP).
-            Protocol::Http1(h) if !h.fed && seg.len > 0 && looks_like_tls(seg.head) => {
-                if let Protocol::Http1(h) = std::mem::replace(self, Protocol::Opaque) {
-                    *self = Protocol::Tls(h);
+            Protocol::Clear(a) if !a.fed() && seg.len > 0 && looks_like_tls(seg.head) => {
+                if let Protocol::Clear(a) = std::mem::replace(self, Protocol::Opaque) {
+                    *self = Protocol::Tls(a);
                 }
                 false
             }
-            Protocol::Http1(h) => h.data(dir, seg, out),
+            Protocol::Clear(a) => a.data(dir, seg, out),
             // Only the end of stream matters of the ciphertext.
-            Protocol::Tls(h) => seg.len == 0 && h.data(dir, seg, out),
+            Protocol::Tls(a) => seg.len == 0 && a.data(dir, seg, out),
             Protocol::Opaque => false,
         };
         if ended {
@@ -104,17 +120,14 @@ impl Protocol {
     /// so, with a parser that resynchronises at the next message boundary if
     /// it had taken in ciphertext.
     pub fn plaintext(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
-        if let Protocol::Http1(h) = self {
-            let parser = if h.fed || h.midstream {
-                Http1::new(h.side, true)
-            } else {
-                Http1::new(h.side, false)
-            };
+        if let Protocol::Clear(a) = self {
+            let midstream = a.fed() || a.midstream();
+            let parser = App::Http1(Http1::new(a.side(), midstream));
             *self = Protocol::Tls(Box::new(parser));
         }
         let ended = match self {
-            Protocol::Tls(h) if seg.len > 0 => h.data(dir, seg, out),
-            Protocol::Http1(_) | Protocol::Tls(_) | Protocol::Opaque => false,
+            Protocol::Tls(a) if seg.len > 0 => a.data(dir, seg, out),
+            Protocol::Clear(_) | Protocol::Tls(_) | Protocol::Opaque => false,
         };
         if ended {
             *self = Protocol::Opaque;
@@ -127,8 +140,8 @@ impl Protocol {
     /// client is gone.
     pub fn late_data(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
         match self {
-            Protocol::Http1(h) if seg.len > 0 => h.feed(dir, seg, out),
-            Protocol::Http1(_) | Protocol::Tls(_) | Protocol::Opaque => {}
+            Protocol::Clear(a) if seg.len > 0 => a.feed(dir, seg, out),
+            Protocol::Clear(_) | Protocol::Tls(_) | Protocol::Opaque => {}
         }
     }
 
@@ -136,7 +149,7 @@ impl Protocol {
     /// is parsed after.
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<HttpEvent>) {
         match std::mem::replace(self, Protocol::Opaque) {
-            Protocol::Http1(mut h) | Protocol::Tls(mut h) => h.http.on_close(ts_ns, out),
+            Protocol::Clear(mut a) | Protocol::Tls(mut a) => a.close(ts_ns, out),
             Protocol::Opaque => {}
         }
     }
@@ -145,6 +158,92 @@ impl Protocol {
     /// unknown (its close was never seen).
     pub fn forget(&mut self) {
         *self = Protocol::Opaque;
+    }
+}
+
+impl App {
+    fn side(&self) -> Side {
+        match self {
+            App::Http1(h) => h.side,
+            App::H2(h) => h.side,
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        match self {
+            App::Http1(h) => h.http.phase(),
+            App::H2(h) => h.conn.phase(),
+        }
+    }
+
+    fn fed(&self) -> bool {
+        match self {
+            App::Http1(h) => h.fed,
+            App::H2(_) => true,
+        }
+    }
+
+    fn midstream(&self) -> bool {
+        match self {
+            App::Http1(h) => h.midstream,
+            App::H2(_) => false,
+        }
+    }
+
+    /// See [`Protocol::data`]; true when the parser has ended. The client's
+    /// first bytes decide HTTP/2: its preface.
+    fn data(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) -> bool {
+        if let App::Http1(h) = self {
+            let first_request = !h.fed && !h.midstream && dir == requests_direction(h.side);
+            if first_request && seg.len > 0 && looks_like_h2_preface(seg.head) {
+                *self = App::H2(H2 {
+                    conn: H2Conn::new(h.side),
+                    side: h.side,
+                });
+            }
+        }
+        match self {
+            App::Http1(h) => h.data(dir, seg, out),
+            App::H2(h) => h.data(dir, seg, out),
+        }
+    }
+
+    fn feed(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
+        match self {
+            App::Http1(h) => h.feed(dir, seg, out),
+            App::H2(h) => h.feed(dir, seg, out),
+        }
+    }
+
+    fn close(&mut self, ts_ns: u64, out: &mut Vec<HttpEvent>) {
+        match self {
+            App::Http1(h) => h.http.on_close(ts_ns, out),
+            App::H2(h) => h.conn.on_close(ts_ns, out),
+        }
+    }
+}
+
+impl H2 {
+    /// As [`Http1::data`]: an upstream's end of stream ends every stream in
+    /// flight, and the parser.
+    fn data(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) -> bool {
+        if seg.len == 0 {
+            let upstream_eof = dir == Direction::Ingress && self.side == Side::Client;
+            if upstream_eof {
+                self.conn.on_close(seg.ts_ns, out);
+            }
+            return upstream_eof;
+        }
+        self.feed(dir, seg, out);
+        false
+    }
+
+    fn feed(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
+        if dir == requests_direction(self.side) {
+            self.conn.on_request_bytes(seg, out);
+        } else {
+            self.conn.on_response_bytes(seg, out);
+        }
     }
 }
 

@@ -265,6 +265,9 @@ pub(crate) struct Stack {
     gateway: Gateway,
     upstream: Guard,
     upstream_addr: SocketAddr,
+    /// Where wrk loads its libssl from during the TLS pairs (a copy of its
+    /// own, see tls.rs); `None`: the system's.
+    wrk_libs: Option<PathBuf>,
 }
 
 impl Stack {
@@ -406,6 +409,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         gateway: Gateway::Nginx,
         upstream,
         upstream_addr,
+        wrk_libs: None,
     };
     stack.warm_up()?;
 

@@ -96,7 +96,11 @@ impl Stack {
             }
         };
         let started = Instant::now();
-        let mut wrk = Guard::spawn("wrk", &mut load.command(&url, script.as_deref()), log)?;
+        let mut cmd = load.command(&url, script.as_deref());
+        if let Some(libs) = &self.wrk_libs {
+            cmd.env("LD_LIBRARY_PATH", libs);
+        }
+        let mut wrk = Guard::spawn("wrk", &mut cmd, log)?;
         let limit = Duration::from_secs(u64::from(load.seconds) + 30);
         let mut foreign = 0;
         let mut looked = None::<Instant>;
