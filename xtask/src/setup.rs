@@ -34,6 +34,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     "prometheus",
     "wrk",
+    // HTTP/2 clients of tests/tests/h2.rs: h2load (and nghttp)
+    "nghttp2-client",
     // the wire view's independent witness in tests
     "tcpdump",
     "bpftool",
@@ -52,6 +54,10 @@ const DISTRO_NGINX_PID: &str = "/run/nginx.pid";
 /// wheel ships rotel's Rust agent binary. Only pre-releases exist; pinned
 /// (keep equal to `gatescope_tests::otlp::ROTEL_VERSION`).
 const ROTEL: &str = "0.0.1a15";
+/// HTTP/2 at the frame level for tests/tests/h2.rs (tests/src/h2_client.py).
+const H2: &str = "4.4.1";
+/// gRPC server and client of tests/tests/grpc.rs, and protoc for its service.
+const GRPCIO: &str = "1.85.1";
 
 pub fn setup() -> Result<()> {
     step("nightly toolchain with rust-src", nightly_rust_src)?;
@@ -69,6 +75,15 @@ pub fn setup() -> Result<()> {
     )?;
     step(&format!("rotel {ROTEL} (PyPI, OTLP collector)"), || {
         pip_install("rotel", ROTEL)
+    })?;
+    step(&format!("h2 {H2} (PyPI, HTTP/2 frames)"), || {
+        pip_install("h2", H2)
+    })?;
+    step(&format!("grpcio {GRPCIO} (PyPI)"), || {
+        pip_install("grpcio", GRPCIO)
+    })?;
+    step(&format!("grpcio-tools {GRPCIO} (PyPI)"), || {
+        pip_install("grpcio-tools", GRPCIO)
     })?;
     Ok(())
 }
