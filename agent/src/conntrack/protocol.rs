@@ -190,12 +190,20 @@ impl App {
         }
     }
 
-    /// See [`Protocol::data`]; true when the parser has ended. The client's
-    /// first bytes decide HTTP/2: its preface.
+    /// See [`Protocol::data`]; true when the parser has ended. The first
+    /// bytes decide HTTP/2: the client's preface, or the server's SETTINGS
+    /// frame, which an HTTP/2 server may send before it reads the client's
+    /// (nginx over TLS does, right after the handshake); an HTTP/1 server
+    /// never speaks first.
     fn data(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) -> bool {
         if let App::Http1(h) = self {
-            let first_request = !h.fed && !h.midstream && dir == requests_direction(h.side);
-            if first_request && seg.len > 0 && looks_like_h2_preface(seg.head) {
+            let first = !h.fed && !h.midstream && seg.len > 0;
+            let h2 = if dir == requests_direction(h.side) {
+                looks_like_h2_preface(seg.head)
+            } else {
+                looks_like_h2_settings(seg.head)
+            };
+            if first && h2 {
                 *self = App::H2(H2 {
                     conn: H2Conn::new(h.side),
                     side: h.side,
@@ -299,6 +307,19 @@ impl Http1 {
         } else {
             self.http.on_response_bytes(seg, out);
         }
+    }
+}
+
+/// Whether bytes start with an HTTP/2 SETTINGS frame that is not an ACK:
+/// the server's connection preface (RFC 9113 section 3.4). Its fourth byte
+/// (the frame type, 4) is a letter in any HTTP/1 response.
+fn looks_like_h2_settings(head: &[u8]) -> bool {
+    match head {
+        [l0, l1, l2, 4, 0, s0, s1, s2, s3, ..] => {
+            let len = u32::from_be_bytes([0, *l0, *l1, *l2]);
+            len % 6 == 0 && len <= 6 * 16 && [*s0 & 0x7f, *s1, *s2, *s3] == [0; 4]
+        }
+        _ => false,
     }
 }
 
