@@ -26,6 +26,7 @@ const FALLBACK_TESTS: &[&str] = &[
     "tls",
     "tls_upstream",
     "tls_lifecycle",
+    "h2",
 ];
 
 pub fn test(agent: &Path) -> Result<()> {

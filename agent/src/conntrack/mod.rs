@@ -21,6 +21,8 @@
 #[cfg(test)]
 mod accept_tests;
 mod facts;
+#[cfg(test)]
+mod h2_tests;
 mod handshake;
 pub mod lost_close_sweeps;
 pub mod lost_opens;

@@ -362,7 +362,7 @@ pub const HTTP_UPSTREAM_REQUESTS: Family = counter(
 );
 pub const HTTP_ANOMALIES: Family = counter(
     "gatescope_http_anomalies_total",
-    "What the HTTP parser could not attribute to a request: non_http (bytes that are not HTTP/1.x), desync (framing lost in uncaptured bytes), resync (a connection joined mid-stream)",
+    "What the HTTP parser could not attribute to a request: non_http (bytes that are not HTTP/1.x), desync (framing lost in uncaptured bytes), resync (a connection joined mid-stream); HTTP/2: h2_bad_preface, h2_desync (a frame header in uncaptured bytes), h2_resync, h2_headers_lost, h2_hpack_error, h2_unknown_stream, h2_unknown_fields (a method or path not known: HPACK state lost), h2_too_many_streams",
     &["kind"],
 );
 pub const ROUTE_OVERFLOW: Family = counter(
