@@ -317,7 +317,7 @@ fn looks_like_h2_settings(head: &[u8]) -> bool {
     match head {
         [l0, l1, l2, 4, 0, s0, s1, s2, s3, ..] => {
             let len = u32::from_be_bytes([0, *l0, *l1, *l2]);
-            len % 6 == 0 && len <= 6 * 16 && [*s0 & 0x7f, *s1, *s2, *s3] == [0; 4]
+            len.is_multiple_of(6) && len <= 6 * 16 && [*s0 & 0x7f, *s1, *s2, *s3] == [0; 4]
         }
         _ => false,
     }
