@@ -432,3 +432,69 @@ fn a_tls12_client_is_counted_with_its_version() -> Result<()> {
     );
     Ok(())
 }
+
+/// wrk over https: 4 keep-alive TLS connections for 3 s. wrk counts the
+/// responses it read before its deadline; nginx also logs those in flight
+/// then, so nginx's log is the oracle and wrk's count bounds it. The agent's
+/// requests by status equal the log's, with one handshake `ok` per
+/// connection nginx logged, no anomaly and no TLS loss.
+#[test]
+fn wrk_over_https_is_counted_exactly() -> Result<()> {
+    const CONNECTIONS: u32 = 4;
+    let scene = AccuracyScene::start_tls(2)?;
+    let agent = Agent::start(&[scene.nginx.master_pid()], &[])?;
+    let url = format!("https://{}/size/300", scene.nginx.listen_addr());
+    let (sum, out) = gatescope_tests::wrk::Wrk::spawn(&url, 2, CONNECTIONS, 3)?.wait()?;
+    ensure!(sum.errors() == 0 && sum.requests > 100, "wrk:\n{out}");
+    // The log holds still once the connections are closed.
+    let mut last = usize::MAX;
+    let log = gatescope_tests::util::poll(LOG_TIMEOUT, "the acc log to hold still", || {
+        let l = scene.nginx.acc_log()?;
+        let still = l.len() == last;
+        last = l.len();
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(still.then_some(l))
+    })?;
+    let logged = log.len() as u64;
+    ensure!(
+        (sum.requests..=sum.requests + u64::from(CONNECTIONS)).contains(&logged),
+        "wrk read {} responses, nginx logged {logged}",
+        sum.requests
+    );
+    let want = counts_by_status(&log);
+    let listener = scene.nginx.listen_addr();
+    let (done, s) = poll_last(LOG_TIMEOUT, || {
+        let s = agent.scrape()?;
+        Ok((sum_by_code(&s, HTTP_REQUESTS) == want, s))
+    })?;
+    ensure!(
+        done,
+        "agent by code {:?}, nginx {want:?}",
+        sum_by_code(&s, HTTP_REQUESTS)
+    );
+    for x in s.matching(HTTP_ANOMALIES, &[]) {
+        ensure!(x.value == 0.0, "anomalies {:?} = {}", x.labels, x.value);
+    }
+    for r in TLS_LOSSES {
+        ensure!(
+            s.get_or_zero(EVENTS_LOST, &[("reason", r)])? == 0.0,
+            "{r} lost"
+        );
+    }
+    let ok = s.get_or_zero(
+        TLS_HANDSHAKES,
+        &[("listener", listener.as_str()), ("result", "ok")],
+    )?;
+    // wrk opens a new connection when nginx ends one (keepalive_requests):
+    // one handshake per connection nginx logged requests on.
+    let connections = log.iter().map(|e| e.client).collect::<BTreeSet<_>>().len();
+    ensure!(
+        ok == connections as f64,
+        "{ok} handshakes ok, nginx logged {connections} client connections"
+    );
+    eprintln!(
+        "wrk read {} responses; nginx logged {logged} on {connections} connections",
+        sum.requests
+    );
+    Ok(())
+}
