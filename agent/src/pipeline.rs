@@ -318,9 +318,21 @@ impl Pipeline {
     }
 
     /// Hands correlation each worker thread's I/O, in the thread's order.
+    /// On a TLS connection that is the plaintext OpenSSL returned, at the
+    /// times its requests are parsed at; the socket's transfers inside
+    /// OpenSSL's calls come earlier and would claim for no request.
     fn thread_order(&mut self, obs: &Observation) {
         let (tgid, tid, io) = match *obs {
             Observation::Data {
+                sk,
+                dir,
+                len,
+                tgid,
+                tid,
+                ts_ns: ts,
+                ..
+            }
+            | Observation::Plaintext {
                 sk,
                 dir,
                 len,
@@ -332,6 +344,9 @@ impl Pipeline {
                 let Some(conn) = self.table.conn(sk) else {
                     return;
                 };
+                if conn.tls != matches!(obs, Observation::Plaintext { .. }) {
+                    return;
+                }
                 let conn_ends = conn.endpoints;
                 let io = match (conn.role, dir) {
                     (Role::Downstream, Direction::Ingress) => Io::ClientRead {

@@ -16,7 +16,7 @@ use gatescope_tests::accuracy::HTTP_ANOMALIES;
 use gatescope_tests::agent::Agent;
 use gatescope_tests::h2::{H2Entry, H2Scene};
 use gatescope_tests::metrics::REQUESTS_ALL;
-use gatescope_tests::request_log::{parse_request_log, ReqLine};
+use gatescope_tests::request_log::{check_links, parse_request_log, ReqLine};
 use gatescope_tests::util::TempDir;
 use gatescope_tests::workload::poll_last;
 use std::collections::BTreeMap;
@@ -117,6 +117,24 @@ fn exact(scene: &H2Scene, agent: &Agent, req_log: &Path, n: usize) -> Result<()>
     Ok(())
 }
 
+/// Upstream calls (after the agent stopped: every call still waiting for
+/// a link is written then): each once, linked or not, none to a request
+/// with another path, by the upstream's own record of what arrived where.
+fn links(scene: &H2Scene, mut agent: Agent, req_log: &Path) -> Result<()> {
+    agent.stop_ok()?;
+    let links = check_links(
+        &std::fs::read_to_string(req_log)?,
+        &scene.upstream.exchanges(),
+    )?;
+    eprintln!("links: {}", links.summary());
+    ensure!(
+        links.wrong.is_empty(),
+        "wrong links:\n{}",
+        links.wrong.join("\n")
+    );
+    Ok(())
+}
+
 /// curl: several requests on one connection, over TLS (ALPN h2) and h2c
 /// (prior knowledge), responses from nginx (404) and from the upstream (up
 /// to 30 KB), the query strings never part of the path.
@@ -154,7 +172,7 @@ fn curl_requests_are_exact_over_tls_and_h2c() -> Result<()> {
         .map(|x| x.value)
         .sum();
     ensure!(calls == 5.0, "upstream calls {calls}");
-    Ok(())
+    links(&scene, agent, &req_log)
 }
 
 /// h2load: 4 connections with up to 10 streams in flight each, round robin
@@ -178,7 +196,7 @@ fn multiplexed_streams_are_exact() -> Result<()> {
         n += 300;
     }
     exact(&scene, &agent, &req_log, n)?;
-    Ok(())
+    links(&scene, agent, &req_log)
 }
 
 /// The Python h2 client: a header block over HEADERS and CONTINUATION, a
@@ -218,5 +236,5 @@ fn frame_level_cases_are_exact() -> Result<()> {
     let log = scene.log()?;
     let resets = log.iter().filter(|e| e.status == 499).count();
     ensure!(resets == 2, "nginx logged {resets} resets as 499, want 2");
-    Ok(())
+    links(&scene, agent, &req_log)
 }

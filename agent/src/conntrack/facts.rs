@@ -184,6 +184,9 @@ pub struct ConnInfo {
     pub endpoints: Endpoints,
     /// The gateway process that last moved bytes on it (a worker).
     pub tgid: u32,
+    /// TLS: its requests are in the plaintext OpenSSL moved, not in the
+    /// socket's transfers.
+    pub tls: bool,
 }
 
 /// What applying observations finished, for the stages after the table. The

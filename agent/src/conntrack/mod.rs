@@ -107,6 +107,7 @@ impl Conn {
             role: self.role,
             endpoints: self.endpoints,
             tgid: self.tgid,
+            tls: self.protocol.is_tls(),
         }
     }
 
