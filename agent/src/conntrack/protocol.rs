@@ -5,7 +5,10 @@
 
 use crate::{
     capture::decode::{Direction, Role},
-    http::{looks_like_h2_preface, H2Conn, HttpConn, HttpEvent, Phase, Segment, Side},
+    http::{
+        looks_like_h2_preface, looks_like_h2_server_preface, H2Conn, HttpConn, HttpEvent, Phase,
+        Segment, Side,
+    },
 };
 
 /// A connection's protocol state, fed in order with the segments of both
@@ -191,11 +194,18 @@ impl App {
     }
 
     /// See [`Protocol::data`]; true when the parser has ended. The client's
-    /// first bytes decide HTTP/2: its preface.
+    /// first bytes decide HTTP/2: its preface; or, on an upstream
+    /// connection, the server's SETTINGS when the server spoke first (a
+    /// gRPC server may, before the gateway's preface is written).
     fn data(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) -> bool {
         if let App::Http1(h) = self {
-            let first_request = !h.fed && !h.midstream && dir == requests_direction(h.side);
-            if first_request && seg.len > 0 && looks_like_h2_preface(seg.head) {
+            let first = !h.fed && !h.midstream && seg.len > 0;
+            let h2 = if dir == requests_direction(h.side) {
+                first && looks_like_h2_preface(seg.head)
+            } else {
+                first && h.side == Side::Client && looks_like_h2_server_preface(seg.head)
+            };
+            if h2 {
                 *self = App::H2(H2 {
                     conn: H2Conn::new(h.side),
                     side: h.side,
@@ -307,5 +317,50 @@ fn requests_direction(side: Side) -> Direction {
     match side {
         Side::Server => Direction::Ingress,
         Side::Client => Direction::Egress,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(bytes: &[u8], ts_ns: u64) -> Segment<'_> {
+        Segment {
+            ts_ns,
+            len: bytes.len() as u64,
+            head: bytes,
+            tail: &[],
+        }
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0, 0, payload.len() as u8, kind, flags, 0, 0, 0, stream];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A gRPC server sends its SETTINGS as soon as it accepts, so the
+    /// gateway may read them before it writes its preface: still HTTP/2.
+    #[test]
+    fn an_upstream_that_speaks_first_with_settings_is_http2() {
+        let mut p = Protocol::new(Role::Upstream, false);
+        let mut out = Vec::new();
+        let settings = frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+        p.data(Direction::Ingress, &seg(&settings, 1), &mut out);
+        // preface, SETTINGS, and HEADERS (POST, http, "/": static indices)
+        let mut req = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        req.extend(frame(0x4, 0, 0, &[]));
+        req.extend(frame(0x1, 0x5, 1, &[0x83, 0x86, 0x84]));
+        p.data(Direction::Egress, &seg(&req, 2), &mut out);
+        let resp = frame(0x1, 0x5, 1, &[0x88]); // :status 200
+        p.data(Direction::Ingress, &seg(&resp, 3), &mut out);
+        let [HttpEvent::Exchange(e)] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(
+            (e.method.as_str(), e.path.as_str(), e.status),
+            ("POST", "/", 200)
+        );
+        assert_eq!(e.version, 2);
     }
 }
