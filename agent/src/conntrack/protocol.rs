@@ -194,16 +194,18 @@ impl App {
     }
 
     /// See [`Protocol::data`]; true when the parser has ended. The client's
-    /// first bytes decide HTTP/2: its preface; or, on an upstream
-    /// connection, the server's SETTINGS when the server spoke first (a
-    /// gRPC server may, before the gateway's preface is written).
+    /// first bytes decide HTTP/2: its preface; or the server's SETTINGS
+    /// when the server spoke first (HTTP/1 servers never do). An HTTP/2
+    /// server may: a gRPC server on accept, before the gateway's preface is
+    /// written; nginx after a TLS handshake that chose h2, when the
+    /// client's preface is not there yet at its first SSL_read.
     fn data(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) -> bool {
         if let App::Http1(h) = self {
             let first = !h.fed && !h.midstream && seg.len > 0;
             let h2 = if dir == requests_direction(h.side) {
                 first && looks_like_h2_preface(seg.head)
             } else {
-                first && h.side == Side::Client && looks_like_h2_server_preface(seg.head)
+                first && looks_like_h2_server_preface(seg.head)
             };
             if h2 {
                 *self = App::H2(H2 {
@@ -339,28 +341,36 @@ mod tests {
         f
     }
 
-    /// A gRPC server sends its SETTINGS as soon as it accepts, so the
-    /// gateway may read them before it writes its preface: still HTTP/2.
+    /// A server whose SETTINGS come before the client's preface: still
+    /// HTTP/2. A gRPC server sends them as soon as it accepts, so the
+    /// gateway may read them before it writes its preface (upstream); nginx
+    /// may write its own before it reads the client's (downstream, over
+    /// TLS).
     #[test]
-    fn an_upstream_that_speaks_first_with_settings_is_http2() {
-        let mut p = Protocol::new(Role::Upstream, false);
-        let mut out = Vec::new();
-        let settings = frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]);
-        p.data(Direction::Ingress, &seg(&settings, 1), &mut out);
-        // preface, SETTINGS, and HEADERS (POST, http, "/": static indices)
-        let mut req = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        req.extend(frame(0x4, 0, 0, &[]));
-        req.extend(frame(0x1, 0x5, 1, &[0x83, 0x86, 0x84]));
-        p.data(Direction::Egress, &seg(&req, 2), &mut out);
-        let resp = frame(0x1, 0x5, 1, &[0x88]); // :status 200
-        p.data(Direction::Ingress, &seg(&resp, 3), &mut out);
-        let [HttpEvent::Exchange(e)] = out.as_slice() else {
-            panic!("{out:?}");
-        };
-        assert_eq!(
-            (e.method.as_str(), e.path.as_str(), e.status),
-            ("POST", "/", 200)
-        );
-        assert_eq!(e.version, 2);
+    fn a_server_that_speaks_first_with_settings_is_http2() {
+        for (role, requests, responses) in [
+            (Role::Upstream, Direction::Egress, Direction::Ingress),
+            (Role::Downstream, Direction::Ingress, Direction::Egress),
+        ] {
+            let mut p = Protocol::new(role, false);
+            let mut out = Vec::new();
+            let settings = frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+            p.data(responses, &seg(&settings, 1), &mut out);
+            // preface, SETTINGS, and HEADERS (POST, http, "/": static indices)
+            let mut req = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            req.extend(frame(0x4, 0, 0, &[]));
+            req.extend(frame(0x1, 0x5, 1, &[0x83, 0x86, 0x84]));
+            p.data(requests, &seg(&req, 2), &mut out);
+            let resp = frame(0x1, 0x5, 1, &[0x88]); // :status 200
+            p.data(responses, &seg(&resp, 3), &mut out);
+            let [HttpEvent::Exchange(e)] = out.as_slice() else {
+                panic!("{role:?}: {out:?}");
+            };
+            assert_eq!(
+                (e.method.as_str(), e.path.as_str(), e.status),
+                ("POST", "/", 200)
+            );
+            assert_eq!(e.version, 2);
+        }
     }
 }
