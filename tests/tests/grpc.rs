@@ -294,10 +294,15 @@ fn grpc_calls_through_nginx_are_exact() -> Result<()> {
         }
     }
     eprintln!(
-        "{n} calls ({} per listener): {} downstream and {} upstream agent lines",
+        "{n} calls ({} per listener): {} downstream and {} upstream agent lines; \
+         nginx's $request_length {} and $bytes_sent {} in all, the agent's {} and {}",
         n / 2,
         down.len(),
-        up.len()
+        up.len(),
+        log.iter().map(|l| l.request_length).sum::<u64>(),
+        log.iter().map(|l| l.bytes_sent).sum::<u64>(),
+        down.iter().map(|l| l.request_bytes).sum::<u64>(),
+        down.iter().map(|l| l.response_bytes).sum::<u64>(),
     );
     ensure!(
         problems.is_empty(),
