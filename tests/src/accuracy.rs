@@ -589,6 +589,7 @@ pub fn perfect_agent_lines(
                     duration_ms: u.response_time.unwrap_or(0.0) * 1000.0,
                 }),
             attempts: Vec::new(),
+            grpc: None,
             raw: String::new(),
         })
         .collect();
@@ -604,6 +605,7 @@ pub fn perfect_agent_lines(
         duration_ms: 0.0,
         upstream: None,
         attempts: Vec::new(),
+        grpc: None,
         raw: String::new(),
     }));
     out

@@ -210,6 +210,26 @@ fn attempt_line(o: &Json) -> Result<AttemptLine> {
     })
 }
 
+/// A gRPC call's `grpc` object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcField {
+    pub service: String,
+    pub method: String,
+    /// `grpc-status`; `None` when the agent saw none.
+    pub status: Option<u16>,
+}
+
+fn grpc_field(o: &Json) -> Result<GrpcField> {
+    Ok(GrpcField {
+        service: str_field(o, "service")?,
+        method: str_field(o, "method")?,
+        status: match field(o, "status")? {
+            Json::Null => None,
+            _ => Some(uint_field(o, "status")? as u16),
+        },
+    })
+}
+
 /// One line of the request log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReqLine {
@@ -227,6 +247,8 @@ pub struct ReqLine {
     pub upstream: Option<Leg>,
     /// Downstream: the upstream calls linked to it, in order.
     pub attempts: Vec<AttemptLine>,
+    /// A gRPC call's service, method and status.
+    pub grpc: Option<GrpcField>,
     /// The line as written, for failure messages.
     pub raw: String,
 }
@@ -281,6 +303,10 @@ pub fn parse_req_line(line: &str) -> Result<ReqLine> {
             Some(Json::Arr(a)) => a.iter().map(attempt_line).collect::<Result<_>>()?,
             Some(v) => bail!("\"attempts\" is not an array: {v:?}"),
         };
+        let grpc = match o.get("grpc") {
+            None | Some(Json::Null) => None,
+            Some(g) => Some(grpc_field(g)?),
+        };
         let listener = match o.get("listener") {
             None | Some(Json::Null) => None,
             Some(_) => Some(str_field(&o, "listener")?),
@@ -297,6 +323,7 @@ pub fn parse_req_line(line: &str) -> Result<ReqLine> {
             duration_ms: num_field(&o, "duration_ms")?,
             upstream,
             attempts,
+            grpc,
             raw: line.to_string(),
         })
     };

@@ -5,7 +5,10 @@
 
 use crate::{
     capture::decode::{Direction, Role},
-    http::{looks_like_h2_preface, H2Conn, HttpConn, HttpEvent, Phase, Segment, Side},
+    http::{
+        looks_like_h2_preface, looks_like_h2_server_preface, H2Conn, HttpConn, HttpEvent, Phase,
+        Segment, Side,
+    },
 };
 
 /// A connection's protocol state, fed in order with the segments of both
@@ -190,20 +193,21 @@ impl App {
         }
     }
 
-    /// See [`Protocol::data`]; true when the parser has ended. The first
-    /// bytes decide HTTP/2: the client's preface, or the server's SETTINGS
-    /// frame, which an HTTP/2 server may send before it reads the client's
-    /// (nginx over TLS does, right after the handshake); an HTTP/1 server
-    /// never speaks first.
+    /// See [`Protocol::data`]; true when the parser has ended. The client's
+    /// first bytes decide HTTP/2: its preface; or the server's SETTINGS
+    /// when the server spoke first (HTTP/1 servers never do). An HTTP/2
+    /// server may: a gRPC server on accept, before the gateway's preface is
+    /// written; nginx after a TLS handshake that chose h2, when the
+    /// client's preface is not there yet at its first SSL_read.
     fn data(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) -> bool {
         if let App::Http1(h) = self {
             let first = !h.fed && !h.midstream && seg.len > 0;
             let h2 = if dir == requests_direction(h.side) {
-                looks_like_h2_preface(seg.head)
+                first && looks_like_h2_preface(seg.head)
             } else {
-                looks_like_h2_settings(seg.head)
+                first && looks_like_h2_server_preface(seg.head)
             };
-            if first && h2 {
+            if h2 {
                 *self = App::H2(H2 {
                     conn: H2Conn::new(h.side),
                     side: h.side,
@@ -310,23 +314,63 @@ impl Http1 {
     }
 }
 
-/// Whether bytes start with an HTTP/2 SETTINGS frame that is not an ACK:
-/// the server's connection preface (RFC 9113 section 3.4). Its fourth byte
-/// (the frame type, 4) is a letter in any HTTP/1 response.
-fn looks_like_h2_settings(head: &[u8]) -> bool {
-    match head {
-        [l0, l1, l2, 4, 0, s0, s1, s2, s3, ..] => {
-            let len = u32::from_be_bytes([0, *l0, *l1, *l2]);
-            len.is_multiple_of(6) && len <= 6 * 16 && [*s0 & 0x7f, *s1, *s2, *s3] == [0; 4]
-        }
-        _ => false,
-    }
-}
-
 /// Which way requests travel on a connection the gateway is `side` of.
 fn requests_direction(side: Side) -> Direction {
     match side {
         Side::Server => Direction::Ingress,
         Side::Client => Direction::Egress,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(bytes: &[u8], ts_ns: u64) -> Segment<'_> {
+        Segment {
+            ts_ns,
+            len: bytes.len() as u64,
+            head: bytes,
+            tail: &[],
+        }
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0, 0, payload.len() as u8, kind, flags, 0, 0, 0, stream];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A server whose SETTINGS come before the client's preface: still
+    /// HTTP/2. A gRPC server sends them as soon as it accepts, so the
+    /// gateway may read them before it writes its preface (upstream); nginx
+    /// may write its own before it reads the client's (downstream, over
+    /// TLS).
+    #[test]
+    fn a_server_that_speaks_first_with_settings_is_http2() {
+        for (role, requests, responses) in [
+            (Role::Upstream, Direction::Egress, Direction::Ingress),
+            (Role::Downstream, Direction::Ingress, Direction::Egress),
+        ] {
+            let mut p = Protocol::new(role, false);
+            let mut out = Vec::new();
+            let settings = frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+            p.data(responses, &seg(&settings, 1), &mut out);
+            // preface, SETTINGS, and HEADERS (POST, http, "/": static indices)
+            let mut req = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            req.extend(frame(0x4, 0, 0, &[]));
+            req.extend(frame(0x1, 0x5, 1, &[0x83, 0x86, 0x84]));
+            p.data(requests, &seg(&req, 2), &mut out);
+            let resp = frame(0x1, 0x5, 1, &[0x88]); // :status 200
+            p.data(responses, &seg(&resp, 3), &mut out);
+            let [HttpEvent::Exchange(e)] = out.as_slice() else {
+                panic!("{role:?}: {out:?}");
+            };
+            assert_eq!(
+                (e.method.as_str(), e.path.as_str(), e.status),
+                ("POST", "/", 200)
+            );
+            assert_eq!(e.version, 2);
+        }
     }
 }

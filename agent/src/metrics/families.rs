@@ -365,6 +365,18 @@ pub const HTTP_ANOMALIES: Family = counter(
     "What the HTTP parser could not attribute to a request: non_http (bytes that are not HTTP/1.x), desync (framing lost in uncaptured bytes), resync (a connection joined mid-stream); HTTP/2: h2_bad_preface, h2_desync (a frame header in uncaptured bytes), h2_resync, h2_headers_lost, h2_hpack_error, h2_unknown_stream, h2_unknown_fields (a method or path not known: HPACK state lost), h2_too_many_streams",
     &["kind"],
 );
+// gRPC calls (HTTP/2 with content-type application/grpc*), both schemas:
+// Kong's plugin has no gRPC family.
+pub const GRPC_REQUESTS: Family = counter(
+    "gatescope_grpc_requests_total",
+    "gRPC calls from clients, by service, route and grpc-status (the numeric code from the trailers or a Trailers-Only response; unknown when none was seen: the call did not finish or its trailers could not be decoded)",
+    &["service", "route", "grpc_status"],
+);
+pub const GRPC_UPSTREAM_REQUESTS: Family = counter(
+    "gatescope_grpc_upstream_requests_total",
+    "gRPC calls the gateway made to each upstream peer, by grpc-status (unknown when none was seen)",
+    &["peer", "grpc_status"],
+);
 pub const ROUTE_OVERFLOW: Family = counter(
     "gatescope_route_overflow_total",
     "Exchanges labelled route=\"other\" because their service already had --max-routes-per-service path templates",

@@ -22,7 +22,7 @@ use crate::{
     config::Config,
     conntrack::{Fact, Gauges},
     correlate::{Attempt, Completed, Link, UpstreamLeg},
-    http::{Anomaly, Exchange},
+    http::{Anomaly, Exchange, GrpcCall},
     label::{Labeller, Router},
     sinks::{request_log::RequestLog, Sinks},
 };
@@ -119,6 +119,19 @@ fn exchanges() -> Vec<(Completed, SocketAddr)> {
         1500,
     );
     slow.request_bytes = 0;
+    // gRPC calls over HTTP/2: one answered NOT_FOUND (5) through an
+    // upstream, one abandoned with no grpc-status (unknown).
+    let grpc = |status: u16, grpc_status: Option<u16>, last_ms| {
+        let mut e = exchange("POST", "/shop.Cart/Get", status, last_ms);
+        e.version = Exchange::VERSION_H2;
+        e.grpc = Some(Box::new(GrpcCall {
+            service: "shop.Cart".into(),
+            method: "Get".into(),
+            status: grpc_status,
+            message_len: None,
+        }));
+        e
+    };
     vec![
         up(exchange("GET", "/orders/12", 200, 35), peer, 5),
         down(
@@ -165,6 +178,13 @@ fn exchanges() -> Vec<(Completed, SocketAddr)> {
             Some(leg(peer, 204, 2, 18)),
         ),
         up(exchange("DELETE", "/orders/16", 204, 18), peer, 2),
+        up(grpc(200, Some(5), 5), peer6, 1),
+        down(
+            grpc(200, Some(5), 6),
+            "[::1]:8443",
+            Some(leg(peer6, 200, 1, 5)),
+        ),
+        down(grpc(499, None, 0), "[::1]:8443", None),
     ]
 }
 

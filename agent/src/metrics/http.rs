@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use super::{
     downstream::Downstream,
     families::{self, Stat, UpstreamTime},
+    grpc::GrpcMetrics,
 };
 use crate::{correlate::UpstreamLeg, http::Exchange, label::Source};
 
@@ -80,6 +81,9 @@ pub struct HttpMetrics {
     routes: FxHashMap<(Arc<str>, Arc<str>), RouteHandles>,
     peers: FxHashMap<(SocketAddr, u16), IntCounter>,
     overflows: FxHashMap<Arc<str>, IntCounter>,
+    /// gRPC calls by grpc-status (metrics/grpc.rs), switched with the
+    /// status-code and upstream-health groups.
+    pub grpc: GrpcMetrics,
 }
 
 impl HttpMetrics {
@@ -108,12 +112,16 @@ impl HttpMetrics {
             routes: FxHashMap::default(),
             peers: FxHashMap::default(),
             overflows: FxHashMap::default(),
+            grpc: GrpcMetrics::new(registry, groups.status_code, groups.upstream_health),
         }
     }
 
     /// Whether downstream exchanges need a service and route at all.
     pub fn wants_downstream_route(&self) -> bool {
-        self.requests.is_some() || self.request_latency.is_some() || self.bytes.is_some()
+        self.requests.is_some()
+            || self.request_latency.is_some()
+            || self.bytes.is_some()
+            || self.grpc.wants_downstream_route()
     }
 
     /// Whether upstream exchanges need a service and route (for upstream

@@ -8,6 +8,7 @@
 
 mod downstream;
 mod families;
+mod grpc;
 mod health;
 mod http;
 mod links;

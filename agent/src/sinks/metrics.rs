@@ -1,8 +1,9 @@
 //! The metrics sink: labelled exchanges into the HTTP families.
 //!
 //! Requests, latencies and bandwidth per service and route, upstream
-//! requests per peer and stub_status's request count; the families are
-//! described in metrics/families.rs and kept in metrics/http.rs.
+//! requests per peer and stub_status's request count, and gRPC calls by
+//! grpc-status; the families are described in metrics/families.rs and kept
+//! in metrics/http.rs and metrics/grpc.rs.
 
 use super::Sink;
 use crate::{
@@ -37,9 +38,15 @@ impl Sink for HttpMetrics {
                     &name.service,
                     &name.route,
                 );
+                if let Some(call) = &r.exchange.grpc {
+                    self.grpc.downstream(call, &name.service, &name.route);
+                }
             }
             Role::Upstream => {
                 self.upstream_request(r.remote, r.exchange.status);
+                if let Some(call) = &r.exchange.grpc {
+                    self.grpc.upstream(call, r.remote);
+                }
                 if !self.wants_upstream_route() {
                     return;
                 }

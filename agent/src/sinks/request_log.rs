@@ -2,7 +2,8 @@
 //!
 //! `--request-log`: an access log written from the kernel's view. It
 //! carries method, path without query string, status, byte counts and
-//! timings; never header values, query strings or bodies. Each downstream
+//! timings (and a gRPC call's service, method and grpc-status); never header
+//! values, query strings or bodies. Each downstream
 //! line lists the upstream calls linked to it (`attempts`); a call
 //! correlation left unlinked gets a line of its own (`"role":"unlinked"`).
 
@@ -39,6 +40,16 @@ struct Line<'a> {
     /// Downstream: every upstream call linked to it, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     attempts: Option<Vec<AttemptLine>>,
+    /// A gRPC call's service, method and grpc-status (null when none seen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc: Option<Grpc<'a>>,
+}
+
+#[derive(Serialize)]
+struct Grpc<'a> {
+    service: &'a str,
+    method: &'a str,
+    status: Option<u16>,
 }
 
 /// One upstream call (attempt), as linked or left unlinked.
@@ -122,6 +133,11 @@ impl RequestLog {
             }),
             attempts: (r.role == Role::Downstream)
                 .then(|| r.attempts.iter().map(AttemptLine::of).collect()),
+            grpc: e.grpc.as_deref().map(|g| Grpc {
+                service: &g.service,
+                method: &g.method,
+                status: g.status,
+            }),
         };
         serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")

@@ -175,9 +175,10 @@ impl Builder {
         let parent = incoming.map_or((SpanId::INVALID, false), |p| (p.span_id, true));
         let m = method(&ex.method);
         let route = r.name.as_ref().filter(|n| n.configured).map(|n| &n.route);
-        let name = match route {
-            Some(route) => format!("{} {route}", name_method(m)),
-            None => name_method(m).to_owned(),
+        let name = match (ex.grpc.as_deref().and_then(rpc::name), route) {
+            (Some(rpc), _) => rpc,
+            (None, Some(route)) => format!("{} {route}", name_method(m)),
+            (None, None) => name_method(m).to_owned(),
         };
         let mut attrs = common(ex, m, r.remote);
         attrs.push(KeyValue::new("client.address", r.remote.ip().to_string()));
@@ -191,12 +192,13 @@ impl Builder {
         if let Some(route) = route {
             attrs.push(KeyValue::new("http.route", route.to_string()));
         }
-        let error = match ex.status {
+        let http_error = match ex.status {
             0 => Some("connection_closed".to_owned()),
             499 => Some("aborted".to_owned()),
             s if s >= 500 => Some(s.to_string()),
             _ => None,
         };
+        let error = http_error.or_else(|| rpc_error(ex, &mut attrs, &SpanKind::Server));
         let status = if error.is_some() && ex.status != 499 {
             Status::error("")
         } else {
@@ -296,7 +298,7 @@ impl Builder {
         if index > 0 {
             attrs.push(KeyValue::new("http.request.resend_count", index as i64));
         }
-        let error = match ex.status {
+        let http_error = match ex.status {
             // No response: nginx answers its client 504 when it gave up
             // waiting (proxy_read_timeout); otherwise the upstream closed or
             // reset the connection first.
@@ -305,6 +307,7 @@ impl Builder {
             s if s >= 400 => Some(s.to_string()),
             _ => None,
         };
+        let error = http_error.or_else(|| rpc_error(ex, &mut attrs, &SpanKind::Client));
         let status = if error.is_some() {
             Status::error("")
         } else {
@@ -313,15 +316,12 @@ impl Builder {
         if let Some(e) = error {
             attrs.push(KeyValue::new("error.type", e));
         }
-        self.span(
-            ctx,
-            parent,
-            SpanKind::Client,
-            name_method(m).to_owned(),
-            ex,
-            attrs,
-            status,
-        )
+        let name = ex
+            .grpc
+            .as_deref()
+            .and_then(rpc::name)
+            .unwrap_or_else(|| name_method(m).to_owned());
+        self.span(ctx, parent, SpanKind::Client, name, ex, attrs, status)
     }
 }
 
@@ -333,6 +333,14 @@ fn gateway_written(a: &Attempt, incoming_raw: Option<&str>) -> Option<Parent> {
         return None;
     }
     parse_traceparent(raw)
+}
+
+/// A gRPC call's `rpc.*` attributes added to `attrs`, and its code when
+/// that makes a span of `kind` an error (see rpc.rs); `None` for HTTP.
+fn rpc_error(ex: &Exchange, attrs: &mut Vec<KeyValue>, kind: &SpanKind) -> Option<String> {
+    let call = ex.grpc.as_deref()?;
+    rpc::attributes(call, attrs);
+    rpc::error(call, kind)
 }
 
 /// Attributes both kinds share.
@@ -382,5 +390,6 @@ fn server_address(
     }
 }
 
+mod rpc;
 #[cfg(test)]
 mod tests;

@@ -67,6 +67,23 @@ pub fn looks_like_h2_preface(bytes: &[u8]) -> bool {
     n >= 4 && bytes[..n] == frame::PREFACE[..n]
 }
 
+/// Whether the first bytes a server sent on a connection, before any
+/// request, are an HTTP/2 server preface: a SETTINGS frame (not an ACK) on
+/// stream 0, its length a multiple of 6. An HTTP/2 server may send it
+/// before the client's preface arrives (RFC 9113 section 3.4; grpcio does
+/// at once), while an HTTP/1 server never speaks first.
+pub fn looks_like_h2_server_preface(bytes: &[u8]) -> bool {
+    let Some(h) = bytes.get(..frame::HEADER_LEN as usize) else {
+        return false;
+    };
+    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+    h[3] == frame::SETTINGS
+        && h[4] & frame::ACK == 0
+        && h[5..9] == [0; 4]
+        && len.is_multiple_of(6)
+        && len <= frame::DEFAULT_MAX_FRAME
+}
+
 /// Whether an HTTP/1 request head asks to switch to h2c (`Upgrade: h2c`,
 /// RFC 7540 section 3.2; nginx 1.22 does not accept it, other gateways do).
 pub fn is_h2c_upgrade(head: &[u8]) -> bool {

@@ -3,7 +3,7 @@
 use super::{
     frame::{self, PREFACE},
     hpack::tests::{hex, idx, int, lit_inc},
-    looks_like_h2_preface, H2Conn, Piece, Transfer,
+    looks_like_h2_preface, looks_like_h2_server_preface, H2Conn, Piece, Transfer,
 };
 use crate::{
     testkit::{cap, full, Cap},
@@ -582,6 +582,15 @@ fn not_h2_and_detection() {
     assert!(looks_like_h2_preface(b"PRI * HT"));
     assert!(!looks_like_h2_preface(b"PRI"));
     assert!(!looks_like_h2_preface(b"GET / HTTP/1.1\r\n"));
+    // A server's SETTINGS (grpcio sends 3 settings at once), not an ACK.
+    let settings = [0, 0, 18, 4, 0, 0, 0, 0, 0];
+    assert!(looks_like_h2_server_preface(&settings));
+    assert!(looks_like_h2_server_preface(&[0, 0, 0, 4, 0, 0, 0, 0, 0]));
+    assert!(!looks_like_h2_server_preface(&[0, 0, 0, 4, 1, 0, 0, 0, 0]));
+    assert!(!looks_like_h2_server_preface(&[0, 0, 7, 4, 0, 0, 0, 0, 0]));
+    assert!(!looks_like_h2_server_preface(&[0, 0, 18, 4, 0, 0, 0, 0, 1]));
+    assert!(!looks_like_h2_server_preface(&settings[..8]));
+    assert!(!looks_like_h2_server_preface(b"HTTP/1.1 200 OK\r\n"));
     assert!(super::is_h2c_upgrade(
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"
     ));

@@ -373,3 +373,56 @@ fn server_address_comes_from_host_else_the_listener() {
     assert_eq!(f(Some("[::1]")), (Some("::1".into()), Some(8080)));
     assert_eq!(f(None), (Some("10.0.0.1".into()), Some(8080)));
 }
+
+#[test]
+fn grpc_calls_carry_rpc_attributes_and_their_status_rules() {
+    let call = |status| {
+        Some(Box::new(crate::http::GrpcCall {
+            service: "shop.Cart".into(),
+            method: "Get".into(),
+            status,
+            message_len: None,
+        }))
+    };
+    let mut b = builder(Trust::All);
+    let one = |b: &mut Builder, status: Option<u16>| {
+        let mut up = attempt(200, 1010, 1020, None);
+        up.exchange.grpc = call(status);
+        let mut r = request(200, vec![up], None);
+        r.exchange.grpc = call(status);
+        r.exchange.version = Exchange::VERSION_H2;
+        spans(b.request(&r, 0, false))
+    };
+    // NOT_FOUND: the caller's concern on the server, an error for the client.
+    let s = one(&mut b, Some(5));
+    for span in &s {
+        assert_eq!(span.name, "shop.Cart/Get");
+        assert_eq!(attr(span, "rpc.system"), Some(&"grpc".into()));
+        assert_eq!(attr(span, "rpc.service"), Some(&"shop.Cart".into()));
+        assert_eq!(attr(span, "rpc.method"), Some(&"Get".into()));
+        assert_eq!(attr(span, "rpc.grpc.status_code"), Some(&Value::I64(5)));
+        assert_eq!(
+            attr(span, "http.response.status_code"),
+            Some(&Value::I64(200))
+        );
+    }
+    assert_eq!(
+        (&s[0].status, attr(&s[0], "error.type")),
+        (&Status::Unset, None)
+    );
+    assert_eq!(
+        (&s[1].status, attr(&s[1], "error.type")),
+        (&Status::error(""), Some(&"5".into()))
+    );
+    // UNAVAILABLE: the server failed, an error on both.
+    let s = one(&mut b, Some(14));
+    assert_eq!(s[0].status, Status::error(""));
+    assert_eq!(attr(&s[0], "error.type"), Some(&"14".into()));
+    // OK, and no status seen: no error, no status code attribute.
+    let s = one(&mut b, Some(0));
+    assert!(s.iter().all(|x| x.status == Status::Unset));
+    let s = one(&mut b, None);
+    assert!(s.iter().all(|x| x.status == Status::Unset));
+    assert_eq!(attr(&s[0], "rpc.grpc.status_code"), None);
+    assert_eq!(attr(&s[0], "rpc.system"), Some(&"grpc".into()));
+}
