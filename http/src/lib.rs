@@ -244,4 +244,4 @@ mod stream;
 mod testkit;
 
 pub use conn::HttpConn;
-pub use h2::{looks_like_h2_preface, looks_like_h2_server_preface, H2Conn};
+pub use h2::{looks_like_h2_frames, looks_like_h2_preface, looks_like_h2_server_preface, H2Conn};

@@ -218,32 +218,94 @@ impl H2Scene {
     /// The frame-level client's `scenario` (see h2_client.py): its
     /// requests as (method, path, status; 0 for one it reset).
     pub fn frames(&self, tls: bool, scenario: &str) -> Result<Vec<(String, String, u16)>> {
+        let (_dir, mut cmd) = self.client_command(tls, scenario)?;
+        let out = cmd
+            .output()
+            .context("running python3 h2_client.py (PyPI h2)")?;
+        parse_client_output(scenario, &out)
+    }
+
+    /// The `hold` scenario: its first two requests made, the connection
+    /// kept open until [`Held::finish`].
+    pub fn hold(&self, tls: bool) -> Result<Held> {
+        let (dir, mut cmd) = self.client_command(tls, "hold")?;
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running python3 h2_client.py (PyPI h2)")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = std::io::BufReader::new(stdout);
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut first)?;
+        ensure!(first.trim() == "READY", "h2_client.py hold said {first:?}");
+        Ok(Held {
+            child,
+            lines,
+            _dir: dir,
+        })
+    }
+
+    fn client_command(&self, tls: bool, scenario: &str) -> Result<(TempDir, Command)> {
         let dir = TempDir::new("h2-client")?;
         let script = dir.path().join("h2_client.py");
         std::fs::write(&script, H2_CLIENT_PY)?;
         let port = if tls { self.tls_port } else { self.h2c_port };
-        let out = Command::new("python3")
-            .arg(&script)
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
             .args(["127.0.0.1", &port.to_string(), if tls { "1" } else { "0" }])
             .arg(self.cert.cert())
-            .arg(scenario)
-            .output()
-            .context("running python3 h2_client.py (PyPI h2)")?;
-        ensure!(
-            out.status.success(),
-            "h2_client.py {scenario} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut done = Vec::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            let [method, path, status] = f[..] else {
-                bail!("h2_client.py said {line:?}");
-            };
-            done.push((method.to_owned(), path.to_owned(), status.parse()?));
-        }
-        Ok(done)
+            .arg(scenario);
+        Ok((dir, cmd))
     }
+}
+
+/// A `hold` client between its two halves.
+pub struct Held {
+    child: std::process::Child,
+    lines: std::io::BufReader<std::process::ChildStdout>,
+    _dir: TempDir,
+}
+
+impl Held {
+    /// Lets it make its last two requests; all four, as `frames` gives them.
+    pub fn finish(mut self) -> Result<Vec<(String, String, u16)>> {
+        use std::io::{Read, Write};
+        let mut stdin = self.child.stdin.take().context("stdin")?;
+        stdin.write_all(b"go\n")?;
+        drop(stdin);
+        let mut rest = String::new();
+        self.lines.read_to_string(&mut rest)?;
+        let out = self.child.wait_with_output()?;
+        let out = std::process::Output {
+            status: out.status,
+            stdout: rest.into_bytes(),
+            stderr: out.stderr,
+        };
+        parse_client_output("hold", &out)
+    }
+}
+
+/// The client's lines: `METHOD PATH STATUS` per request.
+fn parse_client_output(
+    scenario: &str,
+    out: &std::process::Output,
+) -> Result<Vec<(String, String, u16)>> {
+    ensure!(
+        out.status.success(),
+        "h2_client.py {scenario} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut done = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [method, path, status] = f[..] else {
+            bail!("h2_client.py said {line:?}");
+        };
+        done.push((method.to_owned(), path.to_owned(), status.parse()?));
+    }
+    Ok(done)
 }
 
 fn parse_line(line: &str) -> Result<H2Entry> {

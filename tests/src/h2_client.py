@@ -7,7 +7,10 @@ Scenarios, each on one connection:
   HEADERS and CONTINUATION frames (the peer's frame size is 16 KiB);
 - bigpost: POST of 1 MiB to /size/N, DATA frames as flow control allows;
 - reset: GET /slow/MS, then RST_STREAM(CANCEL) before the answer;
-- goaway: two GETs, then GOAWAY and close.
+- goaway: two GETs, then GOAWAY and close;
+- hold: GET /size/400 and /size/401, print READY and wait for a line on
+  stdin (the test starts the agent then), then GET /size/400 again (its
+  path now an index into the dynamic table) and /size/402 (a new literal).
 
 Prints one line per request, `METHOD PATH STATUS`, with status 0 for a
 request it reset.
@@ -149,6 +152,13 @@ def main():
         done.append(get(sock, conn, port, "/missing"))
         conn.close_connection()
         sock.sendall(conn.data_to_send())
+    elif scenario == "hold":
+        done.append(get(sock, conn, port, "/size/400"))
+        done.append(get(sock, conn, port, "/size/401"))
+        print("READY", flush=True)
+        sys.stdin.readline()
+        done.append(get(sock, conn, port, "/size/400"))
+        done.append(get(sock, conn, port, "/size/402"))
     else:
         raise SystemExit(f"unknown scenario {scenario}")
     sock.close()

@@ -238,3 +238,61 @@ fn frame_level_cases_are_exact() -> Result<()> {
     ensure!(resets == 2, "nginx logged {resets} resets as 499, want 2");
     links(&scene, agent, &req_log)
 }
+
+/// A connection open before the agent starts (over TLS and h2c): its
+/// client made two requests, HPACK inserting their paths in the dynamic
+/// table. After the start it repeats one path (now an index into that
+/// table) and sends a new one. The agent takes the connection for HTTP/2
+/// from its frames and reports both streams: the new path exact, the
+/// repeated one with its path unknown (empty, `h2_unknown_fields`), never
+/// wrong; status and bytes of both as nginx logged them.
+#[test]
+fn a_connection_open_before_the_agent_is_followed_from_its_next_frames() -> Result<()> {
+    let scene = H2Scene::start(1)?;
+    let dir = TempDir::new("h2-late")?;
+    let held = [scene.hold(true)?, scene.hold(false)?];
+    scene.wait_log(4)?;
+    let (agent, req_log) = agent(&scene, &dir)?;
+    for h in held {
+        let done = h.finish()?;
+        ensure!(
+            done.iter().all(|(_, _, status)| *status == 200) && done.len() == 4,
+            "{done:?}"
+        );
+    }
+    let log = scene.wait_log(8)?;
+    let (_, lines) = poll_last(Duration::from_secs(15), || {
+        let l = parse_request_log(&std::fs::read_to_string(&req_log).unwrap_or_default())?;
+        Ok((l.iter().filter(|x| x.is_downstream()).count() >= 4, l))
+    })?;
+    let down: Vec<&ReqLine> = lines.iter().filter(|l| l.is_downstream()).collect();
+    ensure!(down.len() == 4, "{} downstream lines: {lines:?}", down.len());
+    // nginx's lines after the start: the last two of each client.
+    let mut after: Vec<&H2Entry> = Vec::new();
+    for client in down.iter().map(|l| l.remote.clone()).collect::<std::collections::BTreeSet<_>>() {
+        let of: Vec<&H2Entry> = log.iter().filter(|e| e.client == client).collect();
+        ensure!(of.len() == 4, "{client}: {of:?}");
+        after.extend(&of[2..]);
+    }
+    for e in after {
+        let known = e.uri == "/size/402";
+        let want_path = if known { e.uri.as_str() } else { "" };
+        let hit = down.iter().any(|l| {
+            l.remote == e.client
+                && l.path == want_path
+                && (l.status, l.request_bytes, l.response_bytes)
+                    == (e.status, e.request_length, e.bytes_sent)
+        });
+        ensure!(hit, "no agent line for {e:?} (path {want_path:?}):\n{lines:?}");
+    }
+    let s = agent.scrape()?;
+    let unknown = s.get_or_zero(HTTP_ANOMALIES, &[("kind", "h2_unknown_fields")])?;
+    ensure!(unknown == 2.0, "h2_unknown_fields {unknown}");
+    for x in s.matching(HTTP_ANOMALIES, &[]) {
+        let kind = x.labels.get("kind").map(String::as_str).unwrap_or_default();
+        if !["h2_unknown_fields", "h2_resync", "resync"].contains(&kind) {
+            ensure!(x.value == 0.0, "anomalies {kind} = {}", x.value);
+        }
+    }
+    Ok(())
+}

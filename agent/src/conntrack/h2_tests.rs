@@ -108,3 +108,71 @@ fn http1_responses_are_not_taken_for_settings() {
     assert_eq!((x.len(), anomalies), (1, 0));
     assert_eq!(x[0].version, 1);
 }
+
+/// HEADERS on stream `id` (END_STREAM | END_HEADERS) with `block`.
+fn headers_on(id: u8, block: &[u8]) -> Vec<u8> {
+    let mut f = headers(block);
+    f[8] = id;
+    f
+}
+
+#[test]
+fn a_connection_open_before_start_is_http2_from_its_frames() {
+    let mut t = ConnTable::new(10);
+    let found = Observation::ConnFound {
+        sk: 1,
+        role: Role::Downstream,
+        endpoints: ep(GW, CLIENT),
+        ts_ns: 0,
+    };
+    apply(&mut t, &found);
+    // Stream 5: GET with a literal path "/b" (no indexing), and a header
+    // indexed in a dynamic table entry made before the agent (index 62):
+    // the path is known, the other entry is not needed.
+    let block = [0x82, 0x04, 0x02, b'/', b'b', 0x86, 0xbe];
+    let outs = [
+        apply(&mut t, &data(1, Direction::Ingress, 1, &headers_on(5, &block))),
+        apply(&mut t, &data(1, Direction::Egress, 2, &headers_on(5, OK))),
+    ];
+    let (x, _) = exchanges(&outs);
+    assert_eq!(x.len(), 1, "{x:?}");
+    assert_eq!(
+        (x[0].method.as_str(), x[0].path.as_str(), x[0].status, x[0].version),
+        ("GET", "/b", 200, Exchange::VERSION_H2)
+    );
+    // Stream 7's path is an index into that old table: unknown, not wrong.
+    let outs = [
+        apply(&mut t, &data(1, Direction::Ingress, 3, &headers_on(7, &[0x82, 0xbf, 0x86]))),
+        apply(&mut t, &data(1, Direction::Egress, 4, &headers_on(7, OK))),
+    ];
+    let (x, _) = exchanges(&outs);
+    assert_eq!(x.len(), 1, "{x:?}");
+    assert_eq!((x[0].path.as_str(), x[0].status), ("", 200));
+}
+
+#[test]
+fn an_http1_connection_open_before_start_stays_http1() {
+    let mut t = ConnTable::new(10);
+    let found = Observation::ConnFound {
+        sk: 1,
+        role: Role::Downstream,
+        endpoints: ep(GW, CLIENT),
+        ts_ns: 0,
+    };
+    apply(&mut t, &found);
+    let outs = [
+        // the end of a body in flight when the agent started
+        apply(&mut t, &data(1, Direction::Ingress, 1, &[0, 0, 4, 0, 1, 0, 0, 0, 1, b'x'])),
+        apply(
+            &mut t,
+            &data(1, Direction::Ingress, 2, b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ),
+        apply(
+            &mut t,
+            &data(1, Direction::Egress, 3, b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ),
+    ];
+    let (x, _) = exchanges(&outs);
+    assert_eq!(x.len(), 1, "{x:?}");
+    assert_eq!((x[0].path.as_str(), x[0].version), ("/c", 1));
+}

@@ -6,7 +6,7 @@
 use crate::{
     capture::decode::{Direction, Role},
     http::{
-        looks_like_h2_preface, looks_like_h2_server_preface, H2Conn, HttpConn, HttpEvent, Phase,
+        looks_like_h2_frames, looks_like_h2_preface, looks_like_h2_server_preface, H2Conn, HttpConn, HttpEvent, Phase,
         Segment, Side,
     },
 };
@@ -51,6 +51,9 @@ pub struct Http1 {
     midstream: bool,
     /// Bytes were fed to the parser.
     fed: bool,
+    /// It has reported an exchange: a connection open before gatescope is
+    /// HTTP/1 then, not HTTP/2 whose preface went unseen.
+    exchanged: bool,
 }
 
 pub struct H2 {
@@ -212,6 +215,17 @@ impl App {
                     conn: H2Conn::new(h.side),
                     side: h.side,
                 });
+            } else if h.midstream
+                && !h.exchanged
+                && seg.len > 0
+                && looks_like_h2_frames(seg.head, seg.len)
+            {
+                // Open before gatescope, its preface unseen: HTTP/2 from
+                // frames, with every header index from before unknown.
+                *self = App::H2(H2 {
+                    conn: H2Conn::new_midstream(h.side),
+                    side: h.side,
+                });
             }
         }
         match self {
@@ -278,6 +292,7 @@ impl Http1 {
             last_response_ns: 0,
             midstream,
             fed: false,
+            exchanged: false,
         }
     }
 
@@ -292,6 +307,9 @@ impl Http1 {
         }
         let first_new = out.len();
         self.feed(dir, seg, out);
+        self.exchanged |= out[first_new..]
+            .iter()
+            .any(|e| matches!(e, HttpEvent::Exchange(_)));
         if self.side == Side::Server {
             for event in &mut out[first_new..] {
                 if let HttpEvent::Exchange(exchange) = event {

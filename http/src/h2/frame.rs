@@ -322,20 +322,27 @@ impl Walker {
         let Some(p) = t.pieces.first().filter(|p| p.offset == 0) else {
             return false;
         };
-        let mut at = 0usize;
-        let mut first = true;
-        while let Some(h) = p.bytes.get(at..at + 9) {
-            let hdr = FrameHeader::parse(h.try_into().unwrap_or(&[0; 9]));
-            if !hdr.plausible(self.max_frame) || (first && hdr.kind == CONTINUATION) {
-                return false;
-            }
-            first = false;
-            at += 9 + hdr.len as usize;
-        }
-        // at least one whole frame header, and no partial one at the end of a
-        // transfer that the piece covers entirely
-        !first && (at >= p.bytes.len() || (p.bytes.len() as u64) < t.len)
+        chain(p.bytes, t.len, self.max_frame).is_some()
     }
+}
+
+/// How many plausible frame headers `bytes` (the first captured bytes of a
+/// transfer of `len`) start with, chained by their lengths, and where the
+/// last frame ends; `None` when one is not plausible, the first is a
+/// CONTINUATION, there is none, or a header is cut at the end of a transfer
+/// the bytes cover entirely.
+pub(crate) fn chain(bytes: &[u8], len: u64, max_frame: u32) -> Option<(usize, usize)> {
+    let mut at = 0usize;
+    let mut n = 0;
+    while let Some(h) = bytes.get(at..at + 9) {
+        let hdr = FrameHeader::parse(h.try_into().unwrap_or(&[0; 9]));
+        if !hdr.plausible(max_frame) || (n == 0 && hdr.kind == CONTINUATION) {
+            return None;
+        }
+        n += 1;
+        at += 9 + hdr.len as usize;
+    }
+    (n > 0 && (at >= bytes.len() || (bytes.len() as u64) < len)).then_some((n, at))
 }
 
 fn header_state() -> State {

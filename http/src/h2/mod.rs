@@ -67,6 +67,20 @@ pub fn looks_like_h2_preface(bytes: &[u8]) -> bool {
     n >= 4 && bytes[..n] == frame::PREFACE[..n]
 }
 
+/// Whether a transfer of `len` bytes, of which `head` was captured from its
+/// start, is HTTP/2 frames: for a connection open before gatescope, whose
+/// preface was not seen. Stricter than the parser's own resync: two
+/// plausible frame headers chained by their lengths, or one that ends
+/// exactly where a wholly captured transfer ends (about 40 bits must fit per
+/// header), so HTTP/1 bytes, text or body, are not taken for it.
+pub fn looks_like_h2_frames(head: &[u8], len: u64) -> bool {
+    let whole = head.len() as u64 == len;
+    match frame::chain(head, len, frame::DEFAULT_MAX_FRAME) {
+        Some((n, end)) => n >= 2 || (whole && end == head.len()),
+        None => false,
+    }
+}
+
 /// Whether the first bytes a server sent on a connection, before any
 /// request, are an HTTP/2 server preface: a SETTINGS frame (not an ACK) on
 /// stream 0, its length a multiple of 6. An HTTP/2 server may send it
