@@ -266,10 +266,18 @@ fn a_connection_open_before_the_agent_is_followed_from_its_next_frames() -> Resu
         Ok((l.iter().filter(|x| x.is_downstream()).count() >= 4, l))
     })?;
     let down: Vec<&ReqLine> = lines.iter().filter(|l| l.is_downstream()).collect();
-    ensure!(down.len() == 4, "{} downstream lines: {lines:?}", down.len());
+    ensure!(
+        down.len() == 4,
+        "{} downstream lines: {lines:?}",
+        down.len()
+    );
     // nginx's lines after the start: the last two of each client.
     let mut after: Vec<&H2Entry> = Vec::new();
-    for client in down.iter().map(|l| l.remote.clone()).collect::<std::collections::BTreeSet<_>>() {
+    for client in down
+        .iter()
+        .map(|l| l.remote.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let of: Vec<&H2Entry> = log.iter().filter(|e| e.client == client).collect();
         ensure!(of.len() == 4, "{client}: {of:?}");
         after.extend(&of[2..]);
@@ -283,7 +291,10 @@ fn a_connection_open_before_the_agent_is_followed_from_its_next_frames() -> Resu
                 && (l.status, l.request_bytes, l.response_bytes)
                     == (e.status, e.request_length, e.bytes_sent)
         });
-        ensure!(hit, "no agent line for {e:?} (path {want_path:?}):\n{lines:?}");
+        ensure!(
+            hit,
+            "no agent line for {e:?} (path {want_path:?}):\n{lines:?}"
+        );
     }
     let s = agent.scrape()?;
     let unknown = s.get_or_zero(HTTP_ANOMALIES, &[("kind", "h2_unknown_fields")])?;

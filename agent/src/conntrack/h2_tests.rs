@@ -6,17 +6,9 @@ use super::tests::{apply, ep, open, CLIENT, GW};
 use super::*;
 use crate::http::Exchange;
 
+/// A transfer captured whole.
 fn data(sk: u64, dir: Direction, ts_ns: u64, bytes: &[u8]) -> Observation<'_> {
-    Observation::Data {
-        sk,
-        dir,
-        len: bytes.len() as u64,
-        tgid: 1,
-        tid: 1,
-        ts_ns,
-        head: bytes,
-        tail: b"",
-    }
+    super::tls_tests::data(sk, dir, ts_ns, bytes, bytes.len() as u64)
 }
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -131,18 +123,34 @@ fn a_connection_open_before_start_is_http2_from_its_frames() {
     // the path is known, the other entry is not needed.
     let block = [0x82, 0x04, 0x02, b'/', b'b', 0x86, 0xbe];
     let outs = [
-        apply(&mut t, &data(1, Direction::Ingress, 1, &headers_on(5, &block))),
+        apply(
+            &mut t,
+            &data(1, Direction::Ingress, 1, &headers_on(5, &block)),
+        ),
         apply(&mut t, &data(1, Direction::Egress, 2, &headers_on(5, OK))),
     ];
     let (x, _) = exchanges(&outs);
     assert_eq!(x.len(), 1, "{x:?}");
     assert_eq!(
-        (x[0].method.as_str(), x[0].path.as_str(), x[0].status, x[0].version),
+        (
+            x[0].method.as_str(),
+            x[0].path.as_str(),
+            x[0].status,
+            x[0].version
+        ),
         ("GET", "/b", 200, Exchange::VERSION_H2)
     );
     // Stream 7's path is an index into that old table: unknown, not wrong.
     let outs = [
-        apply(&mut t, &data(1, Direction::Ingress, 3, &headers_on(7, &[0x82, 0xbf, 0x86]))),
+        apply(
+            &mut t,
+            &data(
+                1,
+                Direction::Ingress,
+                3,
+                &headers_on(7, &[0x82, 0xbf, 0x86]),
+            ),
+        ),
         apply(&mut t, &data(1, Direction::Egress, 4, &headers_on(7, OK))),
     ];
     let (x, _) = exchanges(&outs);
@@ -162,10 +170,18 @@ fn an_http1_connection_open_before_start_stays_http1() {
     apply(&mut t, &found);
     let outs = [
         // the end of a body in flight when the agent started
-        apply(&mut t, &data(1, Direction::Ingress, 1, &[0, 0, 4, 0, 1, 0, 0, 0, 1, b'x'])),
         apply(
             &mut t,
-            &data(1, Direction::Ingress, 2, b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"),
+            &data(1, Direction::Ingress, 1, &[0, 0, 4, 0, 1, 0, 0, 0, 1, b'x']),
+        ),
+        apply(
+            &mut t,
+            &data(
+                1,
+                Direction::Ingress,
+                2,
+                b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+            ),
         ),
         apply(
             &mut t,

@@ -6,8 +6,8 @@
 use crate::{
     capture::decode::{Direction, Role},
     http::{
-        looks_like_h2_frames, looks_like_h2_preface, looks_like_h2_server_preface, H2Conn, HttpConn, HttpEvent, Phase,
-        Segment, Side,
+        looks_like_h2_frames, looks_like_h2_preface, looks_like_h2_server_preface, H2Conn,
+        HttpConn, HttpEvent, Phase, Segment, Side,
     },
 };
 

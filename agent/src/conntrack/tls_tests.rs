@@ -9,7 +9,7 @@ use super::tests::{apply, ep, open, state, CLIENT, GW};
 use super::*;
 use crate::http::{Anomaly, Exchange};
 
-fn data(sk: u64, dir: Direction, ts_ns: u64, head: &[u8], len: u64) -> Observation<'_> {
+pub(super) fn data(sk: u64, dir: Direction, ts_ns: u64, head: &[u8], len: u64) -> Observation<'_> {
     Observation::Data {
         sk,
         dir,
