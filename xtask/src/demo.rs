@@ -180,24 +180,30 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
 const HTTPS_REQUESTS: usize = 3;
 const HTTPS_ROUTE: &str = "/api/secure/{id}";
 
-/// A few requests over HTTPS on one keep-alive connection (curl), after the
-/// clear-text summary; then what gatescope made of them: the plaintext read
-/// at OpenSSL, parsed like clear text.
+/// A few requests over HTTPS on one keep-alive connection (curl), once over
+/// HTTP/1.1 and once over HTTP/2, after the clear-text summary; then what
+/// gatescope made of them: the plaintext read at OpenSSL, parsed like clear
+/// text.
 fn https(tls_addr: SocketAddr, metrics_addr: SocketAddr) -> Result<()> {
-    let mut curl = Command::new("curl");
-    curl.args(["-sk", "--http1.1", "-w", "%{http_code} "]);
-    for i in 0..HTTPS_REQUESTS {
-        curl.args([
-            "-o",
-            "/dev/null",
-            &format!("https://{tls_addr}/api/secure/{i}"),
-        ]);
+    for version in ["--http1.1", "--http2"] {
+        let mut curl = Command::new("curl");
+        curl.args(["-sk", version, "-w", "%{http_version}:%{http_code} "]);
+        for i in 0..HTTPS_REQUESTS {
+            curl.args([
+                "-o",
+                "/dev/null",
+                &format!("https://{tls_addr}/api/secure/{i}"),
+            ]);
+        }
+        let out = curl
+            .output()
+            .context("running curl (cargo xtask setup installs it)")?;
+        let codes = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        println!(
+            "demo: HTTPS: curl {version} sent {HTTPS_REQUESTS} requests on one connection to \
+             https://{tls_addr}/api/secure/N (version:status): {codes}"
+        );
     }
-    let out = curl
-        .output()
-        .context("running curl (cargo xtask setup installs it)")?;
-    let codes = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    println!("demo: HTTPS: curl sent {HTTPS_REQUESTS} requests on one connection to https://{tls_addr}/api/secure/N: {codes}");
     let scrape = stack::settled_scrape(metrics_addr)?;
     let samples = Scrape::parse(&scrape)
         .with_context(|| format!("reading gatescope's metrics:\n{scrape}"))?
@@ -225,9 +231,10 @@ fn https(tls_addr: SocketAddr, metrics_addr: SocketAddr) -> Result<()> {
          plaintext and counted {handshakes} TLS handshake(s) ok on {listener}"
     );
     ensure!(
-        requests == HTTPS_REQUESTS as f64 && handshakes == 1.0,
+        requests == 2.0 * HTTPS_REQUESTS as f64 && handshakes == 2.0,
         "gatescope saw {requests} HTTPS requests and {handshakes} handshakes, curl made \
-         {HTTPS_REQUESTS} and 1"
+         {} and 2",
+        2 * HTTPS_REQUESTS
     );
     Ok(())
 }
@@ -283,7 +290,7 @@ mod tests {
         )
         .unwrap();
         assert!(text.contains("listen 127.0.0.1:8080;"));
-        assert!(text.contains("listen 127.0.0.1:8443 ssl;"));
+        assert!(text.contains("listen 127.0.0.1:8443 ssl http2;"));
         assert!(text.contains("ssl_certificate /tmp/d/demo.crt;"));
         assert!(text.contains("server 127.0.0.1:9000;"));
         assert!(text.contains("pid /tmp/d/nginx.pid;"));
