@@ -8,7 +8,7 @@ use crate::http::Exchange;
 
 /// A transfer captured whole.
 fn data(sk: u64, dir: Direction, ts_ns: u64, bytes: &[u8]) -> Observation<'_> {
-    super::tls_tests::data(sk, dir, ts_ns, bytes, bytes.len() as u64)
+    tls_tests::data(sk, dir, ts_ns, bytes, bytes.len() as u64)
 }
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
