@@ -78,6 +78,10 @@ enum Task {
         /// OpenSSL uprobes), each with its bpf_stats round (0: none)
         #[arg(long, default_value_t = 1)]
         tls_pairs: u32,
+        /// Flat-out pairs through the nginx proxy over HTTP/2 and TLS (h2load; gatescope's
+        /// OpenSSL uprobes and HTTP/2 capture), each with its bpf_stats round (0: none)
+        #[arg(long, default_value_t = 1)]
+        h2_pairs: u32,
         /// Print the results only; leave BENCHMARKS.md alone
         #[arg(long)]
         no_write: bool,
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
             paced_rate,
             haproxy_pairs,
             tls_pairs,
+            h2_pairs,
             no_write,
             agent,
             agent_args,
@@ -158,6 +163,7 @@ fn main() -> ExitCode {
                         paced_rate,
                         haproxy_pairs,
                         tls_pairs,
+                        h2_pairs,
                         write: !no_write,
                         agent_args,
                     },

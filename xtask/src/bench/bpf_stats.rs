@@ -203,7 +203,12 @@ pub(crate) fn section(stats: &[Round]) -> String {
          The stats themselves add about 80 ns per program run to the proxy, not all of it \
          inside `run_time_ns`, so these rounds' throughput is not used elsewhere.\n",
     );
-    for gateway in [Gateway::Nginx, Gateway::Haproxy, Gateway::NginxTls] {
+    for gateway in [
+        Gateway::Nginx,
+        Gateway::Haproxy,
+        Gateway::NginxTls,
+        Gateway::NginxH2,
+    ] {
         let rounds: Vec<&Round> = stats.iter().filter(|r| r.gateway == gateway).collect();
         if rounds.is_empty() {
             continue;

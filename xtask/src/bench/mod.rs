@@ -10,6 +10,7 @@
 
 mod bpf_stats;
 mod getppid;
+mod h2load;
 mod haproxy;
 mod report;
 mod rounds;
@@ -82,6 +83,8 @@ pub struct BenchArgs {
     pub haproxy_pairs: u32,
     /// Flat-out pairs through the nginx proxy over TLS.
     pub tls_pairs: u32,
+    /// Flat-out pairs through the nginx proxy over HTTP/2 and TLS (h2load).
+    pub h2_pairs: u32,
     /// Write BENCHMARKS.md.
     pub write: bool,
     /// The agent was given with --agent rather than built from this tree.
@@ -113,6 +116,8 @@ pub enum Gateway {
     Haproxy,
     /// The same nginx proxy, over TLS.
     NginxTls,
+    /// The same nginx proxy, over HTTP/2 and TLS (h2load).
+    NginxH2,
 }
 
 impl Gateway {
@@ -121,6 +126,7 @@ impl Gateway {
             Gateway::Nginx => "nginx",
             Gateway::Haproxy => "haproxy",
             Gateway::NginxTls => "nginx-tls",
+            Gateway::NginxH2 => "nginx-h2",
         }
     }
 
@@ -129,6 +135,7 @@ impl Gateway {
             Gateway::Nginx => "nginx",
             Gateway::Haproxy => "HAProxy",
             Gateway::NginxTls => "nginx over TLS",
+            Gateway::NginxH2 => "nginx over HTTP/2 (TLS)",
         }
     }
 }
@@ -262,6 +269,8 @@ pub(crate) struct Stack {
     proxy_addr: SocketAddr,
     /// The nginx proxy's TLS listener (the TLS pairs).
     tls_addr: SocketAddr,
+    /// Its HTTP/2 listener, over TLS (the HTTP/2 pairs).
+    h2_addr: SocketAddr,
     gateway: Gateway,
     upstream: Guard,
     upstream_addr: SocketAddr,
@@ -374,6 +383,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
     );
     let proxy_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let tls_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let h2_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     stack::self_signed(&dir.join("proxy"), "bench")?;
     let (proxy, took) = stack::start_nginx(
         "proxy nginx",
@@ -383,6 +393,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         &[
             ("upstream_port", upstream_addr.port().to_string()),
             ("tls_port", tls_addr.port().to_string()),
+            ("h2_port", h2_addr.port().to_string()),
         ],
     )?;
     println!(
@@ -406,6 +417,7 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
         proxy,
         proxy_addr,
         tls_addr,
+        h2_addr,
         gateway: Gateway::Nginx,
         upstream,
         upstream_addr,
@@ -443,6 +455,10 @@ fn run(agent: &Path, args: &BenchArgs, dir: &Path) -> Result<()> {
     if args.tls_pairs > 0 {
         let first = results.next_pair();
         tls::rounds(&mut stack, &mut results, first, args.tls_pairs as usize)?;
+    }
+    if args.h2_pairs > 0 {
+        let first = results.next_pair();
+        tls::h2_rounds(&mut stack, &mut results, first, args.h2_pairs as usize)?;
     }
     results.host_tax = Some(stack.host_tax()?);
     let proxy_status = stack.proxy.stop(stack::STOP_GRACE)?;

@@ -82,10 +82,11 @@ pub fn render(info: &RunInfo, results: &Results) -> String {
     let _ = writeln!(
         out,
         "- flat out: {} pair(s) of rounds through nginx, {} through HAProxy, {} through nginx \
-         over TLS, {} each",
+         over TLS, {} through nginx over HTTP/2 (h2load, 10 connections x 5 streams), {} each",
         flat_pairs(Gateway::Nginx),
         flat_pairs(Gateway::Haproxy),
         flat_pairs(Gateway::NginxTls),
+        flat_pairs(Gateway::NginxH2),
         info.load.describe()
     );
     if let Some(s) = results.stats.first() {

@@ -81,11 +81,13 @@ impl Stack {
         log: &Path,
         ours: Option<u32>,
     ) -> Result<(wrk::Report, f64, usize)> {
-        let scheme = if self.gateway == Gateway::NginxTls {
+        let h2 = self.gateway == Gateway::NginxH2;
+        let scheme = if h2 || self.gateway == Gateway::NginxTls {
             "https"
         } else {
             "http"
         };
+        let h2_log = log.with_extension("h2load.tsv");
         let url = format!("{scheme}://{}/", self.proxy_addr);
         let script = match load.script() {
             None => None,
@@ -96,7 +98,11 @@ impl Stack {
             }
         };
         let started = Instant::now();
-        let mut cmd = load.command(&url, script.as_deref());
+        let mut cmd = if h2 {
+            super::h2load::command(&load, &url, &h2_log)
+        } else {
+            load.command(&url, script.as_deref())
+        };
         if let Some(libs) = &self.wrk_libs {
             cmd.env("LD_LIBRARY_PATH", libs);
         }
@@ -127,7 +133,11 @@ impl Stack {
         wrk.stop(Duration::ZERO)?;
         let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
         ensure!(status.success(), "wrk failed ({status}):\n{text}");
-        let report = wrk::parse_report(&text)?;
+        let report = if h2 {
+            super::h2load::report(&text, &h2_log)?
+        } else {
+            wrk::parse_report(&text)?
+        };
         let share = report.errors as f64 / report.requests.max(1) as f64;
         ensure!(
             share <= MAX_ERROR_SHARE,

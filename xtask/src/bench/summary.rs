@@ -522,7 +522,7 @@ pub(super) fn summary_table(results: &Results) -> String {
         "none",
         "—".into(),
     ));
-    for gateway in [Gateway::Haproxy, Gateway::NginxTls] {
+    for gateway in [Gateway::Haproxy, Gateway::NginxTls, Gateway::NginxH2] {
         if let Some(g) = Group::of(rounds, gateway, false) {
             rows.extend(flat_rows(results, gateway, &g));
         }

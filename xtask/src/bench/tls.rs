@@ -40,7 +40,32 @@ pub(crate) fn rounds(
     result
 }
 
-/// A directory under `dir` holding a copy of the libssl wrk links.
+/// `pairs` flat-out pairs through the proxy's HTTP/2 listener (over TLS),
+/// h2load loading it, numbered on from `first_pair`, into `results`.
+pub(crate) fn h2_rounds(
+    stack: &mut Stack,
+    results: &mut Results,
+    first_pair: usize,
+    pairs: usize,
+) -> Result<()> {
+    let clear = std::mem::replace(&mut stack.proxy_addr, stack.h2_addr);
+    stack.gateway = Gateway::NginxH2;
+    stack.wrk_libs = Some(private_libssl(&stack.dir)?);
+    println!(
+        "bench: HTTP/2 pairs through https://{}/ (h2load)",
+        stack.h2_addr
+    );
+    let result = stack.warm_up().and_then(|()| {
+        (first_pair..first_pair + pairs).try_for_each(|pair| stack.flat_pair(results, pair))
+    });
+    stack.proxy_addr = clear;
+    stack.gateway = Gateway::Nginx;
+    stack.wrk_libs = None;
+    result
+}
+
+/// A directory under `dir` holding a copy of the libssl wrk links (h2load
+/// links the same one).
 fn private_libssl(dir: &Path) -> Result<PathBuf> {
     let out = Command::new("sh")
         .args(["-c", "ldd \"$(command -v wrk)\""])
