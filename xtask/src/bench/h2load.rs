@@ -84,6 +84,8 @@ pub(super) fn report(text: &str, log_file: &Path) -> Result<wrk::Report> {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     #[test]
@@ -96,9 +98,10 @@ status codes: 123450 2xx, 0 3xx, 0 4xx, 6 5xx
         let dir = std::env::temp_dir().join(format!("h2load-test-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let log = dir.join("log.tsv");
-        let lines: String = (1..=100)
-            .map(|i| format!("1\t200\t{}\n", i * 1000))
-            .collect();
+        let mut lines = String::new();
+        for i in 1..=100 {
+            let _ = writeln!(lines, "1\t200\t{}", i * 1000);
+        }
         fs::write(&log, lines).unwrap();
         let r = report(text, &log).unwrap();
         fs::remove_dir_all(&dir).unwrap();
