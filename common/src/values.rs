@@ -200,3 +200,15 @@ pub const MSG_PEEK: i32 = 2;
 /// Failed reads that are not I/O a handler acted on: nothing to read yet
 /// (`EAGAIN`), or interrupted (`EINTR`, `ERESTARTSYS`).
 pub const READ_NOTHING_ERRNOS: [i32; 3] = [11, 4, 512];
+
+/// Whether bytes start with a TLS record header: content type 20-23 (change
+/// cipher spec, alert, handshake, application data), then version 3.x. The
+/// kernel ties an OpenSSL call's `SSL*` to the socket whose transfer inside
+/// it starts so (OpenSSL reads a record's 5-byte header in a read of its
+/// own, and writes whole records); the agent counts such a connection's
+/// bytes without parsing them.
+#[inline(always)]
+#[must_use]
+pub fn is_tls_record_start(b: &[u8]) -> bool {
+    matches!(b, [20..=23, 3, 0..=4, ..])
+}

@@ -491,8 +491,7 @@ fn looks_like_tls(event: &DataEvent) -> bool {
     if event.header.data.head_len < 3 {
         return false;
     }
-    let b = &event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + 3];
-    (20..=23).contains(&b[0]) && b[1] == 3 && b[2] <= 4
+    gatescope_common::is_tls_record_start(&event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + 3])
 }
 
 /// Copies bytes `from..to` of the transfer (within the first `first`

@@ -273,10 +273,9 @@ impl H2 {
     }
 }
 
-/// Whether a segment starts with a TLS record header: content type 20-23
-/// (change cipher spec, alert, handshake, application data), version 3.x.
+/// Whether a segment starts with a TLS record header (the kernel's test too).
 fn looks_like_tls(head: &[u8]) -> bool {
-    matches!(head, [20..=23, 3, 0..=4, ..])
+    gatescope_common::is_tls_record_start(head)
 }
 
 impl Http1 {
