@@ -26,8 +26,8 @@ pub(super) enum Handshake {
 impl Conn {
     /// After a transfer of `len` bytes in `dir` starting with `head`: a
     /// connection that turned out TLS has a handshake under way, and an
-    /// alert in the clear before any plaintext fails it. `blind`: the
-    /// process has no OpenSSL with probes (none mapped, or `--tls=false`),
+    /// alert in the clear before any plaintext fails it. `blind`: a TLS
+    /// connection whose process has no OpenSSL with probes (none mapped, or `--tls=false`),
     /// so the bytes are counted as unparsed and the handshake is not
     /// reported: with no plaintext, success and a client that leaves look
     /// alike. `open`: the connection is open (a handshake is watched only
@@ -41,7 +41,8 @@ impl Conn {
         open: bool,
         out: &mut Finished,
     ) {
-        if self.handshake == Handshake::Blind || (blind && self.protocol.is_tls()) {
+        // `blind` holds only for a TLS connection (see the caller).
+        if self.handshake == Handshake::Blind || blind {
             self.handshake = Handshake::Blind;
             out.facts
                 .push(unparsed_fact(self.role, &self.endpoints, dir, len));

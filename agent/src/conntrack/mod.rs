@@ -495,7 +495,8 @@ impl ConnTable {
             Lifecycle::Closed => {}
         }
         if seg.len > 0 {
-            let blind = self.tls_blind.contains(&tgid);
+            // Looked up for TLS connections only: this runs per transfer.
+            let blind = conn.protocol.is_tls() && self.tls_blind.contains(&tgid);
             let open = conn.is_open();
             conn.watch_tls(dir, seg.head, seg.len, blind, open, out);
         }
