@@ -810,6 +810,7 @@ pub fn sum_by_route(
     m
 }
 
+pub mod request_log;
 pub mod self_check;
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! run says everything the agent gets wrong, not only the first thing.
 
 use anyhow::{bail, ensure, Result};
+use gatescope_tests::accuracy::request_log::{request_log_vs_nginx, Addrs};
 use gatescope_tests::accuracy::*;
 use gatescope_tests::agent::Agent;
 use gatescope_tests::client::{Conn, Req, ABORTED};
@@ -18,7 +19,7 @@ use gatescope_tests::request_log::{parse_request_log, ReqLine};
 use gatescope_tests::util::TempDir;
 use gatescope_tests::workload::{self, poll_last};
 use gatescope_tests::AccuracyScene;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Without the agent: the workload's own account against nginx's access log, and
@@ -108,65 +109,20 @@ fn agent_matches_nginx_access_log() -> Result<()> {
         let up_n = l.len() - down_n;
         Ok((down_n >= log.len() && up_n >= want_up, l))
     })?;
-    let down_n = lines.iter().filter(|x| x.is_downstream()).count();
-    report.check(
-        "agent: downstream line count",
-        down_n == log.len(),
-        "(all)",
-        format!("{} nginx lines", log.len()),
-        format!("{down_n} downstream lines"),
-    );
-    report.check(
-        "agent: upstream line count",
-        lines.len() - down_n == want_up,
-        "(all)",
-        format!("{want_up} upstream exchanges"),
-        format!("{} upstream lines", lines.len() - down_n),
-    );
-
-    let nginx = nginx_by_key(&log, &mut report);
-    client_vs_nginx(&sent, &nginx, &backend, &down, &mut report);
-    let agent = agent_by_key(&lines, &mut report);
-    let pipelined: BTreeSet<Key> = sent
-        .iter()
-        .filter(|s| s.pipelined)
-        .map(|s| (s.client, s.seq))
-        .collect();
-    let (mut diffs, mut up_diffs) = (Diffs::default(), Diffs::default());
-    agent_vs_nginx(
-        &nginx,
-        &agent,
-        &pipelined,
-        &listener,
-        &backend,
+    let at = Addrs {
+        listener: &listener,
+        backend: &backend,
+        down: &down,
+    };
+    let (agent, diffs, up_diffs) = request_log_vs_nginx(
+        &lines,
+        &log,
+        &sent,
+        &truth,
+        &at,
+        WITHIN_RESOLUTION_SHARE,
         &mut report,
-        &mut diffs,
-        &mut up_diffs,
     );
-    agent_upstream_vs_truth(&lines, &truth, &backend, &mut report);
-    for (what, d) in [("duration", &diffs), ("upstream duration", &up_diffs)] {
-        let (within, all) = d.share_within(WITHIN_RESOLUTION_MS);
-        report.check(
-            &format!("agent: {what} within 1 ms for >= 90% of requests"),
-            within as f64 >= WITHIN_RESOLUTION_SHARE * all as f64,
-            "all requests",
-            format!("{all} requests"),
-            format!("{within} within 1 ms"),
-        );
-        let median = d.median();
-        let worst = d.0.values().flatten().fold(0.0f64, |m, x| m.max(x.abs()));
-        report.notes.push(format!(
-            "{what}: worst |agent - nginx| {worst:.3} ms, {within}/{all} within 1 ms, \
-             median {median:+.3} ms"
-        ));
-        report.check(
-            &format!("agent: {what} median difference within 0.5 ms"),
-            median.abs() <= MEDIAN_MS,
-            "all requests",
-            "0".into(),
-            format!("{median:+.3} ms"),
-        );
-    }
 
     // Metrics: requests by code against the log, in both modes.
     let by_status = counts_by_status(&log);
