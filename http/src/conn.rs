@@ -259,6 +259,7 @@ impl Pending {
             version: self.version,
             trace: self.trace,
             grpc: None,
+            genai: None,
         }
     }
 }

@@ -409,6 +409,7 @@ fn expected(conv: &Conv, fed: &[Fed]) -> Vec<Exchange> {
                 ..Default::default()
             },
             grpc: None,
+            genai: None,
         })
         .collect()
 }

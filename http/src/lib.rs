@@ -93,6 +93,8 @@ pub struct Exchange {
     /// A gRPC call (HTTP/2 with `content-type: application/grpc*`); boxed so
     /// HTTP/1 exchanges do not grow.
     pub grpc: Option<Box<GrpcCall>>,
+    /// A GenAI API call (see [`genai`]); boxed so other exchanges do not grow.
+    pub genai: Option<Box<genai::GenAiCall>>,
 }
 
 /// What a gRPC call adds to its exchange.
@@ -225,6 +227,10 @@ impl Anomaly {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every event is an Exchange; boxing it would allocate once per request"
+)]
 pub enum HttpEvent {
     Exchange(Exchange),
     Anomaly(Anomaly),
@@ -233,6 +239,7 @@ pub enum HttpEvent {
 mod conn;
 #[cfg(test)]
 mod fuzz;
+pub mod genai;
 pub mod h2;
 mod parse;
 #[cfg(test)]

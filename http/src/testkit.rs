@@ -249,6 +249,7 @@ pub(crate) fn ex(
         version: 1,
         trace: TraceHeaders::default(),
         grpc: None,
+        genai: None,
     }
 }
 

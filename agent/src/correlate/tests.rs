@@ -41,6 +41,7 @@ pub(super) fn exchange(path: &str, status: u16, req: (u64, u64), resp: (u64, u64
         version: 1,
         trace: TraceHeaders::default(),
         grpc: None,
+        genai: None,
     }
 }
 

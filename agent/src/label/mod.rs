@@ -183,6 +183,7 @@ mod tests {
             version: 1,
             trace: TraceHeaders::default(),
             grpc: None,
+            genai: None,
         }
     }
 

@@ -146,6 +146,7 @@ mod tests {
             version: 1,
             trace: TraceHeaders::default(),
             grpc: None,
+            genai: None,
         };
         let done = Completed::Downstream {
             exchange,

@@ -498,6 +498,7 @@ impl H2Conn {
             version: Exchange::VERSION_H2,
             trace: s.trace,
             grpc,
+            genai: None,
         }));
     }
 

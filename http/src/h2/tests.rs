@@ -49,6 +49,7 @@ pub(crate) fn ex(
         version: Exchange::VERSION_H2,
         trace: TraceHeaders::default(),
         grpc: None,
+        genai: None,
     }
 }
 

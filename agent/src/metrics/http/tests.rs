@@ -48,6 +48,7 @@ fn exchange(method: &str, path: &str, status: u16, last_ms: u64) -> Exchange {
         version: 1,
         trace: TraceHeaders::default(),
         grpc: None,
+        genai: None,
     }
 }
 

@@ -40,6 +40,7 @@ fn exchange(method: &str, path: &str, status: u16, first_ms: u64, last_ms: u64) 
         version: 1,
         trace: TraceHeaders::default(),
         grpc: None,
+        genai: None,
     }
 }
 

@@ -1,0 +1,186 @@
+//! GenAI API calls (issue 13): what an OpenAI-, Anthropic- or Ollama-shaped
+//! exchange adds to its [`crate::Exchange`], read from the captured bytes of
+//! its bodies. Only numbers and model names are kept: prompts and
+//! completions never leave this module.
+//!
+//! This file is the interface the agent's metrics, spans and request log use;
+//! the scanners that fill it live beside it.
+
+/// Which API a call used, from its request path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GenAiApi {
+    /// `/v1/chat/completions`
+    #[default]
+    OpenAiChat,
+    /// `/v1/completions`
+    OpenAiCompletions,
+    /// `/v1/embeddings`
+    OpenAiEmbeddings,
+    /// `/v1/responses`
+    OpenAiResponses,
+    /// `/v1/messages`
+    AnthropicMessages,
+    /// `/api/chat`
+    OllamaChat,
+    /// `/api/generate`
+    OllamaGenerate,
+    /// `/api/embed` (and the older `/api/embeddings`)
+    OllamaEmbed,
+}
+
+impl GenAiApi {
+    /// The API of a request path (without its query), matched on its end so
+    /// that a gateway's prefix (`/openai/v1/chat/completions`) still counts.
+    pub fn from_path(path: &str) -> Option<Self> {
+        const BY_SUFFIX: &[(&str, GenAiApi)] = &[
+            ("/v1/chat/completions", GenAiApi::OpenAiChat),
+            ("/v1/completions", GenAiApi::OpenAiCompletions),
+            ("/v1/embeddings", GenAiApi::OpenAiEmbeddings),
+            ("/v1/responses", GenAiApi::OpenAiResponses),
+            ("/v1/messages", GenAiApi::AnthropicMessages),
+            ("/api/chat", GenAiApi::OllamaChat),
+            ("/api/generate", GenAiApi::OllamaGenerate),
+            ("/api/embed", GenAiApi::OllamaEmbed),
+            ("/api/embeddings", GenAiApi::OllamaEmbed),
+        ];
+        let path = path.strip_suffix('/').unwrap_or(path);
+        BY_SUFFIX
+            .iter()
+            .find(|(suffix, _)| path.ends_with(suffix))
+            .map(|(_, api)| *api)
+    }
+
+    /// `gen_ai.operation.name` (OTel GenAI semantic conventions).
+    pub fn operation(self) -> &'static str {
+        match self {
+            Self::OpenAiChat
+            | Self::OpenAiResponses
+            | Self::AnthropicMessages
+            | Self::OllamaChat => "chat",
+            Self::OpenAiCompletions | Self::OllamaGenerate => "text_completion",
+            Self::OpenAiEmbeddings | Self::OllamaEmbed => "embeddings",
+        }
+    }
+
+    /// `gen_ai.provider.name` when no `[[genai.provider]]` names the upstream:
+    /// the provider whose API shape this is.
+    pub fn default_provider(self) -> &'static str {
+        match self {
+            Self::OpenAiChat
+            | Self::OpenAiCompletions
+            | Self::OpenAiEmbeddings
+            | Self::OpenAiResponses => "openai",
+            Self::AnthropicMessages => "anthropic",
+            Self::OllamaChat | Self::OllamaGenerate | Self::OllamaEmbed => "ollama",
+        }
+    }
+
+    /// Whether the call produces output tokens (embeddings do not).
+    pub fn generates(self) -> bool {
+        !matches!(self, Self::OpenAiEmbeddings | Self::OllamaEmbed)
+    }
+}
+
+/// Token counts as the provider reported them, normalised to the OTel
+/// meaning: `input` includes cached input (for Anthropic, input_tokens +
+/// cache_read_input_tokens + cache_creation_input_tokens).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenAiUsage {
+    pub input: u64,
+    pub output: u64,
+    /// As reported (`total_tokens`), else `input + output`.
+    pub total: u64,
+    /// Input tokens served from the provider's prompt cache (OpenAI's
+    /// `prompt_tokens_details.cached_tokens`, Anthropic's
+    /// `cache_read_input_tokens`); 0 when not reported.
+    pub cached_input: u64,
+}
+
+/// Why a call's usage could not be read; never replaced by a guess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UsageUnavailable {
+    /// `Content-Encoding` other than identity (gzip, br, ...).
+    Compressed,
+    /// The bytes holding it were not captured (or the response was cut).
+    Truncated,
+    /// The response carries none (an OpenAI stream without
+    /// `stream_options.include_usage`, an error response).
+    Absent,
+    /// Captured, but not the JSON the API defines.
+    Unparseable,
+}
+
+impl UsageUnavailable {
+    /// The `reason` label of `gatescope_genai_usage_unavailable_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Compressed => "compressed",
+            Self::Truncated => "truncated",
+            Self::Absent => "absent",
+            Self::Unparseable => "unparseable",
+        }
+    }
+}
+
+/// What a GenAI API call adds to its exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenAiCall {
+    pub api: GenAiApi,
+    /// The request body's `model`; `None` when it was not in the captured
+    /// bytes (a long prompt before it) or the body has none.
+    pub request_model: Option<String>,
+    /// The response's model (OpenAI `model`, Anthropic `message.model`,
+    /// Ollama `model`); `None` when not seen.
+    pub response_model: Option<String>,
+    /// The request asked for a stream (`"stream": true`), or the response
+    /// is `text/event-stream` or `application/x-ndjson`.
+    pub streaming: bool,
+    pub usage: Result<GenAiUsage, UsageUnavailable>,
+    /// Streams: the time of the transfer that carried the first event with
+    /// content (an OpenAI delta with text, an Anthropic
+    /// `content_block_delta`, an Ollama line with text).
+    pub first_token_ns: Option<u64>,
+}
+
+impl GenAiCall {
+    /// The model to label with: the request's, else the response's (as Kong
+    /// does), else `None`.
+    pub fn model(&self) -> Option<&str> {
+        self.request_model
+            .as_deref()
+            .or(self.response_model.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apis_by_path() {
+        assert_eq!(
+            GenAiApi::from_path("/v1/chat/completions"),
+            Some(GenAiApi::OpenAiChat)
+        );
+        assert_eq!(
+            GenAiApi::from_path("/openai/v1/chat/completions/"),
+            Some(GenAiApi::OpenAiChat)
+        );
+        assert_eq!(
+            GenAiApi::from_path("/v1/completions"),
+            Some(GenAiApi::OpenAiCompletions)
+        );
+        assert_eq!(
+            GenAiApi::from_path("/v1/messages"),
+            Some(GenAiApi::AnthropicMessages)
+        );
+        assert_eq!(
+            GenAiApi::from_path("/api/embed"),
+            Some(GenAiApi::OllamaEmbed)
+        );
+        assert_eq!(GenAiApi::from_path("/v1/models"), None);
+        assert_eq!(GenAiApi::from_path("/"), None);
+        assert_eq!(GenAiApi::OllamaGenerate.operation(), "text_completion");
+        assert!(!GenAiApi::OpenAiEmbeddings.generates());
+    }
+}
