@@ -196,7 +196,10 @@ fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, heads: Option<&mut 
         }
     }
     if let Some(h) = heads {
-        if open == u64::from(HeadWindow::STICKY) || starts_h2(event) {
+        if open == u64::from(HeadWindow::STICKY)
+            || starts_h2(event)
+            || (dir == Direction::EGRESS && starts_genai_request(event))
+        {
             h.0 = [HeadWindow::STICKY; 2];
         } else {
             h.0[slot] = min(left, HEAD_CAPTURE_MAX as u64) as u16;
@@ -238,10 +241,35 @@ fn starts_h2(event: &DataEvent) -> bool {
     if (event.header.data.head_len as usize) < H2_PREFACE.len() {
         return false;
     }
-    let head = &event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + H2_PREFACE.len()];
+    same(
+        &event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + H2_PREFACE.len()],
+        H2_PREFACE,
+    )
+}
+
+/// Whether an egress transfer starts a request to a GenAI API: `POST /v1/`
+/// (OpenAI's and Anthropic's APIs, and those copying them) or `POST /api/`
+/// (Ollama). The socket is then an upstream connection to a model provider,
+/// whose usage sits at the end of a response body (OpenAI) or in SSE events
+/// spread over many reads, beyond the usual head and 64-byte tail. Marked
+/// here, at the request's write, so that the capture is wide before any
+/// byte of the response can be read: the agent setting it later would race
+/// a fast upstream.
+#[inline(always)]
+fn starts_genai_request(event: &DataEvent) -> bool {
+    if (event.header.data.head_len as usize) < 10 {
+        return false;
+    }
+    let head = &event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + 10];
+    same(&head[..6], b"POST /") && (same(&head[6..9], b"v1/") || same(&head[6..10], b"api/"))
+}
+
+/// Byte-wise equality of two slices of equal length (no memcmp call).
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
     let mut i = 0;
-    while i < H2_PREFACE.len() {
-        if head[i] != H2_PREFACE[i] {
+    while i < a.len() && i < b.len() {
+        if a[i] != b[i] {
             return false;
         }
         i += 1;
