@@ -1,7 +1,9 @@
-//! `cargo xtask demo`: nginx (2 workers) in front of an in-process upstream, gatescope
-//! attached to nginx's master, some traffic, and a summary of what gatescope reports.
+//! `cargo xtask demo`: nginx (2 workers) in front of an in-process upstream (and a gRPC
+//! server), gatescope attached to nginx's master, some traffic, and a summary of what
+//! gatescope reports.
 
 use std::{
+    collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
     path::Path,
     process::Command,
@@ -12,6 +14,7 @@ use std::{
 use anyhow::{ensure, Context as _, Result};
 
 use gatescope_tests::{
+    grpc::GrpcApp,
     otlp::{self, Receiver, Rotel, KIND_CLIENT, KIND_SERVER},
     prom::Scrape,
     upstream::Upstream,
@@ -55,8 +58,17 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         "demo: upstream server on {} (thread in xtask)",
         upstream.addr()
     );
+    let grpc_app = GrpcApp::compile().context("compiling the demo's gRPC service")?;
+    let grpc_server = grpc_app
+        .server()
+        .context("starting the demo's gRPC server")?;
+    println!(
+        "demo: gRPC server (grpcio) on 127.0.0.1:{}",
+        grpc_server.port()
+    );
     let nginx_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let tls_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let grpc_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     stack::self_signed(dir, "demo")?;
     let (mut nginx, took) = stack::start_nginx(
         "nginx",
@@ -66,6 +78,8 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         &[
             ("upstream_port", upstream.port().to_string()),
             ("tls_port", tls_addr.port().to_string()),
+            ("grpc_port", grpc_addr.port().to_string()),
+            ("grpc_upstream_port", grpc_server.port().to_string()),
         ],
     )?;
     println!(
@@ -146,6 +160,7 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         }
     }
     https(tls_addr, metrics_addr)?;
+    grpc(&grpc_app, grpc_addr, metrics_addr, args.compat)?;
     println!("demo: metrics at http://{metrics_addr}/metrics");
     print_spans(&receiver);
 
@@ -239,6 +254,52 @@ fn https(tls_addr: SocketAddr, metrics_addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
+/// One gRPC call of each kind (unary OK, NOT_FOUND and UNAVAILABLE, server,
+/// client and bidirectional streams) through nginx's `grpc_pass` over h2c;
+/// then gatescope's calls by `grpc-status`, against the client's own.
+fn grpc(app: &GrpcApp, addr: SocketAddr, metrics_addr: SocketAddr, compat: Compat) -> Result<()> {
+    let calls = app
+        .client(&addr.to_string(), None, 1, 1, 3)
+        .context("the demo's gRPC client")?;
+    let mut want: BTreeMap<String, f64> = BTreeMap::new();
+    for c in &calls {
+        *want.entry(c.code.to_string()).or_default() += 1.0;
+    }
+    println!(
+        "demo: gRPC: the client made {} calls through nginx's grpc_pass on {addr} (h2c): {}",
+        calls.len(),
+        calls
+            .iter()
+            .map(|c| format!("{} -> {}", c.method, c.code))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if compat == Compat::Kong {
+        // Kong's families have no gRPC status; its HTTP families count the calls.
+        println!("demo: gRPC: (Kong mode exports no grpc-status family)");
+        return Ok(());
+    }
+    let scrape = stack::settled_scrape(metrics_addr)?;
+    let samples = Scrape::parse(&scrape)
+        .with_context(|| format!("reading gatescope's metrics:\n{scrape}"))?
+        .samples;
+    let mut got: BTreeMap<String, f64> = BTreeMap::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.name == "gatescope_grpc_requests_total")
+    {
+        if let Some(status) = s.labels.get("grpc_status") {
+            *got.entry(status.clone()).or_default() += s.value;
+        }
+    }
+    println!("demo: gRPC: gatescope_grpc_requests_total by grpc_status: {got:?}");
+    ensure!(
+        got == want,
+        "gatescope counted gRPC calls by status {got:?}, the client {want:?}"
+    );
+    Ok(())
+}
+
 /// Waits until the receiver's span count holds still for a second, then
 /// prints the counts and the trace with the most spans as a tree.
 fn print_spans(receiver: &Receiver) {
@@ -286,9 +347,13 @@ mod tests {
                 ("listen_port", "8080".into()),
                 ("upstream_port", "9000".into()),
                 ("tls_port", "8443".into()),
+                ("grpc_port", "8444".into()),
+                ("grpc_upstream_port", "9001".into()),
             ],
         )
         .unwrap();
+        assert!(text.contains("listen 127.0.0.1:8444 http2;"));
+        assert!(text.contains("server 127.0.0.1:9001;"));
         assert!(text.contains("listen 127.0.0.1:8080;"));
         assert!(text.contains("listen 127.0.0.1:8443 ssl http2;"));
         assert!(text.contains("ssl_certificate /tmp/d/demo.crt;"));

@@ -594,8 +594,8 @@ fn health(t: &mut Table, s: &[Sample]) {
         "gatescope_listen_sockets",
         "gatescope_listen_sockets",
         value(s, "gatescope_listen_sockets", &[]),
-        Some(2),
-        "the demo's listeners (HTTP and HTTPS)",
+        Some(3),
+        "the demo's listeners (HTTP, HTTPS and gRPC over h2c)",
     );
     let received = label_values(s, "gatescope_events_received_total", "kind")
         .into_iter()
