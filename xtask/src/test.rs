@@ -56,6 +56,9 @@ pub fn test(agent: &Path) -> Result<()> {
                 "gatescope-tests",
             ]))
         }),
+        // RUST_LIB_BACKTRACE=0: a failing test's anyhow error without its
+        // backtrace (panics keep theirs), so that a long CI log cut in the
+        // middle still shows the error above the failures list.
         ("integration tests", &|| {
             run(cargo()
                 .args([
@@ -67,7 +70,8 @@ pub fn test(agent: &Path) -> Result<()> {
                     "--",
                     "--test-threads=1",
                 ])
-                .env("GATESCOPE_BIN", agent))
+                .env("GATESCOPE_BIN", agent)
+                .env("RUST_LIB_BACKTRACE", "0"))
         }),
         ("integration tests, fallback payload path", &|| {
             let mut cmd = cargo();
@@ -84,7 +88,8 @@ pub fn test(agent: &Path) -> Result<()> {
             run(cmd
                 .args(["--", "--test-threads=1"])
                 .env("GATESCOPE_BIN", agent)
-                .env("GATESCOPE_PAYLOAD_FROM", "syscall-hook"))
+                .env("GATESCOPE_PAYLOAD_FROM", "syscall-hook")
+                .env("RUST_LIB_BACKTRACE", "0"))
         }),
     ];
     let mut failed = Vec::new();
