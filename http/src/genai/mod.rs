@@ -4,7 +4,28 @@
 //! completions never leave this module.
 //!
 //! This file is the interface the agent's metrics, spans and request log use;
-//! the scanners that fill it live beside it.
+//! the scanners that fill it live beside it: `scan` (one call, fed by the
+//! HTTP/1 streams' body tap), `request` (the request body), `response` (the
+//! response head and a JSON body), `sse` and `ndjson` (streams), `events`
+//! (what each API's events say), `usage` (usage objects), `json` (JSON read
+//! incrementally and with bounded memory), `buf` (bounded copies).
+//!
+//! HTTP/2 exchanges are not read (their `genai` is `None`).
+
+mod buf;
+mod events;
+mod json;
+mod ndjson;
+mod request;
+mod response;
+mod scan;
+mod sse;
+mod usage;
+
+pub(crate) use self::{
+    response::{encoded, Media},
+    scan::{GenAiScan, Piece},
+};
 
 /// Which API a call used, from its request path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
