@@ -384,9 +384,7 @@ pub(crate) fn parse_response(head: &[u8]) -> Option<RespHead> {
             let mut heap = header_slots(head);
             let mut resp = httparse::Response::new(&mut heap);
             match config().parse_response(&mut resp, head) {
-                Ok(httparse::Status::Complete(_)) => {
-                    Some(build_response(resp.code?, resp.headers))
-                }
+                Ok(httparse::Status::Complete(_)) => Some(build_response(resp.code?, resp.headers)),
                 _ => None,
             }
         }

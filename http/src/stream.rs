@@ -22,11 +22,11 @@ use self::{
     head::{HeadAcc, HeadStep},
 };
 use super::{
+    genai::Piece,
     parse::{
         check_start, check_start_strict, find_head_end, leading_newlines, parse_request,
         parse_response, Kind, ReqHead, RespHead, Start, MAX_HEAD,
     },
-    genai::Piece,
     Anomaly, Segment,
 };
 

@@ -205,3 +205,8 @@ mod tests {
         assert!(!GenAiApi::OpenAiEmbeddings.generates());
     }
 }
+
+#[cfg(test)]
+mod conn_tests;
+#[cfg(test)]
+mod fixtures;

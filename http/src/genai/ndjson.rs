@@ -67,7 +67,8 @@ mod tests {
     fn lines_split_and_cut() {
         let mut n = Ndjson::default();
         let mut got = Vec::new();
-        let mut f = |e: &EventBuf| got.push(String::from_utf8_lossy(e.whole().unwrap()).into_owned());
+        let mut f =
+            |e: &EventBuf| got.push(String::from_utf8_lossy(e.whole().unwrap()).into_owned());
         n.feed(b"{\"a\":1}\n{\"b\"", &mut f);
         n.feed(b":2}\n\n{\"c\"", &mut f);
         n.gap();

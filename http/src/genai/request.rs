@@ -76,12 +76,18 @@ mod tests {
         r.known(br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi \"stream\": false"}],"#);
         r.known(br#""stream":true,"stream_options":{"include_usage":true}}"#);
         assert_eq!(r.model.as_deref(), Some("gpt-4o-mini"));
-        assert_eq!((r.stream, r.include_usage, r.complete()), (Some(true), Some(true), true));
+        assert_eq!(
+            (r.stream, r.include_usage, r.complete()),
+            (Some(true), Some(true), true)
+        );
         // the model past a gap (a long prompt first)
         let mut r = Request::new();
         r.known(br#"{"messages":[{"role":"user","content":"aaaa"#);
         r.gap();
         r.known(br#"aaa"}],"model":"llama3.2","stream":false}"#);
-        assert_eq!((r.model.as_deref(), r.stream, r.complete()), (None, None, false));
+        assert_eq!(
+            (r.model.as_deref(), r.stream, r.complete()),
+            (None, None, false)
+        );
     }
 }

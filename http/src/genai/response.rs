@@ -150,7 +150,10 @@ mod tests {
 
     #[test]
     fn head_values() {
-        assert_eq!(Media::of(b"text/event-stream; charset=utf-8"), Media::EventStream);
+        assert_eq!(
+            Media::of(b"text/event-stream; charset=utf-8"),
+            Media::EventStream
+        );
         assert_eq!(Media::of(b"Application/JSON"), Media::Json);
         assert_eq!(Media::of(b"application/x-ndjson"), Media::Ndjson);
         assert_eq!(Media::of(b"text/html"), Media::Other);

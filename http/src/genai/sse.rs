@@ -92,7 +92,8 @@ impl Sse {
 
     /// A value starts: a `data` value is joined to the event's.
     fn start_value(&mut self) {
-        self.in_data = self.field_len > 0 && &self.field[..self.field_len.min(FIELD_MAX)] == b"data";
+        self.in_data =
+            self.field_len > 0 && &self.field[..self.field_len.min(FIELD_MAX)] == b"data";
         if self.in_data {
             if self.has_data {
                 self.data.push(b"\n");
@@ -191,11 +192,7 @@ mod tests {
         // b cut by the gap, d by the end
         assert_eq!(dropped, 2);
         // a gap at an event boundary: the next event's first line is not believed
-        let (got, dropped) = events(&[
-            Some(b"data: 1\n\n"),
-            None,
-            Some(b"data: 2\n\ndata: 3\n\n"),
-        ]);
+        let (got, dropped) = events(&[Some(b"data: 1\n\n"), None, Some(b"data: 2\n\ndata: 3\n\n")]);
         assert_eq!((got, dropped), (vec!["1".to_owned(), "3".to_owned()], 1));
     }
 }
