@@ -31,15 +31,6 @@ fn upstream(path: &str, req_body: &str, resp: &[Vec<u8>]) -> Exchange {
     )
 }
 
-/// A chunked response: the head with the first event, then one event per
-/// write (one chunk each), the last chunk with the last event.
-fn chunked(head: Vec<u8>, events: &[String]) -> Vec<Vec<u8>> {
-    let mut writes: Vec<Vec<u8>> = events.iter().map(|e| chunk(e.as_bytes())).collect();
-    writes[0].splice(0..0, head);
-    writes.last_mut().unwrap().extend_from_slice(LAST_CHUNK);
-    writes
-}
-
 fn with_body(head: Vec<u8>, body: &str) -> Vec<u8> {
     cat(&[&head, body.as_bytes()])
 }

@@ -2,6 +2,8 @@
 //! recorded calls), for the tests: OpenAI chat, completions, embeddings and
 //! Responses; Anthropic Messages; Ollama chat, generate and embed.
 
+use crate::testkit::{chunk, LAST_CHUNK};
+
 /// What nginx sends upstream for a proxied JSON POST.
 pub(crate) fn post(path: &str, host: &str, body: &[u8]) -> Vec<u8> {
     let mut v = format!(
@@ -13,6 +15,15 @@ pub(crate) fn post(path: &str, host: &str, body: &[u8]) -> Vec<u8> {
     .into_bytes();
     v.extend_from_slice(body);
     v
+}
+
+/// A chunked response: the head with the first event, then one event per
+/// write (one chunk each), the last chunk with the last event.
+pub(crate) fn chunked(head: Vec<u8>, events: &[String]) -> Vec<Vec<u8>> {
+    let mut writes: Vec<Vec<u8>> = events.iter().map(|e| chunk(e.as_bytes())).collect();
+    writes[0].splice(0..0, head);
+    writes.last_mut().unwrap().extend_from_slice(LAST_CHUNK);
+    writes
 }
 
 /// A provider's response head; `len` None: chunked.

@@ -210,3 +210,5 @@ mod tests {
 mod conn_tests;
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod fuzz;
