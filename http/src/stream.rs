@@ -10,10 +10,13 @@
 //!
 //! What a message means (which request a response answers, how a response's
 //! body is framed) is the [`Sink`]'s business: the stream reports heads, body
-//! bytes, message ends and anomalies to it.
+//! bytes, message ends and anomalies to it, and the payload (de-chunked known
+//! bytes and gaps, [`Piece`]) for the sinks that read bodies.
 
 mod chunk;
 mod head;
+#[cfg(test)]
+mod tap_tests;
 
 use std::mem;
 

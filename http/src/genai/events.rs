@@ -81,7 +81,9 @@ pub(crate) fn event(api: GenAiApi, data: &EventBuf, ts: u64, found: &mut Found) 
         found.finished = true;
         return;
     }
-    let usage_like = contains(whole, b"usage") || contains(whole, b"_count");
+    // with include_usage every OpenAI chunk has `"usage":null`: not worth a parse
+    let usage_like = contains(whole, b"usage") && !contains(whole, b"\"usage\":null")
+        || contains(whole, b"_count");
     let wanted = found.first_token_ns.is_none()
         || found.model.is_none()
         || usage_like

@@ -90,10 +90,12 @@ impl GenAiScan {
             let Some(&first) = b.iter().find(|c| !c.is_ascii_whitespace()) else {
                 return;
             };
+            // an SSE field (data, event, id, retry) or comment; else JSON,
+            // which anything else (an HTML error page) fails as
             self.body = match first {
+                b'd' | b'e' | b'i' | b'r' | b':' => Body::Sse(Sse::default()),
                 b'{' if self.ollama_streams() => Body::Ndjson(Ndjson::default()),
-                b'{' | b'[' => Body::Json(JsonBody::new()),
-                _ => Body::Sse(Sse::default()),
+                _ => Body::Json(JsonBody::new()),
             };
         }
         let api = self.api;
