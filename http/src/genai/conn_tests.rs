@@ -495,6 +495,33 @@ fn compressed_failed_and_unparseable() {
 }
 
 #[test]
+fn close_delimited_streams() {
+    // no Content-Length, no chunking: the stream ends with the connection
+    let h = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+    let mut resp = vec![h.as_bytes().to_vec()];
+    resp.extend(anthropic_stream().into_iter().map(String::into_bytes));
+    let req = ANTHROPIC_REQ.replace("\"max_tokens\"", "\"stream\":true,\"max_tokens\"");
+    let x = upstream("/v1/messages", &req, &resp);
+    assert_eq!(genai(&x).usage, ok(2_193, 15, 2_208, 2_048));
+    // the head alone at 2000, the first delta is the fourth event
+    assert_eq!(genai(&x).first_token_ns, Some(6_000));
+    // closed before message_delta and message_stop: cut, not absent
+    let x = upstream("/v1/messages", &req, &resp[..6]);
+    assert_eq!(genai(&x).usage, Err(UsageUnavailable::Truncated));
+    // an OpenAI stream without include_usage closed early: no usage to lose
+    let mut resp = vec![h.as_bytes().to_vec()];
+    resp.extend(
+        chat_stream(false)
+            .into_iter()
+            .take(3)
+            .map(String::into_bytes),
+    );
+    let x = upstream(CHAT, CHAT_REQ_STREAM_NO_USAGE, &resp);
+    assert_eq!(genai(&x).usage, Err(UsageUnavailable::Absent));
+    assert_eq!(genai(&x).first_token_ns, Some(4_000));
+}
+
+#[test]
 fn model_past_a_gap_falls_back_to_the_response() {
     let prompt = "why is the sky blue? ".repeat(5_000);
     let body = format!(

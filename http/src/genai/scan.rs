@@ -165,13 +165,15 @@ impl GenAiScan {
         let found = &mut self.found;
         match &mut self.body {
             Body::Json(j) => j.end(api, found),
+            // a stream that did not say it ended was cut (a close-delimited
+            // one ends with the connection either way)
             Body::Sse(s) => {
                 s.end();
-                self.lost |= s.dropped > 0;
+                self.lost |= s.dropped > 0 || !found.finished;
             }
             Body::Ndjson(n) => {
                 n.end(&mut |e| events::event(api, e, ts, found));
-                self.lost |= n.dropped > 0;
+                self.lost |= n.dropped > 0 || !found.finished;
             }
             Body::Waiting | Body::Compressed | Body::Sniff => {}
         }
