@@ -159,7 +159,8 @@ pub struct GenAiCall {
     pub usage: Result<GenAiUsage, UsageUnavailable>,
     /// Streams: the time of the transfer that carried the first event with
     /// content (an OpenAI delta with text, an Anthropic
-    /// `content_block_delta`, an Ollama line with text).
+    /// `content_block_delta`, an Ollama line with text); for an event split
+    /// across transfers, the one that completed it.
     pub first_token_ns: Option<u64>,
 }
 
