@@ -68,7 +68,7 @@ impl Found {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// One complete event (SSE data or NDJSON line) at `ts`.
@@ -81,15 +81,26 @@ pub(crate) fn event(api: GenAiApi, data: &EventBuf, ts: u64, found: &mut Found) 
         found.finished = true;
         return;
     }
-    // with include_usage every OpenAI chunk has `"usage":null`: not worth a parse
-    let usage_like = contains(whole, b"usage") && !contains(whole, b"\"usage\":null")
-        || contains(whole, b"_count");
+    // Parsed while the model or the first content is unknown; after that
+    // only the events that may end the stream or carry usage, told apart by
+    // one search per API (most events of a stream are content deltas).
+    let usage_like = contains(whole, b"usage");
     let wanted = found.first_token_ns.is_none()
         || found.model.is_none()
-        || usage_like
-        || contains(whole, b"message_stop")
-        || contains(whole, b"response.completed")
-        || contains(whole, b"\"done\"");
+        || match api {
+            // with include_usage every chunk has `"usage":null`
+            GenAiApi::OpenAiChat | GenAiApi::OpenAiCompletions | GenAiApi::OpenAiEmbeddings => {
+                usage_like && !contains(whole, b"\"usage\":null")
+            }
+            // the events that carry the response object (created,
+            // completed, ...), not its deltas
+            GenAiApi::OpenAiResponses => contains(whole, b"\"response\":"),
+            // message_start, message_delta, message_stop
+            GenAiApi::AnthropicMessages => contains(whole, b"\"message_"),
+            GenAiApi::OllamaChat | GenAiApi::OllamaGenerate | GenAiApi::OllamaEmbed => {
+                !contains(whole, b"\"done\":false")
+            }
+        };
     if !wanted {
         return;
     }

@@ -109,10 +109,7 @@ impl TopLevel {
             // string contents not kept are skipped in one go
             if let Lex::Str { esc: false } = self.lex {
                 if !(self.depth == 1 && self.expect == Expect::InKey) {
-                    let run = b[i..]
-                        .iter()
-                        .position(|&c| c == b'"' || c == b'\\')
-                        .unwrap_or(b.len() - i);
+                    let run = memchr::memchr2(b'"', b'\\', &b[i..]).unwrap_or(b.len() - i);
                     self.copy(&b[i..i + run]);
                     i += run;
                     if i == b.len() {

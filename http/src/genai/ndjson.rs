@@ -17,7 +17,7 @@ impl Ndjson {
     /// Known bytes; `line(bytes)` for each complete non-empty line.
     pub(crate) fn feed(&mut self, mut b: &[u8], line: &mut impl FnMut(&EventBuf)) {
         while !b.is_empty() {
-            let Some(n) = b.iter().position(|&c| c == b'\n') else {
+            let Some(n) = memchr::memchr(b'\n', b) else {
                 if !self.skip {
                     self.line.push(b);
                 }

@@ -50,10 +50,7 @@ impl Sse {
             }
             if self.line == Line::Value && c != b'\r' && c != b'\n' {
                 // the value up to the line end in one go
-                let n = b
-                    .iter()
-                    .position(|&c| c == b'\r' || c == b'\n')
-                    .unwrap_or(b.len());
+                let n = memchr::memchr2(b'\r', b'\n', b).unwrap_or(b.len());
                 if self.in_data {
                     self.data.push(&b[..n]);
                 }
