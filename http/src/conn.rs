@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use super::{
+    genai::{GenAiApi, GenAiScan, Piece},
     parse::{BodyHeader, Kind},
     stream::{Framing, Head, HeadInfo, Sink, Stream},
     Anomaly, Exchange, HttpEvent, Phase, Segment, Side, TraceHeaders,
@@ -188,6 +189,9 @@ impl HttpConn {
                         + p.path.capacity()
                         + p.host.as_ref().map_or(0, String::capacity)
                         + p.trace.heap_bytes()
+                        + p.genai
+                            .as_ref()
+                            .map_or(0, |g| size_of::<GenAiScan>() + g.heap_bytes())
                 })
                 .sum::<usize>()
     }
@@ -239,6 +243,8 @@ struct Pending {
     /// between (pipelined behind them): its response cannot be told from
     /// theirs.
     tainted: bool,
+    /// A GenAI API call (a POST to one of their paths): its bodies are read.
+    genai: Option<Box<GenAiScan>>,
 }
 
 impl Pending {
@@ -259,7 +265,7 @@ impl Pending {
             version: self.version,
             trace: self.trace,
             grpc: None,
-            genai: None,
+            genai: self.genai.map(|g| Box::new(g.finish())),
         }
     }
 }
@@ -331,7 +337,14 @@ impl Sink for ReqSink<'_> {
             BodyHeader::Absent if info.holed && !bodiless(&h.method) => Framing::Unknown,
             BodyHeader::Absent => Framing::None,
         };
+        // Only a POST is a generation call (a GET on the same path lists
+        // stored completions); other requests pay nothing for the tap.
+        let genai = (h.method == "POST")
+            .then(|| GenAiApi::from_path(&h.path))
+            .flatten()
+            .map(|api| Box::new(GenAiScan::new(api)));
         self.p.pending.push_back(Pending {
+            genai,
             is_head: h.method == "HEAD",
             is_connect: h.method == "CONNECT",
             method: h.method,
@@ -360,6 +373,14 @@ impl Sink for ReqSink<'_> {
             if !p.req_done {
                 p.req_bytes = p.req_bytes.saturating_add(bytes);
                 p.req_last = ts;
+            }
+        }
+    }
+
+    fn payload(&mut self, piece: Piece<'_>, _ts: u64) {
+        if let Some(p) = self.p.pending.back_mut() {
+            if let (false, Some(g)) = (p.req_done, &mut p.genai) {
+                g.request(piece);
             }
         }
     }
@@ -477,6 +498,11 @@ impl Sink for RespSink<'_> {
         q.resp_bytes = q.resp_bytes.saturating_add(info.bytes);
         q.resp_last = info.last_ts;
         let status = h.status;
+        if status >= 200 {
+            if let Some(g) = &mut q.genai {
+                g.response_head(status, h.media, h.encoded);
+            }
+        }
         let framing = if status == 101 {
             q.status = Some(101);
             q.upgraded = true;
@@ -512,6 +538,31 @@ impl Sink for RespSink<'_> {
         if let Some(q) = self.p.pending.get_mut(self.p.answered) {
             q.resp_bytes = q.resp_bytes.saturating_add(bytes);
             q.resp_last = ts;
+        }
+    }
+
+    fn payload(&mut self, piece: Piece<'_>, ts: u64) {
+        if self.p.interim {
+            return;
+        }
+        if let Some(g) = self
+            .p
+            .pending
+            .get_mut(self.p.answered)
+            .and_then(|q| q.genai.as_mut())
+        {
+            g.response(piece, ts);
+        }
+    }
+
+    fn cut(&mut self) {
+        if let Some(g) = self
+            .p
+            .pending
+            .get_mut(self.p.answered)
+            .and_then(|q| q.genai.as_mut())
+        {
+            g.cut();
         }
     }
 

@@ -16,14 +16,14 @@ use super::{
 };
 
 /// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -33,18 +33,18 @@ impl Rng {
     }
 
     /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
 
-    fn chance(&mut self, percent: u64) -> bool {
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.next() % 100 < percent
     }
 }
 
 /// Runs per test: `n`, times GATESCOPE_FUZZ_SCALE for a longer local search;
 /// GATESCOPE_FUZZ_SEED changes the seeds.
-fn runs(n: usize) -> usize {
+pub(crate) fn runs(n: usize) -> usize {
     let scale = std::env::var("GATESCOPE_FUZZ_SCALE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -52,7 +52,7 @@ fn runs(n: usize) -> usize {
     n * scale
 }
 
-fn seed(s: u64) -> Rng {
+pub(crate) fn seed(s: u64) -> Rng {
     let extra = std::env::var("GATESCOPE_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -427,7 +427,7 @@ fn split(events: &[HttpEvent]) -> (Vec<Exchange>, Vec<Anomaly>) {
 }
 
 /// Two heads, a path and host per pending request, the pending queue.
-const HEAP_BOUND: usize = 2 * (MAX_HEAD + 1) + 128 * (512 + MAX_PATH + 1024 + 256);
+pub(crate) const HEAP_BOUND: usize = 2 * (MAX_HEAD + 1) + 128 * (512 + MAX_PATH + 1024 + 256);
 
 #[test]
 fn unsplit_conversation_is_exact() {

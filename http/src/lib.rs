@@ -7,7 +7,10 @@
 //!
 //! The kernel copies only a bounded head and tail of each transfer, so bodies
 //! are counted, not copied; framing (Content-Length, chunked, close-delimited)
-//! is followed through the uncaptured middle by arithmetic on lengths.
+//! is followed through the uncaptured middle by arithmetic on lengths. The
+//! bodies of GenAI API calls (`genai`) are the exception: their payload, as
+//! far as it was captured, is scanned as it passes for model names and token
+//! usage (HTTP/1 only).
 
 /// One syscall's transfer on one connection in one direction.
 #[derive(Clone, Copy, Debug)]

@@ -79,6 +79,10 @@ pub(crate) struct ReqHead {
 pub(crate) struct RespHead {
     pub status: u16,
     pub body: BodyHeader,
+    /// `Content-Type`, as far as GenAI bodies go (no copy of the value).
+    pub media: crate::genai::Media,
+    /// A `Content-Encoding` other than identity.
+    pub encoded: bool,
 }
 
 /// Bytes httparse accepts in a request target.
@@ -375,23 +379,34 @@ pub(crate) fn parse_response(head: &[u8]) -> Option<RespHead> {
     let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     match config().parse_response_with_uninit_headers(&mut resp, head, &mut stack) {
-        Ok(httparse::Status::Complete(_)) => Some(RespHead {
-            status: resp.code?,
-            body: body_header(resp.headers),
-        }),
+        Ok(httparse::Status::Complete(_)) => Some(build_response(resp.code?, resp.headers)),
         Err(httparse::Error::TooManyHeaders) => {
             let mut heap = header_slots(head);
             let mut resp = httparse::Response::new(&mut heap);
             match config().parse_response(&mut resp, head) {
-                Ok(httparse::Status::Complete(_)) => Some(RespHead {
-                    status: resp.code?,
-                    body: body_header(resp.headers),
-                }),
+                Ok(httparse::Status::Complete(_)) => Some(build_response(resp.code?, resp.headers)),
                 _ => None,
             }
         }
         _ => None,
     }
+}
+
+fn build_response(status: u16, headers: &[httparse::Header<'_>]) -> RespHead {
+    let mut head = RespHead {
+        status,
+        body: body_header(headers),
+        media: crate::genai::Media::Other,
+        encoded: false,
+    };
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-type") {
+            head.media = crate::genai::Media::of(h.value);
+        } else if h.name.eq_ignore_ascii_case("content-encoding") {
+            head.encoded |= crate::genai::encoded(h.value);
+        }
+    }
+    head
 }
 
 fn build_request(

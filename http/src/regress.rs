@@ -218,6 +218,49 @@ fn complete_seeds_are_exact() {
     );
 }
 
+/// The GenAI seeds (written by fuzz/genai_seeds.py) give their calls' usage, also the ones
+/// with gaps: the usage lay outside them.
+#[test]
+fn genai_seeds_give_their_usage() {
+    use crate::genai::GenAiUsage;
+    let usage = |input, output, total, cached_input| GenAiUsage {
+        input,
+        output,
+        total,
+        cached_input,
+    };
+    let seeds = [
+        ("genai-1-chat_sse-whole", usage(9, 2, 11, 0), true),
+        (
+            "genai-2-messages_sse-kernel",
+            usage(2_193, 15, 2_208, 2_048),
+            true,
+        ),
+        ("genai-3-ollama_ndjson-pieces", usage(26, 282, 308, 0), true),
+        ("genai-4-embeddings-kernel", usage(8, 0, 8, 0), false),
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/http_conn");
+    for (name, want, streaming) in seeds {
+        let events = script::replay(&fs::read(dir.join(name)).unwrap());
+        let calls: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                HttpEvent::Exchange(x) => x.genai.as_deref(),
+                HttpEvent::Anomaly(_) => None,
+            })
+            .collect();
+        assert_eq!(calls.len(), 1, "{name}: {events:#?}");
+        let g = calls[0];
+        assert_eq!(g.usage, Ok(want), "{name}");
+        assert_eq!(g.streaming, streaming, "{name}");
+        assert_eq!(g.first_token_ns.is_some(), streaming, "{name}");
+        assert!(
+            g.request_model.is_some() && g.response_model.is_some(),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn decoding_keeps_head_and_tail_within_len() {
     // config: client, midstream; a request with head "GET /", tail "x\r\n", gap 5 << 3

@@ -114,7 +114,8 @@ fn occurrences(hay: &[u8], needle: &[u8]) -> usize {
 ///   their response bytes those fed in the response direction (so neither does their sum the
 ///   total), and the bytes reported as non-HTTP or skipped never exceed the total;
 /// - no request is invented: for each method, the exchanges with it never outnumber its
-///   occurrences in the captured request-direction bytes (heads and tails, in order).
+///   occurrences in the captured request-direction bytes (heads and tails, in order);
+/// - a GenAI call's first token arrived within its response.
 ///
 /// Returns the events, for tests.
 pub fn replay(data: &[u8]) -> Vec<HttpEvent> {
@@ -203,6 +204,12 @@ fn check(out: &[HttpEvent], fed: [u128; 2], now: u64) {
                     .all(|&t| t <= now),
                     "timestamp from the future (now {now}): {x:#?}"
                 );
+                if let Some(t) = x.genai.as_ref().and_then(|g| g.first_token_ns) {
+                    assert!(
+                        x.response_first_ns <= t && t <= x.response_last_ns.max(x.closed_ns),
+                        "first token outside its response: {x:#?}"
+                    );
+                }
                 bytes[0] += u128::from(x.request_bytes);
                 bytes[1] += u128::from(x.response_bytes);
             }

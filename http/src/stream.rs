@@ -10,10 +10,13 @@
 //!
 //! What a message means (which request a response answers, how a response's
 //! body is framed) is the [`Sink`]'s business: the stream reports heads, body
-//! bytes, message ends and anomalies to it.
+//! bytes, message ends and anomalies to it, and the payload (de-chunked known
+//! bytes and gaps, [`Piece`]) for the sinks that read bodies.
 
 mod chunk;
 mod head;
+#[cfg(test)]
+mod tap_tests;
 
 use std::mem;
 
@@ -22,6 +25,7 @@ use self::{
     head::{HeadAcc, HeadStep},
 };
 use super::{
+    genai::Piece,
     parse::{
         check_start, check_start_strict, find_head_end, leading_newlines, parse_request,
         parse_response, Kind, ReqHead, RespHead, Start, MAX_HEAD,
@@ -78,6 +82,14 @@ pub(crate) trait Sink {
     fn head(&mut self, head: Head, info: HeadInfo) -> Option<Framing>;
     /// Body bytes of the current message, in a segment at `ts`.
     fn body(&mut self, bytes: u64, ts: u64);
+    /// The current message's payload (its body without the transfer
+    /// coding), as far as it was captured; reported before the
+    /// [`Sink::body`] call that counts its bytes. Sinks that do not read
+    /// bodies ignore it: nothing is copied for them.
+    fn payload(&mut self, _piece: Piece<'_>, _ts: u64) {}
+    /// The current message's body was cut short by the connection's end (the
+    /// [`Sink::end`] that follows is not its real end).
+    fn cut(&mut self) {}
     /// The current message is complete (or cut short by the close).
     fn end(&mut self);
     fn anomaly(&mut self, a: Anomaly);
@@ -365,11 +377,11 @@ impl Stream {
                     None => report_skip(LostWhy::NonHttp, acc.total, sink),
                 }
             }
-            State::Length(_)
-            | State::Chunked(_)
-            | State::Close
-            | State::BodyLost
-            | State::ChunkLost(_) => sink.end(),
+            State::Length(_) | State::Chunked(_) | State::BodyLost | State::ChunkLost(_) => {
+                sink.cut();
+                sink.end();
+            }
+            State::Close => sink.end(),
             State::Lost { why, skipped } => report_skip(why, skipped, sink),
             State::Idle | State::Opaque => {}
         }
@@ -451,6 +463,7 @@ impl Stream {
                     let n = (*left).min(b.len() as u64);
                     *left -= n;
                     let done = *left == 0;
+                    sink.payload(Piece::Known(&b[..n as usize]), ts);
                     sink.body(n, ts);
                     b = &b[n as usize..];
                     if done {
@@ -459,7 +472,8 @@ impl Stream {
                     }
                 }
                 State::Chunked(chunk) => {
-                    let (used, step) = chunk.known(b);
+                    let (used, step) =
+                        chunk.known_data(b, &mut |d| sink.payload(Piece::Known(d), ts));
                     if used > 0 {
                         sink.body(used as u64, ts);
                     }
@@ -473,12 +487,20 @@ impl Stream {
                         ChunkStep::Bad => self.body_lost(ts, sink),
                     }
                 }
-                State::Close | State::BodyLost => {
+                State::Close => {
+                    sink.payload(Piece::Known(b), ts);
+                    sink.body(b.len() as u64, ts);
+                    break;
+                }
+                // where the payload is in these bytes is not known
+                State::BodyLost => {
+                    sink.payload(Piece::Gap(b.len() as u64), ts);
                     sink.body(b.len() as u64, ts);
                     break;
                 }
                 State::ChunkLost(recent) => {
                     recent.known(b);
+                    sink.payload(Piece::Gap(b.len() as u64), ts);
                     sink.body(b.len() as u64, ts);
                     break;
                 }
@@ -516,6 +538,7 @@ impl Stream {
                 let t = (*left).min(n);
                 *left -= t;
                 let done = *left == 0;
+                sink.payload(Piece::Gap(t), ts);
                 sink.body(t, ts);
                 if done {
                     sink.end();
@@ -528,6 +551,7 @@ impl Stream {
             State::Chunked(chunk) => {
                 let t = chunk.gap(n);
                 if t > 0 {
+                    sink.payload(Piece::Gap(t), ts);
                     sink.body(t, ts);
                 }
                 if t < n {
@@ -535,12 +559,17 @@ impl Stream {
                     // last chunk, which ends a later transfer
                     sink.lost(ts);
                     self.state = State::ChunkLost(Recent::default());
+                    sink.payload(Piece::Gap(n - t), ts);
                     sink.body(n - t, ts);
                 }
             }
-            State::Close | State::BodyLost => sink.body(n, ts),
+            State::Close | State::BodyLost => {
+                sink.payload(Piece::Gap(n), ts);
+                sink.body(n, ts);
+            }
             State::ChunkLost(recent) => {
                 recent.gap();
+                sink.payload(Piece::Gap(n), ts);
                 sink.body(n, ts);
             }
             State::Lost { skipped, .. } => *skipped = skipped.saturating_add(n),

@@ -4,7 +4,28 @@
 //! completions never leave this module.
 //!
 //! This file is the interface the agent's metrics, spans and request log use;
-//! the scanners that fill it live beside it.
+//! the scanners that fill it live beside it: `scan` (one call, fed by the
+//! HTTP/1 streams' body tap), `request` (the request body), `response` (the
+//! response head and a JSON body), `sse` and `ndjson` (streams), `events`
+//! (what each API's events say), `usage` (usage objects), `json` (JSON read
+//! incrementally and with bounded memory), `buf` (bounded copies).
+//!
+//! HTTP/2 exchanges are not read (their `genai` is `None`).
+
+mod buf;
+mod events;
+mod json;
+mod ndjson;
+mod request;
+mod response;
+mod scan;
+mod sse;
+mod usage;
+
+pub(crate) use self::{
+    response::{encoded, Media},
+    scan::{GenAiScan, Piece},
+};
 
 /// Which API a call used, from its request path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,7 +159,8 @@ pub struct GenAiCall {
     pub usage: Result<GenAiUsage, UsageUnavailable>,
     /// Streams: the time of the transfer that carried the first event with
     /// content (an OpenAI delta with text, an Anthropic
-    /// `content_block_delta`, an Ollama line with text).
+    /// `content_block_delta`, an Ollama line with text); for an event split
+    /// across transfers, the one that completed it.
     pub first_token_ns: Option<u64>,
 }
 
@@ -184,3 +206,10 @@ mod tests {
         assert!(!GenAiApi::OpenAiEmbeddings.generates());
     }
 }
+
+#[cfg(test)]
+mod conn_tests;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod fuzz;

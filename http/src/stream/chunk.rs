@@ -60,10 +60,20 @@ impl Chunk {
     /// Consumes known bytes; returns how many and whether the body ended
     /// (the bytes after it are not consumed) or the framing is broken.
     pub(super) fn known(&mut self, b: &[u8]) -> (usize, ChunkStep) {
+        self.known_data(b, &mut |_| {})
+    }
+
+    /// [`Chunk::known`], handing the chunk data (the payload) to `data`.
+    pub(super) fn known_data(
+        &mut self,
+        b: &[u8],
+        data: &mut impl FnMut(&[u8]),
+    ) -> (usize, ChunkStep) {
         let mut i = 0;
         while i < b.len() {
             if let Chunk::Data(left) = self {
                 let t = (*left).min((b.len() - i) as u64);
+                data(&b[i..i + t as usize]);
                 *left -= t;
                 i += t as usize;
                 if *left == 0 {
