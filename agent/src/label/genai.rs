@@ -11,7 +11,8 @@
 //! Model names come from traffic: each provider keeps at most `max_models`
 //! distinct names as labels; later ones are labelled [`OTHER`] and reported
 //! as overflow, as routes are (routes.rs). Memory is bounded by the
-//! providers (configured ones plus the three defaults) times that cap.
+//! providers (configured ones plus the three defaults) times that cap times
+//! [`MAX_MODEL_BYTES`].
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -25,6 +26,9 @@ use crate::{
 
 /// The model label of a call whose model was seen nowhere.
 pub const UNKNOWN_MODEL: &str = "unknown";
+/// Longer model names are cut (at a character boundary) before they become
+/// labels: the traffic chooses them.
+pub const MAX_MODEL_BYTES: usize = 256;
 
 #[derive(Debug)]
 struct Entry {
@@ -151,6 +155,7 @@ impl ModelCap {
                 overflow: false,
             };
         };
+        let model = &model[..model.floor_char_boundary(MAX_MODEL_BYTES)];
         if !self.seen.contains_key(provider) {
             self.seen.insert(provider.into(), FxHashSet::default());
         }
@@ -271,5 +276,9 @@ name = "openai"
         assert_eq!(label(&mut cap, "openai", None), ("unknown".into(), false));
         // Another provider has its own cap.
         assert_eq!(label(&mut cap, "ollama", Some("c")), ("c".into(), false));
+        // Names are cut at a character boundary.
+        let long = format!("{}é{}", "m".repeat(MAX_MODEL_BYTES - 1), "x".repeat(50));
+        let cut = label(&mut cap, "ollama", Some(&long)).0;
+        assert_eq!(cut, "m".repeat(MAX_MODEL_BYTES - 1));
     }
 }
