@@ -330,3 +330,33 @@ fn errors_models_and_overflow() {
         ],
     );
 }
+
+/// As a sink: upstream records move the families; a client's request to
+/// the gateway (downstream) is not a GenAI call of the gateway's, even with
+/// the same path.
+#[test]
+fn only_upstream_records_are_calls() {
+    use crate::{
+        capture::decode::Role,
+        label::{Labelled, Source},
+        sinks::Sink,
+    };
+    let (registry, mut m) = metrics(&NATIVE.genai, KONG_SPEC_CONFIG, 100);
+    let record = |role| Labelled {
+        role,
+        exchange: exchange(200, 100, call(Some("gpt-3.5-turbo"), usage(1, 2))),
+        tgid: 1,
+        remote: addr("127.0.0.1:9000"),
+        listener: None,
+        upstream: None,
+        attempts: Vec::new(),
+        name: None,
+        source: Source::Service,
+    };
+    m.exchange(&record(Role::Downstream));
+    assert!(!render(&registry).contains("gen_ai_client_operation_duration_seconds_count{"));
+    m.exchange(&record(Role::Upstream));
+    assert!(render(&registry).contains(
+        "gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-3.5-turbo\",gen_ai_response_model=\"gpt-3.5-turbo-0125\"} 1"
+    ));
+}
