@@ -78,6 +78,16 @@ pub struct Args {
     )]
     pub max_routes_per_service: usize,
 
+    /// Distinct model names kept per GenAI provider as metric labels; calls
+    /// with more are counted under model "other".
+    #[arg(
+        long,
+        env = "GATESCOPE_MAX_GENAI_MODELS_PER_PROVIDER",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub max_genai_models_per_provider: usize,
+
     /// Requests by status code per service and route.
     #[arg(long, env = "GATESCOPE_STATUS_CODE_METRICS", value_name = "BOOL", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub status_code_metrics: bool,
@@ -333,6 +343,7 @@ mod tests {
         assert!(a.status_code_metrics && a.latency_metrics && a.bandwidth_metrics);
         assert!(a.upstream_health_metrics);
         assert_eq!(a.max_routes_per_service, 100);
+        assert_eq!(a.max_genai_models_per_provider, 100);
         assert_eq!(a.config, None);
         let a = Args::try_parse_from([
             "gatescope",
@@ -341,11 +352,13 @@ mod tests {
             "--bandwidth-metrics",
             "no",
             "--max-routes-per-service=5",
+            "--max-genai-models-per-provider=7",
             "--config=/etc/g.toml",
         ])
         .unwrap();
         assert!(!a.latency_metrics && !a.bandwidth_metrics && a.status_code_metrics);
         assert_eq!(a.max_routes_per_service, 5);
+        assert_eq!(a.max_genai_models_per_provider, 7);
         assert_eq!(
             a.config.as_deref(),
             Some(std::path::Path::new("/etc/g.toml"))

@@ -14,6 +14,14 @@
 //!   paths = ["/orders"]              # prefixes; none = every path
 //!   methods = ["GET"]                # optional
 //!   hosts = ["orders.example.com"]   # optional; replaces the service's
+//!
+//! [[genai.provider]]
+//! name = "openai"                    # gen_ai_provider_name
+//! upstream = ["127.0.0.1:9000"]      # optional; and/or hosts
+//! hosts = ["api.openai.com"]         # optional; the upstream request's Host
+//!   [genai.provider.models."gpt-4o"]
+//!   input_per_million = 2.5          # price of 1e6 input tokens
+//!   output_per_million = 10.0
 //! ```
 //!
 //! Unknown keys are errors (a misspelt `path` must not silently match
@@ -21,7 +29,7 @@
 //! line.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     fmt, io,
     net::{SocketAddr, ToSocketAddrs},
     path::{Path, PathBuf},
@@ -29,11 +37,52 @@ use std::{
 
 use serde::{de, Deserialize, Deserializer};
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default, rename = "service")]
     pub services: Vec<Service>,
+    /// GenAI upstreams (issue 13): provider names and prices.
+    #[serde(default)]
+    pub genai: GenAi,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenAi {
+    #[serde(default, rename = "provider")]
+    pub providers: Vec<Provider>,
+}
+
+/// A GenAI provider: which upstreams are it, and its models' prices.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// `gen_ai_provider_name`.
+    pub name: String,
+    /// Upstream addresses, as a service's.
+    #[serde(default, rename = "upstream", deserialize_with = "one_or_many")]
+    pub upstream_specs: Vec<String>,
+    /// Resolved from `upstream_specs` by [`Config::parse`].
+    #[serde(skip)]
+    pub upstreams: Vec<SocketAddr>,
+    /// Host patterns matched against the upstream request's Host header
+    /// (as a service's hosts).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Prices per model name (as the request names it).
+    #[serde(default)]
+    pub models: BTreeMap<String, Price>,
+}
+
+/// What a model costs, per million tokens, in the operator's currency.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    #[serde(default)]
+    pub input_per_million: f64,
+    #[serde(default)]
+    pub output_per_million: f64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -198,6 +247,56 @@ impl Config {
                     method.make_ascii_uppercase();
                 }
                 normalise_hosts(&mut route.hosts, &what)?;
+            }
+        }
+        self.genai.validate()
+    }
+}
+
+impl GenAi {
+    fn validate(&mut self) -> Result<(), Problem> {
+        let mut names = HashSet::new();
+        let mut upstream_owner: Vec<(SocketAddr, String)> = Vec::new();
+        for provider in &mut self.providers {
+            let name = provider.name.clone();
+            if name.trim().is_empty() {
+                return Err("a genai.provider has an empty name".into());
+            }
+            if !names.insert(name.clone()) {
+                return Err(format!("genai.provider {name:?} is defined twice").into());
+            }
+            let what = format!("genai.provider {name:?}");
+            normalise_hosts(&mut provider.hosts, &what)?;
+            for spec in &provider.upstream_specs {
+                for addr in resolve(spec, &what)? {
+                    if let Some((_, other)) = upstream_owner.iter().find(|(a, _)| *a == addr) {
+                        if *other != name {
+                            return Err(format!(
+                                "{what}: upstream {addr} already belongs to genai.provider {other:?}"
+                            )
+                            .into());
+                        }
+                        continue;
+                    }
+                    upstream_owner.push((addr, name.clone()));
+                    provider.upstreams.push(addr);
+                }
+            }
+            for (model, price) in &provider.models {
+                if model.trim().is_empty() {
+                    return Err(format!("{what} has a model with an empty name").into());
+                }
+                for (key, value) in [
+                    ("input_per_million", price.input_per_million),
+                    ("output_per_million", price.output_per_million),
+                ] {
+                    if !value.is_finite() || value < 0.0 {
+                        return Err(format!(
+                            "{what}, model {model:?}: {key} = {value} is not a price (a number, 0 or more)"
+                        )
+                        .into());
+                    }
+                }
             }
         }
         Ok(())
@@ -424,6 +523,91 @@ upstream = ["127.0.0.1:9001", "[::1]:9001"]
             &["service \"b\": upstream 127.0.0.1:1 already belongs to service \"a\""],
         );
         assert_err("[[service]]\nname = \"\"\n", &["empty name"]);
+    }
+
+    const GENAI: &str = r#"
+[[genai.provider]]
+name = "openai"
+upstream = ["127.0.0.1:9000", "[::1]:9000"]
+hosts = ["API.openai.com"]
+  [genai.provider.models."gpt-4o"]
+  input_per_million = 2.5
+  output_per_million = 10
+  [genai.provider.models."text-embedding-3-small"]
+  input_per_million = 0.02
+
+[[genai.provider]]
+name = "local-ollama"
+upstream = "127.0.0.1:11434"
+"#;
+
+    #[test]
+    fn parses_genai_providers() {
+        let c = parse(GENAI).unwrap();
+        assert!(c.services.is_empty());
+        let [openai, ollama] = &c.genai.providers[..] else {
+            panic!("{c:?}")
+        };
+        assert_eq!(openai.name, "openai");
+        assert_eq!(
+            openai.upstreams,
+            [
+                "127.0.0.1:9000".parse::<SocketAddr>().unwrap(),
+                "[::1]:9000".parse().unwrap()
+            ]
+        );
+        assert_eq!(openai.hosts, ["api.openai.com"]);
+        assert_eq!(
+            openai.models["gpt-4o"],
+            Price {
+                input_per_million: 2.5,
+                output_per_million: 10.0
+            }
+        );
+        assert_eq!(
+            openai.models["text-embedding-3-small"].output_per_million,
+            0.0
+        );
+        assert_eq!(ollama.upstreams, ["127.0.0.1:11434".parse().unwrap()]);
+        assert!(ollama.models.is_empty());
+    }
+
+    #[test]
+    fn genai_errors_name_the_problem() {
+        assert_err(
+            "[[genai.provider]]\nname = \"p\"\nupstreams = [\"1.2.3.4:5\"]\n",
+            &["line 3", "unknown field `upstreams`"],
+        );
+        assert_err(
+            "[[genai.provider]]\nname = \"p\"\n[genai.provider.models.\"m\"]\ninput_cost = 1.0\n",
+            &["line 4", "unknown field `input_cost`", "input_per_million"],
+        );
+        assert_err("[genai]\nproviders = []\n", &["unknown field `providers`"]);
+        assert_err(
+            "[[genai.provider]]\nname = \"p\"\n[[genai.provider]]\nname = \"p\"\n",
+            &["genai.provider \"p\" is defined twice"],
+        );
+        assert_err(
+            "[[genai.provider]]\nname = \"a\"\nupstream = \"127.0.0.1:1\"\n[[genai.provider]]\nname = \"b\"\nupstream = \"127.0.0.1:1\"\n",
+            &["genai.provider \"b\": upstream 127.0.0.1:1 already belongs to genai.provider \"a\""],
+        );
+        assert_err(
+            "[[genai.provider]]\nname = \"p\"\nupstream = \"nowhere\"\n",
+            &["genai.provider \"p\": upstream \"nowhere\" is not an address with a port"],
+        );
+        assert_err(
+            "[[genai.provider]]\nname = \"p\"\n[genai.provider.models.\"m\"]\noutput_per_million = -1\n",
+            &["genai.provider \"p\", model \"m\": output_per_million = -1 is not a price"],
+        );
+        assert_err(
+            "[[genai.provider]]\nname = \"p\"\n[genai.provider.models.\"m\"]\ninput_per_million = \"2\"\n",
+            &["line 4", "invalid type"],
+        );
+        assert_err("[[genai.provider]]\nname = \" \"\n", &["empty name"]);
+        assert_err(
+            "[[genai.provider]]\nname = \"p\"\nhosts = [\"a b\"]\n",
+            &["genai.provider \"p\": host \"a b\" is not a host name"],
+        );
     }
 
     #[test]

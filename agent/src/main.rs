@@ -83,6 +83,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .as_deref()
         .map(config::Config::load)
         .transpose()?;
+    let genai = Arc::new(label::Providers::from_config(config.as_ref()));
     let router = label::Router::from_config(config, args.max_routes_per_service);
     let max_sockets = args.max_sockets;
     preflight::check_host()?;
@@ -135,9 +136,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The consumers of labelled exchanges (sinks/), in the order they get them.
     let mut sinks = Sinks::default();
     sinks.push(metrics.http(groups));
+    sinks.push(metrics.genai(genai.clone(), args.max_genai_models_per_provider));
     if let Some(path) = &args.request_log {
         sinks.push(
-            RequestLog::create(path)
+            RequestLog::create(path, genai.clone())
                 .with_context(|| format!("cannot open the request log {}", path.display()))?,
         );
     }
@@ -148,6 +150,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             trust: args.trust_traceparent.clone(),
             max_spans_per_trace: args.max_spans_per_trace,
             queue: args.span_queue as usize,
+            genai: genai.clone(),
         },
         metrics.spans.clone(),
     )? {

@@ -71,6 +71,14 @@ upstream = "{up}"
   name = "elsewhere"
   paths = ["/size/7"]
   hosts = ["api.example.com"]
+
+# The same upstream as a GenAI provider: no GenAI path, no GenAI series.
+[[genai.provider]]
+name = "mock-llm"
+upstream = "{up}"
+  [genai.provider.models."gpt-4o"]
+  input_per_million = 2.5
+  output_per_million = 10.0
 "#
         ),
     )?;
@@ -149,5 +157,10 @@ upstream = "{up}"
         format!("want {want:?} and upstream {want_up:?}:\n{s}")
     })?;
     eprintln!("config: {got:?}; upstream {want_up:?}");
+    let text = agent.scrape()?.text;
+    ensure!(
+        !text.contains("gen_ai_") && !text.contains("gatescope_genai_"),
+        "GenAI series without GenAI traffic:\n{text}"
+    );
     Ok(())
 }

@@ -3,6 +3,10 @@
 //! container's environment (what a kubelet would give it, down to the node
 //! name) discovers a real nginx, counts its traffic, and answers the probes
 //! at the path and port the manifest names.
+//!
+//! deploy/prometheus/genai-rules.yml: valid for Prometheus (`promtool check
+//! rules`), its unit tests pass (`promtool test rules`: each alert fires and
+//! does not fire), and every family it names is one the agent exports.
 
 use anyhow::{bail, ensure, Context, Result};
 use gatescope_tests::accuracy::{sum_by_code, HTTP_REQUESTS};
@@ -14,6 +18,69 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use yaml_rust2::{Yaml, YamlLoader};
+
+fn prometheus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
+}
+
+/// `promtool ARGS…` in deploy/prometheus/: its output, or why it failed.
+fn promtool(args: &[&str]) -> Result<String> {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(prometheus_dir())
+        .output()
+        .context("running promtool (`cargo xtask setup` installs Debian's prometheus)")?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "promtool {}:\n{text}", args.join(" "));
+    Ok(text)
+}
+
+#[test]
+fn genai_rules_pass_promtool() -> Result<()> {
+    let text = promtool(&["check", "rules", "genai-rules.yml"])?;
+    ensure!(text.contains("SUCCESS: 4 rules found"), "{text}");
+    let text = promtool(&["test", "rules", "genai-rules.test.yml"])?;
+    ensure!(text.contains("SUCCESS"), "{text}");
+    Ok(())
+}
+
+/// The rules name families the agent exports (its golden native
+/// exposition), so a renamed family cannot leave an alert that never fires.
+#[test]
+fn genai_rules_name_exported_families() -> Result<()> {
+    let rules = std::fs::read_to_string(prometheus_dir().join("genai-rules.yml"))?;
+    let golden = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../agent/src/metrics/golden/native.prom"),
+    )?;
+    // Label names share the families' prefix.
+    const LABELS: [&str; 5] = [
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "gen_ai_request_model",
+        "gen_ai_response_model",
+        "gen_ai_token_type",
+    ];
+    let mut named = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !(word.starts_with("gen_ai_") || word.starts_with("gatescope_"))
+            || LABELS.contains(&word)
+        {
+            continue;
+        }
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| word.strip_suffix(s))
+            .unwrap_or(word);
+        ensure!(
+            golden.contains(&format!("# TYPE {family} ")),
+            "genai-rules.yml names {word}, which the agent does not export"
+        );
+        named += 1;
+    }
+    ensure!(named >= 5, "only {named} families found in the rules");
+    Ok(())
+}
 
 fn manifest_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/gatescope.yaml")

@@ -250,8 +250,9 @@ fn tracefs_not_mountable() -> Result<()> {
     Ok(())
 }
 
-/// A config file that cannot be read, and one with an unknown key: the
-/// message names the file, the line and the problem.
+/// A config file that cannot be read, one with an unknown key, and one with
+/// a negative GenAI price: the message names the file, the line (TOML
+/// errors) and the problem.
 #[test]
 fn config_file_errors() -> Result<()> {
     let target = Sleeper::start()?;
@@ -285,6 +286,25 @@ fn config_file_errors() -> Result<()> {
             "error: config file {}: line 7, column 3: unknown field `path`, expected one of \
              `name`, `paths`, `methods`, `hosts`",
             bad.display()
+        ),
+    )?;
+
+    let price = dir.path().join("price.toml");
+    std::fs::write(
+        &price,
+        "[[genai.provider]]\nname = \"openai\"\n  [genai.provider.models.\"gpt-4o\"]\n  \
+         input_per_million = -2.5\n",
+    )?;
+    let mut a = args(target.pid(), &free_listen()?);
+    a.extend(["--config".into(), price.display().to_string()]);
+    let (st, err) = run_to_exit(&[], &a, EXIT_TIMEOUT)?;
+    check_error_line(
+        st,
+        &err,
+        &format!(
+            "error: config file {}: genai.provider \"openai\", model \"gpt-4o\": \
+             input_per_million = -2.5 is not a price (a number, 0 or more)",
+            price.display()
         ),
     )
 }

@@ -179,3 +179,43 @@ fn kong_scrape_has_only_kongs_own_lints() -> Result<()> {
     );
     Ok(())
 }
+
+/// The agent's golden expositions (agent/src/metrics/golden/), which hold
+/// every family with series, GenAI ones included: native passes cleanly;
+/// Kong mode draws exactly Kong's own names' lints, its AI latency's too.
+#[test]
+fn golden_expositions_pass_promtool() -> Result<()> {
+    let golden =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../agent/src/metrics/golden");
+    let native = std::fs::read_to_string(golden.join("native.prom"))?;
+    ensure!(native.contains("\ngen_ai_client_token_usage_bucket{"));
+    let (code, out) = promtool::check_metrics(&native)?;
+    ensure!(
+        code == 0 && out.trim().is_empty(),
+        "promtool check metrics native.prom: exit {code}, output:\n{out}"
+    );
+    let kong = std::fs::read_to_string(golden.join("kong.prom"))?;
+    ensure!(kong.contains("\nkong_ai_llm_provider_latency_ms_bucket{"));
+    let (code, out) = promtool::check_metrics(&kong)?;
+    let got: BTreeSet<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let want: BTreeSet<&str> = [
+        r#"kong_bandwidth_bytes counter metrics should have "_total" suffix"#,
+        r#"kong_nginx_connections_total non-counter metrics should not have "_total" suffix"#,
+        r#"kong_nginx_requests_total non-counter metrics should not have "_total" suffix"#,
+        "kong_request_latency_ms metric names should not contain abbreviated units",
+        "kong_upstream_latency_ms metric names should not contain abbreviated units",
+        "kong_kong_latency_ms metric names should not contain abbreviated units",
+        "kong_ai_llm_provider_latency_ms metric names should not contain abbreviated units",
+    ]
+    .into_iter()
+    .collect();
+    ensure!(
+        code == 3 && got == want,
+        "promtool check metrics kong.prom: exit {code} (want 3), lines {got:#?} (want {want:#?})"
+    );
+    Ok(())
+}

@@ -8,10 +8,12 @@
 //! one of a service's bounded template slots, so exchanges nobody labels by
 //! name do not use them up.
 
+pub mod genai;
 pub mod routes;
 
 use std::net::SocketAddr;
 
+pub use genai::{ModelCap, Providers};
 pub use routes::{Routed, Router};
 
 use self::routes::RouteInput;

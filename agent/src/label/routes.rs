@@ -57,7 +57,7 @@ pub struct Routed {
 
 /// One host pattern, lower case.
 #[derive(Debug)]
-enum HostPattern {
+pub(super) enum HostPattern {
     Exact(Box<str>),
     /// `*.example.com`: stored as `.example.com`.
     Suffix(Box<str>),
@@ -66,7 +66,7 @@ enum HostPattern {
 }
 
 impl HostPattern {
-    fn new(p: &str) -> Self {
+    pub(super) fn new(p: &str) -> Self {
         if let Some(rest) = p.strip_prefix('*') {
             HostPattern::Suffix(rest.into())
         } else if let Some(rest) = p.strip_suffix('*') {
@@ -77,7 +77,7 @@ impl HostPattern {
     }
 
     /// `host` is already stripped of its port; compared without case.
-    fn matches(&self, host: &str) -> bool {
+    pub(super) fn matches(&self, host: &str) -> bool {
         let h = host.as_bytes();
         match self {
             HostPattern::Exact(p) => h.eq_ignore_ascii_case(p.as_bytes()),
@@ -333,7 +333,7 @@ impl Router {
 }
 
 /// `api.example.com:8080` -> `api.example.com`; `[::1]:8080` -> `[::1]`.
-fn strip_port(host: &str) -> &str {
+pub(super) fn strip_port(host: &str) -> &str {
     let host = if host.starts_with('[') {
         match host.find(']') {
             Some(end) => &host[..=end],

@@ -15,7 +15,10 @@ use gatescope_common::{
 };
 
 use super::{render, Identity, MetricGroups, Metrics};
-use crate::http::TraceHeaders;
+use crate::http::{
+    genai::{GenAiApi, GenAiCall, GenAiUsage, UsageUnavailable},
+    TraceHeaders,
+};
 use crate::{
     capture::decode::{Direction, TcpEvent},
     cli::Compat,
@@ -23,7 +26,7 @@ use crate::{
     conntrack::{Fact, Gauges},
     correlate::{Attempt, Completed, Link, UpstreamLeg},
     http::{Anomaly, Exchange, GrpcCall},
-    label::{Labeller, Router},
+    label::{Labeller, Providers, Router},
     sinks::{request_log::RequestLog, Sinks},
 };
 
@@ -47,6 +50,12 @@ hosts = ["admin.example.com"]
   [[service.route]]
   name = "admin-route"
   paths = ["/admin"]
+[[genai.provider]]
+name = "openai"
+upstream = "127.0.0.1:9400"
+  [genai.provider.models."gpt-4o"]
+  input_per_million = 10.0
+  output_per_million = 10.0
 "#;
 
 fn addr(s: &str) -> SocketAddr {
@@ -85,6 +94,7 @@ fn exchanges() -> Vec<(Completed, SocketAddr)> {
     let client = addr("10.0.0.7:40000");
     let peer = addr("127.0.0.1:9000");
     let peer6 = addr("[::1]:9100");
+    let genai_peer = addr("127.0.0.1:9400");
     let leg = |peer, status, first_ms: u64, last_ms: u64| UpstreamLeg {
         peer,
         status,
@@ -133,7 +143,81 @@ fn exchanges() -> Vec<(Completed, SocketAddr)> {
         }));
         e
     };
+    // GenAI calls (upstream exchanges the gateway made): the request's
+    // last byte 1 ms after its first.
+    let genai = |path: &str, status, last_ms, call: GenAiCall| {
+        let mut e = exchange("POST", path, status, last_ms);
+        e.request_last_ns = 1001 * MS;
+        e.host = Some("api.openai.com".into());
+        e.genai = Some(Box::new(call));
+        (
+            Completed::Upstream {
+                exchange: e,
+                peer: genai_peer,
+            },
+            genai_peer,
+        )
+    };
+    let usage = |input, output| {
+        Ok(GenAiUsage {
+            input,
+            output,
+            total: input + output,
+            cached_input: input / 5,
+        })
+    };
+    let chat = |model: Option<&str>, streaming, usage, first_token_ms: Option<u64>| GenAiCall {
+        api: GenAiApi::OpenAiChat,
+        request_model: model.map(str::to_owned),
+        response_model: model.map(|m| format!("{m}-2024-08-06")),
+        streaming,
+        usage,
+        first_token_ns: first_token_ms.map(|ms| (1000 + ms) * MS),
+    };
+    let mut messages = chat(Some("claude-sonnet-4"), true, usage(30, 0), Some(120));
+    messages.api = GenAiApi::AnthropicMessages;
+    messages.usage = Err(UsageUnavailable::Truncated);
     vec![
+        genai(
+            "/v1/chat/completions",
+            200,
+            400,
+            chat(Some("gpt-4o"), false, usage(25, 12), None),
+        ),
+        // Streamed: first token at 31 ms, 100 more tokens in 1 s.
+        genai(
+            "/v1/chat/completions",
+            200,
+            1031,
+            chat(Some("gpt-4o"), true, usage(10, 101), Some(31)),
+        ),
+        // Streamed without include_usage: no tokens, no cost.
+        genai(
+            "/v1/chat/completions",
+            200,
+            90,
+            chat(
+                Some("gpt-4o-mini"),
+                true,
+                Err(UsageUnavailable::Absent),
+                Some(45),
+            ),
+        ),
+        {
+            // Another upstream, named by its API: anthropic.
+            let (mut done, _) = genai("/v1/messages", 200, 800, messages);
+            if let Completed::Upstream { exchange, peer } = &mut done {
+                exchange.host = Some("api.anthropic.com".into());
+                *peer = peer6;
+            }
+            (done, peer6)
+        },
+        genai(
+            "/v1/chat/completions",
+            429,
+            5,
+            chat(None, false, Err(UsageUnavailable::Absent), None),
+        ),
         up(exchange("GET", "/orders/12", 200, 35), peer, 5),
         down(
             exchange("GET", "/orders/12", 200, 40),
@@ -222,6 +306,7 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
     let mut m = Metrics::new(compat, &ID, &["bytes", "http", "close"]);
     let mut sinks = Sinks::default();
     sinks.push(m.http(groups));
+    sinks.push(m.genai(providers(), 2));
     let mut labeller = Labeller::new(router, sinks.needs());
     let peer = addr("127.0.0.1:9000");
     m.set_listeners(&[addr("127.0.0.1:8080"), addr("[::1]:8443")]);
@@ -391,6 +476,11 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
     render(&m.registry())
 }
 
+fn providers() -> std::sync::Arc<Providers> {
+    let config = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
+    std::sync::Arc::new(Providers::from_config(Some(&config)))
+}
+
 fn auto_router() -> Router {
     Router::from_config(None, 3)
 }
@@ -513,7 +603,7 @@ fn golden_request_log() {
     let path = std::env::temp_dir().join(format!("gatescope-golden-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let mut sinks = Sinks::default();
-    sinks.push(RequestLog::create(&path).unwrap());
+    sinks.push(RequestLog::create(&path, providers()).unwrap());
     let mut labeller = Labeller::new(auto_router(), sinks.needs());
     let attempt = |exchange: &Exchange, peer, link| Attempt {
         exchange: exchange.clone(),

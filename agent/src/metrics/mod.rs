@@ -8,6 +8,7 @@
 
 mod downstream;
 mod families;
+mod genai;
 mod grpc;
 mod health;
 mod http;
@@ -26,6 +27,7 @@ use rustc_hash::FxHashMap;
 /// Cached counter handles per family, at most (bounded like the labels).
 const HANDLE_CACHE_MAX: usize = 4096;
 
+pub use genai::GenAiMetrics;
 pub use health::Health;
 pub use http::{HttpMetrics, MetricGroups};
 pub use links::Links;
@@ -141,6 +143,21 @@ impl Metrics {
             &self.schema.http,
             self.downstream.clone(),
             groups,
+        )
+    }
+
+    /// Registers the GenAI families, for their sink (sinks/metrics.rs).
+    /// Call once.
+    pub fn genai(
+        &self,
+        providers: std::sync::Arc<crate::label::Providers>,
+        max_models_per_provider: usize,
+    ) -> GenAiMetrics {
+        GenAiMetrics::new(
+            &self.registry,
+            &self.schema.genai,
+            providers,
+            max_models_per_provider,
         )
     }
 

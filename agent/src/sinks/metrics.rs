@@ -3,14 +3,26 @@
 //! Requests, latencies and bandwidth per service and route, upstream
 //! requests per peer and stub_status's request count, and gRPC calls by
 //! grpc-status; the families are described in metrics/families.rs and kept
-//! in metrics/http.rs and metrics/grpc.rs.
+//! in metrics/http.rs and metrics/grpc.rs. GenAI calls (upstream exchanges
+//! with `Exchange::genai`) move the GenAI families (metrics/genai.rs).
 
 use super::Sink;
 use crate::{
     capture::decode::Role,
     label::{Labelled, Needs},
-    metrics::HttpMetrics,
+    metrics::{GenAiMetrics, HttpMetrics},
 };
+
+impl Sink for GenAiMetrics {
+    fn exchange(&mut self, r: &Labelled) {
+        if r.role != Role::Upstream {
+            return;
+        }
+        if let Some(call) = &r.exchange.genai {
+            self.call(&r.exchange, call, r.remote);
+        }
+    }
+}
 
 impl Sink for HttpMetrics {
     fn needs(&self) -> Needs {

@@ -2,8 +2,9 @@
 //!
 //! `--request-log`: an access log written from the kernel's view. It
 //! carries method, path without query string, status, byte counts and
-//! timings (and a gRPC call's service, method and grpc-status); never header
-//! values, query strings or bodies. Each downstream
+//! timings (and a gRPC call's service, method and grpc-status; a GenAI
+//! call's provider, models, token counts and time to first token); never
+//! header values, query strings, bodies, prompts or completions. Each downstream
 //! line lists the upstream calls linked to it (`attempts`); a call
 //! correlation left unlinked gets a line of its own (`"role":"unlinked"`).
 
@@ -11,6 +12,7 @@ use std::{
     fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
     path::Path,
+    sync::Arc,
 };
 
 use serde::Serialize;
@@ -18,7 +20,15 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::Sink;
-use crate::{capture::decode::Role, correlate::Attempt, label::Labelled};
+use crate::{
+    capture::decode::Role,
+    correlate::Attempt,
+    http::{
+        genai::{GenAiCall, UsageUnavailable},
+        Exchange,
+    },
+    label::{Labelled, Providers},
+};
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -43,6 +53,52 @@ struct Line<'a> {
     /// A gRPC call's service, method and grpc-status (null when none seen).
     #[serde(skip_serializing_if = "Option::is_none")]
     grpc: Option<Grpc<'a>>,
+    /// An upstream GenAI call's names and numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    genai: Option<GenAi<'a>>,
+}
+
+/// Models as the traffic named them (not capped: a log line is not a
+/// series); token fields and `ttft_ms` null when unknown.
+#[derive(Serialize)]
+struct GenAi<'a> {
+    operation: &'static str,
+    provider: &'a str,
+    request_model: Option<&'a str>,
+    response_model: Option<&'a str>,
+    streaming: bool,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+    cached_input_tokens: Option<u64>,
+    /// Why usage is unknown (`gatescope_genai_usage_unavailable_total`'s
+    /// reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_unavailable: Option<&'static str>,
+    /// The request's last byte to the first content event (streams).
+    ttft_ms: Option<f64>,
+}
+
+impl<'a> GenAi<'a> {
+    fn of(call: &'a GenAiCall, ex: &Exchange, provider: &'a str) -> Self {
+        let usage = call.usage.ok();
+        GenAi {
+            operation: call.api.operation(),
+            provider,
+            request_model: call.request_model.as_deref(),
+            response_model: call.response_model.as_deref(),
+            streaming: call.streaming,
+            input_tokens: usage.map(|u| u.input),
+            output_tokens: usage.map(|u| u.output),
+            total_tokens: usage.map(|u| u.total),
+            cached_input_tokens: usage.map(|u| u.cached_input),
+            usage_unavailable: call.usage.err().map(UsageUnavailable::reason),
+            ttft_ms: call
+                .first_token_ns
+                .filter(|&t| call.streaming && t >= ex.request_last_ns)
+                .map(|t| ms(ex.request_last_ns, t)),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -97,6 +153,8 @@ struct Upstream {
 
 pub struct RequestLog {
     out: BufWriter<File>,
+    /// Names the provider of upstream GenAI calls.
+    genai: Arc<Providers>,
 }
 
 fn ms(first_ns: u64, last_ns: u64) -> f64 {
@@ -104,10 +162,12 @@ fn ms(first_ns: u64, last_ns: u64) -> f64 {
 }
 
 impl RequestLog {
-    pub fn create(path: &Path) -> io::Result<Self> {
+    /// `genai`: the `[[genai.provider]]` sections (label/genai.rs).
+    pub fn create(path: &Path, genai: Arc<Providers>) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(RequestLog {
             out: BufWriter::new(file),
+            genai,
         })
     }
 
@@ -138,6 +198,14 @@ impl RequestLog {
                 method: &g.method,
                 status: g.status,
             }),
+            genai: e
+                .genai
+                .as_deref()
+                .filter(|_| r.role == Role::Upstream)
+                .map(|call| {
+                    let provider = self.genai.provider(r.remote, e.host.as_deref(), call.api);
+                    GenAi::of(call, e, provider.name)
+                }),
         };
         serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")

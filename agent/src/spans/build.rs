@@ -26,7 +26,7 @@
 //!     span. Without a believed caller, the SERVER span takes that header's
 //!     trace id too, so the request's spans stay in one trace.
 
-use std::{borrow::Cow, net::SocketAddr};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
 use opentelemetry::{
     trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState},
@@ -40,7 +40,12 @@ use super::{
     context::{parse_traceparent, parse_tracestate, Parent, Trust},
     sampler::Sampler,
 };
-use crate::{capture::decode::Role, correlate::Attempt, http::Exchange, label::Labelled};
+use crate::{
+    capture::decode::Role,
+    correlate::Attempt,
+    http::Exchange,
+    label::{Labelled, Providers},
+};
 
 /// What became of a request's (or an unlinked call's) spans.
 #[derive(Debug)]
@@ -64,6 +69,8 @@ pub struct Builder {
     pub clock: WallClock,
     ids: RandomIdGenerator,
     scope: InstrumentationScope,
+    /// Names the provider of GenAI calls (label/genai.rs).
+    genai: Arc<Providers>,
 }
 
 /// Methods the semantic conventions know; others are `_OTHER`.
@@ -99,7 +106,15 @@ impl Builder {
             scope: InstrumentationScope::builder("gatescope")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
+            genai: Arc::default(),
         }
+    }
+
+    /// Names GenAI calls' providers from `providers` (none: by API shape).
+    #[must_use]
+    pub fn with_genai(mut self, providers: Arc<Providers>) -> Self {
+        self.genai = providers;
+        self
     }
 
     #[expect(
@@ -316,10 +331,16 @@ impl Builder {
         if let Some(e) = error {
             attrs.push(KeyValue::new("error.type", e));
         }
+        let genai_name = ex.genai.as_deref().and_then(|call| {
+            let provider = self.genai.provider(a.peer, ex.host.as_deref(), call.api);
+            genai::attributes(call, provider.name, &mut attrs);
+            genai::name(call)
+        });
         let name = ex
             .grpc
             .as_deref()
             .and_then(rpc::name)
+            .or(genai_name)
             .unwrap_or_else(|| name_method(m).to_owned());
         self.span(ctx, parent, SpanKind::Client, name, ex, attrs, status)
     }
@@ -390,6 +411,7 @@ fn server_address(
     }
 }
 
+mod genai;
 mod rpc;
 #[cfg(test)]
 mod tests;

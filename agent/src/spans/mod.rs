@@ -116,6 +116,8 @@ pub struct Settings {
     pub trust: context::Trust,
     pub max_spans_per_trace: u32,
     pub queue: usize,
+    /// The `[[genai.provider]]` sections, for GenAI calls' `gen_ai.*`.
+    pub genai: Arc<crate::label::Providers>,
 }
 
 /// The window of `--max-spans-per-trace`.
@@ -165,6 +167,7 @@ pub fn start(
         sampler,
         cap::TraceCap::new(settings.max_spans_per_trace, TRACE_CAP_WINDOW_NS),
         clock::WallClock::new(),
-    );
+    )
+    .with_genai(settings.genai);
     Ok(Some((SpanSink::new(builder, queue, metrics), shutdown)))
 }

@@ -427,3 +427,76 @@ fn grpc_calls_carry_rpc_attributes_and_their_status_rules() {
     assert_eq!(attr(&s[0], "rpc.grpc.status_code"), None);
     assert_eq!(attr(&s[0], "rpc.system"), Some(&"grpc".into()));
 }
+
+#[test]
+fn genai_calls_carry_gen_ai_attributes_on_the_client_span() {
+    use crate::http::genai::{GenAiApi, GenAiCall, GenAiUsage, UsageUnavailable};
+    let config = crate::config::Config::parse(
+        "[[genai.provider]]\nname = \"azure\"\nupstream = \"127.0.0.1:9000\"\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let mut b = builder(Trust::All).with_genai(Arc::new(Providers::from_config(Some(&config))));
+    let call = GenAiCall {
+        api: GenAiApi::OpenAiChat,
+        request_model: Some("gpt-4o".into()),
+        response_model: Some("gpt-4o-2024-08-06".into()),
+        streaming: true,
+        usage: Ok(GenAiUsage {
+            input: 25,
+            output: 12,
+            total: 37,
+            cached_input: 0,
+        }),
+        first_token_ns: Some(1015 * MS),
+    };
+    let mut up = attempt(200, 1010, 1020, None);
+    up.exchange.method = "POST".into();
+    up.exchange.path = "/v1/chat/completions".into();
+    up.exchange.genai = Some(Box::new(call.clone()));
+    let s = spans(b.request(&request(200, vec![up.clone()], None), 0, false));
+    let client = &s[1];
+    assert_eq!(client.span_kind, SpanKind::Client);
+    assert_eq!(client.name, "chat gpt-4o");
+    for (key, value) in [
+        ("gen_ai.operation.name", Value::from("chat")),
+        ("gen_ai.provider.name", "azure".into()),
+        ("gen_ai.request.model", "gpt-4o".into()),
+        ("gen_ai.response.model", "gpt-4o-2024-08-06".into()),
+        ("gen_ai.usage.input_tokens", Value::I64(25)),
+        ("gen_ai.usage.output_tokens", Value::I64(12)),
+        ("http.request.method", "POST".into()),
+    ] {
+        assert_eq!(attr(client, key), Some(&value), "{key}");
+    }
+    // The SERVER span is the client's request to the gateway: no gen_ai.*.
+    assert!(s[0]
+        .attributes
+        .iter()
+        .all(|kv| !kv.key.as_str().starts_with("gen_ai.")));
+
+    // Unknown usage and model, another peer: the API's provider, no tokens,
+    // the HTTP name; an unlinked call too.
+    let mut unknown = call;
+    unknown.api = GenAiApi::AnthropicMessages;
+    unknown.request_model = None;
+    unknown.response_model = None;
+    unknown.usage = Err(UsageUnavailable::Absent);
+    up.exchange.genai = Some(Box::new(unknown));
+    up.peer = addr("10.0.0.9:443");
+    let s = spans(b.unlinked(&up, 0, false));
+    let client = &s[0];
+    assert_eq!(client.name, "POST");
+    assert_eq!(
+        attr(client, "gen_ai.provider.name"),
+        Some(&"anthropic".into())
+    );
+    for key in [
+        "gen_ai.request.model",
+        "gen_ai.response.model",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+    ] {
+        assert_eq!(attr(client, key), None, "{key}");
+    }
+}
