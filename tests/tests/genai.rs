@@ -368,11 +368,14 @@ fn check_request_log(req_log: &Path, record: &[MockCall]) -> Result<()> {
     loop {
         let text = std::fs::read_to_string(req_log).unwrap_or_default();
         let mut got: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
-        for line in text.lines() {
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        for line in complete.lines() {
             let o = Json::parse(line).with_context(|| format!("request log line {line:?}"))?;
-            let Some(g @ Json::Obj(_)) = o.get("genai") else {
+            if o.get("role") != Some(&Json::Str("upstream".into())) {
                 continue;
-            };
+            }
+            // Every upstream call of this scene is a GenAI call.
+            let g = o.get("genai").unwrap_or(&Json::Null);
             let s = |k: &str| match g.get(k) {
                 Some(Json::Str(v)) => v.clone(),
                 _ => String::new(),
@@ -642,5 +645,6 @@ fn genai_through_litellm_is_exact() -> Result<()> {
         "the clients read {read} tokens, the mock sent {sent}"
     );
     agent.wait_all(&native_expectations(&record), SETTLE)?;
+    check_request_log(&req_log, &record)?;
     check_privacy(&agent, &req_log)
 }
