@@ -12,6 +12,7 @@ pub mod bpftool;
 pub mod caddy;
 pub mod client;
 pub mod expect;
+pub mod genai;
 pub mod grpc;
 pub mod h2;
 pub mod haproxy;

@@ -2,6 +2,7 @@
 //! Each step checks first and prints one line: `setup: <what> ... <result>`.
 
 use std::{
+    fmt::Write as _,
     fs,
     io::Write as _,
     path::{Path, PathBuf},
@@ -58,6 +59,29 @@ const ROTEL: &str = "0.0.1a15";
 const H2: &str = "4.4.1";
 /// gRPC server and client of tests/tests/grpc.rs, and protoc for its service.
 const GRPCIO: &str = "1.85.1";
+/// The GenAI scene of tests/tests/genai.rs: the mock provider's server
+/// (tests/src/genai_mock.py), the official SDKs as clients
+/// (tests/src/genai_client.py) and LiteLLM's proxy as a gateway.
+const AIOHTTP: &str = "3.14.5";
+const OPENAI: &str = "3.57.0";
+const ANTHROPIC: &str = "2.16.0";
+/// The newest litellm whose `[proxy]` extra resolves on PyPI today (1.108.10
+/// and later need litellm-enterprise/litellm-proxy releases PyPI lacks);
+/// about 90 packages, 2 minutes on a fresh machine.
+const LITELLM: &str = "1.108.5";
+/// Every PyPI pin, passed as constraints to each install so that one
+/// package's dependencies cannot move another's pin.
+const PIP_PINS: &[(&str, &str)] = &[
+    ("kubernetes-validate", KUBERNETES_VALIDATE),
+    ("rotel", ROTEL),
+    ("h2", H2),
+    ("grpcio", GRPCIO),
+    ("grpcio-tools", GRPCIO),
+    ("aiohttp", AIOHTTP),
+    ("openai", OPENAI),
+    ("anthropic", ANTHROPIC),
+    ("litellm", LITELLM),
+];
 
 pub fn setup() -> Result<()> {
     step("nightly toolchain with rust-src", nightly_rust_src)?;
@@ -85,6 +109,19 @@ pub fn setup() -> Result<()> {
     step(&format!("grpcio-tools {GRPCIO} (PyPI)"), || {
         pip_install("grpcio-tools", GRPCIO)
     })?;
+    step(&format!("aiohttp {AIOHTTP} (PyPI, GenAI mock)"), || {
+        pip_install("aiohttp", AIOHTTP)
+    })?;
+    step(&format!("openai {OPENAI} (PyPI, SDK)"), || {
+        pip_install("openai", OPENAI)
+    })?;
+    step(&format!("anthropic {ANTHROPIC} (PyPI, SDK)"), || {
+        pip_install("anthropic", ANTHROPIC)
+    })?;
+    step(
+        &format!("litellm[proxy] {LITELLM} (PyPI, AI gateway)"),
+        || pip_install_spec("litellm", &format!("litellm[proxy]=={LITELLM}"), LITELLM),
+    )?;
     Ok(())
 }
 
@@ -104,21 +141,37 @@ fn pip_version(name: &str) -> Option<String> {
 
 /// Installs `name==version` from PyPI unless that version is installed.
 fn pip_install(name: &str, version: &str) -> Result<String> {
+    pip_install_spec(name, &format!("{name}=={version}"), version)
+}
+
+/// Installs the requirement `spec` (e.g. with extras) unless `name` is
+/// installed at `version`, under the constraints of [`PIP_PINS`].
+fn pip_install_spec(name: &str, spec: &str, version: &str) -> Result<String> {
     if pip_version(name).as_deref() == Some(version) {
         return Ok("ok (already installed)".into());
     }
     let start = Instant::now();
     let log = log_path(&format!("pip-{name}"));
+    let constraints = log_path("pip-constraints").with_extension("txt");
+    let mut pins = String::new();
+    for (n, v) in PIP_PINS {
+        let _ = writeln!(pins, "{n}=={v}");
+    }
+    fs::create_dir_all(constraints.parent().context("log dir")?)?;
+    fs::write(&constraints, pins).with_context(|| format!("writing {}", constraints.display()))?;
     waiting(&format!("installing with pip (logs in {})", log.display()));
     run_logged(
-        Command::new("python3").args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("{name}=={version}"),
-        ]),
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-c",
+            ])
+            .arg(&constraints)
+            .arg(spec),
         &log,
     )
     .context("pip install failed: check network access to PyPI (pypi.org)")?;
