@@ -14,6 +14,7 @@ use std::{
 use anyhow::{ensure, Context as _, Result};
 
 use gatescope_tests::{
+    genai::{run_clients, CallSpec, Mock},
     grpc::GrpcApp,
     otlp::{self, Receiver, Rotel, KIND_CLIENT, KIND_SERVER},
     prom::Scrape,
@@ -69,6 +70,12 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
     let nginx_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let tls_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let grpc_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let mock = Mock::start(&["openai"]).context("starting the demo's mock model provider")?;
+    let genai_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    println!(
+        "demo: mock model provider (OpenAI's API) on 127.0.0.1:{}",
+        mock.port("openai")
+    );
     stack::self_signed(dir, "demo")?;
     let (mut nginx, took) = stack::start_nginx(
         "nginx",
@@ -80,6 +87,8 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
             ("tls_port", tls_addr.port().to_string()),
             ("grpc_port", grpc_addr.port().to_string()),
             ("grpc_upstream_port", grpc_server.port().to_string()),
+            ("genai_port", genai_addr.port().to_string()),
+            ("genai_upstream_port", mock.port("openai").to_string()),
         ],
     )?;
     println!(
@@ -111,7 +120,19 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         .as_ref()
         .map_or_else(|| receiver.traces_url(), Rotel::traces_url);
     let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let mut extra: Vec<&str> = vec!["--otlp-endpoint", &endpoint];
+    // Prices for the mock's model, so that cost is shown too.
+    let config = dir.join("gatescope.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[genai.provider]]\nname = \"openai\"\nupstream = [\"127.0.0.1:{}\"]\n\
+             [genai.provider.models.\"{GENAI_MODEL}\"]\n\
+             input_per_million = {GENAI_INPUT_PRICE}\noutput_per_million = {GENAI_OUTPUT_PRICE}\n",
+            mock.port("openai")
+        ),
+    )?;
+    let config_arg = config.display().to_string();
+    let mut extra: Vec<&str> = vec!["--otlp-endpoint", &endpoint, "--config", &config_arg];
     if args.compat == Compat::Kong {
         extra.extend(["--metrics-compat", "kong"]);
     }
@@ -161,6 +182,7 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
     }
     https(tls_addr, metrics_addr)?;
     grpc(&grpc_app, grpc_addr, metrics_addr, args.compat)?;
+    genai(genai_addr, metrics_addr, args.compat)?;
     println!("demo: metrics at http://{metrics_addr}/metrics");
     print_spans(&receiver);
 
@@ -300,6 +322,90 @@ fn grpc(app: &GrpcApp, addr: SocketAddr, metrics_addr: SocketAddr, compat: Compa
     Ok(())
 }
 
+const GENAI_MODEL: &str = "gpt-4o";
+/// Dollars per million tokens, in and out (the config written above).
+const GENAI_INPUT_PRICE: f64 = 2.5;
+const GENAI_OUTPUT_PRICE: f64 = 10.0;
+
+/// A non-streamed and a streamed chat completion (with `include_usage`)
+/// from the openai SDK through nginx to the mock provider; then gatescope's
+/// tokens and cost, against the usage the SDK itself read.
+fn genai(addr: SocketAddr, metrics_addr: SocketAddr, compat: Compat) -> Result<()> {
+    let base = format!("http://{addr}");
+    let calls = [
+        CallSpec::new("openai_chat", &base, GENAI_MODEL).max_tokens(20),
+        CallSpec::new("openai_chat", &base, GENAI_MODEL)
+            .max_tokens(30)
+            .stream(true),
+    ];
+    let report = run_clients(&calls).context("the demo's openai SDK client")?;
+    let own = report
+        .models
+        .values()
+        .fold((0, 0), |(i, o), m| (i + m.input, o + m.output));
+    println!(
+        "demo: GenAI: the openai SDK made {} chat completions of {GENAI_MODEL} through nginx on \
+         {addr} (one streamed): its usage says {} input and {} output tokens",
+        report.calls, own.0, own.1
+    );
+    let scrape = stack::settled_scrape(metrics_addr)?;
+    let samples = Scrape::parse(&scrape)
+        .with_context(|| format!("reading gatescope's metrics:\n{scrape}"))?
+        .samples;
+    let sum = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && label.is_none_or(|(k, v)| s.labels.get(k).map(String::as_str) == Some(v))
+            })
+            .map(|s| s.value)
+            .sum()
+    };
+    let (input, output, cost) = if compat == Compat::Kong {
+        (
+            sum(
+                "kong_ai_llm_tokens_total",
+                Some(("token_type", "prompt_tokens")),
+            ),
+            sum(
+                "kong_ai_llm_tokens_total",
+                Some(("token_type", "completion_tokens")),
+            ),
+            sum("kong_ai_llm_cost_total", None),
+        )
+    } else {
+        (
+            sum(
+                "gen_ai_client_token_usage_sum",
+                Some(("gen_ai_token_type", "input")),
+            ),
+            sum(
+                "gen_ai_client_token_usage_sum",
+                Some(("gen_ai_token_type", "output")),
+            ),
+            sum("gatescope_genai_cost_total", None),
+        )
+    };
+    let ttft = sum("gen_ai_server_time_to_first_token_seconds_count", None);
+    println!(
+        "demo: GenAI: gatescope read {input} input and {output} output tokens, cost ${cost:.6} \
+         at ${GENAI_INPUT_PRICE}/${GENAI_OUTPUT_PRICE} per million, and {ttft} time(s) to first \
+         token"
+    );
+    let want_cost = (own.0 as f64 * GENAI_INPUT_PRICE + own.1 as f64 * GENAI_OUTPUT_PRICE) / 1e6;
+    ensure!(
+        (input, output) == (own.0 as f64, own.1 as f64)
+            && (cost - want_cost).abs() <= 1e-9 * want_cost
+            && ttft == 1.0,
+        "gatescope read {input}/{output} tokens, cost {cost}, {ttft} first-token times; the SDK \
+         {}/{} tokens, cost {want_cost}, 1 stream",
+        own.0,
+        own.1
+    );
+    Ok(())
+}
+
 /// Waits until the receiver's span count holds still for a second, then
 /// prints the counts and the trace with the most spans as a tree.
 fn print_spans(receiver: &Receiver) {
@@ -349,11 +455,15 @@ mod tests {
                 ("tls_port", "8443".into()),
                 ("grpc_port", "8444".into()),
                 ("grpc_upstream_port", "9001".into()),
+                ("genai_port", "8445".into()),
+                ("genai_upstream_port", "9002".into()),
             ],
         )
         .unwrap();
         assert!(text.contains("listen 127.0.0.1:8444 http2;"));
         assert!(text.contains("server 127.0.0.1:9001;"));
+        assert!(text.contains("listen 127.0.0.1:8445;"));
+        assert!(text.contains("proxy_pass http://127.0.0.1:9002;"));
         assert!(text.contains("listen 127.0.0.1:8080;"));
         assert!(text.contains("listen 127.0.0.1:8443 ssl http2;"));
         assert!(text.contains("ssl_certificate /tmp/d/demo.crt;"));

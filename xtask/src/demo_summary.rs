@@ -594,8 +594,8 @@ fn health(t: &mut Table, s: &[Sample]) {
         "gatescope_listen_sockets",
         "gatescope_listen_sockets",
         value(s, "gatescope_listen_sockets", &[]),
-        Some(3),
-        "the demo's listeners (HTTP, HTTPS and gRPC over h2c)",
+        Some(4),
+        "the demo's listeners (HTTP, HTTPS, gRPC over h2c, GenAI)",
     );
     let received = label_values(s, "gatescope_events_received_total", "kind")
         .into_iter()

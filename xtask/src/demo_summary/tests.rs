@@ -68,7 +68,7 @@ fn scrape(extra: &str) -> Vec<Sample> {
          gatescope_events_lost_total{{reason=\"sockets_map_full\"}} 0\n\
          gatescope_http_anomalies_total{{kind=\"desync\"}} 0\n\
          gatescope_target_processes 3\n\
-         gatescope_listen_sockets 3\n\
+         gatescope_listen_sockets 4\n\
          {extra}"
     );
     gatescope_tests::prom::Scrape::parse(&text).unwrap().samples
