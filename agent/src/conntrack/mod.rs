@@ -14,10 +14,9 @@
 //! response is read after its reset. Those bytes are the closed connection's:
 //! they neither reopen it nor go untracked, so the last [`CLOSED_KEEP`]
 //! closed connections are remembered. When the kernel reports bytes still
-//! queued at the close, or an upstream reset it, the connection is late: its
-//! parsing goes on with the gateway's next transfers, outside the phase
-//! counts, until a failed read, [`LATE_IDLE`] without reads, or its address
-//! opening again.
+//! queued at the close, the connection is late: its parsing
+//! goes on with the gateway's next reads, outside the phase counts, until
+//! [`LATE_IDLE`] without reads or until its address opens again.
 
 #[cfg(test)]
 mod accept_tests;
@@ -241,7 +240,6 @@ impl ConnTable {
                 let close = Close {
                     ts_ns,
                     queued: queued > 0,
-                    by_target,
                 };
                 self.change_state(sk, new, endpoints.local, close, now, out);
             }
@@ -284,12 +282,7 @@ impl ConnTable {
             // A failed read is the gateway's I/O on the connection (it had
             // accepted it); otherwise its state records say enough, and the
             // read matters to correlation only.
-            // It also ends a late connection: the kernel returns queued
-            // bytes before the error, so nothing more will be read.
-            Observation::ReadFailed { sk, .. } => {
-                self.touched(sk, out);
-                self.end_late(sk, out);
-            }
+            Observation::ReadFailed { sk, .. } => self.touched(sk, out),
             Observation::Tcp { sk, event } => {
                 if let Some(conn) = self.conns.get(&sk).filter(|c| c.is_open()) {
                     out.facts.push(tcp_fact(conn.role, &conn.endpoints, event));
@@ -416,14 +409,7 @@ impl ConnTable {
         if closed || is_gateway_close(new) {
             conn.end_handshake(false, out);
         }
-        // An upstream's reset is late even with nothing queued: the
-        // record of the gateway's request write can come after it. The send
-        // tracepoint fires when the send returns, and on loopback the peer
-        // can read the request and reset (its softirq emitting the close
-        // first) before that; seen once in 180 resets under CI load.
-        let reset = closed && !close.by_target;
-        let late = close.queued || (reset && conn.role == Role::Upstream);
-        if closed && late && conn.protocol.is_parsing() {
+        if closed && close.queued && conn.protocol.is_parsing() {
             // A reset with bytes still queued: the gateway reads them next.
             conn.lifecycle = Lifecycle::Late {
                 last_ns: close.ts_ns,
@@ -646,8 +632,6 @@ struct Close {
     ts_ns: u64,
     /// At TCP_CLOSE: bytes were still queued for the gateway to read.
     queued: bool,
-    /// A gateway process made the transition (its close() or shutdown()).
-    by_target: bool,
 }
 
 /// Adds (or takes away) what `conn` contributes to the gauges and phase
