@@ -200,29 +200,15 @@ impl Config {
         let mut upstream_owner: Vec<(SocketAddr, String)> = Vec::new();
         for service in &mut self.services {
             let name = service.name.clone();
-            if name.trim().is_empty() {
-                return Err("a service has an empty name".into());
-            }
-            if !names.insert(name.clone()) {
-                return Err(format!("service {name:?} is defined twice").into());
-            }
-            let what = format!("service {name:?}");
+            let what = named("service", &name, &mut names)?;
             normalise_hosts(&mut service.hosts, &what)?;
-            for spec in &service.upstream_specs {
-                for addr in resolve(spec, &what)? {
-                    if let Some((_, other)) = upstream_owner.iter().find(|(a, _)| *a == addr) {
-                        if *other != name {
-                            return Err(format!(
-                                "{what}: upstream {addr} already belongs to service {other:?}"
-                            )
-                            .into());
-                        }
-                        continue;
-                    }
-                    upstream_owner.push((addr, name.clone()));
-                    service.upstreams.push(addr);
-                }
-            }
+            service.upstreams = claim_upstreams(
+                &what,
+                "service",
+                &name,
+                &service.upstream_specs,
+                &mut upstream_owner,
+            )?;
             let mut route_names = HashSet::new();
             for route in &mut service.routes {
                 if route.name.trim().is_empty() {
@@ -253,35 +239,61 @@ impl Config {
     }
 }
 
+/// Checks a `kind` entry's name (not empty, not seen before) and returns
+/// how errors name it (`service "orders"`).
+fn named(kind: &str, name: &str, names: &mut HashSet<String>) -> Result<String, Problem> {
+    if name.trim().is_empty() {
+        return Err(format!("a {kind} has an empty name").into());
+    }
+    if !names.insert(name.to_owned()) {
+        return Err(format!("{kind} {name:?} is defined twice").into());
+    }
+    Ok(format!("{kind} {name:?}"))
+}
+
+/// Resolves `specs` to the addresses entry `name` (a `kind`) owns; an
+/// address another entry of the same kind already owns is an error.
+fn claim_upstreams(
+    what: &str,
+    kind: &str,
+    name: &str,
+    specs: &[String],
+    owner: &mut Vec<(SocketAddr, String)>,
+) -> Result<Vec<SocketAddr>, Problem> {
+    let mut out = Vec::new();
+    for spec in specs {
+        for addr in resolve(spec, what)? {
+            if let Some((_, other)) = owner.iter().find(|(a, _)| *a == addr) {
+                if other != name {
+                    return Err(format!(
+                        "{what}: upstream {addr} already belongs to {kind} {other:?}"
+                    )
+                    .into());
+                }
+                continue;
+            }
+            owner.push((addr, name.to_owned()));
+            out.push(addr);
+        }
+    }
+    Ok(out)
+}
+
 impl GenAi {
     fn validate(&mut self) -> Result<(), Problem> {
         let mut names = HashSet::new();
         let mut upstream_owner: Vec<(SocketAddr, String)> = Vec::new();
         for provider in &mut self.providers {
             let name = provider.name.clone();
-            if name.trim().is_empty() {
-                return Err("a genai.provider has an empty name".into());
-            }
-            if !names.insert(name.clone()) {
-                return Err(format!("genai.provider {name:?} is defined twice").into());
-            }
-            let what = format!("genai.provider {name:?}");
+            let what = named("genai.provider", &name, &mut names)?;
             normalise_hosts(&mut provider.hosts, &what)?;
-            for spec in &provider.upstream_specs {
-                for addr in resolve(spec, &what)? {
-                    if let Some((_, other)) = upstream_owner.iter().find(|(a, _)| *a == addr) {
-                        if *other != name {
-                            return Err(format!(
-                                "{what}: upstream {addr} already belongs to genai.provider {other:?}"
-                            )
-                            .into());
-                        }
-                        continue;
-                    }
-                    upstream_owner.push((addr, name.clone()));
-                    provider.upstreams.push(addr);
-                }
-            }
+            provider.upstreams = claim_upstreams(
+                &what,
+                "genai.provider",
+                &name,
+                &provider.upstream_specs,
+                &mut upstream_owner,
+            )?;
             for (model, price) in &provider.models {
                 if model.trim().is_empty() {
                     return Err(format!("{what} has a model with an empty name").into());
