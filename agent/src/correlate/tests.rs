@@ -57,6 +57,10 @@ impl Sim {
         self.now += 10;
         self.now
     }
+    /// Nothing happens on the thread for `ns`.
+    pub(super) fn wait(&mut self, ns: u64) {
+        self.now += ns;
+    }
     pub(super) fn on(&mut self, tid: u32, io: impl FnOnce(u64) -> Io) -> u64 {
         let ts = self.tick();
         // Each thread its own process, as nginx's workers.
@@ -265,24 +269,25 @@ fn a_reset_read_after_the_close_chains_the_retry() {
 }
 
 #[test]
-fn a_retry_after_another_clients_read_is_left_unlinked_with_its_request() {
+fn a_retry_after_another_clients_read_is_linked_by_its_answer_alone() {
     let mut s = Sim::default();
     let r = s.read_client(1);
     let w1 = s.write_up(1);
     // Reset; the retry follows another client's read, so its request side
-    // names that client and its response side this one.
+    // names that client and its response side this one: the answer wins (a
+    // timer-driven retry inherits the loop's last read). The first try is
+    // no longer chained to it: unlinked.
     let other = s.read_client(9);
     s.up_done(1, 0, w1, other);
     let w2 = s.write_up(2);
     let a2 = s.read_up(2);
     s.up_done(2, 200, w2, a2);
     let o = s.write_client(1);
-    assert!(s
-        .down_done(1, &exchange("/a", 200, (r, r), (o, o)))
-        .is_empty());
-    let mut left = s.unlinked();
-    left.sort_unstable_by_key(|&(n, _)| n);
-    assert_eq!(left, [(1, Ambiguous), (2, Ambiguous)]);
+    assert_eq!(
+        s.down_done(1, &exchange("/a", 200, (r, r), (o, o))),
+        [(2, w2, Inferred)]
+    );
+    assert_eq!(s.unlinked(), [(1, Ambiguous)]);
 }
 
 #[test]
@@ -391,6 +396,35 @@ fn a_timer_after_a_client_read_is_not_that_request() {
     assert!(s
         .down_done(1, &exchange("/x", 200, (rx, rx), (ox, ox)))
         .is_empty());
+}
+
+#[test]
+fn a_timer_right_after_another_clients_read_is_linked_by_its_answer() {
+    let mut s = Sim::default();
+    // X was read long ago and delayed (limit_req); B is read now, delayed
+    // too, and X's timer fires in the same loop iteration, just after.
+    let rx = s.read_client(1);
+    s.wait(50_000_000);
+    let rb = s.read_client(2);
+    let wx = s.write_up(3);
+    let ax = s.read_up(3);
+    s.up_done(3, 200, wx, ax);
+    let ox = s.write_client(1);
+    assert_eq!(
+        s.down_done(1, &exchange("/x", 200, (rx, rx), (ox, ox))),
+        [(3, wx, Inferred)]
+    );
+    // B's own call, from its own timer, after X's response.
+    s.wait(5_000_000);
+    let wb = s.write_up(4);
+    let ab = s.read_up(4);
+    s.up_done(4, 200, wb, ab);
+    let ob = s.write_client(2);
+    assert_eq!(
+        s.down_done(2, &exchange("/b", 200, (rb, rb), (ob, ob))),
+        [(4, wb, Inferred)]
+    );
+    assert!(s.unlinked().is_empty());
 }
 
 #[test]
