@@ -24,9 +24,16 @@ use std::time::Duration;
 /// preempted between waking and the call, which on this 2-CPU machine (nginx,
 /// upstream, clients and two agents) happens for a scheduling quantum now and
 /// then (seen: one request of 92 at -4.2 ms in ef18908; 4.46 and 4.54 ms in
-/// two of eight runs on 2026-12-02, so the README's earlier 2 ms never held
-/// here). So: no request beyond one quantum ...
-pub const TOLERANCE_MS: f64 = 5.0;
+/// two of eight runs on 2026-12-02; CI's machine, busier, put one upstream
+/// leg of 91 beyond 5 ms on 88cad5d). A quantum under CFS on two CPUs is up
+/// to 12 ms (`sched_latency_ns` 6 ms x (1 + log2 2)), and an event loop
+/// iteration over TLS took 10-19 ms (tests/tests/tls.rs). So: no request
+/// beyond two quanta ...
+pub const TOLERANCE_MS: f64 = 25.0;
+/// ... few beyond 5 ms (a preemption is rare: at most 3% of requests, and at
+/// least one is allowed) ...
+pub const STALE_MS: f64 = 5.0;
+pub const STALE_SHARE: f64 = 0.03;
 /// ... nearly all within nginx's 1 ms resolution (seen: 91 of 94 at worst;
 /// 90% leaves room for a burst of preemptions on a loaded machine) ...
 pub const WITHIN_RESOLUTION_MS: f64 = 1.0;
@@ -53,9 +60,6 @@ pub type Key = (SocketAddr, u64);
 pub struct Report {
     pub checks: BTreeMap<String, (u64, Vec<[String; 3]>)>,
     pub notes: Vec<String>,
-    /// The per-request bound on durations against nginx's, when not
-    /// [`TOLERANCE_MS`] (see tests/tests/tls.rs).
-    pub tolerance_ms: Option<f64>,
 }
 
 impl Report {
@@ -295,7 +299,7 @@ pub fn agent_vs_nginx(
     diffs: &mut Diffs,
     up_diffs: &mut Diffs,
 ) {
-    let tolerance = report.tolerance_ms.unwrap_or(TOLERANCE_MS);
+    let tolerance = TOLERANCE_MS;
     let duration_check = format!("agent: duration ({tolerance} ms)");
     let upstream_check = format!("agent: upstream duration ({tolerance} ms)");
     for (k, e) in nginx {

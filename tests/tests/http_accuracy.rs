@@ -11,7 +11,7 @@
 //! run says everything the agent gets wrong, not only the first thing.
 
 use anyhow::{bail, ensure, Result};
-use gatescope_tests::accuracy::request_log::{request_log_vs_nginx, Addrs};
+use gatescope_tests::accuracy::request_log::{request_log_vs_nginx, Addrs, Shares};
 use gatescope_tests::accuracy::*;
 use gatescope_tests::agent::Agent;
 use gatescope_tests::client::{Conn, Req, ABORTED};
@@ -120,7 +120,7 @@ fn agent_matches_nginx_access_log() -> Result<()> {
         &sent,
         &truth,
         &at,
-        WITHIN_RESOLUTION_SHARE,
+        Shares::CLEAR_TEXT,
         &mut report,
     );
 

@@ -11,7 +11,7 @@
 //! end) and the order of its downstream lines for that remote.
 
 use anyhow::{bail, ensure, Context, Result};
-use gatescope_tests::accuracy::request_log::{request_log_vs_nginx, Addrs};
+use gatescope_tests::accuracy::request_log::{request_log_vs_nginx, Addrs, Shares};
 use gatescope_tests::accuracy::*;
 use gatescope_tests::agent::Agent;
 use gatescope_tests::client::{Conn, Endpoint, Sent};
@@ -30,6 +30,9 @@ const TLS_HANDSHAKES: &str = "gatescope_downstream_tls_handshakes_total";
 /// staleness over TLS (see the tolerance below). Measured: 105 to 115 of 117
 /// (2026-12-02, both payload paths, seven runs).
 const TLS_WITHIN_SHARE: f64 = 0.8;
+/// Share of requests allowed beyond 5 ms of the log: 3% in clear text, 10%
+/// here (seen: one request 10-19 ms off in 2 runs of 5).
+const TLS_STALE_SHARE: f64 = 0.1;
 
 /// The TLS workload, with the forwarder's errors in the message if it fails.
 fn run_tls_workload(scene: &AccuracyScene) -> Result<Vec<Sent>> {
@@ -123,12 +126,10 @@ fn agent_matches_nginx_access_log_over_tls() -> Result<()> {
     // (handshakes' public-key work, more so under the syscall-hook fallback
     // on two shared cores): 2 runs in 5 put one request 10-19 ms off, its
     // start or end a whole iteration stale, both times equal to the
-    // millisecond. So each request is held to 25 ms here; the shares within
-    // 1 ms and the median below stay as strict as in clear text.
-    let mut report = Report {
-        tolerance_ms: Some(25.0),
-        ..Report::default()
-    };
+    // millisecond. The per-request bound (TOLERANCE_MS, 25 ms) allows it;
+    // the shares within 1 ms and the median below stay as strict as in clear
+    // text.
+    let mut report = Report::default();
     let truth = upstream_truth(&scene, &log)?;
     let want_up = truth.len();
     let (complete, lines) = poll_last(LOG_TIMEOUT, || {
@@ -148,7 +149,10 @@ fn agent_matches_nginx_access_log_over_tls() -> Result<()> {
         &sent,
         &truth,
         &at,
-        TLS_WITHIN_SHARE,
+        Shares {
+            within_resolution: TLS_WITHIN_SHARE,
+            stale: TLS_STALE_SHARE,
+        },
         &mut report,
     );
 
