@@ -14,9 +14,10 @@
 //! response is read after its reset. Those bytes are the closed connection's:
 //! they neither reopen it nor go untracked, so the last [`CLOSED_KEEP`]
 //! closed connections are remembered. When the kernel reports bytes still
-//! queued at the close, the connection is late: its parsing
-//! goes on with the gateway's next reads, outside the phase counts, until
-//! [`LATE_IDLE`] without reads or until its address opens again.
+//! queued at the close, or an upstream reset an established connection, the
+//! connection is late: its parsing goes on with the gateway's next
+//! transfers, outside the phase counts, until a failed read, [`LATE_IDLE`]
+//! without reads, or its address opening again.
 
 #[cfg(test)]
 mod accept_tests;
@@ -227,7 +228,7 @@ impl ConnTable {
             } => self.open(sk, role, endpoints, ts_ns, true, out),
             Observation::State {
                 sk,
-                old: _,
+                old,
                 new,
                 endpoints,
                 ts_ns,
@@ -240,6 +241,7 @@ impl ConnTable {
                 let close = Close {
                     ts_ns,
                     queued: queued > 0,
+                    reset: old == TcpState::ESTABLISHED && !by_target,
                 };
                 self.change_state(sk, new, endpoints.local, close, now, out);
             }
@@ -282,7 +284,13 @@ impl ConnTable {
             // A failed read is the gateway's I/O on the connection (it had
             // accepted it); otherwise its state records say enough, and the
             // read matters to correlation only.
-            Observation::ReadFailed { sk, .. } => self.touched(sk, out),
+            // It also ends a late connection: the kernel returns queued
+            // bytes before the error (tcp_recvmsg reports `sk_err` only
+            // when nothing was copied), so nothing more will be read.
+            Observation::ReadFailed { sk, .. } => {
+                self.touched(sk, out);
+                self.end_late(sk, out);
+            }
             Observation::Tcp { sk, event } => {
                 if let Some(conn) = self.conns.get(&sk).filter(|c| c.is_open()) {
                     out.facts.push(tcp_fact(conn.role, &conn.endpoints, event));
@@ -409,7 +417,16 @@ impl ConnTable {
         if closed || is_gateway_close(new) {
             conn.end_handshake(false, out);
         }
-        if closed && close.queued && conn.protocol.is_parsing() {
+        // An upstream's reset of an established connection is late even
+        // with nothing queued: the record of the gateway's request write
+        // can come after it. The send tracepoint fires when the send
+        // returns, and on loopback the peer can read the request and reset
+        // (its softirq emitting the close first) before that: one call in
+        // 180 resets went missing in CI's trace_links. A graceful close
+        // (from LAST_ACK, FIN_WAIT or TIME_WAIT) is not one: nothing follows
+        // it, and a late connection nobody reads stays up to LATE_IDLE.
+        let late = close.queued || (close.reset && conn.role == Role::Upstream);
+        if closed && late && conn.protocol.is_parsing() {
             // A reset with bytes still queued: the gateway reads them next.
             conn.lifecycle = Lifecycle::Late {
                 last_ns: close.ts_ns,
@@ -632,6 +649,8 @@ struct Close {
     ts_ns: u64,
     /// At TCP_CLOSE: bytes were still queued for the gateway to read.
     queued: bool,
+    /// ESTABLISHED -> CLOSE, not by a gateway process: the peer reset it.
+    reset: bool,
 }
 
 /// Adds (or takes away) what `conn` contributes to the gauges and phase

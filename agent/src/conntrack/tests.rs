@@ -460,17 +460,67 @@ fn a_deferred_upstream_call_completes_with_the_response_read_late() {
     out.http.clear();
     assert!(t.end_late(3, &mut out));
     assert!(out.http.is_empty(), "{out:?}");
-    // Without a deferred session late bytes are not parsed: a connection
-    // closed with nothing queued (or no BTF to tell) only counts them.
+    // An upstream's reset of an established connection is late even with
+    // nothing queued: the record of the request write can follow the
+    // reset's close (the peer read it and reset before the send tracepoint
+    // fired). The gateway's failed read ends it, with the call unanswered.
     open_at(&mut t, 4, Role::Upstream, e, t0);
-    data_at(&mut t, 4, Direction::Egress, (10, req), t0, &mut out);
     state_at(&mut t, 4, TcpState::CLOSE, e, (20, 0), t0, &mut out);
+    data_at(&mut t, 4, Direction::Egress, (10, req), t0, &mut out);
+    assert!(out.http.is_empty(), "{out:?}");
+    let failed = Observation::ReadFailed {
+        sk: 4,
+        tgid: 1,
+        tid: 1,
+        ts_ns: 30,
+        errno: 104,
+    };
+    t.apply(&failed, || t0, &mut out);
+    let [(_, ex)] = exchanges(&out)[..] else {
+        panic!("{out:?}");
+    };
+    assert_eq!(
+        (ex.path.as_str(), ex.status, ex.request_bytes),
+        ("/x", 0, 29)
+    );
+    assert!(!t.end_late(4, &mut out), "ended by the failed read");
+    // A graceful close (the last ACK of the upstream's FIN) with nothing
+    // queued is not deferred: bytes after it are only counted.
+    open_at(&mut t, 6, Role::Upstream, e, t0);
+    data_at(&mut t, 6, Direction::Egress, (10, req), t0, &mut out);
+    let last_ack = Observation::State {
+        sk: 6,
+        old: TcpState::LAST_ACK,
+        new: TcpState::CLOSE,
+        endpoints: e,
+        ts_ns: 20,
+        queued: 0,
+        by_target: false,
+    };
+    t.apply(&last_ack, || t0, &mut out);
     let mut out = Finished::default();
-    data_at(&mut t, 4, Direction::Ingress, (30, resp), t0, &mut out);
+    data_at(&mut t, 6, Direction::Ingress, (30, resp), t0, &mut out);
     assert!(out.http.is_empty() && t.idle_late(t0 + LATE_IDLE).is_empty());
     assert!(matches!(
         out.facts[..],
         [Fact::UpstreamBytes { len: 40, .. }]
+    ));
+    // A client's reset with nothing queued (or no BTF to tell) is not
+    // deferred either.
+    let d = ep(GW, CLIENT);
+    open_at(&mut t, 5, Role::Downstream, d, t0);
+    state_at(&mut t, 5, TcpState::CLOSE, d, (20, 0), t0, &mut out);
+    let mut out = Finished::default();
+    let get = b"GET /y HTTP/1.1\r\nHost: gw\r\n\r\n";
+    data_at(&mut t, 5, Direction::Ingress, (30, get), t0, &mut out);
+    assert!(out.http.is_empty() && t.idle_late(t0 + LATE_IDLE).is_empty());
+    assert!(matches!(
+        out.facts[..],
+        [
+            Fact::Accepted,
+            Fact::Handled,
+            Fact::DownstreamBytes { len: 29, .. }
+        ]
     ));
 }
 
