@@ -24,6 +24,7 @@ pub mod nginx;
 pub mod otlp;
 pub mod pcap;
 pub mod prom;
+pub mod prometheus;
 pub mod promtool;
 pub mod request_log;
 pub mod span_scene;
