@@ -73,7 +73,7 @@ fn histogram_comparison_tells_right_from_wrong() {
     let plus2: Vec<f64> = log.iter().map(|x| x + 2.0).collect();
     assert_eq!(
         failed(&run(&log, &plus2, 4)),
-        ["h_ms: _sum within n x 1 ms + 5 ms"]
+        ["h_ms: _sum within n x 1 ms + 25 ms"]
     );
     let plus4: Vec<f64> = log.iter().map(|x| x + 4.0).collect();
     assert!(failed(&run(&log, &plus4, 4))
