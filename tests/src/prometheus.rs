@@ -105,6 +105,21 @@ impl Prometheus {
         Ok(out)
     }
 
+    /// The values of `label` over the series `selector` matches
+    /// (`/api/v1/label/.../values`, what Grafana's `label_values` asks).
+    pub fn label_values(&self, label: &str, selector: &str) -> Result<Vec<String>> {
+        let data = self.api(&format!(
+            "/api/v1/label/{label}/values?match[]={}",
+            encode(selector)
+        ))?;
+        Ok(data
+            .as_array()
+            .context("label values")?
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// The active scrape targets (`/api/v1/targets`).
     pub fn active_targets(&self) -> Result<Vec<Value>> {
         Ok(self.api("/api/v1/targets?state=active")?["activeTargets"]
@@ -140,7 +155,7 @@ impl Drop for Prometheus {
 }
 
 /// Percent-encodes a query parameter (RFC 3986: all but the unreserved).
-fn encode(s: &str) -> String {
+pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
