@@ -21,6 +21,7 @@ pub mod kernel_targets;
 pub mod label;
 pub mod metrics;
 pub mod pipeline;
+pub mod pods;
 pub mod preflight;
 pub mod procfs;
 pub mod server;

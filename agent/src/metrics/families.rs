@@ -549,6 +549,11 @@ pub const CONNECTIONS_TRACKED: Family = gauge(
     "Connections in the agent's connection table",
     &["role"],
 );
+pub const GATEWAY_INFO: Family = gauge(
+    "gatescope_gateway_info",
+    "Each observed gateway process (native mode): its pid and command name, and, when it runs in a container, the container id, and in a Kubernetes pod the pod's UID, namespace and name (from its cgroup, its service account and its hostname); empty where unknown",
+    &["pid", "comm", "container_id", "pod_uid", "namespace", "pod"],
+);
 pub const TARGET_PROCESSES: Family = gauge(
     "gatescope_target_processes",
     "Gateway processes being observed",

@@ -45,6 +45,7 @@ use crate::{
     cli::Compat,
     conntrack::{Fact, Gauges},
     http::Anomaly,
+    pods::Gateway,
 };
 
 pub struct Identity<'a> {
@@ -79,6 +80,9 @@ pub struct Metrics {
     upstream_tcp: IntCounterVec,
     wire: WireMetrics,
     pub health: Health,
+    /// `gatescope_gateway_info`, native mode only (Kong's label sets stay
+    /// Kong's, for dashboard 7424).
+    gateways: Option<IntGaugeVec>,
     /// The span exporter's counts (spans/).
     pub spans: SpanMetrics,
     /// How upstream calls were linked to client requests.
@@ -122,6 +126,8 @@ impl Metrics {
             upstream_tcp: families::UPSTREAM_TCP_EVENTS.counter(&registry),
             wire: WireMetrics::new(&registry),
             health: Health::new(&registry, id.version, id.kernel, event_kinds),
+            gateways: matches!(compat, Compat::None)
+                .then(|| families::GATEWAY_INFO.gauge(&registry)),
             spans: SpanMetrics::new(&registry),
             links: Links::new(&registry),
             registry,
@@ -159,6 +165,27 @@ impl Metrics {
             providers,
             max_models_per_provider,
         )
+    }
+
+    /// The observed gateway processes, as `gatescope_gateway_info` (native
+    /// mode), replacing the last set.
+    pub fn set_gateways<'a>(&self, gateways: impl Iterator<Item = (u32, &'a Gateway)>) {
+        let Some(info) = &self.gateways else {
+            return;
+        };
+        info.reset();
+        for (pid, g) in gateways {
+            let id = &g.identity;
+            info.with_label_values(&[
+                pid.to_string().as_str(),
+                &g.comm,
+                &id.container_id,
+                &id.pod_uid,
+                &id.namespace,
+                &id.pod,
+            ])
+            .set(1);
+        }
     }
 
     pub fn set_listeners(&mut self, sockets: &[SocketAddr]) {

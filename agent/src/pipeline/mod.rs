@@ -36,6 +36,8 @@ use crate::{
     kernel_targets::{monotonic_ns, TargetSet},
     label::Labeller,
     metrics::Metrics,
+    pods::Gateways,
+    procfs::Proc,
     sinks::Sinks,
 };
 
@@ -97,6 +99,8 @@ pub struct Pipeline {
     drained_ns: u64,
     /// What the connection table finished and later stages have yet to take.
     finished: Finished,
+    /// The live gateway processes' containers and pods.
+    gateways: Gateways,
 }
 
 impl Pipeline {
@@ -132,6 +136,7 @@ impl Pipeline {
                 http: Vec::with_capacity(64),
                 lost_opens: Vec::new(),
             },
+            gateways: Gateways::new(Proc::default()),
         }
     }
 
@@ -422,6 +427,9 @@ impl Pipeline {
             .health
             .target_processes
             .set(summary.processes as i64);
+        if self.gateways.update(&summary.live) {
+            self.metrics.set_gateways(self.gateways.list());
+        }
         self.set_listen_sockets(summary.listeners);
         if let Some(tls) = self.tls.as_mut() {
             if let Some(programs) = tls.scan(&summary.live) {
