@@ -232,6 +232,12 @@ pub struct Args {
     )]
     pub span_queue: u32,
 
+    /// Serve a status page at `/` on the metrics port: rates, error ratios
+    /// and latencies per service and route, upstream peers, connections and
+    /// the agent's health, as HTML with no script.
+    #[arg(long, env = "GATESCOPE_STATUS_PAGE", value_name = "BOOL", default_value_t = true, action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub status_page: bool,
+
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, env = "GATESCOPE_LOG", default_value = "info")]
     pub log: String,

@@ -132,6 +132,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .programs_attached
         .set(capture.programs_attached as i64);
     let registry = metrics.registry();
+    let status = args.status_page.then(|| metrics.status_names());
 
     // The consumers of labelled exchanges (sinks/), in the order they get them.
     let mut sinks = Sinks::default();
@@ -196,7 +197,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     pipeline.start();
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, registry, stop_rx.clone()));
+    let server = tokio::spawn(server::serve(listener, registry, status, stop_rx.clone()));
     info!(
         pids = ?args.pids,
         discover = ?args.discover,

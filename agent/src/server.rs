@@ -1,6 +1,12 @@
-//! Serves `/metrics` over HTTP/1.1 (hyper).
+//! Serves `/metrics` over HTTP/1.1 (hyper), and the status page at `/`.
 
-use std::{convert::Infallible, io::ErrorKind, net::SocketAddr};
+use std::{
+    convert::Infallible,
+    io::ErrorKind,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,9 +19,13 @@ use prometheus::Registry;
 use tokio::{net::TcpListener, sync::watch};
 use tracing::debug;
 
-use crate::{error::StartError, metrics::render};
+use crate::{
+    error::StartError,
+    metrics::{render, StatusNames, StatusPage, STATUS_SAMPLE_EVERY},
+};
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const HTML: &str = "text/html; charset=utf-8";
 
 /// Binds before loading anything, so a busy port fails fast and clearly.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -29,7 +39,16 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Listen { addr, source })
 }
 
-pub async fn serve(listener: TcpListener, registry: Registry, mut shutdown: watch::Receiver<bool>) {
+/// Serves until `shutdown`; with `status` (the page's family names), also
+/// the status page, sampling the registry every [`STATUS_SAMPLE_EVERY`].
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    status: Option<StatusNames>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let page = status.map(|names| Arc::new(Mutex::new(StatusPage::new(names))));
+    let mut sample = tokio::time::interval(STATUS_SAMPLE_EVERY);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -39,11 +58,20 @@ pub async fn serve(listener: TcpListener, registry: Registry, mut shutdown: watc
                     continue;
                 }
             },
+            _ = sample.tick(), if page.is_some() => {
+                if let Some(page) = &page {
+                    if let Ok(mut p) = page.lock() {
+                        p.sample(&registry, Instant::now());
+                    }
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
         };
         let registry = registry.clone();
+        let page = page.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| respond(req, registry.clone()));
+            let service = service_fn(move |req| respond(req, registry.clone(), page.clone()));
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -61,11 +89,21 @@ pub async fn serve(listener: TcpListener, registry: Registry, mut shutdown: watc
 async fn respond(
     req: Request<Incoming>,
     registry: Registry,
+    page: Option<Arc<Mutex<StatusPage>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => Response::builder()
+    let response = match (req.method(), req.uri().path(), &page) {
+        (&Method::GET, "/metrics", _) => Response::builder()
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
             .body(Full::new(Bytes::from(render(&registry)))),
+        (&Method::GET, "/", Some(page)) => {
+            let html = page
+                .lock()
+                .map(|p| p.render(&registry, Instant::now()))
+                .unwrap_or_default();
+            Response::builder()
+                .header(header::CONTENT_TYPE, HTML)
+                .body(Full::new(Bytes::from(html)))
+        }
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
             .body(Full::new(Bytes::from_static(

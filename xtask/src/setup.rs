@@ -39,6 +39,8 @@ const APT_PACKAGES: &[&str] = &[
     "nghttp2-client",
     // the wire view's independent witness in tests
     "tcpdump",
+    // tests/tests/status_page.rs: the status page in a headless browser
+    "chromium",
     "bpftool",
     "iproute2",
     "procps",

@@ -14,6 +14,7 @@ mod health;
 mod http;
 mod links;
 mod spans;
+mod status;
 mod wire;
 
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use health::Health;
 pub use http::{HttpMetrics, MetricGroups};
 pub use links::Links;
 pub use spans::SpanMetrics;
+pub use status::{Names as StatusNames, StatusPage, SAMPLE_EVERY as STATUS_SAMPLE_EVERY};
 
 use gatescope_common::{WireCounts, WireKey};
 
@@ -139,6 +141,11 @@ impl Metrics {
 
     pub fn registry(&self) -> Registry {
         self.registry.clone()
+    }
+
+    /// The families the status page reads, under this schema's names.
+    pub fn status_names(&self) -> StatusNames {
+        StatusNames::of(self.schema)
     }
 
     /// Registers the HTTP families of the `groups` that are on, for the
