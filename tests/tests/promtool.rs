@@ -60,7 +60,14 @@ fn native_scrape_passes_promtool() -> Result<()> {
         s.matching("kong_", &[]).next().is_none() && !text.contains("\nkong_"),
         "kong_ families in native mode:\n{text}"
     );
-    for path in ["/", "/metrics/x", "/favicon.ico"] {
+    // `/` is the status page (tests/tests/status_page.rs); any other path
+    // is not found.
+    let (code, page) = http_get(agent.addr(), "/")?;
+    ensure!(
+        code == 200 && page.starts_with("<!DOCTYPE html>"),
+        "GET / answered {code}: {page}"
+    );
+    for path in ["/metrics/x", "/favicon.ico", "/index.html"] {
         let (code, _) = http_get(agent.addr(), path)?;
         ensure!(
             code == 404,

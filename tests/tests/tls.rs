@@ -126,10 +126,14 @@ fn agent_matches_nginx_access_log_over_tls() -> Result<()> {
     // (handshakes' public-key work, more so under the syscall-hook fallback
     // on two shared cores): 2 runs in 5 put one request 10-19 ms off, its
     // start or end a whole iteration stale, both times equal to the
-    // millisecond. The per-request bound (TOLERANCE_MS, 25 ms) allows it;
-    // the shares within 1 ms and the median below stay as strict as in clear
-    // text.
-    let mut report = Report::default();
+    // millisecond; a clean-clone CI run on 463eead one 25.3 ms off (nginx
+    // 40 ms, the agent 14.7). So each request is held to 50 ms here; the
+    // shares within 1 ms and beyond 5 ms and the median below keep a bias
+    // from passing.
+    let mut report = Report {
+        tolerance_ms: Some(50.0),
+        ..Report::default()
+    };
     let truth = upstream_truth(&scene, &log)?;
     let want_up = truth.len();
     let (complete, lines) = poll_last(LOG_TIMEOUT, || {
