@@ -183,7 +183,9 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
     https(tls_addr, metrics_addr)?;
     grpc(&grpc_app, grpc_addr, metrics_addr, args.compat)?;
     genai(genai_addr, metrics_addr, args.compat)?;
-    println!("demo: metrics at http://{metrics_addr}/metrics");
+    println!(
+        "demo: metrics at http://{metrics_addr}/metrics, status page at http://{metrics_addr}/"
+    );
     print_spans(&receiver);
 
     if args.keep_running {
