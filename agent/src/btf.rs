@@ -197,6 +197,13 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets, BtfError> {
             + btf.offset("sk_buff_head", "qlen")?,
         protocol: btf.offset("sock", "sk_protocol")?,
         copied_seq: btf.offset("tcp_sock", "copied_seq")?,
+        // Without them (a kernel built without network namespaces) every
+        // listener is keyed in namespace 0, as the programs' default.
+        net: field("skc_net").unwrap_or(0),
+        net_inum: btf
+            .offset("net", "ns")
+            .and_then(|ns| Ok(ns + btf.offset("ns_common", "inum")?))
+            .unwrap_or(0),
     })
 }
 
@@ -229,6 +236,10 @@ mod tests {
         );
         // sk_receive_queue follows sock_common; qlen after its two pointers.
         assert!(off.receive_queue_len > off.v6_rcv_saddr, "{off:?}");
+        // skc_net sits after the addresses (include/net/sock.h), and our
+        // kernels have network namespaces.
+        assert!(off.net > off.state && off.net_inum > 0, "{off:?}");
+        assert!(off.knows_netns());
     }
 
     #[test]

@@ -9,10 +9,23 @@ use std::{
     net::SocketAddr,
 };
 
+use gatescope_common::ListenKey;
+
 use crate::{
     capture::{ListenPorts, TargetMap},
     procfs::Proc,
 };
+
+/// A listening socket of a target, in its network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listening {
+    /// The kernel's key: namespace (0 when the programs cannot read it)
+    /// and port.
+    pub key: ListenKey,
+    pub addr: SocketAddr,
+    /// A target process holding it (the first found).
+    pub pid: u32,
+}
 
 pub struct TargetSet {
     proc: Proc,
@@ -23,8 +36,12 @@ pub struct TargetSet {
     names: Vec<String>,
     /// The listening sockets each target below the top of its tree held when
     /// last scanned ([`RESCAN_ROUNDS`]), and the reconcile round.
-    below_top: StdHashMap<u32, Vec<SocketAddr>>,
+    below_top: StdHashMap<u32, Vec<Listening>>,
     round: u64,
+    /// Whether the programs key listeners by network namespace
+    /// ([`gatescope_common::SockOffsets::knows_netns`]); if not, every key
+    /// is in namespace 0, as theirs are.
+    by_netns: bool,
 }
 
 /// A process below the top of its tree is scanned for listening sockets when
@@ -39,7 +56,7 @@ pub struct Summary {
     pub processes: usize,
     /// The target processes (not threads) alive now.
     pub live: Vec<u32>,
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<Listening>,
     /// Targets that could not be added because the map is full.
     pub map_full: u64,
     /// Connections waiting in the accept queues of the targets' network
@@ -49,14 +66,38 @@ pub struct Summary {
 }
 
 impl TargetSet {
-    pub fn new(proc: Proc, roots: Vec<u32>, names: Vec<String>) -> Self {
+    /// `by_netns`: see [`TargetSet::by_netns`].
+    pub fn new(proc: Proc, roots: Vec<u32>, names: Vec<String>, by_netns: bool) -> Self {
         TargetSet {
             proc,
             roots,
             names,
             below_top: StdHashMap::new(),
             round: 0,
+            by_netns,
         }
+    }
+
+    /// The listening sockets `pid` holds, keyed as the kernel keys them.
+    fn listening(&self, pid: u32) -> Vec<Listening> {
+        let netns = if self.by_netns {
+            self.proc.net_inode(pid)
+        } else {
+            Some(0)
+        };
+        // A process gone between the reads holds nothing.
+        let Some(netns) = netns else {
+            return Vec::new();
+        };
+        self.proc
+            .listening_sockets(pid)
+            .into_iter()
+            .map(|addr| Listening {
+                key: ListenKey::new(netns, addr.port()),
+                addr,
+                pid,
+            })
+            .collect()
     }
 
     /// Adds the roots, the processes running a `--discover` program, and all
@@ -104,7 +145,7 @@ impl TargetSet {
             }
         }
         self.below_top.retain(|pid, _| live.contains(pid));
-        let present = listen_ports.ports();
+        let present = listen_ports.keys();
 
         // The top of each target tree (nginx's master, Envoy's single
         // process) is scanned every round. The processes below it usually
@@ -118,10 +159,8 @@ impl TargetSet {
         let (tops, rest): (Vec<u32>, Vec<u32>) = live
             .iter()
             .partition(|pid| parents.get(pid).is_none_or(|ppid| !live.contains(ppid)));
-        let mut listeners: Vec<SocketAddr> = tops
-            .iter()
-            .flat_map(|&pid| self.proc.listening_sockets(pid))
-            .collect();
+        let mut listeners: Vec<Listening> =
+            tops.iter().flat_map(|&pid| self.listening(pid)).collect();
         // One read per network namespace, through its first top.
         let mut accept_queues = StdHashMap::new();
         let mut namespaces = BTreeSet::new();
@@ -137,44 +176,45 @@ impl TargetSet {
         // process is scanned before the port is given up.
         // (Found held, a port's stamp is set to 0 below, so this fires once
         // per listen().)
-        let known: BTreeSet<u16> = listeners
+        let known: BTreeSet<ListenKey> = listeners
             .iter()
             .chain(self.below_top.values().flatten())
-            .map(SocketAddr::port)
+            .map(|l| l.key)
             .collect();
-        let orphan_port = present.iter().any(|port| {
-            !known.contains(port) && listen_ports.added(*port).is_some_and(|added| added != 0)
+        let orphan_port = present.iter().any(|key| {
+            !known.contains(key) && listen_ports.added(*key).is_some_and(|added| added != 0)
         });
         for pid in rest {
             let due = orphan_port || rescan_due(pid, self.round);
             if due || !self.below_top.contains_key(&pid) {
-                let held = self.proc.listening_sockets(pid);
+                let held = self.listening(pid);
                 self.below_top.insert(pid, held);
             }
             listeners.extend(self.below_top[&pid].iter().copied());
         }
-        listeners.sort();
-        listeners.dedup();
+        // One entry per socket: the first holder (lowest pid) names it.
+        listeners.sort_by_key(|l| (l.key, l.addr, l.pid));
+        listeners.dedup_by_key(|l| (l.key, l.addr));
 
-        let wanted: BTreeSet<u16> = listeners.iter().map(SocketAddr::port).collect();
-        for port in &present {
-            if !wanted.contains(port)
+        let wanted: BTreeSet<ListenKey> = listeners.iter().map(|l| l.key).collect();
+        for key in &present {
+            if !wanted.contains(key)
                 && listen_ports
-                    .added(*port)
+                    .added(*key)
                     .is_some_and(|added| removable(added, scan_start))
             {
-                listen_ports.remove(*port);
+                listen_ports.remove(*key);
             }
         }
         let mut map_full = 0;
-        for port in wanted {
-            if !present.contains(&port) {
-                if !listen_ports.insert(port) {
+        for key in wanted {
+            if !present.contains(&key) {
+                if !listen_ports.insert(key) {
                     map_full += 1;
                 }
-            } else if listen_ports.added(port).is_some_and(|added| added != 0) {
+            } else if listen_ports.added(key).is_some_and(|added| added != 0) {
                 // Held, as /proc shows: the kernel's stamp has done its job.
-                let _ = listen_ports.insert(port);
+                let _ = listen_ports.insert(key);
             }
         }
         Summary {

@@ -96,6 +96,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         warn!("{e}: connections open before gatescope started will not be attributed");
         gatescope_common::SockOffsets::default()
     });
+    // The programs key listeners by network namespace only with BTF; the
+    // agent's keys must match theirs.
+    let by_netns = sock_offsets.knows_netns();
     let (capture, mut maps, events) = Capture::load(&CaptureConfig {
         ring_buffer_bytes: args.ring_buffer_bytes,
         capture_bytes: args.capture_bytes,
@@ -182,7 +185,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tls_on = capture.tls;
     let capture = Arc::new(Mutex::new(capture));
     let tls = tls_on.then(|| TlsProbes::new(capture.clone(), Proc::default()));
-    let targets = TargetSet::new(proc, args.pids.clone(), args.discover.clone());
+    let targets = TargetSet::new(proc, args.pids.clone(), args.discover.clone(), by_netns);
     // The agent's table holds what the kernel's socket map can hold.
     let mut pipeline = Pipeline::new(pipeline::Parts {
         metrics,

@@ -62,6 +62,16 @@ impl Gateways {
         changed
     }
 
+    /// The identity of gateway process `pid`: as read when it was first
+    /// seen, or read now for one the next update has yet to see (a gateway
+    /// that just started and listened).
+    pub fn identity(&self, pid: u32) -> PodIdentity {
+        match self.known.get(&pid) {
+            Some(g) => g.identity.clone(),
+            None => PodIdentity::of(&self.proc, pid),
+        }
+    }
+
     /// The live gateway processes, by pid.
     pub fn list(&self) -> impl Iterator<Item = (u32, &Gateway)> {
         self.known.iter().map(|(pid, g)| (*pid, g))

@@ -130,6 +130,13 @@ impl Proc {
         })
     }
 
+    /// The inode of `pid`'s network namespace: what the kernel's
+    /// `net->ns.inum` holds, so the programs' keys and ours agree.
+    pub fn net_inode(&self, pid: u32) -> Option<u32> {
+        let meta = fs::metadata(self.root.join(pid.to_string()).join("ns/net")).ok()?;
+        u32::try_from(meta.ino()).ok()
+    }
+
     pub fn net_namespace(&self, pid: u32) -> Option<PathBuf> {
         fs::read_link(self.root.join(pid.to_string()).join("ns/net")).ok()
     }

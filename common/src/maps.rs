@@ -6,8 +6,8 @@ use crate::values::{Direction, Role};
 pub const MAP_EVENTS: &str = "EVENTS";
 /// `HashMap<u32 tgid/tid, u32>`: processes (and their threads) being observed.
 pub const MAP_TARGETS: &str = "TARGETS";
-/// `HashMap<u16 port, u64>`: TCP ports the targets listen on (host byte
-/// order). The value is the `bpf_ktime_get_ns()` of the `listen()` the kernel
+/// `HashMap<ListenKey, u64>`: TCP ports the targets listen on, per network
+/// namespace. The value is the `bpf_ktime_get_ns()` of the `listen()` the kernel
 /// saw when a program added the port, 0 when the agent added it from /proc.
 pub const MAP_LISTEN_PORTS: &str = "LISTEN_PORTS";
 /// `HashMap<[u8; COMM_LEN], u32>`: command names (`--discover`) whose
@@ -224,6 +224,35 @@ pub struct WireCounts {
 unsafe impl aya::Pod for WireCounts {}
 
 /// An upstream peer as the socket filter matches it.
+/// A listening port in one network namespace: key of
+/// [`MAP_LISTEN_PORTS`]. Every pod has its own namespace, so two gateway pods
+/// on one node both listen on port 80; the namespace tells their clients
+/// apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenKey {
+    /// The namespace's inode (`/proc/PID/ns/net`); 0 when the kernel's
+    /// layout is unknown (no BTF), then for every namespace alike.
+    pub netns: u32,
+    /// Host byte order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+impl ListenKey {
+    pub const fn new(netns: u32, port: u16) -> Self {
+        ListenKey {
+            netns,
+            port,
+            _pad: 0,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers, explicit padding (size asserted).
+unsafe impl aya::Pod for ListenKey {}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PeerKey {
@@ -318,6 +347,7 @@ const _: () = {
     assert!(size_of::<WireKey>() == 32);
     assert!(size_of::<WireCounts>() == 32);
     assert!(size_of::<PeerKey>() == 20);
+    assert!(size_of::<ListenKey>() == 8);
     assert!(size_of::<FlowKey>() == 40);
     assert!(size_of::<SynSeen>() == 16);
     assert!(size_of::<TlsCall>() == 40);

@@ -86,11 +86,25 @@ pub struct SockOffsets {
     /// `struct tcp_sock`'s `copied_seq` (u32): the next byte the reader will
     /// take, advanced by reads and by splice alike.
     pub copied_seq: u32,
+    /// `skc_net`: the `struct net *` of the socket's network namespace.
+    pub net: u32,
+    /// `struct net`'s `ns.inum`: the namespace's inode number (u32), the
+    /// one `/proc/PID/ns/net` shows.
+    pub net_inum: u32,
+}
+
+impl SockOffsets {
+    /// Whether the programs read sockets' network namespaces: otherwise
+    /// every listener is keyed in namespace 0, and the agent must key its
+    /// own entries the same way.
+    pub const fn knows_netns(&self) -> bool {
+        self.enabled != 0 && self.net != 0 && self.net_inum != 0
+    }
 }
 
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers without implicit padding (size asserted).
 unsafe impl aya::Pod for SockOffsets {}
 
-const _: () = assert!(size_of::<SockOffsets>() == 48);
+const _: () = assert!(size_of::<SockOffsets>() == 56);
 const _: () = assert!(size_of::<PtRegsArgs>() == 32);

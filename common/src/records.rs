@@ -86,6 +86,10 @@ pub struct ConnOpen {
     /// the final ACK's processing, in ns; else 0.
     pub handshake_ns: u64,
     pub tuple: Tuple,
+    /// The socket's network namespace (its inode, as `/proc/PID/ns/net`
+    /// shows it); 0 when the kernel's layout is unknown (no BTF).
+    pub netns: u32,
+    pub _pad: u32,
 }
 
 /// A target moved bytes on a TCP socket whose open was never seen (it was
@@ -96,7 +100,8 @@ pub struct ConnOpen {
 pub struct ConnFound {
     pub sk: u64,
     pub role: Role,
-    pub _pad: u32,
+    /// See [`ConnOpen::netns`].
+    pub netns: u32,
     pub tuple: Tuple,
 }
 
@@ -157,6 +162,9 @@ pub struct Tcp {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Listen {
     pub tuple: Tuple,
+    /// See [`ConnOpen::netns`].
+    pub netns: u32,
+    pub _pad: u32,
 }
 
 /// A target moved `len` bytes on a TCP socket (`len` 0: a read that hit
@@ -231,16 +239,16 @@ const _: () = {
     use core::mem::size_of;
     assert!(size_of::<Header>() == 24);
     assert!(size_of::<Tuple>() == 40);
-    assert!(size_of::<ConnOpen>() == 64);
+    assert!(size_of::<ConnOpen>() == 72);
     assert!(size_of::<ConnFound>() == 56);
     assert!(size_of::<State>() == 64);
     assert!(size_of::<Fork>() == 8);
     assert!(size_of::<Exit>() == 0);
     assert!(size_of::<Exec>() == 0);
     assert!(size_of::<Tcp>() == 56);
-    assert!(size_of::<Listen>() == 40);
+    assert!(size_of::<Listen>() == 48);
     assert!(size_of::<Data>() == 32);
-    assert!(size_of::<Record<ConnOpen>>() == 88);
+    assert!(size_of::<Record<ConnOpen>>() == 96);
     assert!(size_of::<Record<Exit>>() == 24);
     assert!(size_of::<DataHeader>() == 56);
 };

@@ -8,20 +8,21 @@
 //! gateway discovered at exec binds right after start).
 //!
 //! Passive opens (SYN_RECV -> ESTABLISHED) run in softirq with no useful
-//! current task, so they are claimed by local port (LISTEN_PORTS). Active opens
+//! current task, so they are claimed by network namespace and local port
+//! (LISTEN_PORTS): two pods on one node both listen on port 80. Active opens
 //! (CLOSE -> SYN_SENT) run in the connecting task, so they are claimed by tgid.
 //! After that the socket is known by address and followed until TCP_CLOSE.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use gatescope_common::{
-    tp::inet_sock_set_state as f, ConnOpen, Listen, LostReason, Role, SockInfo, State, TcpState,
-    Tuple, AF_INET, AF_INET6, IPPROTO_TCP,
+    tp::inet_sock_set_state as f, ConnOpen, Listen, ListenKey, LostReason, Role, SockInfo, State,
+    TcpState, Tuple, AF_INET, AF_INET6, IPPROTO_TCP,
 };
 
 use crate::{
     emit::{count_lost, current, field, now, submit},
     maps::{is_target, LISTEN_PORTS, LISTEN_PORT_BITS, REFUSED, SOCKS},
-    sock::queued_buffers,
+    sock::{netns, queued_buffers},
     wire::{handshake_done, remember_peer},
 };
 
@@ -42,7 +43,7 @@ fn on_set_state(ctx: &TracePointContext) {
     let new = TcpState(field::<i32>(ctx, f::NEWSTATE) as u32);
 
     if new == TcpState::LISTEN {
-        return on_listen(ctx);
+        return on_listen(ctx, sk);
     }
 
     // An opening transition always starts a new connection, whatever the
@@ -51,18 +52,26 @@ fn on_set_state(ctx: &TracePointContext) {
     // The connecting thread, for the agent's correlation (which request's
     // handler opened the connection); 0 in softirq.
     let mut tid = 0;
+    let mut ns = 0;
     let opening = if old == TcpState::CLOSE && new == TcpState::SYN_SENT {
         let (tgid, thread) = current();
         tid = thread;
         Some(is_target(tgid).then_some((Role::UPSTREAM, tgid)))
     } else if old == TcpState::SYN_RECV && new == TcpState::ESTABLISHED {
         let sport = field::<u16>(ctx, f::SPORT);
-        // SAFETY: existence check only.
-        Some(
-            unsafe { LISTEN_PORTS.get(sport) }
-                .is_some()
-                .then_some((Role::DOWNSTREAM, 0)),
-        )
+        // Only a port some target listens on costs the namespace's reads:
+        // the array load filters the host's other servers first.
+        if LISTEN_PORT_BITS.get(u32::from(sport)).copied() == Some(1) {
+            ns = netns(sk);
+            // SAFETY: existence check only.
+            Some(
+                unsafe { LISTEN_PORTS.get(ListenKey::new(ns, sport)) }
+                    .is_some()
+                    .then_some((Role::DOWNSTREAM, 0)),
+            )
+        } else {
+            Some(None)
+        }
     } else {
         None
     };
@@ -150,6 +159,12 @@ fn on_set_state(ctx: &TracePointContext) {
         ifindex: 0,
         handshake_ns: 0,
         tuple: tuple(ctx),
+        netns: if role == Role::DOWNSTREAM {
+            ns
+        } else {
+            netns(sk)
+        },
+        _pad: 0,
     };
     if role == Role::UPSTREAM {
         remember_peer(&open.tuple);
@@ -167,7 +182,7 @@ fn on_set_state(ctx: &TracePointContext) {
 /// bind, and /proc at the next reconcile covers the rest. Removal is the
 /// agent's (reconcile), which also sees listeners closing.
 #[inline(always)]
-fn on_listen(ctx: &TracePointContext) {
+fn on_listen(ctx: &TracePointContext, sk: u64) {
     let (tgid, tid) = current();
     if !is_target(tgid) {
         return;
@@ -177,13 +192,19 @@ fn on_listen(ctx: &TracePointContext) {
         return;
     }
     let ts_ns = now();
+    let ns = netns(sk);
     // Failure means the map is full; the agent's reconcile reports that.
-    let _ = LISTEN_PORTS.insert(sport, ts_ns, 0);
+    let _ = LISTEN_PORTS.insert(ListenKey::new(ns, sport), ts_ns, 0);
     if let Some(bit) = LISTEN_PORT_BITS.get_ptr_mut(u32::from(sport)) {
         // SAFETY: an array slot; this writer writes 1.
         unsafe { *bit = 1 };
     }
-    submit(tgid, tid, ts_ns, Listen { tuple: tuple(ctx) });
+    let listen = Listen {
+        tuple: tuple(ctx),
+        netns: ns,
+        _pad: 0,
+    };
+    submit(tgid, tid, ts_ns, listen);
 }
 
 /// The socket's addresses from the record.

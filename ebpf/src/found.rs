@@ -5,12 +5,12 @@
 //! emits no CO-RE relocations with our toolchain), its role decided by
 //! whether its local port is a listening port of the gateway.
 
-use gatescope_common::{ConnFound, Role, SockInfo, TcpState, Tuple, AF_INET, AF_INET6};
+use gatescope_common::{ConnFound, ListenKey, Role, SockInfo, TcpState, Tuple, AF_INET, AF_INET6};
 
 use crate::{
     emit::{now, submit},
     maps::{LISTEN_PORTS, SOCKS},
-    sock::{offsets, read},
+    sock::{netns, offsets, read},
     wire::remember_peer,
 };
 
@@ -83,8 +83,9 @@ fn claim(sk: u64, tgid: u32) -> bool {
     } else {
         return false;
     }
+    let ns = netns(sk);
     // SAFETY: existence check only.
-    let role = if unsafe { LISTEN_PORTS.get(lport) }.is_some() {
+    let role = if unsafe { LISTEN_PORTS.get(ListenKey::new(ns, lport)) }.is_some() {
         Role::DOWNSTREAM
     } else {
         Role::UPSTREAM
@@ -110,7 +111,7 @@ fn claim(sk: u64, tgid: u32) -> bool {
     let found = ConnFound {
         sk,
         role,
-        _pad: 0,
+        netns: ns,
         tuple,
     };
     submit(tgid, 0, ts_ns, found);

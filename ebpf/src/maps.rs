@@ -6,10 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use gatescope_common::{
-    DataEvent, FlowKey, HeadWindow, PeerKey, SockInfo, SynSeen, SyscallArgs, TlsCall, TlsKey,
-    WireCounts, WireKey, ARGS_MAX, COMM_LEN, DISCOVER_MAX, EVENTS_DEFAULT_BYTES, HANDSHAKES_MAX,
-    LISTEN_PORTS_MAX, LOST_REASONS, PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX,
-    TARGET_BITS_LEN, TLS_CALLS_MAX, TLS_SOCKS_MAX, WIRE_MAX,
+    DataEvent, FlowKey, HeadWindow, ListenKey, PeerKey, SockInfo, SynSeen, SyscallArgs, TlsCall,
+    TlsKey, WireCounts, WireKey, ARGS_MAX, COMM_LEN, DISCOVER_MAX, EVENTS_DEFAULT_BYTES,
+    HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS, PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX,
+    TARGETS_MAX, TARGET_BITS_LEN, TLS_CALLS_MAX, TLS_SOCKS_MAX, WIRE_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -21,13 +21,14 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_DEFAULT_BYTES, 0);
 #[map]
 pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_MAX, 0);
 
-/// Local TCP ports the targets listen on, kept current by the agent and
-/// added to by `conn.rs` when a target calls listen(). Passive opens complete
-/// in softirq context where the owning process is unknown, so the listening
-/// port is what ties a new connection to the gateway. Value: when the kernel
+/// Local TCP ports the targets listen on, per network namespace, kept
+/// current by the agent and added to by `conn.rs` when a target calls
+/// listen(). Passive opens complete in softirq context where the owning
+/// process is unknown, so the listening port in the socket's namespace is
+/// what ties a new connection to the gateway. Value: when the kernel
 /// added the port (ns), 0 when the agent did.
 #[map]
-pub static LISTEN_PORTS: HashMap<u16, u64> = HashMap::with_max_entries(LISTEN_PORTS_MAX, 0);
+pub static LISTEN_PORTS: HashMap<ListenKey, u64> = HashMap::with_max_entries(LISTEN_PORTS_MAX, 0);
 
 /// See common's MAP_LISTEN_PORT_BITS.
 #[map]

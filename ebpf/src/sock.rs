@@ -22,6 +22,8 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     receive_queue_len: 0,
     protocol: 0,
     copied_seq: 0,
+    net: 0,
+    net_inum: 0,
 };
 
 /// The offsets, when the agent could resolve them.
@@ -46,5 +48,20 @@ pub fn read<T>(sk: u64, offset: u32) -> Option<T> {
 pub fn queued_buffers(sk: u64) -> u32 {
     offsets()
         .and_then(|off| read::<u32>(sk, off.receive_queue_len))
+        .unwrap_or(0)
+}
+
+/// The inode of `sk`'s network namespace (`/proc/PID/ns/net`), 0 when the
+/// layout is unknown or a read fails: then every namespace shares key 0,
+/// as before namespaces were told apart. Two reads, `sk->skc_net` and
+/// `net->ns.inum`; only at listen() and at opens, never per transfer.
+#[inline(always)]
+pub fn netns(sk: u64) -> u32 {
+    let Some(off) = offsets().filter(SockOffsets::knows_netns) else {
+        return 0;
+    };
+    read::<u64>(sk, off.net)
+        .filter(|&net| net != 0)
+        .and_then(|net| read::<u32>(net, off.net_inum))
         .unwrap_or(0)
 }

@@ -8,11 +8,12 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
-use gatescope_common::{tp, Role, Tcp, TcpEvent, Tuple, AF_INET, AF_INET6};
+use gatescope_common::{tp, ListenKey, Role, Tcp, TcpEvent, Tuple, AF_INET, AF_INET6};
 
 use crate::{
     emit::{current, field, now, submit},
     maps::{is_target, LISTEN_PORTS, SOCKS},
+    sock::netns,
 };
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
@@ -39,7 +40,7 @@ pub fn tcp_retransmit_skb_raw(ctx: RawTracePointContext) -> i32 {
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let sk = field::<u64>(&ctx, tp::tcp_skb::SKADDR);
     if !on_tcp_event(sk, TcpEvent::RESET_SENT) && sk != 0 {
-        closed_socket_reset(&ctx);
+        closed_socket_reset(&ctx, sk);
     }
     0
 }
@@ -50,7 +51,7 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 /// the socket is no longer tracked here. Such resets are sent in the
 /// closing process: attribute them by address when that is a target.
 #[inline(always)]
-fn closed_socket_reset(ctx: &TracePointContext) {
+fn closed_socket_reset(ctx: &TracePointContext, sk: u64) {
     let (tgid, _) = current();
     if !is_target(tgid) {
         return;
@@ -72,8 +73,9 @@ fn closed_socket_reset(ctx: &TracePointContext) {
     } else {
         return;
     }
+    // Untracked but not yet freed: its namespace is still there to read.
     // SAFETY: existence check only.
-    let listening = unsafe { LISTEN_PORTS.get(tuple.lport) }.is_some();
+    let listening = unsafe { LISTEN_PORTS.get(ListenKey::new(netns(sk), tuple.lport)) }.is_some();
     let role = if listening {
         Role::DOWNSTREAM
     } else {

@@ -562,9 +562,11 @@ http {{
                 bail!("nginx exited during start-up ({st}):\n{}", ng.diagnostics());
             }
             let pids = ng.worker_pids();
-            let listening = listen_host
-                .parse()
-                .is_ok_and(|ip| util::is_listening(ip, listen_port));
+            // As the master sees it: it may run in a network namespace of
+            // its own.
+            let listening = listen_host.parse().is_ok_and(|ip| {
+                util::is_listening_seen_by(&ng.master.to_string(), ip, listen_port)
+            });
             if listening && pids.len() == workers as usize {
                 ng.current_workers = pids;
                 return Ok(ng);

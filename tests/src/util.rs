@@ -165,14 +165,21 @@ pub fn is_listening_v4(host: &str, port: u16) -> bool {
 /// True if something listens on `ip`:`port` (TCP, from /proc/net/tcp or
 /// /proc/net/tcp6).
 pub fn is_listening(ip: std::net::IpAddr, port: u16) -> bool {
+    is_listening_seen_by("self", ip, port)
+}
+
+/// [`is_listening`] in the network namespace of process `pid` ("self": the
+/// test's own), from /proc/PID/net: a gateway in another namespace listens
+/// where the test's /proc/net does not show it.
+pub fn is_listening_seen_by(pid: &str, ip: std::net::IpAddr, port: u16) -> bool {
     // /proc shows an address as native-endian u32 words in hex.
     let (file, addr) = match ip {
         std::net::IpAddr::V4(ip) => (
-            "/proc/net/tcp",
+            "net/tcp",
             format!("{:08X}", u32::from_ne_bytes(ip.octets())),
         ),
         std::net::IpAddr::V6(ip) => (
-            "/proc/net/tcp6",
+            "net/tcp6",
             ip.octets().chunks(4).fold(String::new(), |mut out, w| {
                 let word = u32::from_ne_bytes(w.try_into().expect("4 bytes"));
                 let _ = write!(out, "{word:08X}");
@@ -180,7 +187,7 @@ pub fn is_listening(ip: std::net::IpAddr, port: u16) -> bool {
             }),
         ),
     };
-    let Ok(tcp) = std::fs::read_to_string(file) else {
+    let Ok(tcp) = std::fs::read_to_string(format!("/proc/{pid}/{file}")) else {
         return false;
     };
     let want = format!("{addr}:{port:04X}");

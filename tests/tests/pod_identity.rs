@@ -9,10 +9,13 @@
 //! file is mounted under `/run/secrets` (`/var/run` links there). A second
 //! nginx runs on the host as it is. One agent observes both: the pod's
 //! processes (master and workers) carry exactly those labels, the host's
-//! carry empty ones, and Kong mode adds no such family.
+//! carry empty ones, and Kong mode adds no such family. Each nginx's
+//! per-listener series (`gatescope_downstream_bytes_total`) carry the same
+//! `namespace`, `pod` and `container_id` as its processes.
 
 use anyhow::{bail, ensure, Context, Result};
-use gatescope_tests::agent::Agent;
+use gatescope_tests::agent::{http_get, Agent};
+use gatescope_tests::metrics::DOWN_BYTES;
 use gatescope_tests::nginx::{Nginx, NginxConfig, Tuning};
 use gatescope_tests::util::{free_port, poll, TempDir};
 use gatescope_tests::{upstream::Upstream, Scene};
@@ -195,6 +198,40 @@ fn pod_processes_carry_their_container_and_pod() -> Result<()> {
             "host process {pid}: {labels:?}"
         );
     }
+
+    // Per-listener series carry the pod of the process that listens: one
+    // request to each nginx, and each one's bytes are under its own labels.
+    for addr in [pod.listen_addr(), host.nginx.listen_addr()] {
+        let (code, _) = http_get(&addr, "/size/10")?;
+        ensure!(code == 200, "{addr}: {code}");
+    }
+    let pod_listener = [
+        ("listener", pod.listen_addr()),
+        ("namespace", NAMESPACE.to_owned()),
+        ("pod", POD.to_owned()),
+        ("container_id", CONTAINER.to_owned()),
+    ];
+    let host_listener = [
+        ("listener", host.nginx.listen_addr()),
+        ("namespace", String::new()),
+        ("pod", String::new()),
+        ("container_id", String::new()),
+    ];
+    let pairs = |l: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+        let mut v = l.to_vec();
+        v.push(("direction", "ingress".to_owned()));
+        v
+    };
+    poll(Duration::from_secs(10), "each listener's bytes", || {
+        let s = agent.scrape()?;
+        let found = |l: &[(&'static str, String)]| -> Result<bool> {
+            let l = pairs(l);
+            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Ok(s.get(DOWN_BYTES, &l)?.is_some_and(|v| v > 0.0))
+        };
+        Ok((found(&pod_listener)? && found(&host_listener)?).then_some(()))
+    })
+    .with_context(|| agent.scrape_text().unwrap_or_default())?;
 
     // Kong mode keeps Kong's label sets: no such family.
     let kong = Agent::start(&pids, &["--metrics-compat", "kong"])?;

@@ -115,6 +115,8 @@ pub enum Observation<'a> {
         /// The thread that called connect() (an active open's CLOSE ->
         /// SYN_SENT runs in the syscall); 0 for a passive open (softirq).
         tid: u32,
+        /// The socket's network namespace (inode); 0 when unknown.
+        netns: u32,
     },
     /// A connection open before gatescope started, seen for the first time
     /// when the gateway moved bytes on it.
@@ -123,6 +125,7 @@ pub enum Observation<'a> {
         role: Role,
         endpoints: Endpoints,
         ts_ns: u64,
+        netns: u32,
     },
     State {
         sk: u64,
@@ -200,6 +203,9 @@ pub enum Observation<'a> {
     /// A target began listening on `addr`.
     Listen {
         addr: SocketAddr,
+        netns: u32,
+        /// The target that called listen().
+        tgid: u32,
         ts_ns: u64,
     },
 }
@@ -264,6 +270,8 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
                         ifindex,
                         handshake_ns,
                         tuple,
+                        netns,
+                        _pad: _,
                     },
             } = record::<ConnOpen>(raw)?;
             let role = Role::try_from(role)?;
@@ -277,17 +285,22 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
                     ns: handshake_ns,
                 }),
                 tid: header.tid,
+                netns,
             }
         }
         Kind::CONN_FOUND => {
             let ConnFound {
-                sk, role, tuple, ..
+                sk,
+                role,
+                tuple,
+                netns,
             } = record::<ConnFound>(raw)?.data;
             Observation::ConnFound {
                 sk,
                 role: role.try_into()?,
                 endpoints: endpoints(&tuple),
                 ts_ns,
+                netns,
             }
         }
         Kind::STATE => {
@@ -369,9 +382,14 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
             tgid: record::<Exec>(raw)?.header.tgid,
         },
         Kind::LISTEN => {
-            let Listen { tuple } = record::<Listen>(raw)?.data;
+            let Record {
+                header,
+                data: Listen { tuple, netns, .. },
+            } = record::<Listen>(raw)?;
             Observation::Listen {
                 addr: endpoints(&tuple).local,
+                netns,
+                tgid: header.tgid,
                 ts_ns,
             }
         }

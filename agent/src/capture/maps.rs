@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap};
-use gatescope_common::{SockInfo, WireCounts, WireKey, TARGET_BITS_LEN};
+use gatescope_common::{ListenKey, SockInfo, WireCounts, WireKey, TARGET_BITS_LEN};
 
 /// The target processes (and threads) in the kernel: TARGETS and the
 /// TARGET_BITS slots the programs check first (common's MAP_TARGET_BITS).
@@ -38,35 +38,38 @@ impl TargetMap {
 /// the kernel added it, 0 when the agent did) and the LISTEN_PORT_BITS slots
 /// mirroring it for the wire view.
 pub struct ListenPorts {
-    pub(super) map: HashMap<MapData, u16, u64>,
+    pub(super) map: HashMap<MapData, ListenKey, u64>,
     pub(super) bits: Array<MapData, u8>,
 }
 
 impl ListenPorts {
-    /// Every port held.
-    pub fn ports(&self) -> Vec<u16> {
+    /// Every listening port held, each in its network namespace.
+    pub fn keys(&self) -> Vec<ListenKey> {
         self.map.keys().filter_map(Result::ok).collect()
     }
 
-    /// When the kernel added `port` (0: the agent did); `None` if absent.
-    pub fn added(&self, port: u16) -> Option<u64> {
-        self.map.get(&port, 0).ok()
+    /// When the kernel added `key` (0: the agent did); `None` if absent.
+    pub fn added(&self, key: ListenKey) -> Option<u64> {
+        self.map.get(&key, 0).ok()
     }
 
-    /// Holds `port` (stamp 0: the agent's); false when the map is full.
-    pub fn insert(&mut self, port: u16) -> bool {
-        let held = self.map.insert(port, 0, 0).is_ok();
+    /// Holds `key` (stamp 0: the agent's); false when the map is full.
+    pub fn insert(&mut self, key: ListenKey) -> bool {
+        let held = self.map.insert(key, 0, 0).is_ok();
         if held {
             // A failed slot write only hides the port from the wire view.
-            let _ = self.bits.set(u32::from(port), 1, 0);
+            let _ = self.bits.set(u32::from(key.port), 1, 0);
         }
         held
     }
 
-    /// Gives `port` up.
-    pub fn remove(&mut self, port: u16) {
-        let _ = self.map.remove(&port);
-        let _ = self.bits.set(u32::from(port), 0, 0);
+    /// Gives `key` up. The port's bit (the wire view's, and the passive
+    /// open's first check) stays while another namespace listens on it.
+    pub fn remove(&mut self, key: ListenKey) {
+        let _ = self.map.remove(&key);
+        if !self.keys().iter().any(|k| k.port == key.port) {
+            let _ = self.bits.set(u32::from(key.port), 0, 0);
+        }
     }
 }
 

@@ -64,6 +64,7 @@ fn idle_connections_are_accepted_as_they_leave_the_accept_queue_oldest_first() {
     let queued = |pairs: &[(u16, u32)]| pairs.iter().copied().collect::<StdHashMap<u16, u32>>();
     let at = |t: &mut ConnTable, sk, port: u16, ns| {
         let obs = Observation::ConnOpen {
+            netns: 0,
             sk,
             role: Role::Downstream,
             endpoints: ep(&format!("127.0.0.1:{port}"), CLIENT),

@@ -3,6 +3,8 @@
 
 use std::{collections::HashMap, net::SocketAddr};
 
+use gatescope_common::ListenKey;
+
 use crate::{
     capture::decode::{Direction, Endpoints, Role, TcpEvent},
     http::{HttpEvent, Phase},
@@ -16,7 +18,7 @@ pub enum Fact {
     /// The gateway read from a downstream connection for the first time.
     Handled,
     DownstreamBytes {
-        port: u16,
+        listener: ListenKey,
         dir: Direction,
         len: u64,
     },
@@ -34,9 +36,9 @@ pub enum Fact {
         dir: Direction,
         len: u64,
     },
-    /// A retransmission or reset on a client connection (by listening port).
+    /// A retransmission or reset on a client connection (by listener).
     DownstreamTcp {
-        port: u16,
+        listener: ListenKey,
         event: TcpEvent,
     },
     /// A retransmission or reset on a connection to an upstream peer.
@@ -46,9 +48,9 @@ pub enum Fact {
     },
     /// The table was full and a connection could not be tracked.
     TableFull,
-    /// What a client connection's TLS handshake came to (by listening port).
+    /// What a client connection's TLS handshake came to (by listener).
     DownstreamTls {
-        port: u16,
+        listener: ListenKey,
         result: TlsResult,
         version: TlsVersion,
     },
@@ -62,7 +64,7 @@ pub enum Fact {
     /// (its process has no OpenSSL with probes); also in
     /// [`Fact::DownstreamBytes`].
     DownstreamTlsUnparsed {
-        port: u16,
+        listener: ListenKey,
         dir: Direction,
         len: u64,
     },
@@ -128,13 +130,13 @@ impl TlsVersion {
 /// The handshake fact of a connection of `role` at `endpoints`.
 pub(super) fn tls_fact(
     role: Role,
-    endpoints: &Endpoints,
+    (endpoints, netns): (&Endpoints, u32),
     result: TlsResult,
     version: TlsVersion,
 ) -> Fact {
     match role {
         Role::Downstream => Fact::DownstreamTls {
-            port: endpoints.local.port(),
+            listener: ListenKey::new(netns, endpoints.local.port()),
             result,
             version,
         },
@@ -148,10 +150,15 @@ pub(super) fn tls_fact(
 
 /// The unparsed-TLS fact of `len` bytes in `dir` on a connection of `role`
 /// at `endpoints`.
-pub(super) fn unparsed_fact(role: Role, endpoints: &Endpoints, dir: Direction, len: u64) -> Fact {
+pub(super) fn unparsed_fact(
+    role: Role,
+    (endpoints, netns): (&Endpoints, u32),
+    dir: Direction,
+    len: u64,
+) -> Fact {
     match role {
         Role::Downstream => Fact::DownstreamTlsUnparsed {
-            port: endpoints.local.port(),
+            listener: ListenKey::new(netns, endpoints.local.port()),
             dir,
             len,
         },
@@ -164,10 +171,11 @@ pub(super) fn unparsed_fact(role: Role, endpoints: &Endpoints, dir: Direction, l
 }
 
 /// A TCP event, per listener for client connections and per peer upstream.
-pub(super) fn tcp_fact(role: Role, endpoints: &Endpoints, event: TcpEvent) -> Fact {
+/// `netns` 0: unknown (a reset on a socket no longer tracked).
+pub(super) fn tcp_fact(role: Role, (endpoints, netns): (&Endpoints, u32), event: TcpEvent) -> Fact {
     match role {
         Role::Downstream => Fact::DownstreamTcp {
-            port: endpoints.local.port(),
+            listener: ListenKey::new(netns, endpoints.local.port()),
             event,
         },
         Role::Upstream => Fact::UpstreamTcp {
@@ -182,6 +190,8 @@ pub(super) fn tcp_fact(role: Role, endpoints: &Endpoints, event: TcpEvent) -> Fa
 pub struct ConnInfo {
     pub role: Role,
     pub endpoints: Endpoints,
+    /// Its network namespace (inode; 0 unknown).
+    pub netns: u32,
     /// The gateway process that last moved bytes on it (a worker).
     pub tgid: u32,
     /// TLS: its requests are in the plaintext OpenSSL moved, not in the

@@ -112,6 +112,7 @@ fn headers_on(id: u8, block: &[u8]) -> Vec<u8> {
 fn a_connection_open_before_start_is_http2_from_its_frames() {
     let mut t = ConnTable::new(10);
     let found = Observation::ConnFound {
+        netns: 0,
         sk: 1,
         role: Role::Downstream,
         endpoints: ep(GW, CLIENT),
@@ -162,6 +163,7 @@ fn a_connection_open_before_start_is_http2_from_its_frames() {
 fn an_http1_connection_open_before_start_stays_http1() {
     let mut t = ConnTable::new(10);
     let found = Observation::ConnFound {
+        netns: 0,
         sk: 1,
         role: Role::Downstream,
         endpoints: ep(GW, CLIENT),

@@ -44,8 +44,12 @@ impl Conn {
         // `blind` holds only for a TLS connection (see the caller).
         if self.handshake == Handshake::Blind || blind {
             self.handshake = Handshake::Blind;
-            out.facts
-                .push(unparsed_fact(self.role, &self.endpoints, dir, len));
+            out.facts.push(unparsed_fact(
+                self.role,
+                (&self.endpoints, self.netns),
+                dir,
+                len,
+            ));
             return;
         }
         if !self.protocol.is_tls() || !open {
@@ -77,8 +81,12 @@ impl Conn {
                     (false, true) => TlsResult::Failed,
                     (false, false) => TlsResult::Closed,
                 };
-                out.facts
-                    .push(tls_fact(self.role, &self.endpoints, result, version));
+                out.facts.push(tls_fact(
+                    self.role,
+                    (&self.endpoints, self.netns),
+                    result,
+                    version,
+                ));
                 self.handshake = Handshake::Done;
             }
             Handshake::Unknown => self.handshake = Handshake::Done,

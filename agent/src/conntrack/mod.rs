@@ -49,6 +49,8 @@ use self::{
     handshake::Handshake,
     protocol::Protocol,
 };
+use gatescope_common::ListenKey;
+
 use crate::{
     capture::decode::{Direction, Endpoints, Observation, Role},
     http::{HttpEvent, Segment},
@@ -72,6 +74,9 @@ pub const LATE_IDLE: Duration = Duration::from_secs(1);
 struct Conn {
     role: Role,
     endpoints: Endpoints,
+    /// Its network namespace (inode; 0 unknown): with the local port, which
+    /// listener a client connection came in on (two pods both listen on 80).
+    netns: u32,
     handled: bool,
     /// The gateway has done something with it: accepted, as stub_status
     /// counts (see [`ConnTable::touched`]).
@@ -107,9 +112,15 @@ impl Conn {
         ConnInfo {
             role: self.role,
             endpoints: self.endpoints,
+            netns: self.netns,
             tgid: self.tgid,
             tls: self.protocol.is_tls(),
         }
+    }
+
+    /// The listener of a client connection.
+    fn listener(&self) -> ListenKey {
+        ListenKey::new(self.netns, self.endpoints.local.port())
     }
 
     fn is_open(&self) -> bool {
@@ -217,7 +228,8 @@ impl ConnTable {
                 ts_ns,
                 handshake: _,
                 tid: _,
-            } => self.open(sk, role, endpoints, ts_ns, false, out),
+                netns,
+            } => self.open(sk, role, (endpoints, netns), ts_ns, false, out),
             // Open before we started: active from now on, but it was neither
             // accepted nor opened while we watched, nor is it new to handle.
             Observation::ConnFound {
@@ -225,7 +237,8 @@ impl ConnTable {
                 role,
                 endpoints,
                 ts_ns,
-            } => self.open(sk, role, endpoints, ts_ns, true, out),
+                netns,
+            } => self.open(sk, role, (endpoints, netns), ts_ns, true, out),
             Observation::State {
                 sk,
                 old,
@@ -293,14 +306,15 @@ impl ConnTable {
             }
             Observation::Tcp { sk, event } => {
                 if let Some(conn) = self.conns.get(&sk).filter(|c| c.is_open()) {
-                    out.facts.push(tcp_fact(conn.role, &conn.endpoints, event));
+                    out.facts
+                        .push(tcp_fact(conn.role, (&conn.endpoints, conn.netns), event));
                 }
             }
             Observation::TcpClosed {
                 role,
                 endpoints,
                 event,
-            } => out.facts.push(tcp_fact(role, &endpoints, event)),
+            } => out.facts.push(tcp_fact(role, (&endpoints, 0), event)),
             // The process and listener stage (pipeline.rs) handles these.
             Observation::Fork { .. }
             | Observation::Exit { .. }
@@ -356,7 +370,7 @@ impl ConnTable {
         &mut self,
         sk: u64,
         role: Role,
-        endpoints: Endpoints,
+        (endpoints, netns): (Endpoints, u32),
         opened_ns: u64,
         found: bool,
         out: &mut Finished,
@@ -378,6 +392,7 @@ impl ConnTable {
         let conn = Conn {
             role,
             endpoints,
+            netns,
             handled: found,
             accepted: found,
             tgid: 0,
@@ -480,7 +495,7 @@ impl ConnTable {
         if seg.len > 0 {
             out.facts.push(match conn.role {
                 Role::Downstream => Fact::DownstreamBytes {
-                    port: conn.endpoints.local.port(),
+                    listener: conn.listener(),
                     dir,
                     len: seg.len,
                 },

@@ -24,6 +24,7 @@ pub(super) fn apply(table: &mut ConnTable, obs: &Observation) -> Finished {
 }
 pub(super) fn open(table: &mut ConnTable, sk: u64, role: Role, endpoints: Endpoints) -> Vec<Fact> {
     let obs = Observation::ConnOpen {
+        netns: 0,
         sk,
         role,
         endpoints,
@@ -75,7 +76,7 @@ fn downstream_lifecycle_gateway_closes() {
             Fact::Accepted,
             Fact::Handled,
             Fact::DownstreamBytes {
-                port: 8080,
+                listener: ListenKey::new(0, 8080),
                 dir: Direction::Ingress,
                 len: 100
             }
@@ -184,7 +185,7 @@ fn bytes_read_after_the_close_are_the_closed_connections() {
             Fact::Accepted,
             Fact::Handled,
             Fact::DownstreamBytes {
-                port,
+                listener: ListenKey::new(0, port),
                 dir: Direction::Ingress,
                 len: 43
             }
@@ -229,6 +230,7 @@ fn found_connections_are_active_but_not_accepted_opened_or_newly_handled() {
     let mut t = ConnTable::new(10);
     let mut facts = vec![];
     let found = |sk, role, endpoints| Observation::ConnFound {
+        netns: 0,
         sk,
         role,
         endpoints,
@@ -249,7 +251,7 @@ fn found_connections_are_active_but_not_accepted_opened_or_newly_handled() {
     assert_eq!(
         bytes(&mut t, 1, Direction::Ingress, 40),
         vec![Fact::DownstreamBytes {
-            port: 8080,
+            listener: ListenKey::new(0, 8080),
             dir: Direction::Ingress,
             len: 40
         }]
@@ -271,6 +273,7 @@ fn sweep_drops_only_connections_missing_twice() {
             apply(
                 &mut t,
                 &Observation::ConnOpen {
+                    netns: 0,
                     sk,
                     role: Role::Downstream,
                     endpoints: ep,
@@ -289,6 +292,7 @@ fn sweep_drops_only_connections_missing_twice() {
         apply(
             &mut t,
             &Observation::ConnOpen {
+                netns: 0,
                 sk: 4,
                 role: Role::Downstream,
                 endpoints: ep,
@@ -333,6 +337,7 @@ fn sweep_drops_only_connections_missing_twice() {
 
 fn open_at(table: &mut ConnTable, sk: u64, role: Role, endpoints: Endpoints, t: Instant) {
     let obs = Observation::ConnOpen {
+        netns: 0,
         sk,
         role,
         endpoints,
@@ -548,6 +553,7 @@ fn idle_late_connections_end_on_the_tick_or_when_their_address_opens_again() {
     assert!(out.http.is_empty());
     // Address 2 opens again: its late request ends at its last read.
     let obs = Observation::ConnOpen {
+        netns: 0,
         sk: 2,
         role: Role::Downstream,
         endpoints: e,
@@ -700,6 +706,7 @@ fn sweep_releases_old_kernel_entries_the_table_does_not_know_up_to_its_room() {
     let mut t = ConnTable::new(3);
     let at = |table: &mut ConnTable, sk, opened_ns| {
         let obs = Observation::ConnOpen {
+            netns: 0,
             sk,
             role: Role::Upstream,
             endpoints: ep("127.0.0.1:40000", UP),

@@ -117,6 +117,7 @@ fn ciphertext_is_counted_and_plaintext_parsed() {
 fn a_connection_open_before_start_resynchronises_at_a_message() {
     let mut t = ConnTable::new(10);
     let found = Observation::ConnFound {
+        netns: 0,
         sk: 2,
         role: Role::Downstream,
         endpoints: ep(GW, CLIENT),
@@ -166,8 +167,8 @@ fn each_handshake_is_counted_once_by_what_its_bytes_show() {
             .flat_map(|o| &o.facts)
             .filter_map(|f| match f {
                 Fact::DownstreamTls {
-                    port: 8080, result, ..
-                } => Some(*result),
+                    listener, result, ..
+                } if listener.port == 8080 => Some(*result),
                 _ => None,
             })
             .collect()
@@ -233,7 +234,7 @@ fn an_alert_in_the_clear_fails_the_handshake() {
     );
     assert!(
         c.facts.contains(&Fact::DownstreamTls {
-            port: 8080,
+            listener: ListenKey::new(0, 8080),
             result: TlsResult::Failed,
             version: TlsVersion::Unknown,
         }),
@@ -258,11 +259,9 @@ fn tls_of_a_process_without_probes_is_counted_as_unparsed_bytes() {
     let unparsed: Vec<(Direction, u64)> = facts
         .iter()
         .filter_map(|f| match f {
-            Fact::DownstreamTlsUnparsed {
-                port: 8080,
-                dir,
-                len,
-            } => Some((*dir, *len)),
+            Fact::DownstreamTlsUnparsed { listener, dir, len } if listener.port == 8080 => {
+                Some((*dir, *len))
+            }
             _ => None,
         })
         .collect();
@@ -273,7 +272,7 @@ fn tls_of_a_process_without_probes_is_counted_as_unparsed_bytes() {
     // Still counted as bytes; no handshake result (it cannot be told), no
     // anomaly.
     assert!(facts.contains(&&Fact::DownstreamBytes {
-        port: 8080,
+        listener: ListenKey::new(0, 8080),
         dir: Direction::Egress,
         len: 1400
     }));
@@ -355,7 +354,7 @@ fn the_handshake_fact_carries_the_version() {
         &plain(1, Direction::Ingress, 3, b"GET / HTTP/1.1\r\n\r\n"),
     );
     assert!(out.facts.contains(&Fact::DownstreamTls {
-        port: 8080,
+        listener: ListenKey::new(0, 8080),
         result: TlsResult::Ok,
         version: TlsVersion::Tls13,
     }));

@@ -402,10 +402,15 @@ pub const ROUTE_OVERFLOW: Family = counter(
 
 // --- Connections and bytes (both schemas) ---------------------------------
 
+/// The labels of every per-listener family (see
+/// [`crate::metrics::ListenerName`]), before the family's own.
+#[cfg(test)]
+pub const LISTENER_LABELS: [&str; 5] = ["listener", "netns", "namespace", "pod", "container_id"];
+
 pub const DOWNSTREAM_BYTES: Family = counter(
     "gatescope_downstream_bytes_total",
     "TCP payload bytes the gateway received (ingress) or sent (egress) on client connections, per listening socket",
-    &["listener", "direction"],
+    &["listener", "netns", "namespace", "pod", "container_id", "direction"],
 );
 pub const UPSTREAM_CONNECTIONS: Family = gauge(
     "gatescope_upstream_connections",
@@ -430,12 +435,19 @@ pub const UNTRACKED_BYTES: Family = counter(
 pub const DOWNSTREAM_TCP_EVENTS: Family = counter(
     "gatescope_downstream_tcp_events_total",
     "Retransmissions and resets on client connections, per listening socket (tcp:* tracepoints)",
-    &["listener", "event"],
+    &[
+        "listener",
+        "netns",
+        "namespace",
+        "pod",
+        "container_id",
+        "event",
+    ],
 );
 pub const DOWNSTREAM_TLS_HANDSHAKES: Family = counter(
     "gatescope_downstream_tls_handshakes_total",
     "TLS handshakes on client connections, per listening socket, as their bytes show: ok (plaintext flowed), failed (a TLS alert in the clear first, e.g. no shared protocol or cipher), closed (the connection closed first: an encrypted TLS 1.3 alert such as a rejected certificate, or a client that never sent a request); version: the server's choice in its ServerHello (TLSv1 to TLSv1.3, unknown when none was seen)",
-    &["listener", "result", "version"],
+    &["listener", "netns", "namespace", "pod", "container_id", "result", "version"],
 );
 pub const UPSTREAM_TLS_HANDSHAKES: Family = counter(
     "gatescope_upstream_tls_handshakes_total",
@@ -445,7 +457,7 @@ pub const UPSTREAM_TLS_HANDSHAKES: Family = counter(
 pub const DOWNSTREAM_TLS_UNPARSED: Family = counter(
     "gatescope_downstream_tls_unparsed_bytes_total",
     "TLS bytes on client connections that are counted but not parsed, per listening socket and direction: the gateway process has no OpenSSL with probes (none mapped, OpenSSL the probes cannot attach to, or --tls=false); also in gatescope_downstream_bytes_total",
-    &["listener", "direction"],
+    &["listener", "netns", "namespace", "pod", "container_id", "direction"],
 );
 pub const UPSTREAM_TLS_UNPARSED: Family = counter(
     "gatescope_upstream_tls_unparsed_bytes_total",
@@ -480,17 +492,17 @@ pub const DOWNSTREAM_WIRE: WireSide = WireSide {
     packets: counter(
         "gatescope_downstream_wire_packets_total",
         "TCP segments on the wire of the gateway's client connections, per interface (socket filter on AF_PACKET; ingress = towards the gateway)",
-        &["interface", "listener", "direction"],
+        &["interface", "listener", "netns", "namespace", "pod", "container_id", "direction"],
     ),
     bytes: counter(
         "gatescope_downstream_wire_bytes_total",
         "IP bytes (headers included) on the wire of the gateway's client connections, per interface",
-        &["interface", "listener", "direction"],
+        &["interface", "listener", "netns", "namespace", "pod", "container_id", "direction"],
     ),
     resets: counter(
         "gatescope_downstream_wire_resets_total",
         "TCP segments with RST set on the wire of the gateway's client connections, per interface (egress = sent by the gateway)",
-        &["interface", "listener", "direction"],
+        &["interface", "listener", "netns", "namespace", "pod", "container_id", "direction"],
     ),
 };
 pub const UPSTREAM_WIRE: WireSide = WireSide {
@@ -513,18 +525,18 @@ pub const UPSTREAM_WIRE: WireSide = WireSide {
 pub const WIRE_SYNS: Family = counter(
     "gatescope_downstream_wire_syn_total",
     "Connection attempts (SYN without ACK) from clients on the wire, per interface and listening socket",
-    &["interface", "listener"],
+    &["interface", "listener", "netns", "namespace", "pod", "container_id"],
 );
 pub const HANDSHAKE: Family = histogram(
     "gatescope_downstream_tcp_handshake_seconds",
     "Client TCP handshakes from the first SYN to the final ACK as the gateway's interface saw them (the connect latency a client sees), per listening socket",
-    &["interface", "listener"],
+    &["interface", "listener", "netns", "namespace", "pod", "container_id"],
     HANDSHAKE_BUCKETS,
 );
 pub const HANDSHAKES_UNTIMED: Family = counter(
     "gatescope_downstream_tcp_handshakes_untimed_total",
     "Client connections whose handshake the wire view did not time: its first SYN crossed no tapped interface, or was pushed out of the HANDSHAKES map (LRU) by a flood of handshakes that never completed",
-    &["listener"],
+    &["listener", "netns", "namespace", "pod", "container_id"],
 );
 
 // --- The agent's own health -----------------------------------------------

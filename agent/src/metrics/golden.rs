@@ -11,10 +11,10 @@
 use std::{net::SocketAddr, path::Path};
 
 use gatescope_common::{
-    Direction as KernelDirection, Role as KernelRole, WireCounts, WireKey, AF_INET,
+    Direction as KernelDirection, ListenKey, Role as KernelRole, WireCounts, WireKey, AF_INET,
 };
 
-use super::{render, Identity, MetricGroups, Metrics};
+use super::{render, Identity, ListenerName, MetricGroups, Metrics};
 use crate::http::{
     genai::{GenAiApi, GenAiCall, GenAiUsage, UsageUnavailable},
     TraceHeaders,
@@ -57,6 +57,33 @@ upstream = "127.0.0.1:9400"
   input_per_million = 10.0
   output_per_million = 10.0
 "#;
+
+/// The listener on 8443 is in a pod's network namespace.
+const POD_8443: ListenKey = ListenKey::new(4_026_532_301, 8443);
+
+/// A listener in the host's namespace, known by port alone (no BTF keys
+/// them as 0), and one in a pod with its identity.
+fn listeners() -> Vec<(ListenKey, ListenerName)> {
+    vec![
+        (
+            ListenKey::new(0, 8080),
+            ListenerName {
+                listener: "127.0.0.1:8080".into(),
+                ..ListenerName::default()
+            },
+        ),
+        (
+            POD_8443,
+            ListenerName {
+                listener: "[::1]:8443".into(),
+                netns: "4026532301".into(),
+                namespace: "ingress".into(),
+                pod: "gw-7d4b9c-x2x9q".into(),
+                container_id: "5b2c".repeat(16),
+            },
+        ),
+    ]
+}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -309,7 +336,7 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
     sinks.push(m.genai(providers(), 2));
     let mut labeller = Labeller::new(router, sinks.needs());
     let peer = addr("127.0.0.1:9000");
-    m.set_listeners(&[addr("127.0.0.1:8080"), addr("[::1]:8443")]);
+    m.set_listeners(&listeners());
     m.health.set_capacity("ring_buffer_bytes", 1 << 20);
     m.health.set_capacity("sockets", 65536);
     m.health.programs_attached.set(17);
@@ -332,27 +359,27 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
         Fact::Handled,
         Fact::Handled,
         Fact::DownstreamBytes {
-            port: 8080,
+            listener: ListenKey::new(0, 8080),
             dir: Direction::Ingress,
             len: 100,
         },
         Fact::DownstreamBytes {
-            port: 8080,
+            listener: ListenKey::new(0, 8080),
             dir: Direction::Egress,
             len: 250,
         },
         Fact::DownstreamBytes {
-            port: 8080,
+            listener: ListenKey::new(0, 8080),
             dir: Direction::Ingress,
             len: 5,
         },
         Fact::DownstreamBytes {
-            port: 8443,
+            listener: POD_8443,
             dir: Direction::Egress,
             len: 9,
         },
         Fact::DownstreamBytes {
-            port: 81,
+            listener: ListenKey::new(0, 81),
             dir: Direction::Ingress,
             len: 7,
         },
@@ -381,11 +408,11 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
             len: 11,
         },
         Fact::DownstreamTcp {
-            port: 8080,
+            listener: ListenKey::new(0, 8080),
             event: TcpEvent::Retransmit,
         },
         Fact::DownstreamTcp {
-            port: 8080,
+            listener: ListenKey::new(0, 8080),
             event: TcpEvent::ResetSent,
         },
         Fact::UpstreamTcp {
@@ -415,12 +442,12 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
     for (done, remote) in exchanges() {
         sinks.exchange(&labeller.label(done, remote, 1));
     }
-    m.handshake("eth0", 8080, 0.0004);
-    m.handshake("eth0", 8080, 0.03);
-    m.handshake("lo", 8443, 2.0);
-    m.handshake("lo", 82, 0.0001);
-    m.handshake_untimed(8080);
-    m.handshake_untimed(83);
+    m.handshake("eth0", ListenKey::new(0, 8080), 0.0004);
+    m.handshake("eth0", ListenKey::new(0, 8080), 0.03);
+    m.handshake("lo", POD_8443, 2.0);
+    m.handshake("lo", ListenKey::new(0, 82), 0.0001);
+    m.handshake_untimed(ListenKey::new(0, 8080));
+    m.handshake_untimed(ListenKey::new(0, 83));
     let down_in = wire_key(
         KernelRole::DOWNSTREAM,
         KernelDirection::INGRESS,
@@ -457,14 +484,14 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
         &interface,
     );
     // A listener closed: its port is labelled `*:port` from here on.
-    m.set_listeners(&[addr("[::1]:8443")]);
+    m.set_listeners(&listeners()[1..]);
     m.record(&Fact::DownstreamBytes {
-        port: 8080,
+        listener: ListenKey::new(0, 8080),
         dir: Direction::Ingress,
         len: 1000,
     });
     m.record(&Fact::DownstreamTcp {
-        port: 8080,
+        listener: ListenKey::new(0, 8080),
         event: TcpEvent::Retransmit,
     });
     m.set_gauges(&Gauges {

@@ -22,6 +22,7 @@ mod golden;
 
 use std::{collections::HashMap, net::SocketAddr};
 
+use gatescope_common::ListenKey;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry, TextEncoder};
 use rustc_hash::FxHashMap;
 
@@ -89,11 +90,11 @@ pub struct Metrics {
     pub spans: SpanMetrics,
     /// How upstream calls were linked to client requests.
     pub links: Links,
-    /// Listening port -> the listening socket's address, as the label shows it.
-    listeners: HashMap<u16, String>,
+    /// Listening port in its network namespace -> how its series name it.
+    listeners: HashMap<ListenKey, ListenerName>,
     /// Counter handles of the per-record byte families, so the hot path
     /// neither formats labels nor hashes them per record.
-    downstream_bytes_by: FxHashMap<(u16, Direction), IntCounter>,
+    downstream_bytes_by: FxHashMap<(ListenKey, Direction), IntCounter>,
     upstream_bytes_by: FxHashMap<(SocketAddr, Direction), IntCounter>,
 }
 
@@ -195,21 +196,20 @@ impl Metrics {
         }
     }
 
-    pub fn set_listeners(&mut self, sockets: &[SocketAddr]) {
-        let listeners: HashMap<u16, String> =
-            sockets.iter().map(|s| (s.port(), s.to_string())).collect();
+    /// The gateway's listening sockets, each in its network namespace.
+    pub fn set_listeners(&mut self, listeners: &[(ListenKey, ListenerName)]) {
+        let listeners: HashMap<ListenKey, ListenerName> = listeners.iter().cloned().collect();
         if listeners != self.listeners {
             // Labels may have changed (a listener opened or closed).
             self.downstream_bytes_by.clear();
             self.listeners = listeners;
         }
-        self.health.listen_sockets.set(sockets.len() as i64);
+        self.health.listen_sockets.set(self.listeners.len() as i64);
     }
 
-    /// The listening socket of `port` as labels show it; `*:port` when the
-    /// listener closed since the connection opened.
-    fn listener_label(&self, port: u16) -> String {
-        listener_label(&self.listeners, port)
+    /// How the series of listener `key` name it; see [`listener_name`].
+    fn listener_name(&self, key: ListenKey) -> ListenerName {
+        listener_name(&self.listeners, key)
     }
 
     /// Exports the wire view's counters (running totals from the kernel);
@@ -220,15 +220,15 @@ impl Metrics {
         interface: &dyn Fn(u32) -> String,
     ) {
         struct Names<'a> {
-            listeners: &'a HashMap<u16, String>,
+            listeners: &'a HashMap<ListenKey, ListenerName>,
             interface: &'a dyn Fn(u32) -> String,
         }
         impl wire::Labels for Names<'_> {
             fn interface(&self, ifindex: u32) -> String {
                 (self.interface)(ifindex)
             }
-            fn listener(&self, port: u16) -> String {
-                listener_label(self.listeners, port)
+            fn listener(&self, port: u16) -> ListenerName {
+                wire_listener_name(self.listeners, port)
             }
         }
         let names = Names {
@@ -238,33 +238,33 @@ impl Metrics {
         self.wire.sync(totals, &names);
     }
 
-    /// A client connection on `port` whose handshake the wire view did not
-    /// time (while it was on).
-    pub fn handshake_untimed(&self, port: u16) {
-        self.wire.untimed(&self.listener_label(port));
+    /// A client connection on `listener` whose handshake the wire view did
+    /// not time (while it was on).
+    pub fn handshake_untimed(&self, listener: ListenKey) {
+        self.wire.untimed(&self.listener_name(listener));
     }
 
-    /// One client's TCP handshake on listening port `port`.
-    pub fn handshake(&self, interface: &str, port: u16, seconds: f64) {
+    /// One client's TCP handshake on `listener`.
+    pub fn handshake(&self, interface: &str, listener: ListenKey, seconds: f64) {
         self.wire
-            .handshake(interface, &self.listener_label(port), seconds);
+            .handshake(interface, &self.listener_name(listener), seconds);
     }
 
     pub fn record(&mut self, fact: &Fact) {
         match *fact {
             Fact::Accepted => self.downstream.add(Stat::Accepted, 1),
             Fact::Handled => self.downstream.add(Stat::Handled, 1),
-            Fact::DownstreamBytes { port, dir, len } => {
-                if let Some(counter) = self.downstream_bytes_by.get(&(port, dir)) {
+            Fact::DownstreamBytes { listener, dir, len } => {
+                if let Some(counter) = self.downstream_bytes_by.get(&(listener, dir)) {
                     counter.inc_by(len);
                     return;
                 }
                 let counter = self
                     .downstream_bytes
-                    .with_label_values(&[&self.listener_label(port), dir.as_str()]);
+                    .with_label_values(&self.listener_name(listener).with(&[dir.as_str()]));
                 counter.inc_by(len);
                 if self.downstream_bytes_by.len() < HANDLE_CACHE_MAX {
-                    self.downstream_bytes_by.insert((port, dir), counter);
+                    self.downstream_bytes_by.insert((listener, dir), counter);
                 }
             }
             Fact::UpstreamOpened { peer } => {
@@ -291,16 +291,16 @@ impl Metrics {
                     .inc_by(len);
             }
             Fact::DownstreamTls {
-                port,
+                listener,
                 result,
                 version,
             } => {
                 self.downstream_tls
-                    .with_label_values(&[
-                        &self.listener_label(port),
-                        result.as_str(),
-                        version.as_str(),
-                    ])
+                    .with_label_values(
+                        &self
+                            .listener_name(listener)
+                            .with(&[result.as_str(), version.as_str()]),
+                    )
                     .inc();
             }
             Fact::UpstreamTls {
@@ -312,9 +312,9 @@ impl Metrics {
                     .with_label_values(&[&peer.to_string(), result.as_str(), version.as_str()])
                     .inc();
             }
-            Fact::DownstreamTlsUnparsed { port, dir, len } => {
+            Fact::DownstreamTlsUnparsed { listener, dir, len } => {
                 self.downstream_tls_unparsed
-                    .with_label_values(&[&self.listener_label(port), dir.as_str()])
+                    .with_label_values(&self.listener_name(listener).with(&[dir.as_str()]))
                     .inc_by(len);
             }
             Fact::UpstreamTlsUnparsed { peer, dir, len } => {
@@ -322,9 +322,9 @@ impl Metrics {
                     .with_label_values(&[&peer.to_string(), dir.as_str()])
                     .inc_by(len);
             }
-            Fact::DownstreamTcp { port, event } => {
+            Fact::DownstreamTcp { listener, event } => {
                 self.downstream_tcp
-                    .with_label_values(&[&self.listener_label(port), event.as_str()])
+                    .with_label_values(&self.listener_name(listener).with(&[event.as_str()]))
                     .inc();
             }
             Fact::UpstreamTcp { peer, event } => {
@@ -379,13 +379,90 @@ impl Metrics {
     }
 }
 
-/// The listening socket of `port` as labels show it; `*:port` when the
-/// listener closed since the connection opened.
-fn listener_label(listeners: &HashMap<u16, String>, port: u16) -> String {
-    match listeners.get(&port) {
-        Some(label) => label.clone(),
-        None => format!("*:{port}"),
+/// How the series of a listening socket name it: its address, and which
+/// network namespace, pod and container it is in. Two gateway pods on one
+/// node both listen on port 80; these keep their series apart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerName {
+    /// The socket's address (`0.0.0.0:80`); `*:port` when unknown.
+    pub listener: String,
+    /// The namespace's inode; empty when the kernel's layout is unknown.
+    pub netns: String,
+    /// The pod's namespace, name and container, when the gateway process
+    /// runs in a Kubernetes pod (pods.rs); else empty.
+    pub namespace: String,
+    pub pod: String,
+    pub container_id: String,
+}
+
+impl ListenerName {
+    /// A listener known by port alone (closed since, or unknown).
+    pub fn port(netns: u32, port: u16) -> Self {
+        ListenerName {
+            listener: format!("*:{port}"),
+            netns: netns_label(netns),
+            ..ListenerName::default()
+        }
     }
+
+    /// The label values, in [`families::LISTENER_LABELS`] order, then `rest`.
+    pub fn with<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec![
+            self.listener.as_str(),
+            &self.netns,
+            &self.namespace,
+            &self.pod,
+            &self.container_id,
+        ];
+        v.extend_from_slice(rest);
+        v
+    }
+}
+
+/// A listener at `addr` in namespace 0 (unknown), as unit tests name one.
+#[cfg(test)]
+pub fn listener_at(addr: SocketAddr) -> (ListenKey, ListenerName) {
+    (
+        ListenKey::new(0, addr.port()),
+        ListenerName {
+            listener: addr.to_string(),
+            ..ListenerName::default()
+        },
+    )
+}
+
+/// A namespace inode as labels show it; empty for 0 (unknown).
+pub fn netns_label(netns: u32) -> String {
+    if netns == 0 {
+        String::new()
+    } else {
+        netns.to_string()
+    }
+}
+
+/// The name of listener `key`. A key in namespace 0 (unknown: a reset on
+/// a socket no longer tracked, or no BTF) takes the one listener on its
+/// port if there is one; otherwise, or when the listener closed since the
+/// connection opened, `*:port`.
+fn listener_name(listeners: &HashMap<ListenKey, ListenerName>, key: ListenKey) -> ListenerName {
+    if let Some(name) = listeners.get(&key) {
+        return name.clone();
+    }
+    if key.netns == 0 {
+        let mut on_port = listeners.iter().filter(|(k, _)| k.port == key.port);
+        if let (Some((_, name)), None) = (on_port.next(), on_port.next()) {
+            return name.clone();
+        }
+    }
+    ListenerName::port(key.netns, key.port)
+}
+
+/// The wire view counts packets by port on the host's interfaces: it
+/// cannot tell which namespace a port is in. The one listener on `port`
+/// when there is one; `*:port` with no namespace when several namespaces
+/// listen on it.
+fn wire_listener_name(listeners: &HashMap<ListenKey, ListenerName>, port: u16) -> ListenerName {
+    listener_name(listeners, ListenKey::new(0, port))
 }
 
 /// The Prometheus text exposition (format 0.0.4) of `registry`.
@@ -399,6 +476,58 @@ pub fn render(registry: &Registry) -> String {
 mod tests {
     use super::*;
 
+    /// [`ListenerName::with`] gives values in the order every per-listener
+    /// family names its labels.
+    #[test]
+    fn per_listener_families_start_with_the_listener_labels() {
+        let wire = &families::DOWNSTREAM_WIRE;
+        for f in [
+            &families::DOWNSTREAM_BYTES,
+            &families::DOWNSTREAM_TCP_EVENTS,
+            &families::DOWNSTREAM_TLS_HANDSHAKES,
+            &families::DOWNSTREAM_TLS_UNPARSED,
+            &families::HANDSHAKES_UNTIMED,
+        ] {
+            assert_eq!(f.labels[..5], families::LISTENER_LABELS, "{}", f.name);
+        }
+        for f in [
+            &wire.packets,
+            &wire.bytes,
+            &wire.resets,
+            &families::WIRE_SYNS,
+            &families::HANDSHAKE,
+        ] {
+            assert_eq!(f.labels[0], "interface", "{}", f.name);
+            assert_eq!(f.labels[1..6], families::LISTENER_LABELS, "{}", f.name);
+        }
+    }
+
+    /// Two namespaces on one port never share a name; a key whose
+    /// namespace is unknown takes the port's only listener, else `*:port`.
+    #[test]
+    fn listeners_are_named_per_namespace() {
+        let name = |l: &str, ns: &str| ListenerName {
+            listener: l.into(),
+            netns: ns.into(),
+            ..ListenerName::default()
+        };
+        let mut listeners = HashMap::new();
+        listeners.insert(ListenKey::new(11, 80), name("0.0.0.0:80", "11"));
+        listeners.insert(ListenKey::new(12, 80), name("0.0.0.0:80", "12"));
+        listeners.insert(ListenKey::new(11, 443), name("0.0.0.0:443", "11"));
+        let of = |ns, port| listener_name(&listeners, ListenKey::new(ns, port));
+        assert_eq!(of(11, 80), name("0.0.0.0:80", "11"));
+        assert_eq!(of(12, 80), name("0.0.0.0:80", "12"));
+        assert_eq!(of(0, 443), name("0.0.0.0:443", "11"));
+        assert_eq!(of(0, 80), name("*:80", ""));
+        assert_eq!(of(13, 80), name("*:80", "13"));
+        assert_eq!(wire_listener_name(&listeners, 80), name("*:80", ""));
+        assert_eq!(
+            wire_listener_name(&listeners, 443),
+            name("0.0.0.0:443", "11")
+        );
+    }
+
     const ID: Identity = Identity {
         node_id: "node-1",
         version: "0.1.0",
@@ -407,19 +536,19 @@ mod tests {
 
     fn metrics(compat: Compat) -> Metrics {
         let mut m = Metrics::new(compat, &ID, &["bytes"]);
-        m.set_listeners(&["127.0.0.1:8080".parse().unwrap()]);
+        m.set_listeners(&[listener_at("127.0.0.1:8080".parse().unwrap())]);
         let peer = "127.0.0.1:9000".parse().unwrap();
         for fact in [
             Fact::Accepted,
             Fact::Accepted,
             Fact::Handled,
             Fact::DownstreamBytes {
-                port: 8080,
+                listener: ListenKey::new(0, 8080),
                 dir: Direction::Ingress,
                 len: 100,
             },
             Fact::DownstreamBytes {
-                port: 8080,
+                listener: ListenKey::new(0, 8080),
                 dir: Direction::Egress,
                 len: 250,
             },
@@ -449,8 +578,8 @@ mod tests {
             "gatescope_downstream_connections_accepted_total 2",
             "gatescope_downstream_connections_handled_total 1",
             "gatescope_downstream_connections{state=\"active\"} 2",
-            "gatescope_downstream_bytes_total{direction=\"ingress\",listener=\"127.0.0.1:8080\"} 100",
-            "gatescope_downstream_bytes_total{direction=\"egress\",listener=\"127.0.0.1:8080\"} 250",
+            "gatescope_downstream_bytes_total{container_id=\"\",direction=\"ingress\",listener=\"127.0.0.1:8080\",namespace=\"\",netns=\"\",pod=\"\"} 100",
+            "gatescope_downstream_bytes_total{container_id=\"\",direction=\"egress\",listener=\"127.0.0.1:8080\",namespace=\"\",netns=\"\",pod=\"\"} 250",
             "gatescope_upstream_connections{peer=\"127.0.0.1:9000\"} 1",
             "gatescope_upstream_connections_opened_total{peer=\"127.0.0.1:9000\"} 1",
             "gatescope_upstream_bytes_total{direction=\"egress\",peer=\"127.0.0.1:9000\"} 120",
@@ -478,7 +607,7 @@ mod tests {
             "kong_node_info{node_id=\"node-1\",version=\"0.1.0\"} 1",
             // No Kong equivalent: native names kept. Kong's bandwidth is
             // per service/route (metrics/http.rs), not per listener.
-            "gatescope_downstream_bytes_total{direction=\"ingress\",listener=\"127.0.0.1:8080\"} 100",
+            "gatescope_downstream_bytes_total{container_id=\"\",direction=\"ingress\",listener=\"127.0.0.1:8080\",namespace=\"\",netns=\"\",pod=\"\"} 100",
             "gatescope_upstream_connections{peer=\"127.0.0.1:9000\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
@@ -497,11 +626,14 @@ mod tests {
     fn unknown_listener_port_is_still_counted() {
         let mut m = Metrics::new(Compat::None, &ID, &[]);
         m.record(&Fact::DownstreamBytes {
-            port: 81,
+            listener: ListenKey::new(0, 81),
             dir: Direction::Ingress,
             len: 7,
         });
         let text = render(&m.registry());
-        assert!(text.contains("listener=\"*:81\"} 7"), "{text}");
+        assert!(
+            text.contains("listener=\"*:81\",namespace=\"\",netns=\"\",pod=\"\"} 7"),
+            "{text}"
+        );
     }
 }

@@ -11,7 +11,10 @@ use std::{
 use gatescope_common::{Direction, Role, WireCounts, WireKey, AF_INET6};
 use prometheus::{HistogramVec, IntCounterVec, Registry};
 
-use super::families::{self, WireSide};
+use super::{
+    families::{self, WireSide},
+    ListenerName,
+};
 
 /// One family per (side, quantity), labelled by interface, the listener or
 /// peer, and direction.
@@ -44,7 +47,7 @@ pub struct WireMetrics {
 /// Names a key's labels: the interface, and the listener or peer.
 pub trait Labels {
     fn interface(&self, ifindex: u32) -> String;
-    fn listener(&self, port: u16) -> String;
+    fn listener(&self, port: u16) -> ListenerName;
 }
 
 impl WireMetrics {
@@ -79,32 +82,33 @@ impl WireMetrics {
             } else {
                 "egress"
             };
-            let (side, who) = if key.role == Role::DOWNSTREAM {
-                (&self.downstream, labels.listener(key.port))
-            } else {
-                (&self.upstream, peer(key).to_string())
+            let downstream = key.role == Role::DOWNSTREAM;
+            let listener = downstream.then(|| labels.listener(key.port));
+            let peer = (!downstream).then(|| peer(key).to_string());
+            let (side, mut l) = match (&listener, &peer) {
+                (Some(name), _) => (&self.downstream, name.with(&[])),
+                (None, peer) => (&self.upstream, vec![peer.as_deref().unwrap_or_default()]),
             };
-            let l = [interface.as_str(), who.as_str(), dir];
+            l.insert(0, interface.as_str());
+            // The gateway's own SYNs to its upstreams are not client attempts.
+            if syns > 0 && downstream && key.dir == Direction::INGRESS {
+                self.syns.with_label_values(&l).inc_by(syns);
+            }
+            l.push(dir);
             side.packets.with_label_values(&l).inc_by(packets);
             side.bytes.with_label_values(&l).inc_by(bytes);
             side.resets.with_label_values(&l).inc_by(resets);
-            // The gateway's own SYNs to its upstreams are not client attempts.
-            if syns > 0 && key.role == Role::DOWNSTREAM && key.dir == Direction::INGRESS {
-                self.syns
-                    .with_label_values(&[interface.as_str(), who.as_str()])
-                    .inc_by(syns);
-            }
         }
     }
 
-    pub fn handshake(&self, interface: &str, listener: &str, seconds: f64) {
-        self.handshake
-            .with_label_values(&[interface, listener])
-            .observe(seconds);
+    pub fn handshake(&self, interface: &str, listener: &ListenerName, seconds: f64) {
+        let mut l = listener.with(&[]);
+        l.insert(0, interface);
+        self.handshake.with_label_values(&l).observe(seconds);
     }
 
-    pub fn untimed(&self, listener: &str) {
-        self.untimed.with_label_values(&[listener]).inc();
+    pub fn untimed(&self, listener: &ListenerName) {
+        self.untimed.with_label_values(&listener.with(&[])).inc();
     }
 }
 
@@ -129,8 +133,11 @@ mod tests {
         fn interface(&self, ifindex: u32) -> String {
             format!("if{ifindex}")
         }
-        fn listener(&self, port: u16) -> String {
-            format!("0.0.0.0:{port}")
+        fn listener(&self, port: u16) -> ListenerName {
+            ListenerName {
+                listener: format!("0.0.0.0:{port}"),
+                ..ListenerName::default()
+            }
         }
     }
 
@@ -172,20 +179,21 @@ mod tests {
             &[(down, counts(5, 300, 1, 1)), (up, counts(2, 100, 1, 0))],
             &Names,
         );
-        m.handshake("if1", "0.0.0.0:8080", 0.05);
-        m.untimed("0.0.0.0:8080");
+        let name = Names.listener(8080);
+        m.handshake("if1", &name, 0.05);
+        m.untimed(&name);
         let text = render(&registry);
         for line in [
-            r#"gatescope_downstream_wire_packets_total{direction="ingress",interface="if1",listener="0.0.0.0:8080"} 5"#,
-            r#"gatescope_downstream_wire_bytes_total{direction="ingress",interface="if1",listener="0.0.0.0:8080"} 300"#,
-            r#"gatescope_downstream_wire_resets_total{direction="ingress",interface="if1",listener="0.0.0.0:8080"} 1"#,
-            r#"gatescope_downstream_wire_syn_total{interface="if1",listener="0.0.0.0:8080"} 1"#,
+            r#"gatescope_downstream_wire_packets_total{container_id="",direction="ingress",interface="if1",listener="0.0.0.0:8080",namespace="",netns="",pod=""} 5"#,
+            r#"gatescope_downstream_wire_bytes_total{container_id="",direction="ingress",interface="if1",listener="0.0.0.0:8080",namespace="",netns="",pod=""} 300"#,
+            r#"gatescope_downstream_wire_resets_total{container_id="",direction="ingress",interface="if1",listener="0.0.0.0:8080",namespace="",netns="",pod=""} 1"#,
+            r#"gatescope_downstream_wire_syn_total{container_id="",interface="if1",listener="0.0.0.0:8080",namespace="",netns="",pod=""} 1"#,
             r#"gatescope_upstream_wire_packets_total{direction="egress",interface="if1",peer="127.0.0.1:9000"} 2"#,
             r#"gatescope_upstream_wire_resets_total{direction="egress",interface="if1",peer="127.0.0.1:9000"} 1"#,
-            r#"gatescope_downstream_tcp_handshake_seconds_bucket{interface="if1",listener="0.0.0.0:8080",le="0.05"} 1"#,
-            r#"gatescope_downstream_tcp_handshake_seconds_bucket{interface="if1",listener="0.0.0.0:8080",le="0.025"} 0"#,
-            r#"gatescope_downstream_tcp_handshake_seconds_count{interface="if1",listener="0.0.0.0:8080"} 1"#,
-            r#"gatescope_downstream_tcp_handshakes_untimed_total{listener="0.0.0.0:8080"} 1"#,
+            r#"gatescope_downstream_tcp_handshake_seconds_bucket{container_id="",interface="if1",listener="0.0.0.0:8080",namespace="",netns="",pod="",le="0.05"} 1"#,
+            r#"gatescope_downstream_tcp_handshake_seconds_bucket{container_id="",interface="if1",listener="0.0.0.0:8080",namespace="",netns="",pod="",le="0.025"} 0"#,
+            r#"gatescope_downstream_tcp_handshake_seconds_count{container_id="",interface="if1",listener="0.0.0.0:8080",namespace="",netns="",pod=""} 1"#,
+            r#"gatescope_downstream_tcp_handshakes_untimed_total{container_id="",listener="0.0.0.0:8080",namespace="",netns="",pod=""} 1"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -12,7 +12,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use gatescope_common::{LostReason, TcpState, LOST_REASONS, LOST_REASON_NAMES};
+use gatescope_common::{ListenKey, LostReason, TcpState, LOST_REASONS, LOST_REASON_NAMES};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::watch,
@@ -33,9 +33,9 @@ use crate::{
     },
     correlate::{answered, Completed, Correlator},
     http::{Exchange, HttpEvent},
-    kernel_targets::{monotonic_ns, TargetSet},
+    kernel_targets::{monotonic_ns, Listening, TargetSet},
     label::Labeller,
-    metrics::Metrics,
+    metrics::{netns_label, ListenerName, Metrics},
     pods::Gateways,
     procfs::Proc,
     sinks::Sinks,
@@ -85,9 +85,10 @@ pub struct Pipeline {
     tls: Option<TlsProbes>,
     /// Listening sockets, from the last reconciliation and the kernel's
     /// listen events since.
-    listen_sockets: Vec<SocketAddr>,
-    /// Listening port -> listening socket, from `listen_sockets`.
-    listeners: HashMap<u16, SocketAddr>,
+    listen_sockets: Vec<Listening>,
+    /// Listening port in its namespace -> listening socket, from
+    /// `listen_sockets`.
+    listeners: HashMap<ListenKey, SocketAddr>,
     lost_seen: [u64; LOST_REASONS as usize],
     /// Client connections the kernel refused to track, as last read.
     refused_seen: u64,
@@ -293,10 +294,24 @@ impl Pipeline {
             // A new listener (a gateway discovered at exec binds right
             // after): labelled by its own address at once rather than as
             // `*:port` until the next reconcile reads /proc.
-            Observation::Listen { addr, ts_ns: _ } => {
-                if !self.listen_sockets.contains(&addr) {
+            Observation::Listen {
+                addr,
+                netns,
+                tgid,
+                ts_ns: _,
+            } => {
+                let key = ListenKey::new(netns, addr.port());
+                if !self
+                    .listen_sockets
+                    .iter()
+                    .any(|l| l.key == key && l.addr == addr)
+                {
                     let mut sockets = self.listen_sockets.clone();
-                    sockets.push(addr);
+                    sockets.push(Listening {
+                        key,
+                        addr,
+                        pid: tgid,
+                    });
                     sockets.sort();
                     self.set_listen_sockets(sockets);
                 }
@@ -309,8 +324,13 @@ impl Pipeline {
                 role,
                 endpoints,
                 handshake,
+                netns,
                 ..
-            } => self.handshake(role, endpoints.local.port(), handshake),
+            } => self.handshake(
+                role,
+                ListenKey::new(netns, endpoints.local.port()),
+                handshake,
+            ),
             // The kernel made the child a target already.
             Observation::Fork { .. } => {}
             // The connection table's alone.
@@ -325,14 +345,15 @@ impl Pipeline {
     }
 
     /// The wire view's time for a client connection's handshake.
-    fn handshake(&mut self, role: Role, port: u16, handshake: Option<Handshake>) {
+    fn handshake(&mut self, role: Role, listener: ListenKey, handshake: Option<Handshake>) {
         match handshake {
             Some(h) => {
                 let interface = self.interface_name(h.ifindex);
-                self.metrics.handshake(&interface, port, h.ns as f64 / 1e9);
+                self.metrics
+                    .handshake(&interface, listener, h.ns as f64 / 1e9);
             }
             None if role == Role::Downstream && self.taps.is_some() => {
-                self.metrics.handshake_untimed(port);
+                self.metrics.handshake_untimed(listener);
             }
             None => {}
         }
@@ -388,10 +409,10 @@ impl Pipeline {
                 // or not (see `guess_leg`).
                 let upstream =
                     answered(&attempts).or_else(|| self.correlator.guess_leg(conn.tgid, &exchange));
-                let port = conn.endpoints.local.port();
+                let key = ListenKey::new(conn.netns, conn.endpoints.local.port());
                 let listener = self
                     .listeners
-                    .get(&port)
+                    .get(&key)
                     .copied()
                     .unwrap_or(conn.endpoints.local);
                 Completed::Downstream {
@@ -465,8 +486,8 @@ impl Pipeline {
         for pid in self.maps.targets.ids() {
             self.maps.targets.remove(pid);
         }
-        for port in self.maps.listen_ports.ports() {
-            self.maps.listen_ports.remove(port);
+        for key in self.maps.listen_ports.keys() {
+            self.maps.listen_ports.remove(key);
         }
     }
 
@@ -573,9 +594,26 @@ impl Pipeline {
     }
 
     /// The gateway's listening sockets, as labels name them.
-    fn set_listen_sockets(&mut self, sockets: Vec<SocketAddr>) {
-        self.metrics.set_listeners(&sockets);
-        self.listeners = sockets.iter().map(|l| (l.port(), *l)).collect();
+    fn set_listen_sockets(&mut self, sockets: Vec<Listening>) {
+        if sockets == self.listen_sockets {
+            return;
+        }
+        let names: Vec<(ListenKey, ListenerName)> = sockets
+            .iter()
+            .map(|l| {
+                let id = self.gateways.identity(l.pid);
+                let name = ListenerName {
+                    listener: l.addr.to_string(),
+                    netns: netns_label(l.key.netns),
+                    namespace: id.namespace,
+                    pod: id.pod,
+                    container_id: id.container_id,
+                };
+                (l.key, name)
+            })
+            .collect();
+        self.metrics.set_listeners(&names);
+        self.listeners = sockets.iter().map(|l| (l.key, l.addr)).collect();
         self.listen_sockets = sockets;
     }
 

@@ -40,6 +40,7 @@ fn decodes_a_v4_connection_open() {
         ..ConnOpen::default()
     };
     let Observation::ConnOpen {
+        netns: _,
         sk,
         role,
         endpoints,
@@ -61,6 +62,8 @@ fn decodes_a_v4_connection_open() {
 #[test]
 fn decodes_a_client_open_with_its_handshake() {
     let mut open = ConnOpen {
+        _pad: 0,
+        netns: 0,
         sk: 9,
         role: common::Role::DOWNSTREAM,
         ifindex: 3,
@@ -74,6 +77,7 @@ fn decodes_a_client_open_with_its_handshake() {
     assert_eq!(
         decode(&raw(&Record::new(0, 0, 77, open))).unwrap(),
         Observation::ConnOpen {
+            netns: 0,
             sk: 9,
             role: Role::Downstream,
             endpoints,
@@ -143,12 +147,13 @@ fn decodes_a_found_connection() {
     let found = ConnFound {
         sk: 9,
         role: common::Role::UPSTREAM,
-        _pad: 0,
+        netns: 0,
         tuple: v4(40000, [127, 0, 0, 1], 9000, [127, 0, 0, 2]),
     };
     assert_eq!(
         decode(&raw(&Record::new(5, 0, 8, found))).unwrap(),
         Observation::ConnFound {
+            netns: 0,
             sk: 9,
             role: Role::Upstream,
             endpoints: Endpoints {
@@ -210,6 +215,8 @@ fn decodes_exec_and_listen() {
         Observation::Exec { tgid: 42 }
     );
     let listen = Listen {
+        _pad: 0,
+        netns: 4_026_532_301,
         tuple: Tuple {
             family: AF_INET6,
             lport: 8443,
@@ -219,6 +226,8 @@ fn decodes_exec_and_listen() {
     assert_eq!(
         decode(&raw(&Record::new(42, 43, 7, listen))).unwrap(),
         Observation::Listen {
+            netns: 4_026_532_301,
+            tgid: 42,
             addr: "[::]:8443".parse().unwrap(),
             ts_ns: 7
         }
@@ -276,6 +285,7 @@ fn kind_index_names_the_kind() {
     let named = [
         (
             Observation::ConnOpen {
+                netns: 0,
                 sk: 1,
                 role: Role::Upstream,
                 endpoints: ep,
@@ -287,6 +297,7 @@ fn kind_index_names_the_kind() {
         ),
         (
             Observation::ConnFound {
+                netns: 0,
                 sk: 1,
                 role: Role::Upstream,
                 endpoints: ep,
@@ -345,6 +356,8 @@ fn kind_index_names_the_kind() {
         (Observation::Exec { tgid: 1 }, "exec"),
         (
             Observation::Listen {
+                netns: 0,
+                tgid: 0,
                 addr: ep.local,
                 ts_ns: 0,
             },

@@ -103,7 +103,7 @@ fn feed(m: &mut Metrics, groups: MetricGroups, router: Router) {
 
 fn rendered(compat: Compat, groups: MetricGroups, router: Router) -> String {
     let mut m = Metrics::new(compat, &ID, &["bytes"]);
-    m.set_listeners(&[listener()]);
+    m.set_listeners(&[crate::metrics::listener_at(listener())]);
     feed(&mut m, groups, router);
     render(&m.registry())
 }
