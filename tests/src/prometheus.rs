@@ -1,6 +1,7 @@
 //! A real Prometheus server (Debian's `prometheus`, installed by `cargo xtask
 //! setup`), started on a configuration of the test's and asked through its
-//! HTTP API, as a dashboard or an operator would ask it.
+//! HTTP API, as a dashboard or an operator would ask it. [`Client`] is the API
+//! alone, for a Prometheus someone else runs (`cargo xtask demo --stack`).
 
 use crate::agent::http_get;
 use crate::util::{free_port, poll, TempDir};
@@ -20,6 +21,11 @@ pub type Sample = (BTreeMap<String, String>, f64);
 pub struct Prometheus {
     child: Child,
     dir: TempDir,
+    client: Client,
+}
+
+/// Prometheus' HTTP API at an address.
+pub struct Client {
     addr: String,
 }
 
@@ -49,12 +55,16 @@ impl Prometheus {
             .stderr(std::fs::File::create(dir.path().join("stderr.log"))?)
             .spawn()
             .context("starting prometheus (`cargo xtask setup` installs Debian's prometheus)")?;
-        let mut p = Self { child, dir, addr };
+        let mut p = Self {
+            child,
+            dir,
+            client: Client::new(addr),
+        };
         poll(READY_TIMEOUT, "Prometheus to be ready", || {
             if let Some(st) = p.child.try_wait()? {
                 bail!("prometheus exited ({st}):\n{}", p.stderr());
             }
-            Ok(matches!(http_get(&p.addr, "/-/ready"), Ok((200, _))).then_some(()))
+            Ok(p.client.ready().then_some(()))
         })
         .with_context(|| p.stderr())?;
         Ok(p)
@@ -63,6 +73,30 @@ impl Prometheus {
     /// What Prometheus wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Prometheus {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Client {
+    /// `addr` is host:port.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self { addr: addr.into() }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `/-/ready` answers 200: the storage is open and the rules are loaded.
+    pub fn ready(&self) -> bool {
+        matches!(http_get(&self.addr, "/-/ready"), Ok((200, _)))
     }
 
     /// GET `path` of the HTTP API: its `data`, or the error it reported.

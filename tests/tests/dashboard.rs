@@ -12,6 +12,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use gatescope_tests::agent::Agent;
 use gatescope_tests::client::{Conn, Req};
+use gatescope_tests::grafana::{self, panel_queries};
 use gatescope_tests::otlp::Receiver;
 use gatescope_tests::prometheus::Prometheus;
 use gatescope_tests::AccuracyScene;
@@ -33,34 +34,6 @@ fn dashboard() -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Every (panel title, query) of the dashboard, rows' nested panels too.
-fn panel_queries(dash: &Value) -> Result<Vec<(String, String)>> {
-    fn walk(panels: &[Value], out: &mut Vec<(String, String)>) {
-        for p in panels {
-            let title = p["title"].as_str().unwrap_or_default();
-            for t in p["targets"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                if let Some(expr) = t["expr"].as_str() {
-                    out.push((title.to_owned(), expr.to_owned()));
-                }
-            }
-            walk(
-                p["panels"]
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default(),
-                out,
-            );
-        }
-    }
-    let mut out = Vec::new();
-    walk(dash["panels"].as_array().context("no panels")?, &mut out);
-    Ok(out)
-}
-
 /// `label_values(SELECTOR, LABEL)`, as a query variable's definition.
 fn label_values(definition: &str) -> Result<(&str, &str)> {
     let inner = definition
@@ -73,18 +46,9 @@ fn label_values(definition: &str) -> Result<(&str, &str)> {
     Ok((selector.trim(), label.trim()))
 }
 
-/// Replaces `$name` and `${name}` of each variable, longest names first,
-/// and Grafana's `$__rate_interval`.
+/// [`grafana::substitute`] with this test's `$__rate_interval`.
 fn substitute(expr: &str, values: &BTreeMap<String, String>) -> String {
-    let mut out = expr.replace("$__rate_interval", RATE_INTERVAL);
-    let mut names: Vec<&String> = values.keys().collect();
-    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    for name in names {
-        out = out
-            .replace(&format!("${{{name}}}"), &values[name])
-            .replace(&format!("${name}"), &values[name]);
-    }
-    out
+    grafana::substitute(expr, values, RATE_INTERVAL)
 }
 
 /// A label value inside `=~"..."`: regex metacharacters escaped, as Grafana
@@ -188,7 +152,7 @@ fn every_panel_query_returns_data() -> Result<()> {
     }
     ensure!(all.contains_key("node") && all.contains_key("service") && all.contains_key("route"));
 
-    let queries = panel_queries(&dash)?;
+    let queries = panel_queries(&dash);
     ensure!(queries.len() >= 19, "{} queries", queries.len());
     let mut problems = Vec::new();
     for (choice, values) in [("All", &all), ("busiest values", &busiest)] {

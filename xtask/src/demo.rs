@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: nginx (2 workers) in front of an in-process upstream (and a gRPC
 //! server), gatescope attached to nginx's master, some traffic, and a summary of what
-//! gatescope reports.
+//! gatescope reports; with `--stack`, a real Prometheus too ([`demo_stack`]).
 
 use std::{
     collections::BTreeMap,
@@ -23,7 +23,7 @@ use gatescope_tests::{
 };
 
 use crate::{
-    demo_summary,
+    demo_stack, demo_summary,
     stack::{self, Template},
     traffic, util, Compat,
 };
@@ -36,6 +36,8 @@ pub const NGINX_CONF: Template = Template {
 pub struct DemoArgs {
     pub keep_running: bool,
     pub compat: Compat,
+    /// Prometheus with the alert rules, and the dashboard's queries ([`demo_stack`]).
+    pub stack: bool,
 }
 
 pub fn demo(agent: &Path, args: &DemoArgs) -> Result<()> {
@@ -147,6 +149,12 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
         "demo: gatescope (pid {}) serves metrics after {took:.1?}",
         gatescope.pid()
     );
+    // Before the traffic, so that the rates have a sample from before it.
+    let mut prometheus = if args.stack {
+        Some(demo_stack::start(dir, metrics_addr)?)
+    } else {
+        None
+    };
 
     let counts = traffic::send(nginx_addr)?;
     println!(
@@ -183,14 +191,22 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
     https(tls_addr, metrics_addr)?;
     grpc(&grpc_app, grpc_addr, metrics_addr, args.compat)?;
     genai(genai_addr, metrics_addr, args.compat)?;
+    if let Some(p) = prometheus.as_mut() {
+        p.report(args.compat, || traffic::send(nginx_addr).map(drop))?;
+    }
     println!(
         "demo: metrics at http://{metrics_addr}/metrics, status page at http://{metrics_addr}/"
     );
     print_spans(&receiver);
 
     if args.keep_running {
+        let prometheus_url = prometheus
+            .as_ref()
+            .map(|p| format!(", Prometheus {}", p.url()))
+            .unwrap_or_default();
         println!(
-            "demo: running (nginx http://{nginx_addr}/, logs in {}); press Ctrl-C to stop",
+            "demo: running (nginx http://{nginx_addr}/{prometheus_url}, logs in {}); press \
+             Ctrl-C to stop",
             dir.display()
         );
         while !util::interrupted() {
@@ -199,11 +215,19 @@ fn run(agent: &Path, args: &DemoArgs, dir: &Path) -> Result<()> {
                     return Err(proc.died(status));
                 }
             }
+            if let Some(p) = prometheus.as_mut() {
+                if let Some(status) = p.exited()? {
+                    return Err(p.died(status));
+                }
+            }
             thread::sleep(Duration::from_millis(200));
         }
         println!();
     }
 
+    if let Some(p) = prometheus.take() {
+        println!("demo: stopped Prometheus ({})", p.stop()?);
+    }
     stack::stop_gatescope(&mut gatescope)?;
     let nginx_status = nginx.stop(stack::STOP_GRACE)?;
     println!("demo: stopped gatescope (exit 0) and nginx ({nginx_status})");

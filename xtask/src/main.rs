@@ -3,6 +3,7 @@
 mod bench;
 mod compile;
 mod demo;
+mod demo_stack;
 mod demo_summary;
 mod fuzz;
 mod procfs;
@@ -46,6 +47,10 @@ enum Task {
         /// Metric names to serve (passed to gatescope as --metrics-compat)
         #[arg(long, value_enum, default_value_t = Compat::None)]
         compat: Compat,
+        /// Also run a real Prometheus scraping gatescope with deploy/prometheus's alert rules;
+        /// print the alerts' states and some of the Grafana dashboard's queries
+        #[arg(long)]
+        stack: bool,
     },
     /// setup, build, then wrk against an nginx proxy (and HAProxy) with and without gatescope
     /// attached, alternating, plus bpf_stats and the host tax; prints the overhead against
@@ -119,12 +124,14 @@ fn main() -> ExitCode {
         Task::Demo {
             keep_running,
             compat,
+            stack,
         } => setup_and_build().and_then(|agent| {
             demo::demo(
                 &agent,
                 &demo::DemoArgs {
                     keep_running,
                     compat,
+                    stack,
                 },
             )
         }),
