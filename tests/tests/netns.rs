@@ -13,9 +13,9 @@
 use anyhow::{ensure, Context, Result};
 use gatescope_tests::access_log::AccessLogEntry;
 use gatescope_tests::agent::Agent;
-use gatescope_tests::metrics::DOWN_BYTES;
+use gatescope_tests::metrics::{DOWN_BYTES, UP_BYTES};
 use gatescope_tests::nginx::{Nginx, NginxConfig, RenamedBinary, Tuning};
-use gatescope_tests::util::{free_port, poll, TempDir};
+use gatescope_tests::util::{free_port, is_listening_seen_by, poll, TempDir};
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -79,8 +79,29 @@ impl NetNs {
         Ok(child)
     }
 
-    /// `n` one-shot GETs from inside the namespace; each status must be 200.
-    fn requests(&self, port: u16, n: usize) -> Result<()> {
+    /// A Python HTTP server on 127.0.0.1:`port` in the namespace: the
+    /// upstream its nginx proxies `/up/` to (it answers 404: it serves an
+    /// empty directory). Killed on drop of the child.
+    fn upstream(&self, dir: &Path, port: u16) -> Result<Child> {
+        let root = dir.join(format!("www-{}", self.name));
+        std::fs::create_dir_all(&root)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "python3", "-m", "http.server"])
+            .args([&port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let pid = child.id().to_string();
+        poll(Duration::from_secs(10), "the namespace's upstream", || {
+            Ok(is_listening_seen_by(&pid, [127, 0, 0, 1].into(), port).then_some(()))
+        })?;
+        Ok(child)
+    }
+
+    /// `n` one-shot GETs of `prefix<i>` from inside the namespace; each
+    /// status must be `want`.
+    fn requests(&self, port: u16, prefix: &str, n: usize, want: &str) -> Result<()> {
         for i in 0..n {
             let out = Command::new("ip")
                 .args([
@@ -93,11 +114,14 @@ impl NetNs {
                     "/dev/null",
                 ])
                 .args(["-w", "%{http_code}"])
-                .arg(format!("http://127.0.0.1:{port}/ns/{i}?q={}", self.name))
+                .arg(format!(
+                    "http://127.0.0.1:{port}{prefix}{i}?q={}",
+                    self.name
+                ))
                 .output()?;
             let code = String::from_utf8_lossy(&out.stdout);
             ensure!(
-                code == "200",
+                code == want,
                 "curl in {}: {code} {}",
                 self.name,
                 String::from_utf8_lossy(&out.stderr)
@@ -125,15 +149,14 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// nginx in `ns` on 127.0.0.1:`port`, answering `/ns/` itself (no upstream
-/// in the namespace), run as `bin`.
-fn nginx_in(ns: &NetNs, dir: &Path, bin: &Path, port: u16) -> Result<Nginx> {
+/// nginx in `ns` on 127.0.0.1:`port`, answering `/ns/` itself and
+/// proxying the rest to 127.0.0.1:`upstream` in its namespace, run as `bin`.
+fn nginx_in(ns: &NetNs, dir: &Path, bin: &Path, (port, upstream): (u16, u16)) -> Result<Nginx> {
     Nginx::start_tuned(
         &NginxConfig {
             workers: 2,
             listen_port: port,
-            // Never contacted: every request is for /ns/.
-            upstream_port: 9,
+            upstream_port: upstream,
         },
         &Tuning {
             bin: Some(ns.launcher(dir, bin)?),
@@ -143,21 +166,26 @@ fn nginx_in(ns: &NetNs, dir: &Path, bin: &Path, port: u16) -> Result<Nginx> {
     )
 }
 
-/// (request bytes, response bytes) of `n` lines of `nginx`'s access log.
-fn logged(nginx: &Nginx, n: usize) -> Result<(f64, f64)> {
+/// What `n` lines of `nginx`'s access log sum to: the client side's
+/// (request, response) bytes and the upstream side's (sent, received).
+fn logged(nginx: &Nginx, n: usize) -> Result<((f64, f64), (f64, f64))> {
     let lines: Vec<AccessLogEntry> = nginx.wait_access_log(n, Duration::from_secs(10))?;
     ensure!(lines.len() == n, "{} log lines, want {n}", lines.len());
-    ensure!(lines.iter().all(|l| l.status == 200), "{lines:?}");
+    let sum = |f: fn(&AccessLogEntry) -> u64| lines.iter().map(|l| f(l) as f64).sum::<f64>();
     Ok((
-        lines.iter().map(|l| l.request_length as f64).sum(),
-        lines.iter().map(|l| l.bytes_sent as f64).sum(),
+        (sum(|l| l.request_length), sum(|l| l.bytes_sent)),
+        (
+            sum(|l| l.upstream_bytes_sent),
+            sum(|l| l.upstream_bytes_received),
+        ),
     ))
 }
 
 #[test]
 fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
     let dir = TempDir::new("netns")?;
-    let port = free_port()?;
+    // The same listening port, and the same upstream address, in each.
+    let (port, up_port) = (free_port()?, free_port()?);
     let (a, b, other) = (
         NetNs::create("a")?,
         NetNs::create("b")?,
@@ -165,20 +193,29 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
     );
     let gateway = RenamedBinary::new("gsns")?;
     let agent = Agent::start(&[], &["--discover", gateway.name()])?;
-    let nginx_a = nginx_in(&a, dir.path(), gateway.path(), port)?;
-    let nginx_b = nginx_in(&b, dir.path(), gateway.path(), port)?;
+    let mut upstreams = [
+        a.upstream(dir.path(), up_port)?,
+        b.upstream(dir.path(), up_port)?,
+    ];
+    let ports = (port, up_port);
+    let nginx_a = nginx_in(&a, dir.path(), gateway.path(), ports)?;
+    let nginx_b = nginx_in(&b, dir.path(), gateway.path(), ports)?;
     // Not discovered: its own name.
     let stranger = RenamedBinary::new("gsot")?;
-    let nginx_o = nginx_in(&other, dir.path(), stranger.path(), port)?;
+    let nginx_o = nginx_in(&other, dir.path(), stranger.path(), ports)?;
 
-    // Different counts, so a mix-up cannot balance out.
-    let (n_a, n_b, n_o) = (7, 3, 5);
-    a.requests(port, n_a)?;
-    b.requests(port, n_b)?;
-    other.requests(port, n_o)?;
-    let want_a = logged(&nginx_a, n_a)?;
-    let want_b = logged(&nginx_b, n_b)?;
+    // Different counts, so a mix-up cannot balance out: answered by nginx,
+    // then proxied (the upstream's 404).
+    let (n_a, n_b, n_o) = ((7, 2), (3, 4), 5);
+    for (ns, (own, proxied)) in [(&a, n_a), (&b, n_b)] {
+        ns.requests(port, "/ns/", own, "200")?;
+        ns.requests(port, "/up/", proxied, "404")?;
+    }
+    other.requests(port, "/ns/", n_o, "200")?;
+    let (want_a, up_a) = logged(&nginx_a, n_a.0 + n_a.1)?;
+    let (want_b, up_b) = logged(&nginx_b, n_b.0 + n_b.1)?;
     logged(&nginx_o, n_o)?;
+    ensure!(up_a.0 > 0.0 && up_b.0 > 0.0, "no upstream bytes logged");
 
     let listener = format!("127.0.0.1:{port}");
     let (ino_a, ino_b) = (a.inode()?.to_string(), b.inode()?.to_string());
@@ -195,13 +232,34 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
         };
         Ok((get("ingress")?, get("egress")?))
     };
+    // The same for the upstream peer, which both reach at the same address:
+    // (sent to it, received from it).
+    let peer = format!("127.0.0.1:{up_port}");
+    let peer_bytes = |s: &gatescope_tests::prom::Scrape, netns: &str| -> Result<(f64, f64)> {
+        let get = |dir: &str| {
+            s.get_or_zero(
+                UP_BYTES,
+                &[
+                    ("peer", peer.as_str()),
+                    ("netns", netns),
+                    ("direction", dir),
+                ],
+            )
+        };
+        Ok((get("egress")?, get("ingress")?))
+    };
     let scrape = poll(Duration::from_secs(10), "both namespaces' bytes", || {
         let s = agent.scrape()?;
-        Ok((bytes(&s, &ino_a)? == want_a && bytes(&s, &ino_b)? == want_b).then_some(s))
+        Ok((bytes(&s, &ino_a)? == want_a
+            && bytes(&s, &ino_b)? == want_b
+            && peer_bytes(&s, &ino_a)? == up_a
+            && peer_bytes(&s, &ino_b)? == up_b)
+            .then_some(s))
     })
     .with_context(|| {
         format!(
-            "want {want_a:?} in netns {ino_a} and {want_b:?} in netns {ino_b}:\n{}",
+            "want {want_a:?} and upstream {up_a:?} in netns {ino_a}, \
+             {want_b:?} and upstream {up_b:?} in netns {ino_b}:\n{}",
             agent.scrape_text().unwrap_or_default()
         )
     })?;
@@ -217,6 +275,11 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
         );
     }
     ensure!(series.len() == 4, "{series:?}");
+    let peers: Vec<_> = scrape.matching(UP_BYTES, &[]).collect();
+    ensure!(
+        peers.len() == 4 && peers.iter().all(|s| s.label("peer") == Some(peer.as_str())),
+        "{peers:?}"
+    );
     // The agent saw both listeners, each in its namespace.
     ensure!(
         scrape.get_or_zero("gatescope_listen_sockets", &[])? == 2.0,
@@ -226,7 +289,7 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
     // Each client connection was accepted once, by its own nginx.
     ensure!(
         scrape.get_or_zero("gatescope_downstream_connections_accepted_total", &[])?
-            == (n_a + n_b) as f64,
+            == (n_a.0 + n_a.1 + n_b.0 + n_b.1) as f64,
         "{}",
         scrape.text
     );
@@ -264,10 +327,14 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
     );
 
     println!(
-        "netns {ino_a}: {want_a:?} bytes in {n_a} requests; netns {ino_b}: {want_b:?} in {n_b}; \
+        "netns {ino_a}: {want_a:?} bytes in {n_a:?} requests, upstream {up_a:?}; \
+         netns {ino_b}: {want_b:?} in {n_b:?}, upstream {up_b:?}; \
          a third namespace's {n_o} requests on the same port unseen"
     );
     drop(agent);
     drop((nginx_a, nginx_b, nginx_o));
+    for u in &mut upstreams {
+        let _ = (u.kill(), u.wait());
+    }
     Ok(())
 }

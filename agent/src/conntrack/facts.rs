@@ -10,6 +10,14 @@ use crate::{
     http::{HttpEvent, Phase},
 };
 
+/// An upstream peer as the gateway in network namespace `netns` (inode; 0
+/// unknown) reaches it: two pods' `127.0.0.1:9000` are two peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    pub netns: u32,
+    pub addr: SocketAddr,
+}
+
 /// What the export stage counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fact {
@@ -23,10 +31,10 @@ pub enum Fact {
         len: u64,
     },
     UpstreamOpened {
-        peer: SocketAddr,
+        peer: Peer,
     },
     UpstreamBytes {
-        peer: SocketAddr,
+        peer: Peer,
         dir: Direction,
         len: u64,
     },
@@ -43,7 +51,7 @@ pub enum Fact {
     },
     /// A retransmission or reset on a connection to an upstream peer.
     UpstreamTcp {
-        peer: SocketAddr,
+        peer: Peer,
         event: TcpEvent,
     },
     /// The table was full and a connection could not be tracked.
@@ -56,7 +64,7 @@ pub enum Fact {
     },
     /// What a TLS handshake with an upstream peer came to.
     UpstreamTls {
-        peer: SocketAddr,
+        peer: Peer,
         result: TlsResult,
         version: TlsVersion,
     },
@@ -70,7 +78,7 @@ pub enum Fact {
     },
     /// The same on a connection to an upstream peer.
     UpstreamTlsUnparsed {
-        peer: SocketAddr,
+        peer: Peer,
         dir: Direction,
         len: u64,
     },
@@ -141,7 +149,10 @@ pub(super) fn tls_fact(
             version,
         },
         Role::Upstream => Fact::UpstreamTls {
-            peer: endpoints.remote,
+            peer: Peer {
+                netns,
+                addr: endpoints.remote,
+            },
             result,
             version,
         },
@@ -163,7 +174,10 @@ pub(super) fn unparsed_fact(
             len,
         },
         Role::Upstream => Fact::UpstreamTlsUnparsed {
-            peer: endpoints.remote,
+            peer: Peer {
+                netns,
+                addr: endpoints.remote,
+            },
             dir,
             len,
         },
@@ -179,7 +193,10 @@ pub(super) fn tcp_fact(role: Role, (endpoints, netns): (&Endpoints, u32), event:
             event,
         },
         Role::Upstream => Fact::UpstreamTcp {
-            peer: endpoints.remote,
+            peer: Peer {
+                netns,
+                addr: endpoints.remote,
+            },
             event,
         },
     }
@@ -216,7 +233,7 @@ pub struct Finished {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Gauges {
     pub downstream_active: u64,
-    pub upstream_open: HashMap<SocketAddr, u64>,
+    pub upstream_open: HashMap<Peer, u64>,
     pub tracked_downstream: u64,
     pub tracked_upstream: u64,
 }

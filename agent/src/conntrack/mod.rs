@@ -43,7 +43,7 @@ use rustc_hash::FxHashMap;
 
 use gatescope_common::TcpState;
 
-pub use self::facts::{ConnInfo, Fact, Finished, Gauges, PhaseCounts, TlsResult};
+pub use self::facts::{ConnInfo, Fact, Finished, Gauges, Peer, PhaseCounts, TlsResult};
 use self::{
     facts::{adjust, tcp_fact},
     handshake::Handshake,
@@ -115,6 +115,14 @@ impl Conn {
             netns: self.netns,
             tgid: self.tgid,
             tls: self.protocol.is_tls(),
+        }
+    }
+
+    /// The peer of a connection to an upstream.
+    fn peer(&self) -> Peer {
+        Peer {
+            netns: self.netns,
+            addr: self.endpoints.remote,
         }
     }
 
@@ -407,7 +415,10 @@ impl ConnTable {
         };
         if role == Role::Upstream && !found {
             out.facts.push(Fact::UpstreamOpened {
-                peer: endpoints.remote,
+                peer: Peer {
+                    netns,
+                    addr: endpoints.remote,
+                },
             });
         }
         self.count(&conn, true);
@@ -500,7 +511,7 @@ impl ConnTable {
                     len: seg.len,
                 },
                 Role::Upstream => Fact::UpstreamBytes {
-                    peer: conn.endpoints.remote,
+                    peer: conn.peer(),
                     dir,
                     len: seg.len,
                 },
@@ -686,8 +697,7 @@ fn count(gauges: &mut Gauges, phases: &mut PhaseCounts, conn: &Conn, add: bool) 
         Role::Upstream => {
             adjust(&mut gauges.tracked_upstream, add);
             if active {
-                let peer = conn.endpoints.remote;
-                adjust(gauges.upstream_open.entry(peer).or_default(), add);
+                adjust(gauges.upstream_open.entry(conn.peer()).or_default(), add);
             }
         }
     }

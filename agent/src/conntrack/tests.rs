@@ -125,7 +125,10 @@ fn peer_half_close_stays_active_until_gateway_closes() {
 fn upstream_counts_per_peer_and_learns_local_port() {
     let mut t = ConnTable::new(10);
     let connecting = ep("0.0.0.0:0", UP);
-    let peer: SocketAddr = UP.parse().unwrap();
+    let peer = Peer {
+        netns: 0,
+        addr: UP.parse().unwrap(),
+    };
     assert_eq!(
         open(&mut t, 7, Role::Upstream, connecting),
         vec![Fact::UpstreamOpened { peer }]
@@ -239,7 +242,10 @@ fn found_connections_are_active_but_not_accepted_opened_or_newly_handled() {
     facts.extend(apply(&mut t, &found(1, Role::Downstream, ep(GW, CLIENT))).facts);
     facts.extend(apply(&mut t, &found(2, Role::Upstream, ep("127.0.0.1:40000", UP))).facts);
     assert_eq!(facts, vec![], "no accepted, opened or handled");
-    let peer: SocketAddr = UP.parse().unwrap();
+    let peer = Peer {
+        netns: 0,
+        addr: UP.parse().unwrap(),
+    };
     assert_eq!(
         (
             t.gauges().downstream_active,

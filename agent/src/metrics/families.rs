@@ -415,17 +415,24 @@ pub const DOWNSTREAM_BYTES: Family = counter(
 pub const UPSTREAM_CONNECTIONS: Family = gauge(
     "gatescope_upstream_connections",
     "Open connections from the gateway to each upstream peer (connecting, established, or half-closed by the peer)",
-    &["peer"],
+    &["peer", "netns", "namespace", "pod", "container_id"],
 );
 pub const UPSTREAM_OPENED: Family = counter(
     "gatescope_upstream_connections_opened_total",
     "Connections the gateway started to each upstream peer",
-    &["peer"],
+    &["peer", "netns", "namespace", "pod", "container_id"],
 );
 pub const UPSTREAM_BYTES: Family = counter(
     "gatescope_upstream_bytes_total",
     "TCP payload bytes the gateway received from (ingress) or sent to (egress) each upstream peer",
-    &["peer", "direction"],
+    &[
+        "peer",
+        "netns",
+        "namespace",
+        "pod",
+        "container_id",
+        "direction",
+    ],
 );
 pub const UNTRACKED_BYTES: Family = counter(
     "gatescope_untracked_bytes_total",
@@ -452,7 +459,7 @@ pub const DOWNSTREAM_TLS_HANDSHAKES: Family = counter(
 pub const UPSTREAM_TLS_HANDSHAKES: Family = counter(
     "gatescope_upstream_tls_handshakes_total",
     "TLS handshakes on connections to each upstream peer, as their bytes show (see gatescope_downstream_tls_handshakes_total)",
-    &["peer", "result", "version"],
+    &["peer", "netns", "namespace", "pod", "container_id", "result", "version"],
 );
 pub const DOWNSTREAM_TLS_UNPARSED: Family = counter(
     "gatescope_downstream_tls_unparsed_bytes_total",
@@ -462,12 +469,12 @@ pub const DOWNSTREAM_TLS_UNPARSED: Family = counter(
 pub const UPSTREAM_TLS_UNPARSED: Family = counter(
     "gatescope_upstream_tls_unparsed_bytes_total",
     "TLS bytes on connections to each upstream peer that are counted but not parsed (see gatescope_downstream_tls_unparsed_bytes_total)",
-    &["peer", "direction"],
+    &["peer", "netns", "namespace", "pod", "container_id", "direction"],
 );
 pub const UPSTREAM_TCP_EVENTS: Family = counter(
     "gatescope_upstream_tcp_events_total",
     "Retransmissions and resets on connections to each upstream peer (tcp:* tracepoints)",
-    &["peer", "event"],
+    &["peer", "netns", "namespace", "pod", "container_id", "event"],
 );
 
 // --- The wire view --------------------------------------------------------

@@ -23,7 +23,7 @@ use crate::{
     capture::decode::{Direction, TcpEvent},
     cli::Compat,
     config::Config,
-    conntrack::{Fact, Gauges},
+    conntrack::{Fact, Gauges, Peer},
     correlate::{Attempt, Completed, Link, UpstreamLeg},
     http::{Anomaly, Exchange, GrpcCall},
     label::{Labeller, Providers, Router},
@@ -336,6 +336,16 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
     sinks.push(m.genai(providers(), 2));
     let mut labeller = Labeller::new(router, sinks.needs());
     let peer = addr("127.0.0.1:9000");
+    // The gateway's upstream peer in the host's namespace, and one reached
+    // from the pod whose listener is on 8443.
+    let up = Peer {
+        netns: 0,
+        addr: peer,
+    };
+    let pod_peer = Peer {
+        netns: POD_8443.netns,
+        addr: addr("[::1]:9100"),
+    };
     m.set_listeners(&listeners());
     m.health.set_capacity("ring_buffer_bytes", 1 << 20);
     m.health.set_capacity("sockets", 65536);
@@ -383,23 +393,21 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
             dir: Direction::Ingress,
             len: 7,
         },
-        Fact::UpstreamOpened { peer },
-        Fact::UpstreamOpened { peer },
-        Fact::UpstreamOpened {
-            peer: addr("[::1]:9100"),
-        },
+        Fact::UpstreamOpened { peer: up },
+        Fact::UpstreamOpened { peer: up },
+        Fact::UpstreamOpened { peer: pod_peer },
         Fact::UpstreamBytes {
-            peer,
+            peer: up,
             dir: Direction::Egress,
             len: 120,
         },
         Fact::UpstreamBytes {
-            peer,
+            peer: up,
             dir: Direction::Ingress,
             len: 300,
         },
         Fact::UpstreamBytes {
-            peer,
+            peer: up,
             dir: Direction::Egress,
             len: 1,
         },
@@ -416,7 +424,7 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
             event: TcpEvent::ResetSent,
         },
         Fact::UpstreamTcp {
-            peer,
+            peer: up,
             event: TcpEvent::ResetReceived,
         },
         Fact::TableFull,
@@ -426,7 +434,7 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
     }
     m.set_gauges(&Gauges {
         downstream_active: 2,
-        upstream_open: [(peer, 1), (addr("[::1]:9100"), 0)].into(),
+        upstream_open: [(up, 1), (pod_peer, 0)].into(),
         tracked_downstream: 2,
         tracked_upstream: 1,
     });
@@ -496,7 +504,7 @@ fn run(compat: Compat, groups: MetricGroups, router: Router) -> String {
     });
     m.set_gauges(&Gauges {
         downstream_active: 1,
-        upstream_open: [(peer, 0)].into(),
+        upstream_open: [(up, 0)].into(),
         tracked_downstream: 1,
         tracked_upstream: 0,
     });

@@ -46,7 +46,7 @@ use self::{
 use crate::{
     capture::decode::Direction,
     cli::Compat,
-    conntrack::{Fact, Gauges},
+    conntrack::{Fact, Gauges, Peer},
     http::Anomaly,
     pods::Gateway,
 };
@@ -95,7 +95,7 @@ pub struct Metrics {
     /// Counter handles of the per-record byte families, so the hot path
     /// neither formats labels nor hashes them per record.
     downstream_bytes_by: FxHashMap<(ListenKey, Direction), IntCounter>,
-    upstream_bytes_by: FxHashMap<(SocketAddr, Direction), IntCounter>,
+    upstream_bytes_by: FxHashMap<(Peer, Direction), IntCounter>,
 }
 
 impl Metrics {
@@ -207,6 +207,26 @@ impl Metrics {
         self.health.listen_sockets.set(self.listeners.len() as i64);
     }
 
+    /// How the series of upstream `peer` name it: its address, and the
+    /// namespace and pod of the gateway that reaches it (as its listeners
+    /// in that namespace show them).
+    fn peer_name(&self, peer: Peer) -> ListenerName {
+        let pod = (peer.netns != 0)
+            .then(|| {
+                self.listeners
+                    .iter()
+                    .find(|(k, _)| k.netns == peer.netns)
+                    .map(|(_, name)| name.clone())
+            })
+            .flatten()
+            .unwrap_or_default();
+        ListenerName {
+            listener: peer.addr.to_string(),
+            netns: netns_label(peer.netns),
+            ..pod
+        }
+    }
+
     /// How the series of listener `key` name it; see [`listener_name`].
     fn listener_name(&self, key: ListenKey) -> ListenerName {
         listener_name(&self.listeners, key)
@@ -269,7 +289,7 @@ impl Metrics {
             }
             Fact::UpstreamOpened { peer } => {
                 self.upstream_opened
-                    .with_label_values(&[&peer.to_string()])
+                    .with_label_values(&self.peer_name(peer).with(&[]))
                     .inc();
             }
             Fact::UpstreamBytes { peer, dir, len } => {
@@ -279,7 +299,7 @@ impl Metrics {
                 }
                 let counter = self
                     .upstream_bytes
-                    .with_label_values(&[&peer.to_string(), dir.as_str()]);
+                    .with_label_values(&self.peer_name(peer).with(&[dir.as_str()]));
                 counter.inc_by(len);
                 if self.upstream_bytes_by.len() < HANDLE_CACHE_MAX {
                     self.upstream_bytes_by.insert((peer, dir), counter);
@@ -309,7 +329,11 @@ impl Metrics {
                 version,
             } => {
                 self.upstream_tls
-                    .with_label_values(&[&peer.to_string(), result.as_str(), version.as_str()])
+                    .with_label_values(
+                        &self
+                            .peer_name(peer)
+                            .with(&[result.as_str(), version.as_str()]),
+                    )
                     .inc();
             }
             Fact::DownstreamTlsUnparsed { listener, dir, len } => {
@@ -319,7 +343,7 @@ impl Metrics {
             }
             Fact::UpstreamTlsUnparsed { peer, dir, len } => {
                 self.upstream_tls_unparsed
-                    .with_label_values(&[&peer.to_string(), dir.as_str()])
+                    .with_label_values(&self.peer_name(peer).with(&[dir.as_str()]))
                     .inc_by(len);
             }
             Fact::DownstreamTcp { listener, event } => {
@@ -329,7 +353,7 @@ impl Metrics {
             }
             Fact::UpstreamTcp { peer, event } => {
                 self.upstream_tcp
-                    .with_label_values(&[&peer.to_string(), event.as_str()])
+                    .with_label_values(&self.peer_name(peer).with(&[event.as_str()]))
                     .inc();
             }
             Fact::TableFull => {
@@ -366,7 +390,7 @@ impl Metrics {
         self.downstream.set(Stat::Active, gauges.downstream_active);
         for (peer, open) in &gauges.upstream_open {
             self.upstream_open
-                .with_label_values(&[&peer.to_string()])
+                .with_label_values(&self.peer_name(*peer).with(&[]))
                 .set(*open as i64);
         }
         let tracked = &self.health.connections_tracked;
@@ -381,7 +405,9 @@ impl Metrics {
 
 /// How the series of a listening socket name it: its address, and which
 /// network namespace, pod and container it is in. Two gateway pods on one
-/// node both listen on port 80; these keep their series apart.
+/// node both listen on port 80; these keep their series apart. Upstream
+/// peers' series are named the same way, `listener` then holding the
+/// peer's address ([`Metrics::peer_name`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListenerName {
     /// The socket's address (`0.0.0.0:80`); `*:port` when unknown.
@@ -500,6 +526,18 @@ mod tests {
             assert_eq!(f.labels[0], "interface", "{}", f.name);
             assert_eq!(f.labels[1..6], families::LISTENER_LABELS, "{}", f.name);
         }
+        // Peers are named the same way, `peer` first (Metrics::peer_name).
+        for f in [
+            &families::UPSTREAM_CONNECTIONS,
+            &families::UPSTREAM_OPENED,
+            &families::UPSTREAM_BYTES,
+            &families::UPSTREAM_TLS_HANDSHAKES,
+            &families::UPSTREAM_TLS_UNPARSED,
+            &families::UPSTREAM_TCP_EVENTS,
+        ] {
+            assert_eq!(f.labels[0], "peer", "{}", f.name);
+            assert_eq!(f.labels[1..5], families::LISTENER_LABELS[1..], "{}", f.name);
+        }
     }
 
     /// Two namespaces on one port never share a name; a key whose
@@ -537,7 +575,10 @@ mod tests {
     fn metrics(compat: Compat) -> Metrics {
         let mut m = Metrics::new(compat, &ID, &["bytes"]);
         m.set_listeners(&[listener_at("127.0.0.1:8080".parse().unwrap())]);
-        let peer = "127.0.0.1:9000".parse().unwrap();
+        let peer = Peer {
+            netns: 0,
+            addr: "127.0.0.1:9000".parse().unwrap(),
+        };
         for fact in [
             Fact::Accepted,
             Fact::Accepted,
@@ -580,9 +621,9 @@ mod tests {
             "gatescope_downstream_connections{state=\"active\"} 2",
             "gatescope_downstream_bytes_total{container_id=\"\",direction=\"ingress\",listener=\"127.0.0.1:8080\",namespace=\"\",netns=\"\",pod=\"\"} 100",
             "gatescope_downstream_bytes_total{container_id=\"\",direction=\"egress\",listener=\"127.0.0.1:8080\",namespace=\"\",netns=\"\",pod=\"\"} 250",
-            "gatescope_upstream_connections{peer=\"127.0.0.1:9000\"} 1",
-            "gatescope_upstream_connections_opened_total{peer=\"127.0.0.1:9000\"} 1",
-            "gatescope_upstream_bytes_total{direction=\"egress\",peer=\"127.0.0.1:9000\"} 120",
+            "gatescope_upstream_connections{container_id=\"\",namespace=\"\",netns=\"\",peer=\"127.0.0.1:9000\",pod=\"\"} 1",
+            "gatescope_upstream_connections_opened_total{container_id=\"\",namespace=\"\",netns=\"\",peer=\"127.0.0.1:9000\",pod=\"\"} 1",
+            "gatescope_upstream_bytes_total{container_id=\"\",direction=\"egress\",namespace=\"\",netns=\"\",peer=\"127.0.0.1:9000\",pod=\"\"} 120",
             "gatescope_events_lost_total{reason=\"ringbuf_full\"} 0",
             "gatescope_build_info{kernel=\"6.18.0\",version=\"0.1.0\"} 1",
             "# TYPE gatescope_downstream_bytes_total counter",
@@ -608,7 +649,7 @@ mod tests {
             // No Kong equivalent: native names kept. Kong's bandwidth is
             // per service/route (metrics/http.rs), not per listener.
             "gatescope_downstream_bytes_total{container_id=\"\",direction=\"ingress\",listener=\"127.0.0.1:8080\",namespace=\"\",netns=\"\",pod=\"\"} 100",
-            "gatescope_upstream_connections{peer=\"127.0.0.1:9000\"} 1",
+            "gatescope_upstream_connections{container_id=\"\",namespace=\"\",netns=\"\",peer=\"127.0.0.1:9000\",pod=\"\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
