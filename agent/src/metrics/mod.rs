@@ -20,7 +20,7 @@ mod wire;
 #[cfg(test)]
 mod golden;
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::collections::HashMap;
 
 use gatescope_common::ListenKey;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry, TextEncoder};
@@ -447,7 +447,7 @@ impl ListenerName {
 
 /// A listener at `addr` in namespace 0 (unknown), as unit tests name one.
 #[cfg(test)]
-pub fn listener_at(addr: SocketAddr) -> (ListenKey, ListenerName) {
+pub fn listener_at(addr: std::net::SocketAddr) -> (ListenKey, ListenerName) {
     (
         ListenKey::new(0, addr.port()),
         ListenerName {
