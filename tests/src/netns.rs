@@ -57,6 +57,11 @@ impl VethNs {
         Ok(v)
     }
 
+    /// The namespace's name (`ip netns`), for `ip netns exec`.
+    pub fn name(&self) -> &str {
+        &self.ns
+    }
+
     /// The interface on this side.
     pub fn interface(&self) -> &str {
         &self.here

@@ -1,7 +1,8 @@
 //! Two gateway pods on one node (issue 14): each pod has its own network
 //! namespace, so both listen on the same port. Here two `ip netns`
-//! namespaces each run their own nginx on the same address and port, and one
-//! agent with `--discover` observes both. Each namespace's listener has its
+//! namespaces, each joined to the host by a veth pair as a pod is, run their
+//! own nginx on `0.0.0.0` and the same port, and one agent with `--discover`
+//! observes both; clients connect from the host through the veths. Each namespace's listener has its
 //! own series, told apart by the `netns` label (the namespace's inode, as
 //! `stat /run/netns/NAME` gives it), and each series holds exactly its own
 //! nginx's bytes as its access log counts them: nothing is mixed.
@@ -13,7 +14,8 @@
 use anyhow::{ensure, Context, Result};
 use gatescope_tests::access_log::AccessLogEntry;
 use gatescope_tests::agent::Agent;
-use gatescope_tests::metrics::{DOWN_BYTES, UP_BYTES};
+use gatescope_tests::metrics::{DOWN_BYTES, DOWN_WIRE_PACKETS, UP_BYTES};
+use gatescope_tests::netns::VethNs;
 use gatescope_tests::nginx::{Nginx, NginxConfig, RenamedBinary, Tuning};
 use gatescope_tests::util::{free_port, is_listening_seen_by, poll, TempDir};
 use std::io::{BufRead as _, BufReader};
@@ -22,19 +24,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A network namespace made with `ip netns add`, loopback up; deleted on
-/// drop.
+/// A network namespace joined to the host by a veth pair, as a pod is.
 struct NetNs {
+    veth: VethNs,
     name: String,
 }
 
+/// A child process killed (and reaped) on drop, whatever the test's
+/// outcome: children hold the test's lock file open.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = (self.0.kill(), self.0.wait());
+    }
+}
+
 impl NetNs {
-    fn create(tag: &str) -> Result<Self> {
-        let name = format!("gs-{tag}-{}", std::process::id());
-        run(Command::new("ip").args(["netns", "add", &name]))?;
-        let ns = NetNs { name };
-        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
-        Ok(ns)
+    fn create() -> Result<Self> {
+        let veth = VethNs::create()?;
+        let name = veth.name().to_owned();
+        Ok(NetNs { veth, name })
+    }
+
+    /// Where the host reaches the namespace's nginx.
+    fn addr(&self, port: u16) -> String {
+        format!("{}:{port}", self.veth.remote_addr())
     }
 
     /// The namespace's inode: what the kernel's `net->ns.inum` holds.
@@ -58,22 +73,25 @@ impl NetNs {
         Ok(path)
     }
 
-    /// A client connection from inside the namespace that sends nothing and
-    /// stays open until the child is killed.
-    fn idle_connection(&self, port: u16) -> Result<Child> {
+    /// A client connection from the host that sends nothing and stays open
+    /// until the child is killed.
+    fn idle_connection(&self, port: u16) -> Result<Killed> {
         let code = format!(
-            "import socket,sys,time\ns=socket.create_connection(('127.0.0.1',{port}))\n\
-             print('up',flush=True)\ntime.sleep(120)"
+            "import socket,sys,time\ns=socket.create_connection(('{}',{port}))\n\
+             print('up',flush=True)\ntime.sleep(120)",
+            self.veth.remote_addr()
         );
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "python3", "-c", &code])
+        let mut child = Command::new("python3")
+            .args(["-c", &code])
             .stdout(Stdio::piped())
             .spawn()?;
+        let out = child.stdout.take().context("stdout")?;
+        let child = Killed(child);
         let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        BufReader::new(out).read_line(&mut line)?;
         ensure!(
             line.trim() == "up",
-            "idle client in {}: {line:?}",
+            "idle client of {}: {line:?}",
             self.name
         );
         Ok(child)
@@ -81,8 +99,8 @@ impl NetNs {
 
     /// A Python HTTP server on 127.0.0.1:`port` in the namespace: the
     /// upstream its nginx proxies `/up/` to (it answers 404: it serves an
-    /// empty directory). Killed on drop of the child.
-    fn upstream(&self, dir: &Path, port: u16) -> Result<Child> {
+    /// empty directory). Killed on drop.
+    fn upstream(&self, dir: &Path, port: u16) -> Result<Killed> {
         let root = dir.join(format!("www-{}", self.name));
         std::fs::create_dir_all(&root)?;
         let child = Command::new("ip")
@@ -92,37 +110,30 @@ impl NetNs {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let pid = child.id().to_string();
+        let child = Killed(child);
+        let pid = child.0.id().to_string();
         poll(Duration::from_secs(10), "the namespace's upstream", || {
             Ok(is_listening_seen_by(&pid, [127, 0, 0, 1].into(), port).then_some(()))
         })?;
         Ok(child)
     }
 
-    /// `n` one-shot GETs of `prefix<i>` from inside the namespace; each
-    /// status must be `want`.
+    /// `n` one-shot GETs of `prefix<i>` from the host, through the veth;
+    /// each status must be `want`.
     fn requests(&self, port: u16, prefix: &str, n: usize, want: &str) -> Result<()> {
         for i in 0..n {
-            let out = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &self.name,
-                    "curl",
-                    "-sS",
-                    "-o",
-                    "/dev/null",
-                ])
-                .args(["-w", "%{http_code}"])
+            let out = Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
                 .arg(format!(
-                    "http://127.0.0.1:{port}{prefix}{i}?q={}",
+                    "http://{}{prefix}{i}?q={}",
+                    self.addr(port),
                     self.name
                 ))
                 .output()?;
             let code = String::from_utf8_lossy(&out.stdout);
             ensure!(
                 code == want,
-                "curl in {}: {code} {}",
+                "curl to {}: {code} {}",
                 self.name,
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -131,25 +142,7 @@ impl NetNs {
     }
 }
 
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// nginx in `ns` on 127.0.0.1:`port`, answering `/ns/` itself and
+/// nginx in `ns` on 0.0.0.0:`port`, answering `/ns/` itself and
 /// proxying the rest to 127.0.0.1:`upstream` in its namespace, run as `bin`.
 fn nginx_in(ns: &NetNs, dir: &Path, bin: &Path, (port, upstream): (u16, u16)) -> Result<Nginx> {
     Nginx::start_tuned(
@@ -160,6 +153,7 @@ fn nginx_in(ns: &NetNs, dir: &Path, bin: &Path, (port, upstream): (u16, u16)) ->
         },
         &Tuning {
             bin: Some(ns.launcher(dir, bin)?),
+            listen_host: "0.0.0.0",
             server_extra: "location /ns/ { return 200 \"served in a namespace of its own\\n\"; }",
             ..Tuning::default()
         },
@@ -186,14 +180,10 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
     let dir = TempDir::new("netns")?;
     // The same listening port, and the same upstream address, in each.
     let (port, up_port) = (free_port()?, free_port()?);
-    let (a, b, other) = (
-        NetNs::create("a")?,
-        NetNs::create("b")?,
-        NetNs::create("o")?,
-    );
+    let (a, b, other) = (NetNs::create()?, NetNs::create()?, NetNs::create()?);
     let gateway = RenamedBinary::new("gsns")?;
     let agent = Agent::start(&[], &["--discover", gateway.name()])?;
-    let mut upstreams = [
+    let upstreams = [
         a.upstream(dir.path(), up_port)?,
         b.upstream(dir.path(), up_port)?,
     ];
@@ -217,7 +207,7 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
     logged(&nginx_o, n_o)?;
     ensure!(up_a.0 > 0.0 && up_b.0 > 0.0, "no upstream bytes logged");
 
-    let listener = format!("127.0.0.1:{port}");
+    let listener = format!("0.0.0.0:{port}");
     let (ino_a, ino_b) = (a.inode()?.to_string(), b.inode()?.to_string());
     let bytes = |s: &gatescope_tests::prom::Scrape, netns: &str| -> Result<(f64, f64)> {
         let get = |dir: &str| {
@@ -280,6 +270,21 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
         peers.len() == 4 && peers.iter().all(|s| s.label("peer") == Some(peer.as_str())),
         "{peers:?}"
     );
+    // The wire view counts packets on the host's interfaces by port alone:
+    // with two namespaces on the port, its series say so instead of naming
+    // one of them.
+    // (Its counters are read once a second.)
+    let any = format!("*:{port}");
+    let wired = poll(Duration::from_secs(10), "the wire view's series", || {
+        let s = agent.scrape()?;
+        Ok((s.matching(DOWN_WIRE_PACKETS, &[]).count() > 0).then_some(s))
+    })?;
+    let wire: Vec<_> = wired.matching(DOWN_WIRE_PACKETS, &[]).collect();
+    ensure!(
+        wire.iter()
+            .all(|s| s.label("listener") == Some(any.as_str()) && s.label("netns") == Some("")),
+        "wire series: {wire:?}"
+    );
     // The agent saw both listeners, each in its namespace.
     ensure!(
         scrape.get_or_zero("gatescope_listen_sockets", &[])? == 2.0,
@@ -297,8 +302,7 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
     // An idle client connection in the discovered namespace `a` and one in
     // the undiscovered one on the same port: the agent tracks exactly the
     // first. Keyed by port alone, the kernel would claim both.
-    let mut idle_a = a.idle_connection(port)?;
-    let mut idle_o = other.idle_connection(port)?;
+    let idle = [a.idle_connection(port)?, other.idle_connection(port)?];
     let tracked = [("role", "downstream")];
     let active = [("state", "active")];
     let gauges = poll(
@@ -317,7 +321,7 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
     // kernel sent one, would have been read by now.
     std::thread::sleep(Duration::from_secs(1));
     let later = agent.scrape();
-    let _ = (idle_a.kill(), idle_o.kill(), idle_a.wait(), idle_o.wait());
+    drop(idle);
     gauges.with_context(|| agent.scrape_text().unwrap_or_default())?;
     let later = later?;
     ensure!(
@@ -333,8 +337,6 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
     );
     drop(agent);
     drop((nginx_a, nginx_b, nginx_o));
-    for u in &mut upstreams {
-        let _ = (u.kill(), u.wait());
-    }
+    drop(upstreams);
     Ok(())
 }
