@@ -1,6 +1,7 @@
-//! deploy/grafana/gatescope.json's queries, as Grafana sends them to
-//! Prometheus: tests/tests/dashboard.rs runs every one, `cargo xtask demo
-//! --stack` a few.
+//! Dashboard queries as Grafana sends them to Prometheus:
+//! deploy/grafana/gatescope.json's (tests/tests/dashboard.rs runs every one,
+//! `cargo xtask demo --stack` a few) and tests/tests/kong_dashboard.rs's
+//! stand-ins for Kong's 7424.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -54,6 +55,20 @@ pub fn substitute(expr: &str, values: &BTreeMap<String, String>, rate_interval: 
     out
 }
 
+/// A label value inside `=~"..."`: regex metacharacters escaped, as Grafana
+/// does for a single value of a multi-value variable; then the backslashes
+/// doubled for the PromQL string.
+pub fn regex_value(v: &str) -> String {
+    let mut out = String::new();
+    for c in v.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push_str("\\\\");
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +86,12 @@ mod tests {
             ),
             "rate(x{a=~\"n1\",b=~\"many\"}[10s])"
         );
+    }
+
+    #[test]
+    fn regex_values_are_escaped_for_promql() {
+        assert_eq!(regex_value("/a/{id}"), "/a/\\\\{id\\\\}");
+        assert_eq!(regex_value("127.0.0.1:80"), "127\\\\.0\\\\.0\\\\.1:80");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use gatescope_tests::agent::Agent;
 use gatescope_tests::client::{Conn, Req};
-use gatescope_tests::grafana::{self, panel_queries};
+use gatescope_tests::grafana::{self, panel_queries, regex_value};
 use gatescope_tests::otlp::Receiver;
 use gatescope_tests::prometheus::Prometheus;
 use gatescope_tests::AccuracyScene;
@@ -49,20 +49,6 @@ fn label_values(definition: &str) -> Result<(&str, &str)> {
 /// [`grafana::substitute`] with this test's `$__rate_interval`.
 fn substitute(expr: &str, values: &BTreeMap<String, String>) -> String {
     grafana::substitute(expr, values, RATE_INTERVAL)
-}
-
-/// A label value inside `=~"..."`: regex metacharacters escaped, as Grafana
-/// does for a single value of a multi-value variable; then the backslashes
-/// doubled for the PromQL string.
-fn regex_value(v: &str) -> String {
-    let mut out = String::new();
-    for c in v.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push_str("\\\\");
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[test]
