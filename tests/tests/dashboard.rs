@@ -189,19 +189,9 @@ fn reset_after_request(port: u16) -> Result<()> {
     Ok(())
 }
 
+/// (Substitution and escaping are tested in grafana.rs.)
 #[test]
-fn substitution_is_grafanas() {
-    let mut v = BTreeMap::new();
-    v.insert("node".to_owned(), "n1".to_owned());
-    v.insert("nodes".to_owned(), "many".to_owned());
-    assert_eq!(
-        substitute(
-            "rate(x{a=~\"$node\",b=~\"${nodes}\"}[$__rate_interval])",
-            &v
-        ),
-        "rate(x{a=~\"n1\",b=~\"many\"}[10s])"
-    );
-    assert_eq!(regex_value("/a/{id}"), "/a/\\\\{id\\\\}");
+fn label_values_queries_are_split() {
     assert_eq!(
         label_values("label_values(up{job=~\"$j\"}, instance)").unwrap(),
         ("up{job=~\"$j\"}", "instance")

@@ -17,6 +17,7 @@ use gatescope_tests::agent::Agent;
 use gatescope_tests::metrics::{DOWN_BYTES, DOWN_WIRE_PACKETS, UP_BYTES};
 use gatescope_tests::netns::VethNs;
 use gatescope_tests::nginx::{Nginx, NginxConfig, RenamedBinary, Tuning};
+use gatescope_tests::prom::Scrape;
 use gatescope_tests::util::{free_port, is_listening_seen_by, poll, TempDir};
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -160,6 +161,19 @@ fn nginx_in(ns: &NetNs, dir: &Path, bin: &Path, (port, upstream): (u16, u16)) ->
     )
 }
 
+/// `family`'s two series of socket `who` in namespace `netns`, one per
+/// direction of `dirs`.
+fn sums(
+    s: &Scrape,
+    family: &str,
+    who: (&str, &str),
+    netns: &str,
+    dirs: [&str; 2],
+) -> Result<(f64, f64)> {
+    let get = |dir: &str| s.get_or_zero(family, &[who, ("netns", netns), ("direction", dir)]);
+    Ok((get(dirs[0])?, get(dirs[1])?))
+}
+
 /// What `n` lines of `nginx`'s access log sum to: the client side's
 /// (request, response) bytes and the upstream side's (sent, received).
 fn logged(nginx: &Nginx, n: usize) -> Result<((f64, f64), (f64, f64))> {
@@ -209,35 +223,20 @@ fn two_namespaces_on_one_port_never_share_a_series() -> Result<()> {
 
     let listener = format!("0.0.0.0:{port}");
     let (ino_a, ino_b) = (a.inode()?.to_string(), b.inode()?.to_string());
-    let bytes = |s: &gatescope_tests::prom::Scrape, netns: &str| -> Result<(f64, f64)> {
-        let get = |dir: &str| {
-            s.get_or_zero(
-                DOWN_BYTES,
-                &[
-                    ("listener", listener.as_str()),
-                    ("netns", netns),
-                    ("direction", dir),
-                ],
-            )
-        };
-        Ok((get("ingress")?, get("egress")?))
+    let bytes = |s: &Scrape, netns: &str| {
+        sums(
+            s,
+            DOWN_BYTES,
+            ("listener", &listener),
+            netns,
+            ["ingress", "egress"],
+        )
     };
     // The same for the upstream peer, which both reach at the same address:
     // (sent to it, received from it).
     let peer = format!("127.0.0.1:{up_port}");
-    let peer_bytes = |s: &gatescope_tests::prom::Scrape, netns: &str| -> Result<(f64, f64)> {
-        let get = |dir: &str| {
-            s.get_or_zero(
-                UP_BYTES,
-                &[
-                    ("peer", peer.as_str()),
-                    ("netns", netns),
-                    ("direction", dir),
-                ],
-            )
-        };
-        Ok((get("egress")?, get("ingress")?))
-    };
+    let peer_bytes =
+        |s: &Scrape, netns: &str| sums(s, UP_BYTES, ("peer", &peer), netns, ["egress", "ingress"]);
     let scrape = poll(Duration::from_secs(10), "both namespaces' bytes", || {
         let s = agent.scrape()?;
         Ok((bytes(&s, &ino_a)? == want_a
