@@ -21,6 +21,7 @@
 
 #[cfg(test)]
 mod accept_tests;
+mod conn;
 mod facts;
 #[cfg(test)]
 mod h2_tests;
@@ -45,24 +46,16 @@ use gatescope_common::TcpState;
 
 pub use self::facts::{ConnInfo, Fact, Finished, Gauges, Peer, PhaseCounts, TlsResult};
 use self::{
+    conn::{touch, Conn, Lifecycle},
     facts::{adjust, tcp_fact},
     handshake::Handshake,
     protocol::Protocol,
 };
-use gatescope_common::ListenKey;
 
 use crate::{
     capture::decode::{Direction, Endpoints, Observation, Role},
     http::{HttpEvent, Segment},
 };
-
-/// See [`ConnTable::touched`].
-fn touch(conn: &mut Conn, out: &mut Finished) {
-    if conn.role == Role::Downstream && !conn.accepted {
-        conn.accepted = true;
-        out.facts.push(Fact::Accepted);
-    }
-}
 
 /// Closed connections remembered for the bytes read after their close.
 const CLOSED_KEEP: usize = 4096;
@@ -70,71 +63,6 @@ const CLOSED_KEEP: usize = 4096;
 /// How long a late connection waits for the gateway's next read before its
 /// parsing ends.
 pub const LATE_IDLE: Duration = Duration::from_secs(1);
-
-struct Conn {
-    role: Role,
-    endpoints: Endpoints,
-    /// Its network namespace (inode; 0 unknown): with the local port, which
-    /// listener a client connection came in on (two pods both listen on 80).
-    netns: u32,
-    handled: bool,
-    /// The gateway has done something with it: accepted, as stub_status
-    /// counts (see [`ConnTable::touched`]).
-    accepted: bool,
-    /// The gateway process that last moved bytes on it (a worker).
-    tgid: u32,
-    /// Time of its open record, as the kernel's socket map also keeps it.
-    opened_ns: u64,
-    lifecycle: Lifecycle,
-    protocol: Protocol,
-    handshake: Handshake,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lifecycle {
-    /// Tracked until the kernel closes it; `active` as stub_status counts it
-    /// (see the module's documentation).
-    Open { active: bool },
-    /// Closed by the kernel (a reset) with bytes still queued for the gateway
-    /// to read: its parser goes on with them.
-    Late {
-        /// Its close, then its last read: when its parsing ends.
-        last_ns: u64,
-        /// When the agent last fed it, for [`ConnTable::end_idle_late`].
-        touched: Instant,
-    },
-    /// Closed: bytes read from it still count, but are not parsed.
-    Closed,
-}
-
-impl Conn {
-    fn info(&self) -> ConnInfo {
-        ConnInfo {
-            role: self.role,
-            endpoints: self.endpoints,
-            netns: self.netns,
-            tgid: self.tgid,
-            tls: self.protocol.is_tls(),
-        }
-    }
-
-    /// The peer of a connection to an upstream.
-    fn peer(&self) -> Peer {
-        Peer {
-            netns: self.netns,
-            addr: self.endpoints.remote,
-        }
-    }
-
-    /// The listener of a client connection.
-    fn listener(&self) -> ListenKey {
-        ListenKey::new(self.netns, self.endpoints.local.port())
-    }
-
-    fn is_open(&self) -> bool {
-        matches!(self.lifecycle, Lifecycle::Open { .. })
-    }
-}
 
 pub struct ConnTable {
     /// By socket address, open and remembered closed connections alike.

@@ -5,6 +5,7 @@ use gatescope_common::TcpState;
 
 use super::*;
 use crate::http::Exchange;
+use gatescope_common::ListenKey;
 
 pub(super) fn ep(local: &str, remote: &str) -> Endpoints {
     Endpoints {

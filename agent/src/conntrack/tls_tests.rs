@@ -8,6 +8,7 @@ use super::handshake::server_hello_version;
 use super::tests::{apply, ep, open, state, CLIENT, GW};
 use super::*;
 use crate::http::{Anomaly, Exchange};
+use gatescope_common::ListenKey;
 
 pub(super) fn data(sk: u64, dir: Direction, ts_ns: u64, head: &[u8], len: u64) -> Observation<'_> {
     Observation::Data {
