@@ -197,14 +197,16 @@ impl Metrics {
     }
 
     /// The gateway's listening sockets, each in its network namespace.
-    pub fn set_listeners(&mut self, listeners: &[(ListenKey, ListenerName)]) {
-        let listeners: HashMap<ListenKey, ListenerName> = listeners.iter().cloned().collect();
+    /// One entry per socket: `0.0.0.0:80` and `[::]:80` in one namespace
+    /// are two sockets under one key (the last named keeps the key).
+    pub fn set_listeners(&mut self, sockets: &[(ListenKey, ListenerName)]) {
+        let listeners: HashMap<ListenKey, ListenerName> = sockets.iter().cloned().collect();
         if listeners != self.listeners {
             // Labels may have changed (a listener opened or closed).
             self.downstream_bytes_by.clear();
             self.listeners = listeners;
         }
-        self.health.listen_sockets.set(self.listeners.len() as i64);
+        self.health.listen_sockets.set(sockets.len() as i64);
     }
 
     /// How the series of upstream `peer` name it: its address, and the
