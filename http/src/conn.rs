@@ -17,12 +17,22 @@ use super::{
 /// opaque). Real pipelining depths are a few to a few dozen.
 const MAX_PENDING: usize = 64;
 
+/// How much later than the response's first byte a request's record may come
+/// and still be the one it answers (early.rs). The real gap is the sending
+/// thread's path from handing the bytes over to the tracepoint: microseconds,
+/// or a scheduler's time slice when the thread is preempted in between
+/// (milliseconds under load). A server's unsolicited answer (a 408 before it
+/// closes) is not paired with a request made long after it.
+const EARLY_WINDOW_NS: u64 = 100_000_000;
+
 /// Per-connection HTTP state, both directions.
 #[derive(Debug)]
 pub struct HttpConn {
     req: Stream,
     resp: Stream,
     pairs: Pairing,
+    /// Response segments held for their request's record (early.rs).
+    early: Early,
     closed: bool,
 }
 
@@ -60,6 +70,7 @@ impl HttpConn {
                 resp_segs: 0,
                 req_lost_clock: None,
             },
+            early: Early::default(),
             closed: false,
         }
     }
@@ -69,6 +80,16 @@ impl HttpConn {
         if self.closed {
             return;
         }
+        // Held too long to be this request's answer: handled as before the
+        // hold (nothing it could answer).
+        if self
+            .early
+            .first_ts()
+            .is_some_and(|t| seg.ts_ns.saturating_sub(t) > EARLY_WINDOW_NS)
+        {
+            self.release_early(out);
+        }
+        let unanswered = self.pairs.pending.len();
         self.req.feed(
             seg,
             &mut ReqSink {
@@ -77,6 +98,21 @@ impl HttpConn {
             },
         );
         self.settle(out);
+        if let Some(t) = self.early.first_ts() {
+            if self.pairs.pending.len() > unanswered {
+                // The request was on its way before its answer was read; its
+                // record's time is the tracepoint's, later than that.
+                for p in self.pairs.pending.range_mut(unanswered..) {
+                    p.req_first = p.req_first.min(t);
+                    p.req_last = p.req_last.min(t);
+                }
+                self.release_early(out);
+            } else if !self.req.in_head() {
+                // Not a request (or one that took nothing): no reason left
+                // to hold.
+                self.release_early(out);
+            }
+        }
     }
 
     /// Bytes in the responses' direction.
@@ -84,6 +120,30 @@ impl HttpConn {
         if self.closed {
             return;
         }
+        // A response starting with nothing to answer, on an upstream
+        // connection whose requests were all seen: its request's record may
+        // be on its way (early.rs). Where requests may have gone unseen, it
+        // may answer one of them instead.
+        let may_be_early = self.early.is_empty()
+            && self.pairs.side == Side::Client
+            && self.pairs.answered == self.pairs.pending.len()
+            && self.resp.is_idle()
+            && self.req.is_idle()
+            && self.pairs.req_lost_at.is_none();
+        if (may_be_early || !self.early.is_empty()) && self.early.hold(seg) {
+            return;
+        }
+        self.release_early(out);
+        self.feed_response(seg, out);
+    }
+
+    /// Feeds the held response segments, if any.
+    fn release_early(&mut self, out: &mut Vec<HttpEvent>) {
+        let mut early = std::mem::take(&mut self.early);
+        early.release(|seg| self.feed_response(seg, out));
+    }
+
+    fn feed_response(&mut self, seg: &Segment<'_>, out: &mut Vec<HttpEvent>) {
         // A response with no request left to answer while a request head is
         // still open: the server is done reading that head (its end lay in
         // an uncaptured region, or it was refused as too large).
@@ -111,6 +171,7 @@ impl HttpConn {
         if self.closed {
             return;
         }
+        self.release_early(out);
         self.closed = true;
         self.req.close(&mut ReqSink {
             p: &mut self.pairs,
@@ -179,6 +240,7 @@ impl HttpConn {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.req.heap_bytes()
             + self.resp.heap_bytes()
+            + self.early.heap_bytes()
             + self.pairs.pending.capacity() * size_of::<Pending>()
             + self
                 .pairs
@@ -591,3 +653,6 @@ impl Sink for RespSink<'_> {
 
 #[cfg(test)]
 mod tests;
+
+mod early;
+use early::Early;

@@ -211,6 +211,11 @@ impl Stream {
         matches!(self.state, State::Opaque)
     }
 
+    /// At a message boundary, in step.
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle)
+    }
+
     /// Some bytes of a head received, the head not complete.
     pub(crate) fn in_head(&self) -> bool {
         matches!(self.state, State::Head(_))

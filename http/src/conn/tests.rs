@@ -5,6 +5,7 @@
 //! captures and non-HTTP bytes are in tests/degraded.rs.
 
 mod degraded;
+mod early;
 
 use super::*;
 use crate::{parse::MAX_HEAD, testkit::*};
