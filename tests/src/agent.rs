@@ -214,11 +214,14 @@ impl Agent {
                 break;
             }
             if Instant::now() >= deadline {
+                // What explains a miss comes first: CI keeps only the head
+                // of a failure's output, and the full scrape is long.
                 bail!(
-                    "after {timeout:?}:\n  {}\n--- last scrape ---\n{}\n--- agent stderr (tail) ---\n{}",
+                    "after {timeout:?}:\n  {}\n--- anomalies, losses and pending work in the last scrape ---\n{}\n--- agent stderr (tail) ---\n{}\n--- last scrape ---\n{}",
                     bad.join("\n  "),
+                    telling_lines(&s.text),
+                    util::tail(&self.stderr(), 30),
                     s.text,
-                    util::tail(&self.stderr(), 30)
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -357,4 +360,16 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
         resp.status,
         String::from_utf8(resp.body).context("body not UTF-8")?,
     ))
+}
+
+/// The non-zero samples of a scrape that tell why a count is short: HTTP
+/// anomalies, lost or dropped records, and connections still tracked.
+fn telling_lines(scrape: &str) -> String {
+    const TELLING: [&str; 5] = ["anomal", "lost", "dropped", "tracked", "unparsed"];
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && TELLING.iter().any(|t| l.contains(t)))
+        .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

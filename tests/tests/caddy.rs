@@ -215,9 +215,20 @@ fn run(discover: bool) -> Result<()> {
             n as f64,
         ));
     }
-    let s = agent
-        .wait_all(&exp, SETTLE_TIMEOUT)
-        .with_context(|| caddy.diagnostics())?;
+    let s = match agent.wait_all(&exp, SETTLE_TIMEOUT) {
+        Ok(s) => s,
+        Err(e) => {
+            // Which calls the agent missed or still holds: its request log,
+            // flushed at exit with every pending call, against the upstream.
+            let _ = agent.stop();
+            let diff = std::fs::read_to_string(&log)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| upstream_diff(&t, &upstream));
+            return Err(e
+                .context(caddy.diagnostics())
+                .context(format!("request log vs the upstream: {diff:?}")));
+        }
+    };
     no_losses(&s)?;
     let codes = util::poll(SETTLE_TIMEOUT, "requests by status", || {
         let got = sum_by_code(&agent.scrape()?, HTTP_REQUESTS);
@@ -311,6 +322,41 @@ fn run(discover: bool) -> Result<()> {
         links.wrong.join("\n")
     );
     Ok(())
+}
+
+/// The upstream lines of a request log the upstream has no record of, and
+/// the upstream's exchanges the log lacks (method, path, status, bytes).
+fn upstream_diff(log: &str, upstream: &Upstream) -> Result<String> {
+    let lines = parse_request_log(log)?;
+    let agent_up = count_by(lines.iter().filter(|l| !l.is_downstream()).map(|l| {
+        (
+            l.method.clone(),
+            l.path.clone(),
+            l.status,
+            l.request_bytes,
+            l.response_bytes,
+        )
+    }));
+    let truth_up = count_by(upstream.exchanges().iter().map(|e| {
+        (
+            e.method.clone(),
+            e.path.clone(),
+            e.status,
+            e.request_bytes,
+            e.response_bytes,
+        )
+    }));
+    let only = |a: &BTreeMap<_, u64>, b: &BTreeMap<_, u64>| {
+        a.iter()
+            .filter(|(k, n)| b.get(*k) != Some(*n))
+            .map(|(k, n)| format!("{k:?} x{n}"))
+            .collect::<Vec<_>>()
+    };
+    Ok(format!(
+        "only in the log: {:?}; only at the upstream: {:?}",
+        only(&agent_up, &truth_up),
+        only(&truth_up, &agent_up)
+    ))
 }
 
 #[test]
