@@ -247,21 +247,54 @@ fn starts_h2(event: &DataEvent) -> bool {
     )
 }
 
-/// Whether an egress transfer starts a request to a GenAI API: `POST /v1/`
-/// (OpenAI's and Anthropic's APIs, and those copying them) or `POST /api/`
-/// (Ollama). The socket is then an upstream connection to a model provider,
-/// whose usage sits at the end of a response body (OpenAI) or in SSE events
-/// spread over many reads, beyond the usual head and 64-byte tail. Marked
-/// here, at the request's write, so that the capture is wide before any
-/// byte of the response can be read: the agent setting it later would race
-/// a fast upstream.
+/// How far into a request's path a GenAI API's `/v1/` or `/api/` may begin:
+/// a gateway's own prefix before it (`POST /openai/v1/chat/completions`,
+/// Azure's and LiteLLM's pass-through routes) fits in 48 bytes.
+const GENAI_PREFIX_MAX: usize = 48;
+
+/// Whether an egress transfer starts a request to a GenAI API: a POST whose
+/// path holds, within its first [`GENAI_PREFIX_MAX`] bytes, `/v1/` then
+/// `c`, `e`, `r` or `m` (OpenAI's `chat/`, `completions`, `embeddings`,
+/// `responses`; Anthropic's `messages`; and the APIs copying them) or `/api/`
+/// then `c`, `g` or `e` (Ollama's `chat`, `generate`, `embed`): the first
+/// letters of every path the agent recognises (http/src/genai/mod.rs), so
+/// `POST /api/users` is not marked. The socket is then an upstream
+/// connection to a model provider, whose usage sits at the end of a response
+/// body (OpenAI) or in SSE events spread over many reads, beyond the usual
+/// head and 64-byte tail. Marked here, at the request's write, so that the
+/// capture is wide before any byte of the response can be read: the agent
+/// setting it later would race a fast upstream. The scan stops at the end of
+/// the path (a space or `?`); only a target's POSTs pay for it.
 #[inline(always)]
 fn starts_genai_request(event: &DataEvent) -> bool {
-    if (event.header.data.head_len as usize) < 10 {
+    let len = event.header.data.head_len as usize;
+    let head = &event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + 6 + GENAI_PREFIX_MAX + 6];
+    if len < 12 || !same(&head[..6], b"POST /") {
         return false;
     }
-    let head = &event.data[DATA_TAIL_MAX..DATA_TAIL_MAX + 10];
-    same(&head[..6], b"POST /") && (same(&head[6..9], b"v1/") || same(&head[6..10], b"api/"))
+    // From the path's first `/`, at 5.
+    let mut i = 5;
+    while i < 5 + GENAI_PREFIX_MAX {
+        if i + 6 > len {
+            return false;
+        }
+        match head[i] {
+            b' ' | b'?' => return false,
+            b'/' if same(&head[i + 1..i + 4], b"v1/")
+                && matches!(head[i + 4], b'c' | b'e' | b'r' | b'm') =>
+            {
+                return true
+            }
+            b'/' if same(&head[i + 1..i + 5], b"api/")
+                && matches!(head[i + 5], b'c' | b'g' | b'e') =>
+            {
+                return true
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Byte-wise equality of two slices of equal length (no memcmp call).

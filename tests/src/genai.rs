@@ -463,7 +463,9 @@ pub const LOG: &str = "genai.log";
 /// (provider, mock port) of `upstreams`, an upstream block (HTTP/1.1
 /// keep-alive) and the locations `/buf/<provider>/` (`proxy_buffering on`)
 /// and `/nobuf/<provider>/` (`off`), each proxied to the mock with its
-/// prefix stripped; the log format of [`LogLine`] in [`LOG`].
+/// prefix stripped, and `/pfx/<provider>/` (`on`), proxied with the path
+/// `/<provider>/…` (an API path under a prefix of its own); the log format of
+/// [`LogLine`] in [`LOG`].
 pub fn nginx_conf(d: &str, port: u16, upstreams: &BTreeMap<String, u16>) -> String {
     let mut blocks = String::new();
     let mut locations = String::new();
@@ -472,7 +474,11 @@ pub fn nginx_conf(d: &str, port: u16, upstreams: &BTreeMap<String, u16>) -> Stri
             blocks,
             "    upstream {name} {{\n        server 127.0.0.1:{up};\n        keepalive 8;\n    }}\n"
         );
-        for (prefix, buffering) in [("buf", "on"), ("nobuf", "off")] {
+        for (prefix, buffering, upstream_path) in [
+            ("buf", "on", String::new()),
+            ("nobuf", "off", String::new()),
+            ("pfx", "on", format!("{name}/")),
+        ] {
             let _ = write!(
                 locations,
                 "        location /{prefix}/{name}/ {{
@@ -480,7 +486,7 @@ pub fn nginx_conf(d: &str, port: u16, upstreams: &BTreeMap<String, u16>) -> Stri
             proxy_set_header Connection \"\";
             proxy_buffering {buffering};
             proxy_read_timeout 30s;
-            proxy_pass http://{name}/;
+            proxy_pass http://{name}/{upstream_path};
         }}
 "
             );

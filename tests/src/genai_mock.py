@@ -91,9 +91,9 @@ def output_tokens(req, body):
     return DEFAULT_OUTPUT
 
 
-def completion_pieces(n, tiny):
+def completion_pieces(n, tiny, pad=PAD_WORDS):
     """The completion as up to 8 pieces (one per content event)."""
-    words = [COMPLETION_MARKER] + ([] if tiny else ["lorem"] * PAD_WORDS)
+    words = [COMPLETION_MARKER] + ([] if tiny else ["lorem"] * pad)
     text = " ".join(words)
     k = max(1, min(8, n))
     step = -(-len(text) // k)
@@ -118,7 +118,12 @@ class Call:
         self.embeds = api in ("openai_embeddings", "ollama_embed")
         self.output = 0 if self.embeds else output_tokens(req, body)
         self.cached = self.input // 4
-        self.pieces = completion_pieces(self.output, self.tiny)
+        # x-mock-pad-words: filler words in the completion (a long body);
+        # x-mock-split-ms: a JSON answer's head, then its body that much later
+        # (separate reads for the gateway).
+        pad = int(req.headers.get("x-mock-pad-words", PAD_WORDS))
+        self.split_ms = int(req.headers.get("x-mock-split-ms", "0"))
+        self.pieces = completion_pieces(self.output, self.tiny, pad)
         self.text = "".join(self.pieces)
 
     def record(self, stream, usage_sent, status=200):
@@ -155,7 +160,15 @@ class Call:
         if self.gzip:
             data = gzip.compress(data)
             headers["Content-Encoding"] = "gzip"
-        resp = web.Response(body=data, headers=headers)
+        if self.split_ms:
+            resp = web.StreamResponse(headers=headers)
+            resp.content_length = len(data)
+            await resp.prepare(self.req)
+            await asyncio.sleep(self.split_ms / 1000)
+            await resp.write(data)
+            await resp.write_eof()
+        else:
+            resp = web.Response(body=data, headers=headers)
         self.record(stream=False, usage_sent=True)
         return resp
 
@@ -368,8 +381,18 @@ ROUTES = {
 }
 
 
+def route_of(path):
+    """The route a path ends with: a gateway may put its own prefix before
+    the API's path (/openai/v1/chat/completions)."""
+    path = path.rstrip("/")
+    for key, route in ROUTES.items():
+        if path.endswith(key):
+            return route
+    return None
+
+
 async def handle(req):
-    route = ROUTES.get(req.path.rstrip("/"))
+    route = route_of(req.path)
     if route is None:
         return web.json_response({"error": {"message": f"no route {req.path}"}}, status=404)
     api, fn = route

@@ -455,6 +455,59 @@ fn genai_through_nginx_is_exact() -> Result<()> {
     check_privacy(&agent, &req_log)
 }
 
+/// API paths under a prefix of the gateway's own (`/openai/v1/chat/completions`
+/// upstream), with long non-streamed answers whose head and body the gateway
+/// reads apart: the usage at the end of the body is read only if the capture
+/// was widened at the request's write (ebpf/src/payload.rs,
+/// `starts_genai_request`), which must find the API path behind the prefix.
+#[test]
+fn genai_under_a_path_prefix_is_exact() -> Result<()> {
+    let s = Scene::start()?;
+    let dir = TempDir::new("genai-reqlog")?;
+    let req_log = dir.path().join("requests.jsonl");
+    let agent = Agent::start(
+        &[s.nginx.master_pid()],
+        &["--request-log", &req_log.display().to_string()],
+    )?;
+    let base = |p: &str| format!("http://127.0.0.1:{}/pfx/{p}", s.nginx.listen_port());
+    let (oa, an, ol) = (base("openai"), base("anthropic"), base("ollama"));
+    let long = |c: CallSpec| {
+        c.header("x-mock-pad-words", "600")
+            .header("x-mock-split-ms", "30")
+    };
+    let plan = vec![
+        long(CallSpec::new("openai_chat", &oa, "gpt-4o").max_tokens(50)).repeat(2),
+        long(CallSpec::new("openai_completions", &oa, "gpt-3.5-turbo-instruct").max_tokens(40)),
+        long(CallSpec::new("openai_responses", &oa, "gpt-4.1").max_tokens(30)),
+        long(CallSpec::new("anthropic", &an, "claude-sonnet-4").max_tokens(45)),
+        long(CallSpec::new("ollama_generate", &ol, "llama3").max_tokens(25)).no_stream(),
+        CallSpec::new("openai_chat", &oa, "gpt-4o")
+            .max_tokens(12)
+            .stream(true),
+    ];
+    let record = s.run(&plan)?;
+    ensure!(
+        record.iter().all(|c| c.path.starts_with("/openai/")
+            || c.path.starts_with("/anthropic/")
+            || c.path.starts_with("/ollama/")),
+        "the mock was not called under a prefix: {:?}",
+        record.iter().map(|c| &c.path).collect::<Vec<_>>()
+    );
+    agent.wait_all(&native_expectations(&record), SETTLE)?;
+    check_request_log(&req_log, &record)?;
+    let scrape = agent.scrape()?;
+    let unavailable: f64 = scrape
+        .matching("gatescope_genai_usage_unavailable_total", &[])
+        .map(|x| x.value)
+        .sum();
+    ensure!(
+        unavailable == 0.0,
+        "usage unavailable for {unavailable} calls:\n{}",
+        scrape.text
+    );
+    Ok(())
+}
+
 /// Tiny bodies and no delay: the response can arrive right after the
 /// request is written; usage must still be read, exactly.
 #[test]
