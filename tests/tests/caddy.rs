@@ -25,8 +25,8 @@ use gatescope_tests::caddy::Caddy;
 use gatescope_tests::client::{Conn, Req, Sent, Transfer};
 use gatescope_tests::expect::{no_losses, nothing_untracked, traffic_deltas};
 use gatescope_tests::metrics::{HANDLED, REQUESTS_ALL, TARGET_PROCESSES};
-use gatescope_tests::request_log::{check_links, parse_request_log};
-use gatescope_tests::upstream::{Upstream, UpstreamStats};
+use gatescope_tests::request_log::{check_links, parse_request_log, ReqLine};
+use gatescope_tests::upstream::{Upstream, UpstreamExchange, UpstreamStats};
 use gatescope_tests::util::{self, free_port, TempDir};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -290,24 +290,7 @@ fn run(discover: bool) -> Result<()> {
     );
     // Upstream lines: exactly the upstream's own record.
     let exchanges = upstream.exchanges();
-    let agent_up = count_by(lines.iter().filter(|l| !l.is_downstream()).map(|l| {
-        (
-            l.method.clone(),
-            l.path.clone(),
-            l.status,
-            l.request_bytes,
-            l.response_bytes,
-        )
-    }));
-    let truth_up = count_by(exchanges.iter().map(|e| {
-        (
-            e.method.clone(),
-            e.path.clone(),
-            e.status,
-            e.request_bytes,
-            e.response_bytes,
-        )
-    }));
+    let (agent_up, truth_up) = upstream_views(&lines, &exchanges);
     ensure!(
         agent_up == truth_up,
         "upstream lines vs the upstream:\nagent    {agent_up:?}\nupstream {truth_up:?}"
@@ -324,11 +307,15 @@ fn run(discover: bool) -> Result<()> {
     Ok(())
 }
 
-/// The upstream lines of a request log the upstream has no record of, and
-/// the upstream's exchanges the log lacks (method, path, status, bytes).
-fn upstream_diff(log: &str, upstream: &Upstream) -> Result<String> {
-    let lines = parse_request_log(log)?;
-    let agent_up = count_by(lines.iter().filter(|l| !l.is_downstream()).map(|l| {
+/// (method, path, status, request bytes, response bytes) counted, from the
+/// request log's upstream lines and from the upstream's own record.
+type UpstreamView = BTreeMap<(String, String, u16, u64, u64), u64>;
+
+fn upstream_views(
+    lines: &[ReqLine],
+    exchanges: &[UpstreamExchange],
+) -> (UpstreamView, UpstreamView) {
+    let agent = count_by(lines.iter().filter(|l| !l.is_downstream()).map(|l| {
         (
             l.method.clone(),
             l.path.clone(),
@@ -337,7 +324,7 @@ fn upstream_diff(log: &str, upstream: &Upstream) -> Result<String> {
             l.response_bytes,
         )
     }));
-    let truth_up = count_by(upstream.exchanges().iter().map(|e| {
+    let truth = count_by(exchanges.iter().map(|e| {
         (
             e.method.clone(),
             e.path.clone(),
@@ -346,6 +333,13 @@ fn upstream_diff(log: &str, upstream: &Upstream) -> Result<String> {
             e.response_bytes,
         )
     }));
+    (agent, truth)
+}
+
+/// The upstream lines of a request log the upstream has no record of, and
+/// the upstream's exchanges the log lacks (method, path, status, bytes).
+fn upstream_diff(log: &str, upstream: &Upstream) -> Result<String> {
+    let (agent_up, truth_up) = upstream_views(&parse_request_log(log)?, &upstream.exchanges());
     let only = |a: &BTreeMap<_, u64>, b: &BTreeMap<_, u64>| {
         a.iter()
             .filter(|(k, n)| b.get(*k) != Some(*n))
