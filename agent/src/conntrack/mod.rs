@@ -26,6 +26,8 @@ mod facts;
 #[cfg(test)]
 mod h2_tests;
 mod handshake;
+#[cfg(test)]
+mod late_tests;
 pub mod lost_close_sweeps;
 pub mod lost_opens;
 mod protocol;
