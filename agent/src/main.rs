@@ -196,6 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         taps,
         tls,
         max_connections: max_sockets as usize,
+        genai_peers: genai.upstreams(),
     });
     pipeline.start();
 

@@ -67,12 +67,19 @@ impl HttpConn {
                 interim: false,
                 to_opaque: false,
                 req_lost_at: None,
+                genai_provider: false,
                 resp_segs: 0,
                 req_lost_clock: None,
             },
             early: Early::default(),
             closed: false,
         }
+    }
+
+    /// The peer is a GenAI provider the operator named (`[[genai.provider]]`
+    /// `upstream`): POSTs to its API paths without `/v1` are GenAI calls too.
+    pub fn set_genai_provider(&mut self) {
+        self.pairs.genai_provider = true;
     }
 
     /// Bytes in the requests' direction (ingress downstream, egress upstream).
@@ -273,6 +280,9 @@ struct Pairing {
     /// When the request stream last lost its place: requests after that
     /// may have gone unseen.
     req_lost_at: Option<u64>,
+    /// The peer is a named GenAI provider: its paths are matched by
+    /// [`GenAiApi::from_provider_path`].
+    genai_provider: bool,
     /// Response segments received so far.
     resp_segs: u64,
     /// `resp_segs` when the request stream last lost its place.
@@ -401,8 +411,13 @@ impl Sink for ReqSink<'_> {
         };
         // Only a POST is a generation call (a GET on the same path lists
         // stored completions); other requests pay nothing for the tap.
+        let api = if self.p.genai_provider {
+            GenAiApi::from_provider_path
+        } else {
+            GenAiApi::from_path
+        };
         let genai = (h.method == "POST")
-            .then(|| GenAiApi::from_path(&h.path))
+            .then(|| api(&h.path))
             .flatten()
             .map(|api| Box::new(GenAiScan::new(api)));
         self.p.pending.push_back(Pending {

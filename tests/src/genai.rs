@@ -464,8 +464,10 @@ pub const LOG: &str = "genai.log";
 /// keep-alive) and the locations `/buf/<provider>/` (`proxy_buffering on`)
 /// and `/nobuf/<provider>/` (`off`), each proxied to the mock with its
 /// prefix stripped, and `/pfx/<provider>/` (`on`), proxied with the path
-/// `/<provider>/…` (an API path under a prefix of its own); the log format of
-/// [`LogLine`] in [`LOG`].
+/// `/<provider>/…` (an API path under a prefix of its own), and
+/// `/azure/<provider>/v1/…` (`on`), proxied as Azure OpenAI's paths are,
+/// `/openai/deployments/mock/…` without `/v1`; the log format of [`LogLine`]
+/// in [`LOG`].
 pub fn nginx_conf(d: &str, port: u16, upstreams: &BTreeMap<String, u16>) -> String {
     let mut blocks = String::new();
     let mut locations = String::new();
@@ -492,6 +494,20 @@ pub fn nginx_conf(d: &str, port: u16, upstreams: &BTreeMap<String, u16>) -> Stri
             );
         }
     }
+    let names: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+    // A variable in proxy_pass naming an upstream block needs no resolver.
+    let _ = write!(
+        locations,
+        "        location ~ ^/azure/({})/v1/(.*)$ {{
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_buffering on;
+            proxy_read_timeout 30s;
+            proxy_pass http://$1/openai/deployments/mock/$2;
+        }}
+",
+        names.join("|")
+    );
     format!(
         "{head}    log_format genai '$request_uri $status $upstream_addr $upstream_status $request_length $bytes_sent';
 

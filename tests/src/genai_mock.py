@@ -383,12 +383,16 @@ ROUTES = {
 
 def route_of(path):
     """The route a path ends with: a gateway may put its own prefix before
-    the API's path (/openai/v1/chat/completions)."""
+    the API's path (/openai/v1/chat/completions), and Azure OpenAI serves
+    OpenAI's paths without /v1 (/openai/deployments/NAME/chat/completions).
+    The longest match wins (/chat/completions, not /completions)."""
     path = path.rstrip("/")
+    best = None
     for key, route in ROUTES.items():
-        if path.endswith(key):
-            return route
-    return None
+        for suffix in (key, key[3:] if key.startswith("/v1/") else key):
+            if path.endswith(suffix) and (best is None or len(suffix) > best[0]):
+                best = (len(suffix), route)
+    return best[1] if best else None
 
 
 async def handle(req):

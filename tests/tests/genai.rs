@@ -508,6 +508,62 @@ fn genai_under_a_path_prefix_is_exact() -> Result<()> {
     Ok(())
 }
 
+/// Azure OpenAI's paths (`/openai/deployments/NAME/chat/completions`, no
+/// `/v1`) are GenAI calls where the upstream is a `[[genai.provider]]`'s, and
+/// plain HTTP calls elsewhere (`…/messages` or `…/completions` is also an
+/// ordinary API's path).
+#[test]
+fn genai_named_provider_paths_without_v1() -> Result<()> {
+    let s = Scene::start()?;
+    let dir = TempDir::new("genai-config")?;
+    let config = s.config(dir.path())?;
+    let base = |p: &str| format!("http://127.0.0.1:{}/azure/{p}", s.nginx.listen_port());
+    let (oa, an) = (base("openai"), base("anthropic"));
+    let plan = vec![
+        CallSpec::new("openai_chat", &oa, "gpt-4o")
+            .max_tokens(20)
+            .repeat(2),
+        CallSpec::new("openai_completions", &oa, "gpt-3.5-turbo-instruct").max_tokens(10),
+        CallSpec::new("openai_embeddings", &oa, "text-embedding-3-small"),
+        CallSpec::new("anthropic", &an, "claude-sonnet-4").max_tokens(30),
+    ];
+    let azure = |record: &[MockCall]| {
+        ensure!(
+            record
+                .iter()
+                .all(|c| c.path.starts_with("/openai/deployments/mock/")),
+            "not Azure's paths: {:?}",
+            record.iter().map(|c| &c.path).collect::<Vec<_>>()
+        );
+        Ok(())
+    };
+
+    // No provider named: five upstream HTTP calls, no GenAI call.
+    let mut plain = Agent::start(&[s.nginx.master_pid()], &[])?;
+    let record = s.run(&plan)?;
+    azure(&record)?;
+    let sum = |scrape: &gatescope_tests::prom::Scrape, name: &str| -> f64 {
+        scrape.matching(name, &[]).map(|x| x.value).sum()
+    };
+    let scrape = util::poll(SETTLE, "five upstream calls", || {
+        let scrape = plain.scrape()?;
+        Ok((sum(&scrape, "gatescope_http_upstream_requests_total") == 5.0).then_some(scrape))
+    })?;
+    ensure!(
+        sum(&scrape, &format!("{DURATION}_count")) == 0.0,
+        "GenAI calls without a named provider:\n{}",
+        scrape.text
+    );
+    plain.stop_ok()?;
+
+    // The mock's ports named as providers: every call, exactly.
+    let named = Agent::start(&[s.nginx.master_pid()], &["--config", &config])?;
+    let record = s.run(&plan)?;
+    azure(&record)?;
+    named.wait_all(&native_expectations(&record), SETTLE)?;
+    Ok(())
+}
+
 /// Tiny bodies and no delay: the response can arrive right after the
 /// request is written; usage must still be read, exactly.
 #[test]

@@ -88,6 +88,8 @@ pub struct ConnTable {
     /// Target processes without OpenSSL probes (see
     /// [`ConnTable::set_tls_blind`]).
     tls_blind: HashSet<u32>,
+    /// Upstreams of named GenAI providers (see [`ConnTable::set_genai_peers`]).
+    genai_peers: HashSet<SocketAddr>,
 }
 
 fn is_open_state(state: TcpState) -> bool {
@@ -118,7 +120,14 @@ impl ConnTable {
             events: Vec::new(),
             released: FxHashMap::default(),
             tls_blind: HashSet::new(),
+            genai_peers: HashSet::new(),
         }
+    }
+
+    /// The upstreams `[[genai.provider]]` sections name: connections to them
+    /// read the providers' API paths without `/v1` as GenAI calls.
+    pub fn set_genai_peers(&mut self, peers: HashSet<SocketAddr>) {
+        self.genai_peers = peers;
     }
 
     /// The target processes whose TLS cannot be decrypted (no OpenSSL with
@@ -336,7 +345,13 @@ impl ConnTable {
             tgid: 0,
             opened_ns,
             lifecycle: Lifecycle::Open { active: true },
-            protocol: Protocol::new(role, found),
+            protocol: {
+                let mut p = Protocol::new(role, found);
+                if role == Role::Upstream && self.genai_peers.contains(&endpoints.remote) {
+                    p.set_genai_provider();
+                }
+                p
+            },
             handshake: if found {
                 Handshake::Done
             } else {

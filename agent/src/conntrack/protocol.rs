@@ -54,6 +54,8 @@ pub struct Http1 {
     /// It has reported an exchange: a connection open before gatescope is
     /// HTTP/1 then, not HTTP/2 whose preface went unseen.
     exchanged: bool,
+    /// The peer is a named GenAI provider (see [`Protocol::set_genai_provider`]).
+    genai_provider: bool,
 }
 
 pub struct H2 {
@@ -70,6 +72,16 @@ impl Protocol {
             Role::Upstream => Side::Client,
         };
         Protocol::Clear(Box::new(App::Http1(Http1::new(side, midstream))))
+    }
+
+    /// The connection goes to an upstream a `[[genai.provider]]` names: its
+    /// API paths without `/v1` (Azure OpenAI's) are GenAI calls too.
+    pub fn set_genai_provider(&mut self) {
+        if let Protocol::Clear(a) | Protocol::Tls(a) = self {
+            if let App::Http1(h) = a.as_mut() {
+                h.set_genai_provider();
+            }
+        }
     }
 
     /// stub_status's phase, for a client connection being parsed.
@@ -128,7 +140,11 @@ impl Protocol {
     pub fn plaintext(&mut self, dir: Direction, seg: &Segment, out: &mut Vec<HttpEvent>) {
         if let Protocol::Clear(a) = self {
             let midstream = a.fed() || a.midstream();
-            let parser = App::Http1(Http1::new(a.side(), midstream));
+            let mut http = Http1::new(a.side(), midstream);
+            if matches!(a.as_ref(), App::Http1(h) if h.genai_provider) {
+                http.set_genai_provider();
+            }
+            let parser = App::Http1(http);
             *self = Protocol::Tls(Box::new(parser));
         }
         let ended = match self {
@@ -292,7 +308,13 @@ impl Http1 {
             midstream,
             fed: false,
             exchanged: false,
+            genai_provider: false,
         }
+    }
+
+    fn set_genai_provider(&mut self) {
+        self.genai_provider = true;
+        self.http.set_genai_provider();
     }
 
     /// See [`Protocol::data`]; true when the parser has ended.

@@ -432,3 +432,40 @@ fn sweep_releases_old_kernel_entries_the_table_does_not_know_up_to_its_room() {
     state(&mut t, 1, TcpState::CLOSE, ep("127.0.0.1:40000", UP));
     assert_eq!(t.lost_opens([(1, 10)], 50), Vec::<u64>::new());
 }
+
+/// Only a connection to an upstream a `[[genai.provider]]` names reads that
+/// provider's API paths without `/v1` (Azure OpenAI's) as GenAI calls.
+#[test]
+fn connections_to_a_named_genai_provider_read_its_paths_without_v1() {
+    const REQ: &[u8] = b"POST /openai/deployments/d/chat/completions HTTP/1.1\r\n\
+        Host: up\r\nContent-Length: 2\r\n\r\n{}";
+    const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    let data = |dir, ts_ns, head: &'static [u8]| Observation::Data {
+        sk: 1,
+        dir,
+        len: head.len() as u64,
+        tgid: 1,
+        tid: 1,
+        ts_ns,
+        head,
+        tail: b"",
+    };
+    for named in [false, true] {
+        let mut t = ConnTable::new(10);
+        if named {
+            t.set_genai_peers([UP.parse().unwrap()].into());
+        }
+        open(&mut t, 1, Role::Upstream, ep("127.0.0.1:40000", UP));
+        apply(&mut t, &data(Direction::Egress, 10, REQ));
+        let out = apply(&mut t, &data(Direction::Ingress, 20, RESP));
+        let genai: Vec<bool> = out
+            .http
+            .iter()
+            .filter_map(|(_, e)| match e {
+                HttpEvent::Exchange(x) => Some(x.genai.is_some()),
+                HttpEvent::Anomaly(_) => None,
+            })
+            .collect();
+        assert_eq!(genai, vec![named], "named {named}");
+    }
+}

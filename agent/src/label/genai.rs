@@ -14,7 +14,7 @@
 //! providers (configured ones plus the three defaults) times that cap times
 //! [`MAX_MODEL_BYTES`].
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::HashSet, net::SocketAddr, sync::Arc};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -88,6 +88,11 @@ impl Providers {
             });
         }
         providers
+    }
+
+    /// The upstream addresses the providers name.
+    pub fn upstreams(&self) -> HashSet<SocketAddr> {
+        self.by_upstream.keys().copied().collect()
     }
 
     /// The provider of an upstream call of `api` to `peer` with `host`.

@@ -5,7 +5,7 @@
 //! and lost closes.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     path::Path,
     time::{Duration, Instant},
@@ -68,6 +68,8 @@ pub struct Parts {
     pub tls: Option<TlsProbes>,
     /// Open connections the table holds at most.
     pub max_connections: usize,
+    /// Upstreams of named GenAI providers (`[[genai.provider]]` `upstream`).
+    pub genai_peers: HashSet<SocketAddr>,
 }
 
 pub struct Pipeline {
@@ -115,9 +117,12 @@ impl Pipeline {
             taps,
             tls,
             max_connections,
+            genai_peers,
         } = parts;
+        let mut table = ConnTable::new(max_connections);
+        table.set_genai_peers(genai_peers);
         Pipeline {
-            table: ConnTable::new(max_connections),
+            table,
             correlator: Correlator::default(),
             labeller,
             metrics,

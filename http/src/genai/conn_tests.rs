@@ -106,6 +106,23 @@ fn openai_chat_whole_and_split() {
     assert_eq!(genai(&x), &want);
 }
 
+/// Azure OpenAI's path: a GenAI call only where the peer is a named provider.
+#[test]
+fn a_named_providers_path_without_v1_is_read() {
+    const AZURE: &str = "/openai/deployments/gpt-4o-mini/chat/completions";
+    let q = post(AZURE, "api.example.com", CHAT_REQ.as_bytes());
+    let resp = json_resp(CHAT_RESP);
+    let x = run(Side::Client, full(1_000, &q), vec![full(2_000, &resp)]);
+    assert!(x.genai.is_none(), "{x:?}");
+    let mut t = Conn::new(Side::Client);
+    t.c.set_genai_provider();
+    t.req(full(1_000, &q)).resp(full(2_000, &resp));
+    assert_eq!(
+        genai(&t.exchanges()[0]),
+        &call(GenAiApi::OpenAiChat, MINI, false, ok(19, 10, 29, 0), None)
+    );
+}
+
 #[test]
 fn openai_chat_stream_with_and_without_usage() {
     let h = head(

@@ -71,6 +71,30 @@ impl GenAiApi {
             .map(|(_, api)| *api)
     }
 
+    /// The API of a request path to an upstream the operator named a GenAI
+    /// provider (`[[genai.provider]]` `upstream`): [`GenAiApi::from_path`],
+    /// or the same paths without their `/v1`, as Azure OpenAI serves them
+    /// (`/openai/deployments/{name}/chat/completions`) and as gateways that
+    /// mount a provider under a route of their own pass them on. Not for
+    /// every upstream: `POST …/messages` or `…/completions` is also an
+    /// ordinary API's.
+    pub fn from_provider_path(path: &str) -> Option<Self> {
+        const BY_SUFFIX: &[(&str, GenAiApi)] = &[
+            ("/chat/completions", GenAiApi::OpenAiChat),
+            ("/completions", GenAiApi::OpenAiCompletions),
+            ("/embeddings", GenAiApi::OpenAiEmbeddings),
+            ("/responses", GenAiApi::OpenAiResponses),
+            ("/messages", GenAiApi::AnthropicMessages),
+        ];
+        Self::from_path(path).or_else(|| {
+            let path = path.strip_suffix('/').unwrap_or(path);
+            BY_SUFFIX
+                .iter()
+                .find(|(suffix, _)| path.ends_with(suffix))
+                .map(|(_, api)| *api)
+        })
+    }
+
     /// `gen_ai.operation.name` (OTel GenAI semantic conventions).
     pub fn operation(self) -> &'static str {
         match self {
@@ -184,6 +208,33 @@ mod tests {
             GenAiApi::from_path("/v1/chat/completions"),
             Some(GenAiApi::OpenAiChat)
         );
+        // Azure OpenAI's paths, and a gateway's own mount of a provider, only
+        // for a named provider
+        for (path, api) in [
+            (
+                "/openai/deployments/gpt-4o/chat/completions",
+                GenAiApi::OpenAiChat,
+            ),
+            (
+                "/openai/deployments/davinci/completions",
+                GenAiApi::OpenAiCompletions,
+            ),
+            (
+                "/openai/deployments/ada/embeddings/",
+                GenAiApi::OpenAiEmbeddings,
+            ),
+            ("/openai/responses", GenAiApi::OpenAiResponses),
+            ("/anthropic/messages", GenAiApi::AnthropicMessages),
+            ("/api/chat", GenAiApi::OllamaChat),
+        ] {
+            assert_eq!(GenAiApi::from_provider_path(path), Some(api), "{path}");
+        }
+        assert_eq!(
+            GenAiApi::from_path("/openai/deployments/gpt-4o/chat/completions"),
+            None
+        );
+        assert_eq!(GenAiApi::from_path("/rooms/7/messages"), None);
+        assert_eq!(GenAiApi::from_provider_path("/v1/models"), None);
         assert_eq!(
             GenAiApi::from_path("/openai/v1/chat/completions/"),
             Some(GenAiApi::OpenAiChat)
