@@ -5,6 +5,7 @@
 //! `pipeline`; `/metrics` served by `server`) and runs them, or runs
 //! `gatescope check`.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -84,6 +85,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(config::Config::load)
         .transpose()?;
     let genai = Arc::new(label::Providers::from_config(config.as_ref()));
+    let genai_peers: Vec<SocketAddr> = genai.upstreams().into_iter().collect();
     let router = label::Router::from_config(config, args.max_routes_per_service);
     let max_sockets = args.max_sockets;
     preflight::check_host()?;
@@ -108,6 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         raw_tracepoints: args.raw_tracepoints,
         payload_from: args.payload_from,
         tls: args.tls,
+        genai_peers: &genai_peers,
     })?;
     let node_id = args
         .node_id
@@ -196,7 +199,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         taps,
         tls,
         max_connections: max_sockets as usize,
-        genai_peers: genai.upstreams(),
+        genai_peers: genai_peers.iter().copied().collect(),
     });
     pipeline.start();
 

@@ -62,6 +62,14 @@ pub const MAP_WIRE: &str = "WIRE";
 /// `HashMap<PeerKey, u32>`: upstream peers the gateway connected to, so the
 /// socket filter can tell their packets from other traffic.
 pub const MAP_PEERS: &str = "PEERS";
+/// `HashMap<PeerKey, u8>`: the upstreams `[[genai.provider]]` sections name,
+/// filled by the agent before the programs attach: a target's connection to
+/// one is captured whole (up to 32 KiB per transfer) from its first byte,
+/// whatever its paths, so its usage is read.
+pub const MAP_GENAI_PEERS: &str = "GENAI_PEERS";
+/// Global `u32`: 1 when [`MAP_GENAI_PEERS`] holds any peer; otherwise an
+/// upstream open skips the lookup.
+pub const GLOBAL_GENAI_PEERS_ON: &str = "GENAI_PEERS_ON";
 /// `LruHashMap<FlowKey, SynSeen>`: a client's first SYN, until its handshake
 /// completes.
 pub const MAP_HANDSHAKES: &str = "HANDSHAKES";
@@ -99,6 +107,9 @@ pub const SOCKS_MAX: u32 = 262_144;
 pub const WIRE_MAX: u32 = 4_096;
 /// Capacity of [`MAP_PEERS`].
 pub const PEERS_MAX: u32 = 4_096;
+/// Capacity of [`MAP_GENAI_PEERS`] (addresses in `[[genai.provider]]`
+/// sections; more are a configuration error).
+pub const GENAI_PEERS_MAX: u32 = 1_024;
 /// Capacity of [`MAP_HANDSHAKES`]; LRU, so a SYN flood that never completes
 /// its handshakes pushes out only untimed handshakes, never other state.
 pub const HANDSHAKES_MAX: u32 = 65_536;

@@ -201,8 +201,12 @@ fn on_length(dir: Direction, ev: &impl Length) {
         // bytes). Once tracked, the socket is remembered.
         if ret > 0 {
             claim_if_unknown(sk, tgid).map(|info| {
-                ev.remember(tgid)
-                    .map_or(&mut info.heads, |seen| &mut seen.heads)
+                // what the open set (a GenAI provider's: conn.rs)
+                let opened = info.heads;
+                ev.remember(tgid).map_or(&mut info.heads, |seen| {
+                    seen.heads = opened;
+                    &mut seen.heads
+                })
             })
         } else {
             None

@@ -21,7 +21,7 @@ use gatescope_common::{
 
 use crate::{
     emit::{count_lost, current, field, now, submit},
-    maps::{is_target, LISTEN_PORTS, LISTEN_PORT_BITS, REFUSED, SOCKS},
+    maps::{is_target, opening_heads, LISTEN_PORTS, LISTEN_PORT_BITS, REFUSED, SOCKS},
     sock::{netns, queued_buffers},
     wire::{handshake_done, remember_peer},
 };
@@ -135,10 +135,12 @@ fn on_set_state(ctx: &TracePointContext) {
     // transition, so a refused one is counted once; its later transitions
     // find no entry and emit nothing.
     let ts_ns = now();
+    let tuple = tuple(ctx);
     let info = SockInfo {
         role,
         tgid,
         opened_ns: ts_ns,
+        heads: opening_heads(role, &tuple),
         ..SockInfo::default()
     };
     if SOCKS.insert(sk, info, 0).is_err() {
@@ -158,7 +160,7 @@ fn on_set_state(ctx: &TracePointContext) {
         role,
         ifindex: 0,
         handshake_ns: 0,
-        tuple: tuple(ctx),
+        tuple,
         netns: if role == Role::DOWNSTREAM {
             ns
         } else {

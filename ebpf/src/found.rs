@@ -9,7 +9,7 @@ use gatescope_common::{ConnFound, ListenKey, Role, SockInfo, TcpState, Tuple, AF
 
 use crate::{
     emit::{now, submit},
-    maps::{LISTEN_PORTS, SOCKS},
+    maps::{opening_heads, LISTEN_PORTS, SOCKS},
     sock::{netns, offsets, read},
     wire::remember_peer,
 };
@@ -100,6 +100,7 @@ fn claim(sk: u64, tgid: u32) -> bool {
         role,
         tgid,
         opened_ns: ts_ns,
+        heads: opening_heads(role, &tuple),
         ..SockInfo::default()
     };
     if SOCKS.insert(sk, info, 0).is_err() {

@@ -6,10 +6,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use gatescope_common::{
-    DataEvent, FlowKey, HeadWindow, ListenKey, PeerKey, SockInfo, SynSeen, SyscallArgs, TlsCall,
-    TlsKey, WireCounts, WireKey, ARGS_MAX, COMM_LEN, DISCOVER_MAX, EVENTS_DEFAULT_BYTES,
-    HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS, PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX,
-    TARGETS_MAX, TARGET_BITS_LEN, TLS_CALLS_MAX, TLS_SOCKS_MAX, WIRE_MAX,
+    DataEvent, FlowKey, HeadWindow, ListenKey, PeerKey, Role, SockInfo, SynSeen, SyscallArgs,
+    TlsCall, TlsKey, Tuple, WireCounts, WireKey, ARGS_MAX, COMM_LEN, DISCOVER_MAX,
+    EVENTS_DEFAULT_BYTES, GENAI_PEERS_MAX, HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS,
+    PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX, TARGET_BITS_LEN, TLS_CALLS_MAX, TLS_SOCKS_MAX,
+    WIRE_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -152,6 +153,38 @@ pub static WIRE: PerCpuHashMap<WireKey, WireCounts> = PerCpuHashMap::with_max_en
 /// Upstream peers (address and port) the targets connected to.
 #[map]
 pub static PEERS: HashMap<PeerKey, u32> = HashMap::with_max_entries(PEERS_MAX, 0);
+
+/// Upstreams of named GenAI providers (the agent fills it before attaching).
+#[map]
+pub static GENAI_PEERS: HashMap<PeerKey, u8> = HashMap::with_max_entries(GENAI_PEERS_MAX, 0);
+
+/// 1 when [`GENAI_PEERS`] holds any peer.
+#[unsafe(no_mangle)]
+static GENAI_PEERS_ON: u32 = 0;
+
+/// The head capture a target's connection starts with, opened (conn.rs) or
+/// found (found.rs): wide from the first byte when it goes to a named GenAI
+/// provider, whatever its paths (payload.rs marks only known ones); else
+/// the usual.
+#[inline(always)]
+pub fn opening_heads(role: Role, tuple: &Tuple) -> HeadWindow {
+    // SAFETY: a constant global the agent may patch before load.
+    if role != Role::UPSTREAM || unsafe { core::ptr::read_volatile(&raw const GENAI_PEERS_ON) } == 0
+    {
+        return HeadWindow::default();
+    }
+    let key = PeerKey {
+        family: tuple.family,
+        port: tuple.rport,
+        addr: tuple.raddr,
+    };
+    // SAFETY: existence check only.
+    if unsafe { GENAI_PEERS.get(key) }.is_some() {
+        HeadWindow([HeadWindow::STICKY; 2])
+    } else {
+        HeadWindow::default()
+    }
+}
 
 /// 1 at every port number some entry of PEERS has: the wire filter's
 /// first, inlined, check, so a packet whose ports no peer uses (a client's

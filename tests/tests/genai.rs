@@ -511,7 +511,10 @@ fn genai_under_a_path_prefix_is_exact() -> Result<()> {
 /// Azure OpenAI's paths (`/openai/deployments/NAME/chat/completions`, no
 /// `/v1`) are GenAI calls where the upstream is a `[[genai.provider]]`'s, and
 /// plain HTTP calls elsewhere (`…/messages` or `…/completions` is also an
-/// ordinary API's path).
+/// ordinary API's path). Connections to a named provider are captured wide
+/// from their open (`MAP_GENAI_PEERS`), so the long answers read in two
+/// pieces and the streams have their usage read too, though the kernel's
+/// path marker (`/v1/`, `/api/`) does not see these paths.
 #[test]
 fn genai_named_provider_paths_without_v1() -> Result<()> {
     let s = Scene::start()?;
@@ -526,6 +529,20 @@ fn genai_named_provider_paths_without_v1() -> Result<()> {
         CallSpec::new("openai_completions", &oa, "gpt-3.5-turbo-instruct").max_tokens(10),
         CallSpec::new("openai_embeddings", &oa, "text-embedding-3-small"),
         CallSpec::new("anthropic", &an, "claude-sonnet-4").max_tokens(30),
+        CallSpec::new("openai_chat", &oa, "gpt-4o")
+            .max_tokens(50)
+            .header("x-mock-pad-words", "600")
+            .header("x-mock-split-ms", "30"),
+        CallSpec::new("anthropic", &an, "claude-sonnet-4")
+            .max_tokens(45)
+            .header("x-mock-pad-words", "600")
+            .header("x-mock-split-ms", "30"),
+        CallSpec::new("openai_chat", &oa, "gpt-4o")
+            .max_tokens(12)
+            .stream(true),
+        CallSpec::new("anthropic", &an, "claude-sonnet-4")
+            .max_tokens(14)
+            .stream(true),
     ];
     let azure = |record: &[MockCall]| {
         ensure!(
@@ -538,16 +555,16 @@ fn genai_named_provider_paths_without_v1() -> Result<()> {
         Ok(())
     };
 
-    // No provider named: five upstream HTTP calls, no GenAI call.
+    // No provider named: nine upstream HTTP calls, no GenAI call.
     let mut plain = Agent::start(&[s.nginx.master_pid()], &[])?;
     let record = s.run(&plan)?;
     azure(&record)?;
     let sum = |scrape: &gatescope_tests::prom::Scrape, name: &str| -> f64 {
         scrape.matching(name, &[]).map(|x| x.value).sum()
     };
-    let scrape = util::poll(SETTLE, "five upstream calls", || {
+    let scrape = util::poll(SETTLE, "nine upstream calls", || {
         let scrape = plain.scrape()?;
-        Ok((sum(&scrape, "gatescope_http_upstream_requests_total") == 5.0).then_some(scrape))
+        Ok((sum(&scrape, "gatescope_http_upstream_requests_total") == 9.0).then_some(scrape))
     })?;
     ensure!(
         sum(&scrape, &format!("{DURATION}_count")) == 0.0,
@@ -561,6 +578,12 @@ fn genai_named_provider_paths_without_v1() -> Result<()> {
     let record = s.run(&plan)?;
     azure(&record)?;
     named.wait_all(&native_expectations(&record), SETTLE)?;
+    let scrape = named.scrape()?;
+    ensure!(
+        sum(&scrape, UNAVAILABLE) == 0.0,
+        "usage unavailable:\n{}",
+        scrape.text
+    );
     Ok(())
 }
 

@@ -2,10 +2,17 @@
 //! two it keeps in step with a companion array the programs check first
 //! (TARGETS with TARGET_BITS, LISTEN_PORTS with LISTEN_PORT_BITS).
 
-use std::os::fd::OwnedFd;
+use std::{net::SocketAddr, os::fd::OwnedFd};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap};
-use gatescope_common::{ListenKey, SockInfo, WireCounts, WireKey, TARGET_BITS_LEN};
+use aya::Ebpf;
+use gatescope_common::{
+    ListenKey, PeerKey, SockInfo, WireCounts, WireKey, AF_INET, AF_INET6, MAP_GENAI_PEERS,
+    TARGET_BITS_LEN,
+};
+
+use super::map_err;
+use crate::error::StartError;
 
 /// The target processes (and threads) in the kernel: TARGETS and the
 /// TARGET_BITS slots the programs check first (common's MAP_TARGET_BITS).
@@ -101,5 +108,86 @@ impl Maps {
         // A failure leaves stale records trusted: the sockets' bytes stay
         // untracked until they close, as without the fast path.
         let _ = self.releases.set(0, now.wrapping_add(1), 0);
+    }
+}
+
+/// Puts the GenAI providers' upstreams in `MAP_GENAI_PEERS`, keyed as the
+/// kernel's `inet_sock_set_state` gives a connection's peer (ebpf/src/conn.rs):
+/// an IPv4 address in the first 4 bytes, and also as `::ffff:a.b.c.d` for an
+/// IPv6 socket connecting to it.
+pub(super) fn fill_genai_peers(ebpf: &mut Ebpf, peers: &[SocketAddr]) -> Result<(), StartError> {
+    if peers.is_empty() {
+        return Ok(());
+    }
+    let mut map: HashMap<_, PeerKey, u8> = HashMap::try_from(
+        ebpf.map_mut(MAP_GENAI_PEERS)
+            .ok_or_else(|| StartError::MapMissing(MAP_GENAI_PEERS.into()))?,
+    )
+    .map_err(|source| map_err(MAP_GENAI_PEERS, source))?;
+    for key in peers.iter().flat_map(|p| genai_peer_keys(*p)) {
+        map.insert(key, 1, 0)
+            .map_err(|source| map_err(MAP_GENAI_PEERS, source))?;
+    }
+    Ok(())
+}
+
+/// The kernel's keys for one peer address (see [`fill_genai_peers`]).
+fn genai_peer_keys(peer: SocketAddr) -> Vec<PeerKey> {
+    let port = peer.port();
+    match peer.ip() {
+        std::net::IpAddr::V4(ip) => {
+            let mut addr = [0; 16];
+            addr[..4].copy_from_slice(&ip.octets());
+            vec![
+                PeerKey {
+                    family: AF_INET,
+                    port,
+                    addr,
+                },
+                PeerKey {
+                    family: AF_INET6,
+                    port,
+                    addr: ip.to_ipv6_mapped().octets(),
+                },
+            ]
+        }
+        std::net::IpAddr::V6(ip) => vec![PeerKey {
+            family: AF_INET6,
+            port,
+            addr: ip.octets(),
+        }],
+    }
+}
+
+#[cfg(test)]
+mod genai_peer_tests {
+    use super::*;
+
+    #[test]
+    fn a_v4_peer_is_keyed_as_v4_and_as_mapped_v6() {
+        let keys = genai_peer_keys("10.1.2.3:8443".parse().unwrap());
+        let mut v4 = [0; 16];
+        v4[..4].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(
+            keys,
+            vec![
+                PeerKey {
+                    family: AF_INET,
+                    port: 8443,
+                    addr: v4
+                },
+                PeerKey {
+                    family: AF_INET6,
+                    port: 8443,
+                    addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]
+                },
+            ]
+        );
+        let v6 = genai_peer_keys("[::1]:443".parse().unwrap());
+        assert_eq!(v6.len(), 1);
+        assert_eq!(
+            (v6[0].family, v6[0].port, v6[0].addr[15]),
+            (AF_INET6, 443, 1)
+        );
     }
 }

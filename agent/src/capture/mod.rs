@@ -12,6 +12,7 @@ pub use globals::PayloadFrom;
 use globals::{wake_check_mask, PT_REGS_ARGS, REGS_KNOWN};
 pub use maps::{ListenPorts, Maps, TargetMap};
 
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::Context as _;
@@ -24,11 +25,11 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use gatescope_common::{
-    PtRegsArgs, SockOffsets, COMM_LEN, GLOBAL_CAPTURE_BYTES, GLOBAL_PT_REGS_ARGS,
-    GLOBAL_SOCK_OFFSETS, GLOBAL_TLS_ON, GLOBAL_WAKE_CHECK_MASK, MAP_DISCOVER, MAP_EVENTS,
-    MAP_LISTEN_PORTS, MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_REFUSED, MAP_RELEASES, MAP_SCRATCH,
-    MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE, SYSCALL_CLEAR,
-    SYSCALL_SPLICE,
+    PtRegsArgs, SockOffsets, COMM_LEN, GLOBAL_CAPTURE_BYTES, GLOBAL_GENAI_PEERS_ON,
+    GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, GLOBAL_TLS_ON, GLOBAL_WAKE_CHECK_MASK, MAP_DISCOVER,
+    MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_REFUSED, MAP_RELEASES,
+    MAP_SCRATCH, MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE,
+    SYSCALL_CLEAR, SYSCALL_SPLICE,
 };
 use tracing::{debug, info, warn};
 
@@ -143,6 +144,8 @@ pub struct CaptureConfig<'a> {
     /// `--tls`: load the OpenSSL probes (attached per library by
     /// [`tls::TlsProbes`]).
     pub tls: bool,
+    /// Upstreams of named GenAI providers, captured whole (`MAP_GENAI_PEERS`).
+    pub genai_peers: &'a [SocketAddr],
 }
 
 /// One attachment; dropping it detaches the program.
@@ -236,6 +239,7 @@ impl Capture {
             raw_tracepoints,
             payload_from: _,
             tls: tls_on,
+            genai_peers,
         } = config;
         let regs = PtRegsArgs {
             from_regs: u32::from(from_regs),
@@ -252,9 +256,15 @@ impl Capture {
             .override_global(GLOBAL_PT_REGS_ARGS, &regs, true)
             .override_global(GLOBAL_WAKE_CHECK_MASK, &wake_mask, true)
             .override_global(GLOBAL_TLS_ON, &u32::from(tls_on), true)
+            .override_global(
+                GLOBAL_GENAI_PEERS_ON,
+                &u32::from(!genai_peers.is_empty()),
+                true,
+            )
             .load(OBJECT)
             .map_err(StartError::Load)?;
         fill_syscalls(&mut ebpf)?;
+        maps::fill_genai_peers(&mut ebpf, genai_peers)?;
 
         // The names are in place before the exec program attaches; a gateway
         // started before that is found by the agent's /proc scan, which runs
