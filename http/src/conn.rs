@@ -82,6 +82,11 @@ impl HttpConn {
         self.pairs.genai_provider = true;
     }
 
+    /// See [`HttpConn::set_genai_provider`].
+    pub fn is_genai_provider(&self) -> bool {
+        self.pairs.genai_provider
+    }
+
     /// Bytes in the requests' direction (ingress downstream, egress upstream).
     pub fn on_request_bytes(&mut self, seg: &Segment<'_>, out: &mut Vec<HttpEvent>) {
         if self.closed {

@@ -54,8 +54,6 @@ pub struct Http1 {
     /// It has reported an exchange: a connection open before gatescope is
     /// HTTP/1 then, not HTTP/2 whose preface went unseen.
     exchanged: bool,
-    /// The peer is a named GenAI provider (see [`Protocol::set_genai_provider`]).
-    genai_provider: bool,
 }
 
 pub struct H2 {
@@ -79,7 +77,7 @@ impl Protocol {
     pub fn set_genai_provider(&mut self) {
         if let Protocol::Clear(a) | Protocol::Tls(a) = self {
             if let App::Http1(h) = a.as_mut() {
-                h.set_genai_provider();
+                h.http.set_genai_provider();
             }
         }
     }
@@ -141,8 +139,8 @@ impl Protocol {
         if let Protocol::Clear(a) = self {
             let midstream = a.fed() || a.midstream();
             let mut http = Http1::new(a.side(), midstream);
-            if matches!(a.as_ref(), App::Http1(h) if h.genai_provider) {
-                http.set_genai_provider();
+            if matches!(a.as_ref(), App::Http1(h) if h.http.is_genai_provider()) {
+                http.http.set_genai_provider();
             }
             let parser = App::Http1(http);
             *self = Protocol::Tls(Box::new(parser));
@@ -308,13 +306,7 @@ impl Http1 {
             midstream,
             fed: false,
             exchanged: false,
-            genai_provider: false,
         }
-    }
-
-    fn set_genai_provider(&mut self) {
-        self.genai_provider = true;
-        self.http.set_genai_provider();
     }
 
     /// See [`Protocol::data`]; true when the parser has ended.
@@ -378,6 +370,24 @@ mod tests {
         let mut f = vec![0, 0, payload.len() as u8, kind, flags, 0, 0, 0, stream];
         f.extend_from_slice(payload);
         f
+    }
+
+    /// A connection found to be TLS gets a new parser for its plaintext; a
+    /// named GenAI provider's stays one.
+    #[test]
+    fn the_genai_provider_flag_survives_the_plaintext_parser() {
+        let mut p = Protocol::new(Role::Upstream, false);
+        p.set_genai_provider();
+        let mut out = Vec::new();
+        p.plaintext(
+            Direction::Egress,
+            &seg(b"POST /x HTTP/1.1\r\n", 1),
+            &mut out,
+        );
+        let Protocol::Tls(a) = &p else {
+            panic!("not TLS");
+        };
+        assert!(matches!(a.as_ref(), App::Http1(h) if h.http.is_genai_provider()));
     }
 
     /// A server whose SETTINGS come before the client's preface: still
