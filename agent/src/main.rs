@@ -168,7 +168,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let labeller = label::Labeller::new(router, sinks.needs());
+    let labeller = label::Labeller::new(router, sinks.needs()).with_genai(genai.clone());
     let taps = match (args.wire, maps.wire_program.take()) {
         (true, Some(program)) => {
             let selection = if args.interfaces.is_empty() {

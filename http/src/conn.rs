@@ -415,16 +415,22 @@ impl Sink for ReqSink<'_> {
             BodyHeader::Absent => Framing::None,
         };
         // Only a POST is a generation call (a GET on the same path lists
-        // stored completions); other requests pay nothing for the tap.
-        let api = if self.p.genai_provider {
-            GenAiApi::from_provider_path
-        } else {
-            GenAiApi::from_path
-        };
+        // stored completions); other requests pay nothing for the tap. The
+        // paths without `/v1` are a named provider's calls, and elsewhere
+        // candidates its answer or its Host must confirm.
         let genai = (h.method == "POST")
-            .then(|| api(&h.path))
+            .then(|| match GenAiApi::from_path(&h.path) {
+                Some(api) => Some(GenAiScan::new(api)),
+                None => GenAiApi::from_provider_path(&h.path).map(|api| {
+                    if self.p.genai_provider {
+                        GenAiScan::new(api)
+                    } else {
+                        GenAiScan::candidate(api)
+                    }
+                }),
+            })
             .flatten()
-            .map(|api| Box::new(GenAiScan::new(api)));
+            .map(Box::new);
         self.p.pending.push_back(Pending {
             genai,
             is_head: h.method == "HEAD",
@@ -582,7 +588,7 @@ impl Sink for RespSink<'_> {
         let status = h.status;
         if status >= 200 {
             if let Some(g) = &mut q.genai {
-                g.response_head(status, h.media, h.encoded);
+                g.response_head(status, h.media, h.encoded, h.vendor);
             }
         }
         let framing = if status == 101 {

@@ -83,6 +83,9 @@ pub(crate) struct RespHead {
     pub media: crate::genai::Media,
     /// A `Content-Encoding` other than identity.
     pub encoded: bool,
+    /// The GenAI vendor its header names mark (see
+    /// [`crate::genai::GenAiVendor::of_header`]).
+    pub vendor: Option<crate::genai::GenAiVendor>,
 }
 
 /// Bytes httparse accepts in a request target.
@@ -398,12 +401,15 @@ fn build_response(status: u16, headers: &[httparse::Header<'_>]) -> RespHead {
         body: body_header(headers),
         media: crate::genai::Media::Other,
         encoded: false,
+        vendor: None,
     };
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-type") {
             head.media = crate::genai::Media::of(h.value);
         } else if h.name.eq_ignore_ascii_case("content-encoding") {
             head.encoded |= crate::genai::encoded(h.value);
+        } else if let Some(v) = crate::genai::GenAiVendor::of_header(h.name) {
+            head.vendor = Some(v.or(head.vendor));
         }
     }
     head

@@ -508,6 +508,20 @@ pub fn nginx_conf(d: &str, port: u16, upstreams: &BTreeMap<String, u16>) -> Stri
 ",
         names.join("|")
     );
+    // The same, deeper than the kernel's scan for a GenAI path's end
+    // (GENAI_PATH_MAX in ebpf/src/payload.rs): a gateway's long route.
+    let _ = write!(
+        locations,
+        "        location ~ ^/deep/({})/v1/(.*)$ {{
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_buffering on;
+            proxy_read_timeout 30s;
+            proxy_pass http://$1/{DEEP_PREFIX}/openai/deployments/mock/$2;
+        }}
+",
+        names.join("|")
+    );
     format!(
         "{head}    log_format genai '$request_uri $status $upstream_addr $upstream_status $request_length $bytes_sent';
 
@@ -521,6 +535,11 @@ pub fn nginx_conf(d: &str, port: u16, upstreams: &BTreeMap<String, u16>) -> Stri
         head = conf_head(d, 1)
     )
 }
+
+/// A route prefix nginx puts before Azure's paths under `/deep/`: the
+/// paths are then over 220 bytes long, and their end beyond the kernel's
+/// scan (192 bytes).
+pub const DEEP_PREFIX: &str = "tenants/0d9b6c1e-7f5a-4c2b-9e8d-3a1f6b7c8d90/projects/5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170/gateways/eu-west-1/routes/llm-primary-with-a-long-name/providers/azure-openai-production/v2";
 
 /// One line of [`LOG`].
 #[derive(Debug, Clone, PartialEq, Eq)]

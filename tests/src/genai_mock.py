@@ -27,7 +27,9 @@ Deterministic numbers:
 Request headers: `x-mock-delay-ms` (sleep before the first content event,
 or before a JSON answer), `x-mock-gzip: 1` (gzip the JSON body when the
 client accepts it), `x-mock-tiny: 1` (no padding: bodies of a few hundred
-bytes). Otherwise completions are padded so that usage sits beyond the
+bytes), `x-mock-vendor-headers: 1` (the response headers the real vendor
+of the API sends: OpenAI's `openai-*`, Anthropic's `anthropic-*`; Ollama
+sends none). Otherwise completions are padded so that usage sits beyond the
 first KiB. Every completion text holds COMPLETION_MARKER (privacy tests).
 
 Record line: {"path", "api", "provider", "server_port", "peer_port",
@@ -111,6 +113,7 @@ class Call:
         self.response_model = req.headers.get("x-mock-response-model") or f"{self.model}{suffix}"
         self.delay_ms = int(req.headers.get("x-mock-delay-ms", "0"))
         self.tiny = req.headers.get("x-mock-tiny") == "1"
+        self.vendor = req.headers.get("x-mock-vendor-headers") == "1"
         self.gzip = req.headers.get("x-mock-gzip") == "1" and "gzip" in req.headers.get(
             "Accept-Encoding", ""
         )
@@ -149,6 +152,18 @@ class Call:
         RECORD.write(json.dumps(line) + "\n")
         RECORD.flush()
 
+    def headers(self, content_type):
+        """The response headers: `content_type`, and the vendor's own when
+        asked for (names as the vendors send them; values made up)."""
+        h = {"Content-Type": content_type}
+        if self.vendor and self.api.startswith("openai"):
+            h.update({"openai-organization": "user-mock", "openai-processing-ms": "7",
+                      "openai-version": "2020-10-01", "x-request-id": "req_mock"})
+        elif self.vendor and self.api.startswith("anthropic"):
+            h.update({"anthropic-organization-id": "mock-org", "request-id": "req_mock",
+                      "anthropic-ratelimit-requests-limit": "50"})
+        return h
+
     async def delay(self):
         if self.delay_ms:
             await asyncio.sleep(self.delay_ms / 1000)
@@ -156,7 +171,7 @@ class Call:
     async def json_answer(self, obj):
         await self.delay()
         data = json.dumps(obj).encode()
-        headers = {"Content-Type": "application/json", "openai-processing-ms": "7"}
+        headers = self.headers("application/json")
         if self.gzip:
             data = gzip.compress(data)
             headers["Content-Encoding"] = "gzip"
@@ -176,7 +191,7 @@ class Call:
         """Headers at once; after the delay, `first` (the opening events and
         the first content event) in one write; then each of `events`; then
         `last`. Each argument is bytes or a list of bytes."""
-        resp = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(headers={**self.headers(content_type), "Cache-Control": "no-cache"})
         await resp.prepare(self.req)
         await self.delay()
         await resp.write(first)

@@ -462,7 +462,9 @@ fn connections_to_a_named_genai_provider_read_its_paths_without_v1() {
             .http
             .iter()
             .filter_map(|(_, e)| match e {
-                HttpEvent::Exchange(x) => Some(x.genai.is_some()),
+                // a candidate elsewhere, which the labeller drops unless
+                // confirmed (label/mod.rs)
+                HttpEvent::Exchange(x) => Some(x.genai.as_ref().is_some_and(|g| !g.candidate)),
                 HttpEvent::Anomaly(_) => None,
             })
             .collect();

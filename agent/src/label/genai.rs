@@ -3,8 +3,10 @@
 //!
 //! The provider of an upstream call is the `[[genai.provider]]` whose
 //! `upstream` is the call's peer, else the first whose `hosts` match the
-//! request's Host header, else the provider whose API shape the path has
-//! ([`GenAiApi::default_provider`]). Prices are looked up by provider name
+//! request's Host header, else [`GenAiCall::default_provider`] (the vendor
+//! its answer's headers name, else the one whose API shape the path has).
+//! Calls by a path shape ordinary APIs share are GenAI calls only when
+//! confirmed ([`Providers::confirms`]). Prices are looked up by provider name
 //! and model, so a provider section without `upstream` or `hosts` prices the
 //! calls labelled with its name by default (`name = "openai"`).
 //!
@@ -21,7 +23,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::routes::{strip_port, HostPattern, OTHER};
 use crate::{
     config::{Config, Price},
-    http::genai::GenAiApi,
+    http::genai::GenAiCall,
 };
 
 /// The model label of a call whose model was seen nowhere.
@@ -43,6 +45,29 @@ struct Entry {
 pub struct Providers {
     entries: Vec<Entry>,
     by_upstream: FxHashMap<SocketAddr, usize>,
+}
+
+impl Providers {
+    /// The section whose `upstream` is `peer`, else the first whose `hosts`
+    /// match `host`.
+    fn named(&self, peer: SocketAddr, host: Option<&str>) -> Option<&Entry> {
+        self.by_upstream
+            .get(&peer)
+            .map(|&i| &self.entries[i])
+            .or_else(|| {
+                let host = strip_port(host?);
+                self.entries
+                    .iter()
+                    .find(|e| e.hosts.iter().any(|p| p.matches(host)))
+            })
+    }
+
+    /// Whether `call`, to `peer` with `host`, is a GenAI call: a candidate
+    /// ([`GenAiCall::candidate`]) only when its answer named a vendor or a
+    /// section names its upstream or host.
+    pub fn confirms(&self, call: &GenAiCall, peer: SocketAddr, host: Option<&str>) -> bool {
+        !call.candidate || call.vendor.is_some() || self.named(peer, host).is_some()
+    }
 }
 
 /// A call's provider: its name, and the configured section when one names
@@ -95,26 +120,22 @@ impl Providers {
         self.by_upstream.keys().copied().collect()
     }
 
-    /// The provider of an upstream call of `api` to `peer` with `host`.
-    pub fn provider(&self, peer: SocketAddr, host: Option<&str>, api: GenAiApi) -> Provider<'_> {
-        let host = host.map(strip_port);
-        let entry = self
-            .by_upstream
-            .get(&peer)
-            .map(|&i| &self.entries[i])
-            .or_else(|| {
-                let host = host?;
-                self.entries
-                    .iter()
-                    .find(|e| e.hosts.iter().any(|p| p.matches(host)))
-            });
-        if let Some(e) = entry {
+    /// The provider of an upstream call to `peer` with `host`;
+    /// `default`: the name when no section names the upstream
+    /// ([`GenAiCall::default_provider`]).
+    pub fn provider(
+        &self,
+        peer: SocketAddr,
+        host: Option<&str>,
+        default: &'static str,
+    ) -> Provider<'_> {
+        if let Some(e) = self.named(peer, host) {
             return Provider {
                 name: &e.name,
                 entry: Some(e),
             };
         }
-        let name = api.default_provider();
+        let name = default;
         Provider {
             name,
             entry: self.entries.iter().find(|e| &*e.name == name),
@@ -191,6 +212,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::http::genai::{GenAiApi, GenAiVendor, UsageUnavailable};
 
     const CONFIG: &str = r#"
 [[genai.provider]]
@@ -219,31 +241,102 @@ name = "openai"
     fn provider_by_upstream_then_host_then_api() {
         let p = providers();
         let chat = GenAiApi::OpenAiChat;
-        assert_eq!(p.provider(addr("127.0.0.1:9000"), None, chat).name, "azure");
         assert_eq!(
-            p.provider(addr("10.0.0.1:443"), Some("x.openai.azure.com:443"), chat)
+            p.provider(addr("127.0.0.1:9000"), None, chat.default_provider())
                 .name,
             "azure"
         );
-        let other = p.provider(addr("10.0.0.1:443"), Some("api.example.com"), chat);
+        assert_eq!(
+            p.provider(
+                addr("10.0.0.1:443"),
+                Some("x.openai.azure.com:443"),
+                chat.default_provider()
+            )
+            .name,
+            "azure"
+        );
+        let other = p.provider(
+            addr("10.0.0.1:443"),
+            Some("api.example.com"),
+            chat.default_provider(),
+        );
         assert_eq!(other.name, "openai");
         let anthropic = GenAiApi::AnthropicMessages;
         assert_eq!(
-            p.provider(addr("10.0.0.1:443"), None, anthropic).name,
+            p.provider(addr("10.0.0.1:443"), None, anthropic.default_provider())
+                .name,
             "anthropic"
         );
         assert_eq!(
             Providers::from_config(None)
-                .provider(addr("127.0.0.1:9000"), None, GenAiApi::OllamaChat)
+                .provider(
+                    addr("127.0.0.1:9000"),
+                    None,
+                    GenAiApi::OllamaChat.default_provider()
+                )
                 .name,
             "ollama"
         );
     }
 
+    fn candidate(vendor: Option<GenAiVendor>) -> GenAiCall {
+        GenAiCall {
+            api: GenAiApi::OpenAiChat,
+            candidate: true,
+            vendor,
+            request_model: None,
+            response_model: None,
+            streaming: false,
+            usage: Err(UsageUnavailable::Absent),
+            first_token_ns: None,
+        }
+    }
+
+    /// A candidate (`POST …/chat/completions` without `/v1`) is a GenAI call
+    /// when its answer names a vendor, or a section its upstream or host;
+    /// the vendor names the provider where no section does.
+    #[test]
+    fn candidates_are_confirmed_by_vendor_upstream_or_host() {
+        let p = providers();
+        let far = addr("10.0.0.1:443");
+        let bare = candidate(None);
+        assert!(!p.confirms(&bare, far, Some("api.example.com")));
+        assert!(!p.confirms(&bare, far, None));
+        assert!(p.confirms(&bare, addr("127.0.0.1:9000"), None));
+        assert!(p.confirms(&bare, far, Some("eu.openai.azure.com")));
+        assert!(Providers::default().confirms(
+            &GenAiCall {
+                candidate: false,
+                ..bare
+            },
+            far,
+            None
+        ));
+        for (vendor, name) in [
+            (GenAiVendor::OpenAi, "openai"),
+            (GenAiVendor::Anthropic, "anthropic"),
+            (GenAiVendor::AzureOpenAi, "azure.ai.openai"),
+            // a gateway names no provider: the API's shape does
+            (GenAiVendor::LiteLlm, "openai"),
+        ] {
+            let call = candidate(Some(vendor));
+            assert!(p.confirms(&call, far, None));
+            assert_eq!(p.provider(far, None, call.default_provider()).name, name);
+        }
+        // a named upstream still wins over the answer's headers
+        let call = candidate(Some(GenAiVendor::Anthropic));
+        let named = p.provider(addr("127.0.0.1:9000"), None, call.default_provider());
+        assert_eq!(named.name, "azure");
+    }
+
     #[test]
     fn prices_by_provider_and_model() {
         let p = providers();
-        let azure = p.provider(addr("127.0.0.1:9000"), None, GenAiApi::OpenAiChat);
+        let azure = p.provider(
+            addr("127.0.0.1:9000"),
+            None,
+            GenAiApi::OpenAiChat.default_provider(),
+        );
         let price = azure.price(Some("gpt-4o")).unwrap();
         assert_eq!(Provider::cost(price, 1_000_000, 500_000), 7.5);
         // Kong's spec: 25 prompt and 12 completion tokens at 10 per million.
@@ -255,7 +348,11 @@ name = "openai"
         assert_eq!(azure.price(Some("gpt-4o-mini")), None);
         assert_eq!(azure.price(None), None);
         // A section without addresses prices the calls named by default.
-        let openai = p.provider(addr("10.0.0.1:443"), None, GenAiApi::OpenAiChat);
+        let openai = p.provider(
+            addr("10.0.0.1:443"),
+            None,
+            GenAiApi::OpenAiChat.default_provider(),
+        );
         assert_eq!(
             openai
                 .price(Some("gpt-4o-mini"))
@@ -263,7 +360,11 @@ name = "openai"
                 .output_per_million,
             0.6
         );
-        let ollama = p.provider(addr("10.0.0.1:443"), None, GenAiApi::OllamaChat);
+        let ollama = p.provider(
+            addr("10.0.0.1:443"),
+            None,
+            GenAiApi::OllamaChat.default_provider(),
+        );
         assert_eq!(ollama.price(Some("gpt-4o-mini")), None);
     }
 

@@ -11,7 +11,7 @@
 pub mod genai;
 pub mod routes;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 pub use genai::{ModelCap, Providers};
 pub use routes::{Routed, Router};
@@ -101,18 +101,32 @@ pub struct Labelled {
 pub struct Labeller {
     router: Router,
     needs: Needs,
+    /// Which candidate GenAI calls are calls ([`Providers::confirms`]).
+    genai: Arc<Providers>,
 }
 
 impl Labeller {
     /// `needs`: what the sinks need named ([`crate::sinks::Sinks::needs`]).
     pub fn new(router: Router, needs: Needs) -> Self {
-        Labeller { router, needs }
+        Labeller {
+            router,
+            needs,
+            genai: Arc::default(),
+        }
+    }
+
+    /// With the `[[genai.provider]]` sections, which may confirm candidate
+    /// GenAI calls by their upstream or host.
+    #[must_use]
+    pub fn with_genai(mut self, providers: Arc<Providers>) -> Self {
+        self.genai = providers;
+        self
     }
 
     /// Labels `done`, served by process `tgid`; `client` is the other end of
     /// a downstream exchange's connection.
     pub fn label(&mut self, done: Completed, client: SocketAddr, tgid: u32) -> Labelled {
-        let (role, exchange, remote, listener, upstream, attempts) = match done {
+        let (role, mut exchange, remote, listener, upstream, attempts) = match done {
             Completed::Downstream {
                 exchange,
                 listener,
@@ -130,6 +144,15 @@ impl Labeller {
                 (Role::Upstream, exchange, peer, None, None, Vec::new())
             }
         };
+        // A candidate GenAI call nothing confirmed is a plain HTTP exchange
+        // (`POST /rooms/7/messages`), in every sink.
+        if exchange
+            .genai
+            .as_deref()
+            .is_some_and(|call| !self.genai.confirms(call, remote, exchange.host.as_deref()))
+        {
+            exchange.genai = None;
+        }
         let source = match role {
             // A leg's status is 0 when the upstream sent no response head.
             Role::Downstream
@@ -258,5 +281,44 @@ mod tests {
         // An upstream exchange's remote end is its peer.
         assert_eq!((r.role, r.remote, r.listener), (Role::Upstream, peer, None));
         assert!(r.name.is_none());
+    }
+
+    /// A candidate GenAI call (a path shape ordinary APIs share) nothing
+    /// confirmed reaches the sinks as a plain exchange; one whose answer
+    /// named a vendor, or whose peer a section names, as a GenAI call.
+    #[test]
+    fn unconfirmed_genai_candidates_are_plain_exchanges() {
+        use crate::http::genai::{GenAiApi, GenAiCall, GenAiVendor, UsageUnavailable};
+        let call = |vendor| GenAiCall {
+            api: GenAiApi::AnthropicMessages,
+            candidate: true,
+            vendor,
+            request_model: None,
+            response_model: None,
+            streaming: false,
+            usage: Err(UsageUnavailable::Absent),
+            first_token_ns: None,
+        };
+        let up = |vendor| {
+            let mut exchange = exchange(200);
+            exchange.genai = Some(Box::new(call(vendor)));
+            Completed::Upstream {
+                exchange,
+                peer: addr("127.0.0.1:9000"),
+            }
+        };
+        let client = addr("10.0.0.1:5000");
+        let mut l = Labeller::new(Router::from_config(None, 10), Needs::default());
+        assert!(l.label(up(None), client, 1).exchange.genai.is_none());
+        let vendor = Some(GenAiVendor::Anthropic);
+        assert!(l.label(up(vendor), client, 1).exchange.genai.is_some());
+        let config = crate::config::Config::parse(
+            "[[genai.provider]]\nname = \"chat\"\nupstream = [\"127.0.0.1:9000\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let mut l = Labeller::new(Router::from_config(None, 10), Needs::default())
+            .with_genai(Arc::new(Providers::from_config(Some(&config))));
+        assert!(l.label(up(None), client, 1).exchange.genai.is_some());
     }
 }

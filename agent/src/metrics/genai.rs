@@ -96,7 +96,9 @@ impl GenAiMetrics {
 
     /// The gateway's GenAI call `call` (of exchange `ex`) to upstream `peer`.
     pub fn call(&mut self, ex: &Exchange, call: &GenAiCall, peer: SocketAddr) {
-        let provider = self.providers.provider(peer, ex.host.as_deref(), call.api);
+        let provider = self
+            .providers
+            .provider(peer, ex.host.as_deref(), call.default_provider());
         let name = provider.name;
         let request = self.models.label(name, call.model());
         let response = self.models.label(name, call.response_model.as_deref());

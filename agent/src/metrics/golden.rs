@@ -195,6 +195,8 @@ fn exchanges() -> Vec<(Completed, SocketAddr)> {
     };
     let chat = |model: Option<&str>, streaming, usage, first_token_ms: Option<u64>| GenAiCall {
         api: GenAiApi::OpenAiChat,
+        candidate: false,
+        vendor: None,
         request_model: model.map(str::to_owned),
         response_model: model.map(|m| format!("{m}-2024-08-06")),
         streaming,

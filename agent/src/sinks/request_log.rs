@@ -203,7 +203,9 @@ impl RequestLog {
                 .as_deref()
                 .filter(|_| r.role == Role::Upstream)
                 .map(|call| {
-                    let provider = self.genai.provider(r.remote, e.host.as_deref(), call.api);
+                    let provider =
+                        self.genai
+                            .provider(r.remote, e.host.as_deref(), call.default_provider());
                     GenAi::of(call, e, provider.name)
                 }),
         };

@@ -332,7 +332,9 @@ impl Builder {
             attrs.push(KeyValue::new("error.type", e));
         }
         let genai_name = ex.genai.as_deref().and_then(|call| {
-            let provider = self.genai.provider(a.peer, ex.host.as_deref(), call.api);
+            let provider = self
+                .genai
+                .provider(a.peer, ex.host.as_deref(), call.default_provider());
             genai::attributes(call, provider.name, &mut attrs);
             genai::name(call)
         });

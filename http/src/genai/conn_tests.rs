@@ -2,7 +2,7 @@
 //! them: every API's formats whole, split across transfers, chunked, cut by
 //! gaps, compressed, failed, and larger than the buffers.
 
-use super::{fixtures::*, GenAiApi, GenAiCall, GenAiUsage, UsageUnavailable};
+use super::{fixtures::*, GenAiApi, GenAiCall, GenAiUsage, GenAiVendor, UsageUnavailable};
 use crate::{testkit::*, Exchange, HttpConn, Side};
 
 /// Request written at ts 1000; response writes at 2000, 3000, ...
@@ -70,6 +70,16 @@ fn call(
 ) -> GenAiCall {
     GenAiCall {
         api,
+        candidate: false,
+        // the fixtures' OpenAI answers carry OpenAI's headers
+        vendor: matches!(
+            api,
+            GenAiApi::OpenAiChat
+                | GenAiApi::OpenAiCompletions
+                | GenAiApi::OpenAiEmbeddings
+                | GenAiApi::OpenAiResponses
+        )
+        .then_some(GenAiVendor::OpenAi),
         request_model: models.0.map(Into::into),
         response_model: models.1.map(Into::into),
         streaming,
@@ -106,13 +116,40 @@ fn openai_chat_whole_and_split() {
     assert_eq!(genai(&x), &want);
 }
 
-/// Azure OpenAI's path: a GenAI call only where the peer is a named provider.
+/// Azure OpenAI's path: a GenAI call where the peer is a named provider,
+/// else a candidate that carries what its answer's headers say (the agent
+/// confirms it by them, or by its Host).
 #[test]
 fn a_named_providers_path_without_v1_is_read() {
     const AZURE: &str = "/openai/deployments/gpt-4o-mini/chat/completions";
     let q = post(AZURE, "api.example.com", CHAT_REQ.as_bytes());
     let resp = json_resp(CHAT_RESP);
     let x = run(Side::Client, full(1_000, &q), vec![full(2_000, &resp)]);
+    let want = call(GenAiApi::OpenAiChat, MINI, false, ok(19, 10, 29, 0), None);
+    assert_eq!(
+        genai(&x),
+        &GenAiCall {
+            candidate: true,
+            ..want.clone()
+        }
+    );
+    // an answer without a vendor's headers: a candidate nothing confirms
+    let plain = with_body(
+        head(200, "application/json", Some(CHAT_RESP.len()), ""),
+        CHAT_RESP,
+    );
+    let x = run(Side::Client, full(1_000, &q), vec![full(2_000, &plain)]);
+    assert_eq!(
+        genai(&x),
+        &GenAiCall {
+            candidate: true,
+            vendor: None,
+            ..want
+        }
+    );
+    // not a generation path at all, or not a POST: no scan
+    let q2 = post("/rooms/7/members", "api.example.com", CHAT_REQ.as_bytes());
+    let x = run(Side::Client, full(1_000, &q2), vec![full(2_000, &resp)]);
     assert!(x.genai.is_none(), "{x:?}");
     let mut t = Conn::new(Side::Client);
     t.c.set_genai_provider();
@@ -469,13 +506,16 @@ fn compressed_failed_and_unparseable() {
     );
     resp.extend_from_slice(&gz);
     let x = upstream(CHAT, CHAT_REQ, &[resp]);
-    let want = call(
-        GenAiApi::OpenAiChat,
-        (Some("gpt-4o-mini"), None),
-        false,
-        Err(UsageUnavailable::Compressed),
-        None,
-    );
+    let want = GenAiCall {
+        vendor: None,
+        ..call(
+            GenAiApi::OpenAiChat,
+            (Some("gpt-4o-mini"), None),
+            false,
+            Err(UsageUnavailable::Compressed),
+            None,
+        )
+    };
     assert_eq!(genai(&x), &want);
 
     let h = head(
@@ -485,13 +525,16 @@ fn compressed_failed_and_unparseable() {
         "",
     );
     let x = upstream(CHAT, CHAT_REQ_STREAM, &[with_body(h, OPENAI_ERROR)]);
-    let want = call(
-        GenAiApi::OpenAiChat,
-        (Some("gpt-4o-mini"), None),
-        true,
-        Err(UsageUnavailable::Absent),
-        None,
-    );
+    let want = GenAiCall {
+        vendor: None,
+        ..call(
+            GenAiApi::OpenAiChat,
+            (Some("gpt-4o-mini"), None),
+            true,
+            Err(UsageUnavailable::Absent),
+            None,
+        )
+    };
     assert_eq!((x.status, genai(&x)), (429, &want));
 
     let bad = CHAT_RESP.replace("\"prompt_tokens\": 19", "\"prompt_tokens\": \"19\"");

@@ -126,6 +126,74 @@ impl GenAiApi {
     }
 }
 
+/// Who answered a call, by the names (never the values) of its response
+/// headers: each provider marks its answers with headers of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GenAiVendor {
+    /// LiteLLM's proxy (`x-litellm-call-id`, `x-litellm-version`, ...), an AI
+    /// gateway speaking OpenAI's API; the provider behind it is named by the
+    /// provider's own headers it passes on (`llm_provider-openai-version`),
+    /// when it does.
+    LiteLlm,
+    /// `openai-version`, `openai-processing-ms`, `openai-organization`, ...
+    OpenAi,
+    /// `anthropic-ratelimit-*`, `anthropic-organization-id`.
+    Anthropic,
+    /// Azure OpenAI: `x-ms-deployment-name`, `x-ms-served-model`,
+    /// `azureml-model-session` (it may send `openai-*` headers too).
+    AzureOpenAi,
+}
+
+impl GenAiVendor {
+    /// The vendor a response header `name` marks, if any. LiteLLM's copies
+    /// of the provider's headers (`llm_provider-` + name) name the provider.
+    pub fn of_header(name: &str) -> Option<Self> {
+        fn starts(name: &str, prefix: &str) -> bool {
+            name.len() >= prefix.len()
+                && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        }
+        if starts(name, "llm_provider-") {
+            return Self::of_header(&name["llm_provider-".len()..]);
+        }
+        if starts(name, "openai-") {
+            Some(Self::OpenAi)
+        } else if starts(name, "anthropic-") {
+            Some(Self::Anthropic)
+        } else if starts(name, "x-litellm-") {
+            Some(Self::LiteLlm)
+        } else if [
+            "x-ms-deployment-name",
+            "x-ms-served-model",
+            "azureml-model-session",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+        {
+            Some(Self::AzureOpenAi)
+        } else {
+            None
+        }
+    }
+
+    /// The more telling of two marks: a provider's own over a gateway's,
+    /// Azure's over the `openai-*` headers it shares with OpenAI.
+    #[must_use]
+    pub fn or(self, other: Option<Self>) -> Self {
+        other.map_or(self, |o| self.max(o))
+    }
+
+    /// `gen_ai.provider.name` (OTel's well-known values); `None` for a
+    /// gateway, which names no provider.
+    pub fn provider_name(self) -> Option<&'static str> {
+        match self {
+            Self::LiteLlm => None,
+            Self::OpenAi => Some("openai"),
+            Self::Anthropic => Some("anthropic"),
+            Self::AzureOpenAi => Some("azure.ai.openai"),
+        }
+    }
+}
+
 /// Token counts as the provider reported them, normalised to the OTel
 /// meaning: `input` includes cached input (for Anthropic, input_tokens +
 /// cache_read_input_tokens + cache_creation_input_tokens).
@@ -181,6 +249,13 @@ pub struct GenAiCall {
     /// is `text/event-stream` or `application/x-ndjson`.
     pub streaming: bool,
     pub usage: Result<GenAiUsage, UsageUnavailable>,
+    /// Recognised by a path shape that ordinary APIs share (`…/completions`,
+    /// `…/messages` without `/v1`): a GenAI call only if its answer names a
+    /// vendor ([`GenAiCall::vendor`]) or the operator named the upstream's
+    /// host a provider's (the agent decides, before any sink sees it).
+    pub candidate: bool,
+    /// The vendor the response headers name.
+    pub vendor: Option<GenAiVendor>,
     /// Streams: the time of the transfer that carried the first event with
     /// content (an OpenAI delta with text, an Anthropic
     /// `content_block_delta`, an Ollama line with text); for an event split
@@ -195,6 +270,14 @@ impl GenAiCall {
         self.request_model
             .as_deref()
             .or(self.response_model.as_deref())
+    }
+
+    /// The provider to name when the operator named none: the vendor the
+    /// response headers name, else the one whose API shape the call has.
+    pub fn default_provider(&self) -> &'static str {
+        self.vendor
+            .and_then(GenAiVendor::provider_name)
+            .unwrap_or(self.api.default_provider())
     }
 }
 
@@ -255,6 +338,33 @@ mod tests {
         assert_eq!(GenAiApi::from_path("/"), None);
         assert_eq!(GenAiApi::OllamaGenerate.operation(), "text_completion");
         assert!(!GenAiApi::OpenAiEmbeddings.generates());
+    }
+
+    #[test]
+    fn vendors_by_response_header_names() {
+        use GenAiVendor::*;
+        for (name, vendor) in [
+            ("openai-version", Some(OpenAi)),
+            ("OpenAI-Processing-Ms", Some(OpenAi)),
+            ("anthropic-ratelimit-requests-limit", Some(Anthropic)),
+            ("anthropic-organization-id", Some(Anthropic)),
+            ("x-litellm-call-id", Some(LiteLlm)),
+            ("llm_provider-openai-version", Some(OpenAi)),
+            ("llm_provider-x-request-id", None),
+            ("x-ms-deployment-name", Some(AzureOpenAi)),
+            ("azureml-model-session", Some(AzureOpenAi)),
+            ("x-ms-region", None),
+            ("openai", None),
+            ("x-request-id", None),
+            ("content-type", None),
+        ] {
+            assert_eq!(GenAiVendor::of_header(name), vendor, "{name}");
+        }
+        // the most telling of several marks, in any order
+        assert_eq!(OpenAi.or(Some(AzureOpenAi)), AzureOpenAi);
+        assert_eq!(AzureOpenAi.or(Some(OpenAi)), AzureOpenAi);
+        assert_eq!(LiteLlm.or(Some(Anthropic)), Anthropic);
+        assert_eq!(OpenAi.or(None), OpenAi);
     }
 }
 

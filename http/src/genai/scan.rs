@@ -8,7 +8,7 @@ use super::{
     request::Request,
     response::{JsonBody, Media},
     sse::Sse,
-    GenAiApi, GenAiCall, UsageUnavailable,
+    GenAiApi, GenAiCall, GenAiVendor, UsageUnavailable,
 };
 
 /// A piece of a message's payload (its body without transfer coding: no
@@ -25,6 +25,9 @@ pub(crate) enum Piece<'a> {
 #[derive(Debug)]
 pub(crate) struct GenAiScan {
     api: GenAiApi,
+    /// See [`GenAiCall::candidate`].
+    candidate: bool,
+    vendor: Option<GenAiVendor>,
     req: Request,
     /// `None` until the final response head.
     status: Option<u16>,
@@ -51,8 +54,20 @@ enum Body {
 
 impl GenAiScan {
     pub(crate) fn new(api: GenAiApi) -> Self {
+        Self::with(api, false)
+    }
+
+    /// A call recognised by a path shape ordinary APIs share: see
+    /// [`GenAiCall::candidate`].
+    pub(crate) fn candidate(api: GenAiApi) -> Self {
+        Self::with(api, true)
+    }
+
+    fn with(api: GenAiApi, candidate: bool) -> Self {
         Self {
             api,
+            candidate,
+            vendor: None,
             req: Request::new(),
             status: None,
             body: Body::Waiting,
@@ -70,8 +85,15 @@ impl GenAiScan {
     }
 
     /// The final response head.
-    pub(crate) fn response_head(&mut self, status: u16, media: Media, encoded: bool) {
+    pub(crate) fn response_head(
+        &mut self,
+        status: u16,
+        media: Media,
+        encoded: bool,
+        vendor: Option<GenAiVendor>,
+    ) {
         self.status = Some(status);
+        self.vendor = vendor;
         self.body = if encoded {
             Body::Compressed
         } else {
@@ -190,6 +212,8 @@ impl GenAiScan {
         };
         GenAiCall {
             api,
+            candidate: self.candidate,
+            vendor: self.vendor,
             streaming: streamed || self.asked_stream(),
             request_model: self.req.model.take(),
             response_model: self.found.model.take(),

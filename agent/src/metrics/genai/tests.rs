@@ -42,6 +42,8 @@ fn exchange(status: u16, last_ms: u64, call: GenAiCall) -> Exchange {
 fn call(model: Option<&str>, usage: Result<GenAiUsage, UsageUnavailable>) -> GenAiCall {
     GenAiCall {
         api: GenAiApi::OpenAiChat,
+        candidate: false,
+        vendor: None,
         request_model: model.map(str::to_owned),
         response_model: model.map(|m| format!("{m}-0125")),
         streaming: false,

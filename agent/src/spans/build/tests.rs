@@ -439,6 +439,8 @@ fn genai_calls_carry_gen_ai_attributes_on_the_client_span() {
     let mut b = builder(Trust::All).with_genai(Arc::new(Providers::from_config(Some(&config))));
     let call = GenAiCall {
         api: GenAiApi::OpenAiChat,
+        candidate: false,
+        vendor: None,
         request_model: Some("gpt-4o".into()),
         response_model: Some("gpt-4o-2024-08-06".into()),
         streaming: true,
