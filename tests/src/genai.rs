@@ -541,6 +541,26 @@ pub fn nginx_conf(d: &str, port: u16, upstreams: &BTreeMap<String, u16>) -> Stri
 /// scan (192 bytes).
 pub const DEEP_PREFIX: &str = "tenants/0d9b6c1e-7f5a-4c2b-9e8d-3a1f6b7c8d90/projects/5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170/gateways/eu-west-1/routes/llm-primary-with-a-long-name/providers/azure-openai-production/v2";
 
+/// nginx in front of LiteLLM on `port`: `/llm/v1/…` passed on as `/…`
+/// (LiteLLM serves OpenAI's paths without `/v1` too), unbuffered.
+pub fn litellm_front_conf(d: &str, port: u16, litellm: u16) -> String {
+    format!(
+        "{head}    server {{
+        listen 127.0.0.1:{port};
+        location /llm/v1/ {{
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_buffering off;
+            proxy_read_timeout 60s;
+            proxy_pass http://127.0.0.1:{litellm}/;
+        }}
+    }}
+}}
+",
+        head = conf_head(d, 1)
+    )
+}
+
 /// One line of [`LOG`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
@@ -641,6 +661,10 @@ impl LiteLlm {
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn diagnostics(&self) -> String {

@@ -17,9 +17,13 @@
 //! nor the metrics page.
 
 use anyhow::{ensure, Context, Result};
-use gatescope_tests::agent::Agent;
-use gatescope_tests::genai::{run_clients, CallSpec, LiteLlm, Mock, LITELLM_KEY, PROVIDERS};
+use gatescope_tests::agent::{Agent, Expect};
+use gatescope_tests::genai::{
+    litellm_front_conf, run_clients, CallSpec, LiteLlm, Mock, LITELLM_KEY, PROVIDERS,
+};
 use gatescope_tests::genai_scene::*;
+use gatescope_tests::nginx::Nginx;
+use gatescope_tests::util::free_port;
 use gatescope_tests::util::TempDir;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -364,5 +368,76 @@ fn genai_through_litellm_is_exact() -> Result<()> {
     );
     agent.wait_all(&native_expectations(&record), SETTLE)?;
     check_request_log(&req_log, &record)?;
-    check_privacy(&agent, &req_log)
+    check_privacy(&agent, &req_log)?;
+    drop(agent);
+    litellm_behind_nginx(&litellm, &b)
+}
+
+/// nginx in front of LiteLLM, passing OpenAI's chat path on without `/v1`
+/// (`/chat/completions`, which LiteLLM also serves): the agent attached to
+/// nginx recognises the calls by LiteLLM's own response headers
+/// (`x-litellm-*`), the path being also an ordinary API's. Exact against the
+/// clients' own counts (LiteLLM's answers are what they read); the provider
+/// is named by the API's shape (`openai`): LiteLLM is a gateway, and passes
+/// on no header of the mock's naming one.
+fn litellm_behind_nginx(litellm: &LiteLlm, direct: &str) -> Result<()> {
+    let port = free_port()?;
+    let nginx = Nginx::start_conf(|d| litellm_front_conf(d, port, litellm.port()), 1, port)?;
+    let agent = Agent::start(&[nginx.master_pid()], &[])?;
+    let b = format!("http://127.0.0.1:{port}/llm");
+    let plan: Vec<CallSpec> = [
+        CallSpec::new("openai_chat", &b, "gpt-4o")
+            .prompt(&prompt(5))
+            .max_tokens(21)
+            .repeat(2),
+        CallSpec::new("openai_chat", &b, "gpt-4o")
+            .prompt(&prompt(3))
+            .max_tokens(8)
+            .stream(true),
+        CallSpec::new("openai_chat", &b, "claude-sonnet-4")
+            .prompt(&prompt(9))
+            .max_tokens(26),
+        CallSpec::new("openai_chat", &b, "llama3")
+            .prompt(&prompt(4))
+            .max_tokens(11)
+            .stream(true),
+    ]
+    .into_iter()
+    .map(|c| c.api_key(LITELLM_KEY))
+    .collect();
+    let client = run_clients(&plan)?;
+    ensure!(
+        client.calls == 5,
+        "clients: {client:?} (LiteLLM at {direct})"
+    );
+    let mut want = Vec::new();
+    for (key, m) in &client.models {
+        let model = key.rsplit(' ').next().unwrap_or_default();
+        let base = [
+            ("gen_ai_provider_name", "openai"),
+            ("gen_ai_request_model", model),
+        ];
+        let calls = m.calls as f64;
+        want.push(Expect::new(&format!("{DURATION}_count"), &base, calls));
+        for (ty, v) in [("input", m.input), ("output", m.output)] {
+            let l = [base[0], base[1], ("gen_ai_token_type", ty)];
+            want.push(Expect::new(&format!("{TOKENS}_sum"), &l, v as f64));
+            want.push(Expect::new(
+                &format!("{TOKENS}_count"),
+                &l,
+                m.with_usage as f64,
+            ));
+        }
+    }
+    agent.wait_all(&want, SETTLE)?;
+    // streams without usage, if LiteLLM sent none: counted as absent, no more
+    let absent: u64 = client.models.values().map(|m| m.calls - m.with_usage).sum();
+    let scrape = agent.scrape()?;
+    let unavailable: f64 = scrape.matching(UNAVAILABLE, &[]).map(|x| x.value).sum();
+    ensure!(
+        unavailable == absent as f64,
+        "usage unavailable for {unavailable} calls, want {absent} (streams LiteLLM sent without usage):\n{}",
+        scrape.text
+    );
+    Ok(())
 }
