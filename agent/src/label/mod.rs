@@ -123,10 +123,22 @@ impl Labeller {
         self
     }
 
+    /// Drops `exchange`'s GenAI call, to `peer`, when it is a candidate
+    /// nothing confirms ([`Providers::confirms`]).
+    fn confirm_genai(&self, exchange: &mut Exchange, peer: SocketAddr) {
+        if exchange
+            .genai
+            .as_deref()
+            .is_some_and(|call| !self.genai.confirms(call, peer, exchange.host.as_deref()))
+        {
+            exchange.genai = None;
+        }
+    }
+
     /// Labels `done`, served by process `tgid`; `client` is the other end of
     /// a downstream exchange's connection.
     pub fn label(&mut self, done: Completed, client: SocketAddr, tgid: u32) -> Labelled {
-        let (role, mut exchange, remote, listener, upstream, attempts) = match done {
+        let (role, mut exchange, remote, listener, upstream, mut attempts) = match done {
             Completed::Downstream {
                 exchange,
                 listener,
@@ -145,13 +157,11 @@ impl Labeller {
             }
         };
         // A candidate GenAI call nothing confirmed is a plain HTTP exchange
-        // (`POST /rooms/7/messages`), in every sink.
-        if exchange
-            .genai
-            .as_deref()
-            .is_some_and(|call| !self.genai.confirms(call, remote, exchange.host.as_deref()))
-        {
-            exchange.genai = None;
+        // (`POST /rooms/7/messages`), in every sink: as a record, and as a
+        // downstream request's attempt (spans).
+        self.confirm_genai(&mut exchange, remote);
+        for a in &mut attempts {
+            self.confirm_genai(&mut a.exchange, a.peer);
         }
         let source = match role {
             // A leg's status is 0 when the upstream sent no response head.
@@ -320,5 +330,40 @@ mod tests {
         let mut l = Labeller::new(Router::from_config(None, 10), Needs::default())
             .with_genai(Arc::new(Providers::from_config(Some(&config))));
         assert!(l.label(up(None), client, 1).exchange.genai.is_some());
+        // a downstream request's attempts, each by its own peer
+        let Completed::Upstream { exchange: leg, .. } = up(None) else {
+            unreachable!()
+        };
+        let attempt = |peer: &str| Attempt {
+            exchange: leg.clone(),
+            peer: addr(peer),
+            local: addr("127.0.0.1:40000"),
+            link: crate::correlate::Link::Inferred,
+        };
+        let Completed::Downstream {
+            exchange,
+            listener,
+            upstream,
+            ..
+        } = down(200, true)
+        else {
+            unreachable!()
+        };
+        let r = l.label(
+            Completed::Downstream {
+                exchange,
+                listener,
+                upstream,
+                attempts: vec![attempt("127.0.0.1:9000"), attempt("10.0.0.9:443")],
+            },
+            client,
+            1,
+        );
+        let kept: Vec<bool> = r
+            .attempts
+            .iter()
+            .map(|a| a.exchange.genai.is_some())
+            .collect();
+        assert_eq!(kept, [true, false]);
     }
 }
