@@ -208,7 +208,7 @@ impl ModelCap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use super::*;
@@ -279,9 +279,11 @@ name = "openai"
         );
     }
 
-    fn candidate(vendor: Option<GenAiVendor>) -> GenAiCall {
+    /// A candidate call of `api` whose answer named `vendor`, for tests
+    /// (label/mod.rs's too).
+    pub(crate) fn candidate(api: GenAiApi, vendor: Option<GenAiVendor>) -> GenAiCall {
         GenAiCall {
-            api: GenAiApi::OpenAiChat,
+            api,
             candidate: true,
             vendor,
             request_model: None,
@@ -299,7 +301,7 @@ name = "openai"
     fn candidates_are_confirmed_by_vendor_upstream_or_host() {
         let p = providers();
         let far = addr("10.0.0.1:443");
-        let bare = candidate(None);
+        let bare = candidate(GenAiApi::OpenAiChat, None);
         assert!(!p.confirms(&bare, far, Some("api.example.com")));
         assert!(!p.confirms(&bare, far, None));
         assert!(p.confirms(&bare, addr("127.0.0.1:9000"), None));
@@ -319,12 +321,12 @@ name = "openai"
             // a gateway names no provider: the API's shape does
             (GenAiVendor::LiteLlm, "openai"),
         ] {
-            let call = candidate(Some(vendor));
+            let call = candidate(GenAiApi::OpenAiChat, Some(vendor));
             assert!(p.confirms(&call, far, None));
             assert_eq!(p.provider(far, None, call.default_provider()).name, name);
         }
         // a named upstream still wins over the answer's headers
-        let call = candidate(Some(GenAiVendor::Anthropic));
+        let call = candidate(GenAiApi::OpenAiChat, Some(GenAiVendor::Anthropic));
         let named = p.provider(addr("127.0.0.1:9000"), None, call.default_provider());
         assert_eq!(named.name, "azure");
     }

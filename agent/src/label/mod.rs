@@ -298,17 +298,8 @@ mod tests {
     /// named a vendor, or whose peer a section names, as a GenAI call.
     #[test]
     fn unconfirmed_genai_candidates_are_plain_exchanges() {
-        use crate::http::genai::{GenAiApi, GenAiCall, GenAiVendor, UsageUnavailable};
-        let call = |vendor| GenAiCall {
-            api: GenAiApi::AnthropicMessages,
-            candidate: true,
-            vendor,
-            request_model: None,
-            response_model: None,
-            streaming: false,
-            usage: Err(UsageUnavailable::Absent),
-            first_token_ns: None,
-        };
+        use crate::http::genai::{GenAiApi, GenAiVendor};
+        let call = |vendor| genai::tests::candidate(GenAiApi::AnthropicMessages, vendor);
         let up = |vendor| {
             let mut exchange = exchange(200);
             exchange.genai = Some(Box::new(call(vendor)));
