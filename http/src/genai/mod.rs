@@ -148,6 +148,14 @@ impl GenAiVendor {
     /// The vendor a response header `name` marks, if any. LiteLLM's copies
     /// of the provider's headers (`llm_provider-` + name) name the provider.
     pub fn of_header(name: &str) -> Option<Self> {
+        // Run on every response header: most names leave at their first
+        // letter.
+        if !matches!(
+            name.as_bytes().first().map(u8::to_ascii_lowercase),
+            Some(b'o' | b'a' | b'x' | b'l')
+        ) {
+            return None;
+        }
         fn starts(name: &str, prefix: &str) -> bool {
             name.len() >= prefix.len()
                 && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
