@@ -416,18 +416,19 @@ impl Sink for ReqSink<'_> {
         };
         // Only a POST is a generation call (a GET on the same path lists
         // stored completions); other requests pay nothing for the tap. The
-        // paths without `/v1` are a named provider's calls, and elsewhere
-        // candidates its answer or its Host must confirm.
+        // paths without `/v1` are a named provider's calls, and on other
+        // upstreams candidates their answer or their Host must confirm (not
+        // read on the gateway's own side, where ordinary APIs' `…/messages`
+        // would be scanned for a count no sink keeps).
+        let upstream = self.p.side == Side::Client;
         let genai = (h.method == "POST")
             .then(|| match GenAiApi::from_path(&h.path) {
                 Some(api) => Some(GenAiScan::new(api)),
-                None => GenAiApi::from_provider_path(&h.path).map(|api| {
-                    if self.p.genai_provider {
-                        GenAiScan::new(api)
-                    } else {
-                        GenAiScan::candidate(api)
-                    }
-                }),
+                None if self.p.genai_provider => {
+                    GenAiApi::from_provider_path(&h.path).map(GenAiScan::new)
+                }
+                None if upstream => GenAiApi::from_provider_path(&h.path).map(GenAiScan::candidate),
+                None => None,
             })
             .flatten()
             .map(Box::new);

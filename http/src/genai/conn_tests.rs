@@ -147,7 +147,10 @@ fn a_named_providers_path_without_v1_is_read() {
             ..want
         }
     );
-    // not a generation path at all, or not a POST: no scan
+    // on the gateway's own side no candidate is read
+    let x = run(Side::Server, full(1_000, &q), vec![full(2_000, &resp)]);
+    assert!(x.genai.is_none(), "{x:?}");
+    // not a generation path at all: no scan
     let q2 = post("/rooms/7/members", "api.example.com", CHAT_REQ.as_bytes());
     let x = run(Side::Client, full(1_000, &q2), vec![full(2_000, &resp)]);
     assert!(x.genai.is_none(), "{x:?}");
