@@ -13,6 +13,7 @@ pub mod caddy;
 pub mod client;
 pub mod expect;
 pub mod genai;
+pub mod genai_nginx;
 pub mod genai_scene;
 pub mod grafana;
 pub mod grpc;
