@@ -19,6 +19,29 @@ pub const MAP_SOCKS: &str = "SOCKS";
 /// `Array<DataEvent>`, one entry per possible CPU (the agent sets the
 /// size): where the kernel builds a data record.
 pub const MAP_SCRATCH: &str = "SCRATCH";
+/// `Array<PieceEvent>`, one entry per possible CPU (the agent sets the
+/// size): where the kernel builds a [`crate::DataPiece`] record.
+pub const MAP_PIECES: &str = "PIECES";
+/// `PerCpuArray<PieceState>` of one entry: what is left of the transfer
+/// whose pieces are being taken.
+pub const MAP_PIECE_STATE: &str = "PIECE_STATE";
+/// `ProgramArray`s of one entry each: the program that takes the pieces of
+/// a transfer seen by each length program (a tail call must stay with one
+/// program type and, for tp_btf, one tracepoint). Filled by the agent.
+pub const MAP_PIECES_SEND_BTF: &str = "PIECES_SEND_BTF";
+pub const MAP_PIECES_RECV_BTF: &str = "PIECES_RECV_BTF";
+pub const MAP_PIECES_SEND: &str = "PIECES_SEND";
+pub const MAP_PIECES_RECV: &str = "PIECES_RECV";
+/// The programs that take pieces: (program, its array, tracepoint).
+pub const PIECE_PROGRAMS_BTF: [(&str, &str, &str); 2] = [
+    ("pieces_send_btf", MAP_PIECES_SEND_BTF, "sock_send_length"),
+    ("pieces_recv_btf", MAP_PIECES_RECV_BTF, "sock_recv_length"),
+];
+pub const PIECE_PROGRAMS: [(&str, &str, &str); 2] = [
+    ("pieces_send", MAP_PIECES_SEND, "sock_send_length"),
+    ("pieces_recv", MAP_PIECES_RECV, "sock_recv_length"),
+];
+
 /// `HashMap<u32, TlsCall>`: the OpenSSL read or write each target thread is
 /// inside (from its uprobe to its uretprobe).
 pub const MAP_TLS_CALLS: &str = "TLS_CALLS";
@@ -167,6 +190,30 @@ impl HeadWindow {
         usize::from(dir == Direction::EGRESS)
     }
 }
+
+/// The transfer whose pieces are being taken ([`MAP_PIECE_STATE`]): its
+/// buffer, as the data record's capture saw it, and how far it is taken.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PieceState {
+    /// The iovec array, or the buffer when `count` is 0.
+    pub ptr: u64,
+    /// Iovecs in the array; 0 for a single buffer of `len` bytes.
+    pub count: u64,
+    /// Bytes moved.
+    pub len: u64,
+    /// Next byte of the transfer to take.
+    pub pos: u64,
+    /// Where iovec `index` starts in the transfer.
+    pub at: u64,
+    pub index: u32,
+    /// Pieces taken so far.
+    pub pieces: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers without implicit padding (size asserted).
+unsafe impl aya::Pod for PieceState {}
 
 /// How a syscall passed its buffer (`SyscallArgs::kind`), and the
 /// [`MAP_SYSCALLS`] value of the syscalls that pass it so.
@@ -355,6 +402,7 @@ const _: () = {
     assert!(size_of::<SockInfo>() == 24);
     assert!(size_of::<HeadWindow>() == 4);
     assert!(size_of::<SyscallArgs>() == 24);
+    assert!(size_of::<PieceState>() == 48);
     assert!(size_of::<WireKey>() == 32);
     assert!(size_of::<WireCounts>() == 32);
     assert!(size_of::<PeerKey>() == 20);

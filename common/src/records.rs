@@ -187,6 +187,24 @@ pub struct Data {
     pub error: u32,
 }
 
+/// More bytes of the transfer that the next [`Data`] record of the same
+/// thread reports: those past its head, on a socket captured whole
+/// (HTTP/2), where the head stops at the 4th iovec or at
+/// [`HEAD_CAPTURE_MAX`]. A record holds `piece_len` bytes (at most
+/// [`PIECE_MAX`]) after this payload, from `offset` in the transfer; the
+/// pieces of one transfer come in order, each starting where the one before
+/// ended, and before its data record (which the agent then finds them for:
+/// same thread, socket, direction and `ts_ns`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataPiece {
+    pub sk: u64,
+    /// Where these bytes start in the transfer.
+    pub offset: u64,
+    pub dir: Direction,
+    pub piece_len: u32,
+}
+
 macro_rules! payloads {
     ($($ty:ident => $kind:ident,)*) => {
         $(impl Payload for $ty {
@@ -200,6 +218,7 @@ payloads! {
     ConnFound => CONN_FOUND,
     State => STATE,
     Data => DATA,
+    DataPiece => DATA_PIECE,
     Tcp => TCP,
     Fork => FORK,
     Exit => EXIT,
@@ -220,6 +239,21 @@ pub const CAPTURE_BYTES_DEFAULT: u32 = 1024;
 /// [`crate::HeadWindow`]): message heads up to this size are captured whole.
 /// A power of two, and it fits the window's `u16`.
 pub const HEAD_CAPTURE_MAX: usize = 32 * 1024;
+
+/// Largest [`DataPiece`]; a power of two, for masking.
+pub const PIECE_MAX: usize = 16 * 1024;
+/// How many pieces one transfer may have: each comes from one run of the
+/// program that takes them, which calls itself for the next (the kernel
+/// allows 33 tail calls in a row).
+pub const PIECES_MAX: usize = 32;
+
+/// Where the kernel builds a [`DataPiece`] record (twice the largest piece,
+/// so that a read at a masked offset is provably in bounds).
+#[repr(C)]
+pub struct PieceEvent {
+    pub header: Record<DataPiece>,
+    pub data: [u8; 2 * PIECE_MAX],
+}
 
 /// The kernel's per-CPU scratch for building a data record; only the used
 /// prefix is copied into the ring buffer. Twice the largest head so that a
@@ -248,6 +282,8 @@ const _: () = {
     assert!(size_of::<Tcp>() == 56);
     assert!(size_of::<Listen>() == 48);
     assert!(size_of::<Data>() == 32);
+    assert!(size_of::<DataPiece>() == 24);
+    assert!(size_of::<Record<DataPiece>>() == 48);
     assert!(size_of::<Record<ConnOpen>>() == 96);
     assert!(size_of::<Record<Exit>>() == 24);
     assert!(size_of::<DataHeader>() == 56);

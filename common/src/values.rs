@@ -89,6 +89,8 @@ kernel_values! {
         /// for a TLS socket (`SSL_read`/`SSL_write` and their `_ex`): the
         /// socket's own records carry its ciphertext.
         TLS_DATA = 11, "tls_data";
+        /// [`crate::records::DataPiece`].
+        DATA_PIECE = 12, "data_piece";
     }
 }
 

@@ -22,9 +22,12 @@ use gatescope_common::{
 use crate::{
     emit::{current, field},
     found::claim_if_unknown,
-    maps::{is_target, may_be_target, SockSeen},
+    maps::{
+        is_target, may_be_target, SockSeen, PIECES_RECV, PIECES_RECV_BTF, PIECES_SEND,
+        PIECES_SEND_BTF,
+    },
     payload::{emit_data, Transfer},
-    seen,
+    pieces, seen,
     sock::offsets,
 };
 
@@ -66,6 +69,9 @@ trait Length {
     fn seen(&self, tgid: u32) -> Option<&'static mut SockSeen>;
     /// Remembers that `tgid` moved bytes on this tracked socket.
     fn remember(&self, tgid: u32) -> Option<&'static mut SockSeen>;
+    /// Tail-calls the program taking the pieces of a transfer in `dir`
+    /// (pieces.rs); returns only when that failed.
+    fn pieces(&self, dir: Direction);
 }
 
 struct Classic<'a>(&'a TracePointContext);
@@ -98,6 +104,15 @@ impl Length for Classic<'_> {
     #[inline(always)]
     fn remember(&self, _tgid: u32) -> Option<&'static mut SockSeen> {
         None
+    }
+    #[inline(always)]
+    fn pieces(&self, dir: Direction) {
+        let array = if dir == Direction::EGRESS {
+            &PIECES_SEND
+        } else {
+            &PIECES_RECV
+        };
+        pieces::call(self.0, array);
     }
 }
 
@@ -141,6 +156,15 @@ impl Length for Btf<'_> {
     #[inline(always)]
     fn remember(&self, tgid: u32) -> Option<&'static mut SockSeen> {
         seen::remember(self.sk(), tgid)
+    }
+    #[inline(always)]
+    fn pieces(&self, dir: Direction) {
+        let array = if dir == Direction::EGRESS {
+            &PIECES_SEND_BTF
+        } else {
+            &PIECES_RECV_BTF
+        };
+        pieces::call(self.0, array);
     }
 }
 
@@ -220,5 +244,5 @@ fn on_length(dir: Direction, ev: &impl Length) {
         len: ret.max(0) as u64,
         error,
     };
-    emit_data(t, true, heads);
+    emit_data(t, true, heads, || ev.pieces(dir));
 }

@@ -8,6 +8,7 @@
 //! - `conn`: TCP connection lifecycle of target sockets.
 //! - `bytes`: bytes per socket moved by target threads.
 //! - `payload`: the head and tail of those transfers, for HTTP parsing.
+//! - `pieces`: the rest of a transfer on an HTTP/2 socket, past its head.
 //! - `regs`: where those transfers' buffers are, from the saved registers.
 //! - `seen`: per-socket memory of the BTF path (one lookup per transfer).
 //! - `splice`: bytes spliced from a socket, which pass no length tracepoint.
@@ -26,6 +27,7 @@ mod emit;
 mod found;
 mod maps;
 mod payload;
+mod pieces;
 mod probe;
 mod process;
 mod regs;

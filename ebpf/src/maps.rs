@@ -3,14 +3,14 @@
 use aya_ebpf::{
     btf_maps::SkStorage,
     macros::{btf_map, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use gatescope_common::{
-    DataEvent, FlowKey, HeadWindow, ListenKey, PeerKey, Role, SockInfo, SynSeen, SyscallArgs,
-    TlsCall, TlsKey, Tuple, WireCounts, WireKey, ARGS_MAX, COMM_LEN, DISCOVER_MAX,
-    EVENTS_DEFAULT_BYTES, GENAI_PEERS_MAX, HANDSHAKES_MAX, LISTEN_PORTS_MAX, LOST_REASONS,
-    PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX, TARGET_BITS_LEN, TLS_CALLS_MAX, TLS_SOCKS_MAX,
-    WIRE_MAX,
+    DataEvent, FlowKey, HeadWindow, ListenKey, PeerKey, PieceEvent, PieceState, Role, SockInfo,
+    SynSeen, SyscallArgs, TlsCall, TlsKey, Tuple, WireCounts, WireKey, ARGS_MAX, COMM_LEN,
+    DISCOVER_MAX, EVENTS_DEFAULT_BYTES, GENAI_PEERS_MAX, HANDSHAKES_MAX, LISTEN_PORTS_MAX,
+    LOST_REASONS, PEERS_MAX, SOCKS_MAX, SYSCALLS_MAX, TARGETS_MAX, TARGET_BITS_LEN, TLS_CALLS_MAX,
+    TLS_SOCKS_MAX, WIRE_MAX,
 };
 
 /// Events for the agent; the agent may resize it at load time.
@@ -145,6 +145,27 @@ pub static TLS_SOCKS: LruHashMap<TlsKey, u64> = LruHashMap::with_max_entries(TLS
 /// array this replaced.
 #[map]
 pub static SCRATCH: Array<DataEvent> = Array::with_max_entries(1, 0);
+
+/// Space to build a piece record (pieces.rs), one entry per CPU, as
+/// SCRATCH.
+#[map]
+pub static PIECES: Array<PieceEvent> = Array::with_max_entries(1, 0);
+
+/// The transfer whose pieces this CPU is taking (pieces.rs).
+#[map]
+pub static PIECE_STATE: PerCpuArray<PieceState> = PerCpuArray::with_max_entries(1, 0);
+
+/// The piece-taking program of each length program (common's
+/// MAP_PIECES_*), filled by the agent; an empty one fails the tail call and
+/// the data record goes out with its head alone, as before pieces.
+#[map]
+pub static PIECES_SEND_BTF: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static PIECES_RECV_BTF: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static PIECES_SEND: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static PIECES_RECV: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Wire-view counters, per CPU so the socket filter needs no atomics.
 #[map]

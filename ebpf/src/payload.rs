@@ -29,7 +29,7 @@ use gatescope_common::{
 use crate::{
     emit::{count_lost, current, now, wakeup_flags, wakeup_flags_now},
     maps::{is_target, ARGS, EVENTS, SCRATCH},
-    regs, tls,
+    pieces, regs, tls,
 };
 
 /// Head capture size, set by the agent at load time (`--capture-bytes`).
@@ -45,9 +45,9 @@ const MSG_IOV: u64 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Iovec {
-    base: u64,
-    len: u64,
+pub(crate) struct Iovec {
+    pub base: u64,
+    pub len: u64,
 }
 
 /// Whether the current thread is inside splice(2), as the fallback's hook
@@ -110,7 +110,12 @@ pub struct Transfer {
 /// registers, or the fallback's ARGS). `heads`: the socket's head capture
 /// (see common's `HeadWindow`), where one is kept.
 #[inline(always)]
-pub fn emit_data(t: Transfer, with_payload: bool, heads: Option<&mut HeadWindow>) {
+pub fn emit_data(
+    t: Transfer,
+    with_payload: bool,
+    heads: Option<&mut HeadWindow>,
+    pieces: impl FnOnce(),
+) {
     let args = if t.len > 0 && with_payload {
         let at = regs::layout();
         if at.from_regs != 0 {
@@ -126,7 +131,7 @@ pub fn emit_data(t: Transfer, with_payload: bool, heads: Option<&mut HeadWindow>
     } else {
         None
     };
-    emit(Kind::DATA, t, args.as_ref(), heads);
+    emit(Kind::DATA, t, args.as_ref(), heads, pieces);
 }
 
 /// Emits a record of `t.len` bytes of plaintext OpenSSL moved for socket
@@ -139,11 +144,19 @@ pub fn emit_plaintext(t: Transfer, buf: u64, heads: Option<&mut HeadWindow>) {
         ptr: buf,
         count: t.len,
     };
-    emit(Kind::TLS_DATA, t, Some(&args), heads);
+    // OpenSSL moves at most 16 KiB of plaintext per call (a record): no
+    // pieces.
+    emit(Kind::TLS_DATA, t, Some(&args), heads, || {});
 }
 
 #[inline(always)]
-fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, heads: Option<&mut HeadWindow>) {
+fn emit(
+    kind: Kind,
+    t: Transfer,
+    args: Option<&SyscallArgs>,
+    heads: Option<&mut HeadWindow>,
+    pieces: impl FnOnce(),
+) {
     let Transfer {
         dir,
         tgid,
@@ -177,6 +190,7 @@ fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, heads: Option<&mut 
     let slot = HeadWindow::index(dir);
     let open = heads.as_deref().map_or(0, |h| u64::from(h.0[slot]));
     let mut left = open.saturating_sub(len);
+    let mut buffer = None;
     if let Some(args) = args {
         let mut at = Capture {
             event: &mut *event,
@@ -185,8 +199,10 @@ fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, heads: Option<&mut 
             open,
             keep: heads.is_some(),
             unreadable: false,
+            buffer: None,
         };
         left = at.run(args);
+        buffer = at.buffer;
         // Plaintext is read from the caller's buffer after the call
         // returned; a page not present makes the helper fail (it may not
         // fault pages in). Clear text is counted by the syscall's length
@@ -195,11 +211,12 @@ fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, heads: Option<&mut 
             count_lost(LostReason::TLS_UNREADABLE);
         }
     }
+    let mut whole = false;
     if let Some(h) = heads {
-        if open == u64::from(HeadWindow::STICKY)
+        whole = open == u64::from(HeadWindow::STICKY)
             || starts_h2(event)
-            || (dir == Direction::EGRESS && starts_genai_request(event))
-        {
+            || (dir == Direction::EGRESS && starts_genai_request(event));
+        if whole {
             h.0 = [HeadWindow::STICKY; 2];
         } else {
             h.0[slot] = min(left, HEAD_CAPTURE_MAX as u64) as u16;
@@ -209,14 +226,39 @@ fn emit(kind: Kind, t: Transfer, args: Option<&SyscallArgs>, heads: Option<&mut 
     if kind == Kind::DATA && tls::on() && looks_like_tls(event) {
         tls::note_socket(tid, sk);
     }
+    // A socket captured whole whose head stopped short (the 4th iovec, or
+    // 32 KiB): the rest goes in piece records before this one (pieces.rs),
+    // whose program sends this record after them.
+    if whole && kind == Kind::DATA {
+        let d = &event.header.data;
+        if let Some((ptr, count)) = buffer {
+            if u64::from(d.head_len) + u64::from(d.tail_len) < len
+                && pieces::start(ptr, count, len, u64::from(d.head_len))
+            {
+                pieces();
+            }
+        }
+    }
+    output(event, head_larger_than(event, cap));
+}
+
+/// Whether the head captured is over the usual `cap`.
+#[inline(always)]
+fn head_larger_than(event: &DataEvent, cap: u64) -> bool {
+    u64::from(event.header.data.head_len) > cap
+}
+
+/// Sends the data record built in `event`. `large`: a head taken whole,
+/// up to 30 times the usual record: the ring's fill is looked at for it now,
+/// not only every WAKE_CHECK_MASK records.
+#[inline(always)]
+pub fn output(event: &DataEvent, large: bool) {
     let head = (event.header.data.head_len as usize) & (HEAD_CAPTURE_MAX * 2 - 1);
     let size = size_of::<DataHeader>() + DATA_TAIL_MAX + head;
     if size > size_of::<DataEvent>() {
         return;
     }
-    // A head taken whole may be 30 times the usual record: look at the
-    // ring's fill for it now, not only every WAKE_CHECK_MASK records.
-    let flags = if head as u64 > cap {
+    let flags = if large {
         wakeup_flags_now()
     } else {
         wakeup_flags()
@@ -361,12 +403,15 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// the window after it (`keep`: the socket has one).
 struct Capture<'a> {
     event: &'a mut DataEvent,
-    len: u64,
+    pub len: u64,
     cap: u64,
     open: u64,
     keep: bool,
     /// A head was to be taken from a single buffer and could not be read.
     unreadable: bool,
+    /// Where the bytes were (see `PieceState`): the iovec array and its
+    /// count, or the buffer and 0.
+    buffer: Option<(u64, u64)>,
 }
 
 impl Capture<'_> {
@@ -376,14 +421,21 @@ impl Capture<'_> {
         match args.kind {
             ARGS_BUF => {
                 self.len = min(self.len, args.count);
+                self.buffer = Some((args.ptr, 0));
                 self.buf(args.ptr)
             }
-            ARGS_IOVEC => self.iovecs(args.ptr, args.count),
+            ARGS_IOVEC => {
+                self.buffer = Some((args.ptr, args.count));
+                self.iovecs(args.ptr, args.count)
+            }
             ARGS_MSGHDR => {
                 // msg_iov and msg_iovlen are adjacent: one read for both.
                 // SAFETY: user memory read through the helper, which may fail.
                 match unsafe { bpf_probe_read_user((args.ptr + MSG_IOV) as *const Iovec) } {
-                    Ok(Iovec { base, len: cnt }) => self.iovecs(base, cnt),
+                    Ok(Iovec { base, len: cnt }) => {
+                        self.buffer = Some((base, cnt));
+                        self.iovecs(base, cnt)
+                    }
                     Err(_) => self.open.saturating_sub(self.len),
                 }
             }
@@ -646,7 +698,7 @@ fn blank_line_at(event: &DataEvent, at: usize) -> bool {
 }
 
 #[inline(always)]
-fn read_iovec(iov: u64, i: usize) -> Option<Iovec> {
+pub(crate) fn read_iovec(iov: u64, i: usize) -> Option<Iovec> {
     // SAFETY: user memory read through the helper, which may fail.
     unsafe { bpf_probe_read_user((iov + (i * size_of::<Iovec>()) as u64) as *const Iovec) }.ok()
 }

@@ -64,7 +64,7 @@ pub fn tcp_rcv_space_adjust_btf(ctx: BtfTracePointContext) -> i32 {
             len: u64::from(delta),
             error: 0,
         };
-        emit_data(t, false, None);
+        emit_data(t, false, None, || {});
     }
     0
 }

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gatescope_common::{
-    self as common, ConnFound, ConnOpen, Exec, Exit, Fork, Header, Kind, Listen, Payload, Record,
-    State, Tcp, TcpState, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX,
+    self as common, ConnFound, ConnOpen, DataPiece, Exec, Exit, Fork, Header, Kind, Listen,
+    Payload, Record, State, Tcp, TcpState, Tuple, AF_INET, AF_INET6, DATA_TAIL_MAX,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -169,6 +169,17 @@ pub enum Observation<'a> {
         head: &'a [u8],
         tail: &'a [u8],
     },
+    /// Bytes of the next [`Observation::Data`] of thread `tid` past its
+    /// head, from `offset` (an HTTP/2 socket's transfer beyond 32 KiB or the
+    /// 4th iovec); joined to it before anything else sees it (join.rs).
+    Piece {
+        sk: u64,
+        dir: Direction,
+        tid: u32,
+        ts_ns: u64,
+        offset: u64,
+        bytes: &'a [u8],
+    },
     /// A read by the gateway that failed (a reset seen by `recv()`): no
     /// bytes, but I/O its thread did (see correlate/order.rs).
     ReadFailed {
@@ -219,6 +230,7 @@ impl Observation<'_> {
             Observation::State { .. } => Kind::STATE,
             Observation::Data { .. } | Observation::ReadFailed { .. } => Kind::DATA,
             Observation::Plaintext { .. } => Kind::TLS_DATA,
+            Observation::Piece { .. } => Kind::DATA_PIECE,
             Observation::Tcp { .. } | Observation::TcpClosed { .. } => Kind::TCP,
             Observation::Fork { .. } => Kind::FORK,
             Observation::Exit { .. } => Kind::EXIT,
@@ -323,6 +335,7 @@ pub fn decode(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
             }
         }
         Kind::DATA => return decode_data(raw),
+        Kind::DATA_PIECE => return decode_piece(raw),
         Kind::TLS_DATA => {
             return match decode_data(raw)? {
                 Observation::Data {
@@ -454,6 +467,25 @@ fn decode_data(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
         ts_ns: header.ts_ns,
         head: &body[DATA_TAIL_MAX..DATA_TAIL_MAX + head_len],
         tail: &body[..tail_len],
+    })
+}
+
+/// A `Record<DataPiece>`, then its bytes.
+fn decode_piece(raw: &[u8]) -> Result<Observation<'_>, DecodeError> {
+    const HEADER: usize = size_of::<Record<DataPiece>>();
+    let Record { header, data } = record::<DataPiece>(raw)?;
+    let n = data.piece_len as usize;
+    let bytes = raw
+        .get(HEADER..HEADER + n)
+        .filter(|_| n > 0)
+        .ok_or(DecodeError::Lengths)?;
+    Ok(Observation::Piece {
+        sk: data.sk,
+        dir: data.dir.try_into()?,
+        tid: header.tid,
+        ts_ns: header.ts_ns,
+        offset: data.offset,
+        bytes,
     })
 }
 

@@ -3,7 +3,9 @@
 
 pub mod decode;
 mod globals;
+pub mod join;
 mod maps;
+mod pieces;
 pub mod tls;
 pub mod wire;
 
@@ -27,9 +29,9 @@ use aya::{
 use gatescope_common::{
     PtRegsArgs, SockOffsets, COMM_LEN, GLOBAL_CAPTURE_BYTES, GLOBAL_GENAI_PEERS_ON,
     GLOBAL_PT_REGS_ARGS, GLOBAL_SOCK_OFFSETS, GLOBAL_TLS_ON, GLOBAL_WAKE_CHECK_MASK, MAP_DISCOVER,
-    MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_REFUSED, MAP_RELEASES,
-    MAP_SCRATCH, MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE, PROGRAM_WIRE,
-    SYSCALL_CLEAR, SYSCALL_SPLICE,
+    MAP_EVENTS, MAP_LISTEN_PORTS, MAP_LISTEN_PORT_BITS, MAP_LOST, MAP_PIECES, MAP_REFUSED,
+    MAP_RELEASES, MAP_SCRATCH, MAP_SOCKS, MAP_SYSCALLS, MAP_TARGETS, MAP_TARGET_BITS, MAP_WIRE,
+    PROGRAM_WIRE, SYSCALL_CLEAR, SYSCALL_SPLICE,
 };
 use tracing::{debug, info, warn};
 
@@ -251,6 +253,7 @@ impl Capture {
             .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
             .map_max_entries(MAP_SOCKS, max_sockets)
             .map_max_entries(MAP_SCRATCH, possible_cpus())
+            .map_max_entries(MAP_PIECES, possible_cpus())
             .override_global(GLOBAL_CAPTURE_BYTES, &capture_bytes, true)
             .override_global(GLOBAL_SOCK_OFFSETS, sock_offsets, true)
             .override_global(GLOBAL_PT_REGS_ARGS, &regs, true)
@@ -371,6 +374,15 @@ impl Capture {
             }
             on_trace_events.push(program);
             attached += 1;
+        }
+
+        // Before anything is read: a transfer on an HTTP/2 socket past its
+        // head's 32 KiB or 4th iovec is otherwise cut.
+        if let Err(reason) = pieces::load(&mut ebpf, btf.as_ref(), &on_raw) {
+            warn!(
+                "HTTP/2 transfers are captured up to 32 KiB or 4 iovecs, past which a stream's \
+                 headers can be lost: the piece programs do not load ({reason:#})"
+            );
         }
 
         // Bytes spliced from a socket pass no length tracepoint; counting them

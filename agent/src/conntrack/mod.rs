@@ -262,8 +262,11 @@ impl ConnTable {
                 endpoints,
                 event,
             } => out.facts.push(tcp_fact(role, (&endpoints, 0), event)),
-            // The process and listener stage (pipeline.rs) handles these.
-            Observation::Fork { .. }
+            // Joined to their data record before (capture/join.rs); one
+            // that gets here had none.
+            // The process and listener stage (pipeline.rs) handles the rest.
+            Observation::Piece { .. }
+            | Observation::Fork { .. }
             | Observation::Exit { .. }
             | Observation::Exec { .. }
             | Observation::Listen { .. } => {}

@@ -7,7 +7,7 @@ use super::families;
 
 /// Loss reasons counted by the agent itself (the kernel's come from
 /// `gatescope_common::LOST_REASON_NAMES`).
-pub const AGENT_LOSS_REASONS: [&str; 2] = ["undecodable", "conntrack_full"];
+pub const AGENT_LOSS_REASONS: [&str; 3] = ["undecodable", "unjoined_piece", "conntrack_full"];
 
 pub struct Health {
     pub events_received: IntCounterVec,

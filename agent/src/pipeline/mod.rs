@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::{
     capture::{
         decode::{decode, Handshake, Observation, Role, KINDS},
+        join::Joiner,
         tls::TlsProbes,
         wire::{read_counters, ClosingTaps, Taps},
         Maps,
@@ -104,6 +105,11 @@ pub struct Pipeline {
     finished: Finished,
     /// The live gateway processes' containers and pods.
     gateways: Gateways,
+    /// Pieces of HTTP/2 transfers waiting for their data record.
+    joiner: Joiner,
+    /// The head of the last transfer joined with its pieces (kept for its
+    /// allocation).
+    joined: Vec<u8>,
 }
 
 impl Pipeline {
@@ -143,6 +149,8 @@ impl Pipeline {
                 lost_opens: Vec::new(),
             },
             gateways: Gateways::new(Proc::default()),
+            joiner: Joiner::default(),
+            joined: Vec::new(),
         }
     }
 
@@ -229,9 +237,15 @@ impl Pipeline {
                 break;
             };
             budget -= 1;
+            let mut joined = std::mem::take(&mut self.joined);
             match decode(&item) {
+                Ok(obs @ Observation::Piece { .. }) => {
+                    per_kind[obs.kind_index()] += 1;
+                    self.joiner.piece(&obs);
+                }
                 Ok(obs) => {
                     per_kind[obs.kind_index()] += 1;
+                    let obs = self.joiner.join(obs, &mut joined);
                     self.process_stage(&obs);
                     // Before the table: the exchanges this record finishes
                     // are correlated with its I/O already in the thread's
@@ -260,6 +274,7 @@ impl Pipeline {
                     undecodable += 1;
                 }
             }
+            self.joined = joined;
         }
         for (kind, n) in KINDS.iter().zip(per_kind) {
             if n > 0 {
@@ -272,6 +287,14 @@ impl Pipeline {
         }
         if lost_opens > 0 {
             self.metrics.health.lost_opens.inc_by(lost_opens);
+        }
+        let unjoined = self.joiner.take_dropped();
+        if unjoined > 0 {
+            self.metrics
+                .health
+                .events_lost
+                .with_label_values(&["unjoined_piece"])
+                .inc_by(unjoined);
         }
         if undecodable > 0 {
             self.metrics
@@ -342,6 +365,7 @@ impl Pipeline {
             Observation::ConnFound { .. }
             | Observation::State { .. }
             | Observation::Data { .. }
+            | Observation::Piece { .. }
             | Observation::Plaintext { .. }
             | Observation::ReadFailed { .. }
             | Observation::Tcp { .. }

@@ -380,8 +380,44 @@ fn kind_index_names_the_kind() {
             "exit",
             "exec",
             "listen",
-            "tls_data"
+            "tls_data",
+            "data_piece"
         ]
+    );
+}
+
+#[test]
+fn decodes_a_piece_and_refuses_one_with_bad_lengths() {
+    let piece = DataPiece {
+        sk: 5,
+        offset: 32768,
+        dir: common::Direction::EGRESS,
+        piece_len: 3,
+    };
+    let mut bytes = raw(&Record::new(9, 10, 77, piece));
+    bytes.extend_from_slice(b"xyz");
+    let obs = decode(&bytes).unwrap();
+    assert_eq!(
+        obs,
+        Observation::Piece {
+            sk: 5,
+            dir: Direction::Egress,
+            tid: 10,
+            ts_ns: 77,
+            offset: 32768,
+            bytes: b"xyz",
+        }
+    );
+    assert_eq!(KINDS[obs.kind_index()], "data_piece");
+    // shorter than it says, and empty
+    assert_eq!(decode(&bytes[..bytes.len() - 1]), Err(DecodeError::Lengths));
+    let empty = DataPiece {
+        piece_len: 0,
+        ..piece
+    };
+    assert_eq!(
+        decode(&raw(&Record::new(9, 10, 77, empty))),
+        Err(DecodeError::Lengths)
     );
 }
 
