@@ -162,6 +162,39 @@ fn genai_under_a_path_prefix_is_exact() -> Result<()> {
     all_usage_read(&agent)
 }
 
+/// Answers of about 60 KB (10,000 filler words), usage at their end: nginx
+/// reads them from the upstream in transfers past the 32 KiB head of a data
+/// record (with `proxy_buffering on`, a readv into eight buffers, past the
+/// head's 4th iovec), whose rest the kernel's piece records carry
+/// (ebpf/src/pieces.rs). Without them the usage is lost (`truncated`).
+#[test]
+fn genai_answers_past_the_head_usage_is_read() -> Result<()> {
+    let s = Scene::start()?;
+    let agent = Agent::start(&[s.nginx.master_pid()], &[])?;
+    let mut plan = Vec::new();
+    for buffering in [true, false] {
+        let (oa, an, ol) = (
+            s.base(buffering, "openai"),
+            s.base(buffering, "anthropic"),
+            s.base(buffering, "ollama"),
+        );
+        plan.extend([
+            CallSpec::new("openai_chat", &oa, "gpt-4o").max_tokens(50),
+            CallSpec::new("anthropic", &an, "claude-sonnet-4").max_tokens(45),
+            CallSpec::new("ollama_generate", &ol, "llama3")
+                .max_tokens(25)
+                .no_stream(),
+        ]);
+    }
+    let plan: Vec<CallSpec> = plan
+        .into_iter()
+        .map(|c| c.header("x-mock-pad-words", "10000"))
+        .collect();
+    let record = s.run(&plan)?;
+    agent.wait_all(&native_expectations(&record), SETTLE)?;
+    all_usage_read(&agent)
+}
+
 /// Tiny bodies and no delay: the response can arrive right after the
 /// request is written; usage must still be read, exactly.
 #[test]
