@@ -88,16 +88,16 @@ impl Joiner {
     /// and the pieces in `buf` (its tail cut to what lies past them).
     /// Anything else is returned as it is; pieces of another transfer are
     /// dropped.
-    pub fn join<'a>(&mut self, obs: Observation<'a>, buf: &'a mut Vec<u8>) -> Observation<'a> {
+    pub fn join<'a>(&mut self, mut obs: Observation<'a>, buf: &'a mut Vec<u8>) -> Observation<'a> {
         let Observation::Data {
             sk,
             dir,
             len,
-            tgid,
             tid,
             ts_ns,
-            head,
-            tail,
+            ref mut head,
+            ref mut tail,
+            ..
         } = obs
         else {
             return obs;
@@ -117,18 +117,9 @@ impl Joiner {
         // does not reach.
         let tail_from = len - tail.len() as u64;
         let cut = (buf.len() as u64).saturating_sub(tail_from) as usize;
-        let tail = &tail[cut.min(tail.len())..];
-        let head: &'a [u8] = buf;
-        Observation::Data {
-            sk,
-            dir,
-            len,
-            tgid,
-            tid,
-            ts_ns,
-            head,
-            tail,
-        }
+        *tail = &tail[cut.min(tail.len())..];
+        *head = buf;
+        obs
     }
 
     /// Pieces dropped since the last call.
