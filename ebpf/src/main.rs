@@ -8,6 +8,7 @@
 //! - `conn`: TCP connection lifecycle of target sockets.
 //! - `bytes`: bytes per socket moved by target threads.
 //! - `payload`: the head and tail of those transfers, for HTTP parsing.
+//! - `genai_mark`: whether a transfer starts a GenAI API request (wide capture).
 //! - `pieces`: the rest of a transfer on an HTTP/2 socket, past its head.
 //! - `regs`: where those transfers' buffers are, from the saved registers.
 //! - `seen`: per-socket memory of the BTF path (one lookup per transfer).
@@ -25,6 +26,7 @@ mod bytes;
 mod conn;
 mod emit;
 mod found;
+mod genai_mark;
 mod maps;
 mod payload;
 mod pieces;

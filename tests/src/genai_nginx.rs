@@ -61,7 +61,7 @@ pub fn nginx_conf(d: &str, port: u16, upstreams: &BTreeMap<String, u16>) -> Stri
         names.join("|")
     );
     // The same, deeper than the kernel's scan for a GenAI path's end
-    // (GENAI_PATH_MAX in ebpf/src/payload.rs): a gateway's long route.
+    // (GENAI_PATH_MAX in ebpf/src/genai_mark.rs): a gateway's long route.
     let _ = write!(
         locations,
         "        location ~ ^/deep/({})/v1/(.*)$ {{

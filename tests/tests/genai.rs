@@ -125,7 +125,7 @@ fn genai_through_nginx_is_exact() -> Result<()> {
 /// API paths under a prefix of the gateway's own (`/openai/v1/chat/completions`
 /// upstream), with long non-streamed answers whose head and body the gateway
 /// reads apart: the usage at the end of the body is read only if the capture
-/// was widened at the request's write (ebpf/src/payload.rs,
+/// was widened at the request's write (ebpf/src/genai_mark.rs,
 /// `starts_genai_request`), which must find the API path behind the prefix.
 #[test]
 fn genai_under_a_path_prefix_is_exact() -> Result<()> {
