@@ -184,13 +184,15 @@ fn curl_requests_are_exact_over_tls_and_h2c() -> Result<()> {
         n += paths.len();
     }
     exact(&scene, &agent, &req_log, n)?;
-    // 30000 bytes with its HEADERS frame fit no head; the test fails
-    // without pieces (agent 8,280 response bytes, nginx 30,115).
+    // nginx writes the 30,000-byte answer (HEADERS, then 4 DATA frames,
+    // each frame header an iovec of its own) past the head's 4th iovec: the
+    // test failed without pieces (agent 8,280 response bytes, nginx 30,115).
+    // How many pieces depends on how nginx groups its writes (3 here).
     let p = pieces(&agent)?;
     eprintln!("piece records: {p}");
     ensure!(
-        p >= 2.0,
-        "{p} piece records, want the 2 large responses' at least"
+        p >= 1.0,
+        "no piece record: the large answers did not go past a head"
     );
     let up = scene.upstream.stats().requests;
     ensure!(up == 7, "the upstream answered {up} requests, want 7");
