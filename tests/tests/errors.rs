@@ -336,10 +336,22 @@ fn sigterm_detaches_programs() -> Result<()> {
          (program fds: {loaded:?})",
         linked.len()
     );
-    let filters: Vec<&&bpftool::Prog> = mine.iter().filter(|p| !linked.contains(&p.id)).collect();
+    // Held but not linked: the socket filter, and the piece programs, which
+    // the length programs tail-call through a program array (one per
+    // length program; ebpf/src/pieces.rs).
+    let (pieces, filters): (Vec<&bpftool::Prog>, Vec<&bpftool::Prog>) = mine
+        .iter()
+        .copied()
+        .filter(|p| !linked.contains(&p.id))
+        .partition(|p| p.name.starts_with("pieces_"));
     ensure!(
         filters.iter().all(|p| p.kind == "socket_filter") && filters.len() <= 1,
-        "programs held but not linked, other than the socket filter: {filters:#?}"
+        "programs held but not linked, other than the socket filter and the piece programs: \
+         {filters:#?}"
+    );
+    ensure!(
+        pieces.len() == 2,
+        "want the 2 piece programs of the length programs loaded, not linked: {pieces:#?}"
     );
     ensure!(
         mine.iter().any(|p| p.kind == "tracepoint"),
