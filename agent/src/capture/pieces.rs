@@ -12,38 +12,32 @@ use aya::{
 use gatescope_common::{PIECE_PROGRAMS, PIECE_PROGRAMS_BTF};
 
 /// Loads the piece program of each length program attached (`on_btf`:
-/// those on their BTF tracepoint; the others are on trace events) and
-/// fills its array.
+/// those on their BTF tracepoint, with `btf`; the others are on trace
+/// events) and fills its array.
 pub(super) fn load(ebpf: &mut Ebpf, btf: Option<&Btf>, on_btf: &[&str]) -> anyhow::Result<()> {
-    for (i, &(program, array, tracepoint)) in PIECE_PROGRAMS_BTF.iter().enumerate() {
-        let fd = if let (true, Some(btf)) = (on_btf.contains(&tracepoint), btf) {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(program)
-                .context("program missing from the object")?
-                .try_into()?;
+    for (btf_form, event_form) in PIECE_PROGRAMS_BTF.into_iter().zip(PIECE_PROGRAMS) {
+        let tracepoint = btf_form.2;
+        let btf = btf.filter(|_| on_btf.contains(&tracepoint));
+        let (program, array, _) = if btf.is_some() { btf_form } else { event_form };
+        let prog = ebpf
+            .program_mut(program)
+            .with_context(|| format!("{program} missing from the object"))?;
+        let fd = if let Some(btf) = btf {
+            let prog: &mut BtfTracePoint = prog.try_into()?;
             prog.load(tracepoint, btf)
                 .with_context(|| format!("loading {program}"))?;
             prog.fd()?.try_clone()?
         } else {
-            let (program, _, _) = PIECE_PROGRAMS[i];
-            let prog: &mut TracePoint = ebpf
-                .program_mut(program)
-                .context("program missing from the object")?
-                .try_into()?;
+            let prog: &mut TracePoint = prog.try_into()?;
             prog.load().with_context(|| format!("loading {program}"))?;
             prog.fd()?.try_clone()?
-        };
-        let array = if on_btf.contains(&tracepoint) {
-            array
-        } else {
-            PIECE_PROGRAMS[i].1
         };
         let mut map = ProgramArray::try_from(
             ebpf.map_mut(array)
                 .with_context(|| format!("map {array} missing from the object"))?,
         )?;
         map.set(0, &fd, 0)
-            .with_context(|| format!("putting the piece program in {array}"))?;
+            .with_context(|| format!("putting {program} in {array}"))?;
     }
     Ok(())
 }
