@@ -107,12 +107,7 @@ impl Length for Classic<'_> {
     }
     #[inline(always)]
     fn pieces(&self, dir: Direction) {
-        let array = if dir == Direction::EGRESS {
-            &PIECES_SEND
-        } else {
-            &PIECES_RECV
-        };
-        pieces::call(self.0, array);
+        pieces::call(self.0, dir, &PIECES_SEND, &PIECES_RECV);
     }
 }
 
@@ -159,12 +154,7 @@ impl Length for Btf<'_> {
     }
     #[inline(always)]
     fn pieces(&self, dir: Direction) {
-        let array = if dir == Direction::EGRESS {
-            &PIECES_SEND_BTF
-        } else {
-            &PIECES_RECV_BTF
-        };
-        pieces::call(self.0, array);
+        pieces::call(self.0, dir, &PIECES_SEND_BTF, &PIECES_RECV_BTF);
     }
 }
 

@@ -240,13 +240,8 @@ fn emit(
             }
         }
     }
-    output(event, head_larger_than(event, cap));
-}
-
-/// Whether the head captured is over the usual `cap`.
-#[inline(always)]
-fn head_larger_than(event: &DataEvent, cap: u64) -> bool {
-    u64::from(event.header.data.head_len) > cap
+    let large = u64::from(event.header.data.head_len) > cap;
+    output(event, large);
 }
 
 /// Sends the data record built in `event`. `large`: a head taken whole,

@@ -24,7 +24,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gatescope_common::{
-    DataPiece, LostReason, PieceEvent, PieceState, Record, PIECES_MAX, PIECE_MAX,
+    DataPiece, Direction, LostReason, PieceEvent, PieceState, Record, PIECES_MAX, PIECE_MAX,
 };
 
 use crate::{
@@ -87,9 +87,11 @@ pub fn start(ptr: u64, count: u64, len: u64, pos: u64) -> bool {
     true
 }
 
-/// Tail-calls the piece program in `array` (the length program's own).
+/// Tail-calls the piece program of a length program: in `send` or `recv`,
+/// its arrays, by the transfer's direction.
 #[inline(always)]
-pub fn call<C: EbpfContext>(ctx: &C, array: &ProgramArray) {
+pub fn call<C: EbpfContext>(ctx: &C, dir: Direction, send: &ProgramArray, recv: &ProgramArray) {
+    let array = if dir == Direction::EGRESS { send } else { recv };
     // SAFETY: returns only when the call failed (an empty array: the agent
     // did not load the program); the caller then goes on as without pieces.
     unsafe { array.tail_call(ctx, 0) };
@@ -139,7 +141,8 @@ fn run<C: EbpfContext>(ctx: &C, again: &ProgramArray) {
             }
         }
         if state.pos < state.len && (state.pieces as usize) < PIECES_MAX {
-            call(ctx, again);
+            // SAFETY: as in `call`; on failure the data record goes out below.
+            unsafe { again.tail_call(ctx, 0) };
         }
     }
     // The last run, or a call that failed: the data record follows its
